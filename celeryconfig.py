@@ -1,0 +1,51 @@
+"""Celery's own (lowercase) settings, built from deployer.settings (env DEPLOYER_*)."""
+
+from __future__ import annotations
+
+from kombu import Exchange, Queue
+
+from deployer.settings import get_settings
+
+CONTROL_QUEUE = "deployer.control"
+STAGES_QUEUE = "deployer.stages"
+
+_settings = get_settings()
+
+broker_url = _settings.broker_url
+broker_connection_retry_on_startup = True
+# A killed worker's unacked message comes back after this; longer than any countdown we use.
+broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+result_backend = _settings.result_backend
+result_expires = 86400
+
+# JSON only: a pickle message is refused, never executed.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+# Stage results are never read (state lives in our store); control results are kept
+# per task (ignore_result=False there) for callers that configured a result backend.
+task_ignore_result = True
+task_store_errors_even_if_ignored = False
+
+# At-least-once: ack after the stage ran; a lost worker's stage is redelivered, and the
+# lease token makes a stale duplicate harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = _settings.worker_prefetch_multiplier
+
+# Plain durable queues with no arguments, so any client (celery-node, kombu) can declare them.
+task_queues = (
+    Queue(CONTROL_QUEUE, Exchange(CONTROL_QUEUE, type="direct"), routing_key=CONTROL_QUEUE),
+    Queue(STAGES_QUEUE, Exchange(STAGES_QUEUE, type="direct"), routing_key=STAGES_QUEUE),
+)
+task_default_queue = CONTROL_QUEUE
+task_default_exchange = CONTROL_QUEUE
+task_default_routing_key = CONTROL_QUEUE
+task_routes = {"deployer.run_stage": {"queue": STAGES_QUEUE, "routing_key": STAGES_QUEUE}}
+
+# Operators watch in Flower: events on.
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False

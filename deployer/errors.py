@@ -1,0 +1,72 @@
+"""The one exception tree of deployer; every error has a stable `code`.
+
+    DeployerError
+     ├── PermanentError          retrying the same input cannot help
+     │    ├── PlanValidationError    (field errors of a rejected plan)
+     │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
+     │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
+     │    ├── StaleRun               (a superseded run tried to write)
+     │    └── StepFailed             (a step gave a definite no)
+     └── TransientError          may succeed later (drives retries)
+          ├── TenantBusy             (another run holds the tenant lease)
+          └── NotYet                 (a waiting step is not satisfied yet)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DeployerError(Exception):
+    code = "DEPLOYER_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details
+
+    def as_result(self) -> dict[str, Any]:
+        """The public `{"ok", "code", "message", ...}` shape of a refused command."""
+        return {"ok": False, "code": self.code, "message": self.message, **self.details}
+
+
+class PermanentError(DeployerError):
+    code = "PERMANENT_ERROR"
+
+
+class TransientError(DeployerError):
+    code = "TRANSIENT_ERROR"
+
+
+class PlanValidationError(PermanentError):
+    code = "PLAN_INVALID"
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message, errors=errors)
+        self.errors = errors
+
+
+class IllegalTransition(PermanentError):
+    code = "ILLEGAL_TRANSITION"
+
+
+class NotFound(PermanentError):
+    code = "NOT_FOUND"
+
+
+class StaleRun(PermanentError):
+    code = "STALE_RUN"
+
+
+class StepFailed(PermanentError):
+    code = "STEP_FAILED"
+
+
+class TenantBusy(TransientError):
+    code = "TENANT_BUSY"
+
+
+class NotYet(TransientError):
+    code = "NOT_YET"

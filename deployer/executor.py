@@ -1,0 +1,89 @@
+"""Runs one stage of a chain: gate, steps, checkpoint. Knows nothing of Celery.
+
+The stage task asks `run_stage` what to do and translates the answer: `Proceed` returns the
+context to the next stage, `Reschedule` re-sends this stage with a countdown (a waiting
+step never sleeps in a worker), `Halt` ends the chain here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from deployer.errors import StaleRun
+from deployer.models import StageSpec, TaskRuntimeContext
+from deployer.store import Store
+from stages import registry
+from stages.base import StepEnv, Wait
+
+log = logging.getLogger("deployer.executor")
+
+#: How long a stage waits before asking again for a tenant another run holds.
+LEASE_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class Proceed:
+    ctx: TaskRuntimeContext
+
+
+@dataclass
+class Reschedule:
+    ctx: TaskRuntimeContext
+    countdown: float
+
+
+@dataclass
+class Halt:
+    why: str
+    plan_slot_freed: bool = False
+
+
+Outcome = Proceed | Reschedule | Halt
+
+
+def run_stage(store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec) -> Outcome:
+    gate = store.begin_stage(ctx, stage)
+    if gate.verdict == "STALE":
+        log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
+        return Halt("stale")
+    if gate.verdict in ("PAUSED", "CANCELLED"):
+        log.info("task %s %s before stage %s", ctx.task_id, gate.verdict.lower(), stage.name)
+        return Halt(gate.verdict.lower(), plan_slot_freed=True)
+    if gate.verdict == "BUSY":
+        return Reschedule(ctx, LEASE_WAIT_SECONDS)
+    if gate.verdict == "REDELIVERED":
+        store.fail(ctx, stage.name, f"stage {stage.name} delivered {gate.detail} times; giving up")
+        return Halt("redelivered", plan_slot_freed=True)
+    if gate.acquired and not env.same_server:
+        env.target.set(env.fence_key(ctx.tenant_id), ctx.token)
+
+    for i in range(ctx.step_index, len(stage.steps)):
+        spec = stage.steps[i]
+        try:
+            result = registry.step(spec.type).run(spec, ctx, env)
+        except StaleRun as exc:
+            log.warning("task %s: %s", ctx.task_id, exc)
+            return Halt("stale")
+        except Exception as exc:  # a step's failure is the task's, never the worker's
+            reason = f"stage {stage.name}, step {spec.name}: {exc}"
+            log.warning("task %s failed: %s", ctx.task_id, reason)
+            store.fail(ctx, stage.name, reason)
+            return Halt("failed", plan_slot_freed=True)
+        if isinstance(result, Wait):
+            ctx.step_index = i
+            ctx.attempt += 1
+            ctx.scratch.update(result.progress)
+            return Reschedule(ctx, result.countdown)
+        ctx.step_index, ctx.attempt = i + 1, 0
+        ctx.scratch = {}
+
+    ctx.stage_index += 1
+    ctx.step_index = 0
+    is_last = ctx.stage_index >= ctx.stage_count
+    verdict = store.end_stage(ctx, stage, is_last)
+    if verdict == "STALE":
+        return Halt("stale")
+    if is_last:
+        return Halt("done", plan_slot_freed=True)
+    return Proceed(ctx)

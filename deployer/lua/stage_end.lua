@@ -1,0 +1,25 @@
+-- Checkpoint a completed stage; on the last one, finish the task in the same round trip.
+-- KEYS: task, plan, lease, inflight, events
+-- ARGV: token, stage_index, stage_name, now_ms, ctx_json, is_last, final_status, events_maxlen, lease_ttl_ms
+local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local ctx_json, is_last, final_status, maxlen, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
+
+local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId', 'planId')
+if t[1] ~= token then return {'STALE', t[2] or ''} end
+if t[2] ~= 'RUNNING' and t[2] ~= 'ROLLING_BACK' then return {'STALE', t[2]} end
+local task_id, tenant_id, plan_id = t[3], t[4], t[5]
+redis.call('HSET', task_key, 'checkpoint', stage_index, 'ctx', ctx_json, 'updatedAt', now)
+emit(events_key, maxlen, {'type', 'STAGE_COMPLETED', 'planId', plan_id, 'taskId', task_id,
+  'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'ts', now})
+if is_last ~= '1' then
+  if redis.call('GET', lease_key) == token then redis.call('PEXPIRE', lease_key, ttl) end
+  redis.call('ZADD', inflight_key, now + ttl, task_id)
+  return {'OK'}
+end
+local old = change_status(task_key, plan_key, final_status, now)
+redis.call('HSET', task_key, 'endedAt', now)
+release(task_key, lease_key, inflight_key, plan_key, token, task_id)
+emit(events_key, maxlen, {'type', 'TASK_' .. final_status, 'planId', plan_id, 'taskId', task_id,
+  'tenantId', tenant_id, 'from', old, 'to', final_status, 'ts', now})
+return {'DONE', old}

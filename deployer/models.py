@@ -1,0 +1,279 @@
+"""Wire and domain models (pydantic v2): camelCase on the wire, snake_case in Python."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+#: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+_ID_RE = re.compile(ID_PATTERN)
+MAX_VERSION = 2**63 - 1
+MAX_TEXT = 4096
+
+
+class PlanStatus(StrEnum):
+    CREATED = "CREATED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class TaskStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    ROLLING_BACK = "ROLLING_BACK"
+    ROLLED_BACK = "ROLLED_BACK"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+
+
+class RunKind(StrEnum):
+    FORWARD = "FORWARD"
+    RETRY = "RETRY"
+    ROLLBACK = "ROLLBACK"
+
+
+class WireModel(BaseModel):
+    """camelCase aliases, snake_case names, both accepted on input."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
+    )
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _check_id(value: str, what: str) -> str:
+    if not _ID_RE.match(value):
+        raise ValueError(
+            f"{what} must be 1-128 characters of letters, digits, '_', '.' or '-' "
+            "and start with a letter or digit"
+        )
+    return value
+
+
+class NetworkEndpoint(WireModel):
+    """One gateway route rule, as the Java callers send it."""
+
+    key: str = Field(min_length=1, max_length=256)
+    value: str | None = Field(None, max_length=MAX_TEXT)
+    source_ip: str | None = Field(None, max_length=256)
+    source_domain: str | None = Field(None, max_length=256)
+    target_ip: str | None = Field(None, max_length=256)
+    target_domain: str | None = Field(None, max_length=256)
+
+    @model_validator(mode="after")
+    def _both_ends(self) -> NetworkEndpoint:
+        if not (self.source_ip or "").strip() and not (self.source_domain or "").strip():
+            raise ValueError("one of sourceIp or sourceDomain is required")
+        if not (self.target_ip or "").strip() and not (self.target_domain or "").strip():
+            raise ValueError("one of targetIp or targetDomain is required")
+        return self
+
+    @property
+    def source_uri(self) -> str:
+        """The longer of ip/domain, as the Java RouteRule did (minus its URI parsing crash)."""
+        return max((self.source_ip or "", self.source_domain or ""), key=len).strip()
+
+    @property
+    def target_uri(self) -> str:
+        return max((self.target_ip or "", self.target_domain or ""), key=len).strip()
+
+
+class TenantConfig(WireModel):
+    """A tenant's desired configuration: the Java `TenantDeployConfig` JSON, accepted as is."""
+
+    tenant_id: str = Field(max_length=128)
+    plan_id: str | None = Field(None, max_length=128)
+    plan_version: int | None = Field(None, ge=0, le=MAX_VERSION)
+    deploy_unit_id: int | None = Field(None, ge=0, le=MAX_VERSION)
+    deploy_unit_version: int | None = Field(None, ge=0, le=MAX_VERSION)
+    deploy_unit_name: str | None = Field(None, min_length=1, max_length=256)
+    network_endpoints: list[NetworkEndpoint] = Field(default_factory=list, max_length=1000)
+    nacos_name_space: str | None = Field(None, max_length=256)
+    default_flag: bool | None = None
+    called_number_rules: str | None = Field(None, max_length=MAX_TEXT)
+    trunk_group: str | None = Field(None, max_length=256)
+    service_names: list[str] | None = Field(None, max_length=32)
+    health_check_path: str | None = Field(None, max_length=512)
+    previous_config: TenantConfig | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "previousConfig", "previous_config", "sourceTenantDeployConfig"
+        ),
+        serialization_alias="previousConfig",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_previous(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if "previousConfig" in data and "sourceTenantDeployConfig" in data:
+                raise ValueError(
+                    "give the previous config as previousConfig or sourceTenantDeployConfig, "
+                    "not both"
+                )
+            if data.get("networkEndpoints", ...) is None:
+                data = {**data, "networkEndpoints": []}
+        return data
+
+    @field_validator("tenant_id")
+    @classmethod
+    def _tenant_id(cls, v: str) -> str:
+        return _check_id(v, "tenantId")
+
+    @field_validator("plan_id", mode="before")
+    @classmethod
+    def _plan_id(cls, v: Any) -> Any:
+        return _coerce_plan_id(v) if v is not None else None
+
+    @field_validator("health_check_path")
+    @classmethod
+    def _path_only(cls, v: str | None) -> str | None:
+        # A config may choose the path on the configured instances, never another host.
+        if v is not None and (not v.startswith("/") or "//" in v or "@" in v or "\\" in v):
+            raise ValueError("must be an absolute path such as /actuator/bg-sdk/{tenantId}")
+        return v
+
+    @field_validator("previous_config")
+    @classmethod
+    def _flat_history(cls, v: TenantConfig | None) -> TenantConfig | None:
+        # Only one step of history is kept: the snapshot's own snapshot is irrelevant.
+        if v is not None and v.previous_config is not None:
+            v = v.model_copy(update={"previous_config": None})
+        return v
+
+    @property
+    def media_routing(self) -> bool:
+        return bool(self.trunk_group and self.called_number_rules)
+
+
+def _coerce_plan_id(v: Any) -> str:
+    if isinstance(v, bool):
+        raise ValueError("planId must be a string or an integer")
+    if isinstance(v, int):
+        v = str(v)
+    if not isinstance(v, str):
+        raise ValueError("planId must be a string or an integer")
+    return _check_id(v, "planId")
+
+
+class Plan(WireModel):
+    """A rollout: one TenantConfig per tenant."""
+
+    plan_id: str
+    max_concurrency: int | None = Field(None, ge=1, le=100_000)
+    tenants: list[TenantConfig] = Field(min_length=1)
+
+    @field_validator("plan_id", mode="before")
+    @classmethod
+    def _plan_id(cls, v: Any) -> str:
+        return _coerce_plan_id(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Plan:
+        seen: set[str] = set()
+        for i, tenant in enumerate(self.tenants):
+            if tenant.tenant_id in seen:
+                raise ValueError(f"tenants[{i}].tenantId: duplicate tenant id {tenant.tenant_id}")
+            seen.add(tenant.tenant_id)
+            if tenant.plan_id is not None and tenant.plan_id != self.plan_id:
+                raise ValueError(
+                    f"tenants[{i}].planId: {tenant.plan_id} differs from the plan's {self.plan_id}"
+                )
+        return self
+
+
+class StepSpec(WireModel):
+    """One step of a stage: a registered step type and its JSON parameters."""
+
+    type: str
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageSpec(WireModel):
+    """One stage = one Celery task; built by an assembler, stored with the run."""
+
+    name: str
+    service: str
+    steps: list[StepSpec]
+
+
+class TaskRuntimeContext(WireModel):
+    """The state handed from stage to stage along a chain (seed 000).
+
+    `additional_data` holds run-wide values such as planVersion, fixed when the run is
+    prepared; `scratch` holds per-step working data and is cleared whenever a run is
+    re-prepared, so nothing stale leaks into a retry (the Java system's bug).
+    """
+
+    plan_id: str
+    task_id: str
+    tenant_id: str
+    run_id: str
+    run_kind: RunKind = RunKind.FORWARD
+    token: str = ""
+    stage_count: int = 0
+    stage_index: int = 0
+    step_index: int = 0
+    attempt: int = 0
+    additional_data: dict[str, Any] = Field(default_factory=dict)
+    scratch: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def plan_version(self) -> int | None:
+        value = self.additional_data.get("planVersion")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Run(WireModel):
+    """A prepared run of a task: what create, retry and rollback all return."""
+
+    run_id: str
+    kind: RunKind
+    stages: list[StageSpec]
+    context: TaskRuntimeContext
+    start_index: int = 0
+
+
+class Task(WireModel):
+    """One tenant's part of a plan, as stored."""
+
+    task_id: str
+    plan_id: str
+    tenant_id: str
+    status: TaskStatus
+    config: TenantConfig
+    prev_config: TenantConfig | None = None
+    run: Run | None = None
+    checkpoint: int = -1
+    stage_name: str | None = None
+    last_error: str | None = None
+    retry_count: int = 0
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+def task_id_for(plan_id: str, tenant_id: str) -> str:
+    """Deterministic, so submitting the same plan twice names the same tasks."""
+    return f"task-{plan_id}_{tenant_id}"

@@ -1,0 +1,199 @@
+"""The producer: validate a plan, persist it, and prepare runs (create, retry, rollback).
+
+Create, retry and rollback all end in a `Run` (stage specs + a TaskRuntimeContext) that
+the one stage task executes; only where the config and the context come from differs
+(seed 003). Sending is injected (`Sender`) so this module never imports Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from deployer.errors import PlanValidationError
+from deployer.models import (
+    Plan,
+    Run,
+    RunKind,
+    Task,
+    TaskRuntimeContext,
+    TaskStatus,
+    TenantConfig,
+    task_id_for,
+)
+from deployer.settings import Settings
+from deployer.store import Dispatch, Store
+from stages.base import ConfigError
+from stages.factory import build_stages
+
+log = logging.getLogger("deployer.planner")
+
+Sender = Callable[[list[Dispatch]], None]
+_VALUE_ERROR = re.compile(r"^(?:Value error, )?([\w\[\].]+): (.*)$", re.S)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic errors as [{field, reason}] with wire (camelCase) paths."""
+    errors = []
+    for err in exc.errors(include_url=False, include_input=False):
+        field, reason = _loc(err["loc"]), str(err["msg"])
+        m = _VALUE_ERROR.match(reason)
+        if m and not field:
+            field, reason = m.group(1), m.group(2)
+        elif reason.startswith("Value error, "):
+            reason = reason[len("Value error, ") :]
+        errors.append({"field": field or "(plan)", "reason": reason})
+    return errors
+
+
+def parse_plan(payload: Any, settings: Settings) -> Plan:
+    """Validate a whole plan or raise PlanValidationError listing every field error."""
+    if isinstance(payload, bytes | bytearray):
+        payload = payload.decode("utf-8", errors="replace")
+    if isinstance(payload, str):
+        if len(payload) > settings.max_plan_bytes:
+            raise PlanValidationError(
+                "plan too large",
+                [{"field": "(plan)", "reason": f"larger than {settings.max_plan_bytes} bytes"}],
+            )
+        try:
+            payload = json.loads(payload)
+        except ValueError as exc:
+            raise PlanValidationError(
+                "plan is not JSON", [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}]
+            ) from None
+    if not isinstance(payload, dict):
+        raise PlanValidationError(
+            "plan must be a JSON object",
+            [{"field": "(plan)", "reason": f"expected an object, got {type(payload).__name__}"}],
+        )
+    tenants = payload.get("tenants")
+    if isinstance(tenants, list) and len(tenants) > settings.max_tenants_per_plan:
+        raise PlanValidationError(
+            "too many tenants",
+            [{"field": "tenants", "reason": f"more than {settings.max_tenants_per_plan}"}],
+        )
+    try:
+        return Plan.model_validate(payload)
+    except ValidationError as exc:
+        errors = field_errors(exc)
+        raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors) from None
+    except RecursionError:
+        raise PlanValidationError(
+            "plan nested too deeply", [{"field": "(plan)", "reason": "nested too deeply"}]
+        ) from None
+
+
+def initial_context(
+    plan_id: str, task_id: str, config: TenantConfig, kind: RunKind, run_id: str
+) -> TaskRuntimeContext:
+    """Created with the task (seed 000): planVersion travels in additionalData."""
+    return TaskRuntimeContext(
+        plan_id=plan_id,
+        task_id=task_id,
+        tenant_id=config.tenant_id,
+        run_id=run_id,
+        run_kind=kind,
+        additional_data={"planVersion": config.plan_version},
+    )
+
+
+def prepare_forward(plan_id: str, config: TenantConfig, settings: Settings) -> Task:
+    """A new task and its first run, from the caller's config."""
+    task_id = task_id_for(plan_id, config.tenant_id)
+    run_id = new_run_id()
+    stages = build_stages(config, config.previous_config, settings)
+    ctx = initial_context(plan_id, task_id, config, RunKind.FORWARD, run_id)
+    ctx.stage_count = len(stages)
+    return Task(
+        task_id=task_id,
+        plan_id=plan_id,
+        tenant_id=config.tenant_id,
+        status=TaskStatus.PENDING,
+        config=config,
+        prev_config=config.previous_config,
+        run=Run(run_id=run_id, kind=RunKind.FORWARD, stages=stages, context=ctx),
+    )
+
+
+def prepare_tasks(plan: Plan, settings: Settings) -> list[Task]:
+    """Every task of the plan, or PlanValidationError naming each tenant's problem."""
+    tasks: list[Task] = []
+    errors: list[dict[str, str]] = []
+    for i, config in enumerate(plan.tenants):
+        try:
+            tasks.append(prepare_forward(plan.plan_id, config, settings))
+        except ConfigError as exc:
+            errors.append({"field": f"tenants[{i}].{exc.field}", "reason": exc.reason})
+    if errors:
+        raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors)
+    return tasks
+
+
+@dataclass
+class Planner:
+    """Application service: turns requests into persisted state plus chains sent."""
+
+    store: Store
+    settings: Settings
+    send: Sender
+
+    def submit(self, payload: Any) -> dict[str, Any]:
+        plan_id = payload.get("planId") if isinstance(payload, dict) else None
+        try:
+            plan = parse_plan(payload, self.settings)
+            plan_id = plan.plan_id
+            if self.store.plan_exists(plan.plan_id):
+                return {
+                    "ok": True,
+                    "code": "ALREADY_SUBMITTED",
+                    "message": f"plan {plan.plan_id} exists; nothing changed",
+                    "planId": plan.plan_id,
+                }
+            tasks = prepare_tasks(plan, self.settings)
+        except PlanValidationError as exc:
+            self.store.reject(str(plan_id) if plan_id is not None else None, exc.errors, exc.message)
+            log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
+            return {**exc.as_result(), "planId": plan_id}
+        if not self.store.claim_plan(plan.plan_id):
+            return {
+                "ok": True,
+                "code": "ALREADY_SUBMITTED",
+                "message": f"plan {plan.plan_id} is being submitted by another request",
+                "planId": plan.plan_id,
+            }
+        concurrency = plan.max_concurrency or self.settings.max_concurrency
+        self.store.create_plan(plan, tasks, concurrency)
+        self.dispatch(plan.plan_id)
+        return {
+            "ok": True,
+            "code": "ACCEPTED",
+            "message": f"plan {plan.plan_id} accepted with {len(tasks)} task(s)",
+            "planId": plan.plan_id,
+            "tasks": len(tasks),
+        }
+
+    def dispatch(self, plan_id: str) -> int:
+        """Fill the plan's free slots and send those chains."""
+        ready = self.store.fill(plan_id)
+        if ready:
+            self.send(ready)
+        return len(ready)

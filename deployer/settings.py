@@ -1,0 +1,101 @@
+"""Typed settings from the environment (prefix DEPLOYER_); every default lives here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_KEY_PREFIX = "icc_ai_ops_srv:tenant_config:"
+DEFAULT_PUBSUB_TOPIC = "icc_ai_ops_srv:tenant_config:topic"
+
+#: Default instances of each service, as `deployer fleet` serves them with no arguments.
+DEFAULT_INSTANCES: dict[str, list[str]] = {
+    "asbc-gateway": ["127.0.0.1:18101"],
+    "portal": ["127.0.0.1:18201"],
+    "blue-green-gateway": ["127.0.0.1:18301", "127.0.0.1:18302"],
+    "ob-service": ["127.0.0.1:18401"],
+}
+
+
+class Settings(BaseSettings):
+    """Everything a worker, the CLI and the fleet read; one object, parsed once per process."""
+
+    model_config = SettingsConfigDict(env_prefix="DEPLOYER_", extra="ignore")
+
+    broker_url: str = DEFAULT_BROKER_URL
+    redis_url: str | None = None
+    target_redis_url: str | None = None
+    result_backend: str | None = None
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    pubsub_topic: str = DEFAULT_PUBSUB_TOPIC
+
+    # Plans
+    max_concurrency: int = Field(10, ge=1, le=100_000)
+    max_tenants_per_plan: int = Field(100_000, ge=1)
+    max_plan_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_retries: int = Field(3, ge=0)
+
+    # Leases, redelivery and reconciliation
+    lease_ttl_seconds: float = Field(60.0, gt=0)
+    visibility_timeout_seconds: int = Field(120, ge=10)
+    max_redeliveries: int = Field(10, ge=1)
+    reconcile_interval_seconds: float = Field(10.0, gt=0)
+
+    # Fleet verification
+    verify_interval_seconds: float = Field(3.0, gt=0)
+    verify_max_attempts: int = Field(10, ge=1)
+    verify_path: str = "/actuator/bg-sdk/{tenantId}"
+    verify_json_path: str = "$.version"
+    http_timeout_seconds: float = Field(5.0, gt=0)
+    instances: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INSTANCES))
+    selection: Literal["ALL", "RANDOM"] = "ALL"
+
+    # Observability
+    events_maxlen: int = Field(100_000, ge=100)
+    rejections_maxlen: int = Field(10_000, ge=10)
+    worker_prefetch_multiplier: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _default_urls(self) -> Settings:
+        if self.redis_url is None:
+            self.redis_url = (
+                self.broker_url
+                if self.broker_url.startswith(("redis://", "rediss://", "unix://"))
+                else "redis://127.0.0.1:6379/0"
+            )
+        if self.target_redis_url is None:
+            self.target_redis_url = self.redis_url
+        return self
+
+    @property
+    def state_url(self) -> str:
+        assert self.redis_url is not None
+        return self.redis_url
+
+    @property
+    def target_url(self) -> str:
+        assert self.target_redis_url is not None
+        return self.target_redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Parse the environment once; tests call `get_settings.cache_clear()` after changing it."""
+    return Settings()
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a broker or Redis URL so it can be printed or logged."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,238 @@
+"""The Redis repository: plans, tasks, leases, checkpoints and events.
+
+Every state change that must be atomic is one Lua script (deployer/lua), so a stage's
+bookkeeping costs one round trip at its start and one at its end, and a reader never sees
+a task's status disagree with its plan's counters.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+
+from deployer import keys
+from deployer.models import Plan, Run, StageSpec, Task, TaskRuntimeContext, TaskStatus
+from deployer.settings import Settings
+
+_PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+
+
+def _script(name: str) -> str:
+    return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A task given a concurrency slot: the caller sends its chain from `context`."""
+
+    task_id: str
+    token: str
+    run: Run
+    context: TaskRuntimeContext
+
+
+@dataclass(frozen=True)
+class StageGate:
+    """What the start-of-stage round trip decided."""
+
+    verdict: str  # OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED
+    detail: str = ""
+    acquired: bool = False
+
+
+class Store:
+    """Plans and tasks in Redis; the only module that knows the hash layouts."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.r = client
+        self.settings = settings
+        self._begin = client.register_script(_script("stage_begin"))
+        self._end = client.register_script(_script("stage_end"))
+        self._fail = client.register_script(_script("task_fail"))
+        self._fill = client.register_script(_script("plan_fill"))
+
+    # ---- plans -------------------------------------------------------------------------
+
+    def plan_exists(self, plan_id: str) -> bool:
+        return bool(self.r.exists(keys.plan(plan_id)))
+
+    def claim_plan(self, plan_id: str, ttl_s: int = 60) -> bool:
+        """One submitter per plan id; the plan hash itself is the durable 'exists'."""
+        return bool(self.r.set(keys.plan_claim(plan_id), "1", nx=True, ex=ttl_s))
+
+    def create_plan(self, plan: Plan, tasks: list[Task], max_concurrency: int) -> None:
+        """Write the plan, all its tasks and its queue in one MULTI/EXEC.
+
+        Nothing of the plan is visible until EXEC: a reader sees all of it or none.
+        """
+        now = now_ms()
+        pipe = self.r.pipeline(transaction=True)
+        for task in tasks:
+            assert task.run is not None
+            pipe.hset(
+                keys.task(task.task_id),
+                mapping={
+                    "taskId": task.task_id,
+                    "planId": task.plan_id,
+                    "tenantId": task.tenant_id,
+                    "status": task.status.value,
+                    "config": task.config.model_dump_json(by_alias=True, exclude_none=True),
+                    "prevConfig": task.prev_config.model_dump_json(by_alias=True, exclude_none=True)
+                    if task.prev_config
+                    else "",
+                    "runId": task.run.run_id,
+                    "runKind": task.run.kind.value,
+                    "run": task.run.model_dump_json(by_alias=True),
+                    "ctx": task.run.context.model_dump_json(by_alias=True),
+                    "checkpoint": -1,
+                    "totalStages": len(task.run.stages),
+                    "retryCount": 0,
+                    "createdAt": now,
+                    "updatedAt": now,
+                },
+            )
+            pipe.set(keys.tenant(task.tenant_id), task.task_id)
+        ids = [t.task_id for t in tasks]
+        for i in range(0, len(ids), 1000):
+            pipe.rpush(keys.plan_tenants(plan.plan_id), *ids[i : i + 1000])
+            pipe.rpush(keys.plan_queue(plan.plan_id), *ids[i : i + 1000])
+        pipe.hset(
+            keys.plan(plan.plan_id),
+            mapping={
+                "planId": plan.plan_id,
+                "status": "RUNNING",
+                "maxConcurrency": max_concurrency,
+                "total": len(tasks),
+                "inflight": 0,
+                "c:PENDING": len(tasks),
+                "createdAt": now,
+                "updatedAt": now,
+            },
+        )
+        pipe.zadd(keys.PLANS, {plan.plan_id: now})
+        pipe.xadd(
+            keys.EVENTS,
+            {"type": "PLAN_CREATED", "planId": plan.plan_id, "tasks": len(tasks), "ts": now},
+            maxlen=self.settings.events_maxlen,
+            approximate=True,
+        )
+        pipe.execute()
+
+    def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Dispatch]:
+        """Give free slots to waiting tasks (one round trip); the caller sends their chains."""
+        raw = self._fill(
+            keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT],
+            args=[now_ms(), self._lease_ms(), "deployer:task:", max_batch],
+        )
+        out: list[Dispatch] = []
+        for i in range(0, len(raw), 4):
+            task_id, token, run_json, ctx_json = raw[i : i + 4]
+            run = Run.model_validate_json(run_json)
+            ctx = TaskRuntimeContext.model_validate_json(ctx_json)
+            ctx.token = token
+            out.append(Dispatch(task_id, token, run, ctx))
+        return out
+
+    def reject(self, plan_id: str | None, errors: list[dict[str, str]], message: str) -> None:
+        self.r.xadd(
+            keys.REJECTIONS,
+            {
+                "planId": plan_id or "",
+                "code": "PLAN_INVALID",
+                "message": message,
+                "errors": json.dumps(errors),
+                "ts": now_ms(),
+            },
+            maxlen=self.settings.rejections_maxlen,
+            approximate=True,
+        )
+
+    # ---- stages ------------------------------------------------------------------------
+
+    def _lease_ms(self) -> int:
+        return int(self.settings.lease_ttl_seconds * 1000)
+
+    def _task_keys(self, ctx: TaskRuntimeContext) -> list[str]:
+        return [
+            keys.task(ctx.task_id),
+            keys.plan(ctx.plan_id),
+            keys.lease(ctx.tenant_id),
+            keys.INFLIGHT,
+            keys.EVENTS,
+        ]
+
+    def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec) -> StageGate:
+        running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
+        raw = self._begin(
+            keys=self._task_keys(ctx),
+            args=[
+                ctx.token,
+                ctx.stage_index,
+                stage.name,
+                now_ms(),
+                self._lease_ms(),
+                ctx.attempt,
+                ctx.step_index,
+                running.value,
+                self.settings.max_redeliveries,
+                self.settings.events_maxlen,
+                ctx.model_dump_json(by_alias=True),
+            ],
+        )
+        return StageGate(raw[0], raw[1] if len(raw) > 1 else "", len(raw) > 2 and raw[2] == "1")
+
+    def end_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool) -> str:
+        """Checkpoint `ctx` (already pointing at the next stage); finish the task if last."""
+        final = TaskStatus.ROLLED_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.COMPLETED
+        raw = self._end(
+            keys=self._task_keys(ctx),
+            args=[
+                ctx.token,
+                ctx.stage_index - 1,
+                stage.name,
+                now_ms(),
+                ctx.model_dump_json(by_alias=True),
+                "1" if is_last else "0",
+                final.value,
+                self.settings.events_maxlen,
+                self._lease_ms(),
+            ],
+        )
+        return str(raw[0])
+
+    def fail(self, ctx: TaskRuntimeContext, stage_name: str, reason: str) -> str:
+        raw = self._fail(
+            keys=self._task_keys(ctx),
+            args=[ctx.token, stage_name, now_ms(), reason[:2000], self.settings.events_maxlen],
+        )
+        return str(raw[0])
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def get_plan(self, plan_id: str) -> dict[str, str]:
+        return self.r.hgetall(keys.plan(plan_id))  # type: ignore[return-value]
+
+    def plan_task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
+        return self.r.lrange(keys.plan_tenants(plan_id), start, end)  # type: ignore[return-value]
+
+    def get_task_raw(self, task_id: str) -> dict[str, str]:
+        return self.r.hgetall(keys.task(task_id))  # type: ignore[return-value]
+
+    def get_tasks_raw(self, task_ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(keys.task(task_id), fields)
+        return [dict(zip(fields, row, strict=True)) for row in pipe.execute()]
+
+    def task_id_for_tenant(self, tenant_id: str) -> str | None:
+        value = self.r.get(keys.tenant(tenant_id))
+        return str(value) if value is not None else None

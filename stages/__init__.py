@@ -1,0 +1,1 @@
+"""Stage factory, one assembler per service type, one module per step type."""

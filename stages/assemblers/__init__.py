@@ -1,0 +1,1 @@
+"""Assemblers, one module per service type."""

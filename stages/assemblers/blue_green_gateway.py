@@ -1,0 +1,47 @@
+"""blue-green-gateway: route rules into the `icc-bg-gateway` field, broadcast, verify."""
+
+from __future__ import annotations
+
+from deployer.models import StageSpec, StepSpec, TenantConfig
+from deployer.settings import Settings
+from stages.base import Assembler, ConfigError
+
+FIELD = "icc-bg-gateway"
+
+
+def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[str, str]:
+    """(sourceUnitName, targetUnitName): the unit replaced, else the target itself."""
+    if not config.deploy_unit_name:
+        raise ConfigError("deployUnitName", "is required to name the target unit")
+    source = (replacing.deploy_unit_name if replacing else None) or config.deploy_unit_name
+    return source, config.deploy_unit_name
+
+
+class BlueGreenGatewayAssembler(Assembler):
+    service = "blue-green-gateway"
+    order = 30
+
+    def supports(self, config: TenantConfig) -> bool:
+        return bool(config.network_endpoints)
+
+    def build(
+        self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+    ) -> StageSpec:
+        source, target = unit_names(config, replacing)
+        value = {
+            "tenantId": config.tenant_id,
+            "sourceUnitName": source,
+            "targetUnitName": target,
+            "routes": [
+                {"id": ep.key, "sourceUri": ep.source_uri, "targetUri": ep.target_uri}
+                for ep in config.network_endpoints
+            ],
+        }
+        return StageSpec(
+            name=self.service,
+            service=self.service,
+            steps=[
+                StepSpec(type="key-value-write", name="bg-write", params={"field": FIELD, "value": value}),
+                StepSpec(type="broadcast", name="bg-broadcast", params={"appName": FIELD}),
+            ],
+        )

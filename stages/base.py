@@ -1,0 +1,104 @@
+"""The contracts of the stage layer: what an assembler builds and what a step does.
+
+An *assembler* turns a TenantConfig into the StageSpec of one service (pure, no I/O);
+a *step* executes one StepSpec against the outside world. Specs are plain JSON, stored
+with each run, so a retry re-runs exactly what was planned and a rollback is only a
+different config handed to the same assemblers.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, ClassVar
+
+import httpx
+import redis
+
+from deployer import keys
+from deployer.errors import PermanentError
+from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
+from deployer.settings import Settings
+
+
+class ConfigError(PermanentError):
+    """A TenantConfig cannot produce a service's stage; `field` names the culprit."""
+
+    code = "CONFIG_INVALID"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class Assembler(ABC):
+    """Builds the stage of one service type from a TenantConfig."""
+
+    #: Stage name, also the name in `serviceNames` and in the entry point.
+    service: ClassVar[str]
+    #: Position among services (REFERENCE.md §3.1: asbc 10, portal 20, bg 30, ob 40).
+    order: ClassVar[int]
+
+    @abstractmethod
+    def supports(self, config: TenantConfig) -> bool:
+        """Whether this tenant needs the service at all."""
+
+    @abstractmethod
+    def build(
+        self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+    ) -> StageSpec:
+        """The stage applying `config`, which replaces `replacing` (None: first deploy)."""
+
+
+@dataclass
+class Done:
+    """The step finished; the stage moves on."""
+
+
+@dataclass
+class Wait:
+    """Not yet: re-run this step after `countdown` seconds, without holding a worker."""
+
+    countdown: float
+    progress: dict[str, Any] = field(default_factory=dict)
+
+
+StepResult = Done | Wait
+
+
+@dataclass
+class StepEnv:
+    """What steps may touch; built once per worker process and shared."""
+
+    settings: Settings
+    target: redis.Redis
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("deployer.steps"))
+
+    @property
+    def same_server(self) -> bool:
+        return self.settings.target_url == self.settings.state_url
+
+    def fence_key(self, tenant_id: str) -> str:
+        """The key whose value must equal the run's token for a config write to land."""
+        return keys.lease(tenant_id) if self.same_server else keys.fence(tenant_id)
+
+    @cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(
+            timeout=self.settings.http_timeout_seconds,
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+
+
+class Step(ABC):
+    """One kind of step; instances are stateless and shared."""
+
+    type_name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        """Do the step (idempotently: a redelivered stage runs it again)."""

@@ -1,0 +1,41 @@
+"""StageFactory: the ordered stages a TenantConfig needs, forward or rollback alike."""
+
+from __future__ import annotations
+
+from deployer.models import StageSpec, TenantConfig
+from deployer.settings import Settings
+from stages import registry
+from stages.base import ConfigError
+
+
+def known_services() -> list[str]:
+    return [a.service for a in registry.assemblers()]
+
+
+def build_stages(
+    config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+) -> list[StageSpec]:
+    """Every supported service in service order, narrowed by `serviceNames` when given.
+
+    The Java system ignored `serviceNames`; here it selects (never reorders) services,
+    and a name no assembler knows is an error rather than a silent skip.
+    """
+    wanted = config.service_names
+    if wanted is not None:
+        unknown = sorted(set(wanted) - set(known_services()))
+        if unknown:
+            raise ConfigError(
+                "serviceNames", f"unknown services {unknown}; known: {known_services()}"
+            )
+    specs = [
+        a.build(config, replacing, settings)
+        for a in registry.assemblers()
+        if (wanted is None or a.service in wanted) and a.supports(config)
+    ]
+    if not specs:
+        raise ConfigError(
+            "tenantId",
+            "no stage applies to this tenant (give networkEndpoints with deployUnitName, "
+            "a deploy unit, or trunkGroup with calledNumberRules)",
+        )
+    return specs

@@ -1,0 +1,42 @@
+"""Per-process singletons the tasks share: store, step environment, planner."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from deployer.planner import Planner
+from deployer.redis_client import client_for
+from deployer.settings import Settings, get_settings
+from deployer.store import Store
+from stages.base import StepEnv
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@lru_cache(maxsize=1)
+def store() -> Store:
+    s = settings()
+    return Store(client_for(s.state_url), s)
+
+
+@lru_cache(maxsize=1)
+def step_env() -> StepEnv:
+    s = settings()
+    return StepEnv(settings=s, target=client_for(s.target_url))
+
+
+@lru_cache(maxsize=1)
+def planner() -> Planner:
+    from tasks.chains import send_dispatches
+
+    return Planner(store(), settings(), send_dispatches)
+
+
+def reset() -> None:
+    """Forget cached objects (tests that change the environment)."""
+    get_settings.cache_clear()
+    client_for.cache_clear()
+    for fn in (store, step_env, planner):
+        fn.cache_clear()

@@ -1,0 +1,64 @@
+"""deployer.run_stage: one stage of one tenant's chain."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+from pydantic import ValidationError
+
+from celeryconfig import STAGES_QUEUE
+from deployer import executor
+from deployer.models import StageSpec, TaskRuntimeContext
+from tasks import runtime
+from tasks.app import app
+
+log = logging.getLogger("deployer.tasks")
+
+#: Backing off while Redis is unreachable: the stage is re-sent, not lost.
+REDIS_DOWN_COUNTDOWN = 2.0
+
+
+def stop_chain(task: Task) -> None:
+    """End the chain after this task.
+
+    `request.chain = None` is not a documented Celery API (DESIGN.md); it lives here alone,
+    with its own test, so an upgrade that breaks it fails loudly.
+    """
+    task.request.chain = None
+
+
+@app.task(
+    name="deployer.run_stage",
+    bind=True,
+    max_retries=None,  # polls re-schedule through retry(); we count attempts ourselves
+    acks_late=True,
+    ignore_result=True,
+    queue=STAGES_QUEUE,
+)
+def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | None:
+    try:
+        context = TaskRuntimeContext.model_validate(ctx)
+        stage = StageSpec.model_validate(spec)
+    except ValidationError as exc:
+        log.error("run_stage: malformed arguments dropped: %s", exc.errors(include_input=False)[:3])
+        stop_chain(self)
+        return None
+    try:
+        outcome = executor.run_stage(runtime.store(), runtime.step_env(), context, stage)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("run_stage %s: redis unavailable (%s); re-sending", context.task_id, exc)
+        raise self.retry(args=(ctx, spec), countdown=REDIS_DOWN_COUNTDOWN) from None
+    if isinstance(outcome, executor.Proceed):
+        return outcome.ctx.model_dump(mode="json", by_alias=True)
+    if isinstance(outcome, executor.Reschedule):
+        raise self.retry(
+            args=(outcome.ctx.model_dump(mode="json", by_alias=True), spec),
+            countdown=outcome.countdown,
+        )
+    stop_chain(self)
+    if outcome.plan_slot_freed:
+        runtime.planner().dispatch(context.plan_id)
+    return None
