@@ -1,15 +1,15 @@
 """The one exception tree of deployer; every error has a stable `code`.
 
-    DeployerError
-     ├── PermanentError          retrying the same input cannot help
-     │    ├── PlanValidationError    (field errors of a rejected plan)
-     │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
-     │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
-     │    ├── StaleRun               (a superseded run tried to write)
-     │    └── StepFailed             (a step gave a definite no)
-     └── TransientError          may succeed later (drives retries)
-          ├── TenantBusy             (another run holds the tenant lease)
-          └── NotYet                 (a waiting step is not satisfied yet)
+DeployerError
+ ├── PermanentError          retrying the same input cannot help
+ │    ├── PlanValidationError    (field errors of a rejected plan)
+ │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
+ │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
+ │    ├── StaleRun               (a superseded run tried to write)
+ │    └── StepFailed             (a step gave a definite no)
+ └── TransientError          may succeed later (drives retries)
+      ├── TenantBusy             (another run holds the tenant lease)
+      └── NotYet                 (a waiting step is not satisfied yet)
 """
 
 from __future__ import annotations

@@ -170,7 +170,9 @@ class Planner:
                 }
             tasks = prepare_tasks(plan, self.settings)
         except PlanValidationError as exc:
-            self.store.reject(str(plan_id) if plan_id is not None else None, exc.errors, exc.message)
+            self.store.reject(
+                str(plan_id) if plan_id is not None else None, exc.errors, exc.message
+            )
             log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
             return {**exc.as_result(), "planId": plan_id}
         if not self.store.claim_plan(plan.plan_id):

@@ -27,7 +27,9 @@ def build_chain(stages: list[StageSpec], ctx: TaskRuntimeContext) -> Signature:
     sigs = []
     for i in range(ctx.stage_index, len(stages)):
         spec = stages[i].model_dump(mode="json", by_alias=True)
-        args = (ctx.model_dump(mode="json", by_alias=True), spec) if i == ctx.stage_index else (spec,)
+        args = (
+            (ctx.model_dump(mode="json", by_alias=True), spec) if i == ctx.stage_index else (spec,)
+        )
         sigs.append(
             app.signature(
                 RUN_STAGE, args=args, queue=STAGES_QUEUE, shadow=stage_label(stages[i], ctx)

@@ -41,7 +41,9 @@ class BlueGreenGatewayAssembler(Assembler):
             name=self.service,
             service=self.service,
             steps=[
-                StepSpec(type="key-value-write", name="bg-write", params={"field": FIELD, "value": value}),
+                StepSpec(
+                    type="key-value-write", name="bg-write", params={"field": FIELD, "value": value}
+                ),
                 StepSpec(type="broadcast", name="bg-broadcast", params={"appName": FIELD}),
             ],
         )

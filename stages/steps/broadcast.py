@@ -6,7 +6,7 @@ import json
 import time
 
 from deployer.models import StepSpec, TaskRuntimeContext
-from stages.base import Done, StepEnv, Step, StepResult
+from stages.base import Done, Step, StepEnv, StepResult
 
 
 class Broadcast(Step):

@@ -12,7 +12,7 @@ from redis.commands.core import Script
 from deployer import keys
 from deployer.errors import StaleRun
 from deployer.models import StepSpec, TaskRuntimeContext
-from stages.base import Done, StepEnv, Step, StepResult
+from stages.base import Done, Step, StepEnv, StepResult
 
 _SCRIPT = resources.files("deployer").joinpath("lua/kv_write.lua").read_text()
 
@@ -46,7 +46,10 @@ class KeyValueWrite(Step):
             metadata = compact({"version": version})
         script = _script_for(env.target)
         verdict = script(
-            keys=[keys.config_hash(env.settings.key_prefix, ctx.tenant_id), env.fence_key(ctx.tenant_id)],
+            keys=[
+                keys.config_hash(env.settings.key_prefix, ctx.tenant_id),
+                env.fence_key(ctx.tenant_id),
+            ],
             args=[ctx.token, field, value, metadata, len(delete), *delete],
         )
         if verdict != "OK":

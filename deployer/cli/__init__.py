@@ -1,0 +1,13 @@
+"""The `deployer` command line (typer + rich); each verb family in its own module."""
+
+from __future__ import annotations
+
+from deployer.cli import demo, plans  # noqa: F401  (register commands)
+from deployer.cli.app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,47 @@
+"""The typer application and what every command shares: console, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+from enum import IntEnum
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="deployer",
+    help="Roll out per-tenant configuration through Celery, safely and observably.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+class Exit(IntEnum):
+    """Public exit codes (DESIGN.md)."""
+
+    OK = 0
+    ENDED_OTHERWISE = 1
+    REFUSED = 2
+    TIMEOUT = 3
+
+
+def print_json(data: Any) -> None:
+    console.print_json(json.dumps(data, default=str))
+
+
+def refuse(
+    code: str, message: str, errors: list[dict[str, str]] | None = None, as_json: bool = False
+) -> NoReturn:
+    if as_json:
+        print_json({"ok": False, "code": code, "message": message, "errors": errors or []})
+    else:
+        err.print(f"[bold red]refused[/] {code}: {message}")
+        for e in (errors or [])[:50]:
+            err.print(f"  [red]{e['field']}[/]: {e['reason']}")
+        if errors and len(errors) > 50:
+            err.print(f"  ... and {len(errors) - 50} more")
+    raise typer.Exit(Exit.REFUSED)

@@ -1,0 +1,209 @@
+"""Plan verbs: submit, status, task, schema."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from deployer import keys
+from deployer.cli.app import Exit, app, console, err, print_json, refuse
+from deployer.cli.progress import counts, follow
+from deployer.client import DeployerClient
+from deployer.errors import PlanValidationError
+from deployer.models import Plan
+from deployer.planner import parse_plan, prepare_tasks
+from deployer.redis_client import client_for
+from deployer.settings import get_settings
+from deployer.store import Store
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Give up waiting after S seconds (exit 3).")
+]
+
+
+def store() -> Store:
+    s = get_settings()
+    return Store(client_for(s.state_url), s)
+
+
+def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
+    if status is None:
+        return Exit.TIMEOUT
+    return Exit.OK if status == success else Exit.ENDED_OTHERWISE
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of a plan (camelCase, as other services send it)."""
+    print_json(Plan.model_json_schema(by_alias=True))
+
+
+@app.command()
+def submit(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON file ('-' for stdin).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow progress until done.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show stages only.")
+    ] = False,
+    timeout: TimeoutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate a plan locally, enqueue it (deployer.submit_plan), optionally wait."""
+    text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
+    settings = get_settings()
+    try:
+        plan = parse_plan(text, settings)
+        tasks = prepare_tasks(plan, settings)
+    except PlanValidationError as exc:
+        refuse(exc.code, exc.message, exc.errors, as_json)
+    if dry_run:
+        rows = [
+            {"tenantId": t.tenant_id, "stages": [s.name for s in t.run.stages]}
+            for t in tasks
+            if t.run
+        ]
+        if as_json:
+            print_json({"ok": True, "planId": plan.plan_id, "tasks": rows})
+        else:
+            console.print(f"plan {plan.plan_id}: {len(rows)} task(s) valid")
+            for row in rows[:20]:
+                console.print(f"  {row['tenantId']}: {' → '.join(row['stages'])}")
+        raise typer.Exit(Exit.OK)
+    client = DeployerClient(settings)
+    since = f"{int(time.time() * 1000) - 1000}-0"
+    existed = client.plan_status(plan.plan_id) is not None
+    client.submit(json.loads(text))
+    status = _await_acceptance(client, plan.plan_id, since, as_json)
+    if existed and not as_json:
+        console.print(f"[yellow]note[/]: plan {plan.plan_id} already existed; nothing changed")
+    if not wait:
+        if as_json:
+            print_json({"ok": True, "planId": plan.plan_id, "status": status})
+        else:
+            console.print(f"plan {plan.plan_id} accepted: {status}")
+        raise typer.Exit(Exit.OK)
+    final = follow(store(), plan.plan_id, timeout, quiet=as_json)
+    if as_json:
+        print_json(plan_summary(plan.plan_id))
+    raise typer.Exit(exit_for_plan(final))
+
+
+def _await_acceptance(
+    client: DeployerClient, plan_id: str, since: str, as_json: bool, timeout: float = 30.0
+) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.plan_status(plan_id)
+        if status is not None:
+            return status
+        rejected = client.rejection(plan_id, since)
+        if rejected:
+            refuse(
+                rejected.get("code", "PLAN_INVALID"),
+                rejected.get("message", "rejected"),
+                json.loads(rejected.get("errors", "[]")),
+                as_json,
+            )
+        time.sleep(0.1)
+    err.print(f"plan {plan_id} not picked up within {timeout:.0f}s: is a worker running?")
+    raise typer.Exit(Exit.TIMEOUT)
+
+
+def plan_summary(plan_id: str, sample: int = 20) -> dict[str, Any]:
+    s = store()
+    plan = s.get_plan(plan_id)
+    if not plan:
+        return {}
+    ids = s.plan_task_ids(plan_id, 0, sample - 1)
+    fields = ["tenantId", "status", "stageName", "lastError"]
+    return {
+        "planId": plan_id,
+        "status": plan.get("status"),
+        "maxConcurrency": int(plan.get("maxConcurrency", 0)),
+        "total": int(plan.get("total", 0)),
+        "counts": {k: v for k, v in counts(plan).items() if v},
+        "createdAt": int(plan.get("createdAt", 0)),
+        "updatedAt": int(plan.get("updatedAt", 0)),
+        "tasks": [
+            {k: v for k, v in t.items() if v is not None} for t in s.get_tasks_raw(ids, fields)
+        ],
+    }
+
+
+@app.command()
+def status(plan_id: str, as_json: JsonOpt = False) -> None:
+    """Where is plan P? Status, counts by task status, the first tasks."""
+    summary = plan_summary(plan_id)
+    if not summary:
+        refuse("PLAN_NOT_FOUND", f"no plan {plan_id}", as_json=as_json)
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"[bold]plan[/] {plan_id}  [bold]{summary['status']}[/]  "
+        f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
+    )
+    console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
+    table = Table("tenant", "status", "stage", "last error", box=None)
+    for t in summary["tasks"]:
+        table.add_row(
+            t.get("tenantId", ""),
+            t.get("status", ""),
+            t.get("stageName", ""),
+            (t.get("lastError") or "")[:80],
+        )
+    console.print(table)
+
+
+TASK_FIELDS = [
+    "taskId",
+    "planId",
+    "tenantId",
+    "status",
+    "runKind",
+    "stageName",
+    "stageIndex",
+    "totalStages",
+    "checkpoint",
+    "retryCount",
+    "redeliveries",
+    "lastError",
+    "failedStage",
+    "cancelledBy",
+    "createdAt",
+    "startedAt",
+    "endedAt",
+    "updatedAt",
+]
+
+
+@app.command()
+def task(
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The tenant's latest task: status, stage, checkpoint, last error, context."""
+    s = store()
+    task_id = s.task_id_for_tenant(tenant)
+    raw = s.get_task_raw(task_id) if task_id else {}
+    if not raw:
+        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}", as_json=as_json)
+    out: dict[str, Any] = {k: raw[k] for k in TASK_FIELDS if raw.get(k) not in (None, "")}
+    out["context"] = json.loads(raw.get("ctx") or "{}")
+    out["hash"] = s.r.hgetall(keys.config_hash(s.settings.key_prefix, tenant))
+    if as_json:
+        print_json(out)
+        return
+    for k, v in out.items():
+        if k not in ("context", "hash"):
+            console.print(f"[bold]{k}[/]: {v}")
+    console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
+    console.print("[bold]config hash[/]:")
+    for f, v in out["hash"].items():
+        console.print(f"  {f} = {v}")

@@ -1,0 +1,153 @@
+"""Session set-up: a real Redis for everything (never a shared database), real workers.
+
+The server is started in `pytest_configure`, before any test module is imported, so the
+Celery app (configured from DEPLOYER_* at import) can never point at a real Redis by accident.
+Set DEPLOYER_TEST_REDIS_URL to use an existing server instead: its database is FLUSHED.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+_server: Any = None
+
+#: Short intervals so waiting steps and leases move at test speed.
+TEST_ENV = {
+    "DEPLOYER_VERIFY_INTERVAL_SECONDS": "0.2",
+    "DEPLOYER_VERIFY_MAX_ATTEMPTS": "10",
+    "DEPLOYER_HTTP_TIMEOUT_SECONDS": "2",
+    "DEPLOYER_LEASE_TTL_SECONDS": "10",
+    "DEPLOYER_RECONCILE_INTERVAL_SECONDS": "1",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _server
+    url = os.environ.get("DEPLOYER_TEST_REDIS_URL")
+    if not url:
+        from deployer.embedded import EmbeddedRedis
+
+        _server = EmbeddedRedis().start()
+        url = _server.url
+    for name in ("DEPLOYER_BROKER_URL", "DEPLOYER_REDIS_URL", "DEPLOYER_TARGET_REDIS_URL"):
+        os.environ[name] = url
+    for name, value in TEST_ENV.items():
+        os.environ.setdefault(name, value)
+    redis.Redis.from_url(url).flushdb()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _server is not None:
+        _server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ["DEPLOYER_REDIS_URL"]
+
+
+@pytest.fixture()
+def r(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def celery_app() -> Any:
+    from tasks import app
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def worker(celery_app: Any) -> Iterator[Any]:
+    """An in-process worker (threads pool) consuming both queues for the whole session."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        celery_app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=["deployer.control", "deployer.stages"],
+        shutdown_timeout=30,
+    ):
+        yield celery_app
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture()
+def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Start real `celery -A tasks worker` subprocesses; all are stopped after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        name: str = "w1",
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        pool: str = "prefork",
+    ) -> subprocess.Popen[bytes]:
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-n",
+                f"{name}@%h",
+                "-c",
+                str(concurrency),
+                "-P",
+                pool,
+                "-Q",
+                "deployer.control,deployer.stages",
+                "--without-mingle",
+                "--without-gossip",
+                "-l",
+                "INFO",
+                "--logfile",
+                str(log),
+            ],
+            cwd=ROOT,
+            env=env or worker_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        wait_for(
+            lambda: log.exists() and "ready." in log.read_text(),
+            timeout=30,
+            what=f"worker {name} ready",
+        )
+        proc.log = log  # type: ignore[attr-defined]
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
