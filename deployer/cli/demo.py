@@ -160,6 +160,6 @@ def demo(
         if keep_running:
             console.print("[bold]--keep-running[/]: worker, Flower and server stay up.")
         if final != "COMPLETED":
-            err.print(f"plan ended {final or 'not in time'}; worker log: {worker_log}")
+            err.print(f"plan ended {final or 'not in time'}; worker log: {workdir / 'worker.log'}")
             raise typer.Exit(Exit.ENDED_OTHERWISE if final else Exit.TIMEOUT)
         console.print(f"[green]plan {plan['planId']} COMPLETED[/]")
