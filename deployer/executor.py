@@ -42,8 +42,10 @@ class Halt:
 Outcome = Proceed | Reschedule | Halt
 
 
-def run_stage(store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec) -> Outcome:
-    gate = store.begin_stage(ctx, stage)
+def run_stage(
+    store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
+) -> Outcome:
+    gate = store.begin_stage(ctx, stage, worker)
     if gate.verdict == "STALE":
         log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
         return Halt("stale")

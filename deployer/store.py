@@ -8,6 +8,8 @@ a task's status disagree with its plan's counters.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -170,7 +172,8 @@ class Store:
             keys.EVENTS,
         ]
 
-    def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec) -> StageGate:
+    def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = "") -> StageGate:
+        """`worker` (the Celery node name) is recorded on the task and its stage events."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
             keys=self._task_keys(ctx),
@@ -186,6 +189,8 @@ class Store:
                 self.settings.max_redeliveries,
                 self.settings.events_maxlen,
                 ctx.model_dump_json(by_alias=True),
+                f"{worker or socket.gethostname()}:{os.getpid()}",
+                str(ctx.scratch.get("progress", "")),
             ],
         )
         return StageGate(raw[0], raw[1] if len(raw) > 1 else "", len(raw) > 2 and raw[2] == "1")

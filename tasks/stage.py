@@ -47,7 +47,9 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | None:
         stop_chain(self)
         return None
     try:
-        outcome = executor.run_stage(runtime.store(), runtime.step_env(), context, stage)
+        outcome = executor.run_stage(
+            runtime.store(), runtime.step_env(), context, stage, self.request.hostname or ""
+        )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("run_stage %s: redis unavailable (%s); re-sending", context.task_id, exc)
         raise self.retry(args=(ctx, spec), countdown=REDIS_DOWN_COUNTDOWN) from None

@@ -1,11 +1,12 @@
 -- Start (or re-enter, after a poll) a stage: fence, control flags, lease, status, event.
 -- KEYS: task, plan, lease, inflight, events
 -- ARGV: token, stage_index, stage_name, now_ms, lease_ttl_ms, attempt, step_index,
---       running_status, max_redeliveries, events_maxlen, ctx_json
+--       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl, attempt, step_index, running = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local max_redeliveries, maxlen, ctx_json = tonumber(ARGV[9]), ARGV[10], ARGV[11]
+local worker, progress = ARGV[12], ARGV[13]
 
 local t = redis.call('HMGET', task_key, 'token', 'status', 'control', 'taskId', 'tenantId', 'planId', 'cursor')
 local cur_token, status, control, task_id, tenant_id, plan_id, cursor = t[1], t[2], t[3], t[4], t[5], t[6], t[7]
@@ -55,9 +56,10 @@ if status == 'PENDING' then
   emit(events_key, maxlen, {'type', 'TASK_' .. running, 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'from', 'PENDING', 'to', running, 'ts', now})
 end
-redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name, 'updatedAt', now)
+redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
+  'updatedAt', now, 'worker', worker, 'progress', progress)
 if attempt == '0' and step_index == '0' then
   emit(events_key, maxlen, {'type', 'STAGE_STARTED', 'planId', plan_id, 'taskId', task_id,
-    'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'ts', now})
+    'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'worker', worker, 'ts', now})
 end
 return {'OK', status, acquired}
