@@ -1,0 +1,119 @@
+"""What Flower and the worker log show for a task: redacted, labelled argument reprs.
+
+Flower shows what the *sender* wrote (`argsrepr`/`kwargsrepr` in the message headers and
+in the `task-sent` event), never the real arguments. So both are rewritten where a message
+is built and again just before it is published:
+
+- secrets (deployer.redact.SECRET_FIELDS) are masked;
+- a stage task's kwargsrepr is a dict of labels (`planId`, `tenantId`, `stage`, ...), so in
+  Flower `kwargs:tenantId=tenant-001` or `kwargs:planId=p1` filters exactly, and its
+  argsrepr is a one-line summary instead of 1 KB of context;
+- a plan submission is summarised the same way (plan id, tenant count), not dumped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from celery.app.amqp import AMQP
+from celery.signals import before_task_publish
+from celery.utils.saferepr import saferepr
+
+from deployer.redact import redact
+from tasks.app import app
+
+REPR_MAXSIZE = 1024
+
+
+def _as_dict(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, str) and value[:1] == "{":
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, Mapping) else {}
+
+
+def labels(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Operator-facing labels of a deployer task (None: not one we label)."""
+    if name == "deployer.run_stage" and len(args) >= 2:
+        ctx, spec = _as_dict(args[0]), _as_dict(args[1])
+        out = {
+            "planId": ctx.get("planId"),
+            "tenantId": ctx.get("tenantId"),
+            "stage": spec.get("name"),
+            "stageIndex": ctx.get("stageIndex"),
+            "stageCount": ctx.get("stageCount"),
+            "runKind": ctx.get("runKind"),
+            "planVersion": _as_dict(ctx.get("additionalData")).get("planVersion"),
+        }
+        if ctx.get("stepIndex") or ctx.get("attempt"):  # a poll re-entering the stage
+            out.update(step=ctx.get("stepIndex"), attempt=ctx.get("attempt"))
+        return {k: v for k, v in out.items() if v is not None}
+    if name == "deployer.submit_plan" and args:
+        plan = _as_dict(args[0])
+        tenants = plan.get("tenants")
+        return {
+            "planId": plan.get("planId"),
+            "tenants": len(tenants) if isinstance(tenants, list) else None,
+        }
+    if name.startswith("deployer.") and args:
+        target = _as_dict(args[0])
+        out = {k: target[k] for k in ("planId", "tenantId") if k in target}
+        return out or None
+    return None
+
+
+def reprs(name: str, args: Any, kwargs: Any) -> tuple[str, str]:
+    """(argsrepr, kwargsrepr) for a message of task `name`: redacted, labelled, bounded."""
+    args = list(args or ()) if isinstance(args, list | tuple) else [args]
+    kwargs = dict(kwargs or {}) if isinstance(kwargs, Mapping) else {}
+    tags = labels(name, args, kwargs)
+    if name == "deployer.run_stage" and tags is not None:
+        summary = " ".join(f"{k}={v}" for k, v in tags.items())
+        return saferepr((summary,), REPR_MAXSIZE), saferepr(tags, REPR_MAXSIZE)
+    if name == "deployer.submit_plan" and tags is not None:
+        return saferepr((tags,), REPR_MAXSIZE), saferepr(redact(kwargs), REPR_MAXSIZE)
+    shown = redact(kwargs)
+    if tags:
+        shown = {**tags, **shown}
+    return saferepr(tuple(redact(args)), REPR_MAXSIZE), saferepr(shown, REPR_MAXSIZE)
+
+
+class RedactingAMQP(AMQP):  # type: ignore[misc]
+    """Builds every message (and its `task-sent` event) with our reprs."""
+
+    def as_task_v2(
+        self, task_id: str, name: str, args: Any = None, kwargs: Any = None, *rest: Any, **opts: Any
+    ) -> Any:
+        opts["argsrepr"], opts["kwargsrepr"] = reprs(name, args, kwargs)
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
+
+
+@before_task_publish.connect(weak=False)
+def redact_published(
+    sender: str | None = None,
+    body: Any = None,
+    headers: dict[str, Any] | None = None,
+    **_: Any,
+) -> None:
+    """Last line: whatever built the message (any Celery app in this process), fix its reprs."""
+    if headers is None or "argsrepr" not in headers:
+        return  # protocol 1, or not a task message
+    if isinstance(body, list | tuple) and len(body) >= 2:
+        name = str(headers.get("task") or sender or "")
+        headers["argsrepr"], headers["kwargsrepr"] = reprs(name, body[0], body[1])
+
+
+def install(celery_app: Any) -> None:
+    """Make `celery_app` build messages with RedactingAMQP; before it has built any."""
+    if "amqp" in vars(celery_app):
+        if not isinstance(celery_app.amqp, RedactingAMQP):
+            raise RuntimeError("tasks.signals must be imported before the app sends a message")
+        return
+    celery_app.amqp_cls = RedactingAMQP
+
+
+install(app)
