@@ -17,11 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deployer.errors import PlanValidationError
+from deployer.errors import PermanentError, PlanValidationError
 from deployer.models import (
     Plan,
     Run,
     RunKind,
+    StageSpec,
     Task,
     TaskRuntimeContext,
     TaskStatus,
@@ -37,6 +38,10 @@ log = logging.getLogger("deployer.planner")
 
 Sender = Callable[[list[Dispatch]], None]
 _VALUE_ERROR = re.compile(r"^(?:Value error, )?([\w\[\].]+): (.*)$", re.S)
+
+
+class NoPreviousConfig(PermanentError):
+    code = "NO_PREVIOUS_CONFIG"
 
 
 def new_run_id() -> str:
@@ -199,3 +204,52 @@ class Planner:
         if ready:
             self.send(ready)
         return len(ready)
+
+
+def _written_fields(stages: list[StageSpec]) -> set[str]:
+    return {
+        str(step.params["field"])
+        for stage in stages
+        for step in stage.steps
+        if "field" in step.params and step.type in WRITING_STEPS
+    }
+
+
+#: Step types that write a service field into the tenant's hash.
+WRITING_STEPS = frozenset({"key-value-write", "redis-ack"})
+
+
+def prepare_retry(
+    run: Run, checkpoint_ctx: TaskRuntimeContext, checkpoint: int, from_checkpoint: bool
+) -> Run:
+    """The task's last run again, same stages and context, per-step scratch cleared.
+
+    From the checkpoint it starts after the last completed stage; otherwise at stage 0.
+    """
+    base = checkpoint_ctx if from_checkpoint else run.context
+    ctx = base.model_copy(deep=True)
+    ctx.stage_index = checkpoint + 1 if from_checkpoint else 0
+    ctx.step_index, ctx.attempt, ctx.scratch, ctx.token = 0, 0, {}, ""
+    return run.model_copy(update={"context": ctx, "start_index": ctx.stage_index})
+
+
+def prepare_rollback(task: Task, previous_run: Run, settings: Settings) -> Run:
+    """Seed 003: the snapshot becomes the config, the same factory builds the stages,
+    and a fresh context carries the old planVersion. Fields the old config does not
+    produce are deleted by its first write, in the same transaction.
+    """
+    if task.prev_config is None:
+        raise NoPreviousConfig(f"task {task.task_id} has no previous config snapshot")
+    old = task.prev_config.model_copy(update={"tenant_id": task.tenant_id})
+    stages = build_stages(old, task.config, settings)
+    stale = sorted(_written_fields(previous_run.stages) - _written_fields(stages))
+    if stale:
+        for stage in stages:
+            step = next((s for s in stage.steps if s.type in WRITING_STEPS), None)
+            if step is not None:
+                step.params["deleteFields"] = stale
+                break
+    run_id = new_run_id()
+    ctx = initial_context(task.plan_id, task.task_id, old, RunKind.ROLLBACK, run_id)
+    ctx.stage_count = len(stages)
+    return Run(run_id=run_id, kind=RunKind.ROLLBACK, stages=stages, context=ctx)

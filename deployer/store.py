@@ -61,6 +61,8 @@ class Store:
         self._end = client.register_script(_script("stage_end"))
         self._fail = client.register_script(_script("task_fail"))
         self._fill = client.register_script(_script("plan_fill"))
+        self._command = client.register_script(_script("task_command"))
+        self._plan_control = client.register_script(_script("plan_control"))
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -220,6 +222,58 @@ class Store:
             args=[ctx.token, stage_name, now_ms(), reason[:2000], self.settings.events_maxlen],
         )
         return str(raw[0])
+
+    # ---- commands ----------------------------------------------------------------------
+
+    def task_command(
+        self,
+        task: dict[str, str],
+        *,
+        new_status: str = "",
+        control: str = "",
+        queue_op: str = "",
+        invalidate: bool = False,
+        by: str = "",
+        reason: str = "",
+        event: str,
+        fields: dict[str, str | int] | None = None,
+    ) -> tuple[bool, str]:
+        """Apply one command to a task if its status is still `task["status"]` (CAS)."""
+        pairs: list[str | int] = []
+        for k, v in (fields or {}).items():
+            pairs += [k, v]
+        raw = self._command(
+            keys=[
+                keys.task(task["taskId"]),
+                keys.plan(task["planId"]),
+                keys.plan_queue(task["planId"]),
+                keys.lease(task["tenantId"]),
+                keys.INFLIGHT,
+                keys.EVENTS,
+            ],
+            args=[
+                task["status"],
+                new_status,
+                control,
+                queue_op,
+                "1" if invalidate else "0",
+                now_ms(),
+                by,
+                reason,
+                event,
+                self.settings.events_maxlen,
+                len(pairs) // 2,
+                *pairs,
+            ],
+        )
+        return raw[0] == "OK", str(raw[1])
+
+    def plan_control(self, plan_id: str, control: str, by: str, reason: str, event: str) -> bool:
+        raw = self._plan_control(
+            keys=[keys.plan(plan_id), keys.EVENTS],
+            args=[control, by, reason, now_ms(), event, self.settings.events_maxlen],
+        )
+        return bool(raw[0] == "OK")
 
     # ---- reads -------------------------------------------------------------------------
 

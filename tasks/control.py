@@ -14,6 +14,7 @@ from celery import Task
 
 from celeryconfig import CONTROL_QUEUE
 from deployer.errors import DeployerError
+from deployer.lifecycle import Command
 from tasks import runtime
 from tasks.app import app
 
@@ -33,3 +34,40 @@ def answer(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 @app.task(name="deployer.submit_plan", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
 def submit_plan(self: Task, plan: Any) -> dict[str, Any]:
     return answer(lambda: runtime.planner().submit(plan))
+
+
+def _command(command: Command, target: Any, by: Any, reason: Any, **kw: Any) -> dict[str, Any]:
+    return answer(
+        lambda: runtime.controller().execute(
+            command, target, by=_text(by), reason=_text(reason), **kw
+        )
+    )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+@app.task(name="deployer.pause", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def pause(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
+    return _command(Command.PAUSE, target, by, reason)
+
+
+@app.task(name="deployer.resume", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def resume(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
+    return _command(Command.RESUME, target, by, reason)
+
+
+@app.task(name="deployer.cancel", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def cancel(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
+    return _command(Command.CANCEL, target, by, reason)
+
+
+@app.task(name="deployer.retry", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def retry(self: Task, target: Any, from_checkpoint: Any = False, by: Any = None) -> dict[str, Any]:
+    return _command(Command.RETRY, target, by, None, from_checkpoint=from_checkpoint is True)
+
+
+@app.task(name="deployer.rollback", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def rollback(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
+    return _command(Command.ROLLBACK, target, by, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from deployer.control import Controller
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings, get_settings
@@ -38,5 +39,10 @@ def reset() -> None:
     """Forget cached objects (tests that change the environment)."""
     get_settings.cache_clear()
     client_for.cache_clear()
-    for fn in (store, step_env, planner):
+    for fn in (store, step_env, planner, controller):
         fn.cache_clear()
+
+
+@lru_cache(maxsize=1)
+def controller() -> Controller:
+    return Controller(planner())

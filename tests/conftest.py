@@ -7,6 +7,7 @@ Set DEPLOYER_TEST_REDIS_URL to use an existing server instead: its database is F
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 _server: Any = None
+_fleet: Any = None
+_fleet: Any = None
 
 #: Short intervals so waiting steps and leases move at test speed.
 TEST_ENV = {
@@ -45,11 +48,38 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, value in TEST_ENV.items():
         os.environ.setdefault(name, value)
     redis.Redis.from_url(url).flushdb()
+    _start_fleet(url)
+
+
+def _start_fleet(url: str) -> None:
+    """One simulated fleet for the session, on free ports; DEPLOYER_INSTANCES points at it.
+
+    Tests choose faults per tenant-id prefix (`session_fleet.behave(prefix, Behaviour)`),
+    so every test, in-process or subprocess worker, verifies against real HTTP servers.
+    """
+    global _fleet
+    from deployer.fleet import Behaviour, Fleet
+    from deployer.settings import DEFAULT_INSTANCES, Settings
+
+    free = {service: ["127.0.0.1:0"] * len(addrs) for service, addrs in DEFAULT_INSTANCES.items()}
+    settings = Settings()
+    _fleet = Fleet(
+        free, url, settings.key_prefix, settings.pubsub_topic, settings.verify_path, Behaviour()
+    ).start()
+    os.environ["DEPLOYER_INSTANCES"] = json.dumps(_fleet.addresses)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _fleet is not None:
+        _fleet.stop()
     if _server is not None:
         _server.stop()
+
+
+@pytest.fixture(scope="session")
+def session_fleet() -> Any:
+    """The session's simulated fleet (see `_start_fleet`)."""
+    return _fleet
 
 
 @pytest.fixture(scope="session")

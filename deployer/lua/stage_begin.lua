@@ -39,6 +39,7 @@ elseif holder == token then
   redis.call('PEXPIRE', lease_key, ttl)
 else
   redis.call('ZADD', inflight_key, now + ttl, task_id)
+  redis.call('HSET', task_key, 'progress', 'waiting for the tenant lease', 'updatedAt', now)
   return {'BUSY', holder}
 end
 redis.call('ZADD', inflight_key, now + ttl, task_id)

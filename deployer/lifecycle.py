@@ -1,0 +1,142 @@
+"""The state machines: every legal task transition and what each command does in each state.
+
+Pure functions and tables; the store applies a decision atomically (compare-and-set on the
+status it was decided from), so a racing stage or command can never be overwritten.
+
+Task transitions (who causes them):
+
+    PENDING      -> RUNNING | ROLLING_BACK      a stage starts (run kind decides)
+    PENDING      -> PAUSED | CANCELLED          pause / cancel, at once
+    RUNNING      -> COMPLETED | FAILED          last stage ends / a step fails
+    ROLLING_BACK -> ROLLED_BACK | ROLLBACK_FAILED
+    RUNNING, ROLLING_BACK -> PAUSED | CANCELLED at the next stage start or poll (cooperative)
+    PAUSED       -> PENDING                     resume (queued first; continues mid-stage)
+    PAUSED       -> CANCELLED                   cancel
+    FAILED, ROLLBACK_FAILED -> PENDING          retry (the last run again)
+    FAILED, ROLLBACK_FAILED -> CANCELLED        cancel (give up)
+    FAILED, PAUSED, CANCELLED, COMPLETED -> PENDING   rollback (a new run, old config)
+
+A plan's status is derived from its tasks' counters (deployer/lua/_prelude.lua, derive_plan):
+RUNNING while any task is PENDING/RUNNING/ROLLING_BACK (PAUSED if the plan is paused and
+none runs), PAUSED while only paused tasks remain, else FAILED if any task failed,
+CANCELLED if any was cancelled, ROLLED_BACK if any rolled back, else COMPLETED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from deployer.models import TaskStatus as S
+
+
+class Command(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY = "retry"
+    ROLLBACK = "rollback"
+
+
+class Effect(StrEnum):
+    NOW = "NOW"  # the status changes at once
+    REQUEST = "REQUEST"  # a flag the running chain honours at its next stage start or poll
+    WITHDRAW = "WITHDRAW"  # clear a pending request (resume before a pause took effect)
+    ALREADY = "ALREADY"  # already in effect: harmless, answered ok with a note
+    REFUSE = "REFUSE"
+
+
+@dataclass(frozen=True)
+class Decision:
+    effect: Effect
+    to: S | None = None
+    code: str = ""
+    note: str = ""
+
+
+TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK})
+ACTIVE = frozenset({S.RUNNING, S.ROLLING_BACK})
+RETRYABLE = frozenset({S.FAILED, S.ROLLBACK_FAILED})
+ROLLBACKABLE = frozenset({S.FAILED, S.PAUSED, S.CANCELLED, S.COMPLETED})
+
+#: (from, to) pairs a command may cause directly; stages cause the others.
+COMMAND_TRANSITIONS = frozenset(
+    {
+        (S.PENDING, S.PAUSED),
+        (S.PENDING, S.CANCELLED),
+        (S.PAUSED, S.PENDING),
+        (S.PAUSED, S.CANCELLED),
+        (S.FAILED, S.PENDING),
+        (S.FAILED, S.CANCELLED),
+        (S.ROLLBACK_FAILED, S.PENDING),
+        (S.ROLLBACK_FAILED, S.CANCELLED),
+        (S.CANCELLED, S.PENDING),
+        (S.COMPLETED, S.PENDING),
+    }
+)
+
+
+def _pause(status: S, control: str | None) -> Decision:
+    if status in ACTIVE:
+        if control == "PAUSE":
+            return Decision(Effect.ALREADY, note="pause already requested")
+        if control == "CANCEL":
+            return Decision(Effect.REFUSE, code="TASK_CANCELLING", note="cancel requested")
+        return Decision(Effect.REQUEST, note="pauses at its next stage start or poll")
+    if status is S.PENDING:
+        return Decision(Effect.NOW, S.PAUSED)
+    if status is S.PAUSED:
+        return Decision(Effect.ALREADY, note="already paused")
+    return Decision(Effect.REFUSE, code="TASK_NOT_RUNNING", note=f"task is {status}")
+
+
+def _resume(status: S, control: str | None) -> Decision:
+    if status is S.PAUSED:
+        return Decision(Effect.NOW, S.PENDING)
+    if status in ACTIVE and control == "PAUSE":
+        return Decision(Effect.WITHDRAW, note="pause request withdrawn")
+    if status in ACTIVE or status is S.PENDING:
+        return Decision(Effect.ALREADY, note="not paused; already running")
+    return Decision(Effect.REFUSE, code="TASK_NOT_PAUSED", note=f"task is {status}")
+
+
+def _cancel(status: S, control: str | None) -> Decision:
+    if status in ACTIVE:
+        if control == "CANCEL":
+            return Decision(Effect.ALREADY, note="cancel already requested")
+        return Decision(Effect.REQUEST, note="cancels at its next stage start or poll")
+    if status in (S.PENDING, S.PAUSED) or status in RETRYABLE:
+        return Decision(Effect.NOW, S.CANCELLED)
+    if status is S.CANCELLED:
+        return Decision(Effect.ALREADY, note="already cancelled")
+    return Decision(Effect.REFUSE, code="TASK_ALREADY_FINISHED", note=f"task is {status}")
+
+
+def _retry(status: S, control: str | None) -> Decision:
+    if status in RETRYABLE:
+        return Decision(Effect.NOW, S.PENDING)
+    return Decision(Effect.REFUSE, code="TASK_NOT_FAILED", note=f"task is {status}")
+
+
+def _rollback(status: S, control: str | None) -> Decision:
+    if status in ROLLBACKABLE:
+        return Decision(Effect.NOW, S.PENDING)
+    if status in (S.ROLLING_BACK, S.ROLLED_BACK):
+        return Decision(Effect.REFUSE, code="TASK_ALREADY_ROLLED_BACK", note=f"task is {status}")
+    return Decision(
+        Effect.REFUSE, code="TASK_NOT_ROLLBACKABLE", note=f"task is {status}; pause or cancel first"
+    )
+
+
+_DECIDERS = {
+    Command.PAUSE: _pause,
+    Command.RESUME: _resume,
+    Command.CANCEL: _cancel,
+    Command.RETRY: _retry,
+    Command.ROLLBACK: _rollback,
+}
+
+
+def decide(command: Command, status: S, control: str | None = None) -> Decision:
+    """What `command` does to a task in `status` with a pending `control` flag."""
+    return _DECIDERS[command](status, control)

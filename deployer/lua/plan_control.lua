@@ -1,0 +1,14 @@
+-- Set or clear a plan-wide control flag and re-derive the plan's status.
+-- KEYS: plan, events   ARGV: control ('' clears), by, reason, now_ms, event_type, events_maxlen
+local plan_key, events_key = KEYS[1], KEYS[2]
+if redis.call('EXISTS', plan_key) == 0 then return {'MISSING'} end
+local control, by, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if control == '' then
+  redis.call('HDEL', plan_key, 'control', 'controlBy', 'controlReason')
+else
+  redis.call('HSET', plan_key, 'control', control, 'controlBy', by, 'controlReason', reason)
+end
+local status = derive_plan(plan_key)
+emit(events_key, ARGV[6], {'type', ARGV[5], 'planId', redis.call('HGET', plan_key, 'planId'),
+  'by', by, 'reason', reason, 'ts', now})
+return {'OK', status}

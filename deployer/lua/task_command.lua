@@ -1,0 +1,39 @@
+-- Apply an operator's command to one task, compare-and-set on the status it was decided from.
+-- KEYS: task, plan, queue, lease, inflight, events
+-- ARGV: expect_status, new_status ('' = none), control ('' | PAUSE | CANCEL | CLEAR),
+--       queue_op ('' | FRONT | REMOVE), invalidate ('1': new token, release lease and slot),
+--       now_ms, by, reason, event_type, events_maxlen, n_fields, field, value, ...
+local task_key, plan_key, queue_key, lease_key, inflight_key, events_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local expect, new_status, control, queue_op, invalidate = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local now, by, reason, event_type, maxlen = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+
+local t = redis.call('HMGET', task_key, 'status', 'token', 'taskId', 'tenantId', 'planId', 'control')
+local status, token, task_id, tenant_id, plan_id = t[1], t[2] or '', t[3], t[4], t[5]
+if status ~= expect then return {'REFUSED', status or ''} end
+
+if invalidate == '1' then
+  release(task_key, lease_key, inflight_key, plan_key, token, task_id)
+  redis.call('HINCRBY', task_key, 'gen', 1)
+  redis.call('HSET', task_key, 'token', '')
+end
+local n = tonumber(ARGV[11])
+for i = 1, n do
+  redis.call('HSET', task_key, ARGV[10 + 2 * i], ARGV[11 + 2 * i])
+end
+if control == 'CLEAR' then
+  redis.call('HDEL', task_key, 'control', 'controlBy', 'controlReason')
+elseif control ~= '' then
+  redis.call('HSET', task_key, 'control', control, 'controlBy', by, 'controlReason', reason)
+end
+if queue_op ~= '' then redis.call('LREM', queue_key, 0, task_id) end
+if queue_op == 'FRONT' then redis.call('LPUSH', queue_key, task_id) end
+if new_status ~= '' then
+  change_status(task_key, plan_key, new_status, now)
+  if new_status == 'CANCELLED' then redis.call('HSET', task_key, 'endedAt', now, 'cancelledBy', by) end
+  if new_status == 'PENDING' then redis.call('HDEL', task_key, 'endedAt') end
+end
+emit(events_key, maxlen, {'type', event_type, 'planId', plan_id, 'taskId', task_id,
+  'tenantId', tenant_id, 'from', status, 'to', new_status ~= '' and new_status or status,
+  'by', by, 'reason', reason, 'ts', now})
+return {'OK', status}
