@@ -1,32 +1,86 @@
 """DeployerClient: enqueue plans and commands by task *name*, read state from Redis.
 
 It imports nothing from `tasks/`: any service with this package (or any Celery client in
-another language, sending the same JSON) can drive deployer through the broker.
+another language, sending the same JSON, see docs/integration.md) can drive deployer
+through the broker. Writes go through the broker (queue `deployer.control`); reads use the
+public Redis contracts: hash `deployer:plan:{planId}` and stream `deployer:rejections`.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
+from celery.utils.saferepr import saferepr
 
 from deployer import keys
+from deployer.redact import redact
 from deployer.redis_client import client_for
 from deployer.settings import Settings, get_settings
 
 CONTROL_QUEUE = "deployer.control"
-TERMINAL_PLAN = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"}
+TERMINAL_PLAN = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
+#: Public task names (DESIGN.md, Contracts).
+SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK = (
+    f"deployer.{v}" for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback")
+)
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    """A plan as its public hash shows it: status and task counts by status."""
+
+    plan_id: str
+    status: str
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_PLAN
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused submission from the `deployer:rejections` stream."""
+
+    plan_id: str
+    code: str
+    message: str
+    errors: list[dict[str, str]]
+    entry_id: str = ""
+
+
+def target(plan: str | None = None, tenant: str | None = None) -> dict[str, str]:
+    """`{"planId": P}` or `{"tenantId": T}`: exactly one."""
+    if (plan is None) == (tenant is None):
+        raise ValueError("give exactly one of plan or tenant")
+    return {"planId": str(plan)} if plan is not None else {"tenantId": str(tenant)}
+
+
+def plan_id_of(plan: Mapping[str, Any] | str) -> str:
+    data = json.loads(plan) if isinstance(plan, str) else plan
+    plan_id = data.get("planId") if isinstance(data, Mapping) else None
+    if plan_id is None or isinstance(plan_id, bool):
+        raise ValueError("a plan needs a planId")
+    return str(plan_id)
 
 
 class DeployerClient:
+    """Send the public tasks and read the public state; one per process is plenty."""
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         self.app = Celery("deployer-client", broker=self.settings.broker_url, set_as_current=False)
         self.app.conf.update(
             task_serializer="json",
             accept_content=["json"],
-            task_ignore_result=True,
+            task_ignore_result=self.settings.result_backend is None,
+            result_backend=self.settings.result_backend,
             broker_connection_retry_on_startup=True,
             broker_transport_options={
                 "visibility_timeout": self.settings.visibility_timeout_seconds
@@ -34,39 +88,121 @@ class DeployerClient:
         )
         self.redis = client_for(self.settings.state_url)
 
+    # ---- writes (through the broker) ---------------------------------------------------
+
     def send(self, name: str, *args: Any, **kwargs: Any) -> str:
-        """Send a control task by name; returns the Celery task id."""
+        """Send task `name` to deployer.control; returns the Celery task id.
+
+        argsrepr/kwargsrepr are redacted here: monitoring shows what the sender wrote.
+        """
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
         result = self.app.send_task(
-            name, args=list(args), kwargs=kwargs, queue=CONTROL_QUEUE, ignore_result=True
+            name,
+            args=list(args),
+            kwargs=kwargs,
+            queue=CONTROL_QUEUE,
+            argsrepr=saferepr(tuple(redact(list(args))), 1024),
+            kwargsrepr=saferepr(redact(kwargs), 1024),
         )
         return str(result.id)
 
-    def submit(self, plan: dict[str, Any]) -> str:
-        self.send("deployer.submit_plan", plan)
-        return str(plan.get("planId"))
+    def submit(self, plan: Mapping[str, Any] | str) -> str:
+        """Enqueue a plan (dict or JSON text); returns its plan id. Same id again: no-op."""
+        plan_id = plan_id_of(plan)
+        self.send(SUBMIT, plan if isinstance(plan, str) else dict(plan))
+        return plan_id
+
+    def pause(self, *, plan: str | None = None, tenant: str | None = None,
+              by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
+        return self.send(PAUSE, target(plan, tenant), by=by, reason=reason)
+
+    def resume(self, *, plan: str | None = None, tenant: str | None = None,
+               by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
+        return self.send(RESUME, target(plan, tenant), by=by, reason=reason)
+
+    def cancel(self, *, plan: str | None = None, tenant: str | None = None,
+               by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
+        return self.send(CANCEL, target(plan, tenant), by=by, reason=reason)
+
+    def retry(self, *, plan: str | None = None, tenant: str | None = None,
+              from_checkpoint: bool = False, by: str | None = None) -> str:  # fmt: skip
+        return self.send(RETRY, target(plan, tenant), from_checkpoint=from_checkpoint, by=by)
+
+    def rollback(self, *, plan: str | None = None, tenant: str | None = None,
+                 by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
+        return self.send(ROLLBACK, target(plan, tenant), by=by, reason=reason)
 
     def command(self, verb: str, target: dict[str, str], **kwargs: Any) -> str:
+        """Any control verb by its short name (`pause`, `retry`, ...)."""
         return self.send(f"deployer.{verb}", target, **kwargs)
 
+    def result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
+        """`{"ok", "code", "message", ...}` of a control task (needs DEPLOYER_RESULT_BACKEND)."""
+        if self.settings.result_backend is None:
+            raise RuntimeError("no result backend: set DEPLOYER_RESULT_BACKEND or read Redis")
+        value = self.app.AsyncResult(task_id).get(timeout=timeout)
+        return dict(value)
+
+    # ---- reads (public Redis contracts) ------------------------------------------------
+
     def plan_status(self, plan_id: str) -> str | None:
+        """Field `status` of hash deployer:plan:{planId}; None until the plan is accepted."""
         value = self.redis.hget(keys.plan(plan_id), "status")
         return str(value) if value is not None else None
+
+    def status(self, plan_id: str) -> PlanStatus | None:
+        raw: dict[str, str] = self.redis.hgetall(keys.plan(plan_id))  # type: ignore[assignment]
+        if not raw:
+            return None
+        counts = {k[2:]: int(v) for k, v in raw.items() if k.startswith("c:") and int(v)}
+        return PlanStatus(plan_id, raw.get("status", ""), int(raw.get("total", 0)), counts)
 
     def rejection(self, plan_id: str, since: str = "0-0") -> dict[str, str] | None:
         """The newest record of `plan_id` in the public rejections stream, if any."""
         entries: list[tuple[str, dict[str, str]]] = self.redis.xrange(  # type: ignore[assignment]
             keys.REJECTIONS, min=since, max="+"
         )
-        for _id, fields in reversed(entries):
+        for entry_id, fields in reversed(entries):
             if fields.get("planId") == plan_id:
-                return dict(fields)
+                return {**fields, "id": entry_id}
         return None
 
-    def wait(self, plan_id: str, timeout: float = 600.0, poll: float = 0.2) -> str | None:
-        """Poll the plan's status until it is terminal (or the timeout passes)."""
+    def wait_accepted(
+        self, plan_id: str, since: str = "0-0", timeout: float = 30.0, poll: float = 0.1
+    ) -> PlanStatus | Rejection | None:
+        """Until the plan is accepted (its hash exists) or rejected; None at the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(plan_id)
+            if status is not None:
+                return status
+            found = self.rejection(plan_id, since)
+            if found is not None:
+                return Rejection(
+                    plan_id,
+                    found.get("code", ""),
+                    found.get("message", ""),
+                    json.loads(found.get("errors") or "[]"),
+                    found.get("id", ""),
+                )
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(poll)
+
+    def wait(
+        self,
+        plan_id: str,
+        timeout: float = 600.0,
+        poll: float = 0.2,
+        until: frozenset[str] = TERMINAL_PLAN,
+    ) -> str | None:
+        """Poll the plan's status until it is in `until` (default: terminal) or time runs out.
+
+        Returns the last status seen (None: never accepted), so a caller compares it.
+        """
         deadline = time.monotonic() + timeout
         status = self.plan_status(plan_id)
-        while status not in TERMINAL_PLAN and time.monotonic() < deadline:
+        while status not in until and time.monotonic() < deadline:
             time.sleep(poll)
             status = self.plan_status(plan_id)
         return status
