@@ -21,6 +21,14 @@ DEFAULT_INSTANCES: dict[str, list[str]] = {
     "ob-service": ["127.0.0.1:18401"],
 }
 
+#: Nacos service name of each service (REFERENCE.md §3.6, application.yml defaults).
+DEFAULT_NACOS_SERVICES: dict[str, str] = {
+    "asbc-gateway": "icc-asbc-portal",
+    "portal": "icc-agent-portal",
+    "blue-green-gateway": "icc-bg-gateway",
+    "ob-service": "ob-campaign",
+}
+
 
 class Settings(BaseSettings):
     """Everything a worker, the CLI and the fleet read; one object, parsed once per process."""
@@ -54,6 +62,20 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(5.0, gt=0)
     instances: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INSTANCES))
     selection: Literal["ALL", "RANDOM"] = "ALL"
+    #: URL scheme per service for HTTP calls (default http; the Java ASBC call used https).
+    schemes: dict[str, Literal["http", "https"]] = Field(default_factory=dict)
+
+    # Service discovery (REFERENCE.md §5.6): Nacos when configured, `instances` as fallback
+    nacos_server_addr: str | None = None
+    nacos_namespace: str = "public"
+    nacos_group: str = "DEFAULT_GROUP"
+    nacos_username: str | None = None
+    nacos_password: str | None = None
+    nacos_services: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_NACOS_SERVICES))
+    discovery_cache_seconds: float = Field(30.0, ge=0)
+
+    # Simulated fleet (`deployer fleet`, demo): how long an instance takes to apply a config
+    fleet_delay_seconds: float = Field(1.0, ge=0)
 
     # Observability
     events_maxlen: int = Field(100_000, ge=100)

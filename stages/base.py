@@ -21,6 +21,7 @@ from deployer import keys
 from deployer.errors import PermanentError
 from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
 from deployer.settings import Settings
+from stages.discovery import Resolver, resolver_for
 
 
 class ConfigError(PermanentError):
@@ -84,6 +85,10 @@ class StepEnv:
     def fence_key(self, tenant_id: str) -> str:
         """The key whose value must equal the run's token for a config write to land."""
         return keys.lease(tenant_id) if self.same_server else keys.fence(tenant_id)
+
+    @cached_property
+    def discovery(self) -> Resolver:
+        return resolver_for(self.settings, self.http)
 
     @cached_property
     def http(self) -> httpx.Client:

@@ -23,7 +23,6 @@ from tests.helpers import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 _server: Any = None
 _fleet: Any = None
-_fleet: Any = None
 
 #: Short intervals so waiting steps and leases move at test speed.
 TEST_ENV = {

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
-from stages.base import Assembler, ConfigError
+from stages.assemblers.common import unit_names, verify_params
+from stages.base import Assembler
 
 FIELD = "icc-bg-gateway"
 
-
-def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[str, str]:
-    """(sourceUnitName, targetUnitName): the unit replaced, else the target itself."""
-    if not config.deploy_unit_name:
-        raise ConfigError("deployUnitName", "is required to name the target unit")
-    source = (replacing.deploy_unit_name if replacing else None) or config.deploy_unit_name
-    return source, config.deploy_unit_name
+__all__ = ["FIELD", "BlueGreenGatewayAssembler", "unit_names"]
 
 
 class BlueGreenGatewayAssembler(Assembler):
@@ -45,5 +40,10 @@ class BlueGreenGatewayAssembler(Assembler):
                     type="key-value-write", name="bg-write", params={"field": FIELD, "value": value}
                 ),
                 StepSpec(type="broadcast", name="bg-broadcast", params={"appName": FIELD}),
+                StepSpec(
+                    type="health-check",
+                    name="bg-verify",
+                    params=verify_params(self.service, config),
+                ),
             ],
         )

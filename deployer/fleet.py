@@ -1,0 +1,386 @@
+"""A simulated service fleet: real HTTP servers on loopback and real pub/sub.
+
+One HTTP server per configured instance (`host:port`, port 0 = any free port). Each
+instance of a Redis-configured service (blue-green-gateway, ob-service) subscribes to
+the topic, re-reads the tenant's hash when its field is announced, and reports the
+version at the health path once `delay` seconds have passed. ASBC and portal instances
+answer their POST endpoints (REFERENCE.md §3.2, §3.3). Faults are chosen per tenant-id
+prefix (`Behaviour`), so one fleet serves many tests and plans at once.
+
+The fleet also counts what it observes: polls, and how many tenants were told "not yet"
+at the same moment (`stats()`), which proves waiting does not hold worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+
+from deployer import keys
+from deployer.settings import Settings
+
+log = logging.getLogger("deployer.fleet")
+
+#: The Redis hash field each service reads and the broadcast `appName` it listens for.
+SERVICE_FIELDS = {"blue-green-gateway": "icc-bg-gateway", "ob-service": "ob-campaign"}
+PORTAL_PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
+ASBC_PATH = "/api/sbc/traffic-switch"
+#: How long a "hang" fault holds a request (the client's timeout should be shorter).
+HANG_SECONDS = 30.0
+#: Idle keep-alive connections are closed after this many seconds.
+IDLE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How instances treat the tenants a rule covers."""
+
+    delay: float = 0.0  # seconds from reading a new version to reporting it
+    never: bool = False  # never report a new version
+    status: int | None = None  # answer every request with this HTTP status
+    hang: bool = False  # hold every request past the client's timeout
+    lose_broadcast: bool = False  # ignore pub/sub; re-read the hash on every poll
+    only: frozenset[str] | None = None  # converge only on these instances (host:port)
+    reject: bool = False  # portal/ASBC answer a business error
+
+
+@dataclass
+class _View:
+    """What one instance knows of one tenant."""
+
+    visible: Any = None
+    pending: Any = None
+    pending_at: float = math.inf
+    loaded: bool = False
+
+
+class Instance:
+    def __init__(self, fleet: Fleet, service: str, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.fleet, self.service = fleet, service
+        self.field = SERVICE_FIELDS.get(service)
+        self.views: dict[str, _View] = {}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _handler_for(self))
+        self.server.daemon_threads = True
+        self.address = f"{host or '127.0.0.1'}:{self.server.server_address[1]}"
+
+    def refresh(self, tenant: str) -> None:
+        """Read the tenant's hash as the real service would, and schedule the new version."""
+        key = keys.config_hash(self.fleet.key_prefix, tenant)
+        data, meta = self.fleet.redis.hmget(key, [self.field or "metadata", "metadata"])
+        version = None
+        if data is not None and meta is not None:
+            try:
+                version = json.loads(meta).get("version")
+            except (ValueError, AttributeError):
+                version = None
+        rule = self.fleet.behaviour_for(tenant)
+        converges = not rule.never and (rule.only is None or self.address in rule.only)
+        with self.lock:
+            view = self.views.setdefault(tenant, _View())
+            view.loaded = True
+            if version == view.visible:
+                view.pending, view.pending_at = None, math.inf
+            elif version != view.pending:
+                view.pending = version
+                view.pending_at = time.monotonic() + rule.delay if converges else math.inf
+
+    def version_of(self, tenant: str) -> tuple[Any, bool]:
+        """(version reported now, whether a newer one is still pending)."""
+        rule = self.fleet.behaviour_for(tenant)
+        with self.lock:
+            known = tenant in self.views and self.views[tenant].loaded
+        if rule.lose_broadcast or not known:
+            self.refresh(tenant)
+        with self.lock:
+            view = self.views[tenant]
+            if view.pending_at <= time.monotonic():
+                view.visible, view.pending, view.pending_at = view.pending, None, math.inf
+            return view.visible, view.pending is not None
+
+    def listen(self, stop: threading.Event, ready: threading.Event) -> None:
+        if self.field is None:
+            ready.set()
+            return
+        pubsub = self.fleet.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub.subscribe(self.fleet.topic)
+        pubsub.get_message(timeout=1.0)  # the subscription confirmation
+        ready.set()
+        try:
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=0.2)
+                if message and message.get("type") == "message":
+                    self._on_message(message["data"])
+        except redis.ConnectionError:
+            if not stop.is_set():
+                log.warning("fleet instance %s lost its pub/sub connection", self.address)
+        finally:
+            pubsub.close()
+
+    def _on_message(self, data: str) -> None:
+        try:
+            msg = json.loads(data)
+            tenant, app_name = str(msg["tenantId"]), msg.get("appName")
+        except (ValueError, KeyError, TypeError):
+            return
+        if app_name != self.field:
+            return
+        self.fleet.count_broadcast(tenant)
+        if not self.fleet.behaviour_for(tenant).lose_broadcast:
+            self.refresh(tenant)
+
+
+def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        timeout = IDLE_SECONDS
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+        def _reply(self, status: int, body: Any) -> None:
+            raw = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def _fault(self, tenant: str) -> bool:
+            rule = instance.fleet.behaviour_for(tenant)
+            if rule.hang:
+                instance.fleet.stopping.wait(HANG_SECONDS)
+                self.close_connection = True
+                return True
+            if rule.status is not None:
+                self._reply(rule.status, {"error": "injected fault", "status": rule.status})
+                return True
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802
+            tenant = instance.fleet.tenant_in(self.path)
+            if tenant is None:
+                self._reply(404, {"error": "no tenant in path"})
+                return
+            if self._fault(tenant):
+                return
+            version, pending = instance.version_of(tenant)
+            instance.fleet.count_poll(tenant, instance.address, pending)
+            self._reply(200, {"tenantId": tenant, "version": version})
+
+        def do_POST(self) -> None:  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(length) or b"null")
+            except ValueError:
+                self._reply(400, {"error": "body is not JSON"})
+                return
+            tenant = self.headers.get("X-Tenant-Id") or (
+                body.get("tenantId") if isinstance(body, dict) else None
+            )
+            path = urlsplit(self.path).path
+            instance.fleet.record(instance.service, instance.address, path, body, tenant)
+            if self._fault(str(tenant or "")):
+                return
+            self._reply(*_post_answer(instance, path, body, str(tenant or "")))
+
+    return Handler
+
+
+def _post_answer(instance: Instance, path: str, body: Any, tenant: str) -> tuple[int, Any]:
+    reject = instance.fleet.behaviour_for(tenant).reject
+    if path == PORTAL_PATH and instance.service == "portal":
+        return 200, {"code": "1" if reject else "0", "msg": "rejected" if reject else "success"}
+    if path == ASBC_PATH and instance.service == "asbc-gateway":
+        return 200, _asbc_answer(body, reject)
+    return 404, {"error": f"no endpoint {path}"}
+
+
+def _asbc_answer(body: Any, reject: bool) -> dict[str, Any]:
+    numbers = body.get("calledNumberMatch", []) if isinstance(body, dict) else []
+    trunk = body.get("targetTrunkGroupName") if isinstance(body, dict) else None
+    items = [
+        {"code": 1 if reject else 0, "msg": "rejected" if reject else "ok",
+         "calledNumberMatch": n, "targetTrunkGroupName": trunk}
+        for n in numbers
+    ]  # fmt: skip
+    data = {"successList": [] if reject else items, "failList": items if reject else []}
+    return {"code": 0, "msg": "ok", "data": data}
+
+
+class Fleet:
+    """Context manager: starts every instance's server and listener, stops them on exit."""
+
+    def __init__(
+        self,
+        instances: dict[str, list[str]],
+        redis_url: str,
+        key_prefix: str,
+        topic: str,
+        verify_path: str = "/actuator/bg-sdk/{tenantId}",
+        default: Behaviour | None = None,
+    ) -> None:
+        self.redis = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+        )
+        self.key_prefix, self.topic = key_prefix, topic
+        self.rules: dict[str, Behaviour] = {"": default or Behaviour()}
+        pattern = re.escape(verify_path).replace(r"\{tenantId\}", r"(?P<tenant>[A-Za-z0-9_.\-]+)")
+        self._health = re.compile(f"^{pattern}$")
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[str]] = {}
+        self._waiting_by_rule: dict[str, int] = {}
+        self._max_waiting: dict[str, int] = {}
+        self._polls: dict[str, int] = {}
+        self._broadcasts: dict[str, int] = {}
+        self._requests: list[dict[str, Any]] = []
+        self._threads: list[threading.Thread] = []
+        self.instances = [
+            Instance(self, service, address)
+            for service, addresses in instances.items()
+            for address in addresses
+        ]
+
+    @classmethod
+    def from_settings(cls, settings: Settings, default: Behaviour | None = None) -> Fleet:
+        return cls(
+            settings.instances,
+            settings.target_url,
+            settings.key_prefix,
+            settings.pubsub_topic,
+            settings.verify_path,
+            default or Behaviour(delay=settings.fleet_delay_seconds),
+        )
+
+    # -- life cycle -------------------------------------------------------------------
+    def start(self) -> Fleet:
+        readies = []
+        for inst in self.instances:
+            ready = threading.Event()
+            readies.append(ready)
+            for target, args in (
+                (inst.server.serve_forever, (0.2,)),
+                (inst.listen, (self.stopping, ready)),
+            ):
+                t = threading.Thread(
+                    target=target, args=args, daemon=True, name=f"fleet-{inst.address}"
+                )
+                t.start()
+                self._threads.append(t)
+        for ready in readies:
+            ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for inst in self.instances:
+            inst.server.shutdown()
+            inst.server.server_close()
+        for t in self._threads:
+            t.join(5)
+        self.redis.close()
+
+    def __enter__(self) -> Fleet:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- configuration ----------------------------------------------------------------
+    def behave(self, prefix: str, behaviour: Behaviour) -> None:
+        """Apply `behaviour` to tenants whose id starts with `prefix` (longest prefix wins)."""
+        with self._lock:
+            self.rules[prefix] = behaviour
+
+    def rule_of(self, tenant: str) -> str:
+        return max((p for p in self.rules if tenant.startswith(p)), key=len)
+
+    def behaviour_for(self, tenant: str) -> Behaviour:
+        return self.rules[self.rule_of(tenant)]
+
+    @property
+    def addresses(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for inst in self.instances:
+            out.setdefault(inst.service, []).append(inst.address)
+        return out
+
+    def describe(self) -> str:
+        served = ", ".join(f"{s} {' '.join(a)}" for s, a in self.addresses.items())
+        d = self.rules[""]
+        return f"{served} (delay {d.delay:g}s, topic {self.topic})"
+
+    def tenant_in(self, path: str) -> str | None:
+        parts = urlsplit(path)
+        match = self._health.match(parts.path)
+        if match:
+            return match["tenant"]
+        query = parse_qs(parts.query).get("tenantId")
+        if query:
+            return query[0]
+        last = parts.path.rstrip("/").rpartition("/")[2]
+        return last or None
+
+    # -- observation ------------------------------------------------------------------
+    def count_broadcast(self, tenant: str) -> None:
+        with self._lock:
+            self._broadcasts[tenant] = self._broadcasts.get(tenant, 0) + 1
+
+    def count_poll(self, tenant: str, address: str, pending: bool) -> None:
+        rule = self.rule_of(tenant)
+        with self._lock:
+            self._polls[rule] = self._polls.get(rule, 0) + 1
+            waiting = self._waiting.get(tenant)
+            if pending:
+                if waiting is None:
+                    waiting = self._waiting[tenant] = set()
+                    now = self._waiting_by_rule.get(rule, 0) + 1
+                    self._waiting_by_rule[rule] = now
+                    self._max_waiting[rule] = max(self._max_waiting.get(rule, 0), now)
+                waiting.add(address)
+            elif waiting is not None:
+                waiting.discard(address)
+                if not waiting:
+                    del self._waiting[tenant]
+                    self._waiting_by_rule[rule] -= 1
+
+    def record(self, service: str, address: str, path: str, body: Any, tenant: str | None) -> None:
+        with self._lock:
+            self._requests.append(
+                {
+                    "service": service,
+                    "instance": address,
+                    "path": path,
+                    "body": body,
+                    "tenantId": tenant,
+                }
+            )
+
+    def requests(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [r for r in self._requests if tenant is None or r["tenantId"] == tenant]
+
+    def broadcasts(self, tenant: str) -> int:
+        with self._lock:
+            return self._broadcasts.get(tenant, 0)
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        """Per rule: polls answered, tenants told "not yet" now and at most at once."""
+        with self._lock:
+            return {
+                "polls": self._polls.get(prefix, 0),
+                "waiting": self._waiting_by_rule.get(prefix, 0),
+                "max_waiting": self._max_waiting.get(prefix, 0),
+            }

@@ -1,0 +1,27 @@
+"""What several assemblers share: unit names and the verification parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deployer.models import TenantConfig
+from stages.base import ConfigError
+
+
+def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[str, str]:
+    """(sourceUnitName, targetUnitName): the unit replaced, else the target itself."""
+    if not config.deploy_unit_name:
+        raise ConfigError("deployUnitName", "is required to name the target unit")
+    source = (replacing.deploy_unit_name if replacing else None) or config.deploy_unit_name
+    return source, config.deploy_unit_name
+
+
+def verify_params(service: str, config: TenantConfig) -> dict[str, Any]:
+    """HealthCheck parameters: the service's instances (never a host from the config),
+    the tenant's own health path when it names one, its Nacos namespace."""
+    params: dict[str, Any] = {"service": service}
+    if config.health_check_path:
+        params["path"] = config.health_check_path
+    if config.nacos_name_space:
+        params["namespace"] = config.nacos_name_space
+    return params

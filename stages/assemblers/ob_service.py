@@ -1,0 +1,48 @@
+"""ob-service: the `ob-campaign` field + metadata, broadcast and verify (one RedisAck step).
+
+The Java stage also had an `ob-agent-polling` step whose condition was never wired (it
+always passed, REFERENCE.md §3.5); it is left out rather than faked.
+"""
+
+from __future__ import annotations
+
+import time
+
+from deployer.models import StageSpec, StepSpec, TenantConfig
+from deployer.settings import Settings
+from stages.assemblers.common import unit_names, verify_params
+from stages.base import Assembler
+
+FIELD = "ob-campaign"
+
+
+class ObServiceAssembler(Assembler):
+    service = "ob-service"
+    order = 40
+
+    def supports(self, config: TenantConfig) -> bool:
+        return config.deploy_unit_name is not None
+
+    def build(
+        self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+    ) -> StageSpec:
+        source, target = unit_names(config, replacing)
+        value = {
+            "tenantId": config.tenant_id,
+            "sourceUnitName": source,
+            "targetUnitName": target,
+            # Fixed when the run is planned, so a retry writes exactly the same value.
+            "timestamp": int(time.time() * 1000),
+        }
+        params = {"field": FIELD, "value": value, "appName": FIELD}
+        return StageSpec(
+            name=self.service,
+            service=self.service,
+            steps=[
+                StepSpec(
+                    type="redis-ack",
+                    name="ob-redis-ack",
+                    params={**params, **verify_params(self.service, config)},
+                )
+            ],
+        )

@@ -1,0 +1,38 @@
+"""portal: tell one portal instance the tenant switches deploy unit (REFERENCE.md §3.3)."""
+
+from __future__ import annotations
+
+from deployer.models import StageSpec, StepSpec, TenantConfig
+from deployer.settings import Settings
+from stages.base import Assembler
+
+PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
+
+
+class PortalAssembler(Assembler):
+    service = "portal"
+    order = 20
+
+    def supports(self, config: TenantConfig) -> bool:
+        return config.deploy_unit_name is not None
+
+    def build(
+        self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+    ) -> StageSpec:
+        params = {
+            "service": self.service,
+            "method": "POST",
+            "path": PATH,
+            "selection": "RANDOM",
+            "headers": {"Content-Type": "application/json", "X-Tenant-Id": config.tenant_id},
+            "body": {"tenantId": config.tenant_id, "targetDeployUnit": config.deploy_unit_name},
+            "timestampField": "timestamp",
+            "expectJson": {"$.code": "0"},
+        }
+        if config.nacos_name_space:
+            params["namespace"] = config.nacos_name_space
+        return StageSpec(
+            name=self.service,
+            service=self.service,
+            steps=[StepSpec(type="http-request", name="portal-notify", params=params)],
+        )

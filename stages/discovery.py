@@ -1,0 +1,165 @@
+"""Service discovery: which `host:port` instances a step may talk to, and which of them.
+
+Addresses come only from here (settings or a registry), never from a TenantConfig. The
+Java lookup order is kept (REFERENCE.md §5.6): a registry (Nacos) when configured, its
+empty answer or failure falling through to the static instances from settings, else an
+error. Its key mismatches (§3.6: `BG_GATEWAY`, `asbcService`, ... matching no configured
+key) are fixed by resolving canonical service names and accepting the Java keys as aliases.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import httpx
+
+from deployer.errors import PermanentError
+from deployer.settings import Settings
+
+log = logging.getLogger("deployer.discovery")
+
+Selection = Literal["ALL", "RANDOM"]
+
+#: Names the Java system and its yaml used for each service (REFERENCE.md §3.6).
+ALIASES: dict[str, tuple[str, ...]] = {
+    "asbc-gateway": ("asbcService", "asbc", "icc-asbc-portal", "asbc-gateway-service"),
+    "portal": ("portalService", "icc-agent-portal", "portal-service"),
+    "blue-green-gateway": (
+        "BG_GATEWAY",
+        "blueGreenGatewayService",
+        "icc-bg-gateway",
+        "blue-green-gateway-service",
+    ),
+    "ob-service": ("obService", "ob-campaign"),
+}
+
+
+class DiscoveryError(PermanentError):
+    code = "NO_INSTANCES"
+
+
+class Resolver(ABC):
+    """Instances (`host:port`) of a service; an empty list means "none known here"."""
+
+    @abstractmethod
+    def resolve(self, service: str, namespace: str | None) -> list[str]: ...
+
+
+class StaticResolver(Resolver):
+    """The `instances` mapping from settings (DEPLOYER_INSTANCES), Java keys accepted."""
+
+    def __init__(self, instances: dict[str, list[str]]) -> None:
+        self.instances = instances
+
+    def resolve(self, service: str, namespace: str | None) -> list[str]:
+        for key in (service, *ALIASES.get(service, ())):
+            if self.instances.get(key):
+                return list(self.instances[key])
+        return []
+
+
+class NacosResolver(Resolver):
+    """Healthy, enabled instances from Nacos' open HTTP API (`/nacos/v1/ns/instance/list`)."""
+
+    def __init__(self, settings: Settings, http: httpx.Client) -> None:
+        assert settings.nacos_server_addr
+        addr = settings.nacos_server_addr
+        self.base = addr if "://" in addr else f"http://{addr}"
+        self.settings = settings
+        self.http = http
+        self._token: str | None = None
+
+    def _auth(self) -> dict[str, str]:
+        s = self.settings
+        if not s.nacos_username:
+            return {}
+        if self._token is None:
+            reply = self.http.post(
+                f"{self.base}/nacos/v1/auth/login",
+                data={"username": s.nacos_username, "password": s.nacos_password or ""},
+            )
+            reply.raise_for_status()
+            self._token = str(reply.json()["accessToken"])
+        return {"accessToken": self._token}
+
+    def resolve(self, service: str, namespace: str | None) -> list[str]:
+        name = self.settings.nacos_services.get(service, service)
+        params = {
+            "serviceName": name,
+            "groupName": self.settings.nacos_group,
+            "namespaceId": namespace or self.settings.nacos_namespace,
+            "healthyOnly": "true",
+            **self._auth(),
+        }
+        reply = self.http.get(f"{self.base}/nacos/v1/ns/instance/list", params=params)
+        reply.raise_for_status()
+        hosts: list[dict[str, Any]] = reply.json().get("hosts") or []
+        return [
+            f"{h['ip']}:{h['port']}"
+            for h in hosts
+            if h.get("healthy", True) and h.get("enabled", True)
+        ]
+
+
+class FallbackResolver(Resolver):
+    """The first resolver with an answer wins; a failing one is logged and skipped.
+
+    Answers of the primary are cached for `ttl` seconds (the Java 30 s cache); the
+    fallback's are not, so a registry that comes back is used again at once.
+    """
+
+    def __init__(self, primary: Resolver, fallback: Resolver, ttl: float) -> None:
+        self.primary, self.fallback, self.ttl = primary, fallback, ttl
+        self._cache: dict[tuple[str, str | None], tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, service: str, namespace: str | None) -> list[str]:
+        key = (service, namespace)
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit and hit[0] > time.monotonic():
+            return list(hit[1])
+        try:
+            found = self.primary.resolve(service, namespace)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("discovery of %s failed (%s); using configured instances", service, exc)
+            found = []
+        if found:
+            with self._lock:
+                self._cache[key] = (time.monotonic() + self.ttl, found)
+            return found
+        return self.fallback.resolve(service, namespace)
+
+
+def resolver_for(settings: Settings, http: httpx.Client) -> Resolver:
+    static = StaticResolver(settings.instances)
+    if not settings.nacos_server_addr:
+        return static
+    return FallbackResolver(NacosResolver(settings, http), static, settings.discovery_cache_seconds)
+
+
+def select(
+    instances: list[str], strategy: Selection, rng: random.Random | None = None
+) -> list[str]:
+    """ALL: every instance (sorted, deduplicated); RANDOM: one of them."""
+    unique = sorted(set(instances))
+    if strategy == "RANDOM" and unique:
+        return [(rng or random).choice(unique)]
+    return unique
+
+
+def instances_for(
+    resolver: Resolver, service: str, namespace: str | None, strategy: Selection
+) -> list[str]:
+    chosen = select(resolver.resolve(service, namespace), strategy)
+    if not chosen:
+        raise DiscoveryError(
+            f"no {service} instance available (namespace {namespace or 'default'}); "
+            f"configure DEPLOYER_INSTANCES or Nacos"
+        )
+    return chosen

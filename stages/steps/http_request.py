@@ -1,0 +1,102 @@
+"""HttpRequest: one call to a service (e.g. portal notify, ASBC traffic switch).
+
+The host comes from discovery (RANDOM: one instance per attempt, so a retry may land on
+another; ALL: every instance must accept). Transport errors, 429 and 5xx are "not yet"
+and retried at the verify interval; any other answer is definite: accepted when the
+status and the expected JSON values match, else the step fails naming what came back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from typing import Any
+
+from deployer.errors import StepFailed
+from deployer.models import StepSpec, TaskRuntimeContext
+from stages.base import Done, Step, StepEnv, StepResult, Wait
+from stages.discovery import instances_for
+from stages.probe import Answer, extract, gather, request
+from stages.steps.health_check import url_path
+
+METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH"}
+BODY_SNIPPET = 300
+
+
+def transient(answer: Answer) -> bool:
+    return answer.error is not None or answer.status == 429 or (answer.status or 0) >= 500
+
+
+def verdict(answer: Answer, params: dict[str, Any]) -> str | None:
+    """None when the answer is what the step expects; else why not."""
+    statuses = params.get("expectStatus")
+    if (statuses and answer.status not in statuses) or (not statuses and not answer.ok):
+        return f"HTTP {answer.status}: {_snippet(answer.body)}"
+    for path, want in (params.get("expectJson") or {}).items():
+        got = extract(answer.body, path)
+        if got != want:
+            return f"{path} = {got!r}, expected {want!r}: {_snippet(answer.body)}"
+    for path in params.get("expectEmpty") or []:
+        got = extract(answer.body, path)
+        if got:
+            return f"{path} not empty: {_snippet(got)}"
+    return None
+
+
+def _snippet(body: Any) -> str:
+    text = json.dumps(body, ensure_ascii=False) if body is not None else "(no JSON body)"
+    return text if len(text) <= BODY_SNIPPET else text[:BODY_SNIPPET] + "..."
+
+
+class HttpRequest(Step):
+    type_name = "http-request"
+
+    def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        p, s = step.params, env.settings
+        service = str(p["service"])
+        method = str(p.get("method", "POST")).upper()
+        if method not in METHODS:
+            raise StepFailed(f"unsupported method {method}")
+        path = url_path(str(p["path"]), ctx.tenant_id)
+        timeout = float(p.get("timeout") or s.http_timeout_seconds)
+        body = dict(p["body"]) if isinstance(p.get("body"), dict) else p.get("body")
+        if p.get("timestampField") and isinstance(body, dict):
+            body[str(p["timestampField"])] = str(int(time.time() * 1000))
+        kwargs: dict[str, Any] = {"headers": dict(p.get("headers") or {})}
+        if body is not None and method != "GET":
+            kwargs["json"] = body
+        done = set(ctx.scratch.get("done", []))
+        targets = [
+            i
+            for i in instances_for(
+                env.discovery, service, p.get("namespace"), p.get("selection") or "RANDOM"
+            )
+            if i not in done
+        ]
+        scheme = s.schemes.get(service, "http")
+        calls = {
+            i: partial(request, env.http, method, f"{scheme}://{i}{path}", i, timeout, **kwargs)
+            for i in targets
+        }
+        retry: dict[str, str] = {}
+        for inst, answer in gather(calls).items():
+            if transient(answer):
+                retry[inst] = answer.describe()
+                continue
+            why = verdict(answer, p)
+            if why is not None:
+                raise StepFailed(f"{service} {inst} {method} {path} answered {why}")
+            done.add(inst)
+        if not retry:
+            return Done()
+        attempt = ctx.attempt + 1
+        failures = "; ".join(f"{i} answered {w}" for i, w in sorted(retry.items()))
+        if attempt >= int(p.get("maxAttempts") or s.verify_max_attempts):
+            raise StepFailed(
+                f"{service} {method} {path} failed after {attempt} attempts: {failures}"
+            )
+        return Wait(
+            s.verify_interval_seconds,
+            {"progress": f"{service}: {failures} (attempt {attempt})", "done": sorted(done)},
+        )

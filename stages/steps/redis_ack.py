@@ -1,0 +1,29 @@
+"""RedisAck: write the service field + metadata, publish the nudge, verify, as one step.
+
+The write and the publish reuse KeyValueWrite and Broadcast (same parameters, same fenced
+script) and happen once per run of the step; later attempts only poll (HealthCheck).
+"""
+
+from __future__ import annotations
+
+from deployer.models import StepSpec, TaskRuntimeContext
+from stages.base import Step, StepEnv, StepResult, Wait
+from stages.steps.broadcast import Broadcast
+from stages.steps.health_check import HealthCheck
+from stages.steps.key_value_write import KeyValueWrite
+
+
+class RedisAck(Step):
+    type_name = "redis-ack"
+
+    def __init__(self) -> None:
+        self.write, self.publish, self.verify = KeyValueWrite(), Broadcast(), HealthCheck()
+
+    def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        if not ctx.scratch.get("written"):
+            self.write.run(step, ctx, env)
+            self.publish.run(step, ctx, env)
+        result = self.verify.check(step.params, ctx, env)
+        if isinstance(result, Wait):
+            result.progress["written"] = True
+        return result
