@@ -14,7 +14,12 @@ _settings = get_settings()
 broker_url = _settings.broker_url
 broker_connection_retry_on_startup = True
 # A killed worker's unacked message comes back after this; longer than any countdown we use.
-broker_transport_options = {"visibility_timeout": _settings.visibility_timeout_seconds}
+broker_transport_options: dict[str, object] = {
+    "visibility_timeout": _settings.visibility_timeout_seconds
+}
+if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+    # RabbitMQ: a publish returns only once the broker has the message (queues are durable).
+    broker_transport_options["confirm_publish"] = True
 result_backend = _settings.result_backend
 result_expires = 86400
 
@@ -49,3 +54,6 @@ task_routes = {"deployer.run_stage": {"queue": STAGES_QUEUE, "routing_key": STAG
 worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
+
+# A malformed message is logged and acknowledged instead of killing the worker (tasks/guard.py).
+worker_consumer = "tasks.guard:GuardedConsumer"

@@ -1,0 +1,77 @@
+-- The reconciler's claim: tasks whose lease deadline passed and whose run no longer holds
+-- the tenant lease get a new token (the old run is fenced off) and are handed back to the
+-- caller to re-send from their checkpoint; past the redelivery cap they fail instead.
+-- Atomic, so any number of workers may run it at once: a task is claimed by exactly one.
+-- KEYS: inflight, events
+-- ARGV: now_ms, lease_ttl_ms, max_redeliveries, task_key_prefix, lease_key_prefix,
+--       plan_key_prefix, max_batch, events_maxlen
+-- Returns a flat list of records:
+--   'R', task_id, plan_id, token, run_json, ctx_json   re-drive this task
+--   'F', task_id, plan_id, '', '', ''                  failed (cap reached); refill the plan
+local inflight_key, events_key = KEYS[1], KEYS[2]
+local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
+local max_batch, maxlen = tonumber(ARGV[7]), ARGV[8]
+
+local out = {}
+local due = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', now, 'LIMIT', 0, max_batch)
+for _, task_id in ipairs(due) do
+  local task_key = task_prefix .. task_id
+  local t = redis.call('HMGET', task_key, 'status', 'token', 'runId', 'tenantId', 'planId',
+    'run', 'ctx', 'stageName', 'runKind')
+  local status, token, run_id, tenant_id, plan_id = t[1], t[2], t[3], t[4], t[5]
+  local live = status == 'PENDING' or status == 'RUNNING' or status == 'ROLLING_BACK'
+  if not live or not token or not tenant_id then
+    -- Finished, paused or gone: nothing to watch (release() normally did this already).
+    redis.call('ZREM', inflight_key, task_id)
+  else
+    local lease_key = lease_prefix .. tenant_id
+    local plan_key = plan_prefix .. plan_id
+    local holder = redis.call('GET', lease_key)
+    if holder == token then
+      -- Still owned: the deadline in the watch list is behind the lease; catch up.
+      local left = redis.call('PTTL', lease_key)
+      if left < 0 then left = ttl end
+      redis.call('ZADD', inflight_key, now + left, task_id)
+    else
+      local n = redis.call('HINCRBY', task_key, 'redeliveries', 1)
+      local stage = t[8] or ''
+      if n > cap then
+        local new_status = 'FAILED'
+        if status == 'ROLLING_BACK' or t[9] == 'ROLLBACK' then new_status = 'ROLLBACK_FAILED' end
+        local reason = 'lease expired ' .. n .. ' times while ' .. status ..
+          ' (workers lost or stalled); redelivery cap ' .. cap .. ' reached, giving up'
+        local old = change_status(task_key, plan_key, new_status, now)
+        redis.call('HSET', task_key, 'lastError', reason, 'endedAt', now, 'failedStage', stage)
+        -- Bump the token so a straggler of the abandoned run is fenced off too.
+        local gen = redis.call('HINCRBY', task_key, 'gen', 1)
+        redis.call('HSET', task_key, 'token', run_id .. '.' .. gen)
+        release(task_key, lease_key, inflight_key, plan_key, token, task_id)
+        emit(events_key, maxlen, {'type', 'TASK_' .. new_status, 'planId', plan_id,
+          'taskId', task_id, 'tenantId', tenant_id, 'stage', stage, 'from', old,
+          'to', new_status, 'reason', reason, 'by', 'reconciler', 'ts', now})
+        out[#out + 1] = 'F'
+        out[#out + 1] = task_id
+        out[#out + 1] = plan_id
+        out[#out + 1] = ''
+        out[#out + 1] = ''
+        out[#out + 1] = ''
+      else
+        local gen = redis.call('HINCRBY', task_key, 'gen', 1)
+        local new_token = run_id .. '.' .. gen
+        redis.call('HSET', task_key, 'token', new_token, 'updatedAt', now)
+        redis.call('ZADD', inflight_key, now + ttl, task_id)
+        emit(events_key, maxlen, {'type', 'TASK_REDRIVEN', 'planId', plan_id, 'taskId', task_id,
+          'tenantId', tenant_id, 'stage', stage, 'from', token, 'to', new_token,
+          'redeliveries', n, 'by', 'reconciler', 'ts', now})
+        out[#out + 1] = 'R'
+        out[#out + 1] = task_id
+        out[#out + 1] = plan_id
+        out[#out + 1] = new_token
+        out[#out + 1] = t[6] or ''
+        out[#out + 1] = t[7] or ''
+      end
+    end
+  end
+end
+return out

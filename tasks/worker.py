@@ -1,0 +1,49 @@
+"""Worker-side machinery: the reconciler timer started with every worker (no beat needed).
+
+`ReconcilerStep` is a bootstep of the worker blueprint, so it runs once per worker in the
+main process (whatever the pool), starts with the worker and stops with it. Many workers may
+run it at once: the claim is one atomic Lua script.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import bootsteps
+
+from deployer.reconciler import Reconciler, ReconcilerThread
+from tasks import runtime
+from tasks.app import app
+
+log = logging.getLogger("deployer.reconciler")
+
+
+def build_reconciler() -> Reconciler:
+    from tasks.chains import send_dispatches
+
+    return Reconciler(runtime.store(), send_dispatches, runtime.planner().dispatch)
+
+
+class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    label = "deployer reconciler"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: ReconcilerThread | None = None
+
+    def start(self, worker: Any) -> None:
+        interval = runtime.settings().reconcile_interval_seconds
+        self.thread = ReconcilerThread(build_reconciler(), interval)
+        self.thread.start()
+        log.info("reconciler started (every %.1fs)", interval)
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(ReconcilerStep)
