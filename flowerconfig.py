@@ -28,7 +28,9 @@ def _is_loopback(addr: str) -> bool:
     return addr.startswith(LOOPBACK) or addr in ("[::1]",)
 
 
-def check_bind(addr: str, basic_auth: list[str] | None, auth: str | None, auth_provider: Any) -> None:
+def check_bind(
+    addr: str, basic_auth: list[str] | None, auth: str | None, auth_provider: Any
+) -> None:
     """Refuse a non-loopback bind without basic auth or OAuth (`--auth` + provider)."""
     if _is_loopback(addr):
         return

@@ -16,19 +16,15 @@ from kombu import Connection
 
 from tests.conftest import worker_env
 from tests.helpers import bg_tenant, plan, unique, wait_for
-from tests.minifleet import minifleet
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
-def fleet_worker(spawn_worker, redis_url):
-    with minifleet(redis_url) as instances:
-        spawn_worker(
-            "foreign", concurrency=2, env=worker_env(DEPLOYER_INSTANCES=json.dumps(instances))
-        )
-        yield
+def fleet_worker(spawn_worker):
+    """A real worker subprocess; DEPLOYER_INSTANCES points it at the session fleet."""
+    spawn_worker("foreign", concurrency=2)
 
 
 def completed(r: redis.Redis, plan_id: str) -> bool:

@@ -68,12 +68,9 @@ def test_submit_then_wait_reads_the_public_plan_hash(worker):
     plan_id = client.submit(plan(unique(), [bg_tenant(f"t-{unique()}") for _ in range(2)]))
     accepted = client.wait_accepted(plan_id, timeout=20)
     assert isinstance(accepted, PlanStatus) and accepted.total == 2
-    final_status = client.wait(plan_id, timeout=30)
+    assert client.wait(plan_id, timeout=30) == "COMPLETED"
     final = client.status(plan_id)
-    # Whether it COMPLETED depends on a fleet answering HealthChecks (tests/e2e cover that);
-    # here: the client saw it end, and the counters account for every tenant.
-    assert final is not None and final.terminal and final.status == final_status
-    assert sum(final.counts.values()) == final.total == 2
+    assert final is not None and final.terminal and final.counts == {"COMPLETED": 2}
 
 
 def test_a_rejected_plan_comes_back_with_its_field_errors(worker):

@@ -85,7 +85,7 @@ def test_flower_shows_stage_tasks_by_name_with_labels_and_no_secrets(worker, sta
     tenants = [bg_tenant(f"{plan_id}-t{i}", password="hunter2", apiKey="k-123") for i in range(2)]
     worker.send_task("deployer.submit_plan", [plan(plan_id, tenants)])
     wait_for(
-        lambda: r.hget(f"deployer:plan:{plan_id}", "status") in ("COMPLETED", "FAILED"),
+        lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
         timeout=30,
         what="plan done",
     )
@@ -100,6 +100,7 @@ def test_flower_shows_stage_tasks_by_name_with_labels_and_no_secrets(worker, sta
     for t in seen:
         tags = ast.literal_eval(t["kwargs"])
         assert tags["planId"] == plan_id and tags["stage"] == "blue-green-gateway"
+        assert t["state"] == "SUCCESS"
     everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=5).text
     assert "hunter2" not in everything and "k-123" not in everything
     assert f"'planId': '{plan_id}', 'tenants': 2" in everything  # the submission, summarised
