@@ -1,0 +1,62 @@
+"""What a fault test asserts afterwards: every tenant landed once, nothing stuck."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+import redis
+
+PREFIX = "icc_ai_ops_srv:tenant_config:"
+LIVE = {"PENDING", "RUNNING", "ROLLING_BACK"}
+
+
+@dataclass
+class Outcome:
+    statuses: Counter[str] = field(default_factory=Counter)
+    wrong_version: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    completed_twice: list[str] = field(default_factory=list)
+    redriven: int = 0
+    redeliveries: int = 0
+
+
+def plan_events(r: redis.Redis, plan_id: str) -> list[dict[str, str]]:
+    out = []
+    last = "-"
+    for _ in range(10_000):  # bounded paging through the events stream
+        batch = r.xrange("deployer:events", min=last, max="+", count=5000)
+        if last != "-":
+            batch = batch[1:]
+        if not batch:
+            break
+        out += [f for _id, f in batch if f.get("planId") == plan_id]
+        last = batch[-1][0]
+    return out
+
+
+def outcome(
+    r: redis.Redis, plan_id: str, version: int, target: redis.Redis | None = None
+) -> Outcome:
+    """Check every task of `plan_id`; `target` holds the config hashes (default: `r`)."""
+    target = target or r
+    task_ids = r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1)
+    out = Outcome()
+    pipe = r.pipeline(transaction=False)
+    for tid in task_ids:
+        pipe.hmget(f"deployer:task:{tid}", "status", "tenantId", "redeliveries")
+    rows = pipe.execute()
+    inflight = set(r.zrange("deployer:inflight", 0, -1))
+    for tid, (status, tenant, redeliveries) in zip(task_ids, rows, strict=True):
+        out.statuses[status] += 1
+        out.redeliveries += int(redeliveries or 0)
+        if status in LIVE or tid in inflight:
+            out.stuck.append(tid)
+        meta = target.hget(PREFIX + tenant, "metadata")
+        if meta is None or json.loads(meta) != {"version": version}:
+            out.wrong_version.append(tenant)
+    done = Counter(e["taskId"] for e in plan_events(r, plan_id) if e["type"] == "TASK_COMPLETED")
+    out.completed_twice = [t for t, n in done.items() if n > 1]
+    out.redriven = sum(1 for e in plan_events(r, plan_id) if e["type"] == "TASK_REDRIVEN")
+    return out
