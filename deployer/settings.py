@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
     worker_prefetch_multiplier: int = Field(4, ge=1)
+    # Graceful shutdown (deploy/): Celery's worker_soft_shutdown_timeout, seconds a warm
+    # shutdown lets running stages finish before re-queueing the rest; 0 = Celery's default.
+    worker_soft_shutdown_seconds: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:
