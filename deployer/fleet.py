@@ -46,6 +46,7 @@ class Behaviour:
     """How instances treat the tenants a rule covers."""
 
     delay: float = 0.0  # seconds from reading a new version to reporting it
+    after_polls: int = 0  # ... and not before this many polls have asked for it
     never: bool = False  # never report a new version
     status: int | None = None  # answer every request with this HTTP status
     hang: bool = False  # hold every request past the client's timeout
@@ -61,6 +62,7 @@ class _View:
     visible: Any = None
     pending: Any = None
     pending_at: float = math.inf
+    pending_polls: int = 0
     loaded: bool = False
 
 
@@ -93,7 +95,7 @@ class Instance:
             if version == view.visible:
                 view.pending, view.pending_at = None, math.inf
             elif version != view.pending:
-                view.pending = version
+                view.pending, view.pending_polls = version, 0
                 view.pending_at = time.monotonic() + rule.delay if converges else math.inf
 
     def version_of(self, tenant: str) -> tuple[Any, bool]:
@@ -105,7 +107,8 @@ class Instance:
             self.refresh(tenant)
         with self.lock:
             view = self.views[tenant]
-            if view.pending_at <= time.monotonic():
+            view.pending_polls += 1
+            if view.pending_at <= time.monotonic() and view.pending_polls >= rule.after_polls:
                 view.visible, view.pending, view.pending_at = view.pending, None, math.inf
             return view.visible, view.pending is not None
 
@@ -136,9 +139,9 @@ class Instance:
             return
         if app_name != self.field:
             return
-        self.fleet.count_broadcast(tenant)
         if not self.fleet.behaviour_for(tenant).lose_broadcast:
             self.refresh(tenant)
+            self.fleet.count_broadcast(tenant)
 
 
 def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
@@ -373,6 +376,7 @@ class Fleet:
             return [r for r in self._requests if tenant is None or r["tenantId"] == tenant]
 
     def broadcasts(self, tenant: str) -> int:
+        """Broadcasts instances received and acted on (lost ones are not counted)."""
         with self._lock:
             return self._broadcasts.get(tenant, 0)
 

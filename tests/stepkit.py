@@ -1,0 +1,98 @@
+"""Running one step against real Redis and real HTTP, as the executor would.
+
+`drive` applies the executor's contract for `Wait` (attempt + 1, progress merged into
+scratch) without the countdown: the countdown only paces polls, and the fleet's
+`after_polls` makes convergence depend on polls, not on time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import redis
+
+from deployer import keys
+from deployer.fleet import Fleet
+from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.settings import Settings
+from stages import registry
+from stages.base import Done, StepEnv, StepResult, Wait
+from tests.helpers import wait_for
+
+PREFIX = Settings().key_prefix
+
+
+def env_for(fleet: Fleet | None = None, **overrides: Any) -> StepEnv:
+    if fleet is not None:
+        overrides.setdefault("instances", fleet.addresses)
+    settings = Settings(**overrides)
+    return StepEnv(
+        settings=settings,
+        target=redis.Redis.from_url(os.environ["DEPLOYER_TARGET_REDIS_URL"], decode_responses=True),
+    )
+
+
+def ctx_for(env: StepEnv, tenant: str, version: int | None = 20) -> TaskRuntimeContext:
+    """A run context that owns the tenant (its token is in the fence key)."""
+    token = f"tok-{tenant}"
+    env.target.set(env.fence_key(tenant), token)
+    return TaskRuntimeContext(
+        plan_id="p",
+        task_id=f"task-p_{tenant}",
+        tenant_id=tenant,
+        run_id="r1",
+        token=token,
+        additional_data={"planVersion": version},
+    )
+
+
+def step_spec(type_name: str, **params: Any) -> StepSpec:
+    return StepSpec(type=type_name, name=f"test-{type_name}", params=params)
+
+
+def once(spec: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+    result = registry.step(spec.type).run(spec, ctx, env)
+    if isinstance(result, Wait):
+        ctx.attempt += 1
+        ctx.scratch.update(result.progress)
+    return result
+
+
+def drive(spec: StepSpec, ctx: TaskRuntimeContext, env: StepEnv, rounds: int = 50) -> list[Any]:
+    """Run until Done (or an exception); returns the results of every attempt."""
+    results: list[Any] = []
+    for _ in range(rounds):
+        results.append(once(spec, ctx, env))
+        if isinstance(results[-1], Done):
+            return results
+    raise AssertionError(f"step still waiting after {rounds} attempts: {results[-1]}")
+
+
+def set_version(r: redis.Redis, tenant: str, version: int, field: str = "icc-bg-gateway") -> None:
+    r.hset(
+        keys.config_hash(PREFIX, tenant),
+        mapping={
+            field: json.dumps({"tenantId": tenant}),
+            "metadata": json.dumps({"version": version}),
+        },
+    )
+
+
+def announce(fleet: Fleet, r: redis.Redis, tenant: str, version: int) -> None:
+    """Write `version` and broadcast it; returns once every bg instance has re-read it."""
+    set_version(r, tenant, version)
+    before = fleet.broadcasts(tenant)
+    message = {"tenantId": tenant, "appName": "icc-bg-gateway", "version": version}
+    r.publish(Settings().pubsub_topic, json.dumps(message))
+    wait_for(lambda: fleet.broadcasts(tenant) >= before + 2, timeout=5, what="broadcast received")
+
+
+def prime(fleet: Fleet, r: redis.Redis, tenant: str, version: int) -> None:
+    """Every instance has loaded `version` (as if it had been running with it)."""
+    set_version(r, tenant, version)
+    for inst in fleet.instances:
+        if inst.service == "blue-green-gateway":
+            inst.refresh(tenant)
+            assert inst.version_of(tenant)[0] == version
