@@ -1,0 +1,53 @@
+"""The Celery app benchmark workers run: deployer's own, plus raw no-op tasks on it.
+
+`celery -A benchmarks.apps.deployer worker` is `tasks.app` itself with two extra tasks,
+`bench.noop` and `bench.noop_last`, so raw Celery chains and deployer plans run on the very
+same worker with the very same settings (broker, queue, acks_late, prefetch, JSON,
+ignore_result on both sides). `BENCH_EVENTS=0` turns task events off
+(`worker_send_task_events` and `task_send_sent_event`) for the events-off figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from typing import Any
+
+import redis
+
+from celeryconfig import STAGES_QUEUE
+from tasks import app as deployer
+
+EVENTS = os.environ.get("BENCH_EVENTS", "1") != "0"
+
+deployer.conf.worker_send_task_events = EVENTS
+deployer.conf.task_send_sent_event = EVENTS
+
+
+@lru_cache(maxsize=1)
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["DEPLOYER_REDIS_URL"])
+
+
+@deployer.task(name="bench.noop", ignore_result=True, queue=STAGES_QUEUE, acks_late=True)
+def noop(ctx: dict[str, Any]) -> dict[str, Any]:
+    return ctx
+
+
+@deployer.task(name="bench.noop_last", ignore_result=True, queue=STAGES_QUEUE, acks_late=True)
+def noop_last(ctx: dict[str, Any]) -> None:
+    # The chain's end, recorded like deployer records a task's endedAt (one command).
+    _redis().rpush("bench:done", time.time())
+
+
+def ctx_1kb(i: int) -> dict[str, Any]:
+    return {
+        "planId": "raw",
+        "taskId": f"task-raw_t{i:06d}",
+        "tenantId": f"t{i:06d}",
+        "runId": "0123456789ab",
+        "stageIndex": 0,
+        "additionalData": {"planVersion": 20},
+        "scratch": {"pad": "x" * 850},
+    }
