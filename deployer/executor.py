@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import redis
+
 from deployer.errors import StaleRun
 from deployer.models import StageSpec, TaskRuntimeContext
 from deployer.store import Store
@@ -42,6 +44,12 @@ class Halt:
 Outcome = Proceed | Reschedule | Halt
 
 
+def reraise_transient(exc: Exception) -> None:
+    """A lost Redis connection is not the step's fault: the stage task re-sends itself."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        raise exc
+
+
 def run_stage(
     store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
 ) -> Outcome:
@@ -68,6 +76,7 @@ def run_stage(
             log.warning("task %s: %s", ctx.task_id, exc)
             return Halt("stale")
         except Exception as exc:  # a step's failure is the task's, never the worker's
+            reraise_transient(exc)
             reason = f"stage {stage.name}, step {spec.name}: {exc}"
             log.warning("task %s failed: %s", ctx.task_id, reason)
             store.fail(ctx, stage.name, reason)

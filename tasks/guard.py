@@ -148,6 +148,32 @@ def describe(message: Any) -> str:
     )
 
 
+def harden(message: Any) -> None:
+    """Make a late ack/reject on a channel closed by a broker restart a warning, not a crash.
+
+    kombu 5.7's Redis channel raises AttributeError (not a connection error) when a task
+    finishing after a reconnect acks on its old, released channel; Celery then stops the
+    worker. The message stays unacked, comes back after visibility_timeout and is dropped
+    as stale by fencing (or re-driven sooner by the reconciler).
+    """
+    ack, reject = message.ack_log_error, message.reject_log_error
+
+    def ack_log_error(logger: Any, errors: Any, multiple: bool = False) -> None:
+        try:
+            ack(logger, errors, multiple=multiple)
+        except AttributeError as exc:
+            log.warning("ack lost with a closed channel (%s): %s", exc, describe(message))
+
+    def reject_log_error(logger: Any, errors: Any, requeue: bool = False) -> None:
+        try:
+            reject(logger, errors, requeue=requeue)
+        except AttributeError as exc:
+            log.warning("reject lost with a closed channel (%s): %s", exc, describe(message))
+
+    message.ack_log_error = ack_log_error
+    message.reject_log_error = reject_log_error
+
+
 class GuardedConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer with every message checked before it is handled."""
 
@@ -156,6 +182,7 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
     def _drop(self, message: Any, reason: str) -> None:
         GuardedConsumer.dropped += 1
         log.error("malformed message dropped (%s): %s", reason, describe(message))
+        harden(message)
         message.ack_log_error(log, self.connection_errors)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
@@ -169,9 +196,20 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
                 problem = f"unreadable message ({type(exc).__name__})"
             if problem is not None:
                 return self._drop(message, problem)
+            harden(message)
             return handle(message)
 
         return on_task_received
+
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        # kombu 5.7's Redis channel can raise AttributeError while closing a connection the
+        # server already dropped (restore_unacked on a released client): Celery treats it as
+        # unrecoverable and the worker exits. Reconnecting is right; the unacked messages
+        # come back after visibility_timeout and the reconciler re-drives sooner.
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError as err:
+            log.warning("broker connection closed uncleanly (%s); reconnecting", err)
 
     # Celery's fallbacks log the body (secrets); ours log what and why only.
     def on_unknown_message(self, body: Any, message: Any) -> None:

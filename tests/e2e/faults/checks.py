@@ -60,3 +60,15 @@ def outcome(
     out.completed_twice = [t for t, n in done.items() if n > 1]
     out.redriven = sum(1 for e in plan_events(r, plan_id) if e["type"] == "TASK_REDRIVEN")
     return out
+
+
+def failures(r: redis.Redis, plan_id: str, limit: int = 5) -> list[tuple[str, str, str]]:
+    """(task, status, lastError) of tasks that did not complete, for assertion messages."""
+    out = []
+    for tid in r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1):
+        status, error = r.hmget(f"deployer:task:{tid}", "status", "lastError")
+        if status != "COMPLETED":
+            out.append((tid, status, error))
+            if len(out) >= limit:
+                break
+    return out
