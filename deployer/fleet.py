@@ -148,6 +148,10 @@ def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = IDLE_SECONDS
+        # One segment per reply, sent at once: headers and body written separately would
+        # meet Nagle + delayed ACK and cost ~40 ms per keep-alive request.
+        wbufsize = 64 * 1024
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass
