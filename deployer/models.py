@@ -146,6 +146,14 @@ class TenantConfig(WireModel):
     def _plan_id(cls, v: Any) -> Any:
         return _coerce_plan_id(v) if v is not None else None
 
+    @field_validator("plan_version", "deploy_unit_id", "deploy_unit_version", mode="before")
+    @classmethod
+    def _not_bool(cls, v: Any) -> Any:
+        # pydantic's lax mode reads `true` as 1: a version must be a number, never a flag.
+        if isinstance(v, bool):
+            raise ValueError("must be an integer, not a boolean")
+        return v
+
     @field_validator("health_check_path")
     @classmethod
     def _path_only(cls, v: str | None) -> str | None:

@@ -47,7 +47,7 @@ def test_fifty_concurrent_conflicting_submits_for_one_tenant_run_one_at_a_time(s
         end = max(int(e["ts"]) for e in events if e["type"] == "TASK_COMPLETED")
         windows.append((start, end))
     windows.sort()
-    overlaps = sum(1 for a, b in zip(windows, windows[1:]) if b[0] < a[1])
+    overlaps = sum(1 for a, b in zip(windows, windows[1:], strict=False) if b[0] < a[1])
     assert overlaps == 0
     print(f"\nconflicting submits: requests=50 answered=50 runs=26 overlaps={overlaps}")
 
