@@ -240,7 +240,14 @@ def prepare_rollback(task: Task, previous_run: Run, settings: Settings) -> Run:
     """
     if task.prev_config is None:
         raise NoPreviousConfig(f"task {task.task_id} has no previous config snapshot")
-    old = task.prev_config.model_copy(update={"tenant_id": task.tenant_id})
+    # The snapshot rarely names its services; the rollback then covers what the forward
+    # run covered, rather than every service the old config could have produced.
+    old = task.prev_config.model_copy(
+        update={
+            "tenant_id": task.tenant_id,
+            "service_names": task.prev_config.service_names or task.config.service_names,
+        }
+    )
     stages = build_stages(old, task.config, settings)
     stale = sorted(_written_fields(previous_run.stages) - _written_fields(stages))
     if stale:

@@ -27,7 +27,7 @@ _fleet: Any = None
 #: Short intervals so waiting steps and leases move at test speed.
 TEST_ENV = {
     "DEPLOYER_VERIFY_INTERVAL_SECONDS": "0.2",
-    "DEPLOYER_VERIFY_MAX_ATTEMPTS": "10",
+    "DEPLOYER_VERIFY_MAX_ATTEMPTS": "20",
     "DEPLOYER_HTTP_TIMEOUT_SECONDS": "2",
     "DEPLOYER_LEASE_TTL_SECONDS": "10",
     "DEPLOYER_RECONCILE_INTERVAL_SECONDS": "1",
