@@ -57,3 +57,8 @@ worker_hijack_root_logger = False
 
 # A malformed message is logged and acknowledged instead of killing the worker (tasks/guard.py).
 worker_consumer = "tasks.guard:GuardedConsumer"
+
+# Graceful shutdown: a warm shutdown first gives running stages this long to finish
+# (Kubernetes terminationGracePeriodSeconds must exceed it; deploy/).
+worker_soft_shutdown_timeout = _settings.worker_soft_shutdown_seconds
+worker_enable_soft_shutdown_on_idle = True

@@ -1,7 +1,7 @@
 """DeployerClient: enqueue plans and commands by task *name*, read state from Redis.
 
 It imports nothing from `tasks/`: any service with this package (or any Celery client in
-another language, sending the same JSON, see docs/integration.md) can drive deployer
+another language, sending the same JSON, see "Enqueue from another service" in the README) can drive deployer
 through the broker. Writes go through the broker (queue `deployer.control`); reads use the
 public Redis contracts: hash `deployer:plan:{planId}` and stream `deployer:rejections`.
 """

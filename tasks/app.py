@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from celery import Celery
 
-app = Celery("deployer")
+# Messages are built by RedactingAMQP so Flower never shows a secret (tasks/signals.py).
+app = Celery("deployer", amqp="tasks.signals:RedactingAMQP")
 app.config_from_object("celeryconfig")

@@ -40,6 +40,7 @@ elseif holder == token then
 else
   redis.call('ZADD', inflight_key, now + ttl, task_id)
   redis.call('HSET', task_key, 'progress', 'waiting for the tenant lease', 'updatedAt', now)
+  redis.call('HINCRBY', plan_key, 'm:leaseConflicts', 1)
   return {'BUSY', holder}
 end
 redis.call('ZADD', inflight_key, now + ttl, task_id)
@@ -57,6 +58,7 @@ if status == 'PENDING' then
   emit(events_key, maxlen, {'type', 'TASK_' .. running, 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'from', 'PENDING', 'to', running, 'ts', now})
 end
+if attempt ~= '0' then redis.call('HINCRBY', plan_key, 'm:healthCheckAttempts', 1) end
 redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
   'updatedAt', now, 'worker', worker, 'progress', progress)
 if attempt == '0' and step_index == '0' then
