@@ -71,9 +71,7 @@ def test_plan_completes_across_two_restarts_of_its_redis(private_stack, supervis
     assert got.statuses == {"COMPLETED": n}, failures(r, plan_id)
     assert not got.stuck and not got.wrong_version and not got.completed_twice
     assert all(p.poll() is None for p in supervisor.procs.values()), "a worker died"
-    print(
-        f"\nredis restarts survived={server.restarts} tenants={n} redriven={got.redriven} lost=0"
-    )
+    print(f"\nredis restarts survived={server.restarts} tenants={n} redriven={got.redriven} lost=0")
 
 
 def _rabbit_up() -> bool:
