@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -61,7 +60,7 @@ class _View:
 
     visible: Any = None
     pending: Any = None
-    pending_at: float = math.inf
+    pending_since: float = 0.0
     pending_polls: int = 0
     loaded: bool = False
 
@@ -87,16 +86,14 @@ class Instance:
                 version = json.loads(meta).get("version")
             except (ValueError, AttributeError):
                 version = None
-        rule = self.fleet.behaviour_for(tenant)
-        converges = not rule.never and (rule.only is None or self.address in rule.only)
         with self.lock:
             view = self.views.setdefault(tenant, _View())
             view.loaded = True
             if version == view.visible:
-                view.pending, view.pending_at = None, math.inf
+                view.pending = None
             elif version != view.pending:
                 view.pending, view.pending_polls = version, 0
-                view.pending_at = time.monotonic() + rule.delay if converges else math.inf
+                view.pending_since = time.monotonic()
 
     def version_of(self, tenant: str) -> tuple[Any, bool]:
         """(version reported now, whether a newer one is still pending)."""
@@ -105,11 +102,19 @@ class Instance:
             known = tenant in self.views and self.views[tenant].loaded
         if rule.lose_broadcast or not known:
             self.refresh(tenant)
+        # The rule is read now, not when the version was read: changing a tenant's
+        # behaviour (e.g. lifting `never`) takes effect on the next poll.
+        converges = not rule.never and (rule.only is None or self.address in rule.only)
         with self.lock:
             view = self.views[tenant]
             view.pending_polls += 1
-            if view.pending_at <= time.monotonic() and view.pending_polls >= rule.after_polls:
-                view.visible, view.pending, view.pending_at = view.pending, None, math.inf
+            if (
+                view.pending is not None
+                and converges
+                and time.monotonic() >= view.pending_since + rule.delay
+                and view.pending_polls >= rule.after_polls
+            ):
+                view.visible, view.pending = view.pending, None
             return view.visible, view.pending is not None
 
     def listen(self, stop: threading.Event, ready: threading.Event) -> None:
@@ -141,7 +146,7 @@ class Instance:
             return
         if not self.fleet.behaviour_for(tenant).lose_broadcast:
             self.refresh(tenant)
-            self.fleet.count_broadcast(tenant)
+            self.fleet.count_broadcast(tenant, self.address)
 
 
 def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
@@ -251,7 +256,7 @@ class Fleet:
         self._waiting_by_rule: dict[str, int] = {}
         self._max_waiting: dict[str, int] = {}
         self._polls: dict[str, int] = {}
-        self._broadcasts: dict[str, int] = {}
+        self._broadcasts: dict[tuple[str, str], int] = {}
         self._requests: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
         self.instances = [
@@ -341,9 +346,10 @@ class Fleet:
         return last or None
 
     # -- observation ------------------------------------------------------------------
-    def count_broadcast(self, tenant: str) -> None:
+    def count_broadcast(self, tenant: str, address: str) -> None:
         with self._lock:
-            self._broadcasts[tenant] = self._broadcasts.get(tenant, 0) + 1
+            key = (tenant, address)
+            self._broadcasts[key] = self._broadcasts.get(key, 0) + 1
 
     def count_poll(self, tenant: str, address: str, pending: bool) -> None:
         rule = self.rule_of(tenant)
@@ -379,10 +385,13 @@ class Fleet:
         with self._lock:
             return [r for r in self._requests if tenant is None or r["tenantId"] == tenant]
 
-    def broadcasts(self, tenant: str) -> int:
-        """Broadcasts instances received and acted on (lost ones are not counted)."""
+    def broadcasts(self, tenant: str, address: str | None = None) -> int:
+        """Broadcasts for `tenant` received and acted on, summed over instances (or by one
+        instance); lost ones are not counted."""
         with self._lock:
-            return self._broadcasts.get(tenant, 0)
+            if address is not None:
+                return self._broadcasts.get((tenant, address), 0)
+            return sum(n for (t, _), n in self._broadcasts.items() if t == tenant)
 
     def stats(self, prefix: str = "") -> dict[str, int]:
         """Per rule: polls answered, tenants told "not yet" now and at most at once."""

@@ -83,10 +83,15 @@ def set_version(r: redis.Redis, tenant: str, version: int, field: str = "icc-bg-
 def announce(fleet: Fleet, r: redis.Redis, tenant: str, version: int) -> None:
     """Write `version` and broadcast it; returns once every bg instance has re-read it."""
     set_version(r, tenant, version)
-    before = fleet.broadcasts(tenant)
+    bg = fleet.addresses["blue-green-gateway"]
+    before = {a: fleet.broadcasts(tenant, a) for a in bg}
     message = {"tenantId": tenant, "appName": "icc-bg-gateway", "version": version}
     r.publish(Settings().pubsub_topic, json.dumps(message))
-    wait_for(lambda: fleet.broadcasts(tenant) >= before + 2, timeout=5, what="broadcast received")
+    wait_for(
+        lambda: all(fleet.broadcasts(tenant, a) > before[a] for a in bg),
+        timeout=5,
+        what="broadcast received by every bg instance",
+    )
 
 
 def prime(fleet: Fleet, r: redis.Redis, tenant: str, version: int) -> None:

@@ -82,7 +82,7 @@ def test_a_fleet_that_never_converges_fails_the_task_naming_the_instances(worker
     assert task["status"] == "FAILED"
     reason = task["lastError"]
     assert reason.startswith("stage blue-green-gateway, step bg-verify: 2 of 2")
-    assert "after 10 attempts" in reason
+    assert f"after {Settings().verify_max_attempts} attempts" in reason
     for address in session_fleet.addresses["blue-green-gateway"]:
         assert f"{address} answered version 19" in reason
 
