@@ -18,7 +18,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -m "not faults"
+	$(BIN)/pytest -m "not faults and not e2e"
+	$(BIN)/pytest -m "e2e and not faults"
 
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults

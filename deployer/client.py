@@ -1,8 +1,8 @@
 """DeployerClient: enqueue plans and commands by task *name*, read state from Redis.
 
 It imports nothing from `tasks/`: any service with this package (or any Celery client in
-another language, sending the same JSON, see "Enqueue from another service" in the README) can drive deployer
-through the broker. Writes go through the broker (queue `deployer.control`); reads use the
+another language sending the same JSON; README, "Enqueue from another service") can drive
+deployer through the broker. Writes go through the broker (queue `deployer.control`); reads use the
 public Redis contracts: hash `deployer:plan:{planId}` and stream `deployer:rejections`.
 """
 

@@ -81,6 +81,10 @@ def parse_plan(payload: Any, settings: Settings) -> Plan:
             )
         try:
             payload = json.loads(payload)
+        except RecursionError:
+            raise PlanValidationError(
+                "plan nested too deeply", [{"field": "(plan)", "reason": "nested too deeply"}]
+            ) from None
         except ValueError as exc:
             raise PlanValidationError(
                 "plan is not JSON", [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}]

@@ -98,10 +98,20 @@ def celery_app() -> Any:
     return app
 
 
+_in_process_worker = False
+
+
 @pytest.fixture(scope="session")
 def worker(celery_app: Any) -> Iterator[Any]:
-    """An in-process worker (threads pool) consuming both queues for the whole session."""
+    """An in-process worker (threads pool) consuming both queues for the whole session.
+
+    It shares the broker with any `celery worker` subprocess, so tests that spawn workers are
+    marked `e2e` and run in a pytest session of their own (Makefile), never beside this one.
+    """
     from celery.contrib.testing.worker import start_worker
+
+    global _in_process_worker
+    _in_process_worker = True
 
     with start_worker(
         celery_app,
@@ -125,6 +135,8 @@ def worker_env(**extra: str) -> dict[str, str]:
 def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `celery -A tasks worker` subprocesses; all are stopped after the test."""
     procs: list[subprocess.Popen[bytes]] = []
+    if _in_process_worker:
+        pytest.fail("spawn_worker beside the in-process worker: mark the test e2e (own session)")
 
     def start(
         name: str = "w1",
