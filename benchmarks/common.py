@@ -136,6 +136,7 @@ class Worker:
         env: dict[str, str] | None = None,
         name: str = "bench",
         pool: str = "prefork",
+        cwd: Path = ROOT,
     ) -> None:
         self.log = _tmp / f"{name}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
@@ -145,7 +146,7 @@ class Worker:
                 "--without-mingle", "--without-gossip", "-l", "WARNING",
                 "--logfile", str(self.log),
             ],
-            cwd=ROOT,
+            cwd=cwd,
             env=env or dict(os.environ),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -195,7 +196,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM) if own_group else proc.terminate()
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL) if own_group else proc.kill()
@@ -212,7 +213,9 @@ def worker(**kwargs: Any) -> Iterator[Worker]:
 
 
 def _on_term(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # so that atexit cleanup below runs
+    # Stop our server and workers first: unwinding through `with` blocks could stall.
+    _cleanup()
+    os._exit(128 + signum)
 
 
 signal.signal(signal.SIGTERM, _on_term)

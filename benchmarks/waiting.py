@@ -1,9 +1,14 @@
-"""Figure 4: 10,000 tenants in HealthCheck wait at once on one worker (2 processes).
+"""Figure 4: thousands of tenants waiting at once on one worker (2 processes).
 
-Each tenant runs the real blue-green-gateway stage (KeyValueWrite, Broadcast, HealthCheck)
-against the simulated fleet (`deployer.fleet`, one instance, in this process) which answers
-"not yet" to the first POLLS-1 polls of each tenant. Reports wall time, polls per second,
-the most tenants the fleet saw waiting at once and the worker's peak RSS per process.
+Two runs, because two things limit them:
+- `sim`: 10,000 tenants whose only stage is a benchmark-local waiting step (`bench-wait`:
+  one Redis GET per poll, "not yet" until its third poll, re-sent with a 1 s countdown like
+  HealthCheck). This measures what the worker pays to supervise 10,000 waiting tenants.
+- `fleet`: the real blue-green-gateway stage (KeyValueWrite, Broadcast, HealthCheck over
+  HTTP) against the simulated fleet (`deployer.fleet`, one instance, in this process), which
+  answers "not yet" to each tenant's first poll. Here the fleet's own Python HTTP server is
+  the limit, so it runs fewer tenants.
+Reports wall time, polls per second, tenants waiting at once, peak RSS and PSS per process.
 """
 
 from __future__ import annotations
@@ -13,17 +18,27 @@ import os
 import threading
 import time
 import uuid
+from typing import Any
 
-from benchmarks import common
+from benchmarks import common, plugins
 
-TENANTS = int(os.environ.get("BENCH_WAIT_TENANTS", "10000"))
-POLLS = int(os.environ.get("BENCH_WAIT_POLLS", "2"))
-INTERVAL = 2.0
+SIM_TENANTS = int(os.environ.get("BENCH_WAIT_TENANTS", "10000"))
+FLEET_TENANTS = int(os.environ.get("BENCH_FLEET_TENANTS", "2000"))
+SIM_POLLS, SIM_INTERVAL = 3, 1.0
+FLEET_POLLS, FLEET_INTERVAL = 2, 2.0
 REPEATS = int(os.environ.get("BENCH_WAIT_REPEATS", "2"))
 
 
 def main() -> None:
-    server = common.setup()
+    server = common.setup(BENCH_POLL_INTERVAL=str(SIM_INTERVAL))
+    with common.worker(concurrency=2) as w:
+        _plan(server, 50, plugins.services("wait"))  # warm up
+        for _ in range(REPEATS):
+            _measure(server, w, "sim", SIM_TENANTS, plugins.services("wait"), SIM_POLLS, None)
+    _fleet(server)
+
+
+def _fleet(server: common.Server) -> None:
     from deployer.fleet import Behaviour, Fleet
     from deployer.settings import Settings
 
@@ -31,32 +46,39 @@ def main() -> None:
     instances = {"blue-green-gateway": ["127.0.0.1:0"]}
     with Fleet(
         instances, server.url, s.key_prefix, s.pubsub_topic, s.verify_path,
-        Behaviour(after_polls=POLLS),
+        Behaviour(after_polls=FLEET_POLLS),
     ) as fleet:  # fmt: skip
         env = common.env_for(
             server,
             DEPLOYER_INSTANCES=json.dumps(fleet.addresses),
-            DEPLOYER_VERIFY_INTERVAL_SECONDS=str(INTERVAL),
+            DEPLOYER_VERIFY_INTERVAL_SECONDS=str(FLEET_INTERVAL),
             DEPLOYER_VERIFY_MAX_ATTEMPTS="200",
             DEPLOYER_LEASE_TTL_SECONDS="600",
         )
-        os.environ.update(env)
         with common.worker(env=env, concurrency=2) as w:
-            _plan(server, fleet, 50)  # warm up
+            _plan(server, 50, ["blue-green-gateway"])
             for _ in range(REPEATS):
-                _measure(server, fleet, w)
+                _measure(server, w, "fleet", FLEET_TENANTS, ["blue-green-gateway"], 0, fleet)
 
 
-def _plan(server: common.Server, fleet: object, n: int) -> tuple[str, float]:
+def _plan(server: common.Server, n: int, services: list[str]) -> tuple[str, float]:
     plan_id = f"wait-{uuid.uuid4().hex[:8]}"
-    p = common.plan(plan_id, n, ["blue-green-gateway"], n)
+    p = common.plan(plan_id, n, services, n)
     t0 = time.time()
     common.submit(p)
-    common.wait_plan(server, plan_id, 1800, 0.2)
+    common.wait_plan(server, plan_id, 1500, 0.2)
     return plan_id, time.time() - t0
 
 
-def _measure(server: common.Server, fleet: object, w: common.Worker) -> None:
+def _measure(
+    server: common.Server,
+    w: common.Worker,
+    mode: str,
+    tenants: int,
+    services: list[str],
+    polls_each: int,
+    fleet: Any,
+) -> None:
     peak: dict[str, float] = {}
     peak_pss: dict[str, float] = {}
     stop = threading.Event()
@@ -68,25 +90,26 @@ def _measure(server: common.Server, fleet: object, w: common.Worker) -> None:
             for k, v in w.rss_mb("Pss").items():
                 peak_pss[k] = max(peak_pss.get(k, 0.0), v)
 
-    before = fleet.stats()["polls"]  # type: ignore[attr-defined]
+    before = fleet.stats()["polls"] if fleet else 0
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        _, wall = _plan(server, fleet, TENANTS)
+        _, wall = _plan(server, tenants, services)
     finally:
         stop.set()
         sampler.join()
-    stats = fleet.stats()  # type: ignore[attr-defined]
-    polls = stats["polls"] - before
+    if fleet:
+        stats = fleet.stats()
+        polls, at_once = stats["polls"] - before, stats["max_waiting"]
+    else:
+        polls, at_once = tenants * polls_each, None
     common.emit(
-        "waiting.10k",
-        tenants=TENANTS,
-        polls_per_tenant=POLLS,
-        poll_interval_s=INTERVAL,
+        f"waiting.{mode}",
+        tenants=tenants,
         wall_s=round(wall, 1),
         polls=polls,
         polls_per_s=round(polls / wall, 1),
-        max_waiting_at_once=stats["max_waiting"],
+        max_waiting_at_once=at_once,
         rss_peak_mb={k: round(v, 1) for k, v in peak.items()},
         pss_peak_mb={k: round(v, 1) for k, v in peak_pss.items()},
         goal_rss_mb_per_process=150,
