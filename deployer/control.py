@@ -20,7 +20,9 @@ from deployer.models import ID_PATTERN, Run, Task, TaskRuntimeContext, TaskStatu
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.store import Store
 
-TASK_FIELDS = ["taskId", "planId", "tenantId", "status", "control", "retryCount", "checkpoint"]
+TASK_FIELDS = [
+    "taskId", "planId", "tenantId", "status", "control", "retryCount", "checkpoint", "startedAt"
+]  # fmt: skip
 MAX_CAS_ATTEMPTS = 5
 
 
@@ -95,6 +97,16 @@ class Controller:
         notes: list[str] = []
         plans: set[str] = set()
         for task in tasks:
+            if command is Command.ROLLBACK and target.plan_id and not task.get("startedAt"):
+                # A whole-plan rollback covers the tasks that changed something.
+                refused.append(
+                    {
+                        "tenantId": task["tenantId"],
+                        "code": "TASK_NEVER_STARTED",
+                        "message": "nothing to roll back",
+                    }
+                )
+                continue
             decision = self._apply(command, task, by, reason, from_checkpoint)
             outcomes[decision.effect.value] += 1
             if decision.effect is Effect.REFUSE:

@@ -124,6 +124,14 @@ def worker(celery_app: Any) -> Iterator[Any]:
         yield celery_app
 
 
+def worker_argv(node: str, concurrency: int, log: Path, pool: str = "prefork") -> list[str]:
+    """The real worker command line, as deploy/ runs it, for subprocess tests."""
+    queues = "deployer.control,deployer.stages"
+    return [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", node,
+            "-c", str(concurrency), "-P", pool, "-Q", queues, "--without-mingle",
+            "--without-gossip", "-l", "INFO", "--logfile", str(log)]  # fmt: skip
+
+
 def worker_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env["PYTHONPATH"] = str(ROOT)
@@ -146,28 +154,7 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
     ) -> subprocess.Popen[bytes]:
         log = tmp_path / f"{name}.log"
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "-n",
-                f"{name}@%h",
-                "-c",
-                str(concurrency),
-                "-P",
-                pool,
-                "-Q",
-                "deployer.control,deployer.stages",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "INFO",
-                "--logfile",
-                str(log),
-            ],
+            worker_argv(f"{name}@%h", concurrency, log, pool),
             cwd=ROOT,
             env=env or worker_env(),
             stdout=subprocess.DEVNULL,

@@ -210,3 +210,24 @@ def test_submitting_the_same_plan_twice_gives_one_plan(worker, r):
     wait_for(lambda: plan_status(r, plan_id) == "COMPLETED", what="COMPLETED")
     assert r.llen(f"deployer:plan:{plan_id}:tenants") == 1
     assert [e["type"] for e in events_of(r, tenant)].count("TASK_COMPLETED") == 1
+
+
+def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control):
+    plan_id = unique()
+    done, never = unique("t"), unique("t")
+    r.set(f"deployer:lease:{never}", "another-run", px=60_000)
+    submit(worker, r, plan_id, [bg_tenant(done), bg_tenant(never)])
+    wait_for(lambda: status_of(r, done) == "COMPLETED", what="first COMPLETED")
+    wait_for(
+        lambda: task_of(r, never).get("progress") == "waiting for the tenant lease",
+        what="second waiting",
+    )
+    assert control.execute(Command.CANCEL, {"tenantId": never})["ok"]
+    result = control.execute(Command.ROLLBACK, {"planId": plan_id})
+    assert result["ok"] and result["counts"] == {"NOW": 1}
+    assert result["skipped"] == [
+        {"tenantId": never, "code": "TASK_NEVER_STARTED", "message": "nothing to roll back"}
+    ]
+    wait_for(lambda: status_of(r, done) == "ROLLED_BACK", what="ROLLED_BACK")
+    assert status_of(r, never) == "CANCELLED"
+    r.delete(f"deployer:lease:{never}")

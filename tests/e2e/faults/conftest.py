@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, worker_env
+from tests.conftest import ROOT, worker_argv, worker_env
 from tests.helpers import wait_for
 
 #: Fast leases for fault tests: a lost run is re-driven within a few seconds.
@@ -144,28 +143,7 @@ class Supervisor:
         self.starts[name] = self.starts.get(name, 0) + 1
         log = self.log(name)
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "-n",
-                f"{name}-{self.starts[name]}@%h",
-                "-c",
-                str(self.concurrency),
-                "-P",
-                "prefork",
-                "-Q",
-                "deployer.control,deployer.stages",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "INFO",
-                "--logfile",
-                str(log),
-            ],
+            worker_argv(f"{name}-{self.starts[name]}@%h", self.concurrency, log),
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,
