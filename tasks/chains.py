@@ -55,7 +55,11 @@ def build_chain(stages: list[StageSpec], ctx: TaskRuntimeContext) -> Signature:
 
 
 def send_dispatches(dispatches: list[Dispatch]) -> None:
-    """Send every dispatched task's chain over one pooled producer connection."""
-    with app.producer_or_acquire() as producer:
-        for d in dispatches:
-            build_chain(d.run.stages, d.context).apply_async(producer=producer)
+    """Send every dispatched task's chain.
+
+    No producer is held across the sends: `chain.apply_async` does not pass a `producer`
+    on to its first task (celery/canvas.py `_chain.run`), so holding one here while each
+    send takes another deadlocked the producer pool under concurrent submits.
+    """
+    for d in dispatches:
+        build_chain(d.run.stages, d.context).apply_async()
