@@ -89,7 +89,13 @@ class RedactingAMQP(AMQP):  # type: ignore[misc]
         self, task_id: str, name: str, args: Any = None, kwargs: Any = None, *rest: Any, **opts: Any
     ) -> Any:
         opts["argsrepr"], opts["kwargsrepr"] = reprs(name, args, kwargs)
-        return super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
+        message = super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
+        shadow = message.headers.get("shadow")  # Celery passes it positionally: read it back
+        if shadow and message.sent_event is not None:
+            # Celery's task-sent event carries the real name; Flower keeps whichever event
+            # arrives last, so a late task-sent would rename `stage bg · t1` back.
+            message.sent_event["name"] = shadow
+        return message
 
 
 @before_task_publish.connect(weak=False)
