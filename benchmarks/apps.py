@@ -23,6 +23,9 @@ EVENTS = os.environ.get("BENCH_EVENTS", "1") != "0"
 
 deployer.conf.worker_send_task_events = EVENTS
 deployer.conf.task_send_sent_event = EVENTS
+if os.environ.get("BENCH_MAX_MEMORY_PER_CHILD_KB"):
+    # Trying Celery's recycling of a pool process that grew past this (e.g. after a submit).
+    deployer.conf.worker_max_memory_per_child = int(os.environ["BENCH_MAX_MEMORY_PER_CHILD_KB"])
 
 
 @lru_cache(maxsize=1)
@@ -51,3 +54,21 @@ def ctx_1kb(i: int) -> dict[str, Any]:
         "additionalData": {"planVersion": 20},
         "scratch": {"pad": "x" * 850},
     }
+
+
+if os.environ.get("BENCH_TRACEMALLOC"):
+    # Leak hunting: `kill -USR2 <pid>` writes the top allocation sites of that process.
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(12)
+
+    def _dump(signum: int, frame: object) -> None:
+        snap = tracemalloc.take_snapshot()
+        out = os.environ["BENCH_TRACEMALLOC"] + f".{os.getpid()}"
+        with open(out, "w") as fh:
+            for stat in snap.statistics("traceback")[:15]:
+                fh.write(f"{stat.size / 1e6:.1f} MB in {stat.count} blocks\n")
+                fh.write("\n".join(stat.traceback.format()[-12:]) + "\n\n")
+
+    signal.signal(signal.SIGUSR2, _dump)

@@ -153,6 +153,7 @@ class Worker:
             start_new_session=True,
         )  # fmt: skip
         _procs.append(self.proc)
+        self.pool = pool
         wait_until(self._ready, 60, 0.1)
 
     def _ready(self) -> bool:
@@ -160,7 +161,7 @@ class Worker:
             raise RuntimeError(f"worker exited early; see {self.log}")
         # -l WARNING hides "ready." (INFO would log every task); callers warm up with a
         # small run, which also proves the consumer is up.
-        return len(self.children()) > 0
+        return self.pool == "solo" or len(self.children()) > 0
 
     def children(self) -> list[int]:
         try:
@@ -231,8 +232,8 @@ def _cleanup() -> None:
 # ---- plans ---------------------------------------------------------------------------------
 
 
-def tenant(i: int, services: list[str], version: int = 20) -> dict[str, Any]:
-    tid = f"t{i:06d}"
+def tenant(i: int, services: list[str], version: int = 20, prefix: str = "t") -> dict[str, Any]:
+    tid = f"{prefix}{i:06d}"
     cfg: dict[str, Any] = {
         "tenantId": tid,
         "planVersion": version,
@@ -257,7 +258,8 @@ def plan(plan_id: str, n: int, services: list[str], max_concurrency: int) -> dic
     return {
         "planId": plan_id,
         "maxConcurrency": max_concurrency,
-        "tenants": [tenant(i, services) for i in range(n)],
+        # tenant ids unique per plan: the fleet remembers what each tenant converged to
+        "tenants": [tenant(i, services, prefix=f"{plan_id}-t") for i in range(n)],
     }
 
 

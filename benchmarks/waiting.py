@@ -112,6 +112,7 @@ def _measure(
         max_waiting_at_once=at_once,
         rss_peak_mb={k: round(v, 1) for k, v in peak.items()},
         pss_peak_mb={k: round(v, 1) for k, v in peak_pss.items()},
+        rss_end_mb={k: round(v, 1) for k, v in w.rss_mb().items()},
         goal_rss_mb_per_process=150,
     )
 
