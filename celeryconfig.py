@@ -39,6 +39,7 @@ task_store_errors_even_if_ignored = False
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = _settings.worker_prefetch_multiplier
+worker_max_memory_per_child = _settings.worker_max_memory_per_child_kb or None
 
 # Plain durable queues with no arguments, so any client (celery-node, kombu) can declare them.
 task_queues = (

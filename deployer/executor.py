@@ -92,9 +92,11 @@ def run_stage(
     ctx.stage_index += 1
     ctx.step_index = 0
     is_last = ctx.stage_index >= ctx.stage_count
-    verdict = store.end_stage(ctx, stage, is_last)
+    verdict, waiting = store.end_stage(ctx, stage, is_last)
     if verdict == "STALE":
         return Halt("stale")
     if is_last:
-        return Halt("done", plan_slot_freed=True)
+        # Every path that queues a task (create, resume, retry, rollback) dispatches itself,
+        # so an empty queue here means nobody waits for this slot.
+        return Halt("done", plan_slot_freed=waiting > 0)
     return Proceed(ctx)

@@ -104,7 +104,10 @@ class Store:
                     "updatedAt": now,
                 },
             )
-            pipe.set(keys.tenant(task.tenant_id), task.task_id)
+        pointers = {keys.tenant(t.tenant_id): t.task_id for t in tasks}
+        items = list(pointers.items())
+        for i in range(0, len(items), 1000):
+            pipe.mset(dict(items[i : i + 1000]))
         ids = [t.task_id for t in tasks]
         for i in range(0, len(ids), 1000):
             pipe.rpush(keys.plan_tenants(plan.plan_id), *ids[i : i + 1000])
@@ -197,11 +200,17 @@ class Store:
         )
         return StageGate(raw[0], raw[1] if len(raw) > 1 else "", len(raw) > 2 and raw[2] == "1")
 
-    def end_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool) -> str:
-        """Checkpoint `ctx` (already pointing at the next stage); finish the task if last."""
+    def end_stage(
+        self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool
+    ) -> tuple[str, int]:
+        """Checkpoint `ctx` (already pointing at the next stage); finish the task if last.
+
+        Returns the verdict and, when the task finished, how many tasks wait in its plan's
+        queue (so the caller skips the fill round trip when none does).
+        """
         final = TaskStatus.ROLLED_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.COMPLETED
         raw = self._end(
-            keys=self._task_keys(ctx),
+            keys=[*self._task_keys(ctx), keys.plan_queue(ctx.plan_id)],
             args=[
                 ctx.token,
                 ctx.stage_index - 1,
@@ -214,7 +223,7 @@ class Store:
                 self._lease_ms(),
             ],
         )
-        return str(raw[0])
+        return str(raw[0]), int(raw[2]) if len(raw) > 2 else 0
 
     def fail(self, ctx: TaskRuntimeContext, stage_name: str, reason: str) -> str:
         raw = self._fail(

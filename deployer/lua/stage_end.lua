@@ -1,5 +1,5 @@
 -- Checkpoint a completed stage; on the last one, finish the task in the same round trip.
--- KEYS: task, plan, lease, inflight, events
+-- KEYS: task, plan, lease, inflight, events, plan queue
 -- ARGV: token, stage_index, stage_name, now_ms, ctx_json, is_last, final_status, events_maxlen, lease_ttl_ms
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -22,4 +22,5 @@ redis.call('HSET', task_key, 'endedAt', now)
 release(task_key, lease_key, inflight_key, plan_key, token, task_id)
 emit(events_key, maxlen, {'type', 'TASK_' .. final_status, 'planId', plan_id, 'taskId', task_id,
   'tenantId', tenant_id, 'from', old, 'to', final_status, 'ts', now})
-return {'DONE', old}
+-- Tell the caller whether a task waits for the slot just freed (no fill round trip otherwise).
+return {'DONE', old, tostring(redis.call('LLEN', KEYS[6]))}
