@@ -53,7 +53,7 @@ task_routes = {"deployer.run_stage": {"queue": STAGES_QUEUE, "routing_key": STAG
 
 # Operators watch in Flower: events on.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = _settings.task_sent_events
 worker_hijack_root_logger = False
 
 # A malformed message is logged and acknowledged instead of killing the worker (tasks/guard.py).

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     events_maxlen: int = Field(100_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
     worker_prefetch_multiplier: int = Field(4, ge=1)
+    # `task-sent` events cost a second publish per message (half of sending a plan's first
+    # wave); Flower shows tasks from `task-received` on without them.
+    task_sent_events: bool = False
     # A pool process that grew past this (KB) is replaced after its task (0: never); a
     # 10,000-tenant submit leaves ~150 MB behind otherwise (benchmarks/README.md).
     worker_max_memory_per_child_kb: int = Field(200_000, ge=0)

@@ -55,11 +55,15 @@ def build_chain(stages: list[StageSpec], ctx: TaskRuntimeContext) -> Signature:
 
 
 def send_dispatches(dispatches: list[Dispatch]) -> None:
-    """Send every dispatched task's chain.
+    """Send every dispatched task's chain over one pooled producer.
 
-    No producer is held across the sends: `chain.apply_async` does not pass a `producer`
-    on to its first task (celery/canvas.py `_chain.run`), so holding one here while each
-    send takes another deadlocked the producer pool under concurrent submits.
+    The first stage is published with the rest of the chain in its `chain` option (what
+    `chain.apply_async` does, protocol 2). `chain.apply_async` itself is not used: it drops
+    the `producer` argument (celery/canvas.py `_chain.run`), so a producer held here while
+    each send took another deadlocked the pool under concurrent submits, and acquiring one
+    per chain doubled the cost of sending a plan's first wave.
     """
-    for d in dispatches:
-        build_chain(d.run.stages, d.context).apply_async()
+    with app.producer_or_acquire() as producer:
+        for d in dispatches:
+            first, *rest = build_chain(d.run.stages, d.context).tasks
+            first.apply_async(producer=producer, chain=list(reversed(rest)) or None)
