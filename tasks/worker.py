@@ -11,8 +11,10 @@ import logging
 from typing import Any
 
 from celery import bootsteps
+from celery.signals import worker_init
 
 from deployer.reconciler import Reconciler, ReconcilerThread
+from stages import registry
 from tasks import runtime
 from tasks.app import app
 
@@ -47,3 +49,12 @@ class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 app.steps["worker"].add(ReconcilerStep)
+
+
+@worker_init.connect(weak=False)
+def warm_up(**_: Any) -> None:
+    """Load entry points, settings and scripts once in the main process, before the pool
+    forks: every pool process (including one recycled after a big submit) starts warm."""
+    registry.assemblers()
+    registry.steps()
+    runtime.store()
