@@ -88,8 +88,9 @@ class HealthCheck(Step):
                 f"did not report {'version ' + str(expected) if expected is not None else 'up'} "
                 f"at {path} after {attempt} attempts ({time.time() - started:.1f}s): {late}"
             )
+        countdown = min(s.verify_interval_seconds, s.verify_first_interval_seconds * 2**ctx.attempt)
         return Wait(
-            s.verify_interval_seconds,
+            countdown,
             {
                 "progress": summary,
                 "instances": instances,

@@ -24,7 +24,9 @@ def test_a_health_check_converges_after_two_polls(session_fleet, r):
     ctx = ctx_for(env, tenant, 20)
     first, second = drive(VERIFY, ctx, env)
     assert isinstance(first, Wait) and isinstance(second, Done)
-    assert first.countdown == env.settings.verify_interval_seconds
+    assert first.countdown == min(
+        env.settings.verify_interval_seconds, env.settings.verify_first_interval_seconds
+    )
     assert first.progress["progress"] == "0/2 blue-green-gateway instances at v20"
     assert set(first.progress["seen"].values()) == {"no $.version in reply"}
 
@@ -135,3 +137,20 @@ def test_random_selection_asks_one_instance_and_all_asks_every_one(session_fleet
         # A RANDOM pick is kept for the whole step: the same instance is asked again.
         assert isinstance(once(VERIFY, ctx, env), Done)
         assert session_fleet.stats(tenant)["polls"] == 2 * expected
+
+
+def test_the_first_polls_come_sooner_then_settle_at_the_interval(session_fleet, r):
+    """Most instances converge within a second of the broadcast: ask after 1 s, 2 s, then 3 s."""
+    tenant = unique("hcramp")
+    prime(session_fleet, r, tenant, 19)
+    session_fleet.behave(tenant, Behaviour(never=True))
+    announce(session_fleet, r, tenant, 20)
+    env = env_for(
+        session_fleet,
+        verify_interval_seconds=3,
+        verify_first_interval_seconds=1,
+        verify_max_attempts=10,
+    )
+    ctx = ctx_for(env, tenant, 20)
+    countdowns = [once(VERIFY, ctx, env).countdown for _ in range(4)]  # type: ignore[union-attr]
+    assert countdowns == [1, 2, 3, 3]
