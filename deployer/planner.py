@@ -171,12 +171,7 @@ class Planner:
             plan = parse_plan(payload, self.settings)
             plan_id = plan.plan_id
             if self.store.plan_exists(plan.plan_id):
-                return {
-                    "ok": True,
-                    "code": "ALREADY_SUBMITTED",
-                    "message": f"plan {plan.plan_id} exists; nothing changed",
-                    "planId": plan.plan_id,
-                }
+                return self._already(plan.plan_id)
             tasks = prepare_tasks(plan, self.settings)
         except PlanValidationError as exc:
             self.store.reject(
@@ -184,15 +179,9 @@ class Planner:
             )
             log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
             return {**exc.as_result(), "planId": plan_id}
-        if not self.store.claim_plan(plan.plan_id):
-            return {
-                "ok": True,
-                "code": "ALREADY_SUBMITTED",
-                "message": f"plan {plan.plan_id} is being submitted by another request",
-                "planId": plan.plan_id,
-            }
         concurrency = plan.max_concurrency or self.settings.max_concurrency
-        self.store.create_plan(plan, tasks, concurrency)
+        if not self.store.create_plan(plan, tasks, concurrency):
+            return self._already(plan.plan_id)
         self.dispatch(plan.plan_id)
         return {
             "ok": True,
@@ -200,6 +189,18 @@ class Planner:
             "message": f"plan {plan.plan_id} accepted with {len(tasks)} task(s)",
             "planId": plan.plan_id,
             "tasks": len(tasks),
+        }
+
+    def _already(self, plan_id: str) -> dict[str, Any]:
+        """Same planId again: nothing changes, except that free slots are filled. A submit
+        redelivered after its worker died between writing the plan and sending the first
+        chains then finishes the job instead of leaving the plan waiting."""
+        self.dispatch(plan_id)
+        return {
+            "ok": True,
+            "code": "ALREADY_SUBMITTED",
+            "message": f"plan {plan_id} exists; nothing changed",
+            "planId": plan_id,
         }
 
     def dispatch(self, plan_id: str) -> int:

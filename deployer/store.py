@@ -69,17 +69,19 @@ class Store:
     def plan_exists(self, plan_id: str) -> bool:
         return bool(self.r.exists(keys.plan(plan_id)))
 
-    def claim_plan(self, plan_id: str, ttl_s: int = 60) -> bool:
-        """One submitter per plan id; the plan hash itself is the durable 'exists'."""
-        return bool(self.r.set(keys.plan_claim(plan_id), "1", nx=True, ex=ttl_s))
+    def create_plan(self, plan: Plan, tasks: list[Task], max_concurrency: int) -> bool:
+        """Write the plan, all its tasks and its queue in one MULTI/EXEC; False if it exists.
 
-    def create_plan(self, plan: Plan, tasks: list[Task], max_concurrency: int) -> None:
-        """Write the plan, all its tasks and its queue in one MULTI/EXEC.
-
-        Nothing of the plan is visible until EXEC: a reader sees all of it or none.
+        Nothing of the plan is visible until EXEC: a reader sees all of it or none. The plan
+        key is WATCHed, so of two concurrent submitters of one plan id exactly one writes.
         """
         now = now_ms()
         pipe = self.r.pipeline(transaction=True)
+        pipe.watch(keys.plan(plan.plan_id))  # type: ignore[no-untyped-call]
+        if pipe.exists(keys.plan(plan.plan_id)):
+            pipe.reset()
+            return False
+        pipe.multi()
         for task in tasks:
             assert task.run is not None
             pipe.hset(
@@ -132,7 +134,13 @@ class Store:
             maxlen=self.settings.events_maxlen,
             approximate=True,
         )
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.WatchError:
+            return False
+        finally:
+            pipe.reset()
+        return True
 
     def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Dispatch]:
         """Give free slots to waiting tasks (one round trip); the caller sends their chains."""

@@ -22,3 +22,36 @@ def test_forty_concurrent_submits_are_all_answered_and_run(worker, r):
             timeout=60,
             what=f"{p['planId']} COMPLETED",
         )
+
+
+def test_the_same_plan_submitted_at_once_is_written_exactly_once(worker, r):
+    from tasks.runtime import planner
+
+    payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(3)])
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = [
+            f.result(timeout=60)
+            for f in [pool.submit(planner().submit, payload) for _ in range(12)]
+        ]
+    codes = sorted(a["code"] for a in answers)
+    assert codes == ["ACCEPTED"] + ["ALREADY_SUBMITTED"] * 11
+    plan_id = payload["planId"]
+    wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED", what="done")
+    assert r.llen(f"deployer:plan:{plan_id}:tenants") == 3
+
+
+def test_a_resubmitted_plan_that_was_written_but_never_sent_is_started(worker, r):
+    """A worker that died between writing a plan and sending its chains: the redelivered
+    submit finds the plan and fills its slots instead of leaving it waiting forever."""
+    from deployer.planner import parse_plan, prepare_tasks
+    from tasks.runtime import planner, settings
+
+    payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(2)])
+    parsed = parse_plan(payload, settings())
+    assert planner().store.create_plan(parsed, prepare_tasks(parsed, settings()), 10)
+    assert r.hget(f"deployer:plan:{parsed.plan_id}", "c:PENDING") == "2"  # written, not sent
+    assert planner().submit(payload)["code"] == "ALREADY_SUBMITTED"
+    wait_for(
+        lambda: r.hget(f"deployer:plan:{parsed.plan_id}", "status") == "COMPLETED",
+        what="plan started by the resubmission and COMPLETED",
+    )
