@@ -72,6 +72,7 @@ class Reconciler:
                 keys.PLAN.format(plan_id=""),
                 batch,
                 s.events_maxlen,
+                int(s.pending_grace_seconds * 1000),
             ],
         )
         result = SweepResult()

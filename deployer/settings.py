@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(120, ge=10)
     max_redeliveries: int = Field(10, ge=1)
     reconcile_interval_seconds: float = Field(10.0, gt=0)
+    # A dispatched task that never started is not re-driven before this: its first stage
+    # may be queued behind thousands of others, which is slow, not lost.
+    pending_grace_seconds: float = Field(600.0, ge=0)
 
     # Fleet verification
     verify_interval_seconds: float = Field(3.0, gt=0)

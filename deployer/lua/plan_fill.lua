@@ -17,7 +17,7 @@ while free > 0 do
   if t[1] == 'PENDING' and t[5] ~= '1' then
     local gen = redis.call('HINCRBY', task_key, 'gen', 1)
     local token = t[2] .. '.' .. gen
-    redis.call('HSET', task_key, 'token', token, 'slot', '1')
+    redis.call('HSET', task_key, 'token', token, 'slot', '1', 'dispatchedAt', now)
     redis.call('HINCRBY', plan_key, 'inflight', 1)
     redis.call('ZADD', inflight_key, now + ttl, task_id)
     out[#out + 1] = task_id

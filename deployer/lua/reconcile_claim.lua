@@ -4,14 +4,14 @@
 -- Atomic, so any number of workers may run it at once: a task is claimed by exactly one.
 -- KEYS: inflight, events
 -- ARGV: now_ms, lease_ttl_ms, max_redeliveries, task_key_prefix, lease_key_prefix,
---       plan_key_prefix, max_batch, events_maxlen
+--       plan_key_prefix, max_batch, events_maxlen, pending_grace_ms
 -- Returns a flat list of records:
 --   'R', task_id, plan_id, token, run_json, ctx_json   re-drive this task
 --   'F', task_id, plan_id, '', '', ''                  failed (cap reached); refill the plan
 local inflight_key, events_key = KEYS[1], KEYS[2]
 local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
-local max_batch, maxlen = tonumber(ARGV[7]), ARGV[8]
+local max_batch, maxlen, grace = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
 
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', now, 'LIMIT', 0, max_batch)
@@ -33,6 +33,13 @@ for _, task_id in ipairs(due) do
       local left = redis.call('PTTL', lease_key)
       if left < 0 then left = ttl end
       redis.call('ZADD', inflight_key, now + left, task_id)
+    elseif status == 'PENDING'
+        and tonumber(redis.call('HGET', task_key, 'dispatchedAt') or '0') + grace > now then
+      -- Sent but not started: its first stage may just be waiting its turn behind a long
+      -- queue (first stages have the lowest priority). Re-driving it now would only add a
+      -- duplicate to that queue, so it gets the grace period first.
+      redis.call('ZADD', inflight_key,
+        tonumber(redis.call('HGET', task_key, 'dispatchedAt')) + grace, task_id)
     else
       local n = redis.call('HINCRBY', task_key, 'redeliveries', 1)
       local stage = t[8] or ''
@@ -59,7 +66,7 @@ for _, task_id in ipairs(due) do
       else
         local gen = redis.call('HINCRBY', task_key, 'gen', 1)
         local new_token = run_id .. '.' .. gen
-        redis.call('HSET', task_key, 'token', new_token, 'updatedAt', now)
+        redis.call('HSET', task_key, 'token', new_token, 'updatedAt', now, 'dispatchedAt', now)
         redis.call('ZADD', inflight_key, now + ttl, task_id)
         emit(events_key, maxlen, {'type', 'TASK_REDRIVEN', 'planId', plan_id, 'taskId', task_id,
           'tenantId', tenant_id, 'stage', stage, 'from', token, 'to', new_token,

@@ -79,3 +79,15 @@ def test_beyond_the_redelivery_cap_the_task_fails_with_the_reason(r, private_db)
     assert task["status"] == "FAILED" and "redelivery cap 3" in task["lastError"]
     assert r.hget(f"deployer:plan:{plan_id}", "status") == "FAILED"
     assert r.zscore("deployer:inflight", task_id) is None
+
+
+def test_a_dispatched_task_that_never_started_gets_the_pending_grace(r, private_db):
+    """A first stage queued behind thousands is slow, not lost: no duplicate before the grace."""
+    store, sent, _plan_id = _submitted(private_db, 2)
+    grace_ms = int(store.settings.pending_grace_seconds * 1000)
+    ttl_ms = int(store.settings.lease_ttl_seconds * 1000)
+    assert grace_ms > ttl_ms
+    reconciler = Reconciler(store, sent.extend, lambda plan_id: 0)
+    assert not reconciler.claim(now=now_ms() + ttl_ms + 1000).redriven  # lease gone, in grace
+    claimed = reconciler.claim(now=now_ms() + grace_ms + 1000)
+    assert {d.task_id for d in claimed.redriven} == {d.task_id for d in sent[:2]}

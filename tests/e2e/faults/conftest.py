@@ -27,6 +27,7 @@ from tests.helpers import wait_for
 #: Fast leases for fault tests: a lost run is re-driven within a few seconds.
 FAST_ENV = {
     "DEPLOYER_LEASE_TTL_SECONDS": "2",
+    "DEPLOYER_PENDING_GRACE_SECONDS": "4",
     "DEPLOYER_RECONCILE_INTERVAL_SECONDS": "0.5",
     "DEPLOYER_VISIBILITY_TIMEOUT_SECONDS": "10",
 }
