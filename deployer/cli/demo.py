@@ -75,30 +75,26 @@ def start_fleet(stack: ExitStack) -> str | None:
     return str(fleet.describe())
 
 
-def start_worker(stack: ExitStack, env: dict[str, str], workdir: Path, keep: bool) -> None:
+def start_worker(stack: ExitStack, env: dict[str, str], workdir: Path) -> None:
     worker_log = workdir / "worker.log"
     args = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", "demo@%h", "-c", "2",
             "-Q", "deployer.control,deployer.stages", "--without-mingle", "--without-gossip",
             "-l", "INFO", "--logfile", str(worker_log)]  # fmt: skip
     worker = _spawn(args, workdir / "worker.out", env)
-    if not keep:
-        stack.callback(_stop, worker)
+    stack.callback(_stop, worker)
     if not _wait_log(worker_log, "ready.", worker, 60):
         err.print(f"worker did not start; see {worker_log}")
         raise typer.Exit(Exit.ENDED_OTHERWISE)
     console.print(f"[bold]worker[/] demo@{socket.gethostname()} (2 processes), log {worker_log}")
 
 
-def start_flower(
-    stack: ExitStack, env: dict[str, str], workdir: Path, keep: bool, port: int
-) -> None:
+def start_flower(stack: ExitStack, env: dict[str, str], workdir: Path, port: int) -> None:
     if not port or not _port_free(port):
         return
     args = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}",
             "--address=127.0.0.1"]  # fmt: skip
     flower = _spawn(args, workdir / "flower.log", env)
-    if not keep:
-        stack.callback(_stop, flower)
+    stack.callback(_stop, flower)
     console.print(f"[bold]flower[/] http://127.0.0.1:{port}")
 
 
@@ -107,7 +103,9 @@ def demo(
     redis_url: Annotated[
         str | None, typer.Option(help="Use this Redis instead of an embedded one.")
     ] = None,
-    keep_running: Annotated[bool, typer.Option(help="Leave worker, Flower and server up.")] = False,
+    keep_running: Annotated[
+        bool, typer.Option(help="Keep worker, Flower, fleet and server up until Ctrl-C.")
+    ] = False,
     flower_port: Annotated[
         int, typer.Option(help="Flower port on 127.0.0.1 (0: no Flower).")
     ] = 5555,
@@ -120,8 +118,7 @@ def demo(
             from deployer.embedded import EmbeddedRedis
 
             server = EmbeddedRedis().start()
-            if not keep_running:
-                stack.callback(server.stop)
+            stack.callback(server.stop)
             redis_url = server.url
             console.print(f"[bold]embedded server[/] {redis_url} (data in a temporary folder)")
         for name in ("DEPLOYER_BROKER_URL", "DEPLOYER_REDIS_URL", "DEPLOYER_TARGET_REDIS_URL"):
@@ -133,8 +130,8 @@ def demo(
         if fleet:
             console.print(f"[bold]simulated fleet[/] {fleet}")
 
-        start_worker(stack, env, workdir, keep_running)
-        start_flower(stack, env, workdir, keep_running, flower_port)
+        start_worker(stack, env, workdir)
+        start_flower(stack, env, workdir, flower_port)
 
         plan = demo_plan()
         plan["planId"] = f"demo-{int(time.time())}"
@@ -157,9 +154,25 @@ def demo(
         console.print(f"\n[bold]HGETALL {hash_key}[/]")
         for field, value in sorted(client_for(settings.target_url).hgetall(hash_key).items()):
             console.print(f"  {field!s} = {value!s}")
-        if keep_running:
-            console.print("[bold]--keep-running[/]: worker, Flower and server stay up.")
         if final != "COMPLETED":
             err.print(f"plan ended {final or 'not in time'}; worker log: {workdir / 'worker.log'}")
+        else:
+            console.print(f"[green]plan {plan['planId']} COMPLETED[/]")
+        if keep_running:
+            _hold(redis_url)
+        if final != "COMPLETED":
             raise typer.Exit(Exit.ENDED_OTHERWISE if final else Exit.TIMEOUT)
-        console.print(f"[green]plan {plan['planId']} COMPLETED[/]")
+
+
+def _hold(redis_url: str) -> None:
+    """--keep-running: stay in the foreground (the stack is torn down on Ctrl-C)."""
+    console.print(
+        f"[bold]--keep-running[/]: worker, Flower, fleet and server are up; try\n"
+        f"  DEPLOYER_BROKER_URL={redact_url(redis_url)} deployer status <planId>\n"
+        "Ctrl-C stops everything."
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
