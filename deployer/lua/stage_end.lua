@@ -9,6 +9,15 @@ local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId',
 if t[1] ~= token then return {'STALE', t[2] or ''} end
 if t[2] ~= 'RUNNING' and t[2] ~= 'ROLLING_BACK' then return {'STALE', t[2]} end
 local task_id, tenant_id, plan_id = t[3], t[4], t[5]
+-- The lease may have expired during a slow stage. Free: nobody ran in between, take it back.
+-- Taken by another run: that run may have overwritten this stage's work, so this one must
+-- not checkpoint or complete; it stays in the reconciler's watch list and runs again later.
+local holder = redis.call('GET', lease_key)
+if not holder then
+  redis.call('SET', lease_key, token, 'PX', ttl)
+elseif holder ~= token then
+  return {'STALE', 'lease lost'}
+end
 redis.call('HSET', task_key, 'checkpoint', stage_index, 'ctx', ctx_json, 'updatedAt', now)
 emit(events_key, maxlen, {'type', 'STAGE_COMPLETED', 'planId', plan_id, 'taskId', task_id,
   'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'ts', now})

@@ -231,3 +231,27 @@ def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control):
     wait_for(lambda: status_of(r, done) == "ROLLED_BACK", what="ROLLED_BACK")
     assert status_of(r, never) == "CANCELLED"
     r.delete(f"deployer:lease:{never}")
+
+
+def test_a_run_that_lost_its_lease_mid_stage_does_not_complete(worker, r):
+    """The lease expired during a slow stage and another run took the tenant: the first run's
+    stage end is refused, so two runs of one tenant never both count as done at once."""
+    from deployer.models import StageSpec, TaskRuntimeContext
+    from tasks.runtime import store
+
+    plan_id, tenant = unique(), unique("t")
+    r.set(f"deployer:lease:{tenant}", "another-run", px=60_000)  # hold the tenant: no start
+    submit(worker, r, plan_id, [bg_tenant(tenant)])
+    wait_for(
+        lambda: task_of(r, tenant).get("progress") == "waiting for the tenant lease", what="waiting"
+    )
+    task = task_of(r, tenant)
+    ctx = TaskRuntimeContext.model_validate_json(task["ctx"])
+    ctx.token, ctx.stage_index = task["token"], 1  # as if its stage had just run
+    stage = StageSpec(name="blue-green-gateway", service="blue-green-gateway", steps=[])
+    r.hset(f"deployer:task:{task['taskId']}", "status", "RUNNING")  # it had started
+    assert store().end_stage(ctx, stage, is_last=True)[0] == "STALE"
+    assert task_of(r, tenant)["checkpoint"] == "-1"
+    r.hset(f"deployer:task:{task['taskId']}", "status", "PENDING")
+    r.delete(f"deployer:lease:{tenant}")
+    wait_for(lambda: status_of(r, tenant) == "COMPLETED", what="runs once the tenant is free")
