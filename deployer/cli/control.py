@@ -95,40 +95,31 @@ def _simple(
     _run(command, _target(plan, tenant, as_json), by, reason, as_json)
 
 
-@app.command()
-def pause(
-    plan: PlanOpt = None,
-    tenant: TenantOpt = None,
-    by: ByOpt = None,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Pause at the next stage start or HealthCheck poll (a waiting task pauses at once)."""
-    _simple(Command.PAUSE, plan, tenant, by, reason, as_json)
+def _simple_verb(command: Command, doc: str) -> None:
+    """pause, resume and cancel share their options; each is registered from here."""
+
+    def verb(
+        plan: PlanOpt = None,
+        tenant: TenantOpt = None,
+        by: ByOpt = None,
+        reason: ReasonOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        _simple(command, plan, tenant, by, reason, as_json)
+
+    verb.__doc__ = doc
+    app.command(name=command.value)(verb)
 
 
-@app.command()
-def resume(
-    plan: PlanOpt = None,
-    tenant: TenantOpt = None,
-    by: ByOpt = None,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Continue paused tasks where they stopped, without redoing completed stages."""
-    _simple(Command.RESUME, plan, tenant, by, reason, as_json)
-
-
-@app.command()
-def cancel(
-    plan: PlanOpt = None,
-    tenant: TenantOpt = None,
-    by: ByOpt = None,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Stop tasks for good (running ones at their next stage start or poll)."""
-    _simple(Command.CANCEL, plan, tenant, by, reason, as_json)
+_simple_verb(
+    Command.PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
+)
+_simple_verb(
+    Command.RESUME, "Continue paused tasks where they stopped, without redoing completed stages."
+)
+_simple_verb(
+    Command.CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
+)
 
 
 @app.command()
