@@ -65,8 +65,8 @@ def run_stage(
     if gate.verdict == "REDELIVERED":
         store.fail(ctx, stage.name, f"stage {stage.name} delivered {gate.detail} times; giving up")
         return Halt("redelivered", plan_slot_freed=True)
-    if gate.acquired and not env.same_server:
-        env.target.set(env.fence_key(ctx.tenant_id), ctx.token)
+    if gate.acquired:
+        _retake_tenant(env, ctx, stage, gate.epoch)
 
     for i in range(ctx.step_index, len(stage.steps)):
         spec = stage.steps[i]
@@ -100,3 +100,22 @@ def run_stage(
         # so an empty queue here means nobody waits for this slot.
         return Halt("done", plan_slot_freed=waiting > 0)
     return Proceed(ctx)
+
+
+def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int) -> None:
+    """This stage took the tenant lease (first stage, or again after losing it)."""
+    if not env.same_server:
+        env.target.set(env.fence_key(ctx.tenant_id), ctx.token)
+    mid_stage = ctx.step_index > 0 or ctx.attempt > 0
+    if mid_stage and ctx.lease_epoch and epoch != ctx.lease_epoch + 1:
+        # Another run held the tenant since this one last did (after a pause, a lost
+        # lease): what this stage wrote may be gone, so it starts over instead of waiting
+        # for a version that is no longer there.
+        log.info(
+            "task %s: tenant %s was run by another task meanwhile; stage %s restarts",
+            ctx.task_id,
+            ctx.tenant_id,
+            stage.name,
+        )
+        ctx.step_index, ctx.attempt, ctx.scratch = 0, 0, {}
+    ctx.lease_epoch = epoch

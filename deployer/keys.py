@@ -9,6 +9,7 @@ PLANS = "deployer:plans"  # zset plan id -> created ms
 TASK = "deployer:task:{task_id}"
 TENANT = "deployer:tenant:{tenant_id}"  # latest task id of the tenant
 LEASE = "deployer:lease:{tenant_id}"  # token of the run that owns the tenant, with TTL
+LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took the tenant
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
@@ -37,6 +38,10 @@ def tenant(tenant_id: str) -> str:
 
 def lease(tenant_id: str) -> str:
     return LEASE.format(tenant_id=tenant_id)
+
+
+def lease_epoch(tenant_id: str) -> str:
+    return LEASE_EPOCH.format(tenant_id=tenant_id)
 
 
 def fence(tenant_id: str) -> str:

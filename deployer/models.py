@@ -241,6 +241,8 @@ class TaskRuntimeContext(WireModel):
     run_id: str
     run_kind: RunKind = RunKind.FORWARD
     token: str = ""
+    #: The tenant's lease acquisition count when this run last took it (0: not yet).
+    lease_epoch: int = 0
     stage_count: int = 0
     stage_index: int = 0
     step_index: int = 0

@@ -49,6 +49,8 @@ class StageGate:
     verdict: str  # OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED
     detail: str = ""
     acquired: bool = False
+    #: The tenant's acquisition count when this stage (re)took the lease, else 0.
+    epoch: int = 0
 
 
 class Store:
@@ -189,7 +191,7 @@ class Store:
         """`worker` (the Celery node name) is recorded on the task and its stage events."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
-            keys=self._task_keys(ctx),
+            keys=[*self._task_keys(ctx), keys.lease_epoch(ctx.tenant_id)],
             args=[
                 ctx.token,
                 ctx.stage_index,
@@ -206,7 +208,10 @@ class Store:
                 str(ctx.scratch.get("progress", "")),
             ],
         )
-        return StageGate(raw[0], raw[1] if len(raw) > 1 else "", len(raw) > 2 and raw[2] == "1")
+        acquired = len(raw) > 3 and raw[2] == "1"
+        return StageGate(
+            raw[0], raw[1] if len(raw) > 1 else "", acquired, int(raw[3]) if acquired else 0
+        )
 
     def end_stage(
         self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool

@@ -1,5 +1,5 @@
 -- Start (or re-enter, after a poll) a stage: fence, control flags, lease, status, event.
--- KEYS: task, plan, lease, inflight, events
+-- KEYS: task, plan, lease, inflight, events, lease epoch (counts acquisitions of the tenant)
 -- ARGV: token, stage_index, stage_name, now_ms, lease_ttl_ms, attempt, step_index,
 --       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -31,10 +31,11 @@ if control == 'CANCEL' or plan_control == 'CANCEL' or control == 'PAUSE' or plan
 end
 
 local holder = redis.call('GET', lease_key)
-local acquired = '0'
+local acquired, epoch = '0', '0'
 if not holder then
   redis.call('SET', lease_key, token, 'PX', ttl)
   acquired = '1'
+  epoch = tostring(redis.call('INCR', KEYS[6]))
 elseif holder == token then
   redis.call('PEXPIRE', lease_key, ttl)
 else
@@ -65,4 +66,4 @@ if attempt == '0' and step_index == '0' then
   emit(events_key, maxlen, {'type', 'STAGE_STARTED', 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'worker', worker, 'ts', now})
 end
-return {'OK', status, acquired}
+return {'OK', status, acquired, epoch}

@@ -167,3 +167,38 @@ def test_cancel_a_plan_mid_wait_leaves_nothing_running(worker, r, control, sessi
     assert {status_of(r, t) for t in tenants} == {"CANCELLED"}
     assert not any(r.exists(f"deployer:lease:{t}") for t in tenants)
     assert r.hget(f"deployer:plan:{plan_id}", "inflight") == "0"
+
+
+def test_resume_after_another_plan_ran_the_tenant_rewrites_the_stage(
+    worker, r, control, session_fleet
+):
+    """Paused mid-HealthCheck; another plan deploys v30 meanwhile; on resume the first run
+    finds the tenant was taken by someone else, so it writes its stage again instead of
+    waiting for a v20 that is no longer there."""
+    tenant = unique("epoch")
+    session_fleet.behave(tenant, Behaviour(never=True))
+    first, second = unique(), unique()
+    submit(worker, r, first, [bg_tenant(tenant, version=20)])
+    wait_for(lambda: "instances" in (task_of(r, tenant).get("progress") or ""), what="waiting")
+    assert control.execute(Command.PAUSE, {"tenantId": tenant})["ok"]
+    wait_for(lambda: status_of(r, tenant) == "PAUSED", what="PAUSED")
+    paused_task = r.get(f"deployer:tenant:{tenant}")
+
+    session_fleet.behave(tenant, Behaviour())
+    submit(worker, r, second, [bg_tenant(tenant, version=30)])
+    wait_for(lambda: r.hget(f"deployer:plan:{second}", "status") == "COMPLETED", what="v30 done")
+    assert r.hget(PREFIX + tenant, "metadata") == '{"version":30}'
+
+    r.set(f"deployer:tenant:{tenant}", paused_task)  # address the paused task by tenant again
+    assert control.execute(Command.RESUME, {"tenantId": tenant})["ok"]
+    wait_for(
+        lambda: r.hget(f"deployer:plan:{first}", "status") in ("COMPLETED", "FAILED"),
+        timeout=30,
+        what="first plan ended",
+    )
+    assert r.hget(f"deployer:plan:{first}", "status") == "COMPLETED"
+    assert r.hget(PREFIX + tenant, "metadata") == '{"version":20}'
+    restarted = [
+        e for e in events_of(r, tenant) if e["planId"] == first and e["type"] == "STAGE_STARTED"
+    ]
+    assert len(restarted) == 1  # the stage restarted its steps, it did not start a new stage
