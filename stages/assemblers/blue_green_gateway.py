@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
-from stages.assemblers.common import unit_names, verify_params
+from stages.assemblers.common import unit_names, unit_value, verify_params
 from stages.base import Assembler
 
 FIELD = "icc-bg-gateway"
@@ -22,11 +22,8 @@ class BlueGreenGatewayAssembler(Assembler):
     def build(
         self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
     ) -> StageSpec:
-        source, target = unit_names(config, replacing)
         value = {
-            "tenantId": config.tenant_id,
-            "sourceUnitName": source,
-            "targetUnitName": target,
+            **unit_value(config, replacing),
             "routes": [
                 {"id": ep.key, "sourceUri": ep.source_uri, "targetUri": ep.target_uri}
                 for ep in config.network_endpoints

@@ -16,6 +16,12 @@ def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[st
     return source, config.deploy_unit_name
 
 
+def unit_value(config: TenantConfig, replacing: TenantConfig | None) -> dict[str, Any]:
+    """The head every Redis-configured service's value starts with (DESIGN.md contract)."""
+    source, target = unit_names(config, replacing)
+    return {"tenantId": config.tenant_id, "sourceUnitName": source, "targetUnitName": target}
+
+
 def verify_params(service: str, config: TenantConfig) -> dict[str, Any]:
     """HealthCheck parameters: the service's instances (never a host from the config),
     the tenant's own health path when it names one, its Nacos namespace."""

@@ -10,7 +10,7 @@ import time
 
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
-from stages.assemblers.common import unit_names, verify_params
+from stages.assemblers.common import unit_value, verify_params
 from stages.base import Assembler
 
 FIELD = "ob-campaign"
@@ -26,11 +26,8 @@ class ObServiceAssembler(Assembler):
     def build(
         self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
     ) -> StageSpec:
-        source, target = unit_names(config, replacing)
         value = {
-            "tenantId": config.tenant_id,
-            "sourceUnitName": source,
-            "targetUnitName": target,
+            **unit_value(config, replacing),
             # Fixed when the run is planned, so a retry writes exactly the same value.
             "timestamp": int(time.time() * 1000),
         }
