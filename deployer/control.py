@@ -69,6 +69,17 @@ EVENT = {
 }
 
 
+#: How an immediate (NOW) change is written: queue op, new token (fence off anything in
+#: flight, release lease and slot), pending control flag.
+IMMEDIATE: dict[Command, tuple[str, bool, str]] = {
+    Command.PAUSE: ("REMOVE", True, ""),
+    Command.CANCEL: ("REMOVE", True, "CLEAR"),
+    Command.RESUME: ("FRONT", False, "CLEAR"),
+    Command.RETRY: ("FRONT", True, "CLEAR"),
+    Command.ROLLBACK: ("FRONT", True, "CLEAR"),
+}
+
+
 @dataclass
 class Controller:
     planner: Planner
@@ -203,36 +214,19 @@ class Controller:
         if decision.effect is Effect.WITHDRAW:
             return self.store.task_command(task, control="CLEAR", **common)
         status = decision.to.value if decision.to else ""
-        if command is Command.PAUSE:
-            return self.store.task_command(
-                task, new_status=status, queue_op="REMOVE", invalidate=True, **common
-            )
-        if command is Command.CANCEL:
-            return self.store.task_command(
-                task,
-                new_status=status,
-                queue_op="REMOVE",
-                invalidate=True,
-                control="CLEAR",
-                **common,
-            )
-        if command is Command.RESUME:
-            return self.store.task_command(
-                task, new_status=status, queue_op="FRONT", control="CLEAR", **common
-            )
-        fields = (
-            self._retry_fields(task, from_checkpoint)
-            if command is Command.RETRY
-            else self._rollback_fields(task)
-        )
+        queue_op, invalidate, control = IMMEDIATE[command]
+        fields: dict[str, str | int] | None = None
         if command is Command.RETRY:
+            fields = self._retry_fields(task, from_checkpoint)
             common["reason"] = reason or f"fromCheckpoint={str(from_checkpoint).lower()}"
+        elif command is Command.ROLLBACK:
+            fields = self._rollback_fields(task)
         return self.store.task_command(
             task,
             new_status=status,
-            queue_op="FRONT",
-            invalidate=True,
-            control="CLEAR",
+            queue_op=queue_op,
+            invalidate=invalidate,
+            control=control,
             fields=fields,
             **common,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
+from stages.assemblers.common import post_json_params
 from stages.base import Assembler, ConfigError
 
 PATH = "/api/sbc/traffic-switch"
@@ -30,18 +31,14 @@ class AsbcGatewayAssembler(Assembler):
         numbers = called_numbers(config.called_number_rules or "")
         if not numbers or not config.trunk_group:
             raise ConfigError("calledNumberRules", "needs at least one number and a trunkGroup")
-        params = {
-            "service": self.service,
-            "method": "POST",
-            "path": PATH,
-            "selection": "RANDOM",
-            "headers": {"Content-Type": "application/json", "X-Tenant-Id": config.tenant_id},
-            "body": {"calledNumberMatch": numbers, "targetTrunkGroupName": config.trunk_group},
-            "expectJson": {"$.code": 0},
-            "expectEmpty": ["$.data.failList"],
-        }
-        if config.nacos_name_space:
-            params["namespace"] = config.nacos_name_space
+        params = post_json_params(
+            self.service,
+            PATH,
+            config,
+            {"calledNumberMatch": numbers, "targetTrunkGroupName": config.trunk_group},
+            expectJson={"$.code": 0},
+            expectEmpty=["$.data.failList"],
+        )
         return StageSpec(
             name=self.service,
             service=self.service,

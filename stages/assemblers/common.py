@@ -31,3 +31,21 @@ def verify_params(service: str, config: TenantConfig) -> dict[str, Any]:
     if config.nacos_name_space:
         params["namespace"] = config.nacos_name_space
     return params
+
+
+def post_json_params(
+    service: str, path: str, config: TenantConfig, body: dict[str, Any], **expect: Any
+) -> dict[str, Any]:
+    """HttpRequest parameters of a JSON POST to one (RANDOM) instance of `service`."""
+    params: dict[str, Any] = {
+        "service": service,
+        "method": "POST",
+        "path": path,
+        "selection": "RANDOM",
+        "headers": {"Content-Type": "application/json", "X-Tenant-Id": config.tenant_id},
+        "body": body,
+        **expect,
+    }
+    if config.nacos_name_space:
+        params["namespace"] = config.nacos_name_space
+    return params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
+from stages.assemblers.common import post_json_params
 from stages.base import Assembler
 
 PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
@@ -19,18 +20,14 @@ class PortalAssembler(Assembler):
     def build(
         self, config: TenantConfig, replacing: TenantConfig | None, settings: Settings
     ) -> StageSpec:
-        params = {
-            "service": self.service,
-            "method": "POST",
-            "path": PATH,
-            "selection": "RANDOM",
-            "headers": {"Content-Type": "application/json", "X-Tenant-Id": config.tenant_id},
-            "body": {"tenantId": config.tenant_id, "targetDeployUnit": config.deploy_unit_name},
-            "timestampField": "timestamp",
-            "expectJson": {"$.code": "0"},
-        }
-        if config.nacos_name_space:
-            params["namespace"] = config.nacos_name_space
+        params = post_json_params(
+            self.service,
+            PATH,
+            config,
+            {"tenantId": config.tenant_id, "targetDeployUnit": config.deploy_unit_name},
+            timestampField="timestamp",
+            expectJson={"$.code": "0"},
+        )
         return StageSpec(
             name=self.service,
             service=self.service,
