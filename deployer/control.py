@@ -16,7 +16,7 @@ from typing import Any
 
 from deployer.errors import DeployerError, IllegalTransition, NotFound, PermanentError
 from deployer.lifecycle import Command, Decision, Effect, decide
-from deployer.models import ID_PATTERN, Run, Task, TaskRuntimeContext, TaskStatus, TenantConfig
+from deployer.models import ID_PATTERN, Task, TaskRuntimeContext, TaskStatus, TenantConfig
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.store import Store
 
@@ -239,11 +239,13 @@ class Controller:
                 f"retried {retries} time(s); the limit is {limit}", code="RETRY_LIMIT_REACHED"
             )
         raw = self.store.get_task_raw(task["taskId"])
-        run = Run.model_validate_json(raw["run"])
+        run = self.planner.stored_run(raw)
         checkpoint = int(raw.get("checkpoint") or -1)
-        ctx = TaskRuntimeContext.model_validate_json(raw["ctx"])
+        ctx = TaskRuntimeContext.model_validate_json(raw["ctx"]) if raw.get("ctx") else run.context
         retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
         return {
+            # the run too: a task failed before its first run was stored gets it now
+            "run": run.model_dump_json(by_alias=True),
             "ctx": retried.context.model_dump_json(by_alias=True),
             "checkpoint": checkpoint if from_checkpoint else -1,
             "retryCount": retries + 1,
@@ -252,17 +254,19 @@ class Controller:
 
     def _rollback_fields(self, task: dict[str, str]) -> dict[str, str | int]:
         raw = self.store.get_task_raw(task["taskId"])
+        config = TenantConfig.model_validate_json(raw["config"])
         model = Task(
             task_id=raw["taskId"],
             plan_id=raw["planId"],
             tenant_id=raw["tenantId"],
             status=TaskStatus(raw["status"]),
-            config=TenantConfig.model_validate_json(raw["config"]),
+            config=config,
+            # tasks stored before configs carried their snapshot had a field of its own
             prev_config=TenantConfig.model_validate_json(raw["prevConfig"])
             if raw.get("prevConfig")
-            else None,
+            else config.previous_config,
         )
-        run = prepare_rollback(model, Run.model_validate_json(raw["run"]), self.planner.settings)
+        run = prepare_rollback(model, self.planner.stored_run(raw), self.planner.settings)
         return {
             "run": run.model_dump_json(by_alias=True),
             "ctx": run.context.model_dump_json(by_alias=True),

@@ -20,8 +20,7 @@ from importlib import resources
 import redis
 
 from deployer import keys
-from deployer.models import Run, TaskRuntimeContext
-from deployer.store import Dispatch, Store, now_ms
+from deployer.store import Dispatch, Slot, Store, now_ms
 
 log = logging.getLogger("deployer.reconciler")
 
@@ -39,22 +38,23 @@ def _script_text(name: str) -> str:
 
 @dataclass
 class SweepResult:
-    redriven: list[Dispatch] = field(default_factory=list)
+    redriven: list[Slot] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (task_id, plan_id)
-    invalid: list[str] = field(default_factory=list)  # task ids whose stored run is unreadable
 
 
 class Reconciler:
-    """Finds and re-drives stuck tasks; `send` sends chains, `refill` fills a plan's slots."""
+    """Finds and re-drives stuck tasks; `launch` sends their chains (`Planner.launch`, which
+    also builds a run never stored and fails a task whose record is unreadable), `refill`
+    fills a plan's slots."""
 
     def __init__(
         self,
         store: Store,
-        send: Callable[[list[Dispatch]], None],
+        launch: Callable[[list[Slot]], list[Dispatch]],
         refill: Callable[[str], object],
     ) -> None:
         self.store = store
-        self.send = send
+        self.launch = launch
         self.refill = refill
         self._claim = store.r.register_script(_script_text("reconcile_claim"))
 
@@ -76,37 +76,31 @@ class Reconciler:
             ],
         )
         result = SweepResult()
-        for i in range(0, len(raw), 6):
-            kind, task_id, plan_id, token, run_json, ctx_json = raw[i : i + 6]
+        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
+            *[iter(raw)] * 8, strict=True
+        ):
             if kind == "F":
                 result.failed.append((task_id, plan_id))
-                continue
-            try:
-                run = Run.model_validate_json(run_json)
-                ctx = TaskRuntimeContext.model_validate_json(ctx_json)
-            except ValueError:
-                # Cannot happen for tasks we wrote; never let one bad record stop a sweep.
-                result.invalid.append(task_id)
-                continue
-            ctx.token = token
-            result.redriven.append(Dispatch(task_id, token, run, ctx))
+            else:
+                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
+                result.redriven.append(slot)
         return result
 
-    def sweep(self) -> SweepResult:
+    def sweep(self, now: int | None = None) -> SweepResult:
         """Claim every overdue task (bounded), re-send their chains, refill failed plans."""
         total = SweepResult()
+        sent: list[Dispatch] = []
         for _ in range(MAX_BATCHES):
-            part = self.claim()
+            part = self.claim(now)
             if part.redriven:
-                self.send(part.redriven)
+                sent += self.launch(part.redriven)
             for _task_id, plan_id in part.failed:
                 self.refill(plan_id)
             total.redriven += part.redriven
             total.failed += part.failed
-            total.invalid += part.invalid
-            if len(part.redriven) + len(part.failed) + len(part.invalid) < BATCH:
+            if len(part.redriven) + len(part.failed) < BATCH:
                 break
-        for d in total.redriven:
+        for d in sent:
             log.warning(
                 "re-driving task %s (tenant %s) from stage %d with token %s: its lease expired",
                 d.task_id,
@@ -116,8 +110,6 @@ class Reconciler:
             )
         for task_id, _plan_id in total.failed:
             log.error("task %s FAILED: lease expired more than the redelivery cap", task_id)
-        for task_id in total.invalid:
-            log.error("task %s: stored run unreadable; left for an operator", task_id)
         return total
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 
 from deployer import keys
-from deployer.models import Plan, Run, StageSpec, Task, TaskRuntimeContext, TaskStatus
+from deployer.models import Plan, Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
 
 _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
@@ -30,6 +30,21 @@ def _script(name: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A task given a slot (or re-driven), as stored: `Planner.launch` turns it into a
+    Dispatch. run_json/ctx_json are '' for a task never dispatched before; its run is built
+    from config_json then, so a big plan pays for stage specs one wave at a time."""
+
+    task_id: str
+    plan_id: str
+    token: str
+    run_id: str
+    run_json: str
+    ctx_json: str
+    config_json: str
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,7 @@ class Store:
         self._begin = client.register_script(_script("stage_begin"))
         self._end = client.register_script(_script("stage_end"))
         self._fail = client.register_script(_script("task_fail"))
+        self._create = client.register_script(_script("plan_create"))
         self._fill = client.register_script(_script("plan_fill"))
         self._command = client.register_script(_script("task_command"))
         self._plan_control = client.register_script(_script("plan_control"))
@@ -71,93 +87,69 @@ class Store:
     def plan_exists(self, plan_id: str) -> bool:
         return bool(self.r.exists(keys.plan(plan_id)))
 
-    def create_plan(self, plan: Plan, tasks: list[Task], max_concurrency: int) -> bool:
-        """Write the plan, all its tasks and its queue in one MULTI/EXEC; False if it exists.
+    def create_plan(
+        self, plan: Plan, stage_counts: list[int], max_concurrency: int, run_id_prefix: str
+    ) -> bool:
+        """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
 
-        Nothing of the plan is visible until EXEC: a reader sees all of it or none. The plan
-        key is WATCHed, so of two concurrent submitters of one plan id exactly one writes.
+        One script (lua/plan_create.lua): a reader sees all of the plan or none of it, and of
+        two concurrent submitters of one plan id exactly one writes. Tasks store their config
+        only; `Planner.launch` builds a task's run when it is first dispatched. Run ids are
+        `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
         """
-        now = now_ms()
-        pipe = self.r.pipeline(transaction=True)
-        pipe.watch(keys.plan(plan.plan_id))  # type: ignore[no-untyped-call]
-        if pipe.exists(keys.plan(plan.plan_id)):
-            pipe.reset()
-            return False
-        pipe.multi()
-        for task in tasks:
-            assert task.run is not None
-            pipe.hset(
-                keys.task(task.task_id),
-                mapping={
-                    "taskId": task.task_id,
-                    "planId": task.plan_id,
-                    "tenantId": task.tenant_id,
-                    "status": task.status.value,
-                    "config": task.config.model_dump_json(by_alias=True, exclude_none=True),
-                    "prevConfig": task.prev_config.model_dump_json(by_alias=True, exclude_none=True)
-                    if task.prev_config
-                    else "",
-                    "runId": task.run.run_id,
-                    "runKind": task.run.kind.value,
-                    "run": task.run.model_dump_json(by_alias=True),
-                    "ctx": task.run.context.model_dump_json(by_alias=True),
-                    "checkpoint": -1,
-                    "totalStages": len(task.run.stages),
-                    "retryCount": 0,
-                    "createdAt": now,
-                    "updatedAt": now,
-                },
+        args: list[str | int] = [
+            plan.plan_id,
+            now_ms(),
+            max_concurrency,
+            self.settings.events_maxlen,
+            keys.task(""),
+            keys.tenant(""),
+            task_id_for(plan.plan_id, ""),
+            run_id_prefix,
+        ]
+        for config, count in zip(plan.tenants, stage_counts, strict=True):
+            args += (
+                config.tenant_id,
+                count,
+                config.model_dump_json(by_alias=True, exclude_none=True),
             )
-        pointers = {keys.tenant(t.tenant_id): t.task_id for t in tasks}
-        items = list(pointers.items())
-        for i in range(0, len(items), 1000):
-            pipe.mset(dict(items[i : i + 1000]))
-        ids = [t.task_id for t in tasks]
-        for i in range(0, len(ids), 1000):
-            pipe.rpush(keys.plan_tenants(plan.plan_id), *ids[i : i + 1000])
-            pipe.rpush(keys.plan_queue(plan.plan_id), *ids[i : i + 1000])
-        pipe.hset(
-            keys.plan(plan.plan_id),
-            mapping={
-                "planId": plan.plan_id,
-                "status": "RUNNING",
-                "maxConcurrency": max_concurrency,
-                "total": len(tasks),
-                "inflight": 0,
-                "c:PENDING": len(tasks),
-                "createdAt": now,
-                "updatedAt": now,
-            },
+        created = self._create(
+            keys=[
+                keys.plan(plan.plan_id),
+                keys.PLANS,
+                keys.EVENTS,
+                keys.plan_tenants(plan.plan_id),
+                keys.plan_queue(plan.plan_id),
+            ],
+            args=args,
         )
-        pipe.zadd(keys.PLANS, {plan.plan_id: now})
-        pipe.xadd(
-            keys.EVENTS,
-            {"type": "PLAN_CREATED", "planId": plan.plan_id, "tasks": len(tasks), "ts": now},
-            maxlen=self.settings.events_maxlen,
-            approximate=True,
-        )
-        try:
-            pipe.execute()
-        except redis.WatchError:
-            return False
-        finally:
-            pipe.reset()
-        return True
+        return bool(created)
 
-    def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Dispatch]:
+    def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Slot]:
         """Give free slots to waiting tasks (one round trip); the caller sends their chains."""
         raw = self._fill(
             keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT],
-            args=[now_ms(), self._lease_ms(), "deployer:task:", max_batch],
+            args=[now_ms(), self._lease_ms(), keys.task(""), max_batch],
         )
-        out: list[Dispatch] = []
-        for i in range(0, len(raw), 4):
-            task_id, token, run_json, ctx_json = raw[i : i + 4]
-            run = Run.model_validate_json(run_json)
-            ctx = TaskRuntimeContext.model_validate_json(ctx_json)
-            ctx.token = token
-            out.append(Dispatch(task_id, token, run, ctx))
-        return out
+        return [
+            Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
+            for task_id, token, run_id, run_json, ctx_json, config_json in zip(
+                *[iter(raw)] * 6, strict=True
+            )
+        ]
+
+    def attach_runs(self, runs: list[Run]) -> None:
+        """Store the runs built for tasks dispatched for the first time (one round trip).
+
+        HSETNX: a run already stored (by another dispatcher of the same slot) is kept, and
+        so is a context a stage has already checkpointed.
+        """
+        pipe = self.r.pipeline(transaction=False)
+        for run in runs:
+            key = keys.task(run.context.task_id)
+            pipe.hsetnx(key, "run", run.model_dump_json(by_alias=True))
+            pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
+        pipe.execute()
 
     def reject(self, plan_id: str | None, errors: list[dict[str, str]], message: str) -> None:
         self.r.xadd(

@@ -7,6 +7,7 @@ run it at once: the claim is one atomic Lua script.
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -22,9 +23,8 @@ log = logging.getLogger("deployer.reconciler")
 
 
 def build_reconciler() -> Reconciler:
-    from tasks.chains import send_dispatches
-
-    return Reconciler(runtime.store(), send_dispatches, runtime.planner().dispatch)
+    planner = runtime.planner()
+    return Reconciler(runtime.store(), planner.launch, planner.dispatch)
 
 
 class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -58,3 +58,6 @@ def warm_up(**_: Any) -> None:
     registry.assemblers()
     registry.steps()
     runtime.store()
+    # What is loaded now lives as long as the worker: out of the collector's sight, so a
+    # full collection in a pool process does not walk (and copy-on-write) all of it.
+    gc.freeze()

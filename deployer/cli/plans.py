@@ -16,7 +16,7 @@ from deployer.cli.progress import counts, follow
 from deployer.client import DeployerClient
 from deployer.errors import PlanValidationError
 from deployer.models import Plan
-from deployer.planner import parse_plan, prepare_tasks
+from deployer.planner import parse_plan, plan_stages
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
@@ -59,14 +59,13 @@ def submit(
     settings = get_settings()
     try:
         plan = parse_plan(text, settings)
-        tasks = prepare_tasks(plan, settings)
+        stages = plan_stages(plan, settings)
     except PlanValidationError as exc:
         refuse(exc.code, exc.message, exc.errors, as_json)
     if dry_run:
         rows = [
-            {"tenantId": t.tenant_id, "stages": [s.name for s in t.run.stages]}
-            for t in tasks
-            if t.run
+            {"tenantId": config.tenant_id, "stages": [s.name for s in specs]}
+            for config, specs in zip(plan.tenants, stages, strict=True)
         ]
         if as_json:
             print_json({"ok": True, "planId": plan.plan_id, "tasks": rows})
@@ -195,7 +194,8 @@ def task(
     if not raw:
         refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}", as_json=as_json)
     out: dict[str, Any] = {k: raw[k] for k in TASK_FIELDS if raw.get(k) not in (None, "")}
-    out["context"] = json.loads(raw.get("ctx") or "{}")
+    # None until the task is first sent: its run and context are built then
+    out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
     out["hash"] = s.r.hgetall(keys.config_hash(s.settings.key_prefix, tenant))
     if as_json:
         print_json(out)
@@ -203,7 +203,10 @@ def task(
     for k, v in out.items():
         if k not in ("context", "hash"):
             console.print(f"[bold]{k}[/]: {v}")
-    console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
+    if out["context"] is None:
+        console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
+    else:
+        console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
     console.print("[bold]config hash[/]:")
     for f, v in out["hash"].items():
         console.print(f"  {f} = {v}")

@@ -6,8 +6,10 @@
 -- ARGV: now_ms, lease_ttl_ms, max_redeliveries, task_key_prefix, lease_key_prefix,
 --       plan_key_prefix, max_batch, events_maxlen, pending_grace_ms
 -- Returns a flat list of records:
---   'R', task_id, plan_id, token, run_json, ctx_json   re-drive this task
---   'F', task_id, plan_id, '', '', ''                  failed (cap reached); refill the plan
+--   'R', task_id, plan_id, token, run_id, run_json, ctx_json, config_json
+--        re-drive this task; run_json and ctx_json are '' when its run was never stored
+--        (the dispatcher died between the fill and storing the run built from config_json)
+--   'F', task_id, plan_id, '', '', '', '', ''          failed (cap reached); refill the plan
 local inflight_key, events_key = KEYS[1], KEYS[2]
 local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
@@ -18,7 +20,7 @@ local due = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', now, 'LIMIT', 0, m
 for _, task_id in ipairs(due) do
   local task_key = task_prefix .. task_id
   local t = redis.call('HMGET', task_key, 'status', 'token', 'runId', 'tenantId', 'planId',
-    'run', 'ctx', 'stageName', 'runKind')
+    'run', 'ctx', 'stageName', 'runKind', 'config')
   local status, token, run_id, tenant_id, plan_id = t[1], t[2], t[3], t[4], t[5]
   local live = status == 'PENDING' or status == 'RUNNING' or status == 'ROLLING_BACK'
   if not live or not token or not tenant_id then
@@ -60,9 +62,7 @@ for _, task_id in ipairs(due) do
         out[#out + 1] = 'F'
         out[#out + 1] = task_id
         out[#out + 1] = plan_id
-        out[#out + 1] = ''
-        out[#out + 1] = ''
-        out[#out + 1] = ''
+        for _ = 1, 5 do out[#out + 1] = '' end
       else
         local gen = redis.call('HINCRBY', task_key, 'gen', 1)
         local new_token = run_id .. '.' .. gen
@@ -75,8 +75,10 @@ for _, task_id in ipairs(due) do
         out[#out + 1] = task_id
         out[#out + 1] = plan_id
         out[#out + 1] = new_token
+        out[#out + 1] = run_id
         out[#out + 1] = t[6] or ''
         out[#out + 1] = t[7] or ''
+        if t[6] and t[6] ~= '' then out[#out + 1] = '' else out[#out + 1] = t[10] or '' end
       end
     end
   end

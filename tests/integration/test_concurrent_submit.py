@@ -43,12 +43,12 @@ def test_the_same_plan_submitted_at_once_is_written_exactly_once(worker, r):
 def test_a_resubmitted_plan_that_was_written_but_never_sent_is_started(worker, r):
     """A worker that died between writing a plan and sending its chains: the redelivered
     submit finds the plan and fills its slots instead of leaving it waiting forever."""
-    from deployer.planner import parse_plan, prepare_tasks
+    from deployer.planner import parse_plan, stage_counts
     from tasks.runtime import planner, settings
 
     payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(2)])
     parsed = parse_plan(payload, settings())
-    assert planner().store.create_plan(parsed, prepare_tasks(parsed, settings()), 10)
+    assert planner().store.create_plan(parsed, stage_counts(parsed, settings()), 10, "r-")
     assert r.hget(f"deployer:plan:{parsed.plan_id}", "c:PENDING") == "2"  # written, not sent
     assert planner().submit(payload)["code"] == "ALREADY_SUBMITTED"
     wait_for(

@@ -1,0 +1,47 @@
+-- Create a plan with all its tasks, tenant pointers and queue, or nothing if it exists.
+-- One script instead of a WATCHed MULTI/EXEC: atomic (nobody sees half a plan, and of two
+-- submitters of one plan id exactly one writes), and the caller sends three short strings
+-- per tenant instead of a dozen-field HSET, which was most of a big plan's submit time.
+-- A task stores its config only; its stage specs and context are built when it is first
+-- dispatched (deployer/planner.py), so a 10,000-tenant plan costs that for one wave.
+-- KEYS: plan, plans index, events, plan tenants list, plan queue
+-- ARGV: plan_id, now_ms, max_concurrency, events_maxlen, task_key_prefix,
+--       tenant_key_prefix, task_id_prefix, run_id_prefix,
+--       then per task: tenant_id, total_stages, config_json
+local plan_key, plans_key, events_key, tenants_key, queue_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local plan_id, now, max_concurrency, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local task_prefix, tenant_prefix, task_id_prefix, run_prefix = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local FIXED = 8
+if redis.call('EXISTS', plan_key) == 1 then return 0 end
+
+local count = (#ARGV - FIXED) / 3
+local batch = {}
+local function flush()
+  if #batch > 0 then
+    redis.call('RPUSH', tenants_key, unpack(batch))
+    redis.call('RPUSH', queue_key, unpack(batch))
+    batch = {}
+  end
+end
+for n = 1, count do
+  local i = FIXED + 3 * (n - 1) + 1
+  local tenant_id = ARGV[i]
+  local task_id = task_id_prefix .. tenant_id
+  redis.call('HSET', task_prefix .. task_id,
+    'taskId', task_id, 'planId', plan_id, 'tenantId', tenant_id, 'status', 'PENDING',
+    'config', ARGV[i + 2], 'runId', run_prefix .. string.format('%x', n), 'runKind', 'FORWARD',
+    'checkpoint', -1, 'totalStages', ARGV[i + 1], 'retryCount', 0,
+    'createdAt', now, 'updatedAt', now)
+  redis.call('SET', tenant_prefix .. tenant_id, task_id)
+  batch[#batch + 1] = task_id
+  -- unpack() is bounded by Lua's C stack (8,000): push in slices
+  if #batch == 1000 then flush() end
+end
+flush()
+redis.call('HSET', plan_key, 'planId', plan_id, 'status', 'RUNNING',
+  'maxConcurrency', max_concurrency, 'total', count, 'inflight', 0, 'c:PENDING', count,
+  'createdAt', now, 'updatedAt', now)
+redis.call('ZADD', plans_key, now, plan_id)
+emit(events_key, maxlen, {'type', 'PLAN_CREATED', 'planId', plan_id, 'tasks', count, 'ts', now})
+return 1
