@@ -124,7 +124,10 @@ class ReconcilerThread(threading.Thread):
         self.sweeps = 0
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval * random.uniform(0.75, 1.25)):
+        # A generator of its own: the module-level one is shared process state (and touching
+        # it from this thread is what hypothesis flagged in the tests' worker process).
+        jitter = random.Random()
+        while not self.stopped.wait(self.interval * jitter.uniform(0.75, 1.25)):
             try:
                 self.reconciler.sweep()
             except (redis.ConnectionError, redis.TimeoutError) as exc:

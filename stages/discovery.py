@@ -143,13 +143,17 @@ def resolver_for(settings: Settings, http: httpx.Client) -> Resolver:
     return FallbackResolver(NacosResolver(settings, http), static, settings.discovery_cache_seconds)
 
 
+#: RANDOM's own generator: the module-level one is process state other code may seed.
+_RNG = random.Random()
+
+
 def select(
     instances: list[str], strategy: Selection, rng: random.Random | None = None
 ) -> list[str]:
     """ALL: every instance (sorted, deduplicated); RANDOM: one of them."""
     unique = sorted(set(instances))
     if strategy == "RANDOM" and unique:
-        return [(rng or random).choice(unique)]
+        return [(rng or _RNG).choice(unique)]
     return unique
 
 
