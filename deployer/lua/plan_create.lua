@@ -16,12 +16,14 @@ local FIXED = 8
 if redis.call('EXISTS', plan_key) == 1 then return 0 end
 
 local count = (#ARGV - FIXED) / 3
-local batch = {}
+local ids, pointers = {}, {}
+-- unpack() is bounded by Lua's C stack (8,000 values): 1,000 tasks per command
 local function flush()
-  if #batch > 0 then
-    redis.call('RPUSH', tenants_key, unpack(batch))
-    redis.call('RPUSH', queue_key, unpack(batch))
-    batch = {}
+  if #ids > 0 then
+    redis.call('RPUSH', tenants_key, unpack(ids))
+    redis.call('RPUSH', queue_key, unpack(ids))
+    redis.call('MSET', unpack(pointers))
+    ids, pointers = {}, {}
   end
 end
 for n = 1, count do
@@ -33,10 +35,10 @@ for n = 1, count do
     'config', ARGV[i + 2], 'runId', run_prefix .. string.format('%x', n), 'runKind', 'FORWARD',
     'checkpoint', -1, 'totalStages', ARGV[i + 1], 'retryCount', 0,
     'createdAt', now, 'updatedAt', now)
-  redis.call('SET', tenant_prefix .. tenant_id, task_id)
-  batch[#batch + 1] = task_id
-  -- unpack() is bounded by Lua's C stack (8,000): push in slices
-  if #batch == 1000 then flush() end
+  ids[#ids + 1] = task_id
+  pointers[#pointers + 1] = tenant_prefix .. tenant_id
+  pointers[#pointers + 1] = task_id
+  if #ids == 1000 then flush() end
 end
 flush()
 redis.call('HSET', plan_key, 'planId', plan_id, 'status', 'RUNNING',

@@ -6,12 +6,13 @@ Chains are "sent" into a list: what matters here is what is stored and what woul
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
 
 from deployer import planner as planner_module
-from deployer.planner import Planner
+from deployer.planner import Planner, parse_plan, stage_counts
 from deployer.redis_client import client_for
 from deployer.settings import Settings
 from deployer.store import Dispatch, Store
@@ -68,3 +69,42 @@ def test_a_resubmission_sends_nothing_twice(planner, sent):
     planner.submit(payload)
     assert planner.submit(payload)["code"] == "ALREADY_SUBMITTED"
     assert [len(batch) for batch in sent] == [2]  # the slots are taken: nothing more to send
+
+
+def test_a_plan_is_created_whole_and_in_order(planner, r):
+    plan_id = unique()
+    tenants = [bg_tenant(f"{plan_id}-t{i}") for i in range(1203)]  # crosses the 1,000 slices
+    parsed = parse_plan(plan(plan_id, tenants), planner.settings)
+    assert planner.store.create_plan(parsed, stage_counts(parsed, planner.settings), 2, "z-")
+    ids = [f"task-{plan_id}_{t['tenantId']}" for t in tenants]
+    assert r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1) == ids
+    assert r.lrange(f"deployer:plan:{plan_id}:queue", 0, -1) == ids
+    run_ids = [r.hget(f"deployer:task:{i}", "runId") for i in ids]
+    assert run_ids == [f"z-{n:x}" for n in range(1, 1204)]
+    assert [r.get(f"deployer:tenant:{t['tenantId']}") for t in tenants] == ids
+    assert r.hget(f"deployer:plan:{plan_id}", "c:PENDING") == "1203"
+
+
+def test_concurrent_creators_of_one_plan_create_it_once_from_one_payload(planner, r):
+    """Two different payloads under one plan id at once: one of them, whole."""
+    plan_id = unique()
+    payloads = [
+        parse_plan(
+            plan(plan_id, [bg_tenant(f"{plan_id}-t{i}", version=n) for i in range(300)]),
+            planner.settings,
+        )
+        for n in range(8)
+    ]
+    with ThreadPoolExecutor(8) as pool:
+        created = list(
+            pool.map(
+                lambda n: planner.store.create_plan(payloads[n], [1] * 300, 2, f"c{n}-"), range(8)
+            )
+        )
+    assert created.count(True) == 1
+    winner = created.index(True)
+    assert r.llen(f"deployer:plan:{plan_id}:tenants") == 300
+    for i in range(300):
+        task = r.hgetall(f"deployer:task:task-{plan_id}_{plan_id}-t{i}")
+        assert json.loads(task["config"])["planVersion"] == winner
+        assert task["runId"].startswith(f"c{winner}-")
