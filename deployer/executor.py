@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
@@ -33,11 +34,17 @@ class Proceed:
 class Reschedule:
     ctx: TaskRuntimeContext
     countdown: float
+    #: What the stage waits for, for operators (Flower's result, the worker log).
+    why: str = ""
+
+
+#: Why a stage ended its chain (mypy holds every `Halt(...)` to these).
+HaltReason = Literal["done", "failed", "stale", "paused", "cancelled", "redelivered"]
 
 
 @dataclass
 class Halt:
-    why: str
+    why: HaltReason
     plan_slot_freed: bool = False
 
 
@@ -59,9 +66,9 @@ def run_stage(
         return Halt("stale")
     if gate.verdict in ("PAUSED", "CANCELLED"):
         log.info("task %s %s before stage %s", ctx.task_id, gate.verdict.lower(), stage.name)
-        return Halt(gate.verdict.lower(), plan_slot_freed=True)
+        return Halt("paused" if gate.verdict == "PAUSED" else "cancelled", plan_slot_freed=True)
     if gate.verdict == "BUSY":
-        return Reschedule(ctx, LEASE_WAIT_SECONDS)
+        return Reschedule(ctx, LEASE_WAIT_SECONDS, "waiting for the tenant lease (another run)")
     if gate.verdict == "REDELIVERED":
         store.fail(ctx, stage.name, f"stage {stage.name} delivered {gate.detail} times; giving up")
         return Halt("redelivered", plan_slot_freed=True)
@@ -85,7 +92,8 @@ def run_stage(
             ctx.step_index = i
             ctx.attempt += 1
             ctx.scratch.update(result.progress)
-            return Reschedule(ctx, result.countdown)
+            why = str(result.progress.get("progress") or f"step {spec.name} not done yet")
+            return Reschedule(ctx, result.countdown, why)
         ctx.step_index, ctx.attempt = i + 1, 0
         ctx.scratch = {}
 

@@ -51,14 +51,16 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     ignore_result=True,
     queue=STAGES_QUEUE,
 )
-def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | None:
+def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
+    """Returns the context for the next stage, or (chain stopped) what happened, in words:
+    that is what Flower's Result column and the worker's log show for the attempt."""
     try:
         context = TaskRuntimeContext.model_validate(ctx)
         stage = StageSpec.model_validate(spec)
     except ValidationError as exc:
         log.error("run_stage: malformed arguments dropped: %s", exc.errors(include_input=False)[:3])
         stop_chain(self)
-        return None
+        return "malformed arguments: dropped"
     try:
         outcome = executor.run_stage(
             runtime.store(), runtime.step_env(), context, stage, self.request.hostname or ""
@@ -66,15 +68,32 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | None:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("run_stage %s: redis unavailable (%s); re-sending", context.task_id, exc)
         reschedule(self, (ctx, spec), REDIS_DOWN_COUNTDOWN)
-        return None
+        return f"redis unavailable: stage re-sent, again in {REDIS_DOWN_COUNTDOWN:g}s"
     if isinstance(outcome, executor.Proceed):
         return outcome.ctx.model_dump(mode="json", by_alias=True)
     if isinstance(outcome, executor.Reschedule):
         reschedule(
             self, (outcome.ctx.model_dump(mode="json", by_alias=True), spec), outcome.countdown
         )
-        return None
+        return waiting_summary(outcome)
     stop_chain(self)
     if outcome.plan_slot_freed:
         runtime.planner().dispatch(context.plan_id)
-    return None
+    return HALTED[outcome.why]
+
+
+#: What a stage attempt that ended its chain did, as Flower shows it (SUCCESS + this).
+HALTED: dict[executor.HaltReason, str] = {
+    "done": "last stage done: task finished",
+    "failed": "stage failed: task FAILED (deployer task --tenant shows why)",
+    "stale": "stale message dropped: another run owns this task now",
+    "paused": "task paused before this stage",
+    "cancelled": "task cancelled before this stage",
+    "redelivered": "delivered too many times: task FAILED",
+}
+
+
+def waiting_summary(outcome: executor.Reschedule) -> str:
+    """A poll attempt is a SUCCESS in Flower (see `reschedule`): say that it waits, and why."""
+    why = outcome.why or "waiting"
+    return f"{why}; stage re-sent, again in {outcome.countdown:g}s (attempt {outcome.ctx.attempt})"

@@ -101,6 +101,7 @@ def test_flower_shows_stage_tasks_by_name_with_labels_and_no_secrets(worker, sta
         tags = ast.literal_eval(t["kwargs"])
         assert tags["planId"] == plan_id and tags["stage"] == "blue-green-gateway"
         assert t["state"] == "SUCCESS"
+        assert "last stage done: task finished" in t["result"]  # said in words, not None
     everything = httpx.get(base + "/api/tasks", auth=AUTH, timeout=5).text
     assert "hunter2" not in everything and "k-123" not in everything
     assert f"'planId': '{plan_id}', 'tenants': 2" in everything  # the submission, summarised
