@@ -185,29 +185,46 @@ def _coerce_plan_id(v: Any) -> str:
     return _check_id(v, "planId")
 
 
-class Plan(WireModel):
-    """A rollout: one TenantConfig per tenant."""
+class PlanHead(WireModel):
+    """A plan's own fields, its tenants not validated yet.
+
+    The submit path validates a plan one tenant at a time (`deployer.planner.validate_plan`)
+    so that a 10,000-tenant plan never holds 10,000 TenantConfig models at once.
+    """
 
     plan_id: str
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
-    tenants: list[TenantConfig] = Field(min_length=1)
+    tenants: list[Any] = Field(min_length=1)
 
     @field_validator("plan_id", mode="before")
     @classmethod
     def _plan_id(cls, v: Any) -> str:
         return _coerce_plan_id(v)
 
+
+def tenant_conflict(index: int, tenant: TenantConfig, plan_id: str, seen: set[str]) -> str | None:
+    """Why tenant `index` cannot be in plan `plan_id` beside the tenants `seen` before it
+    ("field: reason"), else None; adds it to `seen`."""
+    if tenant.tenant_id in seen:
+        return f"tenants[{index}].tenantId: duplicate tenant id {tenant.tenant_id}"
+    seen.add(tenant.tenant_id)
+    if tenant.plan_id is not None and tenant.plan_id != plan_id:
+        return f"tenants[{index}].planId: {tenant.plan_id} differs from the plan's {plan_id}"
+    return None
+
+
+class Plan(PlanHead):
+    """A rollout: one TenantConfig per tenant."""
+
+    tenants: list[TenantConfig] = Field(min_length=1)
+
     @model_validator(mode="after")
     def _consistent(self) -> Plan:
         seen: set[str] = set()
         for i, tenant in enumerate(self.tenants):
-            if tenant.tenant_id in seen:
-                raise ValueError(f"tenants[{i}].tenantId: duplicate tenant id {tenant.tenant_id}")
-            seen.add(tenant.tenant_id)
-            if tenant.plan_id is not None and tenant.plan_id != self.plan_id:
-                raise ValueError(
-                    f"tenants[{i}].planId: {tenant.plan_id} differs from the plan's {self.plan_id}"
-                )
+            conflict = tenant_conflict(i, tenant, self.plan_id, seen)
+            if conflict:
+                raise ValueError(conflict)
         return self
 
 

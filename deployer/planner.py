@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from deployer.errors import PermanentError, PlanValidationError
 from deployer.models import (
     Plan,
+    PlanHead,
     Run,
     RunKind,
     StageSpec,
@@ -34,9 +35,10 @@ from deployer.models import (
     TaskRuntimeContext,
     TenantConfig,
     task_id_for,
+    tenant_conflict,
 )
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store
+from deployer.store import Dispatch, Slot, Store, TaskRow
 from stages.base import ConfigError
 from stages.factory import build_stages
 
@@ -81,11 +83,13 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """pydantic errors as [{field, reason}] with wire (camelCase) paths."""
+def field_errors(
+    exc: ValidationError, prefix: tuple[int | str, ...] = ()
+) -> list[dict[str, str]]:
+    """pydantic errors as [{field, reason}] with wire (camelCase) paths under `prefix`."""
     errors = []
     for err in exc.errors(include_url=False, include_input=False):
-        field, reason = _loc(err["loc"]), str(err["msg"])
+        field, reason = _loc((*prefix, *err["loc"])), str(err["msg"])
         m = _VALUE_ERROR.match(reason)
         if m and not field:
             field, reason = m.group(1), m.group(2)
@@ -95,8 +99,14 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     return errors
 
 
-def parse_plan(payload: Any, settings: Settings) -> Plan:
-    """Validate a whole plan or raise PlanValidationError listing every field error."""
+def _nested() -> PlanValidationError:
+    return PlanValidationError(
+        "plan nested too deeply", [{"field": "(plan)", "reason": "nested too deeply"}]
+    )
+
+
+def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
+    """The payload as a JSON object within the size limits, or PlanValidationError."""
     if isinstance(payload, bytes | bytearray):
         payload = payload.decode("utf-8", errors="replace")
     if isinstance(payload, str):
@@ -108,9 +118,7 @@ def parse_plan(payload: Any, settings: Settings) -> Plan:
         try:
             payload = json.loads(payload)
         except RecursionError:
-            raise PlanValidationError(
-                "plan nested too deeply", [{"field": "(plan)", "reason": "nested too deeply"}]
-            ) from None
+            raise _nested() from None
         except ValueError as exc:
             raise PlanValidationError(
                 "plan is not JSON", [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}]
@@ -126,15 +134,60 @@ def parse_plan(payload: Any, settings: Settings) -> Plan:
             "too many tenants",
             [{"field": "tenants", "reason": f"more than {settings.max_tenants_per_plan}"}],
         )
+    return payload
+
+
+def validate_plan(
+    payload: Any, settings: Settings, keep: Callable[[TenantConfig], T]
+) -> tuple[PlanHead, list[T]]:
+    """Validate a whole plan, one tenant at a time, keeping only `keep(tenant)` of each.
+
+    Either every field is valid and each tenant's `keep` succeeded, or PlanValidationError
+    lists every field error (a ConfigError raised by `keep` is one, under the tenant's
+    path). One tenant's model lives only while `keep` runs: validating a 10,000-tenant
+    plan as one `Plan` held all 10,000 (≈ 35 MB) in the submitting process at once.
+    """
+    data = _plan_object(payload, settings)
+    errors: list[dict[str, str]] = []
+    head: PlanHead | None = None
     try:
-        return Plan.model_validate(payload)
+        head = PlanHead.model_validate(data)
     except ValidationError as exc:
-        errors = field_errors(exc)
-        raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors) from None
+        errors += field_errors(exc)
     except RecursionError:
-        raise PlanValidationError(
-            "plan nested too deeply", [{"field": "(plan)", "reason": "nested too deeply"}]
-        ) from None
+        raise _nested() from None
+    tenants = data.get("tenants")
+    kept: list[T] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(tenants if isinstance(tenants, list) else ()):
+        try:
+            config = TenantConfig.model_validate(raw)
+        except ValidationError as exc:
+            errors += field_errors(exc, ("tenants", i))
+            continue
+        except RecursionError:
+            raise _nested() from None
+        conflict = tenant_conflict(i, config, head.plan_id, seen) if head else None
+        if conflict:
+            field, reason = conflict.split(": ", 1)
+            errors.append({"field": field, "reason": reason})
+            continue
+        try:
+            kept.append(keep(config))
+        except ConfigError as exc:
+            errors.append({"field": f"tenants[{i}].{exc.field}", "reason": exc.reason})
+    if errors or head is None:
+        raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors)
+    return head, kept
+
+
+def parse_plan(payload: Any, settings: Settings) -> Plan:
+    """Validate a whole plan (not its stages) or raise PlanValidationError listing every
+    field error."""
+    head, tenants = validate_plan(payload, settings, lambda config: config)
+    return Plan.model_construct(
+        plan_id=head.plan_id, max_concurrency=head.max_concurrency, tenants=tenants
+    )
 
 
 def initial_context(
@@ -161,32 +214,28 @@ def forward_run(
     return Run(run_id=run_id, kind=RunKind.FORWARD, stages=stages, context=ctx)
 
 
-def _each_tenant(plan: Plan, settings: Settings, keep: Callable[[list[StageSpec]], T]) -> list[T]:
-    """`keep(stages)` of every tenant, or PlanValidationError naming each tenant's problem.
-
-    Building every tenant's stages is how a plan is validated before anything is written:
-    a config the factory cannot turn into stages rejects the whole plan.
-    """
-    out: list[T] = []
+def plan_stages(plan: Plan, settings: Settings) -> list[list[StageSpec]]:
+    """Every tenant's stages (what `submit --dry-run` shows), or PlanValidationError."""
+    stages: list[list[StageSpec]] = []
     errors: list[dict[str, str]] = []
     for i, config in enumerate(plan.tenants):
         try:
-            out.append(keep(build_stages(config, config.previous_config, settings)))
+            stages.append(build_stages(config, config.previous_config, settings))
         except ConfigError as exc:
             errors.append({"field": f"tenants[{i}].{exc.field}", "reason": exc.reason})
     if errors:
         raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors)
-    return out
+    return stages
 
 
-def plan_stages(plan: Plan, settings: Settings) -> list[list[StageSpec]]:
-    """Every tenant's stages (what `submit --dry-run` shows)."""
-    return _each_tenant(plan, settings, lambda stages: stages)
-
-
-def stage_counts(plan: Plan, settings: Settings) -> list[int]:
-    """Validate every tenant's stages, keeping only their number: what submit stores."""
-    return _each_tenant(plan, settings, len)
+def task_row(config: TenantConfig, settings: Settings) -> TaskRow:
+    """What the store keeps of a submitted tenant. Building its stages validates them (a
+    config the factory cannot turn into stages rejects the plan); they are built again,
+    for keeps, when the task is first sent."""
+    stages = build_stages(config, config.previous_config, settings)
+    return TaskRow(
+        config.tenant_id, len(stages), config.model_dump_json(by_alias=True, exclude_none=True)
+    )
 
 
 @dataclass
@@ -205,27 +254,25 @@ class Planner:
     def _submit(self, payload: Any) -> dict[str, Any]:
         plan_id = payload.get("planId") if isinstance(payload, dict) else None
         try:
-            plan = parse_plan(payload, self.settings)
-            plan_id = plan.plan_id
-            if self.store.plan_exists(plan.plan_id):
-                return self._already(plan.plan_id)
-            counts = stage_counts(plan, self.settings)
+            head, rows = validate_plan(
+                payload, self.settings, lambda config: task_row(config, self.settings)
+            )
         except PlanValidationError as exc:
             self.store.reject(
                 str(plan_id) if plan_id is not None else None, exc.errors, exc.message
             )
             log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
             return {**exc.as_result(), "planId": plan_id}
-        concurrency = plan.max_concurrency or self.settings.max_concurrency
-        if not self.store.create_plan(plan, counts, concurrency, new_run_id() + "-"):
-            return self._already(plan.plan_id)
-        self.dispatch(plan.plan_id)
+        concurrency = head.max_concurrency or self.settings.max_concurrency
+        if not self.store.create_plan(head.plan_id, rows, concurrency, new_run_id() + "-"):
+            return self._already(head.plan_id)
+        self.dispatch(head.plan_id)
         return {
             "ok": True,
             "code": "ACCEPTED",
-            "message": f"plan {plan.plan_id} accepted with {len(counts)} task(s)",
-            "planId": plan.plan_id,
-            "tasks": len(counts),
+            "message": f"plan {head.plan_id} accepted with {len(rows)} task(s)",
+            "planId": head.plan_id,
+            "tasks": len(rows),
         }
 
     def _already(self, plan_id: str) -> dict[str, Any]:

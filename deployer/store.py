@@ -13,12 +13,12 @@ import socket
 import time
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from deployer import keys
-from deployer.models import Plan, Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
+from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
 
 _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
@@ -30,6 +30,14 @@ def _script(name: str) -> str:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class TaskRow(NamedTuple):
+    """What a new plan stores per task: the rest is built when the task is first sent."""
+
+    tenant_id: str
+    stage_count: int
+    config_json: str
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ class Store:
         return bool(self.r.exists(keys.plan(plan_id)))
 
     def create_plan(
-        self, plan: Plan, stage_counts: list[int], max_concurrency: int, run_id_prefix: str
+        self, plan_id: str, rows: list[TaskRow], max_concurrency: int, run_id_prefix: str
     ) -> bool:
         """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
 
@@ -98,28 +106,24 @@ class Store:
         `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
         """
         args: list[str | int] = [
-            plan.plan_id,
+            plan_id,
             now_ms(),
             max_concurrency,
             self.settings.events_maxlen,
             keys.task(""),
             keys.tenant(""),
-            task_id_for(plan.plan_id, ""),
+            task_id_for(plan_id, ""),
             run_id_prefix,
         ]
-        for config, count in zip(plan.tenants, stage_counts, strict=True):
-            args += (
-                config.tenant_id,
-                count,
-                config.model_dump_json(by_alias=True, exclude_none=True),
-            )
+        for row in rows:
+            args += row
         created = self._create(
             keys=[
-                keys.plan(plan.plan_id),
+                keys.plan(plan_id),
                 keys.PLANS,
                 keys.EVENTS,
-                keys.plan_tenants(plan.plan_id),
-                keys.plan_queue(plan.plan_id),
+                keys.plan_tenants(plan_id),
+                keys.plan_queue(plan_id),
             ],
             args=args,
         )

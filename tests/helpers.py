@@ -57,3 +57,11 @@ def bg_tenant(
 
 def plan(plan_id: str, tenants: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     return {"planId": plan_id, "tenants": tenants, **extra}
+
+
+def task_rows(payload: dict[str, Any], settings: Any) -> tuple[str, list[Any]]:
+    """(plan id, the rows the store keeps per task) of a valid plan: what submit writes."""
+    from deployer.planner import task_row, validate_plan
+
+    head, rows = validate_plan(payload, settings, lambda config: task_row(config, settings))
+    return head.plan_id, rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, plan, task_rows, unique, wait_for
 
 
 def test_forty_concurrent_submits_are_all_answered_and_run(worker, r):
@@ -43,15 +43,14 @@ def test_the_same_plan_submitted_at_once_is_written_exactly_once(worker, r):
 def test_a_resubmitted_plan_that_was_written_but_never_sent_is_started(worker, r):
     """A worker that died between writing a plan and sending its chains: the redelivered
     submit finds the plan and fills its slots instead of leaving it waiting forever."""
-    from deployer.planner import parse_plan, stage_counts
     from tasks.runtime import planner, settings
 
     payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(2)])
-    parsed = parse_plan(payload, settings())
-    assert planner().store.create_plan(parsed, stage_counts(parsed, settings()), 10, "r-")
-    assert r.hget(f"deployer:plan:{parsed.plan_id}", "c:PENDING") == "2"  # written, not sent
+    plan_id, rows = task_rows(payload, settings())
+    assert planner().store.create_plan(plan_id, rows, 10, "r-")
+    assert r.hget(f"deployer:plan:{plan_id}", "c:PENDING") == "2"  # written, not sent
     assert planner().submit(payload)["code"] == "ALREADY_SUBMITTED"
     wait_for(
-        lambda: r.hget(f"deployer:plan:{parsed.plan_id}", "status") == "COMPLETED",
+        lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
         what="plan started by the resubmission and COMPLETED",
     )

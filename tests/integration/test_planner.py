@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from deployer import planner as planner_module
-from deployer.planner import Planner, parse_plan, stage_counts
+from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings
 from deployer.store import Dispatch, Store
-from tests.helpers import bg_tenant, plan, unique
+from tests.helpers import bg_tenant, plan, task_rows, unique
 
 
 @pytest.fixture()
@@ -74,8 +74,7 @@ def test_a_resubmission_sends_nothing_twice(planner, sent):
 def test_a_plan_is_created_whole_and_in_order(planner, r):
     plan_id = unique()
     tenants = [bg_tenant(f"{plan_id}-t{i}") for i in range(1203)]  # crosses the 1,000 slices
-    parsed = parse_plan(plan(plan_id, tenants), planner.settings)
-    assert planner.store.create_plan(parsed, stage_counts(parsed, planner.settings), 2, "z-")
+    assert planner.store.create_plan(*task_rows(plan(plan_id, tenants), planner.settings), 2, "z-")
     ids = [f"task-{plan_id}_{t['tenantId']}" for t in tenants]
     assert r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1) == ids
     assert r.lrange(f"deployer:plan:{plan_id}:queue", 0, -1) == ids
@@ -89,7 +88,7 @@ def test_concurrent_creators_of_one_plan_create_it_once_from_one_payload(planner
     """Two different payloads under one plan id at once: one of them, whole."""
     plan_id = unique()
     payloads = [
-        parse_plan(
+        task_rows(
             plan(plan_id, [bg_tenant(f"{plan_id}-t{i}", version=n) for i in range(300)]),
             planner.settings,
         )
@@ -97,9 +96,7 @@ def test_concurrent_creators_of_one_plan_create_it_once_from_one_payload(planner
     ]
     with ThreadPoolExecutor(8) as pool:
         created = list(
-            pool.map(
-                lambda n: planner.store.create_plan(payloads[n], [1] * 300, 2, f"c{n}-"), range(8)
-            )
+            pool.map(lambda n: planner.store.create_plan(*payloads[n], 2, f"c{n}-"), range(8))
         )
     assert created.count(True) == 1
     winner = created.index(True)

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from deployer.planner import Planner, parse_plan, stage_counts
+from deployer.planner import Planner
 from deployer.reconciler import Reconciler
 from deployer.redis_client import client_for
 from deployer.settings import Settings
 from deployer.store import Dispatch, Slot, Store, now_ms
-from tests.helpers import bg_tenant, plan, unique
+from tests.helpers import bg_tenant, plan, task_rows, unique
 
 LATER = 10 * 60 * 1000  # ten minutes on: every lease has expired
 
@@ -73,8 +73,7 @@ def test_a_task_whose_dispatcher_died_before_storing_its_run_is_redriven_with_it
     planner, sent = _planner(private_db)
     plan_id = unique()
     payload = plan(plan_id, [bg_tenant(f"{plan_id}-t0", version=31)])
-    parsed = parse_plan(payload, planner.settings)
-    assert planner.store.create_plan(parsed, stage_counts(parsed, planner.settings), 10, "x-")
+    assert planner.store.create_plan(*task_rows(payload, planner.settings), 10, "x-")
     slots = planner.store.fill(plan_id)  # ...and the dispatcher dies here
     task_key = f"deployer:task:{slots[0].task_id}"
     assert slots[0].run_json == "" and not r.hexists(task_key, "run")
@@ -94,8 +93,7 @@ def test_a_task_whose_stored_config_no_longer_builds_fails_with_the_reason(r, pr
     planner, sent = _planner(private_db)
     plan_id = unique()
     payload = plan(plan_id, [bg_tenant(f"{plan_id}-t0")])
-    parsed = parse_plan(payload, planner.settings)
-    assert planner.store.create_plan(parsed, stage_counts(parsed, planner.settings), 10, "y-")
+    assert planner.store.create_plan(*task_rows(payload, planner.settings), 10, "y-")
     task_key = f"deployer:task:task-{plan_id}_{plan_id}-t0"
     r.hset(task_key, "config", '{"tenantId": "not json')
     assert planner.dispatch(plan_id) == 0 and not sent
