@@ -9,7 +9,7 @@ import pytest
 from deployer.client import DeployerClient
 from deployer.fleet import Behaviour, Fleet
 from deployer.settings import DEFAULT_INSTANCES, Settings
-from tests.e2e.faults.checks import outcome
+from tests.e2e.faults.checks import failures, outcome
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -112,3 +112,47 @@ def test_worker_killed_mid_stage_is_redriven_and_writes_once(supervisor, redis_s
         print(f"\nkill mid-stage: kills=1 redriven={got.redriven} {first_token}->{final_token}")
     finally:
         fleet.stop()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(240)
+def test_worker_killed_while_dispatching_a_big_plan_loses_no_tenant(supervisor, r):
+    """kill -9 the moment a plan's first fill has given out slots: its worker is building
+    those tasks' first runs and sending their chains. Tasks given a slot whose chain never
+    left are re-driven after the pending grace, their run built from the stored config;
+    the redelivered submit fills and sends whatever is still queued."""
+    n, plan_id = 400, unique("bigkill")
+    supervisor.start("w1")
+    DeployerClient().submit(
+        plan(plan_id, [bg_tenant(f"{plan_id}-t{i}") for i in range(n)], maxConcurrency=300)
+    )
+    wait_for(
+        lambda: int(r.hget(f"deployer:plan:{plan_id}", "inflight") or 0) > 0,
+        interval=0.001,
+        what="first slots given",
+    )
+    supervisor.kill("w1")
+
+    ids = r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1)
+    pipe = r.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(f"deployer:task:{task_id}", "dispatchedAt", "run")
+    rows = pipe.execute()
+    given = sum(1 for dispatched, _run in rows if dispatched)
+    unsent = sum(1 for dispatched, run in rows if dispatched and not run)
+    queued = r.llen(f"deployer:plan:{plan_id}:queue")
+    supervisor.start("w2")
+
+    wait_for(
+        lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
+        timeout=200,
+        what="plan COMPLETED after a kill during its dispatch",
+    )
+    got = outcome(r, plan_id, version=20)
+    print(
+        f"\nkill during dispatch: slots given {given}, of which no run stored {unsent}, "
+        f"still queued {queued}; redriven={got.redriven} completed={got.statuses['COMPLETED']}"
+    )
+    assert got.statuses == {"COMPLETED": n}, failures(r, plan_id)
+    assert not got.stuck and not got.wrong_version and not got.completed_twice
+    assert all(r.hexists(f"deployer:task:{task_id}", "run") for task_id in ids)
