@@ -20,6 +20,7 @@ SCRIPTS = [
     ("progressive", 900),
     ("scaleout", 900),
     ("waiting", 1800),
+    ("fleet_wait", 300),  # issue 4's goal: waiting on a slow fleet costs latency only
 ]
 
 
