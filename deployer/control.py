@@ -243,14 +243,15 @@ class Controller:
         checkpoint = int(raw.get("checkpoint") or -1)
         ctx = TaskRuntimeContext.model_validate_json(raw["ctx"]) if raw.get("ctx") else run.context
         retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
-        return {
-            # the run too: a task failed before its first run was stored gets it now
-            "run": run.model_dump_json(by_alias=True),
+        fields: dict[str, str | int] = {
             "ctx": retried.context.model_dump_json(by_alias=True),
             "checkpoint": checkpoint if from_checkpoint else -1,
             "retryCount": retries + 1,
             "lastError": "",
         }
+        if not raw.get("run"):  # failed before its first run was stored: store it now
+            fields["run"] = run.model_dump_json(by_alias=True)
+        return fields
 
     def _rollback_fields(self, task: dict[str, str]) -> dict[str, str | int]:
         raw = self.store.get_task_raw(task["taskId"])

@@ -188,7 +188,7 @@ def _coerce_plan_id(v: Any) -> str:
 class PlanHead(WireModel):
     """A plan's own fields, its tenants not validated yet.
 
-    The submit path validates a plan one tenant at a time (`deployer.planner.validate_plan`)
+    The submit path validates a plan one tenant at a time (`deployer.intake.validate_plan`)
     so that a 10,000-tenant plan never holds 10,000 TenantConfig models at once.
     """
 

@@ -15,12 +15,11 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import resources
 
 import redis
 
 from deployer import keys
-from deployer.store import Dispatch, Slot, Store, now_ms
+from deployer.store import Dispatch, Slot, Store, lua_script, now_ms
 
 log = logging.getLogger("deployer.reconciler")
 
@@ -28,12 +27,6 @@ log = logging.getLogger("deployer.reconciler")
 BATCH = 200
 #: Round trips per sweep at most (bounded loop): 200 * 50 = 10,000 tasks per tick.
 MAX_BATCHES = 50
-
-
-def _script_text(name: str) -> str:
-    root = resources.files("deployer")
-    prelude = root.joinpath("lua/_prelude.lua").read_text()
-    return prelude + "\n" + root.joinpath(f"lua/{name}.lua").read_text()
 
 
 @dataclass
@@ -56,7 +49,7 @@ class Reconciler:
         self.store = store
         self.launch = launch
         self.refill = refill
-        self._claim = store.r.register_script(_script_text("reconcile_claim"))
+        self._claim = store.r.register_script(lua_script("reconcile_claim"))
 
     def claim(self, now: int | None = None, batch: int = BATCH) -> SweepResult:
         """One atomic claim of up to `batch` overdue tasks (no messages sent)."""

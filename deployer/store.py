@@ -24,7 +24,9 @@ from deployer.settings import Settings
 _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
 
 
-def _script(name: str) -> str:
+def lua_script(name: str) -> str:
+    """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
+    import)."""
     return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
 
 
@@ -82,13 +84,13 @@ class Store:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.r = client
         self.settings = settings
-        self._begin = client.register_script(_script("stage_begin"))
-        self._end = client.register_script(_script("stage_end"))
-        self._fail = client.register_script(_script("task_fail"))
-        self._create = client.register_script(_script("plan_create"))
-        self._fill = client.register_script(_script("plan_fill"))
-        self._command = client.register_script(_script("task_command"))
-        self._plan_control = client.register_script(_script("plan_control"))
+        self._begin = client.register_script(lua_script("stage_begin"))
+        self._end = client.register_script(lua_script("stage_end"))
+        self._fail = client.register_script(lua_script("task_fail"))
+        self._create = client.register_script(lua_script("plan_create"))
+        self._fill = client.register_script(lua_script("plan_fill"))
+        self._command = client.register_script(lua_script("task_command"))
+        self._plan_control = client.register_script(lua_script("plan_control"))
 
     # ---- plans -------------------------------------------------------------------------
 

@@ -39,3 +39,8 @@ def build_stages(
             "a deploy unit, or trunkGroup with calledNumberRules)",
         )
     return specs
+
+
+def forward_stages(config: TenantConfig, settings: Settings) -> list[StageSpec]:
+    """The stages of a config replacing its own snapshot (`previousConfig`): a forward run."""
+    return build_stages(config, config.previous_config, settings)

@@ -61,7 +61,7 @@ def plan(plan_id: str, tenants: list[dict[str, Any]], **extra: Any) -> dict[str,
 
 def task_rows(payload: dict[str, Any], settings: Any) -> tuple[str, list[Any]]:
     """(plan id, the rows the store keeps per task) of a valid plan: what submit writes."""
-    from deployer.planner import task_row, validate_plan
+    from deployer.intake import task_row, validate_plan
 
     head, rows = validate_plan(payload, settings, lambda config: task_row(config, settings))
     return head.plan_id, rows

@@ -15,11 +15,12 @@ from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.progress import counts, follow
 from deployer.client import DeployerClient
 from deployer.errors import PlanValidationError
+from deployer.intake import validate_plan
 from deployer.models import Plan
-from deployer.planner import parse_plan, plan_stages
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
+from stages.factory import forward_stages
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimeoutOpt = Annotated[
@@ -58,15 +59,17 @@ def submit(
     text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
     settings = get_settings()
     try:
-        plan = parse_plan(text, settings)
-        stages = plan_stages(plan, settings)
+        plan, rows = validate_plan(
+            text,
+            settings,
+            lambda config: {
+                "tenantId": config.tenant_id,
+                "stages": [s.name for s in forward_stages(config, settings)],
+            },
+        )
     except PlanValidationError as exc:
         refuse(exc.code, exc.message, exc.errors, as_json)
     if dry_run:
-        rows = [
-            {"tenantId": config.tenant_id, "stages": [s.name for s in specs]}
-            for config, specs in zip(plan.tenants, stages, strict=True)
-        ]
         if as_json:
             print_json({"ok": True, "planId": plan.plan_id, "tasks": rows})
         else:

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from kombu import Connection, Exchange, Queue
 
 from deployer.errors import PlanValidationError
+from deployer.intake import parse_plan
 from deployer.models import MAX_VERSION
-from deployer.planner import parse_plan
 from deployer.settings import Settings
 from tasks import runtime
 from tests.helpers import bg_tenant, plan, unique, wait_for

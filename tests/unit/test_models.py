@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from deployer.errors import PlanValidationError
+from deployer.intake import parse_plan
 from deployer.models import RunKind, TenantConfig
-from deployer.planner import initial_context, parse_plan
+from deployer.planner import initial_context
 from deployer.settings import Settings
 from tests.helpers import bg_tenant, plan
 
