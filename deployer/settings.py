@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # Observability
     events_maxlen: int = Field(100_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
+    # A rejection entry keeps the first N field errors (and their count), at most this many
+    # bytes of them: the stream is capped by count, so its size is bounded too.
+    max_rejection_errors: int = Field(100, ge=1)
+    max_rejection_bytes: int = Field(16_384, ge=1024)
     worker_prefetch_multiplier: int = Field(4, ge=1)
     # `task-sent` events cost a second publish per message (half of sending a plan's first
     # wave); Flower shows tasks from `task-received` on without them.

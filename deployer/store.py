@@ -34,6 +34,38 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def rejection_entry(
+    plan_id: str | None,
+    code: str,
+    message: str,
+    errors: list[dict[str, str]],
+    error_count: int | None,
+    settings: Settings,
+) -> dict[str, str | int]:
+    """The fields of one rejection: `errors` is a JSON list of the first `{field, reason}`
+    that fit in `max_rejection_bytes` (each field and reason shortened), `errorCount` how
+    many the plan had in all."""
+    budget = settings.max_rejection_bytes
+    kept: list[dict[str, str]] = []
+    for error in errors[: settings.max_rejection_errors]:
+        short = {
+            "field": str(error.get("field", ""))[:200],
+            "reason": str(error.get("reason", ""))[:500],
+        }
+        budget -= len(json.dumps(short)) + 2
+        if budget < 0:
+            break
+        kept.append(short)
+    return {
+        "planId": plan_id or "",
+        "code": code,
+        "message": message[:500],
+        "errors": json.dumps(kept),
+        "errorCount": len(errors) if error_count is None else error_count,
+        "ts": now_ms(),
+    }
+
+
 class TaskRow(NamedTuple):
     """What a new plan stores per task: the rest is built when the task is first sent."""
 
@@ -98,7 +130,12 @@ class Store:
         return bool(self.r.exists(keys.plan(plan_id)))
 
     def create_plan(
-        self, plan_id: str, rows: list[TaskRow], max_concurrency: int, run_id_prefix: str
+        self,
+        plan_id: str,
+        rows: list[TaskRow],
+        max_concurrency: int,
+        run_id_prefix: str,
+        digest: str = "",
     ) -> bool:
         """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
 
@@ -106,6 +143,7 @@ class Store:
         two concurrent submitters of one plan id exactly one writes. Tasks store their config
         only; `Planner.launch` builds a task's run when it is first dispatched. Run ids are
         `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
+        `digest` (intake.plan_digest) is kept in the plan hash, field `digest`.
         """
         args: list[str | int] = [
             plan_id,
@@ -116,6 +154,7 @@ class Store:
             keys.tenant(""),
             task_id_for(plan_id, ""),
             run_id_prefix,
+            digest,
         ]
         for row in rows:
             args += row
@@ -157,16 +196,30 @@ class Store:
             pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
         pipe.execute()
 
-    def reject(self, plan_id: str | None, errors: list[dict[str, str]], message: str) -> None:
+    def plan_digest(self, plan_id: str) -> str | None:
+        """The stored plan's digest; None when there is no plan, "" for a plan stored
+        before digests were kept."""
+        value = self.r.hget(keys.plan(plan_id), "digest")
+        if value is None:
+            return None if not self.plan_exists(plan_id) else ""
+        return str(value)
+
+    def reject(
+        self,
+        plan_id: str | None,
+        errors: list[dict[str, str]],
+        message: str,
+        code: str = "PLAN_INVALID",
+        error_count: int | None = None,
+    ) -> None:
+        """Append a refusal to the public stream `deployer:rejections`, bounded: the
+        stream by count (`rejections_maxlen`), an entry by `max_rejection_bytes`."""
+        entry: dict[Any, Any] = rejection_entry(
+            plan_id, code, message, errors, error_count, self.settings
+        )
         self.r.xadd(
             keys.REJECTIONS,
-            {
-                "planId": plan_id or "",
-                "code": "PLAN_INVALID",
-                "message": message,
-                "errors": json.dumps(errors),
-                "ts": now_ms(),
-            },
+            entry,
             maxlen=self.settings.rejections_maxlen,
             approximate=True,
         )
