@@ -4,7 +4,7 @@
 -- per tenant instead of a dozen-field HSET, which was most of a big plan's submit time.
 -- A task stores its config only; its stage specs and context are built when it is first
 -- dispatched (deployer/planner.py), so a 10,000-tenant plan costs that for one wave.
--- KEYS: plan, plans index, events, plan tenants list, plan queue
+-- KEYS: plan, plans index, events, plan tenants list, plan queue, creation claim
 -- ARGV: plan_id, now_ms, max_concurrency, events_maxlen, task_key_prefix,
 --       tenant_key_prefix, task_id_prefix, run_id_prefix, digest,
 --       then per task: tenant_id, total_stages, config_json
@@ -17,6 +17,8 @@ local task_prefix, tenant_prefix, task_id_prefix, run_prefix = ARGV[5], ARGV[6],
 local digest = ARGV[9]
 local FIXED = 9
 if redis.call('EXISTS', plan_key) == 1 then return 0 end
+-- a big plan of this id is being written in slices (plan_claim.lua): the caller waits
+if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
 
 local count = (#ARGV - FIXED) / 3
 local ids, pointers = {}, {}
