@@ -111,7 +111,8 @@ class DeployerClient:
         return str(result.id)
 
     def submit(self, plan: Mapping[str, Any] | str) -> str:
-        """Enqueue a plan (dict or JSON text); returns its plan id. Same id again: no-op."""
+        """Enqueue a plan (dict or JSON text); returns its plan id. The same plan again is a
+        no-op; another plan under a used id is refused PLAN_CONFLICT (`wait_accepted`)."""
         plan_id = plan_id_of(plan)
         self.send(SUBMIT, plan if isinstance(plan, str) else dict(plan))
         return plan_id
