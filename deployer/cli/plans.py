@@ -102,7 +102,7 @@ def submit(
         raise typer.Exit(Exit.OK)
     final = follow(store(), plan.plan_id, timeout, quiet=as_json)
     if as_json:
-        print_json(plan_summary(plan.plan_id))
+        print_json({**plan_summary(plan.plan_id), "duplicate": duplicate})
     raise typer.Exit(exit_for_plan(final))
 
 

@@ -223,6 +223,19 @@ def test_the_plan_id_is_read_cheaply_from_what_cannot_be_parsed():
     assert sniff_plan_id({"planId": True}) is None and sniff_plan_id([1]) is None
 
 
+def test_ids_are_checked_whole_everywhere_they_are_read():
+    from deployer.control import Target, TargetInvalid
+    from stages.steps.health_check import url_path
+
+    assert Target.parse({"tenantId": "t-1"}).tenant_id == "t-1"
+    for bad in ({"tenantId": "t-1\n"}, {"planId": "p\n"}, '{"planId": "p-1\\n"}'):
+        with pytest.raises(TargetInvalid):
+            Target.parse(bad)
+    assert url_path("/actuator/bg-sdk/{tenantId}", "t-1") == "/actuator/bg-sdk/t-1"
+    with pytest.raises(Exception, match="not an absolute path"):
+        url_path("/ok\r\nHost: evil/{tenantId}", "t-1")
+
+
 # ---- preflight: a service without instances is refused at submit --------------------------
 
 
