@@ -154,7 +154,7 @@ class Planner:
         read) and answer it."""
         self.store.reject(plan_id, errors, exc.message, exc.code, error_count)
         log.warning("plan %s refused (%s): %s", plan_id, exc.code, errors[:5])
-        return {**exc.as_result(), "planId": plan_id}
+        return {**exc.as_result(), "errors": errors, "planId": plan_id}
 
     def _already(self, plan_id: str, digest: str) -> dict[str, Any]:
         """Same planId again. With the same body (digest): nothing changes, except that free
