@@ -4,16 +4,21 @@
 -- per tenant instead of a dozen-field HSET, which was most of a big plan's submit time.
 -- A task stores its config only; its stage specs and context are built when it is first
 -- dispatched (deployer/planner.py), so a 10,000-tenant plan costs that for one wave.
--- KEYS: plan, plans index, events, plan tenants list, plan queue
+-- KEYS: plan, plans index, events, plan tenants list, plan queue, creation claim
 -- ARGV: plan_id, now_ms, max_concurrency, events_maxlen, task_key_prefix,
---       tenant_key_prefix, task_id_prefix, run_id_prefix,
+--       tenant_key_prefix, task_id_prefix, run_id_prefix, digest,
 --       then per task: tenant_id, total_stages, config_json
+-- The digest of the validated plan (deployer/intake.py plan_digest) is kept in the plan
+-- hash: a later submit of the same planId compares it (duplicate or PLAN_CONFLICT).
 local plan_key, plans_key, events_key, tenants_key, queue_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local plan_id, now, max_concurrency, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local task_prefix, tenant_prefix, task_id_prefix, run_prefix = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local FIXED = 8
+local digest = ARGV[9]
+local FIXED = 9
 if redis.call('EXISTS', plan_key) == 1 then return 0 end
+-- a big plan of this id is being written in slices (plan_claim.lua): the caller waits
+if redis.call('EXISTS', KEYS[6]) == 1 then return -1 end
 
 local count = (#ARGV - FIXED) / 3
 local ids, pointers = {}, {}
@@ -43,7 +48,7 @@ end
 flush()
 redis.call('HSET', plan_key, 'planId', plan_id, 'status', 'RUNNING',
   'maxConcurrency', max_concurrency, 'total', count, 'inflight', 0, 'c:PENDING', count,
-  'createdAt', now, 'updatedAt', now)
+  'createdAt', now, 'updatedAt', now, 'digest', digest)
 redis.call('ZADD', plans_key, now, plan_id)
 emit(events_key, maxlen, {'type', 'PLAN_CREATED', 'planId', plan_id, 'tasks', count, 'ts', now})
 return 1
