@@ -1,0 +1,35 @@
+"""What routes share: the store, the settings, and the access checks (401 / 403)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from deployer.settings import Settings
+from deployer.store import Store
+from deployer.web.app import ApiError
+from deployer.web.security import Access, access_of, presented_token
+
+
+def store(request: Request) -> Store:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+def settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def access(request: Request) -> Access:
+    return access_of(presented_token(request), settings(request))
+
+
+def can_read(request: Request) -> None:
+    if access(request) < Access.READ:
+        raise ApiError(401, "UNAUTHORIZED", "a token is required (Authorization: Bearer <token>)")
+
+
+def can_command(request: Request) -> None:
+    level = access(request)
+    if level < Access.READ:
+        raise ApiError(401, "UNAUTHORIZED", "a token is required (Authorization: Bearer <token>)")
+    if level < Access.COMMAND:
+        raise ApiError(403, "FORBIDDEN", "this token may read but not command")
