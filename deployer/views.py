@@ -16,6 +16,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from deployer import keys
 from deployer.models import Run, TaskStatus, task_id_for
 from deployer.redact import redact
@@ -180,8 +182,16 @@ def task_view(
         # None until the task is first sent: its run and context are built then
         out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
     if with_hash and raw.get("tenantId"):
-        out["hash"] = store.r.hgetall(keys.config_hash(store.settings.key_prefix, raw["tenantId"]))
+        out["hash"] = config_hash(store, raw["tenantId"])
     return redact(out)  # type: ignore[no-any-return]
+
+
+def config_hash(store: Store, tenant_id: str) -> dict[str, str] | None:
+    """The tenant's written config; None when its key is not a hash (a write failed on it)."""
+    try:
+        return store.r.hgetall(keys.config_hash(store.settings.key_prefix, tenant_id))  # type: ignore[return-value]
+    except redis.ResponseError:
+        return None
 
 
 def latest_task_view(store: Store, tenant_id: str) -> dict[str, Any] | None:

@@ -105,7 +105,7 @@ def list_plans(request: Request, limit: Limit = 50, cursor: Cursor = None) -> di
 )
 def get_plan(
     request: Request,
-    planId: str,  # noqa: N803  (the public path names it so)
+    planId: str,
     sample: Annotated[int, Query(ge=0, le=100)] = 20,
 ) -> dict[str, Any]:
     view = views.plan_view(store(request), _id(planId, "planId"), sample)
@@ -122,7 +122,7 @@ def get_plan(
 )
 def plan_tasks(
     request: Request,
-    planId: str,  # noqa: N803
+    planId: str,
     status: Annotated[str | None, Query(description="A task status, e.g. FAILED.")] = None,
     q: Annotated[str | None, Query(max_length=128, description="Tenant id contains.")] = None,
     limit: Limit = 50,
@@ -145,13 +145,13 @@ def plan_tasks(
     summary="One (plan, tenant) task: stages, checkpoint, progress, failure, written hash",
     dependencies=read,
 )
-def plan_tenant_task(request: Request, planId: str, tenantId: str) -> dict[str, Any]:  # noqa: N803
+def plan_tenant_task(request: Request, planId: str, tenantId: str) -> dict[str, Any]:
     task_id = task_id_for(_id(planId, "planId"), _id(tenantId, "tenantId"))
     return _task(request, task_id, f"no task for tenant {tenantId} in plan {planId}")
 
 
 @router.get("/tasks/{taskId}", tags=["tasks"], summary="One task by id", dependencies=read)
-def get_task(request: Request, taskId: str) -> dict[str, Any]:  # noqa: N803
+def get_task(request: Request, taskId: str) -> dict[str, Any]:
     return _task(request, taskId, f"no task {taskId}")
 
 
@@ -168,7 +168,7 @@ def _task(request: Request, task_id: str, missing: str) -> dict[str, Any]:
     summary="Every task of a tenant (newest plan first) and which one is its latest",
     dependencies=read,
 )
-def tenant_tasks(request: Request, tenantId: str) -> dict[str, Any]:  # noqa: N803
+def tenant_tasks(request: Request, tenantId: str) -> dict[str, Any]:
     out = views.tenant_tasks(store(request), _id(tenantId, "tenantId"))
     if not out["items"] and out["latestTaskId"] is None:
         raise ApiError(404, "TASK_NOT_FOUND", f"no task for tenant {tenantId}")
@@ -250,7 +250,7 @@ COMMAND_DOC = (
     dependencies=[Depends(can_command)],
 )
 def plan_command(
-    request: Request, planId: str, command: str, body: CommandIn = None  # noqa: N803
+    request: Request, planId: str, command: str, body: CommandIn = None
 ) -> RedactedJSON:
     return _execute(request, _command(command, True), {"planId": _id(planId, "planId")}, body)
 
@@ -263,7 +263,7 @@ def plan_command(
     dependencies=[Depends(can_command)],
 )
 def tenant_command(
-    request: Request, tenantId: str, command: str, body: CommandIn = None  # noqa: N803
+    request: Request, tenantId: str, command: str, body: CommandIn = None
 ) -> RedactedJSON:
     target = {"tenantId": _id(tenantId, "tenantId")}
     return _execute(request, _command(command, False), target, body)
@@ -277,7 +277,7 @@ def tenant_command(
     dependencies=[Depends(can_command)],
 )
 def task_command(
-    request: Request, planId: str, tenantId: str, command: str, body: CommandIn = None  # noqa: N803
+    request: Request, planId: str, tenantId: str, command: str, body: CommandIn = None
 ) -> RedactedJSON:
     target = {"planId": _id(planId, "planId"), "tenantId": _id(tenantId, "tenantId")}
     return _execute(request, _command(command, False), target, body)
