@@ -35,6 +35,11 @@ TIME_FIELDS = ("createdAt", "dispatchedAt", "startedAt", "endedAt", "updatedAt")
 TEXT_FIELDS = ("taskId", "planId", "tenantId", "status", "runKind", "runId", "stageName",
                "progress", "cancelledBy", "worker", "control")  # fmt: skip
 FAILING = frozenset({TaskStatus.FAILED.value, TaskStatus.ROLLBACK_FAILED.value})
+#: Statuses whose progress text is live; a finished task's last poll text is history.
+IN_FLIGHT = frozenset(
+    s.value
+    for s in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.ROLLING_BACK, TaskStatus.PAUSED)
+)
 ROW_FIELDS = ["taskId", "tenantId", "status", "stageName", "stageIndex", "totalStages",
               "progress", "lastError", "failedStage", "updatedAt"]  # fmt: skip
 
@@ -73,6 +78,12 @@ def failure(raw: dict[str, Any]) -> dict[str, Any] | None:
     return {"stage": raw.get("failedStage") or None, "error": error, "at": iso(raw.get("endedAt"))}
 
 
+def progress(raw: dict[str, Any]) -> str | None:
+    """The live progress text ("waiting for the tenant lease", "1/2 instances at v20")
+    while the task is in flight; None once it finished."""
+    return (raw.get("progress") or None) if raw.get("status") in IN_FLIGHT else None
+
+
 def task_row(raw: dict[str, Any]) -> dict[str, Any]:
     """One line of a task table (from ROW_FIELDS)."""
     return {
@@ -82,7 +93,7 @@ def task_row(raw: dict[str, Any]) -> dict[str, Any]:
         "stageName": raw.get("stageName") or None,
         "stageIndex": _int(raw.get("stageIndex")),
         "totalStages": _int(raw.get("totalStages")),
-        "progress": raw.get("progress") or None,
+        "progress": progress(raw),
         "failure": failure(raw),
         "updatedAt": iso(raw.get("updatedAt")),
     }
@@ -175,7 +186,7 @@ def task_view(
     for k in TIME_FIELDS:
         if raw.get(k):
             out[k] = iso(raw[k])
-    out["progress"] = raw.get("progress") or None
+    out["progress"] = progress(raw)
     out["failure"] = failure(raw)
     out["stages"] = _stages(raw)
     if with_context:

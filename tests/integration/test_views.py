@@ -68,6 +68,7 @@ def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(wor
     assert r.hget(f"deployer:task:{failed['taskId']}", "failedStage") == "blue-green-gateway"
     done = task_json(tenant)
     assert done["failure"] is None and "failedStage" not in done  # ... but not shown
+    assert done["progress"] is None  # the last poll's text is not live once finished
     assert done["retryCount"] == 1 and done["stages"][0]["state"] == "DONE"
     assert json.loads(done["hash"]["metadata"]) == {"version": 20}
 

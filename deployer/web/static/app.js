@@ -95,7 +95,7 @@ const Deployer = (() => {
   function planPage(planId, flower) {
     const state = {cursor: null, stack: [], status: "", q: ""};
     const row = (t) => {
-      const err = t.failure ? `<span class="err">${esc(t.failure.stage || "")}: ${esc(t.failure.error)}</span>` : esc(t.progress || "");
+      const err = t.failure ? `<span class="err">${esc(t.failure.error)}</span>` : esc(t.progress || "");
       const stage = t.stageName ? `${esc(t.stageName)} <small>${(t.stageIndex ?? 0) + 1}/${esc(t.totalStages)}</small>` : "";
       return `<tr data-tenant="${esc(t.tenantId)}"><td><a href="/plans/${enc(planId)}/tenants/${enc(t.tenantId)}">${esc(t.tenantId)}</a></td>` +
         `<td><span class="status s-${esc(t.status)}">${esc(t.status)}</span></td><td>${stage}</td><td class="msg">${err}</td>` +
@@ -150,8 +150,9 @@ const Deployer = (() => {
         `<li class="stage st-${esc(s.state)}"><span class="name">${esc(s.name ?? s.index)}</span><span class="state">${esc(s.state)}</span></li>`).join("");
       document.querySelectorAll("#fields dd").forEach((dd) => { if (t[dd.dataset.field] !== undefined) dd.textContent = t[dd.dataset.field]; });
       const hash = Object.entries(t.hash || {});
+      const none = t.hash === null ? "the config key holds another Redis type, not a hash" : "nothing written yet";
       $("#hash tbody").innerHTML = hash.length ? hash.map(([k, v]) => `<tr><th>${esc(k)}</th><td><code>${esc(v)}</code></td></tr>`).join("")
-        : `<tr><td class="empty">nothing written yet</td></tr>`;
+        : `<tr><td class="empty">${none}</td></tr>`;
       $("#context").textContent = JSON.stringify(t.context, null, 2);
     }
     const go = throttled(refresh, 300);

@@ -1,0 +1,145 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright),
+against the real API, Redis, worker and simulated fleet. Screenshots of every step are saved
+in the test's tmp_path (printed at the end of each test)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deployer.fleet import Behaviour
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (.ci/run installs Debian's chromium)"
+)
+PREFIX = "icc_ai_ops_srv:tenant_config:"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    with playwright.sync_playwright() as p:
+        # Playwright's own browser download is not used: the system chromium is
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Any, tmp_path: Path) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.shots = []  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+    print("screenshots:", *pg.shots, sep="\n  ")  # type: ignore[attr-defined]
+
+
+def shot(page: Any, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.shots.append(path)
+
+
+def number(page: Any, status: str) -> int:
+    return int(page.inner_text(f"#count-{status}"))
+
+
+def confirm(page: Any, command: str, reason: str) -> str:
+    """Click a command button, check the confirmation dialog, confirm; returns the toast."""
+    page.click(f"button.cmd-{command}")
+    dialog = page.locator("dialog#confirm")
+    assert dialog.is_visible()
+    assert command in page.inner_text("#confirm-text")
+    page.fill("#confirm-reason", reason)
+    page.click("#confirm-yes")
+    page.wait_for_function("document.querySelector('#toast').classList.contains('show')")
+    return str(page.inner_text("#toast"))
+
+
+def test_live_counts_then_pause_stops_tenants_and_resume_completes(
+    page, api, session_fleet, tmp_path
+):
+    plan_id, prefix = unique("dash"), unique("live")
+    session_fleet.behave(prefix, Behaviour(delay=0.5))
+    tenants = [f"{prefix}-{i:02d}" for i in range(16)]
+    body = plan(plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=2)
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+
+    page.goto(f"{api}/plans/{plan_id}")
+    page.evaluate("window.__sameDocument = 42")  # gone if the page ever reloads
+    page.wait_for_selector("#live.on")
+    start = number(page, "COMPLETED")
+    page.wait_for_function(
+        f"Number(document.querySelector('#count-COMPLETED').textContent) > {start}"
+    )
+    page.wait_for_selector("#tasks tbody tr[data-tenant]")
+    shot(page, tmp_path, "1-running")
+
+    assert "OK" in confirm(page, "pause", "change window closed")
+    page.wait_for_function("document.querySelector('#plan-status').textContent === 'PAUSED'")
+    assert number(page, "RUNNING") == 0 and number(page, "PAUSED") > 0
+    page.select_option("#f-status", "PAUSED")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#tasks tbody tr[data-tenant] .status')]"
+        ".every(s => s.textContent === 'PAUSED') && "
+        "document.querySelectorAll('#tasks tbody tr[data-tenant]').length > 0"
+    )
+    stopped = httpx.get(f"{api}/api/v1/plans/{plan_id}").json()
+    assert stopped["status"] == "PAUSED" and stopped["counts"].get("COMPLETED", 0) < 16
+    assert not stopped["counts"].get("RUNNING")
+    shot(page, tmp_path, "2-paused")
+
+    page.select_option("#f-status", "")
+    assert "OK" in confirm(page, "resume", "window open again")
+    page.wait_for_function(
+        "document.querySelector('#plan-status').textContent === 'COMPLETED'", timeout=60_000
+    )
+    assert number(page, "COMPLETED") == 16 and number(page, "PAUSED") == 0
+    assert page.evaluate("window.__sameDocument") == 42
+    shot(page, tmp_path, "3-completed")
+
+
+def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, tmp_path):
+    plan_id, bad, good = unique("dash"), unique("bad"), unique("ok")
+    r.set(PREFIX + bad, "not a hash")  # its write fails with WRONGTYPE
+    body = plan(plan_id, [bg_tenant(good), bg_tenant(bad)])
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+    wait_for(
+        lambda: httpx.get(f"{api}/api/v1/plans/{plan_id}").json()["status"] == "FAILED",
+        timeout=60,
+        what="plan FAILED",
+    )
+
+    page.goto(f"{api}/")
+    shot(page, tmp_path, "4-plans")
+    page.click(f"a[href='/plans/{plan_id}']")
+    page.fill("#f-q", bad[-6:])
+    page.wait_for_function("document.querySelectorAll('#tasks tbody tr[data-tenant]').length === 1")
+    row = page.locator(f"#tasks tr[data-tenant='{bad}']")
+    assert "FAILED" in row.inner_text() and "WRONGTYPE" in row.inner_text()
+    shot(page, tmp_path, "5-plan-failed")
+    row.locator("a").first.click()
+    page.wait_for_selector("#failure:not([hidden])")
+    assert "WRONGTYPE" in page.inner_text("#failure-error")
+    assert page.inner_text("#failure-stage") == "blue-green-gateway"
+    assert page.locator(".stage.st-FAILED").count() == 1
+    assert f"search={bad}" in str(page.get_attribute("a.button", "href"))  # Flower link
+    shot(page, tmp_path, "6-task-failed")
+
+    r.delete(PREFIX + bad)
+    page.evaluate("window.__sameDocument = 7")
+    assert "OK" in confirm(page, "retry", "key fixed")
+    page.wait_for_function(
+        "document.querySelector('#task-status').textContent === 'COMPLETED'", timeout=60_000
+    )
+    assert page.locator("#failure").is_hidden()
+    assert page.evaluate("window.__sameDocument") == 7
+    shot(page, tmp_path, "7-task-completed")
