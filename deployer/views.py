@@ -21,11 +21,10 @@ import redis
 from deployer import keys
 from deployer.models import Run, TaskStatus, task_id_for
 from deployer.redact import redact
-from deployer.store import Store
+from deployer.store import Store, lua_script
 
 #: Tasks a filtered page may look at per request before it answers with a cursor.
-SCAN_LIMIT = 5000
-SCAN_CHUNK = 500
+SCAN_LIMIT = 5_000
 MAX_PAGE = 500
 #: Plans looked at when listing a tenant's tasks (newest first).
 TENANT_PLAN_SCAN = 2000
@@ -234,8 +233,9 @@ def task_page(
     tenant ids containing `search`.
 
     The cursor is a position in the plan's tenant list. Unfiltered pages read exactly
-    `limit` tasks; filtered pages scan at most `scan_limit` tasks, so a rare status in a
-    huge plan answers quickly with fewer items and a `nextCursor` to continue from.
+    `limit` tasks; filtered pages scan at most `scan_limit` tasks server-side (one read-only
+    script, lua/task_scan.lua), so a rare status in a huge plan answers quickly with fewer
+    items and a `nextCursor` to continue from.
     `nextCursor` is None at the end of the plan.
     """
     limit = max(1, min(limit, MAX_PAGE))
@@ -247,27 +247,26 @@ def task_page(
         items = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]
         end = start + len(ids)
         return _page(items, end, total, scanned=len(ids))
-    needle = (search or "").lower()
     position, stop = start, min(total, start + max(1, scan_limit))
-    found: list[str] = []
-    while position < stop and len(found) < limit:
-        ids = store.plan_task_ids(plan_id, position, min(position + SCAN_CHUNK, stop) - 1)
-        if not ids:
-            break
-        rows = store.get_tasks_raw(ids, ["status", "tenantId"])
-        taken = len(ids)
-        for offset, row in enumerate(rows):
-            if status and row.get("status") != status:
-                continue
-            if needle and needle not in str(row.get("tenantId") or "").lower():
-                continue
-            found.append(ids[offset])
-            if len(found) == limit:
-                taken = offset + 1
-                break
-        position += taken
+    raw = _scan_script(store)(
+        keys=[keys.plan_tenants(plan_id)],
+        args=[start, stop - 1, limit, status or "", (search or "").lower(),
+              keys.task(""), task_id_for(plan_id, "")],
+    )  # fmt: skip
+    position, found = int(raw[0]), [str(t) for t in raw[1:]]
     full = store.get_tasks_raw(found, ROW_FIELDS) if found else []
     return _page([task_row(t) for t in full], position, total, scanned=position - start)
+
+
+_SCAN: list[Any] = []
+
+
+def _scan_script(store: Store) -> Any:
+    """lua/task_scan.lua, registered once; called on `store`'s own client."""
+    if not _SCAN:
+        _SCAN.append(store.r.register_script(lua_script("task_scan")))
+    script = _SCAN[0]
+    return lambda **kw: script(client=store.r, **kw)
 
 
 def _page(items: list[dict[str, Any]], end: int, total: int, scanned: int) -> dict[str, Any]:
