@@ -179,6 +179,9 @@ def task(
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:
         console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
+    if out.get("hash") is None:
+        console.print("[bold]config hash[/]: (the key holds another Redis type, not a hash)")
+        return
     console.print("[bold]config hash[/]:")
-    for f_name, v in out.get("hash", {}).items():
+    for f_name, v in out["hash"].items():
         console.print(f"  {f_name} = {v}")

@@ -33,7 +33,6 @@ Limit = Annotated[int, Query(ge=1, le=views.MAX_PAGE, description="Items per pag
 Cursor = Annotated[
     str | None, Query(pattern=r"^\d{1,12}$", description="`nextCursor` of the previous page.")
 ]
-IdPath = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 def _id(value: str, what: str) -> str:

@@ -60,6 +60,9 @@ def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(wor
     for k in ("createdAt", "startedAt", "endedAt", "updatedAt"):
         assert ISO.match(failed[k]), (k, failed[k])
     assert [s["state"] for s in failed["stages"]] == ["FAILED"]
+    text = runner.invoke(app, ["task", "--tenant", tenant]).output
+    assert "failed at blue-green-gateway" in text and "WRONGTYPE" in text
+    assert "another Redis type" in text
 
     r.delete(PREFIX + tenant)
     assert runner.invoke(app, ["retry", "--tenant", tenant]).exit_code == 0
