@@ -24,8 +24,22 @@ PLAN_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback", "approve"]
 TASK_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback"]
 
 
+def flower_search(flower_url: str) -> str:
+    """Flower's task list searched for one tenant, minus the tenant id (appended URL-encoded).
+
+    Flower names each stage task `stage <stage> · <tenantId>` and pre-fills its search from
+    `?name=` (a substring match on that name), so the link lists the tenant's stage tasks.
+    """
+    return f"{flower_url.rstrip('/')}/tasks?name="
+
+
 def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    base = {"statuses": [s.value for s in TaskStatus], "flower": settings(request).flower_url}
+    flower = settings(request).flower_url
+    base = {
+        "statuses": [s.value for s in TaskStatus],
+        "flower": flower,
+        "flower_search": flower_search(flower),
+    }
     return templates.TemplateResponse(request, name, {**base, **context})
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import wait_for
+from tests.integration.test_flower import start_flower  # noqa: F401  (a fixture, shared)
 
 
 def free_port() -> int:

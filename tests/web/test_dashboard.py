@@ -131,7 +131,8 @@ def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, 
     assert "WRONGTYPE" in page.inner_text("#failure-error")
     assert page.inner_text("#failure-stage") == "blue-green-gateway"
     assert page.locator(".stage.st-FAILED").count() == 1
-    assert f"search={bad}" in str(page.get_attribute("a.button", "href"))  # Flower link
+    flower = str(page.get_attribute("a.button", "href"))  # Flower, searched for its stages
+    assert flower.endswith(f"/tasks?name={bad}"), flower
     shot(page, tmp_path, "6-task-failed")
 
     r.delete(PREFIX + bad)
@@ -143,3 +144,47 @@ def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, 
     assert page.locator("#failure").is_hidden()
     assert page.evaluate("window.__sameDocument") == 7
     shot(page, tmp_path, "7-task-completed")
+
+
+def test_a_tasks_flower_link_lists_that_tenants_stage_tasks_in_a_real_flower(
+    browser, serve_app, worker, r, tmp_path, start_flower
+):
+    from deployer.settings import Settings
+    from tests.integration.test_flower import AUTH, _up, free_port
+
+    port = free_port()
+    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
+    flower = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(flower + "/healthcheck"), timeout=30, what="flower listening")
+
+    def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
+        worker.send_task("deployer.submit_plan", [{"planId": "canary"}])  # rejected, cheap
+        return bool(httpx.get(flower + "/api/tasks", auth=AUTH, timeout=5).json())
+
+    wait_for(flower_sees_events, timeout=30, interval=0.3, what="flower receiving events")
+    dashboard = serve_app(Settings(flower_url=flower))
+    plan_id, tenant = unique("fl"), unique("flt")
+    body = plan(plan_id, [bg_tenant(tenant), bg_tenant(unique("other"))])
+    assert httpx.post(f"{dashboard}/api/v1/plans", json=body, timeout=30).status_code == 201
+    wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED", what="done")
+
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800},
+        http_credentials={"username": AUTH[0], "password": AUTH[1]},
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"{dashboard}/plans/{plan_id}/tenants/{tenant}")
+        with context.expect_page() as opened:
+            page.click("a.button:has-text('Flower')")
+        flower_page = opened.value
+        flower_page.wait_for_selector(f"#tasks-table tbody tr:has-text('{tenant}')", timeout=30_000)
+        rows = flower_page.locator("#tasks-table tbody tr")
+        assert rows.count() >= 1 and all(
+            tenant in rows.nth(i).inner_text() for i in range(rows.count())
+        )
+        path = tmp_path / "8-flower.png"
+        flower_page.screenshot(path=str(path), full_page=True)
+        print("screenshot:", path)
+    finally:
+        context.close()

@@ -92,14 +92,14 @@ const Deployer = (() => {
     }
   }
 
-  function planPage(planId, flower) {
+  function planPage(planId, flowerSearch) {
     const state = {cursor: null, stack: [], status: "", q: ""};
     const row = (t) => {
       const err = t.failure ? `<span class="err">${esc(t.failure.error)}</span>` : esc(t.progress || "");
       const stage = t.stageName ? `${esc(t.stageName)} <small>${(t.stageIndex ?? 0) + 1}/${esc(t.totalStages)}</small>` : "";
       return `<tr data-tenant="${esc(t.tenantId)}"><td><a href="/plans/${enc(planId)}/tenants/${enc(t.tenantId)}">${esc(t.tenantId)}</a></td>` +
         `<td><span class="status s-${esc(t.status)}">${esc(t.status)}</span></td><td>${stage}</td><td class="msg">${err}</td>` +
-        `<td class="time">${esc(t.updatedAt || "")}</td><td><a class="flower" target="_blank" rel="noopener" href="${esc(flower)}/tasks?search=${enc(t.tenantId)}">Flower ↗</a></td></tr>`;
+        `<td class="time">${esc(t.updatedAt || "")}</td><td><a class="flower" target="_blank" rel="noopener" href="${esc(flowerSearch + enc(t.tenantId))}" title="this tenant's stage tasks in Flower">Flower ↗</a></td></tr>`;
     };
     async function table() {
       const p = new URLSearchParams({limit: "50"});
