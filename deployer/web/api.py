@@ -25,7 +25,28 @@ from deployer.web import history, stream
 from deployer.web.app import ApiError, RedactedJSON
 from deployer.web.deps import can_command, can_read, settings, store
 
-router = APIRouter(prefix="/api/v1")
+
+class Problem(BaseModel):
+    """Every refusal: a stable `code`, a message, and field errors when input was invalid."""
+
+    ok: bool = False
+    code: str = Field(examples=["PLAN_NOT_FOUND"])
+    message: str
+    errors: list[dict[str, str]] | None = Field(None, description="[{field, reason}]")
+
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "description": text}
+    for status, text in (
+        (401, "UNAUTHORIZED: a token is required"),
+        (403, "FORBIDDEN: a read-only token"),
+        (404, "PLAN_NOT_FOUND, TASK_NOT_FOUND, UNKNOWN_COMMAND"),
+        (409, "refused: the lifecycle's code (TASK_NOT_FAILED, ...), PLAN_CONFLICT"),
+        (413, "BODY_TOO_LARGE"),
+        (422, "PLAN_INVALID, REQUEST_INVALID, TARGET_INVALID, STATUS_INVALID"),
+    )
+}
+router = APIRouter(prefix="/api/v1", responses=_PROBLEMS)
 read = [Depends(can_read)]
 _ID = re.compile(ID_PATTERN)
 
@@ -72,11 +93,7 @@ def _planner() -> Any:
             "description": "A plan; its full JSON Schema is GET /api/v1/schema.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
-        "responses": {
-            "200": {"description": "the same plan was already accepted (duplicate)"},
-            "409": {"description": "PLAN_CONFLICT: the planId exists with another body"},
-            "422": {"description": "PLAN_INVALID with field errors"},
-        },
+        "responses": {"200": {"description": "the same plan was already accepted (duplicate)"}},
     },
 )
 async def submit_plan(request: Request) -> RedactedJSON:

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -88,6 +88,25 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
+def _docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from the swagger-ui-bundle package's files (FastAPI's default
+    page loads it from a CDN, and a deployer host may have no internet)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="deployer API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     from deployer.web import api, ops, pages
 
@@ -98,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Plans, tasks, commands and events of deployer (the same operations "
         "as the CLI and the Celery tasks). Errors: {ok: false, code, message}.",
         default_response_class=RedactedJSON,
-        docs_url="/docs",
+        docs_url=None,  # served below from local files: no CDN at run time
         openapi_url="/openapi.json",
         redoc_url=None,
     )
@@ -125,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ops.router)
     app.include_router(pages.router)
+    _docs(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     # the outermost layer, so no route ever reads more than the limit
     app.add_middleware(BodyLimit, limit=settings.max_plan_bytes)

@@ -188,3 +188,17 @@ def test_a_tasks_flower_link_lists_that_tenants_stage_tasks_in_a_real_flower(
         print("screenshot:", path)
     finally:
         context.close()
+
+
+def test_the_api_docs_render_from_local_files_only(page, api, tmp_path):
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda req: None if req.url.startswith(api) else outside.append(req.url),
+    )
+    page.goto(f"{api}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/v1/plans/{planId}/tasks" in p.replace("\u200b", "") for p in paths)
+    assert outside == []  # no CDN: the page works on a host without internet
+    shot(page, tmp_path, "9-docs")
