@@ -283,3 +283,36 @@ def test_a_reused_plan_id_with_another_body_is_409_plan_conflict(api):
     if other.status_code == 200 and other.json().get("code") == "ALREADY_SUBMITTED":
         pytest.skip("needs intake branch: the planner answers PLAN_CONFLICT there")
     assert other.status_code == 409 and other.json()["code"] == "PLAN_CONFLICT"
+
+
+def test_the_sse_stream_resumes_after_last_event_id(api):
+    plan_id = unique()
+    submitted(api, plan(plan_id, [bg_tenant(unique("t"))]))
+    wait_for(lambda: plan_status(api, plan_id) == "COMPLETED", timeout=60, what="COMPLETED")
+    history = httpx.get(f"{api}/api/v1/events", params={"plan": plan_id}).json()["items"][::-1]
+    assert len(history) >= 3  # oldest first: PLAN_CREATED, ..., TASK_COMPLETED
+    replayed: list[str] = []
+    headers = {"Last-Event-ID": history[0]["id"]}  # a browser reconnecting after the first
+    with httpx.stream(
+        "GET", f"{api}/api/v1/events/stream", params={"plan": plan_id}, headers=headers, timeout=30
+    ) as res:
+        for line in res.iter_lines():
+            if line.startswith("id: "):
+                replayed.append(line[4:])
+                if len(replayed) == len(history) - 1:
+                    break
+    assert replayed == [e["id"] for e in history[1:]]
+
+
+def test_a_plan_with_waves_shows_them_in_json_and_on_its_page(api, r):
+    from tests.integration.test_views import stored_plan
+
+    _, plan_id, _ = stored_plan(r, 4)
+    waves = [
+        {"index": 0, "state": "DONE", "tenants": 1, "done": 1, "failed": 0},
+        {"index": 1, "state": "AWAITING_APPROVAL", "tenants": 3, "done": 0, "failed": 0},
+    ]
+    r.hset(f"deployer:plan:{plan_id}", "waves", json.dumps(waves))  # as a strategy stores them
+    assert httpx.get(f"{api}/api/v1/plans/{plan_id}").json()["waves"] == waves
+    page = httpx.get(f"{api}/plans/{plan_id}").text
+    assert "AWAITING_APPROVAL" in page and 'id="waves-box" hidden' not in page

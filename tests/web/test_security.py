@@ -97,3 +97,26 @@ def test_the_dashboard_logs_in_with_a_strict_http_only_cookie(guarded):
         assert "httponly" in cookie and "samesite=strict" in cookie
         assert browser.get("/").status_code == 200
         assert browser.post("/api/v1/plans/p1/pause").status_code == 403
+
+
+def test_deployer_serve_starts_on_loopback_and_answers_healthz(tmp_path):
+    from tests.helpers import wait_for
+    from tests.web.conftest import free_port
+
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [DEPLOYER, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, timeout=30, interval=0.2, what="deployer serve answering")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
