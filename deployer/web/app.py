@@ -17,14 +17,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployer.redact import redact
 from deployer.redis_client import client_for
 from deployer.settings import Settings, get_settings
 from deployer.store import Store
+from deployer.web.security import auth_enabled
 
 HERE = Path(__file__).resolve().parent
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 class RedactedJSON(JSONResponse):
@@ -146,6 +149,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     _docs(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    if not auth_enabled(settings):
+        # Without a token the server is loopback-only; a Host header naming anything else is
+        # a DNS-rebinding page reaching it through the operator's browser.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
     # the outermost layer, so no route ever reads more than the limit
     app.add_middleware(BodyLimit, limit=settings.max_plan_bytes)
     return app

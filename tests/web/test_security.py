@@ -120,3 +120,24 @@ def test_deployer_serve_starts_on_loopback_and_answers_healthz(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_another_site_cannot_command_through_an_operators_browser(api):
+    # a form on another site posting to the loopback API: no token is needed on loopback,
+    # so the Origin is what tells it apart
+    res = httpx.post(
+        f"{api}/api/v1/plans/any-plan/cancel", headers={"Origin": "https://evil.example"}
+    )
+    assert (res.status_code, res.json()["code"]) == (403, "CROSS_ORIGIN")
+    res = httpx.post(
+        f"{api}/api/v1/plans/any-plan/cancel", headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert (res.status_code, res.json()["code"]) == (403, "CROSS_ORIGIN")
+    same = httpx.post(f"{api}/api/v1/plans/no-such-plan/cancel", headers={"Origin": api})
+    assert same.status_code == 404  # the dashboard's own requests pass
+
+
+def test_a_dns_rebinding_host_is_refused_on_loopback(api):
+    res = httpx.get(f"{api}/api/v1/plans", headers={"Host": "attacker.example"})
+    assert res.status_code == 400
+    assert httpx.get(f"{api}/api/v1/plans", headers={"Host": "localhost"}).status_code == 200
