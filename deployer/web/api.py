@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -104,8 +104,9 @@ async def submit_plan(request: Request) -> RedactedJSON:
 
 
 @router.get("/schema", tags=["plans"], summary="JSON Schema of a plan", dependencies=read)
-def plan_schema() -> dict[str, Any]:
-    return Plan.model_json_schema(by_alias=True)
+def plan_schema() -> JSONResponse:
+    # a schema names fields (`password` may be one): it holds no values to redact
+    return JSONResponse(Plan.model_json_schema(by_alias=True))
 
 
 @router.get("/plans", tags=["plans"], summary="Plans, newest first", dependencies=read)

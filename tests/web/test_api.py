@@ -268,6 +268,8 @@ def test_healthz_metrics_openapi_and_docs(api):
         "/metrics",
     ):
         assert path in spec["paths"], path
+    schema = httpx.get(f"{api}/api/v1/schema").json()
+    assert "tenants" in schema["properties"]  # the same schema as `deployer schema`
     docs = httpx.get(f"{api}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert (
