@@ -111,7 +111,7 @@ def _docs(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from deployer.web import api, ops, pages
+    from deployer.web import api_commands, api_events, api_plans, api_tasks, ops, pages
 
     settings = settings or get_settings()
     app = FastAPI(
@@ -144,9 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
         return error(exc.status_code, code, str(exc.detail))
 
-    app.include_router(api.router)
-    app.include_router(ops.router)
-    app.include_router(pages.router)
+    for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):
+        app.include_router(module.router)
     _docs(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     if not auth_enabled(settings):

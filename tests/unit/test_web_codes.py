@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.web.api import submit_status
+from deployer.web.api_plans import submit_status
 
 
 @pytest.mark.parametrize(
