@@ -9,6 +9,7 @@ DeployerError
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
+ │    ├── InsecureBind           (`deployer serve` off loopback without a token)
  │    └── StepFailed             (a step gave a definite no)
  └── TransientError          may succeed later (drives retries)
       ├── TenantBusy             (another run holds the tenant lease)
@@ -88,6 +89,10 @@ class NotFound(PermanentError):
 
 class StaleRun(PermanentError):
     code = "STALE_RUN"
+
+
+class InsecureBind(PermanentError):
+    code = "API_TOKEN_REQUIRED"
 
 
 class StepFailed(PermanentError):

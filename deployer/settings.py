@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     # Graceful shutdown (deploy/): Celery's worker_soft_shutdown_timeout, seconds a warm
     # shutdown lets running stages finish before re-queueing the rest; 0 = Celery's default.
     worker_soft_shutdown_seconds: float = Field(0.0, ge=0)
+
+    # HTTP API and dashboard (`deployer serve`): any address but loopback needs api_token;
+    # api_read_token may read everything but command nothing.
+    api_token: SecretStr | None = None
+    api_read_token: SecretStr | None = None
+    flower_url: str = "http://127.0.0.1:5555"
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from deployer import keys
+from deployer import views
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.progress import counts, follow
+from deployer.cli.progress import follow
 from deployer.client import DeployerClient, PlanStatus, Rejection
 from deployer.errors import PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
@@ -132,24 +132,8 @@ def _await_acceptance(
 
 
 def plan_summary(plan_id: str, sample: int = 20) -> dict[str, Any]:
-    s = store()
-    plan = s.get_plan(plan_id)
-    if not plan:
-        return {}
-    ids = s.plan_task_ids(plan_id, 0, sample - 1)
-    fields = ["tenantId", "status", "stageName", "lastError"]
-    return {
-        "planId": plan_id,
-        "status": plan.get("status"),
-        "maxConcurrency": int(plan.get("maxConcurrency", 0)),
-        "total": int(plan.get("total", 0)),
-        "counts": {k: v for k, v in counts(plan).items() if v},
-        "createdAt": int(plan.get("createdAt", 0)),
-        "updatedAt": int(plan.get("updatedAt", 0)),
-        "tasks": [
-            {k: v for k, v in t.items() if v is not None} for t in s.get_tasks_raw(ids, fields)
-        ],
-    }
+    """The plan's read model (deployer/views.py), {} if there is no such plan."""
+    return views.plan_view(store(), plan_id, sample) or {}
 
 
 @app.command()
@@ -166,64 +150,52 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
         f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
     )
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
-    table = Table("tenant", "status", "stage", "last error", box=None)
+    table = Table("tenant", "status", "stage", "error / progress", box=None)
     for t in summary["tasks"]:
         table.add_row(
             t.get("tenantId", ""),
             t.get("status", ""),
-            t.get("stageName", ""),
-            (t.get("lastError") or "")[:80],
+            t.get("stageName") or "",
+            ((t.get("failure") or {}).get("error") or t.get("progress") or "")[:80],
         )
     console.print(table)
-
-
-TASK_FIELDS = [
-    "taskId",
-    "planId",
-    "tenantId",
-    "status",
-    "runKind",
-    "stageName",
-    "stageIndex",
-    "totalStages",
-    "checkpoint",
-    "retryCount",
-    "redeliveries",
-    "lastError",
-    "failedStage",
-    "cancelledBy",
-    "createdAt",
-    "startedAt",
-    "endedAt",
-    "updatedAt",
-]
 
 
 @app.command()
 def task(
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
+    plan: Annotated[
+        str | None, typer.Option("--plan", help="This plan's task (default: the latest).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The tenant's latest task: status, stage, checkpoint, last error, context."""
+    """The tenant's latest task (or its task in --plan): status, stage, live progress,
+    the current run's failure, context and the written hash."""
     s = store()
-    task_id = s.task_id_for_tenant(tenant)
-    raw = s.get_task_raw(task_id) if task_id else {}
-    if not raw:
-        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}", as_json=as_json)
-    out: dict[str, Any] = {k: raw[k] for k in TASK_FIELDS if raw.get(k) not in (None, "")}
-    # None until the task is first sent: its run and context are built then
-    out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
-    out["hash"] = s.r.hgetall(keys.config_hash(s.settings.key_prefix, tenant))
+    out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
+    if not out:
+        where = f" in plan {plan}" if plan else ""
+        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
         print_json(out)
         return
     for k, v in out.items():
-        if k not in ("context", "hash"):
+        if k not in ("context", "hash", "stages", "failure", "progress"):
             console.print(f"[bold]{k}[/]: {v}")
+    if out.get("progress"):
+        console.print(f"[bold]progress[/]: {out['progress']}")
+    stages = "  ".join(f"{st['name'] or st['index']}={st['state']}" for st in out["stages"])
+    console.print(f"[bold]stages[/]: {stages}")
+    if out["failure"]:
+        f = out["failure"]
+        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
     if out["context"] is None:
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:
         console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
+    if out.get("hash") is None:
+        console.print("[bold]config hash[/]: (the key holds another Redis type, not a hash)")
+        return
     console.print("[bold]config hash[/]:")
-    for f, v in out["hash"].items():
-        console.print(f"  {f} = {v}")
+    for f_name, v in out["hash"].items():
+        console.print(f"  {f_name} = {v}")
