@@ -1,6 +1,7 @@
 """HealthCheck: every instance of a service must report the run's planVersion.
 
-One attempt asks all not-yet-confirmed instances at once (per-request timeouts); an
+One attempt asks all not-yet-confirmed instances at once, each within a short wall-clock
+deadline (`probe_timeout_seconds`; a hanging instance's circuit opens, stages/probe.py); an
 unsatisfied attempt returns `Wait`, so the stage is re-sent with a countdown instead of
 sleeping in the worker. Equality, not "at least": a rollback expects an older version.
 Timeouts, refused connections and error statuses are "not yet" until the last attempt,
@@ -63,9 +64,17 @@ class HealthCheck(Step):
         confirmed = set(scratch.get("confirmed", []))
         seen: dict[str, str] = dict(scratch.get("seen", {}))
         scheme = s.schemes.get(service, "http")
+        timeout = min(s.probe_timeout_seconds, s.http_timeout_seconds)
         calls = {
             inst: partial(
-                request, env.http, "GET", f"{scheme}://{inst}{path}", inst, s.http_timeout_seconds
+                request,
+                env.http,
+                "GET",
+                f"{scheme}://{inst}{path}",
+                inst,
+                timeout,
+                max_bytes=s.http_max_response_bytes,
+                breaker_seconds=s.probe_breaker_seconds,
             )
             for inst in instances
             if inst not in confirmed
