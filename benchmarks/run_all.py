@@ -21,6 +21,7 @@ SCRIPTS = [
     ("scaleout", 900),
     ("waiting", 1800),
     ("fleet_wait", 300),  # issue 4's goal: waiting on a slow fleet costs latency only
+    ("sick_instances", 300),  # issue 16 goal 3: hanging instances never slow the healthy
 ]
 
 

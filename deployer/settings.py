@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     # HTTP timeout) and of any answer's body; an instance that timed out is not waited on
     # again in a worker process for `probe_breaker_seconds` (it counts as "not yet").
     probe_timeout_seconds: float = Field(1.0, gt=0)
+    # A poll waits this long for answers; a later one is "not yet" and serves the next poll.
+    probe_patience_seconds: float = Field(0.25, gt=0)
     probe_breaker_seconds: float = Field(15.0, ge=0)
     http_max_response_bytes: int = Field(1024 * 1024, ge=1024)
     instances: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INSTANCES))

@@ -21,7 +21,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -313,3 +313,58 @@ def gather(calls: Mapping[str, Callable[[], Answer]]) -> dict[str, Answer]:
         return {key: call()}
     futures = {key: _executor().submit(call) for key, call in calls.items()}
     return {key: future.result() for key, future in futures.items()}
+
+
+#: A request a poll stopped waiting for is forgotten after this (its poll went elsewhere).
+LATE_ANSWER_SECONDS = 60.0
+
+
+class _InFlight:
+    """Reads still running after their poll moved on, by key (the URL), per process: the
+    next poll of the same URL here takes the answer instead of asking again."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, tuple[float, Future[Answer]]] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def start(self, key: str, call: Callable[[], Answer]) -> Future[Answer]:
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's requests are not ours
+                self._futures, self._pid = {}, os.getpid()
+            for old in [k for k, (t, _) in self._futures.items() if now - t > LATE_ANSWER_SECONDS]:
+                del self._futures[old]
+            hit = self._futures.get(key)
+            if hit is not None:
+                return hit[1]
+            future = _executor().submit(call)
+            self._futures[key] = (now, future)
+            return future
+
+    def finish(self, key: str, future: Future[Answer]) -> None:
+        with self._lock:
+            if self._futures.get(key, (0.0, None))[1] is future:
+                del self._futures[key]
+
+
+_inflight = _InFlight()
+
+
+def poll(
+    calls: Mapping[str, tuple[str, Callable[[], Answer]]], patience: float
+) -> dict[str, Answer]:
+    """Ask every instance (`instance -> (key, call)`) at once, waiting at most `patience`
+    seconds: a read not over by then is "not yet" and keeps running in the background
+    (to its own deadline), and the next poll of the same key in this process takes its
+    answer. So a poll never holds the worker process for longer than `patience`."""
+    futures = {inst: (key, _inflight.start(key, call)) for inst, (key, call) in calls.items()}
+    wait([f for _, f in futures.values()], timeout=patience)
+    answers: dict[str, Answer] = {}
+    for inst, (key, future) in futures.items():
+        if future.done():
+            _inflight.finish(key, future)
+            answers[inst] = future.result()
+        else:
+            answers[inst] = Answer(inst, error=f"no answer within {patience:g}s (still asking)")
+    return answers

@@ -1,7 +1,9 @@
 """HealthCheck: every instance of a service must report the run's planVersion.
 
 One attempt asks all not-yet-confirmed instances at once, each within a short wall-clock
-deadline (`probe_timeout_seconds`; a hanging instance's circuit opens, stages/probe.py); an
+deadline (`probe_timeout_seconds`; a hanging instance's circuit opens, stages/probe.py),
+and waits for them at most `probe_patience_seconds`: a slower answer is "not yet" and
+serves the next attempt, so a hanging instance never holds the worker process. An
 unsatisfied attempt returns `Wait`, so the stage is re-sent with a countdown instead of
 sleeping in the worker. Equality, not "at least": a rollback expects an older version.
 Timeouts, refused connections and error statuses are "not yet" until the last attempt,
@@ -18,7 +20,7 @@ from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 from stages.discovery import instances_for
-from stages.probe import extract, gather, request
+from stages.probe import extract, poll, request
 
 
 def url_path(template: str, tenant_id: str) -> str:
@@ -66,20 +68,24 @@ class HealthCheck(Step):
         scheme = s.schemes.get(service, "http")
         timeout = min(s.probe_timeout_seconds, s.http_timeout_seconds)
         calls = {
-            inst: partial(
-                request,
-                env.http,
-                "GET",
+            inst: (
                 f"{scheme}://{inst}{path}",
-                inst,
-                timeout,
-                max_bytes=s.http_max_response_bytes,
-                breaker_seconds=s.probe_breaker_seconds,
+                partial(
+                    request,
+                    env.http,
+                    "GET",
+                    f"{scheme}://{inst}{path}",
+                    inst,
+                    timeout,
+                    max_bytes=s.http_max_response_bytes,
+                    breaker_seconds=s.probe_breaker_seconds,
+                ),
             )
             for inst in instances
             if inst not in confirmed
         }
-        for inst, answer in gather(calls).items():
+        patience = min(s.probe_patience_seconds, timeout)
+        for inst, answer in poll(calls, patience).items():
             value = extract(answer.body, json_path) if answer.ok else None
             seen[inst] = answer.describe(value, json_path)
             if answer.ok and (expected is None or same_version(value, expected)):

@@ -102,7 +102,7 @@ def test_slow_hanging_and_huge_instances_never_stop_the_worker(spawn_worker, cap
     for tenant, error in errors.items():
         if "-ob" in tenant:
             assert f"{slow} answered" in error and f"{hung} answered" in error, error
-            assert "timed out" in error
+            assert "timed out" in error or "still asking" in error, error
         else:
             assert f"{huge} answered answer of {50 * MB} bytes exceeds" in error, error
     assert max(peak.values()) < 150, peak

@@ -21,7 +21,7 @@ from deployer.errors import StepFailed
 from deployer.fleet import Behaviour, Fleet
 from deployer.settings import Settings
 from stages import probe
-from stages.base import Wait
+from stages.base import Done, Wait
 from tests.helpers import unique, wait_for
 from tests.stepkit import ctx_for, env_for, once, set_version, step_spec
 
@@ -49,6 +49,7 @@ class RawServer:
         self.sock.settimeout(0.2)
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.talk = talk
+        self.connections = self.answered = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -61,10 +62,13 @@ class RawServer:
             threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
     def _one(self, conn: socket.socket) -> None:
+        self.connections += 1
         with conn:
             conn.recv(65536)
             try:
                 self.talk(conn, self.stop)
+                self.answered += 1
+                conn.recv(1)  # until the client closes
             except OSError:
                 pass
 
@@ -206,13 +210,41 @@ def test_a_health_check_names_the_slow_instance_and_never_waits_past_its_deadlin
     first = once(verify, ctx, env)
     assert isinstance(first, Wait)
     assert first.progress["confirmed"] == [healthy]
-    assert first.progress["seen"][slow] == "timed out after 0.4s"
+    # The poll stopped waiting for the trickling answer; its read goes on to its deadline.
+    assert first.progress["seen"][slow] == "no answer within 0.25s (still asking)"
     with pytest.raises(StepFailed) as failed:
         once(verify, ctx, env)
     message = str(failed.value)
     assert message.startswith("1 of 2 blue-green-gateway instances did not report version 20")
-    assert f"{slow} answered timed out" in message
-    assert fleet.hits(slow) == 1  # the second attempt met the open circuit
+    assert f"{slow} answered timed out after 0.4s" in message
+    assert fleet.hits(slow) == 1  # the second attempt took the first read's outcome
+    verify_again = once(verify, ctx_for(env, tenant, 20), env)
+    assert isinstance(verify_again, Wait)
+    assert "circuit open" in verify_again.progress["seen"][slow]
+    assert fleet.hits(slow) == 1
+
+
+def slow_version(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(0.5)
+    body = b'{"version": 20}'
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+
+
+def test_an_answer_later_than_the_poll_waits_serves_the_next_poll(raw, r):
+    tenant = unique("late")
+    server = raw(slow_version)
+    set_version(r, tenant, 20)
+    env = env_for(instances={"blue-green-gateway": [server.address]}, probe_patience_seconds=0.1,
+                  probe_timeout_seconds=5, http_timeout_seconds=5)  # fmt: skip
+    verify = step_spec("health-check", service="blue-green-gateway")
+    ctx = ctx_for(env, tenant, 20)
+    first = once(verify, ctx, env)
+    assert isinstance(first, Wait)
+    assert first.progress["seen"][server.address] == "no answer within 0.1s (still asking)"
+    wait_for(lambda: server.answered, timeout=10, what="the late answer")
+    assert once(verify, ctx, env) == Done()
+    assert server.connections == 1  # confirmed by the first read, not asked again
 
 
 def test_an_http_step_retries_a_huge_answer_and_names_it(fleet):
