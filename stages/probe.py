@@ -342,6 +342,11 @@ class _InFlight:
             self._futures[key] = (now, future)
             return future
 
+    def running(self, key: str) -> bool:
+        with self._lock:
+            hit = self._futures.get(key)
+        return hit is not None and not hit[1].done()
+
     def finish(self, key: str, future: Future[Answer]) -> None:
         with self._lock:
             if self._futures.get(key, (0.0, None))[1] is future:
@@ -349,6 +354,11 @@ class _InFlight:
 
 
 _inflight = _InFlight()
+
+
+def still_asking(key: str) -> bool:
+    """Whether a read a poll stopped waiting for (by URL) is still running here."""
+    return _inflight.running(key)
 
 
 def poll(

@@ -18,6 +18,7 @@ from typing import Any
 
 from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.settings import Settings
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 from stages.discovery import instances_for
 from stages.probe import extract, poll, request
@@ -96,14 +97,17 @@ class HealthCheck(Step):
             env.log.info("tenant %s: %s", ctx.tenant_id, summary)
             return Done()
         attempt = ctx.attempt + 1
-        if attempt >= s.verify_max_attempts:
+        waited = float(scratch.get("waited") or 0.0)
+        if waited >= patience_of(s) - 1e-6:
             late = "; ".join(f"{i} answered {seen[i]}" for i in instances if i not in confirmed)
             raise StepFailed(
                 f"{len(instances) - len(confirmed)} of {len(instances)} {service} instances "
                 f"did not report {'version ' + str(expected) if expected is not None else 'up'} "
                 f"at {path} after {attempt} attempts ({time.time() - started:.1f}s): {late}"
             )
-        countdown = min(s.verify_interval_seconds, s.verify_first_interval_seconds * 2**ctx.attempt)
+        countdown = next_poll(
+            s.verify_first_interval_seconds, s.verify_interval_seconds, ctx.attempt
+        )
         return Wait(
             countdown,
             {
@@ -112,5 +116,25 @@ class HealthCheck(Step):
                 "confirmed": sorted(confirmed),
                 "seen": seen,
                 "started": started,
+                "waited": waited + countdown,
             },
         )
+
+
+#: Growth of the countdown between polls, from the first interval up to the interval.
+RAMP = 1.5
+
+
+def next_poll(first: float, interval: float, attempt: int) -> float:
+    """Countdown after poll `attempt` (0-based): `first`, then x1.5 up to `interval`.
+
+    Instances usually converge within a second or two of the broadcast; a ramp of short
+    countdowns finds that moment within ~a third of the time waited so far (0.25, 0.63,
+    1.19, 2.03 s, ...), where a fixed schedule (1 s, then 2 s) found it up to 2 s late."""
+    return float(min(interval, first * RAMP**attempt))
+
+
+def patience_of(s: Settings) -> float:
+    """Seconds of countdowns after which a HealthCheck gives up: what `verify_max_attempts`
+    polls at the interval would wait, however many quicker polls the ramp added."""
+    return (s.verify_max_attempts - 1) * s.verify_interval_seconds

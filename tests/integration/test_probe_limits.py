@@ -189,8 +189,8 @@ def test_an_open_circuit_lets_one_trial_through_when_it_expires(fleet):
     hung = fleet.addresses["portal"][0]
     fleet.behave_instance(hung, Behaviour(hang=True))
     assert get(hung, timeout=0.2, breaker_seconds=0.3).error == "timed out after 0.2s"
-    wait_for(lambda: probe.breaker.blocked(hung, 0.2) is None, timeout=5, what="circuit expiry")
-    # That call reserved the trial: others are still told the circuit is open.
+    wait_for(lambda: probe.breaker.blocked(hung, 60) is None, timeout=5, what="circuit expiry")
+    # That call reserved the trial (for 60 s): others are still told the circuit is open.
     assert "circuit open" in (get(hung, timeout=0.2, breaker_seconds=0.3).error or "")
     assert fleet.hits(hung) == 1
 
@@ -212,6 +212,8 @@ def test_a_health_check_names_the_slow_instance_and_never_waits_past_its_deadlin
     assert first.progress["confirmed"] == [healthy]
     # The poll stopped waiting for the trickling answer; its read goes on to its deadline.
     assert first.progress["seen"][slow] == "no answer within 0.25s (still asking)"
+    url = f"http://{slow}/actuator/bg-sdk/{tenant}"
+    wait_for(lambda: not probe.still_asking(url), timeout=10, what="the read's deadline")
     with pytest.raises(StepFailed) as failed:
         once(verify, ctx, env)
     message = str(failed.value)
@@ -242,7 +244,8 @@ def test_an_answer_later_than_the_poll_waits_serves_the_next_poll(raw, r):
     first = once(verify, ctx, env)
     assert isinstance(first, Wait)
     assert first.progress["seen"][server.address] == "no answer within 0.1s (still asking)"
-    wait_for(lambda: server.answered, timeout=10, what="the late answer")
+    url = f"http://{server.address}/actuator/bg-sdk/{tenant}"
+    wait_for(lambda: not probe.still_asking(url), timeout=10, what="the late answer")
     assert once(verify, ctx, env) == Done()
     assert server.connections == 1  # confirmed by the first read, not asked again
 
