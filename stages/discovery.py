@@ -26,6 +26,7 @@ import httpx
 
 from deployer.errors import NamespaceNotAllowed, PermanentError
 from deployer.settings import Settings
+from stages.probe import deadline
 
 log = logging.getLogger("deployer.discovery")
 
@@ -118,10 +119,11 @@ class NacosResolver(Resolver):
         if not s.nacos_username:
             return {}
         if self._token is None:
-            reply = self.http.post(
-                f"{self.base}/nacos/v1/auth/login",
-                data={"username": s.nacos_username, "password": s.nacos_password or ""},
-            )
+            with deadline(self.settings.http_timeout_seconds):
+                reply = self.http.post(
+                    f"{self.base}/nacos/v1/auth/login",
+                    data={"username": s.nacos_username, "password": s.nacos_password or ""},
+                )
             reply.raise_for_status()
             self._token = str(reply.json()["accessToken"])
         return {"Authorization": f"Bearer {self._token}", "accessToken": self._token}
@@ -137,9 +139,11 @@ class NacosResolver(Resolver):
             "namespaceId": namespace or self.settings.nacos_namespace,
             "healthyOnly": "true",
         }
-        reply = self.http.get(
-            f"{self.base}/nacos/v1/ns/instance/list", params=params, headers=self._auth()
-        )
+        headers = self._auth()
+        with deadline(self.settings.http_timeout_seconds):
+            reply = self.http.get(
+                f"{self.base}/nacos/v1/ns/instance/list", params=params, headers=headers
+            )
         reply.raise_for_status()
         hosts: list[dict[str, Any]] = reply.json().get("hosts") or []
         return [

@@ -20,8 +20,9 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self.inner.sleep(seconds)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every request made in this block (in this thread) to `seconds` in total."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
 def bound_transports(client: httpx.Client) -> httpx.Client:
@@ -266,9 +277,11 @@ def request(
         return Answer(instance, error=why)
     headers = dict(kwargs.pop("headers", None) or {})
     headers.setdefault("Accept-Encoding", "gzip, deflate")
-    token = _deadline.set(time.monotonic() + timeout)
     try:
-        with client.stream(method, url, timeout=timeout, headers=headers, **kwargs) as reply:
+        with (
+            deadline(timeout),
+            client.stream(method, url, timeout=timeout, headers=headers, **kwargs) as reply,
+        ):
             raw = _read_body(reply, max_bytes)
     except httpx.TimeoutException:
         breaker.trip(instance, breaker_seconds)
@@ -280,8 +293,6 @@ def request(
         return Answer(instance, error="connection refused" if refused else f"cannot connect: {exc}")
     except (httpx.HTTPError, zlib.error) as exc:
         return Answer(instance, error=f"{type(exc).__name__}: {exc}")
-    finally:
-        _deadline.reset(token)
     if breaker_seconds > 0:
         breaker.reset(instance)
     try:
