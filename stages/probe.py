@@ -368,14 +368,15 @@ _inflight = _InFlight()
 
 
 def still_asking(key: str) -> bool:
-    """Whether a read a poll stopped waiting for (by URL) is still running here."""
+    """Whether a read a poll stopped waiting for (by its key) is still running here."""
     return _inflight.running(key)
 
 
 def poll(
     calls: Mapping[str, tuple[str, Callable[[], Answer]]], patience: float
 ) -> dict[str, Answer]:
-    """Ask every instance (`instance -> (key, call)`) at once, waiting at most `patience`
+    """Ask every instance (`instance -> (key, call)`; the key names the read, e.g. run and
+    URL) at once, waiting at most `patience`
     seconds: a read not over by then is "not yet" and keeps running in the background
     (to its own deadline), and the next poll of the same key in this process takes its
     answer. So a poll never holds the worker process for longer than `patience`."""

@@ -70,7 +70,8 @@ class HealthCheck(Step):
         timeout = min(s.probe_timeout_seconds, s.http_timeout_seconds)
         calls = {
             inst: (
-                f"{scheme}://{inst}{path}",
+                # A late answer serves only this run: another run may expect another version.
+                f"{ctx.run_id} {scheme}://{inst}{path}",
                 partial(
                     request,
                     env.http,
