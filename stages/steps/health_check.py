@@ -70,8 +70,9 @@ class HealthCheck(Step):
         timeout = min(s.probe_timeout_seconds, s.http_timeout_seconds)
         calls = {
             inst: (
-                # A late answer serves only this run: another run may expect another version.
-                f"{ctx.run_id} {scheme}://{inst}{path}",
+                # A late answer serves only this run while it holds the tenant: another
+                # run, or this one after another run deployed the tenant, needs a new read.
+                f"{ctx.run_id}/{ctx.lease_epoch} {scheme}://{inst}{path}",
                 partial(
                     request,
                     env.http,
