@@ -105,3 +105,9 @@ class TenantBusy(TransientError):
 
 class NotYet(TransientError):
     code = "NOT_YET"
+
+
+class NamespaceNotAllowed(PermanentError):
+    """A tenant's `nacosNameSpace` is outside DEPLOYER_NACOS_ALLOWED_NAMESPACES."""
+
+    code = "NAMESPACE_NOT_ALLOWED"

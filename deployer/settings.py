@@ -64,12 +64,20 @@ class Settings(BaseSettings):
     # Fleet verification
     verify_interval_seconds: float = Field(3.0, gt=0)
     verify_max_attempts: int = Field(10, ge=1)
-    # The first re-poll comes sooner (then doubling up to the interval): most instances
+    # The first re-poll comes sooner (then 0.25 s, x1.5 up to the interval): most instances
     # converge within a second of the broadcast, and a tenant should not wait 3 s for it.
     verify_first_interval_seconds: float = Field(1.0, gt=0)
     verify_path: str = "/actuator/bg-sdk/{tenantId}"
     verify_json_path: str = "$.version"
     http_timeout_seconds: float = Field(5.0, gt=0)
+    # Wall-clock bounds of one HealthCheck poll (whole request, body included; at most the
+    # HTTP timeout) and of any answer's body; an instance that timed out is not waited on
+    # again in a worker process for `probe_breaker_seconds` (it counts as "not yet").
+    probe_timeout_seconds: float = Field(1.0, gt=0)
+    # A poll waits this long for answers; a later one is "not yet" and serves the next poll.
+    probe_patience_seconds: float = Field(0.25, gt=0)
+    probe_breaker_seconds: float = Field(15.0, ge=0)
+    http_max_response_bytes: int = Field(1024 * 1024, ge=1024)
     instances: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INSTANCES))
     selection: Literal["ALL", "RANDOM"] = "ALL"
     #: URL scheme per service for HTTP calls (default http; the Java ASBC call used https).
@@ -78,6 +86,9 @@ class Settings(BaseSettings):
     # Service discovery (REFERENCE.md §5.6): Nacos when configured, `instances` as fallback
     nacos_server_addr: str | None = None
     nacos_namespace: str = "public"
+    # Namespaces a tenant's `nacosNameSpace` may name (None: only `nacos_namespace`), so a
+    # plan cannot steer its POSTs to hosts registered in another namespace.
+    nacos_allowed_namespaces: list[str] | None = None
     nacos_group: str = "DEFAULT_GROUP"
     nacos_username: str | None = None
     nacos_password: str | None = None
