@@ -1,0 +1,92 @@
+"""Integrity on real Redis and a real worker: task ids never collide across plans, one bad
+task never stops the others, and an older run never re-applies its config over a newer one."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployer.models import task_id_for
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+PREFIX = "icc_ai_ops_srv:tenant_config:"
+
+
+@pytest.fixture()
+def control(worker):
+    from tasks.runtime import controller
+
+    return controller()
+
+
+def plan_status(r, plan_id):
+    return r.hget(f"deployer:plan:{plan_id}", "status")
+
+
+def submit(worker, r, plan_id, tenants, **extra):
+    worker.send_task("deployer.submit_plan", [plan(plan_id, tenants, **extra)])
+    wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what=f"plan {plan_id} stored")
+
+
+def test_plan_a_tenant_b_c_and_plan_a_b_tenant_c_are_two_tasks_that_both_complete(worker, r):
+    """Before: both were `task-a_b_c`; the second plan overwrote the first's task, both
+    plans stayed RUNNING with negative counters."""
+    first, c = unique("col"), unique("c")
+    second, t_first, t_second = f"{first}_b", f"b_{c}", c  # plan a tenant b_c, plan a_b tenant c
+    assert task_id_for(first, t_first) != task_id_for(second, t_second)
+    submit(worker, r, first, [bg_tenant(t_first)])
+    submit(worker, r, second, [bg_tenant(t_second)])
+    for plan_id in (first, second):
+        wait_for(
+            lambda plan_id=plan_id: plan_status(r, plan_id) == "COMPLETED",
+            timeout=30,
+            what=f"plan {plan_id} COMPLETED",
+        )
+        counters = {k: v for k, v in r.hgetall(f"deployer:plan:{plan_id}").items() if k[:2] == "c:"}
+        assert counters == {"c:PENDING": "0", "c:RUNNING": "0", "c:COMPLETED": "1"}, counters
+    task = r.hgetall(f"deployer:task:{task_id_for(first, t_first)}")
+    assert (task["planId"], task["tenantId"], task["status"]) == (first, t_first, "COMPLETED")
+    task = r.hgetall(f"deployer:task:{task_id_for(second, t_second)}")
+    assert (task["planId"], task["tenantId"], task["status"]) == (second, t_second, "COMPLETED")
+
+
+def test_a_task_whose_record_is_corrupt_fails_alone_and_the_sweep_redrives_the_others(redis_url):
+    """Before: a stored context past its run's last stage made `build_chain` raise
+    ValueError inside the sweep, on every sweep, and no other claimed task was sent."""
+    import redis as redis_lib
+
+    from deployer.planner import Planner
+    from deployer.reconciler import Reconciler
+    from deployer.redis_client import client_for
+    from deployer.settings import Settings
+    from deployer.store import Dispatch, Store, now_ms
+    from tasks.chains import build_chain
+
+    url = redis_url.rsplit("/", 1)[0] + "/8"  # a database of its own: claims ten minutes on
+    redis_lib.Redis.from_url(url).flushdb()
+    r8 = redis_lib.Redis.from_url(url, decode_responses=True)
+    settings = Settings(redis_url=url, lease_ttl_seconds=5)
+    chains: list[tuple[str, int]] = []
+
+    def send(dispatches: list[Dispatch]) -> None:  # real chains, never published
+        for d in dispatches:
+            chains.append((d.task_id, len(build_chain(d.run.stages, d.context).tasks)))
+
+    planner = Planner(Store(client_for(settings.state_url), settings), settings, send)
+    plan_id = unique()
+    tenants = [f"{plan_id}-t{i}" for i in range(3)]
+    assert planner.submit(plan(plan_id, [bg_tenant(t) for t in tenants]))["ok"]
+    bad = task_id_for(plan_id, tenants[1])
+    ctx = r8.hget(f"deployer:task:{bad}", "ctx")
+    r8.hset(f"deployer:task:{bad}", "ctx", ctx.replace('"stageIndex":0', '"stageIndex":7'))
+    chains.clear()
+
+    refilled: list[str] = []
+    reconciler = Reconciler(planner.store, planner.launch, lambda p: refilled.append(p))
+    result = reconciler.sweep(now_ms() + 10 * 60 * 1000)
+    assert len(result.redriven) == 3
+    assert sorted(chains) == sorted((task_id_for(plan_id, t), 1) for t in tenants if t != tenants[1])
+    task = r8.hgetall(f"deployer:task:{bad}")
+    assert task["status"] == "FAILED" and "stage 7" in task["lastError"], task.get("lastError")
+    counters = r8.hgetall(f"deployer:plan:{plan_id}")
+    assert counters["c:FAILED"] == "1" and counters["inflight"] == "2"
+    assert min(int(v) for k, v in counters.items() if k.startswith("c:")) >= 0
