@@ -84,7 +84,8 @@ def test_a_task_whose_record_is_corrupt_fails_alone_and_the_sweep_redrives_the_o
     reconciler = Reconciler(planner.store, planner.launch, lambda p: refilled.append(p))
     result = reconciler.sweep(now_ms() + 10 * 60 * 1000)
     assert len(result.redriven) == 3
-    assert sorted(chains) == sorted((task_id_for(plan_id, t), 1) for t in tenants if t != tenants[1])
+    good = [t for t in tenants if t != tenants[1]]
+    assert sorted(chains) == sorted((task_id_for(plan_id, t), 1) for t in good)
     task = r8.hgetall(f"deployer:task:{bad}")
     assert task["status"] == "FAILED" and "stage 7" in task["lastError"], task.get("lastError")
     counters = r8.hgetall(f"deployer:plan:{plan_id}")
