@@ -43,6 +43,8 @@ class TaskStatus(StrEnum):
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    #: Not applied: the tenant was deployed by a newer task since (field `supersededBy`).
+    SUPERSEDED = "SUPERSEDED"
 
 
 class RunKind(StrEnum):

@@ -178,6 +178,7 @@ TASK_FIELDS = [
     "lastError",
     "failedStage",
     "cancelledBy",
+    "supersededBy",
     "createdAt",
     "startedAt",
     "endedAt",
@@ -199,6 +200,8 @@ def task(
     out: dict[str, Any] = {k: raw[k] for k in TASK_FIELDS if raw.get(k) not in (None, "")}
     # None until the task is first sent: its run and context are built then
     out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
+    if out["context"]:
+        out["context"].pop("token", None)  # the fence token is never shown
     out["hash"] = s.r.hgetall(keys.config_hash(s.settings.key_prefix, tenant))
     if as_json:
         print_json(out)

@@ -39,6 +39,7 @@ def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | Non
     c = counts(plan)
     total = int(plan.get("total", 0) or 0)
     done = c["COMPLETED"] + c["FAILED"] + c["CANCELLED"] + c["ROLLED_BACK"] + c["ROLLBACK_FAILED"]
+    done += c["SUPERSEDED"]
     elapsed = time.monotonic() - started
     eta = ""
     if 0 < done < total and elapsed > 1:

@@ -3,8 +3,12 @@ task never stops the others, and an older run never re-applies its config over a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from deployer.fleet import Behaviour
+from deployer.lifecycle import Command
 from deployer.models import task_id_for
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
@@ -91,3 +95,117 @@ def test_a_task_whose_record_is_corrupt_fails_alone_and_the_sweep_redrives_the_o
     counters = r8.hgetall(f"deployer:plan:{plan_id}")
     assert counters["c:FAILED"] == "1" and counters["inflight"] == "2"
     assert min(int(v) for k, v in counters.items() if k.startswith("c:")) >= 0
+
+
+def task_of(r, plan_id, tenant):
+    return r.hgetall(f"deployer:task:{task_id_for(plan_id, tenant)}")
+
+
+def version_of(r, tenant):
+    return r.hget(PREFIX + tenant, "metadata")
+
+
+def pause_old_plan_mid_flight_then_deploy_a_newer_one(worker, r, control, fleet, tenant):
+    """oldP (v60) waits in its HealthCheck and is paused; newP (v61) deploys the tenant."""
+    old, new = unique("oldP"), unique("newP")
+    fleet.behave(tenant, Behaviour(never=True))
+    submit(worker, r, old, [bg_tenant(tenant, version=60)])
+    wait_for(
+        lambda: "instances" in (task_of(r, old, tenant).get("progress") or ""),
+        what="oldP waiting in its HealthCheck",
+    )
+    assert control.execute(Command.PAUSE, {"planId": old}, by="ops")["ok"]
+    wait_for(lambda: task_of(r, old, tenant).get("status") == "PAUSED", what="oldP PAUSED")
+    fleet.behave(tenant, Behaviour())
+    submit(worker, r, new, [bg_tenant(tenant, version=61)])
+    wait_for(lambda: plan_status(r, new) == "COMPLETED", timeout=30, what="newP COMPLETED")
+    assert version_of(r, tenant) == '{"version":61}'
+    return old, new
+
+
+def test_resuming_an_older_plan_after_a_newer_deployed_the_tenant_ends_superseded(
+    worker, r, control, session_fleet
+):
+    """Before: `resume --plan oldP` rewrote the hash to v60, silently."""
+    tenant = unique("px")
+    old, new = pause_old_plan_mid_flight_then_deploy_a_newer_one(
+        worker, r, control, session_fleet, tenant
+    )
+    assert control.execute(Command.RESUME, {"planId": old}, by="ops")["ok"]
+    wait_for(lambda: plan_status(r, old) != "RUNNING", timeout=30, what="oldP finished")
+
+    task = task_of(r, old, tenant)
+    assert task["status"] == "SUPERSEDED", task
+    assert task["supersededBy"] == task_id_for(new, tenant)
+    assert version_of(r, tenant) == '{"version":61}'  # the newer config stays
+    assert plan_status(r, old) == "COMPLETED"  # finished, not stranded RUNNING
+    assert r.hget(f"deployer:plan:{old}", "inflight") == "0"
+    assert not r.exists(f"deployer:lease:{tenant}")
+    assert r.zscore("deployer:inflight", task_id_for(old, tenant)) is None
+    events = [f for _, f in r.xrange("deployer:events") if f.get("taskId") == task["taskId"]]
+    superseded = [e for e in events if e["type"] == "TASK_SUPERSEDED"]
+    assert len(superseded) == 1 and superseded[0]["supersededBy"] == task_id_for(new, tenant)
+    # `deployer task --tenant` reads this pointer: the tenant's newest task, not oldP's.
+    assert r.get(f"deployer:tenant:{tenant}") == task_id_for(new, tenant)
+    assert r.get(f"deployer:applied:{tenant}").endswith("|" + task_id_for(new, tenant))
+
+    # It never applied: nothing to roll back; a retry only when forced.
+    for command in (Command.RETRY, Command.ROLLBACK):
+        answer = control.execute(command, {"planId": old}, by="ops")
+        assert not answer["ok"] and answer["code"] == "TASK_SUPERSEDED", answer
+    assert task_of(r, old, tenant)["status"] == "SUPERSEDED"
+
+
+def test_a_forced_resume_applies_the_older_config_and_says_so(worker, r, control, session_fleet):
+    tenant = unique("pxf")
+    old, _new = pause_old_plan_mid_flight_then_deploy_a_newer_one(
+        worker, r, control, session_fleet, tenant
+    )
+    answer = control.execute(
+        Command.RESUME, {"planId": old}, by="ops", reason="re-apply v60", force=True
+    )
+    assert answer["ok"], answer
+    wait_for(lambda: plan_status(r, old) == "COMPLETED", timeout=30, what="oldP COMPLETED")
+    assert task_of(r, old, tenant)["status"] == "COMPLETED"
+    assert version_of(r, tenant) == '{"version":60}'  # what the operator asked for
+    resumed = [
+        f
+        for _, f in r.xrange("deployer:events")
+        if f.get("taskId") == task_id_for(old, tenant) and f["type"] == "TASK_RESUMED"
+    ]
+    assert resumed[-1]["by"] == "ops" and resumed[-1]["reason"] == "forced: re-apply v60"
+
+
+def test_a_superseded_task_is_retried_only_with_force(worker, r, control, session_fleet):
+    tenant = unique("pxr")
+    old, _new = pause_old_plan_mid_flight_then_deploy_a_newer_one(
+        worker, r, control, session_fleet, tenant
+    )
+    assert control.execute(Command.RESUME, {"planId": old})["ok"]
+    wait_for(lambda: task_of(r, old, tenant).get("status") == "SUPERSEDED", what="SUPERSEDED")
+    assert control.execute(Command.RETRY, {"planId": old}, force=True)["ok"]
+    wait_for(lambda: plan_status(r, old) == "COMPLETED", timeout=30, what="forced retry done")
+    assert task_of(r, old, tenant)["status"] == "COMPLETED"
+    assert version_of(r, tenant) == '{"version":60}'
+
+
+def test_a_redelivered_stage_message_of_the_older_run_changes_nothing(
+    worker, r, control, session_fleet
+):
+    """The paused run's own stage message comes back (a redelivery): fenced off, v61 stays."""
+    tenant = unique("pxs")
+    old, new = pause_old_plan_mid_flight_then_deploy_a_newer_one(
+        worker, r, control, session_fleet, tenant
+    )
+    paused = task_of(r, old, tenant)
+    ctx = json.loads(paused["ctx"])
+    ctx["stepIndex"], ctx["attempt"] = 0, 0  # from the stage's first step: its write
+    spec = json.loads(paused["run"])["stages"][0]
+    mark = r.xinfo_stream("deployer:events")["last-generated-id"]
+    worker.send_task("deployer.run_stage", [ctx, spec], queue="deployer.stages")
+    assert control.execute(Command.RESUME, {"planId": old})["ok"]
+    wait_for(lambda: task_of(r, old, tenant).get("status") == "SUPERSEDED", what="SUPERSEDED")
+    assert version_of(r, tenant) == '{"version":61}'
+    later = [f for _, f in r.xrange("deployer:events", min=f"({mark}")]
+    assert not [e for e in later if e["type"] == "STAGE_STARTED" and e["planId"] == old]
+    assert task_of(r, new, tenant)["status"] == "COMPLETED"
