@@ -209,3 +209,53 @@ def test_a_redelivered_stage_message_of_the_older_run_changes_nothing(
     later = [f for _, f in r.xrange("deployer:events", min=f"({mark}")]
     assert not [e for e in later if e["type"] == "STAGE_STARTED" and e["planId"] == old]
     assert task_of(r, new, tenant)["status"] == "COMPLETED"
+
+
+def test_every_stage_script_refuses_a_message_whose_plan_or_tenant_is_not_its_task(
+    worker, r, session_fleet
+):
+    """Start, end (which finishes a task and moves plan counters) and fail: each checks the
+    message's ids against the stored task and touches nothing when they differ."""
+    from deployer.models import StageSpec, TaskRuntimeContext
+    from tasks.runtime import store
+
+    victim, victim_plan = unique("victim"), unique()
+    submit(worker, r, victim_plan, [bg_tenant(victim)])
+    wait_for(lambda: plan_status(r, victim_plan) == "COMPLETED", timeout=30, what="victim done")
+    own, own_plan = unique("own"), unique()
+    session_fleet.behave(own, Behaviour(never=True))
+    submit(worker, r, own_plan, [bg_tenant(own)])
+    key = f"deployer:task:{task_id_for(own_plan, own)}"
+    wait_for(lambda: "instances" in (r.hget(key, "progress") or ""), what="own task waiting")
+    live = TaskRuntimeContext.model_validate_json(r.hget(key, "ctx"))
+    live.token = r.hget(key, "token")
+    stage = StageSpec.model_validate(json.loads(r.hget(key, "run"))["stages"][0])
+
+    def state() -> list[dict[str, str]]:
+        # (The own task keeps polling meanwhile: its cursor and poll metrics may move.)
+        own_plan_counters = {
+            k: v
+            for k, v in r.hgetall(f"deployer:plan:{own_plan}").items()
+            if k.startswith("c:") or k in ("status", "inflight")
+        }
+        fields = ("status", "token", "planId", "tenantId", "checkpoint", "lastError", "endedAt")
+        return [
+            r.hgetall(f"deployer:plan:{victim_plan}"),
+            own_plan_counters,
+            r.hgetall(PREFIX + victim),
+            dict(zip(fields, r.hmget(key, fields), strict=True)),
+        ]
+
+    before = state()
+    for forged in (
+        live.model_copy(update={"tenant_id": victim}),
+        live.model_copy(update={"plan_id": victim_plan}),
+    ):
+        assert store().begin_stage(forged, stage).verdict == "FORGED"
+        done = forged.model_copy(update={"stage_index": 1})
+        assert store().end_stage(done, stage, is_last=True)[0] == "FORGED"
+        assert store().fail(forged, stage.name, "forged failure") == "FORGED"
+    assert state() == before
+    assert not r.exists(f"deployer:lease:{victim}")
+    session_fleet.behave(own, Behaviour())
+    wait_for(lambda: plan_status(r, own_plan) == "COMPLETED", timeout=30, what="own plan done")
