@@ -15,7 +15,7 @@ Task transitions (who causes them):
     FAILED, ROLLBACK_FAILED -> PENDING          retry (the last run again)
     FAILED, ROLLBACK_FAILED -> CANCELLED        cancel (give up)
     FAILED, PAUSED, CANCELLED, COMPLETED -> PENDING   rollback (a new run, old config)
-    PENDING      -> SUPERSEDED                  a forward/retry run takes the tenant after a
+    PENDING, RUNNING -> SUPERSEDED              a forward/retry run takes the tenant after a
                                                 newer task deployed it (unless forced)
     SUPERSEDED   -> PENDING                     retry --force (re-apply the older config)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from typer.testing import CliRunner
 
+from deployer.cli import app as cli
 from deployer.fleet import Behaviour
 from deployer.lifecycle import Command
 from deployer.models import task_id_for
@@ -145,8 +147,14 @@ def test_resuming_an_older_plan_after_a_newer_deployed_the_tenant_ends_supersede
     events = [f for _, f in r.xrange("deployer:events") if f.get("taskId") == task["taskId"]]
     superseded = [e for e in events if e["type"] == "TASK_SUPERSEDED"]
     assert len(superseded) == 1 and superseded[0]["supersededBy"] == task_id_for(new, tenant)
-    # `deployer task --tenant` reads this pointer: the tenant's newest task, not oldP's.
+    # `deployer task --tenant` shows the tenant's newest task, not oldP's, and v61.
     assert r.get(f"deployer:tenant:{tenant}") == task_id_for(new, tenant)
+    shown = CliRunner().invoke(cli, ["task", "--tenant", tenant, "--json"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    shown_task = json.loads(shown.output)
+    assert (shown_task["planId"], shown_task["status"]) == (new, "COMPLETED")
+    assert shown_task["hash"]["metadata"] == '{"version":61}'
+    assert "token" not in shown_task["context"]
     assert r.get(f"deployer:applied:{tenant}").endswith("|" + task_id_for(new, tenant))
 
     # It never applied: nothing to roll back; a retry only when forced.
