@@ -21,6 +21,7 @@ from celery import Celery
 from deployer.fleet import Behaviour
 from deployer.models import task_id_for
 from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.integration.test_flower import AUTH, _up, free_port, start_flower  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 PREFIX = "icc_ai_ops_srv:tenant_config:"
@@ -193,3 +194,44 @@ def test_no_fence_token_reaches_the_worker_log(spawn_worker, client, r):
         task = r.hgetall(f"deployer:task:{task_id_for(plan_id, t)}")
         assert task["token"] and task["token"] not in log
         assert task["runId"] + "." not in log  # no token of any generation of the run
+
+
+def test_flower_finds_a_failed_stage_with_state_failure(
+    spawn_worker,
+    client,
+    r,
+    start_flower,
+    session_fleet,  # noqa: F811 - the imported fixture
+):
+    """Before: `/api/tasks?state=FAILURE` found nothing; the failed stage was a SUCCESS."""
+    import httpx
+
+    spawn_worker("flowerfail", concurrency=2)
+    port = free_port()
+    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(base + "/healthcheck"), timeout=30, what="flower listening")
+
+    def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
+        client.send_task("deployer.submit_plan", [{"planId": "canary"}], queue="deployer.control")
+        return bool(httpx.get(base + "/api/tasks", auth=AUTH, timeout=5).json())
+
+    wait_for(flower_sees_events, timeout=30, interval=0.3, what="flower receiving events")
+    # A business error at the portal stage: the task fails at once, no polling.
+    tenant, plan_id = unique("ffail"), unique()
+    session_fleet.behave(tenant, Behaviour(reject=True))
+    portal = {"tenantId": tenant, "deployUnitName": "green", "planVersion": 20,
+              "trunkGroup": "tg-1", "calledNumberRules": "4001",
+              "serviceNames": ["portal"]}  # fmt: skip
+    submit(client, r, plan_id, [portal])
+    wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "FAILED", timeout=60)
+    task = r.hgetall(f"deployer:task:{task_id_for(plan_id, tenant)}")
+
+    def failures() -> list[dict[str, Any]]:
+        found = httpx.get(base + "/api/tasks", params={"state": "FAILURE"}, auth=AUTH, timeout=5)
+        return [t for t in found.json().values() if tenant in (t.get("name") or "")]
+
+    (shown,) = wait_for(failures, what="the failed stage listed under FAILURE")
+    assert shown["state"] == "FAILURE" and shown["name"] == f"stage portal · {tenant}"
+    assert "stage failed: task FAILED" in shown["exception"]
+    assert task["lastError"][:40] in shown["exception"]
