@@ -21,7 +21,11 @@ from celery import Celery
 from deployer.fleet import Behaviour
 from deployer.models import task_id_for
 from tests.helpers import bg_tenant, plan, unique, wait_for
-from tests.integration.test_flower import AUTH, _up, free_port, start_flower  # noqa: F401
+
+# Flower's fixture and helpers, shared with tests/integration/test_flower.py; a fixture is
+# imported by name and requested as a parameter (hence F401/F811 for this module).
+# ruff: noqa: F401, F811
+from tests.integration.test_flower import AUTH, _up, free_port, start_flower
 
 pytestmark = pytest.mark.e2e
 PREFIX = "icc_ai_ops_srv:tenant_config:"
@@ -201,7 +205,7 @@ def test_flower_finds_a_failed_stage_with_state_failure(
     client,
     r,
     start_flower,
-    session_fleet,  # noqa: F811 - the imported fixture
+    session_fleet,
 ):
     """Before: `/api/tasks?state=FAILURE` found nothing; the failed stage was a SUCCESS."""
     import httpx

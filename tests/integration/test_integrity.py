@@ -169,10 +169,9 @@ def test_a_forced_resume_applies_the_older_config_and_says_so(worker, r, control
     old, _new = pause_old_plan_mid_flight_then_deploy_a_newer_one(
         worker, r, control, session_fleet, tenant
     )
-    answer = control.execute(
-        Command.RESUME, {"planId": old}, by="ops", reason="re-apply v60", force=True
-    )
-    assert answer["ok"], answer
+    argv = ["resume", "--plan", old, "--by", "ops", "--reason", "re-apply v60", "--force"]
+    answer = CliRunner().invoke(cli, argv, catch_exceptions=False)
+    assert answer.exit_code == 0, answer.output
     wait_for(lambda: plan_status(r, old) == "COMPLETED", timeout=30, what="oldP COMPLETED")
     assert task_of(r, old, tenant)["status"] == "COMPLETED"
     assert version_of(r, tenant) == '{"version":60}'  # what the operator asked for
@@ -191,9 +190,17 @@ def test_a_superseded_task_is_retried_only_with_force(worker, r, control, sessio
     )
     assert control.execute(Command.RESUME, {"planId": old})["ok"]
     wait_for(lambda: task_of(r, old, tenant).get("status") == "SUPERSEDED", what="SUPERSEDED")
-    assert control.execute(Command.RETRY, {"planId": old}, force=True)["ok"]
-    wait_for(lambda: plan_status(r, old) == "COMPLETED", timeout=30, what="forced retry done")
+    refused = CliRunner().invoke(cli, ["retry", "--plan", old], catch_exceptions=False)
+    assert refused.exit_code == 2 and "TASK_SUPERSEDED" in refused.output
+    # By task name, as any Celery client sends it: kwarg force.
+    worker.send_task("deployer.retry", [{"planId": old}], {"force": True, "by": "ops"})
+    wait_for(
+        lambda: task_of(r, old, tenant)["status"] in ("COMPLETED", "FAILED"),
+        timeout=30,
+        what="forced retry ended",
+    )
     assert task_of(r, old, tenant)["status"] == "COMPLETED"
+    assert plan_status(r, old) == "COMPLETED"
     assert version_of(r, tenant) == '{"version":60}'
 
 
