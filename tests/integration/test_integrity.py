@@ -274,3 +274,29 @@ def test_every_stage_script_refuses_a_message_whose_plan_or_tenant_is_not_its_ta
     assert not r.exists(f"deployer:lease:{victim}")
     session_fleet.behave(own, Behaviour())
     wait_for(lambda: plan_status(r, own_plan) == "COMPLETED", timeout=30, what="own plan done")
+
+
+def test_retrying_an_older_failed_task_after_a_newer_deployed_the_tenant_ends_superseded(
+    worker, r, control, session_fleet
+):
+    tenant = unique("pxq")
+    old, new = unique("oldP"), unique("newP")
+    session_fleet.behave(tenant, Behaviour(never=True))
+    submit(worker, r, old, [bg_tenant(tenant, version=60)])
+    wait_for(lambda: plan_status(r, old) == "FAILED", timeout=30, what="oldP FAILED")
+    session_fleet.behave(tenant, Behaviour())
+    submit(worker, r, new, [bg_tenant(tenant, version=61)])
+    wait_for(lambda: plan_status(r, new) == "COMPLETED", timeout=30, what="newP COMPLETED")
+
+    assert control.execute(Command.RETRY, {"planId": old}, by="ops")["ok"]
+    wait_for(
+        lambda: task_of(r, old, tenant).get("status") == "SUPERSEDED",
+        timeout=30,
+        what="the retry SUPERSEDED",
+    )
+    assert version_of(r, tenant) == '{"version":61}'
+    assert plan_status(r, old) == "COMPLETED"
+    # A rollback of the newer task is still the way back, and is not superseded by itself.
+    assert control.execute(Command.ROLLBACK, {"planId": new}, by="ops")["ok"]
+    wait_for(lambda: plan_status(r, new) == "ROLLED_BACK", timeout=30, what="newP rolled back")
+    assert version_of(r, tenant) == '{"version":19}'
