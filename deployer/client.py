@@ -122,16 +122,21 @@ class DeployerClient:
         return self.send(PAUSE, target(plan, tenant), by=by, reason=reason)
 
     def resume(self, *, plan: str | None = None, tenant: str | None = None,
-               by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
-        return self.send(RESUME, target(plan, tenant), by=by, reason=reason)
+               by: str | None = None, reason: str | None = None,
+               force: bool = False) -> str:  # fmt: skip
+        """`force`: apply even where a newer task deployed the tenant since (else SUPERSEDED)."""
+        return self.send(RESUME, target(plan, tenant), by=by, reason=reason, force=force or None)
 
     def cancel(self, *, plan: str | None = None, tenant: str | None = None,
                by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
         return self.send(CANCEL, target(plan, tenant), by=by, reason=reason)
 
     def retry(self, *, plan: str | None = None, tenant: str | None = None,
-              from_checkpoint: bool = False, by: str | None = None) -> str:  # fmt: skip
-        return self.send(RETRY, target(plan, tenant), from_checkpoint=from_checkpoint, by=by)
+              from_checkpoint: bool = False, by: str | None = None,
+              force: bool = False) -> str:  # fmt: skip
+        return self.send(
+            RETRY, target(plan, tenant), from_checkpoint=from_checkpoint, by=by, force=force or None
+        )
 
     def rollback(self, *, plan: str | None = None, tenant: str | None = None,
                  by: str | None = None, reason: str | None = None) -> str:  # fmt: skip

@@ -94,7 +94,10 @@ class Controller:
         by: str | None = None,
         reason: str | None = None,
         from_checkpoint: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """`force` (resume, retry): the runs may apply their config even where a newer task
+        deployed the tenant since (else they end SUPERSEDED); recorded in the events."""
         target = Target.parse(raw_target)
         by, reason = (by or "")[:200], (reason or "")[:1000]
         tasks = self._resolve(target)
@@ -117,7 +120,7 @@ class Controller:
                     }
                 )
                 continue
-            decision = self._apply(command, task, by, reason, from_checkpoint)
+            decision = self._apply(command, task, by, reason, from_checkpoint, force)
             outcomes[decision.effect.value] += 1
             if decision.effect is Effect.REFUSE:
                 refused.append(
@@ -180,15 +183,21 @@ class Controller:
         return [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
 
     def _apply(
-        self, command: Command, task: dict[str, str], by: str, reason: str, from_checkpoint: bool
+        self,
+        command: Command,
+        task: dict[str, str],
+        by: str,
+        reason: str,
+        from_checkpoint: bool,
+        force: bool = False,
     ) -> Decision:
         for _ in range(MAX_CAS_ATTEMPTS):
-            decision = decide(command, TaskStatus(task["status"]), task.get("control"))
+            decision = decide(command, TaskStatus(task["status"]), task.get("control"), force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
                 applied, _current = self._write(
-                    command, decision, task, by, reason, from_checkpoint
+                    command, decision, task, by, reason, from_checkpoint, force
                 )
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
@@ -205,19 +214,30 @@ class Controller:
         by: str,
         reason: str,
         from_checkpoint: bool,
+        force: bool = False,
     ) -> tuple[bool, str]:
         event = EVENT[(command, decision.effect)]
         common: dict[str, Any] = {"by": by, "reason": reason, "event": event}
+        # resume and retry say, on the task, whether the run may apply its config over a
+        # newer task's (stage_begin.lua reads it when the run takes the tenant).
+        forced: dict[str, str | int] = {}
+        if command in (Command.RESUME, Command.RETRY):
+            forced = {"force": "1" if force else "0"}
+            if force:
+                common["reason"] = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
             return self.store.task_command(task, control=PLAN_FLAG[command], **common)
         if decision.effect is Effect.WITHDRAW:
-            return self.store.task_command(task, control="CLEAR", **common)
+            return self.store.task_command(task, control="CLEAR", fields=forced, **common)
         status = decision.to.value if decision.to else ""
         queue_op, invalidate, control = IMMEDIATE[command]
-        fields: dict[str, str | int] | None = None
+        fields: dict[str, str | int] | None = forced or None
         if command is Command.RETRY:
-            fields = self._retry_fields(task, from_checkpoint)
-            common["reason"] = reason or f"fromCheckpoint={str(from_checkpoint).lower()}"
+            fields = {**self._retry_fields(task, from_checkpoint), **forced}
+            plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
+            common["reason"] = reason or plain
+            if force:
+                common["reason"] = f"forced: {reason or plain}"
         elif command is Command.ROLLBACK:
             fields = self._rollback_fields(task)
         return self.store.task_command(

@@ -10,7 +10,8 @@ DeployerError
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
  │    ├── InsecureBind           (`deployer serve` off loopback without a token)
- │    └── StepFailed             (a step gave a definite no)
+ │    ├── StepFailed             (a step gave a definite no)
+ │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
  └── TransientError          may succeed later (drives retries)
       ├── TenantBusy             (another run holds the tenant lease)
       └── NotYet                 (a waiting step is not satisfied yet)
@@ -97,6 +98,13 @@ class InsecureBind(PermanentError):
 
 class StepFailed(PermanentError):
     code = "STEP_FAILED"
+
+
+class StageFailed(PermanentError):
+    """Raised by the stage task after its task was failed and its chain stopped, so the
+    attempt is a FAILURE in Celery's events (Flower) instead of a SUCCESS with a text."""
+
+    code = "STAGE_FAILED"
 
 
 class TenantBusy(TransientError):

@@ -11,6 +11,9 @@ TASK = "deployer:task:{task_id}"
 TENANT = "deployer:tenant:{tenant_id}"  # latest task id of the tenant
 LEASE = "deployer:lease:{tenant_id}"  # token of the run that owns the tenant, with TTL
 LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took the tenant
+#: "createdAtMs|taskId" of the last task that took the tenant to write: an older task's
+#: forward or retry run then ends SUPERSEDED instead of regressing the config.
+APPLIED = "deployer:applied:{tenant_id}"
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
@@ -47,6 +50,10 @@ def lease(tenant_id: str) -> str:
 
 def lease_epoch(tenant_id: str) -> str:
     return LEASE_EPOCH.format(tenant_id=tenant_id)
+
+
+def applied(tenant_id: str) -> str:
+    return APPLIED.format(tenant_id=tenant_id)
 
 
 def fence(tenant_id: str) -> str:

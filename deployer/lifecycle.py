@@ -15,11 +15,15 @@ Task transitions (who causes them):
     FAILED, ROLLBACK_FAILED -> PENDING          retry (the last run again)
     FAILED, ROLLBACK_FAILED -> CANCELLED        cancel (give up)
     FAILED, PAUSED, CANCELLED, COMPLETED -> PENDING   rollback (a new run, old config)
+    PENDING, RUNNING -> SUPERSEDED              a forward/retry run takes the tenant after a
+                                                newer task deployed it (unless forced)
+    SUPERSEDED   -> PENDING                     retry --force (re-apply the older config)
 
 A plan's status is derived from its tasks' counters (deployer/lua/_prelude.lua, derive_plan):
 RUNNING while any task is PENDING/RUNNING/ROLLING_BACK (PAUSED if the plan is paused and
 none runs), PAUSED while only paused tasks remain, else FAILED if any task failed,
-CANCELLED if any was cancelled, ROLLED_BACK if any rolled back, else COMPLETED.
+CANCELLED if any was cancelled, ROLLED_BACK if any rolled back, else COMPLETED
+(SUPERSEDED counts as finished, like COMPLETED).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ class Decision:
     note: str = ""
 
 
-TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK})
+TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK, S.SUPERSEDED})
 ACTIVE = frozenset({S.RUNNING, S.ROLLING_BACK})
 RETRYABLE = frozenset({S.FAILED, S.ROLLBACK_FAILED})
 ROLLBACKABLE = frozenset({S.FAILED, S.PAUSED, S.CANCELLED, S.COMPLETED})
@@ -72,8 +76,12 @@ COMMAND_TRANSITIONS = frozenset(
         (S.ROLLBACK_FAILED, S.CANCELLED),
         (S.CANCELLED, S.PENDING),
         (S.COMPLETED, S.PENDING),
+        (S.SUPERSEDED, S.PENDING),
     }
 )
+
+#: Why a superseded task is not retried or rolled back without more (it never applied).
+SUPERSEDED_NOTE = "the tenant was deployed by a newer task since; this task never applied"
 
 
 def _pause(status: S, control: str | None) -> Decision:
@@ -137,6 +145,19 @@ _DECIDERS = {
 }
 
 
-def decide(command: Command, status: S, control: str | None = None) -> Decision:
-    """What `command` does to a task in `status` with a pending `control` flag."""
+def decide(
+    command: Command, status: S, control: str | None = None, force: bool = False
+) -> Decision:
+    """What `command` does to a task in `status` with a pending `control` flag; `force`
+    (resume, retry) lets the run apply its config over a newer task's."""
+    if status is S.SUPERSEDED and command in (Command.RETRY, Command.ROLLBACK):
+        return _superseded(command, force)
     return _DECIDERS[command](status, control)
+
+
+def _superseded(command: Command, force: bool) -> Decision:
+    """A superseded task never applied: nothing to roll back; a retry only when forced."""
+    if command is Command.RETRY and force:
+        return Decision(Effect.NOW, S.PENDING, note="forced: re-applies the older config")
+    hint = "; retry --force applies it" if command is Command.RETRY else ""
+    return Decision(Effect.REFUSE, code="TASK_SUPERSEDED", note=SUPERSEDED_NOTE + hint)

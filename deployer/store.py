@@ -120,7 +120,9 @@ class Dispatch:
 class StageGate:
     """What the start-of-stage round trip decided."""
 
-    verdict: str  # OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED
+    #: OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED | FORGED (the message's plan or
+    #: tenant is not its task's: nothing touched) | SUPERSEDED (detail: the newer task)
+    verdict: str
     detail: str = ""
     acquired: bool = False
     #: The tenant's acquisition count when this stage (re)took the lease, else 0.
@@ -323,7 +325,11 @@ class Store:
         """`worker` (the Celery node name) is recorded on the task and its stage events."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
-            keys=[*self._task_keys(ctx), keys.lease_epoch(ctx.tenant_id)],
+            keys=[
+                *self._task_keys(ctx),
+                keys.lease_epoch(ctx.tenant_id),
+                keys.applied(ctx.tenant_id),
+            ],
             args=[
                 ctx.token,
                 ctx.stage_index,
@@ -338,6 +344,8 @@ class Store:
                 ctx.model_dump_json(by_alias=True),
                 f"{worker or socket.gethostname()}:{os.getpid()}",
                 str(ctx.scratch.get("progress", "")),
+                ctx.plan_id,
+                ctx.tenant_id,
             ],
         )
         acquired = len(raw) > 3 and raw[2] == "1"
@@ -366,6 +374,8 @@ class Store:
                 final.value,
                 self.settings.events_maxlen,
                 self._lease_ms(),
+                ctx.plan_id,
+                ctx.tenant_id,
             ],
         )
         return str(raw[0]), int(raw[2]) if len(raw) > 2 else 0
@@ -373,7 +383,15 @@ class Store:
     def fail(self, ctx: TaskRuntimeContext, stage_name: str, reason: str) -> str:
         raw = self._fail(
             keys=self._task_keys(ctx),
-            args=[ctx.token, stage_name, now_ms(), reason[:2000], self.settings.events_maxlen],
+            args=[
+                ctx.token,
+                stage_name,
+                now_ms(),
+                reason[:2000],
+                self.settings.events_maxlen,
+                ctx.plan_id,
+                ctx.tenant_id,
+            ],
         )
         return str(raw[0])
 

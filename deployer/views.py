@@ -32,7 +32,7 @@ TENANT_PLAN_SCAN = 2000
 INT_FIELDS = ("stageIndex", "totalStages", "checkpoint", "retryCount", "redeliveries")
 TIME_FIELDS = ("createdAt", "dispatchedAt", "startedAt", "endedAt", "updatedAt")
 TEXT_FIELDS = ("taskId", "planId", "tenantId", "status", "runKind", "runId", "stageName",
-               "progress", "cancelledBy", "worker", "control")  # fmt: skip
+               "progress", "cancelledBy", "supersededBy", "worker", "control")  # fmt: skip
 FAILING = frozenset({TaskStatus.FAILED.value, TaskStatus.ROLLBACK_FAILED.value})
 #: Statuses whose progress text is live; a finished task's last poll text is history.
 IN_FLIGHT = frozenset(

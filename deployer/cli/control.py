@@ -22,9 +22,20 @@ TenantOpt = Annotated[str | None, typer.Option("--tenant", help="This tenant's l
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who asks (recorded in events).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in events).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Follow until the run ends.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Apply even where a newer task deployed the tenant since (else the task ends "
+        "SUPERSEDED); recorded in the events.",
+    ),
+]
 
 TASK_END = {
-    Command.RETRY: ({"COMPLETED"}, {"FAILED", "CANCELLED", "ROLLBACK_FAILED", "ROLLED_BACK"}),
+    Command.RETRY: (
+        {"COMPLETED"},
+        {"FAILED", "CANCELLED", "ROLLBACK_FAILED", "ROLLED_BACK", "SUPERSEDED"},
+    ),
     Command.ROLLBACK: ({"ROLLED_BACK"}, {"ROLLBACK_FAILED", "CANCELLED", "FAILED", "COMPLETED"}),
 }
 
@@ -114,9 +125,24 @@ def _simple_verb(command: Command, doc: str) -> None:
 _simple_verb(
     Command.PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
 )
-_simple_verb(
-    Command.RESUME, "Continue paused tasks where they stopped, without redoing completed stages."
-)
+
+
+@app.command(name=Command.RESUME.value)
+def resume(
+    plan: PlanOpt = None,
+    tenant: TenantOpt = None,
+    by: ByOpt = None,
+    reason: ReasonOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue paused tasks where they stopped, without redoing completed stages.
+
+    A task whose tenant a newer task deployed meanwhile ends SUPERSEDED, unless --force.
+    """
+    _run(Command.RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
+
+
 _simple_verb(
     Command.CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
 )
@@ -132,11 +158,15 @@ def retry(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     by: ByOpt = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run the last run of FAILED tasks (same stages, same context, scratch cleared)."""
+    """Re-run the last run of FAILED tasks (same stages, same context, scratch cleared).
+
+    SUPERSEDED tasks only with --force.
+    """
     target = _target(plan, tenant, as_json)
-    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint)
+    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
     _finish(Command.RETRY, plan, tenant, wait, timeout, "COMPLETED")
 
 

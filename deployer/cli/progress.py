@@ -15,7 +15,7 @@ from rich.table import Table
 
 from deployer import keys
 from deployer.cli.app import console
-from deployer.models import TaskStatus
+from deployer.models import TaskStatus, task_id_for
 from deployer.store import Store
 
 TERMINAL_PLAN = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"}
@@ -27,7 +27,7 @@ def counts(plan: dict[str, str]) -> dict[str, int]:
 
 
 def active_tasks(store: Store, plan_id: str, limit: int = ACTIVE_ROWS) -> list[dict[str, Any]]:
-    prefix = f"task-{plan_id}_"
+    prefix = task_id_for(plan_id, "")
     ids = [str(m) for m in store.r.zrange(keys.INFLIGHT, 0, 5000) if str(m).startswith(prefix)]
     fields = ["tenantId", "status", "stageName", "stageIndex", "totalStages", "progress"]
     return store.get_tasks_raw(ids[:limit], fields)
@@ -39,6 +39,7 @@ def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | Non
     c = counts(plan)
     total = int(plan.get("total", 0) or 0)
     done = c["COMPLETED"] + c["FAILED"] + c["CANCELLED"] + c["ROLLED_BACK"] + c["ROLLBACK_FAILED"]
+    done += c["SUPERSEDED"]
     elapsed = time.monotonic() - started
     eta = ""
     if 0 < done < total and elapsed > 1:

@@ -47,3 +47,23 @@ local function release(task_key, lease_key, inflight_key, plan_key, token, task_
     redis.call('HINCRBY', plan_key, 'inflight', -1)
   end
 end
+
+-- A stage message names its task, plan and tenant; the scripts build keys from those names.
+-- True when the stored task says otherwise (or does not exist while ids were given):
+-- the message is forged and must touch nothing.
+local function forged(task_id, plan_id, tenant_id, msg_plan_id, msg_tenant_id)
+  if not task_id then return false end  -- no such task: the token check drops it as STALE
+  return plan_id ~= msg_plan_id or tenant_id ~= msg_tenant_id
+end
+
+-- The task that last took the tenant (`applied` = "createdAtMs|taskId") if it is newer than
+-- this one (created later; same instant: the greater task id), else nil.
+local function newer_task(applied, created_at, task_id)
+  if not applied then return nil end
+  local sep = string.find(applied, '|', 1, true)
+  if not sep then return nil end
+  local at, other = tonumber(string.sub(applied, 1, sep - 1)) or 0, string.sub(applied, sep + 1)
+  local mine = tonumber(created_at) or 0
+  if other ~= task_id and (at > mine or (at == mine and other > task_id)) then return other end
+  return nil
+end
