@@ -191,6 +191,8 @@ def task_view(
     if with_context:
         # None until the task is first sent: its run and context are built then
         out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
+        if out["context"]:
+            out["context"].pop("token", None)  # the fence token is never shown
     if with_hash and raw.get("tenantId"):
         out["hash"] = config_hash(store, raw["tenantId"])
     return redact(out)  # type: ignore[no-any-return]
