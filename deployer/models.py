@@ -43,6 +43,7 @@ class TaskStatus(StrEnum):
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    SUPERSEDED = "SUPERSEDED"  # a newer run deployed the tenant since (branch integrity)
 
 
 class RunKind(StrEnum):

@@ -1,18 +1,24 @@
 -- Shared helpers, prepended to every script (Redis scripts cannot import).
+-- The plan status an operator reads from its tasks' counters: the table in
+-- deployer/lifecycle.py (derive_plan_status is its Python mirror, tested against this).
 local function derive_plan(plan_key)
-  local function n(s) return tonumber(redis.call('HGET', plan_key, 'c:' .. s) or '0') or 0 end
+  local c = redis.call('HMGET', plan_key, 'c:RUNNING', 'c:ROLLING_BACK', 'c:PENDING', 'c:PAUSED',
+    'c:FAILED', 'c:ROLLBACK_FAILED', 'c:CANCELLED', 'c:ROLLED_BACK', 'c:COMPLETED', 'c:SUPERSEDED',
+    'control')
+  local function n(i) return tonumber(c[i] or '0') or 0 end
+  local control = c[11]
   local status
-  if n('RUNNING') + n('ROLLING_BACK') > 0 then
+  if n(1) + n(2) > 0 then
     status = 'RUNNING'
-  elseif n('PENDING') > 0 then
-    if redis.call('HGET', plan_key, 'control') == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
-  elseif n('PAUSED') > 0 then
+  elseif n(3) > 0 then
+    if control == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
+  elseif n(4) > 0 then
     status = 'PAUSED'
-  elseif n('FAILED') + n('ROLLBACK_FAILED') > 0 then
+  elseif n(5) + n(6) > 0 then
     status = 'FAILED'
-  elseif n('CANCELLED') > 0 then
+  elseif control == 'CANCEL' or (n(7) > 0 and n(8) + n(9) + n(10) == 0) then
     status = 'CANCELLED'
-  elseif n('ROLLED_BACK') > 0 then
+  elseif n(8) > 0 and n(9) == 0 then
     status = 'ROLLED_BACK'
   else
     status = 'COMPLETED'
