@@ -13,6 +13,10 @@ LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took 
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
+# Per-plan and per-tenant history: every event again, same id, trimmed by age (deployer/audit.py).
+# The Lua `emit` builds them as EVENTS .. ':plan:' .. planId (keep the two in step).
+EVENTS_PLAN = "deployer:events:plan:{plan_id}"
+EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 
 
@@ -46,6 +50,14 @@ def lease_epoch(tenant_id: str) -> str:
 
 def fence(tenant_id: str) -> str:
     return FENCE.format(tenant_id=tenant_id)
+
+
+def events_plan(plan_id: str) -> str:
+    return EVENTS_PLAN.format(plan_id=plan_id)
+
+
+def events_tenant(tenant_id: str) -> str:
+    return EVENTS_TENANT.format(tenant_id=tenant_id)
 
 
 def config_hash(prefix: str, tenant_id: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from deployer import keys
+from deployer import audit, keys
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
 
@@ -27,7 +27,8 @@ _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
 def lua_script(name: str) -> str:
     """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
     import)."""
-    return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+    prelude = audit.configure_prelude(_PRELUDE)  # history retention from the settings
+    return prelude + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
 
 
 def now_ms() -> int:

@@ -27,8 +27,39 @@ local function derive_plan(plan_key)
   return status
 end
 
+-- Per-plan and per-tenant history (deployer/audit.py): every event is also appended, under
+-- the same entry id, to {events_key}:plan:{planId} and {events_key}:tenant:{tenantId}.
+-- Those are trimmed by age (entries older than the retention go at the next append, an
+-- idle stream expires whole) with a count bound for safety. deployer.audit.configure_prelude
+-- writes the settings into the two lines below when a script is loaded.
+local EVENTS_RETENTION_MS = 604800000
+local EVENTS_INDEX_MAXLEN = 1000000
+
+local function index_event(key, id, cutoff, fields)
+  local ok = redis.pcall('XADD', key, 'MINID', cutoff, id, unpack(fields))
+  -- an index ahead of the global stream (it was deleted and the clock went back): keep the
+  -- event under a fresh id rather than fail the script after its state writes
+  if type(ok) == 'table' and ok.err then redis.call('XADD', key, '*', unpack(fields)) end
+  redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
+  if redis.call('XLEN', key) > EVENTS_INDEX_MAXLEN then
+    redis.call('XTRIM', key, 'MAXLEN', '~', EVENTS_INDEX_MAXLEN)
+  end
+end
+
 local function emit(events_key, maxlen, fields)
-  redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local id = redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local plan_id, tenant_id
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'planId' then plan_id = fields[i + 1]
+    elseif fields[i] == 'tenantId' then tenant_id = fields[i + 1] end
+  end
+  local cutoff = tonumber(string.match(id, '^%d+')) - EVENTS_RETENTION_MS
+  if cutoff < 0 then cutoff = 0 end
+  if plan_id and plan_id ~= '' then index_event(events_key .. ':plan:' .. plan_id, id, cutoff, fields) end
+  if tenant_id and tenant_id ~= '' then
+    index_event(events_key .. ':tenant:' .. tenant_id, id, cutoff, fields)
+  end
+  return id
 end
 
 -- Move a task to a new status, keep the plan's counters and derived status in step.
