@@ -14,11 +14,18 @@ from deployer import keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, store
 from deployer.cli.progress import follow
+from deployer.client import target
 from deployer.errors import DeployerError
 from deployer.lifecycle import Command
+from deployer.models import task_id_for
 
-PlanOpt = Annotated[str | None, typer.Option("--plan", help="Every task of this plan.")]
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="This tenant's latest task.")]
+PlanOpt = Annotated[
+    str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
+]
+TenantOpt = Annotated[
+    str | None,
+    typer.Option("--tenant", help="This tenant's latest task (with --plan: its task there)."),
+]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who asks (recorded in events).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in events).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Follow until the run ends.")]
@@ -30,9 +37,10 @@ TASK_END = {
 
 
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
-    if bool(plan) == bool(tenant):
-        refuse("TARGET_INVALID", "give exactly one of --plan or --tenant", as_json=as_json)
-    return {"planId": plan} if plan else {"tenantId": tenant}  # type: ignore[dict-item]
+    """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
+    if not plan and not tenant:
+        refuse("TARGET_INVALID", "give --plan, --tenant, or both (one task)", as_json=as_json)
+    return target(plan or None, tenant or None)
 
 
 def _run(
@@ -62,14 +70,14 @@ def _run(
     return result
 
 
-def _wait_task(tenant: str, command: Command, timeout: float | None) -> Exit:
+def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float | None) -> Exit:
     s = store()
     good, bad = TASK_END[command]
     deadline = time.monotonic() + timeout if timeout else None
     status = ""
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
-            task_id = s.task_id_for_tenant(tenant) or ""
+            task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
             raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress"])[0]
             status = raw["status"] or ""
             spinner.update(
@@ -167,7 +175,7 @@ def _finish(
     if not wait:
         raise typer.Exit(Exit.OK)
     if tenant:
-        raise typer.Exit(_wait_task(tenant, command, timeout))
+        raise typer.Exit(_wait_task(tenant, plan, command, timeout))
     assert plan is not None
     final = follow(store(), plan, timeout)
     if final is None:
