@@ -129,5 +129,11 @@ def _trimmed(
         return (bool(owner and r.exists(owner)), "")
     first = info.get("first-entry")
     oldest = str(first[0]) if first else ""
-    deleted = str(info.get("max-deleted-entry-id") or "0-0")
-    return (deleted != "0-0", oldest)
+    # Redis/Valkey >= 7 count every entry ever added; fewer kept means some were trimmed
+    added = info.get("entries-added")
+    if added is not None:
+        return (int(added) > int(info.get("length") or 0), oldest)
+    # older servers: the oldest kept entry sits at the retention's edge
+    retention_ms = get_settings().events_retention_seconds * 1000
+    age = time.time() * 1000 - int(oldest.split("-")[0] or 0)
+    return (bool(oldest) and age >= retention_ms - 3600_000, oldest)

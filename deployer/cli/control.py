@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deployer import keys
+from deployer import audit, keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, store
 from deployer.cli.progress import follow
@@ -193,33 +193,59 @@ def events(
     count: Annotated[int, typer.Option("--count", "-n", help="How many recent events.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent events (transitions, stage starts and ends), optionally following."""
-    r = store().r
+    """Recent events (transitions, stage starts and ends, refusals), optionally following.
 
-    def keep(fields: dict[str, str]) -> bool:
-        return (not plan or fields.get("planId") == plan) and (
-            not tenant or fields.get("tenantId") == tenant
-        )
+    With --plan and/or --tenant the history is complete (read from the plan's or the
+    tenant's own stream, kept DEPLOYER_EVENTS_RETENTION_SECONDS); a line says when older
+    entries were trimmed. Without them: the newest entries of the bounded global stream.
+    """
+    r = store().r
 
     def show(entry_id: str, fields: dict[str, str]) -> None:
         if as_json:
             console.print(json.dumps({"id": entry_id, **fields}), soft_wrap=True)
             return
-        ts = time.strftime("%H:%M:%S", time.localtime(int(fields.get("ts", "0")) / 1000))
-        rest = " ".join(
-            f"{k}={v}" for k, v in fields.items() if k not in ("type", "ts") and v not in ("", None)
-        )
-        console.print(f"{ts} [bold]{fields.get('type', '?')}[/] {rest}", soft_wrap=True)
+        console.print(f"{_clock(fields.get('ts'))} [bold]{fields.get('type', '?')}[/] "
+                      f"{_rest(fields)}", soft_wrap=True, highlight=False)  # fmt: skip
 
-    recent: list[tuple[str, dict[str, str]]] = r.xrevrange(keys.EVENTS, count=max(count, 1) * 20)  # type: ignore[assignment]
-    selected = [e for e in recent if keep(e[1])][:count]
-    last = recent[0][0] if recent else "$"
-    for entry_id, fields in reversed(selected):
+    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=count)
+    if page.reaches_trimmed_part and (plan or tenant):
+        since = _clock(page.oldest_kept.split("-")[0]) if page.oldest_kept else "now"
+        note = f"older history of {target_label(plan, tenant)} was trimmed (kept from {since})"
+        if as_json:
+            console.print(json.dumps({"trimmed": True, "message": note}), soft_wrap=True)
+        else:
+            err.print(f"[yellow]note[/]: {note}")
+    for entry_id, fields in reversed(page.events):
         show(entry_id, fields)
+    key = keys.events_tenant(tenant) if tenant else keys.events_plan(plan) if plan else keys.EVENTS
+    last = page.events[0][0] if page.events else _last_id(r, key)
     while follow_:
-        batch: Any = r.xread({keys.EVENTS: last}, block=1000, count=500)
+        batch: Any = r.xread({key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
             for entry_id, fields in entries:
                 last = entry_id
-                if keep(fields):
+                if not (plan and tenant) or fields.get("planId") == plan:
                     show(entry_id, fields)
+
+
+def target_label(plan: str | None, tenant: str | None) -> str:
+    if plan and tenant:
+        return f"tenant {tenant} in plan {plan}"
+    return f"plan {plan}" if plan else f"tenant {tenant}"
+
+
+def _last_id(r: Any, key: str) -> str:
+    """Follow from the stream's newest entry; a stream not created yet: from its start."""
+    newest = r.xrevrange(key, count=1)
+    return str(newest[0][0]) if newest else "0-0"
+
+
+def _clock(ms: str | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(int(ms or 0) / 1000))
+
+
+def _rest(fields: dict[str, str]) -> str:
+    return " ".join(
+        f"{k}={v}" for k, v in fields.items() if k not in ("type", "ts") and v not in ("", None)
+    )
