@@ -3,6 +3,7 @@
 DeployerError
  ├── PermanentError          retrying the same input cannot help
  │    ├── PlanValidationError    (field errors of a rejected plan)
+ │    ├── PlanUnreadable         (a plan file that cannot be read)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
@@ -46,6 +47,10 @@ class PlanValidationError(PermanentError):
     def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
         super().__init__(message, errors=errors)
         self.errors = errors
+
+
+class PlanUnreadable(PermanentError):
+    code = "PLAN_UNREADABLE"
 
 
 class IllegalTransition(PermanentError):

@@ -12,7 +12,7 @@ import typer
 
 from deployer import audit, keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, store
+from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end, store
 from deployer.cli.progress import follow
 from deployer.client import target
 from deployer.errors import DeployerError
@@ -78,7 +78,7 @@ def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float |
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
             task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
-            raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress"])[0]
+            raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress", "lastError"])[0]
             status = raw["status"] or ""
             spinner.update(
                 f"tenant {tenant}: {status} {raw['stageName'] or ''} {raw['progress'] or ''}"
@@ -86,9 +86,14 @@ def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float |
             if status in good or status in bad:
                 break
             if deadline and time.monotonic() > deadline:
+                stage = f"{raw['stageName'] or '-'} {raw['progress'] or ''}".rstrip()
+                err.print(f"[yellow]timeout[/]: tenant {tenant} still {status} after {timeout}s "
+                          f"at {stage}", highlight=False)  # fmt: skip
                 return Exit.TIMEOUT
             time.sleep(0.2)
     console.print(f"tenant {tenant}: {status}")
+    if status in bad and raw.get("lastError"):
+        err.print(f"  {raw['lastError']}", highlight=False, soft_wrap=True)
     return Exit.OK if status in good else Exit.ENDED_OTHERWISE
 
 
@@ -178,8 +183,7 @@ def _finish(
         raise typer.Exit(_wait_task(tenant, plan, command, timeout))
     assert plan is not None
     final = follow(store(), plan, timeout)
-    if final is None:
-        err.print(f"plan {plan} still running after {timeout}s")
+    report_end(plan, final, timeout)
     raise typer.Exit(exit_for_plan(final, success))
 
 
