@@ -194,7 +194,7 @@ class Controller:
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
         answer = self._answer(command, target, outcomes, refused, notes)
-        if target.is_plan:
+        if target.is_plan and answer["ok"]:
             self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
 
