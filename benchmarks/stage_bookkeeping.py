@@ -52,6 +52,7 @@ def main() -> None:
         server_us_per_script=round(float(stats["usec_per_call"]), 2),
         scripts=int(stats["calls"]),
         events=int(server.r.xlen("deployer:events")),
+        used_memory_mb=round(int(server.r.info("memory")["used_memory"]) / 2**20, 1),
     )
 
 

@@ -1,10 +1,12 @@
 """The audit trail: complete per-plan and per-tenant event history, and refusals recorded.
 
 Every event goes to the bounded global stream `deployer:events` (the live feed) and, in the
-same script (the Lua `emit` in deployer/lua/_prelude.lua), under the same entry id to
-`deployer:events:plan:{planId}` and `deployer:events:tenant:{tenantId}`. The global stream is
+same script (the Lua `emit` in deployer/lua/_prelude.lua), under the same entry id to the
+stream `deployer:events:plan:{planId}`, with a reference `'entryId planId'` appended to the
+list `deployer:events:tenant:{tenantId}` (a list of references costs ~350 bytes for ten
+events where a stream of its own costs ~4.7 KB, times 100,000 tenants). The global stream is
 capped by count, so a busy system pushes a quiet plan's events out of it within minutes;
-the per-plan and per-tenant streams are trimmed by age instead
+the per-plan streams and per-tenant references are trimmed by age instead
 (`DEPLOYER_EVENTS_RETENTION_SECONDS`, a week by default, with a count bound for safety), so
 `history` is complete for as long as it is kept, and says so when older entries are gone.
 
@@ -25,7 +27,7 @@ from deployer.settings import Settings, get_settings
 #: The two lines of the prelude that `configure_prelude` rewrites from the settings.
 _RETENTION_LINE = "local EVENTS_RETENTION_MS = 604800000"
 _MAXLEN_LINE = "local EVENTS_INDEX_MAXLEN = 1000000"
-#: Entries read per XREVRANGE while filtering a tenant's stream by plan.
+#: References read per LRANGE while walking a tenant's history back.
 _PAGE = 500
 
 Entry = tuple[str, dict[str, str]]
@@ -86,47 +88,66 @@ def history(
 ) -> History:
     """The newest `count` events of a plan, a tenant, or one (plan, tenant) task, newest first.
 
-    Complete: read from the plan's or the tenant's own stream, not filtered out of the global
-    one. With both ids, the tenant's stream is filtered by plan (a tenant sees few plans).
-    `before` (an entry id, exclusive) pages back. With neither id: the global stream.
+    Complete: read from the plan's own stream, or through the tenant's references into the
+    streams of its plans, not filtered out of the global one. `before` (an entry id,
+    exclusive) pages back. With neither id: the newest entries of the global stream.
     """
     if tenant_id:
-        key = keys.events_tenant(tenant_id)
-    elif plan_id:
-        key = keys.events_plan(plan_id)
-    else:
-        key = keys.EVENTS
+        return _tenant_history(r, tenant_id, plan_id, max(int(count), 0), before)
+    key = keys.events_plan(plan_id) if plan_id else keys.EVENTS
     wanted = max(int(count), 0)
-    only_plan = plan_id if tenant_id else None
-    size = _PAGE if only_plan else min(_PAGE, wanted + 1)
-    selected: list[Entry] = []
     top = f"({before}" if before else "+"
+    page: list[Entry] = r.xrevrange(key, max=top, min="-", count=wanted + 1)  # type: ignore[assignment]
+    trimmed, oldest = _stream_trimmed(r, key, plan_id)
+    return History(page[:wanted], len(page) > wanted, trimmed, oldest)
+
+
+def _tenant_history(
+    r: redis.Redis, tenant_id: str, plan_id: str | None, wanted: int, before: str | None
+) -> History:
+    key = keys.events_tenant(tenant_id)
+    limit = id_key(before) if before else None
+    refs: list[tuple[str, str]] = []  # (entry id, plan id), newest first
     more = False
+    end = -1
     while not more:
-        page: list[Entry] = r.xrevrange(key, max=top, min="-", count=size)  # type: ignore[assignment]
-        for entry_id, fields in page:
-            if only_plan and fields.get("planId") != only_plan:
+        chunk: list[str] = r.lrange(key, end - _PAGE + 1, end)  # type: ignore[assignment]
+        for ref in reversed(chunk):
+            entry_id, _, ref_plan = ref.partition(" ")
+            if (plan_id and ref_plan != plan_id) or (limit and id_key(entry_id) >= limit):
                 continue
-            if len(selected) == wanted:
-                more = True  # one older match exists beyond the page asked for
+            if len(refs) == wanted:
+                more = True
                 break
-            selected.append((entry_id, fields))
-        if len(page) < size:
+            refs.append((entry_id, ref_plan))
+        if len(chunk) < _PAGE:
             break
-        top = f"({page[-1][0]}"
-    trimmed, oldest = _trimmed(r, key, plan_id, tenant_id)
-    return History(selected, more, trimmed, oldest)
+        end -= _PAGE
+    pipe = r.pipeline(transaction=False)
+    for entry_id, ref_plan in refs:
+        pipe.xrange(keys.events_plan(ref_plan), min=entry_id, max=entry_id, count=1)
+    events: list[Entry] = [found[0] for found in pipe.execute() if found]
+    oldest: list[str] = r.lrange(key, 0, 0)  # type: ignore[assignment]
+    if oldest:
+        gone = len(events) < len(refs) or bool(r.exists(keys.EVENTS_TENANT_TRIMMED.format(
+            tenant_id=tenant_id)))  # fmt: skip
+        return History(events, more, gone, oldest[0].partition(" ")[0])
+    # no references at all: expired whole (trimmed) if the tenant ever had a task
+    return History(events, more, bool(r.exists(keys.tenant(tenant_id))), "")
 
 
-def _trimmed(
-    r: redis.Redis, key: str, plan_id: str | None, tenant_id: str | None
-) -> tuple[bool, str]:
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a comparable (ms, sequence) pair."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _stream_trimmed(r: redis.Redis, key: str, plan_id: str | None) -> tuple[bool, str]:
     """Whether entries older than the oldest kept one are gone, and that oldest id."""
     try:
         info: dict[str, Any] = r.xinfo_stream(key)
     except redis.ResponseError:  # no such stream: expired whole, or never indexed
-        owner = keys.tenant(tenant_id) if tenant_id else keys.plan(plan_id) if plan_id else None
-        return (bool(owner and r.exists(owner)), "")
+        return (bool(plan_id and r.exists(keys.plan(plan_id))), "")
     first = info.get("first-entry")
     oldest = str(first[0]) if first else ""
     # Redis/Valkey >= 7 count every entry ever added; fewer kept means some were trimmed

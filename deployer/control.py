@@ -290,20 +290,28 @@ class Controller:
         self, command: Command, target: Target, by: str, reason: str, answer: dict[str, Any]
     ) -> None:
         """A refused command is recorded as a refusal (COMMAND_REFUSED), never as done."""
-        fields: dict[str, Any] = {
-            "type": "COMMAND_REFUSED",
-            "command": command.value,
-            "code": answer.get("code", ""),
-            "planId": target.plan_id,
-            "tenantId": target.tenant_id,
-            "by": by,
-            "reason": reason,
-            "message": str(answer.get("message", ""))[:500],
-        }
         try:
+            plan_id = target.plan_id or self._latest_plan(target.tenant_id)
+            fields: dict[str, Any] = {
+                "type": "COMMAND_REFUSED",
+                "command": command.value,
+                "code": answer.get("code", ""),
+                "planId": plan_id,
+                "tenantId": target.tenant_id,
+                "by": by,
+                "reason": reason,
+                "message": str(answer.get("message", ""))[:500],
+            }
             audit.record(self.store.r, fields, self.store.settings)
         except redis.RedisError:  # the refusal is still answered; the audit line is lost
             log.warning("could not record refused %s of %s", command.value, target.describe())
+
+    def _latest_plan(self, tenant_id: str | None) -> str | None:
+        """The plan of the tenant's latest task: a refusal is filed in the tenant's history
+        through it (tenant references point into plan streams)."""
+        task_id = self.store.task_id_for_tenant(tenant_id) if tenant_id else None
+        plan_id = self.store.r.hget(keys.task(task_id), "planId") if task_id else None
+        return str(plan_id) if plan_id else None
 
     def _answer(
         self,

@@ -13,10 +13,11 @@ LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took 
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
-# Per-plan and per-tenant history: every event again, same id, trimmed by age (deployer/audit.py).
-# The Lua `emit` builds them as EVENTS .. ':plan:' .. planId (keep the two in step).
-EVENTS_PLAN = "deployer:events:plan:{plan_id}"
-EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"
+# Per-plan and per-tenant history, trimmed by age (deployer/audit.py). The Lua `emit` builds
+# them as EVENTS .. ':plan:' .. planId etc. (keep the two in step).
+EVENTS_PLAN = "deployer:events:plan:{plan_id}"  # stream: the plan's events, same ids
+EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"  # list of 'entryId planId' references
+EVENTS_TENANT_TRIMMED = "deployer:events:tenant:{tenant_id}:trimmed"  # set when refs were dropped
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 
 

@@ -212,6 +212,10 @@ def events(
         console.print(f"{_clock(fields.get('ts'))} [bold]{fields.get('type', '?')}[/] "
                       f"{_rest(fields)}", soft_wrap=True, highlight=False)  # fmt: skip
 
+    # followed afterwards: the plan's own stream, else the global one filtered (the live
+    # feed keeps up); its newest id is taken first, so nothing between the two reads is lost
+    follow_key = keys.events_plan(plan) if plan and not tenant else keys.EVENTS
+    last = _last_id(r, follow_key)
     page = audit.history(r, plan_id=plan, tenant_id=tenant, count=count)
     if page.reaches_trimmed_part and (plan or tenant):
         since = _clock(page.oldest_kept.split("-")[0]) if page.oldest_kept else "now"
@@ -219,17 +223,20 @@ def events(
         if as_json:
             console.print(json.dumps({"trimmed": True, "message": note}), soft_wrap=True)
         else:
-            err.print(f"[yellow]note[/]: {note}")
+            err.print(f"[yellow]note[/]: {note}", soft_wrap=True)
     for entry_id, fields in reversed(page.events):
         show(entry_id, fields)
-    key = keys.events_tenant(tenant) if tenant else keys.events_plan(plan) if plan else keys.EVENTS
-    last = page.events[0][0] if page.events else _last_id(r, key)
+    shown = audit.id_key(page.events[0][0]) if page.events else (0, 0)
     while follow_:
-        batch: Any = r.xread({key: last}, block=1000, count=500)
+        batch: Any = r.xread({follow_key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
             for entry_id, fields in entries:
                 last = entry_id
-                if not (plan and tenant) or fields.get("planId") == plan:
+                if audit.id_key(entry_id) <= shown:
+                    continue
+                if (not plan or fields.get("planId") == plan) and (
+                    not tenant or fields.get("tenantId") == tenant
+                ):
                     show(entry_id, fields)
 
 

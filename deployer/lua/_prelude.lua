@@ -27,23 +27,45 @@ local function derive_plan(plan_key)
   return status
 end
 
--- Per-plan and per-tenant history (deployer/audit.py): every event is also appended, under
--- the same entry id, to {events_key}:plan:{planId} and {events_key}:tenant:{tenantId}.
--- Those are trimmed by age (entries older than the retention go at the next append, an
--- idle stream expires whole) with a count bound for safety. deployer.audit.configure_prelude
--- writes the settings into the two lines below when a script is loaded.
+-- Per-plan and per-tenant history (deployer/audit.py): every event of a plan is also
+-- appended, under the same entry id, to the stream {events_key}:plan:{planId}, and a
+-- reference 'entryId planId' to the list {events_key}:tenant:{tenantId} (a list of short
+-- references, not a stream: a stream costs ~4.7 KB however few entries it holds, a list of
+-- ten references ~350 bytes, and a plan can name 100,000 tenants). Both are trimmed by age
+-- (older than the retention: at the next append; an idle one expires whole) and bounded by
+-- count for safety. deployer.audit.configure_prelude writes the settings into the two
+-- lines below when a script is loaded.
 local EVENTS_RETENTION_MS = 604800000
 local EVENTS_INDEX_MAXLEN = 1000000
 
-local function index_event(key, id, cutoff, fields)
+local function index_plan(key, id, ms, cutoff, fields)
   local ok = redis.pcall('XADD', key, 'MINID', cutoff, id, unpack(fields))
   -- an index ahead of the global stream (it was deleted and the clock went back): keep the
   -- event under a fresh id rather than fail the script after its state writes
-  if type(ok) == 'table' and ok.err then redis.call('XADD', key, '*', unpack(fields)) end
+  if type(ok) == 'table' and ok.err then id = redis.call('XADD', key, '*', unpack(fields)) end
   redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
-  if redis.call('XLEN', key) > EVENTS_INDEX_MAXLEN then
+  -- the count bound is a safety net, checked at one append in 16 (by time) to save a call
+  if ms % 16 == 0 and redis.call('XLEN', key) > EVENTS_INDEX_MAXLEN then
     redis.call('XTRIM', key, 'MAXLEN', '~', EVENTS_INDEX_MAXLEN)
   end
+  return id
+end
+
+local function index_tenant(key, ref, cutoff)
+  local length = redis.call('RPUSH', key, ref)
+  redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
+  local popped
+  for _ = 1, 16 do  -- a few per append: old references go as new ones come
+    local head = redis.call('LINDEX', key, 0)
+    if not head or tonumber(string.match(head, '^%d+')) >= cutoff then break end
+    popped = redis.call('LPOP', key)
+  end
+  if length > EVENTS_INDEX_MAXLEN then
+    popped = redis.call('LINDEX', key, -EVENTS_INDEX_MAXLEN - 1)
+    redis.call('LTRIM', key, -EVENTS_INDEX_MAXLEN, -1)
+  end
+  -- remember that older history is gone (ids never contain ':', so this key is no tenant's)
+  if popped then redis.call('SET', key .. ':trimmed', popped, 'PX', EVENTS_RETENTION_MS) end
 end
 
 local function emit(events_key, maxlen, fields)
@@ -53,11 +75,13 @@ local function emit(events_key, maxlen, fields)
     if fields[i] == 'planId' then plan_id = fields[i + 1]
     elseif fields[i] == 'tenantId' then tenant_id = fields[i + 1] end
   end
-  local cutoff = tonumber(string.match(id, '^%d+')) - EVENTS_RETENTION_MS
+  if not plan_id or plan_id == '' then return id end
+  local ms = tonumber(string.match(id, '^%d+'))
+  local cutoff = ms - EVENTS_RETENTION_MS
   if cutoff < 0 then cutoff = 0 end
-  if plan_id and plan_id ~= '' then index_event(events_key .. ':plan:' .. plan_id, id, cutoff, fields) end
+  local plan_entry = index_plan(events_key .. ':plan:' .. plan_id, id, ms, cutoff, fields)
   if tenant_id and tenant_id ~= '' then
-    index_event(events_key .. ':tenant:' .. tenant_id, id, cutoff, fields)
+    index_tenant(events_key .. ':tenant:' .. tenant_id, plan_entry .. ' ' .. plan_id, cutoff)
   end
   return id
 end

@@ -83,18 +83,31 @@ def test_tenant_history_spans_plans_and_both_filters_give_one_task(worker, r):
 
 
 def test_history_says_when_older_entries_were_trimmed(r):
-    tenant = unique("t")
+    plan_id, tenant = unique(), unique("t")
     old = int(time.time() * 1000) - 8 * DAY_MS  # past the 7-day default retention
-    for n in range(3):
-        r.xadd(keys.events_tenant(tenant), {"type": "OLD", "tenantId": tenant}, id=f"{old}-{n}")
-    assert not audit.history(r, tenant_id=tenant).trimmed  # nothing removed yet
-    audit.record(r, {"type": "TASK_PAUSED", "planId": "p", "tenantId": tenant})
-    page = audit.history(r, tenant_id=tenant)
-    assert [f["type"] for _, f in page.events] == ["TASK_PAUSED"]
-    assert page.trimmed and page.reaches_trimmed_part
-    assert 0 < r.pttl(keys.events_tenant(tenant)) <= 7 * DAY_MS  # an idle stream expires whole
+    for n in range(3):  # what emit wrote 8 days ago: the plan's entry, the tenant's reference
+        entry = r.xadd(keys.events_plan(plan_id), {"type": "OLD", "tenantId": tenant},
+                       id=f"{old}-{n}")  # fmt: skip
+        r.rpush(keys.events_tenant(tenant), f"{entry} {plan_id}")
+    before = audit.history(r, tenant_id=tenant)
+    assert len(before.events) == 3 and not before.trimmed  # nothing removed yet
+    audit.record(r, {"type": "TASK_PAUSED", "planId": plan_id, "tenantId": tenant})
+
+    for page in (audit.history(r, tenant_id=tenant), audit.history(r, plan_id=plan_id)):
+        assert [f["type"] for _, f in page.events] == ["TASK_PAUSED"]
+        assert page.trimmed and page.reaches_trimmed_part
+    # an idle history expires whole
+    assert 0 < r.pttl(keys.events_tenant(tenant)) <= 7 * DAY_MS
+    assert 0 < r.pttl(keys.events_plan(plan_id)) <= 7 * DAY_MS
     result = runner.invoke(app, ["events", "--tenant", tenant])
     assert "older history of tenant" in result.output and "trimmed" in result.output
+
+
+def test_a_tenants_history_costs_references_not_a_stream_each(worker, r):
+    tenant = unique("t")
+    submit_and_finish(worker, r, unique(), [bg_tenant(tenant)])
+    assert r.type(keys.events_tenant(tenant)) == "list"
+    assert r.memory_usage(keys.events_tenant(tenant)) < 1000  # a stream of its own: ~4.7 KB
 
 
 def test_a_plan_whose_history_expired_says_so(r):
@@ -103,6 +116,9 @@ def test_a_plan_whose_history_expired_says_so(r):
     page = audit.history(r, plan_id=plan_id)
     assert page.events == [] and page.trimmed
     assert not audit.history(r, plan_id=unique("never")).trimmed
+    tenant = unique("t")
+    r.set(keys.tenant(tenant), "task-x")  # the tenant had a task; its history expired
+    assert audit.history(r, tenant_id=tenant).trimmed
 
 
 @pytest.fixture()
@@ -121,8 +137,10 @@ def test_refused_commands_are_recorded_as_refusals_not_as_done(worker, r, contro
     plan_events = [f for _, f in audit.history(r, plan_id=plan_id).events]
     # before: PLAN_PAUSE was written (and the plan flagged) before any task was asked
     assert "PLAN_PAUSE" not in {f["type"] for f in plan_events}
-    refusal = next(f for f in plan_events if f["type"] == "COMMAND_REFUSED")
-    assert refusal["command"] == "pause" and refusal["code"] == "TASK_NOT_RUNNING"
+    refusals = [f for f in plan_events if f["type"] == "COMMAND_REFUSED"]
+    assert [f["command"] for f in refusals] == ["retry", "pause"]  # newest first
+    refusal = refusals[1]
+    assert refusal["code"] == "TASK_NOT_RUNNING" and "tenantId" not in refusal
     assert refusal["by"] == "ops" and refusal["reason"] == "window"
     newest = audit.history(r, tenant_id=tenant, count=1).events[0][1]
     assert newest["type"] == "COMMAND_REFUSED" and newest["command"] == "retry"
