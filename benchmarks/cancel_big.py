@@ -33,10 +33,12 @@ def main(tenants: int) -> None:
     for slot in store.fill("big", max_batch=500):  # a first wave holds slots, as after a submit
         server.r.hset(f"deployer:task:{slot.task_id}", "status", "PENDING")
     controller = Controller(Planner(store, settings, lambda dispatches: None))
+    server.r.config_resetstat()
     started = time.perf_counter()
     result = controller.execute(Command.CANCEL, {"planId": "big"}, by="bench", reason="bench")
     elapsed = time.perf_counter() - started
     plan = server.r.hgetall("deployer:plan:big")
+    scripts = server.r.info("commandstats").get("cmdstat_evalsha", {})
     common.emit(
         "cancel_big",
         tenants=tenants,
@@ -46,6 +48,10 @@ def main(tenants: int) -> None:
         status=plan.get("status"),
         cancelled=int(plan.get("c:CANCELLED", 0)),
         inflight=int(plan.get("inflight", 0)),
+        # Redis is busy for this long per script (each slice; other clients wait meanwhile)
+        scripts=int(scripts.get("calls", 0)),
+        server_ms_per_script=round(float(scripts.get("usec_per_call", 0)) / 1000, 1),
+        server_s_total=round(float(scripts.get("usec", 0)) / 1e6, 2),
     )
 
 

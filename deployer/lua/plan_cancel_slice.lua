@@ -1,5 +1,5 @@
 -- Cancel one slice of a plan's tasks (positions start..stop of its tenants list) in one
--- round trip: a 100,000-task plan is 100 of these, not 100,000 compare-and-set scripts.
+-- round trip: a 100,000-task plan is 200 of these, not 100,000 compare-and-set scripts.
 -- The plan's CANCEL flag is already set (no slot is filled, a running stage cancels at its
 -- next start or poll); this decides every task of the slice as lifecycle._cancel does:
 --   RUNNING, ROLLING_BACK           -> cancel requested (task flag), unless already
