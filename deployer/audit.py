@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -47,8 +48,6 @@ def record(r: redis.Redis, fields: dict[str, Any], settings: Settings | None = N
     For events Python decides (a refused command, a plan command's summary); the scripts
     that change state emit their own in the same round trip.
     """
-    from deployer.store import lua_script  # the store loads this module's prelude settings
-
     s = settings or get_settings()
     pairs: list[Any] = []
     for k, v in fields.items():
@@ -56,8 +55,15 @@ def record(r: redis.Redis, fields: dict[str, Any], settings: Settings | None = N
             pairs += [k, v]
     if "ts" not in fields:
         pairs += ["ts", int(time.time() * 1000)]
-    script = r.register_script(lua_script("event_record"))
+    script = r.register_script(_record_script())
     return str(script(keys=[keys.EVENTS], args=[s.events_maxlen, *pairs]))
+
+
+@lru_cache(maxsize=1)
+def _record_script() -> str:
+    from deployer.store import lua_script  # the store imports this module for its prelude
+
+    return lua_script("event_record")
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,10 @@ def test_tenant_history_spans_plans_and_both_filters_give_one_task(worker, r):
     assert {f["planId"] for _, f in page.events} == {first, second}
     one = audit.history(r, plan_id=first, tenant_id=tenant, count=100)
     assert one.events == [(i, f) for i, f in reversed(recorded) if f["planId"] == first]
+    newest = audit.history(r, tenant_id=tenant, count=2)
+    assert newest.events == list(reversed(recorded))[:2] and newest.more
+    back = audit.history(r, tenant_id=tenant, count=2, before=newest.events[-1][0])
+    assert back.events == list(reversed(recorded))[2:4]
     code, lines = cli_events("--tenant", tenant, "--plan", second, "-n", "3")
     assert code == 0 and {e["planId"] for e in lines} == {second} and len(lines) == 3
     assert lines[-1]["type"] == "TASK_COMPLETED"
