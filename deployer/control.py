@@ -294,12 +294,16 @@ class Controller:
         """A refused command is recorded as a refusal (COMMAND_REFUSED), never as done."""
         try:
             plan_id = target.plan_id or self._latest_plan(target.tenant_id)
+            tenant_id = target.tenant_id
+            if answer.get("code") in ("PLAN_NOT_FOUND", "TASK_NOT_FOUND"):
+                plan_id = tenant_id = None  # no history for ids that name nothing
             fields: dict[str, Any] = {
                 "type": "COMMAND_REFUSED",
                 "command": command.value,
                 "code": answer.get("code", ""),
+                "target": target.describe(),
                 "planId": plan_id,
-                "tenantId": target.tenant_id,
+                "tenantId": tenant_id,
                 "by": by,
                 "reason": reason,
                 "message": str(answer.get("message", ""))[:500],

@@ -149,6 +149,11 @@ def test_refused_commands_are_recorded_as_refusals_not_as_done(worker, r, contro
     newest = audit.history(r, tenant_id=tenant, count=1).events[0][1]
     assert newest["type"] == "COMMAND_REFUSED" and newest["command"] == "retry"
     assert newest["code"] == "TASK_NOT_FAILED"
+    nowhere = unique("nope")
+    assert control.execute(Command.CANCEL, {"planId": nowhere})["code"] == "PLAN_NOT_FOUND"
+    last = r.xrevrange(keys.EVENTS, count=1)[0][1]
+    assert last["type"] == "COMMAND_REFUSED" and last["target"] == f"plan {nowhere}"
+    assert not r.exists(keys.events_plan(nowhere))  # no history kept for a plan that is none
 
 
 def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, control):
