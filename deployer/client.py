@@ -60,10 +60,16 @@ class Rejection:
 
 
 def target(plan: str | None = None, tenant: str | None = None) -> dict[str, str]:
-    """`{"planId": P}` or `{"tenantId": T}`: exactly one."""
-    if (plan is None) == (tenant is None):
-        raise ValueError("give exactly one of plan or tenant")
-    return {"planId": str(plan)} if plan is not None else {"tenantId": str(tenant)}
+    """`{"planId": P}` (every task of the plan), `{"tenantId": T}` (the tenant's latest
+    task) or both (exactly that one task)."""
+    if plan is None and tenant is None:
+        raise ValueError("give a plan, a tenant, or both")
+    out: dict[str, str] = {}
+    if plan is not None:
+        out["planId"] = str(plan)
+    if tenant is not None:
+        out["tenantId"] = str(tenant)
+    return out
 
 
 def plan_id_of(plan: Mapping[str, Any] | str) -> str:

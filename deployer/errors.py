@@ -6,6 +6,7 @@ DeployerError
  │    │    ├── PlanTooLarge       (PLAN_TOO_LARGE: bytes or tenants over the limits)
  │    │    └── PlanTooDeep        (PLAN_TOO_DEEP: nested past what is parsed)
  │    ├── PlanConflict           (PLAN_CONFLICT: the planId exists with another body)
+ │    ├── PlanUnreadable         (PLAN_UNREADABLE: a plan file that cannot be read)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
@@ -78,6 +79,10 @@ class PlanConflict(PermanentError):
     """A submit reuses a planId whose stored plan has another body (digest)."""
 
     code = "PLAN_CONFLICT"
+
+
+class PlanUnreadable(PermanentError):
+    code = "PLAN_UNREADABLE"
 
 
 class IllegalTransition(PermanentError):

@@ -17,6 +17,11 @@ APPLIED = "deployer:applied:{tenant_id}"
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
+# Per-plan and per-tenant history, trimmed by age (deployer/audit.py). The Lua `emit` builds
+# them as EVENTS .. ':plan:' .. planId etc. (keep the two in step).
+EVENTS_PLAN = "deployer:events:plan:{plan_id}"  # stream: the plan's events, same ids
+EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"  # list of 'entryId planId' references
+EVENTS_TENANT_TRIMMED = "deployer:events:tenant:{tenant_id}:trimmed"  # set when refs were dropped
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 
 
@@ -58,6 +63,14 @@ def applied(tenant_id: str) -> str:
 
 def fence(tenant_id: str) -> str:
     return FENCE.format(tenant_id=tenant_id)
+
+
+def events_plan(plan_id: str) -> str:
+    return EVENTS_PLAN.format(plan_id=plan_id)
+
+
+def events_tenant(tenant_id: str) -> str:
+    return EVENTS_TENANT.format(tenant_id=tenant_id)
 
 
 def config_hash(prefix: str, tenant_id: str) -> str:

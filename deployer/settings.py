@@ -100,6 +100,11 @@ class Settings(BaseSettings):
 
     # Observability
     events_maxlen: int = Field(100_000, ge=100)
+    # Per-plan and per-tenant event history (deployer/audit.py): kept this long, and at most
+    # this many entries per plan or tenant (a safety bound; a 100,000-tenant plan of 4 stages
+    # records about 1,000,000 events).
+    events_retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    events_index_maxlen: int = Field(1_000_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
     # A rejection entry keeps the first N field errors (and their count), at most this many
     # bytes of them: the stream is capped by count, so its size is bounded too.

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from deployer import keys
+from deployer import audit, keys
 from deployer.errors import TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
@@ -29,7 +29,8 @@ _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
 def lua_script(name: str) -> str:
     """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
     import)."""
-    return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+    prelude = audit.configure_prelude(_PRELUDE)  # history retention from the settings
+    return prelude + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
 
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from deployer import views
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.progress import follow
+from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
-from deployer.errors import PlanValidationError
+from deployer.errors import PlanUnreadable, PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
@@ -54,8 +54,14 @@ def submit(
     timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a plan locally, enqueue it (deployer.submit_plan), optionally wait."""
-    text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
+    """Validate a plan locally, enqueue it (deployer.submit_plan), optionally wait.
+
+    Exit codes: 0 accepted (with --wait: every task COMPLETED); 1 --wait ended otherwise
+    (the failed tenants and their errors are printed); 2 refused (unreadable file, field
+    errors, PLAN_CONFLICT); 3 no worker picked it up in 30 s, or --timeout passed (what
+    still runs is printed).
+    """
+    text = read_plan_file(plan_file, as_json)
     settings = get_settings()
     try:
         plan, checked = validate_plan(
@@ -101,9 +107,41 @@ def submit(
             console.print(f"plan {plan.plan_id} accepted: {status}")
         raise typer.Exit(Exit.OK)
     final = follow(store(), plan.plan_id, timeout, quiet=as_json)
+    failures, unfinished = report_end(plan.plan_id, final, timeout)
     if as_json:
-        print_json({**plan_summary(plan.plan_id), "duplicate": duplicate})
+        print_json(
+            {
+                **plan_summary(plan.plan_id),
+                "duplicate": duplicate,
+                "failures": failures,
+                "running": unfinished,
+            }
+        )
     raise typer.Exit(exit_for_plan(final))
+
+
+def read_plan_file(path: Path, as_json: bool = False) -> str:
+    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
+    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
+    if str(path) == "-":
+        return typer.get_text_stream("stdin").read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 ({exc.reason})"
+    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)
+
+
+def report_end(
+    plan_id: str, final: str | None, timeout: float | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """After --wait: name what failed, or (on --timeout) what is still running."""
+    s = store()
+    if final is None:
+        return [], report_unfinished(s, plan_id, timeout)
+    return report_failures(s, plan_id), []
 
 
 def _await_acceptance(

@@ -186,7 +186,6 @@ def test_a_failed_tenant_is_retried_through_the_api(api, r):
     assert task["failure"] is None and task["retryCount"] == 1
 
 
-@pytest.mark.skip(reason="needs audit branch: the controller accepts {planId, tenantId} there")
 def test_a_command_can_target_one_plan_tenant_task(api):
     plan_id, tenant = unique(), unique("t")
     submitted(api, plan(plan_id, [bg_tenant(tenant)]))

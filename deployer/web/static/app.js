@@ -60,12 +60,8 @@ const Deployer = (() => {
       if (!btn || dialog.returnValue !== "ok") return;
       const body = JSON.stringify({reason: $("#confirm-reason").value || null, by: "dashboard"});
       const post = (url) => fetch(url, {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"}, body});
-      let res = await post(btn.dataset.url);
-      let answer = await res.json().catch(() => ({message: res.statusText}));
-      if (res.status === 422 && answer.code === "TARGET_INVALID" && btn.dataset.fallback) {
-        res = await post(btn.dataset.fallback);
-        answer = await res.json().catch(() => ({message: res.statusText}));
-      }
+      const res = await post(btn.dataset.url);
+      const answer = await res.json().catch(() => ({message: res.statusText}));
       toast(`${answer.code || res.status}: ${answer.message || ""}`, !res.ok);
       after();
     });
