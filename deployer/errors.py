@@ -6,6 +6,7 @@ DeployerError
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
+ │    ├── MessageRefused         (a broker message dead-lettered before any task ran)
  │    └── StepFailed             (a step gave a definite no)
  └── TransientError          may succeed later (drives retries)
       ├── TenantBusy             (another run holds the tenant lease)
@@ -58,6 +59,13 @@ class NotFound(PermanentError):
 
 class StaleRun(PermanentError):
     code = "STALE_RUN"
+
+
+class MessageRefused(PermanentError):
+    """A broker message the worker would not hand to a task (tasks/guard.py): its caller
+    finds this code in `deployer:rejections` when a planId could be read from it."""
+
+    code = "MESSAGE_REFUSED"
 
 
 class StepFailed(PermanentError):

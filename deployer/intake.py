@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from deployer.deadletter import json_depth_exceeds
 from deployer.errors import PlanValidationError
 from deployer.models import Plan, PlanHead, TenantConfig, tenant_conflict
 from deployer.settings import Settings
@@ -63,14 +64,19 @@ def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
                 "plan too large",
                 [{"field": "(plan)", "reason": f"larger than {settings.max_plan_bytes} bytes"}],
             )
+        text = payload
         try:
-            payload = json.loads(payload)
+            payload = json.loads(text)
         except RecursionError:
             raise _nested() from None
         except ValueError as exc:
             raise PlanValidationError(
                 "plan is not JSON", [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}]
             ) from None
+        # The same bound as a plan sent as an object (the worker's guard, tasks/guard.py),
+        # so the CLI's dry run and the worker agree on a deep plan.
+        if json_depth_exceeds(text, settings.max_message_depth):
+            raise _nested()
     if not isinstance(payload, dict):
         raise PlanValidationError(
             "plan must be a JSON object",

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_tenants_per_plan: int = Field(100_000, ge=1)
     max_plan_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_retries: int = Field(3, ge=0)
+    # Broker messages (tasks/guard.py, tasks/transport.py): larger or deeper ones are
+    # dead-lettered before Celery decodes or pickles them (a 70 MB plan object took the
+    # main and pool processes to ~865 MB; a plan a few hundred levels deep crashed the
+    # worker while it was pickled for the pool).
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_message_depth: int = Field(64, ge=8, le=500)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -86,6 +92,7 @@ class Settings(BaseSettings):
     # Observability
     events_maxlen: int = Field(100_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
+    dead_letters_maxlen: int = Field(10_000, ge=10)
     worker_prefetch_multiplier: int = Field(4, ge=1)
     # `task-sent` events cost a second publish per message (half of sending a plan's first
     # wave); Flower shows tasks from `task-received` on without them.

@@ -157,12 +157,18 @@ class Store:
             pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
         pipe.execute()
 
-    def reject(self, plan_id: str | None, errors: list[dict[str, str]], message: str) -> None:
+    def reject(
+        self,
+        plan_id: str | None,
+        errors: list[dict[str, str]],
+        message: str,
+        code: str = "PLAN_INVALID",
+    ) -> None:
         self.r.xadd(
             keys.REJECTIONS,
             {
                 "planId": plan_id or "",
-                "code": "PLAN_INVALID",
+                "code": code,
                 "message": message,
                 "errors": json.dumps(errors),
                 "ts": now_ms(),
