@@ -214,6 +214,8 @@ class GuardedChannel(kombu_redis.Channel):
             reason = f"envelope is not JSON ({type(exc).__name__})"
             _refuse(*raw_letter(raw, "", reason))
             raise Empty() from None
+        finally:
+            self._last_raw = None  # never keep a (possibly 80 MB) reply past its delivery
 
     def _get(self, queue: Any, timeout: Any = None) -> Any:
         """`basic_get` (not the worker's path): the same checks, refused = nothing there."""
