@@ -113,32 +113,29 @@ def head(data: bytes | bytearray | memoryview | str | None, size: int = HEAD_BYT
 
 # ---- depth of JSON text, without recursion ---------------------------------------------
 
-_STR_STRINGS = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.S)
-_STR_NOT_BRACKETS = re.compile(r"[^\[\]{}]++")
-_STR_PAIRS = re.compile(r"\[\]|\{\}")
-_BYTES_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.S)
-_BYTES_NOT_BRACKETS = re.compile(rb"[^\[\]{}]++")
-_BYTES_PAIRS = re.compile(rb"\[\]|\{\}")
+_KEEP = b'"[]{}'
+_DROP = bytes(b for b in range(256) if b not in _KEEP)
+_STRINGS = re.compile(rb'"[^"]*+"')
+_PAIRS = re.compile(rb"\[\]|\{\}")
 
 
 def json_depth_exceeds(text: str | bytes | bytearray | memoryview, limit: int) -> bool:
     """Whether JSON `text` nests arrays/objects deeper than `limit`.
 
-    Meant for text that already parsed (strings are then well terminated, so every regex
-    here is linear): strings are removed, then the innermost `[]`/`{}` pairs, one level a
-    pass, at most `limit` passes. No Python recursion, no objects built; an unbalanced
-    text counts as too deep.
+    Meant for text that already parsed (valid JSON). No Python recursion, no objects built,
+    C-speed passes (a 62 MB plan in ~0.3 s, a stage message in ~15 µs): escapes are
+    removed (in valid JSON, escaped backslashes then escaped quotes, left to right, is
+    exact), every byte but quotes and brackets dropped, strings (now plain `"..."`)
+    removed, then the innermost `[]`/`{}` pairs, one level a pass, at most `limit` passes.
+    An unbalanced text counts as too deep.
     """
-    if isinstance(text, str):
-        brackets: str | bytes = _STR_NOT_BRACKETS.sub("", _STR_STRINGS.sub("", text))
-        pairs: re.Pattern[Any] = _STR_PAIRS
-    else:
-        brackets = _BYTES_NOT_BRACKETS.sub(b"", _BYTES_STRINGS.sub(b"", bytes(text)))
-        pairs = _BYTES_PAIRS
+    data = text.encode() if isinstance(text, str) else bytes(text)
+    data = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _DROP)
+    brackets = _STRINGS.sub(b"", data)
     for _ in range(limit):
         if not brackets:
             return False
-        shorter = pairs.sub(b"" if isinstance(brackets, bytes) else "", brackets)
+        shorter = _PAIRS.sub(b"", brackets)
         if len(shorter) == len(brackets):
             return True  # unbalanced: nothing left to remove
         brackets = shorter
