@@ -62,6 +62,7 @@ class Refusal(NamedTuple):
     reason: str
     code: str = "MESSAGE_REFUSED"
 
+
 JSON_TYPES = frozenset({"application/json"})
 _MAX_SHOWN = 120
 
@@ -291,7 +292,7 @@ def _rewrite_reprs(message: Any) -> None:
 
 def _unharden(message: Any) -> None:
     """Break the message -> wrapper -> message cycle once the message is settled: left to
-    the cyclic collector, an 80 MB message body stayed in the worker's main process."""
+    the cyclic collector, a large message body would live until a full collection."""
     for name in ("ack_log_error", "reject_log_error"):
         vars(message).pop(name, None)
 
