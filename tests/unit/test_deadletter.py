@@ -235,3 +235,18 @@ def test_a_long_plan_string_is_labelled_without_being_parsed():
     text = json.dumps({"planId": "p-big", "tenants": [{"password": SECRET, "pad": "x" * 70_000}]})
     args, _ = worker_reprs("deployer.submit_plan", [text], {})
     assert "p-big" in args and SECRET not in args
+
+
+def test_a_plan_sent_as_a_json_string_has_the_same_depth_bound_as_an_object():
+    """`deployer submit --dry-run` (a string) called a plan valid that the worker refuses."""
+    from deployer.errors import PlanValidationError
+    from deployer.intake import parse_plan
+    from deployer.settings import Settings
+    from tests.helpers import bg_tenant, plan
+
+    deep = plan("p-deep", [bg_tenant("t1", annotations=nested(100))])
+    with pytest.raises(PlanValidationError) as info:
+        parse_plan(json.dumps(deep), Settings())
+    assert info.value.errors == [{"field": "(plan)", "reason": "nested too deeply"}]
+    shallow = plan("p-ok", [bg_tenant("t1")])
+    assert parse_plan(json.dumps(shallow), Settings()).plan_id == "p-ok"
