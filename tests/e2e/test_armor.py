@@ -302,33 +302,24 @@ def test_an_oversized_plan_object_is_dead_lettered_unread(armored, r, redis_url)
 
 @pytest.fixture()
 def task_events(redis_url: str) -> Iterator[list[dict[str, Any]]]:
-    """Every task event the workers send, captured by a real event receiver."""
+    """Every task event the workers send, captured by a real event receiver (one
+    subscription for the whole test: events are pub/sub, a reconnect would miss some)."""
     app = Celery(broker=redis_url)
     seen: list[dict[str, Any]] = []
-    ready = threading.Event()
-    stop = threading.Event()
+    receivers: list[Any] = []
 
     def run() -> None:
         with app.connection() as conn:
             receiver = app.events.Receiver(conn, handlers={"*": seen.append})
-            ready.set()
-            for _ in receiver.itercapture(limit=None, timeout=0.5, wakeup=False):
-                if stop.is_set():
-                    break
+            receivers.append(receiver)
+            receiver.capture(limit=None, timeout=None, wakeup=False)
 
-    def loop() -> None:
-        while not stop.is_set():
-            try:
-                run()
-            except Exception:  # timeout with no events: listen again
-                continue
-
-    thread = threading.Thread(target=loop, daemon=True)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    ready.wait(10)
     yield seen
-    stop.set()
-    thread.join(5)
+    for receiver in receivers:
+        receiver.should_stop = True  # leaves at its next event; the thread is a daemon
+    thread.join(2)
 
 
 def test_a_bare_send_task_with_secrets_shows_none_in_task_events(
