@@ -11,6 +11,7 @@ DeployerError
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
  │    ├── InsecureBind           (`deployer serve` off loopback without a token)
+ │    ├── MessageRefused         (a broker message dead-lettered before any task ran)
  │    ├── StepFailed             (a step gave a definite no)
  │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
  └── TransientError          may succeed later (drives retries)
@@ -99,6 +100,11 @@ class StaleRun(PermanentError):
 
 class InsecureBind(PermanentError):
     code = "API_TOKEN_REQUIRED"
+class MessageRefused(PermanentError):
+    """A broker message the worker would not hand to a task (tasks/guard.py): its caller
+    finds this code in `deployer:rejections` when a planId could be read from it."""
+
+    code = "MESSAGE_REFUSED"
 
 
 class StepFailed(PermanentError):

@@ -76,3 +76,4 @@ def events_tenant(tenant_id: str) -> str:
 def config_hash(prefix: str, tenant_id: str) -> str:
     """The tenant's config hash that the services read (contract)."""
     return f"{prefix}{tenant_id}"
+DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded

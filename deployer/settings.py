@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # invisible until its last script: one script for 100,000 tenants blocked Redis for
     # seconds (benchmarks/create_block.py).
     plan_create_slice: int = Field(2000, ge=1)
+    # Broker messages (tasks/guard.py, tasks/transport.py): larger or deeper ones are
+    # dead-lettered before Celery decodes or pickles them (a 70 MB plan object took the
+    # main and pool processes to ~865 MB; a plan a few hundred levels deep crashed the
+    # worker while it was pickled for the pool).
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_message_depth: int = Field(64, ge=8, le=500)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -110,6 +116,7 @@ class Settings(BaseSettings):
     # bytes of them: the stream is capped by count, so its size is bounded too.
     max_rejection_errors: int = Field(100, ge=1)
     max_rejection_bytes: int = Field(16_384, ge=1024)
+    dead_letters_maxlen: int = Field(10_000, ge=10)
     worker_prefetch_multiplier: int = Field(4, ge=1)
     # `task-sent` events cost a second publish per message (half of sending a plan's first
     # wave); Flower shows tasks from `task-received` on without them.
