@@ -14,6 +14,8 @@ FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another s
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
+WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid), PX
+WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
 
 
 def plan(plan_id: str) -> str:
@@ -51,3 +53,7 @@ def fence(tenant_id: str) -> str:
 def config_hash(prefix: str, tenant_id: str) -> str:
     """The tenant's config hash that the services read (contract)."""
     return f"{prefix}{tenant_id}"
+
+
+def worker(node: str) -> str:
+    return WORKER.format(node=node)

@@ -14,6 +14,8 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import worker_init
 
+from deployer import worker_id
+from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
 from deployer.reconciler import Reconciler, ReconcilerThread
 from stages import registry
 from tasks import runtime
@@ -51,10 +53,44 @@ class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 app.steps["worker"].add(ReconcilerStep)
 
 
+class LivenessStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The worker's heartbeat and the re-driving of dead workers' tasks (deployer/liveness.py),
+    in the main process; a clean stop deletes the heartbeat."""
+
+    label = "deployer liveness"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: LivenessThread | None = None
+
+    def start(self, worker: Any) -> None:
+        ttl = runtime.settings().worker_heartbeat_seconds
+        if ttl <= 0:
+            return
+        planner = runtime.planner()
+        store = runtime.store()
+        node = worker_id.node_name(worker.hostname)
+        orphans = OrphanReconciler(store, planner.launch, planner.dispatch)
+        self.thread = LivenessThread(Heartbeat(store.r, node, ttl), orphans, ttl)
+        self.thread.start()
+        log.info("heartbeat of %s started (ttl %.1fs)", node, ttl)
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(LivenessStep)
+
+
 @worker_init.connect(weak=False)
 def warm_up(**_: Any) -> None:
     """Load entry points, settings and scripts once in the main process, before the pool
     forks: every pool process (including one recycled after a big submit) starts warm."""
+    worker_id.mark_main_process()
     registry.assemblers()
     registry.steps()
     runtime.store()

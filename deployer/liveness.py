@@ -1,0 +1,181 @@
+"""Worker liveness: heartbeats in Redis, and re-driving the tasks of a worker that died.
+
+A worker killed with `kill -9` (or a lost node) leaves its tenants RUNNING under a tenant
+lease that outlives it by up to `DEPLOYER_LEASE_TTL_SECONDS` (60 s). So every worker's main
+process refreshes `deployer:worker:{node}` (node = Celery hostname + main pid) with a TTL of
+`DEPLOYER_WORKER_HEARTBEAT_SECONDS`, five times per TTL, and every stage records
+`{node}/{pid}` on its task (`worker`). A node still registered in `deployer:workers` whose key
+is gone died without a clean shutdown (which deletes both): its RUNNING tasks are claimed by
+deployer/lua/orphan_claim.lua — a new token fences the dead run — and re-sent from their
+checkpoint at once. Tasks with no heartbeat information keep the lease TTL as their fallback.
+
+The heartbeat has its own thread rather than the reconciler's: a reconciler sweep of
+thousands of overdue tasks must never delay a beat (a late beat reads as a death and would
+re-drive live work).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+import redis
+
+from deployer import keys
+from deployer.reconciler import SweepResult
+from deployer.store import Dispatch, Slot, Store, lua_script, now_ms
+from deployer.worker_id import node_of
+
+log = logging.getLogger("deployer.liveness")
+
+#: Beats per heartbeat TTL: a worker is declared dead after missing about this many.
+BEATS_PER_TTL = 5
+#: In-flight tasks read per round trip while looking for a dead worker's tasks.
+SCAN_BATCH = 500
+
+
+class Heartbeat:
+    """One worker's heartbeat; `beat` also reports the registered workers that died."""
+
+    def __init__(self, r: redis.Redis, node: str, ttl_seconds: float) -> None:
+        self.r, self.node = r, node
+        self.ttl_ms = max(1, int(ttl_seconds * 1000))
+        self._beat = r.register_script(lua_script("worker_beat"))
+
+    def beat(self) -> list[str]:
+        dead = self._beat(
+            keys=[keys.worker(self.node), keys.WORKERS],
+            args=[self.node, now_ms(), self.ttl_ms, keys.worker("")],
+        )
+        return [str(n) for n in dead]
+
+    def stop(self) -> None:
+        """Clean shutdown: the node leaves the registry, so nothing of it is re-driven (its
+        unacknowledged messages go back to the queue and run elsewhere)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(keys.worker(self.node))
+        pipe.zrem(keys.WORKERS, self.node)
+        pipe.execute()
+
+
+class OrphanReconciler:
+    """Finds the RUNNING tasks of dead nodes and re-drives them (`launch`, `refill` as in
+    `Reconciler`)."""
+
+    def __init__(
+        self,
+        store: Store,
+        launch: Callable[[list[Slot]], list[Dispatch]],
+        refill: Callable[[str], object],
+    ) -> None:
+        self.store, self.launch, self.refill = store, launch, refill
+        self._claim = store.r.register_script(lua_script("orphan_claim"))
+
+    def candidates(self, dead: Iterable[str]) -> list[tuple[str, str, str, str]]:
+        """(task id, token, worker, node) of watched tasks last run by a dead node."""
+        dead_nodes = set(dead)
+        found: list[tuple[str, str, str, str]] = []
+        batch: list[str] = []
+        for task_id in self.store.r.zscan_iter(keys.INFLIGHT, count=SCAN_BATCH):
+            batch.append(task_id[0] if isinstance(task_id, tuple) else task_id)
+            if len(batch) >= SCAN_BATCH:
+                found += self._matching(batch, dead_nodes)
+                batch = []
+        return found + self._matching(batch, dead_nodes)
+
+    def _matching(self, ids: list[str], dead: set[str]) -> list[tuple[str, str, str, str]]:
+        pipe = self.store.r.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(keys.task(task_id), "token", "worker")
+        out = []
+        for task_id, (token, worker) in zip(ids, pipe.execute(), strict=True):
+            node = node_of(worker or "")
+            if token and node in dead:
+                out.append((task_id, token, worker, node))
+        return out
+
+    def claim(self, found: list[tuple[str, str, str, str]]) -> SweepResult:
+        s = self.store.settings
+        raw = self._claim(
+            keys=[keys.INFLIGHT, keys.EVENTS],
+            args=[
+                now_ms(),
+                int(s.lease_ttl_seconds * 1000),
+                s.max_redeliveries,
+                keys.TASK.format(task_id=""),
+                keys.LEASE.format(tenant_id=""),
+                keys.PLAN.format(plan_id=""),
+                keys.worker(""),
+                s.events_maxlen,
+                *[part for candidate in found for part in candidate],
+            ],
+        )
+        result = SweepResult()
+        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
+            *[iter(raw)] * 8, strict=True
+        ):
+            if kind == "F":
+                result.failed.append((task_id, plan_id))
+            else:
+                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
+                result.redriven.append(slot)
+        return result
+
+    def sweep(self, dead: list[str]) -> SweepResult:
+        """Re-drive what the dead nodes ran; forget a node once none of its tasks is left."""
+        found = self.candidates(dead)
+        total = SweepResult()
+        for i in range(0, len(found), SCAN_BATCH):
+            part = self.claim(found[i : i + SCAN_BATCH])
+            sent = self.launch(part.redriven) if part.redriven else []
+            for d in sent:
+                log.warning(
+                    "re-driving task %s (tenant %s) from stage %d with token %s: worker lost",
+                    d.task_id,
+                    d.context.tenant_id,
+                    d.context.stage_index,
+                    d.token,
+                )
+            for task_id, plan_id in part.failed:
+                log.error("task %s FAILED: worker lost more than the redelivery cap", task_id)
+                self.refill(plan_id)
+            total.redriven += part.redriven
+            total.failed += part.failed
+        if not found:
+            # A full pass found nothing of them: they are forgotten (a node that comes back
+            # registers itself again with its next beat).
+            self.store.r.zrem(keys.WORKERS, *dead)
+        return total
+
+
+class LivenessThread(threading.Thread):
+    """Beats every TTL / BEATS_PER_TTL seconds; re-drives dead nodes' tasks when it sees any."""
+
+    def __init__(self, heartbeat: Heartbeat, orphans: OrphanReconciler, ttl: float) -> None:
+        super().__init__(name="deployer-liveness", daemon=True)
+        self.heartbeat, self.orphans = heartbeat, orphans
+        self.interval = ttl / BEATS_PER_TTL
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                dead = self.heartbeat.beat()
+                if dead:
+                    self.orphans.sweep(dead)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("liveness: state store unavailable (%s); next beat retries", exc)
+            except Exception:  # the heartbeat must outlive any one bad sweep
+                log.exception("liveness sweep failed; next beat retries")
+            if self.stopped.wait(self.interval):
+                return
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopped.set()
+        if self.is_alive():
+            self.join(timeout)
+        try:
+            self.heartbeat.stop()
+        except redis.RedisError as exc:
+            log.warning("liveness: heartbeat not removed (%s); it expires by itself", exc)

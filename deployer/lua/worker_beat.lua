@@ -1,0 +1,14 @@
+-- A worker's heartbeat: refresh its key, keep it registered, and name the registered workers
+-- whose key is gone (they died without a clean shutdown, which deletes both).
+-- KEYS: this worker's heartbeat key, the registry (zset node -> last beat ms)
+-- ARGV: node, now_ms, ttl_ms, heartbeat key prefix
+-- Returns the nodes whose heartbeat is gone.
+local beat_key, registry = KEYS[1], KEYS[2]
+local node, now, ttl, prefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('SET', beat_key, now, 'PX', ttl)
+redis.call('ZADD', registry, now, node)
+local dead = {}
+for _, other in ipairs(redis.call('ZRANGE', registry, 0, -1)) do
+  if redis.call('EXISTS', prefix .. other) == 0 then dead[#dead + 1] = other end
+end
+return dead
