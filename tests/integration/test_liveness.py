@@ -47,7 +47,7 @@ def test_a_dead_workers_running_task_is_redriven_with_a_new_token_and_the_lease_
     planner, (dead_task, live_task) = _running(private_db, ["dead@h", "alive@h"])
     dead = Heartbeat(r, worker_id.node_name("dead@h"), ttl_seconds=0.2)
     alive = Heartbeat(r, worker_id.node_name("alive@h"), ttl_seconds=60)
-    assert dead.beat() == []
+    assert dead.beat() == alive.beat() == []
     wait_for(lambda: not r.exists(f"deployer:worker:{dead.node}"), what="heartbeat expired")
 
     assert alive.beat() == [dead.node]
@@ -102,6 +102,18 @@ def test_a_worker_whose_heartbeat_came_back_keeps_its_tasks(r, private_db):
     slow.beat()  # it was only late
     assert not orphans.claim(seen).redriven
     assert r.hget(f"deployer:task:{task.task_id}", "token") == task.token
+
+
+def test_a_watcher_that_missed_its_own_beats_declares_nobody_dead_until_they_could_beat(r):
+    """A stalled server (a long script) or watcher lets every heartbeat lapse at once: the
+    first beat after it must not re-drive the work of workers that are merely late."""
+    watcher = Heartbeat(r, "watcher@h:1", ttl_seconds=0.2)
+    other = Heartbeat(r, "other@h:2", ttl_seconds=0.2)
+    watcher.beat()
+    other.beat()
+    wait_for(lambda: not r.exists("deployer:worker:watcher@h:1"), what="both lapsed")
+    assert watcher.beat() == []  # it lapsed itself: give the others a beat
+    assert watcher.beat() == ["other@h:2"]  # still silent: dead
 
 
 def test_a_cleanly_stopped_worker_is_not_reported_dead(r):
