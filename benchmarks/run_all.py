@@ -21,6 +21,9 @@ SCRIPTS = [
     ("scaleout", 900),
     ("waiting", 1800),
     ("fleet_wait", 300),  # issue 4's goal: waiting on a slow fleet costs latency only
+    ("handwritten", 600),  # issue 16 goal 1: deployer beside hand-written plain Celery
+    ("worker_death", 600),  # issue 16 goal 4: a dead worker's tenants back within 15 s
+    ("growth", 600),  # issue 16 goal 5: Redis bytes per tenant-task and at 1,000,000
 ]
 
 
