@@ -89,3 +89,40 @@ def test_main_process_killed_mid_stage_runs_the_tenant_again_within_seconds_once
     assert r.get(f"deployer:lease-epoch:{tenant}") == "2"
     # Forgotten by the first pass that finds nothing of it left.
     wait_for(lambda: r.zscore("deployer:workers", node) is None, what="dead node forgotten")
+
+
+def test_pool_process_killed_mid_stage_runs_the_stage_again_at_once_under_the_same_run(
+    supervisor, r, session_fleet
+):
+    """The main process lives on (heartbeat intact): `task_reject_on_worker_lost` requeues
+    the stage, which starts again under the same token; nothing is re-driven."""
+    tenant, plan_id = unique("childkill"), unique()
+    task_id = task_id_for(plan_id, tenant)
+    # The instance holds the poll: the pool process is provably inside the stage.
+    session_fleet.behave(tenant, Behaviour(hang=True))
+    supervisor.env.update(SLOW_FALLBACKS, DEPLOYER_HTTP_TIMEOUT_SECONDS="25")
+    supervisor.start("w1")
+    DeployerClient().submit(plan(plan_id, [bg_tenant(tenant)]))
+    wait_for(lambda: r.hget(f"icc_ai_ops_srv:tenant_config:{tenant}", "metadata"), what="written")
+    worker = r.hget(f"deployer:task:{task_id}", "worker")
+    child = worker.rpartition("/")[2]
+    assert int(child) != supervisor.procs["w1"].pid  # a pool process, not the main one
+
+    os.kill(int(child), signal.SIGKILL)
+    session_fleet.behave(tenant, Behaviour())
+
+    def starts() -> int:
+        evs = plan_events(r, plan_id)
+        return sum(1 for e in evs if e["type"] == "STAGE_STARTED" and e["taskId"] == task_id)
+
+    wait_for(lambda: starts() == 2, timeout=15, what="the stage started again")
+    wait_for(
+        lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
+        timeout=30,
+        what="plan COMPLETED after the pool process kill",
+    )
+    got = outcome(r, plan_id, version=20)
+    assert got.statuses == {"COMPLETED": 1} and not got.completed_twice and not got.stuck
+    assert got.redriven == 0 and got.redeliveries == 1  # same run, counted once
+    assert r.get(f"deployer:lease-epoch:{tenant}") == "1"  # one run held the tenant throughout
+    assert supervisor.procs["w1"].poll() is None
