@@ -3,9 +3,9 @@
 Two workers (prefork, 2 processes each) on one broker, the simulated fleet in this process.
 For each kill a one-tenant plan starts; the tenant's instance hangs on the HealthCheck poll,
 so a pool process is provably inside the stage. The process named by the task's `worker`
-field (`{hostname}:{main pid}/{pid}`) is then killed with SIGKILL — the worker's main process
-(its pool is orphaned, as on an OOM kill of the parent) or the pool process running the
-stage — the instance stops hanging, and the figure is the time from the kill to the
+field (`{hostname}:{main pid}:{start id}/{pid}`) is then killed with SIGKILL — the worker's
+main process (its pool is orphaned, as on an OOM kill of the parent) or the pool process
+running the stage — the instance stops hanging, and the figure is the time from the kill to the
 tenant's next STAGE_STARTED event. Every tenant must still complete exactly once.
 
     python -m benchmarks.worker_death [--kills 10] [--kinds main,child] [--heartbeat 5]
@@ -67,7 +67,7 @@ def one_kill(
     time.sleep(0.3)
     worker = server.r.hget(f"deployer:task:{task_id}", "worker") or ""
     node, _, child = worker.rpartition("/")
-    main_pid = int(node.rsplit(":", 1)[1])
+    main_pid = int(node.split(":")[-2])
     name = worker.split("@", 1)[0]
     last = server.r.xinfo_stream("deployer:events")["last-generated-id"]
     t_kill = time.time()

@@ -14,7 +14,7 @@ FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another s
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
-WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid), PX
+WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid:start id)
 WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
 
 

@@ -2,12 +2,13 @@
 
 A worker killed with `kill -9` (or a lost node) leaves its tenants RUNNING under a tenant
 lease that outlives it by up to `DEPLOYER_LEASE_TTL_SECONDS` (60 s). So every worker's main
-process refreshes `deployer:worker:{node}` (node = Celery hostname + main pid) with a TTL of
-`DEPLOYER_WORKER_HEARTBEAT_SECONDS`, five times per TTL, and every stage records
-`{node}/{pid}` on its task (`worker`). A node still registered in `deployer:workers` whose key
-is gone died without a clean shutdown (which deletes both): its RUNNING tasks are claimed by
-deployer/lua/orphan_claim.lua — a new token fences the dead run — and re-sent from their
-checkpoint at once. Tasks with no heartbeat information keep the lease TTL as their fallback.
+process refreshes `deployer:worker:{node}` (node = Celery hostname, main pid and a random
+start id: deployer/worker_id.py) with a TTL of `DEPLOYER_WORKER_HEARTBEAT_SECONDS`, five
+times per TTL, and every stage records `{node}/{pid}` on its task (`worker`). A node still
+registered in `deployer:workers` whose key is gone died without a clean shutdown (which
+deletes both): its RUNNING tasks are claimed by deployer/lua/orphan_claim.lua — a new token
+fences the dead run — and re-sent from their checkpoint at once. Tasks with no heartbeat
+information keep the lease TTL as their fallback.
 
 The heartbeat has its own thread rather than the reconciler's: a reconciler sweep of
 thousands of overdue tasks must never delay a beat (a late beat reads as a death and would
