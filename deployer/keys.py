@@ -15,6 +15,7 @@ INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's 
 EVENTS = "deployer:events"  # stream, bounded
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid:start id)
+WORKER_HOLDS = "deployer:worker-holds:{node}"  # hash task id -> token of messages it holds
 WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
 
 
@@ -57,3 +58,7 @@ def config_hash(prefix: str, tenant_id: str) -> str:
 
 def worker(node: str) -> str:
     return WORKER.format(node=node)
+
+
+def worker_holds(node: str) -> str:
+    return WORKER_HOLDS.format(node=node)

@@ -37,25 +37,51 @@ SCAN_BATCH = 500
 
 
 class Heartbeat:
-    """One worker's heartbeat; `beat` also reports the registered workers that died."""
+    """One worker's heartbeat; `beat` also reports the registered workers that died.
 
-    def __init__(self, r: redis.Redis, node: str, ttl_seconds: float) -> None:
+    Each beat also publishes the stage messages the worker holds (`held`: task id -> where
+    the message starts, `token:stage:step:attempt`; prefetched, waiting for a countdown or
+    running) to `deployer:worker-holds:{node}`: a
+    HealthCheck re-poll is often held by another worker than the one that ran the previous
+    poll, and only the holder knows. Only messages held for two beats in a row are
+    published, as changes: the many that come and go within a second cost nothing.
+    """
+
+    def __init__(
+        self, r: redis.Redis, node: str, ttl_seconds: float, holds_ttl_seconds: float = 120.0
+    ) -> None:
         self.r, self.node = r, node
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
+        self.holds_ttl_ms = max(self.ttl_ms * 2, int(holds_ttl_seconds * 1000))
         self._beat = r.register_script(lua_script("worker_beat"))
+        self._seen: dict[str, str] = {}
+        self._published: dict[str, str] | None = None  # None: unknown, rewrite all
 
-    def beat(self) -> list[str]:
+    def beat(self, held: dict[str, str] | None = None) -> list[str]:
+        held = held or {}
+        stable = {t: tok for t, tok in held.items() if self._seen.get(t) == tok}
+        self._seen = held
+        published = self._published
+        replace = published is None
+        before = published or {}
+        adds = [(t, tok) for t, tok in stable.items() if replace or before.get(t) != tok]
+        gone = [] if replace else [t for t in before if t not in stable]
+        self._published = None  # until the script has run
         dead = self._beat(
-            keys=[keys.worker(self.node), keys.WORKERS],
-            args=[self.node, now_ms(), self.ttl_ms, keys.worker("")],
-        )
+            keys=[keys.worker(self.node), keys.WORKERS, keys.worker_holds(self.node)],
+            args=[
+                self.node, now_ms(), self.ttl_ms, keys.worker(""), self.holds_ttl_ms,
+                "1" if replace else "0", len(adds), *[x for pair in adds for x in pair], *gone,
+            ],
+        )  # fmt: skip
+        self._published = stable
         return [str(n) for n in dead]
 
     def stop(self) -> None:
         """Clean shutdown: the node leaves the registry, so nothing of it is re-driven (its
         unacknowledged messages go back to the queue and run elsewhere)."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(keys.worker(self.node))
+        pipe.delete(keys.worker(self.node), keys.worker_holds(self.node))
         pipe.zrem(keys.WORKERS, self.node)
         pipe.execute()
 
@@ -74,7 +100,8 @@ class OrphanReconciler:
         self._claim = store.r.register_script(lua_script("orphan_claim"))
 
     def candidates(self, dead: Iterable[str]) -> list[tuple[str, str, str, str]]:
-        """(task id, token, worker, node) of watched tasks last run by a dead node."""
+        """(task id, token, worker, node) of watched tasks last run by a dead node, then of
+        tasks whose current stage message a dead node held."""
         dead_nodes = set(dead)
         found: list[tuple[str, str, str, str]] = []
         batch: list[str] = []
@@ -83,7 +110,30 @@ class OrphanReconciler:
             if len(batch) >= SCAN_BATCH:
                 found += self._matching(batch, dead_nodes)
                 batch = []
-        return found + self._matching(batch, dead_nodes)
+        found += self._matching(batch, dead_nodes)
+        taken = {c[0] for c in found}
+        for node in sorted(dead_nodes):
+            raw = self.store.r.hgetall(keys.worker_holds(node))
+            held = {str(t): str(tok) for t, tok in raw.items()}
+            found += [c for c in self._held(held, node) if c[0] not in taken]
+        return found
+
+    def _held(self, held: dict[str, str], node: str) -> list[tuple[str, str, str, str]]:
+        """Held messages that are the task's next step: same run (token) and a position
+        after the task's cursor. One that already ran (its task moved on, perhaps to a live
+        worker) is left alone."""
+        ids = list(held)
+        pipe = self.store.r.pipeline(transaction=False)
+        for task_id in ids:
+            pipe.hmget(keys.task(task_id), "token", "worker", "cursor")
+        out = []
+        for task_id, (token, worker, cursor) in zip(ids, pipe.execute(), strict=True):
+            held_token, held_at = _position(held[task_id])
+            cursor_token, cursor_at = _position(cursor or "")
+            ahead = cursor_token != held_token or held_at > cursor_at
+            if token and token == held_token and ahead:
+                out.append((task_id, token, worker or "", node))
+        return out
 
     def _matching(self, ids: list[str], dead: set[str]) -> list[tuple[str, str, str, str]]:
         pipe = self.store.r.pipeline(transaction=False)
@@ -147,22 +197,38 @@ class OrphanReconciler:
             # A full pass found nothing of them: they are forgotten (a node that comes back
             # registers itself again with its next beat).
             self.store.r.zrem(keys.WORKERS, *dead)
+            self.store.r.delete(*[keys.worker_holds(node) for node in dead])
         return total
+
+
+def _position(cursor: str) -> tuple[str, tuple[int, ...]]:
+    """`token:stage:step:attempt` -> (token, (stage, step, attempt)); ('', ()) if unreadable."""
+    parts = cursor.rsplit(":", 3)
+    try:
+        return parts[0], tuple(int(p) for p in parts[1:4]) if len(parts) == 4 else ()
+    except ValueError:
+        return "", ()
 
 
 class LivenessThread(threading.Thread):
     """Beats every TTL / BEATS_PER_TTL seconds; re-drives dead nodes' tasks when it sees any."""
 
-    def __init__(self, heartbeat: Heartbeat, orphans: OrphanReconciler, ttl: float) -> None:
+    def __init__(
+        self,
+        heartbeat: Heartbeat,
+        orphans: OrphanReconciler,
+        ttl: float,
+        held: Callable[[], dict[str, str]] = dict,
+    ) -> None:
         super().__init__(name="deployer-liveness", daemon=True)
-        self.heartbeat, self.orphans = heartbeat, orphans
+        self.heartbeat, self.orphans, self.held = heartbeat, orphans, held
         self.interval = ttl / BEATS_PER_TTL
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while True:
             try:
-                dead = self.heartbeat.beat()
+                dead = self.heartbeat.beat(self.held())
                 if dead:
                     self.orphans.sweep(dead)
             except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -25,7 +25,7 @@ for i = 9, #ARGV, 4 do
   -- PENDING tasks are not a worker's yet (a resumed one may name the worker of its last
   -- stage): the pending grace and the lease watch cover them.
   local live = status == 'RUNNING' or status == 'ROLLING_BACK'
-  if live and token == seen_token and t[11] == seen_worker and tenant_id
+  if live and token == seen_token and (t[11] or '') == seen_worker and tenant_id
       and redis.call('EXISTS', worker_prefix .. node) == 0 then
     local lease_key = lease_prefix .. tenant_id
     local plan_key = plan_prefix .. plan_id

@@ -129,3 +129,48 @@ def test_a_recorded_worker_names_its_heartbeat_node():
     label = worker_id.worker_label("w1@host")
     assert worker_id.node_of(label) == worker_id.node_name("w1@host")
     assert worker_id.node_of("w1@host:123") is None  # recorded before heartbeats: lease only
+
+
+def test_a_stage_message_a_dead_worker_held_is_redriven_even_if_another_worker_ran_the_last_stage(
+    r, private_db
+):
+    """The usual case with several workers: the HealthCheck re-poll published by a live
+    worker is held (countdown) by the one that dies. Only the holder's list knows."""
+    planner, (waiting, moved_on) = _running(private_db, ["alive@h", "alive@h"])
+    alive = Heartbeat(r, worker_id.node_name("alive@h"), ttl_seconds=60)
+    holder = Heartbeat(r, worker_id.node_name("holder@h"), ttl_seconds=0.3)
+    # The holder has the next poll of `waiting` (attempt 1, not begun) and the message of
+    # `moved_on` that it already ran (its cursor is there: the task moved on since).
+    held = {
+        waiting.task_id: f"{waiting.token}:0:2:1",
+        moved_on.task_id: f"{moved_on.token}:0:0:0",
+    }
+    alive.beat()
+    holder.beat(held)
+    holder.beat(held)  # held for two beats: published
+    assert r.hgetall(f"deployer:worker-holds:{holder.node}") == held
+    wait_for(lambda: not r.exists(f"deployer:worker:{holder.node}"), what="holder lapsed")
+
+    dead = alive.beat()
+    assert dead == [holder.node]
+    orphans = OrphanReconciler(planner.store, planner.launch, lambda plan_id: 0)
+    result = orphans.sweep(dead)
+
+    assert [s.task_id for s in result.redriven] == [waiting.task_id]
+    assert r.hget(f"deployer:task:{waiting.task_id}", "token") != waiting.token
+    assert r.hget(f"deployer:task:{moved_on.task_id}", "token") == moved_on.token
+    orphans.sweep(alive.beat())
+    assert not r.exists(f"deployer:worker-holds:{holder.node}")  # forgotten with its node
+
+
+def test_only_messages_held_for_two_beats_are_published_as_changes(r):
+    hb = Heartbeat(r, "h@h:1:x", ttl_seconds=60)
+    key = "deployer:worker-holds:h@h:1:x"
+    hb.beat({"a": "t:0:0:0"})
+    assert not r.exists(key)  # a message that comes and goes within a beat costs nothing
+    hb.beat({"a": "t:0:0:0", "b": "t:1:0:0"})
+    assert r.hgetall(key) == {"a": "t:0:0:0"}
+    hb.beat({"b": "t:1:0:0"})
+    assert r.hgetall(key) == {"b": "t:1:0:0"}
+    hb.stop()
+    assert not r.exists(key)

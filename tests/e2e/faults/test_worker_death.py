@@ -126,3 +126,57 @@ def test_pool_process_killed_mid_stage_runs_the_stage_again_at_once_under_the_sa
     assert got.redriven == 0 and got.redeliveries == 1  # same run, counted once
     assert r.get(f"deployer:lease-epoch:{tenant}") == "1"  # one run held the tenant throughout
     assert supervisor.procs["w1"].poll() is None
+
+
+def test_a_dead_worker_holding_another_workers_tenant_gives_it_back_within_seconds(
+    supervisor, r, session_fleet
+):
+    """The tenant's last poll ran on w1, which then stopped cleanly; its next poll (a 30 s
+    countdown) went back to the queue and is held by w2. w2 dies: the task's `worker` names
+    w1, so only w2's published holds can bring the tenant back before the 60 s lease."""
+    tenant, plan_id = unique("holdkill"), unique()
+    task_id = task_id_for(plan_id, tenant)
+    session_fleet.behave(tenant, Behaviour(delay=1.0))
+    supervisor.env.update(SLOW_FALLBACKS)
+    w1 = supervisor.start("w1")
+    DeployerClient().submit(plan(plan_id, [bg_tenant(tenant)]))
+    wait_for(lambda: session_fleet.stats(tenant)["polls"] >= 1, what="first poll answered")
+    runner = r.hget(f"deployer:task:{task_id}", "worker").rpartition("/")[0]
+    assert runner.startswith("w1-")
+    w2 = supervisor.start("w2")
+    os.killpg(w1.pid, signal.SIGTERM)  # warm shutdown: its held re-poll goes back to the queue
+    w1.wait(timeout=30)
+
+    def holder() -> str | None:
+        for key in r.scan_iter("deployer:worker-holds:w2-*"):
+            if r.hexists(key, task_id):
+                return key.removeprefix("deployer:worker-holds:")
+        return None
+
+    node = wait_for(holder, what="w2 holds the re-poll and published it")
+    supervisor.start("w3")
+    try:
+        os.kill(w2.pid, signal.SIGKILL)
+        w2.wait(timeout=10)
+
+        def started_again() -> bool:
+            return any(
+                e["type"] == "STAGE_STARTED" and e["taskId"] == task_id and e["worker"][:3] == "w3-"
+                for e in plan_events(r, plan_id)
+            )
+
+        wait_for(started_again, timeout=15, what="tenant running again on w3")
+        wait_for(
+            lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
+            timeout=30,
+            what="plan COMPLETED after the holder's death",
+        )
+    finally:
+        try:
+            os.killpg(w2.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    got = outcome(r, plan_id, version=20)
+    assert got.statuses == {"COMPLETED": 1} and not got.completed_twice and not got.stuck
+    redriven = [e for e in plan_events(r, plan_id) if e["type"] == "TASK_REDRIVEN"]
+    assert [e["reason"] for e in redriven] == [f"worker lost: {node}"]
