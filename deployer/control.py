@@ -89,6 +89,8 @@ CANCEL_SLICE = 500
 
 
 PLAN_FLAG = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}
+#: Task-level commands that queue a run: under a paused or cancelled plan it would never start.
+STARTS_A_RUN = frozenset({Command.RESUME, Command.RETRY, Command.ROLLBACK})
 EVENT = {
     (Command.PAUSE, Effect.NOW): "TASK_PAUSED",
     (Command.PAUSE, Effect.REQUEST): "TASK_PAUSE_REQUESTED",
@@ -171,6 +173,8 @@ class Controller:
         force: bool = False,
     ) -> dict[str, Any]:
         tasks = self._resolve(target)
+        if not target.is_plan and command in STARTS_A_RUN:
+            self._refuse_if_plan_halted(command, tasks[0], force)
         if target.is_plan:
             assert target.plan_id is not None
             if not any(
@@ -209,6 +213,26 @@ class Controller:
         if target.is_plan and answer["ok"]:
             self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
+
+    def _refuse_if_plan_halted(self, command: Command, task: dict[str, str], force: bool) -> None:
+        """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
+        (no slot is filled and a stage start obeys the flag): refuse it, naming the way on."""
+        if self._preview(command, task, force).effect is not Effect.NOW:
+            return
+        plan_id = task["planId"]
+        flag = self.store.r.hget(keys.plan(plan_id), "control")
+        if flag == "CANCEL":
+            raise IllegalTransition(
+                f"plan {plan_id} was cancelled: a {command.value} of one of its tenants would "
+                f"never start; roll the plan back instead (rollback --plan {plan_id})",
+                code="PLAN_CANCELLED",
+            )
+        if flag == "PAUSE":
+            raise IllegalTransition(
+                f"plan {plan_id} is paused: a {command.value} of one of its tenants would wait "
+                f"for it; resume the plan first (resume --plan {plan_id})",
+                code="PLAN_PAUSED",
+            )
 
     def _preview(self, command: Command, task: dict[str, str], force: bool = False) -> Decision:
         """What the command would do to `task` as last read (nothing is written)."""
