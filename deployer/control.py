@@ -217,7 +217,9 @@ class Controller:
     def _refuse_if_plan_halted(self, command: Command, task: dict[str, str], force: bool) -> None:
         """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
         (no slot is filled and a stage start obeys the flag): refuse it, naming the way on."""
-        if self._preview(command, task, force).effect is not Effect.NOW:
+        if decide(command, TaskStatus(task["status"]), task.get("control"), force).effect is not (
+            Effect.NOW
+        ):
             return
         plan_id = task["planId"]
         flag = self.store.r.hget(keys.plan(plan_id), "control")

@@ -163,12 +163,16 @@ def test_resume_queues_mid_flight_tenants_first_each_group_in_submission_order(r
     ]
 
 
-def test_a_tenant_run_under_a_paused_or_cancelled_plan_is_refused_not_stranded(worker, r, control):
+def test_a_tenant_run_under_a_paused_or_cancelled_plan_is_refused_not_stranded(
+    worker, r, control, session_fleet
+):
     """Before: `resume --tenant` under a paused plan, or `rollback --tenant` of a cancelled
     plan's tenant, answered OK and left the task PENDING forever (no slot is filled while the
     plan flag is set). Now the command is refused with a code naming the plan-level way on."""
     plan_id, tenants = unique(), [unique("t"), unique("t")]
+    session_fleet.behave(tenants[0], Behaviour(never=True))  # holds the plan's only slot
     submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=1)
+    wait_for(lambda: task(r, plan_id, tenants[0]).get("status") == "RUNNING", what="RUNNING")
     assert control.execute(Command.PAUSE, {"planId": plan_id}, by="ops")["ok"]
     # the second tenant never started (one slot): it is PAUSED at once
     wait_for(lambda: task(r, plan_id, tenants[1]).get("status") == "PAUSED", what="paused")
@@ -182,3 +186,4 @@ def test_a_tenant_run_under_a_paused_or_cancelled_plan_is_refused_not_stranded(w
     assert not refused["ok"] and refused["code"] == "PLAN_CANCELLED", refused
     assert "rollback --plan" in refused["message"]
     assert task(r, plan_id, tenants[1])["status"] == "CANCELLED"
+    session_fleet.behave(tenants[0], Behaviour())
