@@ -14,7 +14,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import DeployerError, IllegalTransition, NotFound, PermanentError
+from deployer.errors import (
+    DeployerError,
+    IllegalTransition,
+    NotFound,
+    PermanentError,
+    PlanHasNoStrategy,
+    PlanNotAwaitingApproval,
+)
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import ID_PATTERN, Task, TaskRuntimeContext, TaskStatus, TenantConfig
 from deployer.planner import Planner, prepare_retry, prepare_rollback
@@ -98,15 +105,20 @@ class Controller:
     ) -> dict[str, Any]:
         target = Target.parse(raw_target)
         by, reason = (by or "")[:200], (reason or "")[:1000]
+        if command is Command.APPROVE:
+            return self._approve(target, by, reason)
         tasks = self._resolve(target)
-        if target.plan_id:
-            flag = PLAN_FLAG.get(command, "")
-            event = f"PLAN_{command.value.upper()}"
-            self.store.plan_control(target.plan_id, flag, by, reason, event)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
         plans: set[str] = set()
+        waved = bool(target.plan_id and self.store.get_plan_field(target.plan_id, "strategy"))
+        if waved and command is Command.ROLLBACK:
+            tasks = self._end_waves(target.plan_id or "", tasks, by, reason)
+        if target.plan_id:
+            flag = PLAN_FLAG.get(command, "")
+            event = f"PLAN_{command.value.upper()}"
+            self.store.plan_control(target.plan_id, flag, by, reason, event)
         for task in tasks:
             if command is Command.ROLLBACK and target.plan_id and not task.get("startedAt"):
                 # A whole-plan rollback covers the tasks that changed something.
@@ -130,7 +142,56 @@ class Controller:
                 plans.add(task["planId"])
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
+        if waved and target.plan_id:
+            # resume continues the current wave (and a bake that ended meanwhile), cancel
+            # ends the waves: the wave step sees the plan's new control flag
+            self.planner.advance(target.plan_id)
         return self._answer(command, target, outcomes, refused, notes)
+
+    def _approve(self, target: Target, by: str, reason: str) -> dict[str, Any]:
+        """Start the plan's wave that waits for approval (a stored decision: it holds even
+        if every worker is down; they send the wave's chains when they are back)."""
+        if not target.plan_id:
+            raise TargetInvalid('approve takes a plan: {"planId": ...}')
+        if not self.store.plan_exists(target.plan_id):
+            raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+        outcome = self.planner.advance(target.plan_id, "APPROVE", by, reason)
+        if outcome.outcome == "NONE":
+            raise PlanHasNoStrategy(f"plan {target.plan_id} has no strategy: nothing to approve")
+        if outcome.outcome == "REFUSED":
+            raise PlanNotAwaitingApproval(
+                f"plan {target.plan_id}: wave {outcome.wave} is {outcome.gate or 'not waiting'}"
+                ", not awaiting approval"
+            )
+        return {
+            "ok": True,
+            "code": "OK",
+            "message": f"approve plan {target.plan_id}: wave {outcome.wave} approved "
+            f"({outcome.outcome.lower()})",
+            "wave": outcome.wave,
+            "waveState": outcome.outcome,
+        }
+
+    def _end_waves(
+        self,
+        plan_id: str,
+        tasks: list[dict[str, str]],
+        by: str,
+        reason: str,
+    ) -> list[dict[str, str]]:
+        """A rollback of a plan with waves ends them: no later wave starts, tenants that never
+        started are cancelled (their old config is still live), and the started ones roll
+        back newest first (each goes to the front of the queue, the newest last)."""
+        self.store.wave_step(plan_id, "HALT", by, reason or "plan rolled back")
+        started: list[dict[str, str]] = []
+        for task in tasks:
+            if task.get("startedAt"):
+                started.append(task)
+            elif task["status"] in ("PENDING", "PAUSED"):
+                self._apply(
+                    Command.CANCEL, task, by, "plan rolled back before this tenant started", False
+                )
+        return sorted(started, key=lambda t: int(t.get("startedAt") or 0))
 
     def _answer(
         self,

@@ -70,3 +70,15 @@ class TenantBusy(TransientError):
 
 class NotYet(TransientError):
     code = "NOT_YET"
+
+
+class PlanNotAwaitingApproval(IllegalTransition):
+    """approve: the plan's current wave does not wait for an approval (issue 17)."""
+
+    code = "PLAN_NOT_AWAITING_APPROVAL"
+
+
+class PlanHasNoStrategy(IllegalTransition):
+    """approve: the plan has no waves to approve (issue 17)."""
+
+    code = "PLAN_HAS_NO_STRATEGY"

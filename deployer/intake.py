@@ -19,6 +19,7 @@ from deployer.errors import PlanValidationError
 from deployer.models import Plan, PlanHead, TenantConfig, tenant_conflict
 from deployer.settings import Settings
 from deployer.store import TaskRow
+from deployer.strategy import strategy_errors
 from stages.base import ConfigError
 from stages.factory import forward_stages
 
@@ -124,6 +125,8 @@ def validate_plan(
             kept.append(keep(config))
         except ConfigError as exc:
             errors.append({"field": f"tenants[{i}].{exc.field}", "reason": exc.reason})
+    if head is not None:
+        errors += strategy_errors(head.strategy, seen, len(seen), settings.gates)
     if errors or head is None:
         raise PlanValidationError(f"plan rejected: {len(errors)} field error(s)", errors)
     return head, kept

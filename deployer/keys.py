@@ -51,3 +51,14 @@ def fence(tenant_id: str) -> str:
 def config_hash(prefix: str, tenant_id: str) -> str:
     """The tenant's config hash that the services read (contract)."""
     return f"{prefix}{tenant_id}"
+
+
+#: Progressive rollout (issue 17). A wave's task ids, fixed at submit:
+PLAN_WAVE = "deployer:plan:{plan_id}:wave:{index}"
+#: zset plan id -> ms when its wave step is due (bake end, gate re-check, wave finished).
+#: Durable: any worker's reconciler advances a due plan, whichever wrote the timer.
+PLAN_TIMERS = "deployer:plan-timers"
+
+
+def plan_wave(plan_id: str, index: int | str) -> str:
+    return PLAN_WAVE.format(plan_id=plan_id, index=index)

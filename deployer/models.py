@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from deployer.strategy import Strategy
+
 #: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -195,6 +197,8 @@ class PlanHead(WireModel):
     plan_id: str
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
     tenants: list[Any] = Field(min_length=1)
+    #: Progressive rollout (issue 17): canary, waves, bake, approval, gate, failure budget.
+    strategy: Strategy | None = None
 
     @field_validator("plan_id", mode="before")
     @classmethod

@@ -33,7 +33,8 @@ from deployer.models import (
     task_id_for,
 )
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store
+from deployer.store import Dispatch, Slot, Store, WaveOutcome
+from deployer.waves import MAX_STEPS, call_gate, wave_plan
 from stages.base import ConfigError
 from stages.factory import build_stages, forward_stages
 
@@ -119,16 +120,24 @@ class Planner:
             log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
             return {**exc.as_result(), "planId": plan_id}
         concurrency = head.max_concurrency or self.settings.max_concurrency
-        if not self.store.create_plan(head.plan_id, rows, concurrency, new_run_id() + "-"):
+        waves = (
+            wave_plan(head.plan_id, [row.tenant_id for row in rows], head.strategy, self.settings)
+            if head.strategy
+            else None
+        )
+        if not self.store.create_plan(head.plan_id, rows, concurrency, new_run_id() + "-", waves):
             return self._already(head.plan_id)
         self.dispatch(head.plan_id)
-        return {
+        answer: dict[str, Any] = {
             "ok": True,
             "code": "ACCEPTED",
             "message": f"plan {head.plan_id} accepted with {len(rows)} task(s)",
             "planId": head.plan_id,
             "tasks": len(rows),
         }
+        if waves:
+            answer["waves"] = int(waves.fields["waves"])
+        return answer
 
     def _already(self, plan_id: str) -> dict[str, Any]:
         """Same planId again: nothing changes, except that free slots are filled. A submit
@@ -151,10 +160,59 @@ class Planner:
         """
         sent = 0
         while True:
-            slots = self.store.fill(plan_id, max_batch=DISPATCH_BATCH)
+            slots, due = self.store.fill_due(plan_id, max_batch=DISPATCH_BATCH)
             sent += len(self.launch(slots))
+            if due:
+                # its fill said the plan's wave step is due (a wave just ended): take it,
+                # then fill the slots of a wave it started
+                self.advance(plan_id)
             if len(slots) < DISPATCH_BATCH:
                 return sent
+
+    def advance(self, plan_id: str, op: str = "", by: str = "", reason: str = "") -> WaveOutcome:
+        """Run a plan's wave step (deployer/waves.py) and do what it asks: ask a gate,
+        roll back on an exceeded failure budget, send the wave it started. Safe to call
+        from any number of workers at once; a plan without a strategy answers NONE."""
+        outcome = self.store.wave_step(plan_id, op, by, reason)
+        for _ in range(MAX_STEPS):
+            if outcome.outcome == "GATE":
+                url = self.settings.gates.get(outcome.gate)
+                ok = url is not None and call_gate(
+                    url, plan_id, outcome.wave, self.settings.gate_timeout_seconds
+                )
+                outcome = self.store.wave_step(
+                    plan_id, "GATE_OK" if ok else "GATE_FAIL", op_wave=str(outcome.wave)
+                )
+                continue
+            if outcome.outcome == "ROLLBACK":
+                self._budget_rollback(plan_id)
+                outcome = self.store.wave_step(plan_id, "ROLLBACK_DONE")
+                continue
+            break
+        if outcome.started or outcome.outcome == "RUNNING":
+            self._fill_all(plan_id)
+        return outcome
+
+    def _fill_all(self, plan_id: str) -> None:
+        while True:
+            slots = self.store.fill(plan_id, max_batch=DISPATCH_BATCH)
+            self.launch(slots)
+            if len(slots) < DISPATCH_BATCH:
+                return
+
+    def _budget_rollback(self, plan_id: str) -> None:
+        """onExceed rollback: every tenant this plan started goes back to its previous
+        config through the operator's rollback path (deployer/control.py), newest first."""
+        from deployer.control import Controller  # it is built on this class
+        from deployer.lifecycle import Command
+
+        result = Controller(self).execute(
+            Command.ROLLBACK,
+            {"planId": plan_id},
+            by="failure-budget",
+            reason="failure budget exceeded",
+        )
+        log.warning("plan %s: failure budget exceeded, rollback: %s", plan_id, result["message"])
 
     def launch(self, slots: list[Slot]) -> list[Dispatch]:
         """Send the chains of tasks given a slot (or re-driven); returns what was sent.

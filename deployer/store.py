@@ -58,6 +58,27 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class WavePlan:
+    """What a plan with a strategy stores beside its tasks (deployer/waves.py builds it)."""
+
+    #: Each task's wave index, in the order of the plan's rows.
+    wave_of: list[int]
+    #: Fields of the plan hash: the strategy, wave sizes, budgets, the first wave's state.
+    fields: dict[str, str | int]
+
+
+@dataclass(frozen=True)
+class WaveOutcome:
+    """What one wave step did (see lua/wave_step.lua for the outcomes)."""
+
+    outcome: str
+    #: A wave's tasks were queued: the caller fills the plan's slots.
+    started: bool
+    wave: int
+    gate: str
+
+
+@dataclass(frozen=True)
 class Dispatch:
     """A task given a concurrency slot: the caller sends its chain from `context`."""
 
@@ -91,6 +112,7 @@ class Store:
         self._fill = client.register_script(lua_script("plan_fill"))
         self._command = client.register_script(lua_script("task_command"))
         self._plan_control = client.register_script(lua_script("plan_control"))
+        self._wave_step = client.register_script(lua_script("wave_step"))
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -98,7 +120,12 @@ class Store:
         return bool(self.r.exists(keys.plan(plan_id)))
 
     def create_plan(
-        self, plan_id: str, rows: list[TaskRow], max_concurrency: int, run_id_prefix: str
+        self,
+        plan_id: str,
+        rows: list[TaskRow],
+        max_concurrency: int,
+        run_id_prefix: str,
+        waves: WavePlan | None = None,
     ) -> bool:
         """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
 
@@ -106,6 +133,7 @@ class Store:
         two concurrent submitters of one plan id exactly one writes. Tasks store their config
         only; `Planner.launch` builds a task's run when it is first dispatched. Run ids are
         `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
+        With a strategy, `waves` gives each task's wave and the plan's wave fields.
         """
         args: list[str | int] = [
             plan_id,
@@ -116,7 +144,12 @@ class Store:
             keys.tenant(""),
             task_id_for(plan_id, ""),
             run_id_prefix,
+            json.dumps(waves.wave_of) if waves else "",
+            keys.plan_wave(plan_id, ""),
+            len(waves.fields) if waves else 0,
         ]
+        for field, value in waves.fields.items() if waves else ():
+            args += [field, value]
         for row in rows:
             args += row
         created = self._create(
@@ -126,6 +159,7 @@ class Store:
                 keys.EVENTS,
                 keys.plan_tenants(plan_id),
                 keys.plan_queue(plan_id),
+                keys.PLAN_TIMERS,
             ],
             args=args,
         )
@@ -133,16 +167,23 @@ class Store:
 
     def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Slot]:
         """Give free slots to waiting tasks (one round trip); the caller sends their chains."""
+        return self.fill_due(plan_id, max_batch)[0]
+
+    def fill_due(self, plan_id: str, max_batch: int = 100_000) -> tuple[list[Slot], bool]:
+        """`fill`, and whether the plan's wave step is due (deployer/waves.py)."""
         raw = self._fill(
-            keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT],
-            args=[now_ms(), self._lease_ms(), keys.task(""), max_batch],
+            keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT, keys.PLAN_TIMERS],
+            args=[now_ms(), self._lease_ms(), keys.task(""), max_batch, plan_id],
         )
+        due = bool(raw) and raw[-1] == "DUE"
+        if due:
+            raw = raw[:-1]
         return [
             Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
             for task_id, token, run_id, run_json, ctx_json, config_json in zip(
                 *[iter(raw)] * 6, strict=True
             )
-        ]
+        ], due
 
     def attach_runs(self, runs: list[Run]) -> None:
         """Store the runs built for tasks dispatched for the first time (one round trip).
@@ -295,10 +336,40 @@ class Store:
         )
         return bool(raw[0] == "OK")
 
+    # ---- waves (issue 17) ---------------------------------------------------------------
+
+    def wave_step(
+        self, plan_id: str, op: str = "", by: str = "", reason: str = "", op_wave: str = ""
+    ) -> WaveOutcome:
+        """Move the plan's waves on as far as they go now (lua/wave_step.lua; atomic)."""
+        raw = self._wave_step(
+            keys=[keys.plan(plan_id), keys.PLAN_TIMERS, keys.EVENTS, keys.plan_queue(plan_id)],
+            args=[
+                plan_id,
+                now_ms(),
+                op,
+                by,
+                reason,
+                keys.plan_wave(plan_id, ""),
+                int(self.settings.gate_recheck_seconds * 1000),
+                op_wave,
+                keys.task(""),
+            ],
+        )
+        return WaveOutcome(str(raw[0]), raw[1] == "1", int(raw[2] or -1), str(raw[3]))
+
+    def due_plans(self, now: int | None = None, limit: int = 100) -> list[str]:
+        """Plans whose wave step is due (bake over, gate re-check, wave finished)."""
+        stamp = now if now is not None else now_ms()
+        return self.r.zrangebyscore(keys.PLAN_TIMERS, "-inf", stamp, 0, limit)  # type: ignore[return-value]
+
     # ---- reads -------------------------------------------------------------------------
 
     def get_plan(self, plan_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.plan(plan_id))  # type: ignore[return-value]
+
+    def get_plan_field(self, plan_id: str, field: str) -> str | None:
+        return self.r.hget(keys.plan(plan_id), field)  # type: ignore[return-value]
 
     def plan_task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
         return self.r.lrange(keys.plan_tenants(plan_id), start, end)  # type: ignore[return-value]

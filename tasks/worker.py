@@ -24,7 +24,7 @@ log = logging.getLogger("deployer.reconciler")
 
 def build_reconciler() -> Reconciler:
     planner = runtime.planner()
-    return Reconciler(runtime.store(), planner.launch, planner.dispatch)
+    return Reconciler(runtime.store(), planner.launch, planner.dispatch, planner.advance)
 
 
 class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -20,6 +20,7 @@ from deployer.models import Plan
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
+from deployer.waves import rollout_view
 from stages.factory import forward_stages
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -135,6 +136,7 @@ def plan_summary(plan_id: str, sample: int = 20) -> dict[str, Any]:
         "tasks": [
             {k: v for k, v in t.items() if v is not None} for t in s.get_tasks_raw(ids, fields)
         ],
+        **rollout_view(plan),
     }
 
 
@@ -152,6 +154,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
         f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
     )
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
+    if summary.get("waves"):
+        _print_waves(summary)
     table = Table("tenant", "status", "stage", "last error", box=None)
     for t in summary["tasks"]:
         table.add_row(
@@ -161,6 +165,25 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
             (t.get("lastError") or "")[:80],
         )
     console.print(table)
+
+
+def _print_waves(summary: dict[str, Any]) -> None:
+    waves = Table("wave", "state", "tenants", "done", "failed", box=None)
+    for w in summary["waves"]:
+        state = w["state"]
+        if "bakeUntil" in w:
+            until = time.strftime("%H:%M:%S", time.localtime(w["bakeUntil"] / 1000))
+            state = f"BAKING until {until}"
+        waves.add_row(str(w["index"]), state, str(w["tenants"]), str(w["done"]), str(w["failed"]))
+    console.print(waves)
+    budget = summary.get("budget")
+    if budget:
+        console.print(
+            f"  failure budget: {budget['used']}/{budget['max']} ({budget['scope']}, "
+            f"on exceed {budget['onExceed']})"
+        )
+    if summary.get("stopReason"):
+        console.print(f"  [yellow]stopped[/]: {summary['stopReason']}")
 
 
 TASK_FIELDS = [

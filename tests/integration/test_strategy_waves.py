@@ -1,0 +1,150 @@
+"""Progressive rollout on real Redis and a real worker: waves in order, canary first, bakes
+that hold no worker, approvals, the approve task (issue 17)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from deployer.errors import DeployerError
+from deployer.lifecycle import Command
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+PREFIX = "icc_ai_ops_srv:tenant_config:"
+
+
+@pytest.fixture()
+def control(worker):
+    from tasks.runtime import controller
+
+    return controller()
+
+
+def submit(worker, r, plan_id, tenants, **extra):
+    worker.send_task("deployer.submit_plan", [plan(plan_id, tenants, **extra)])
+    wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what="plan stored")
+
+
+def plan_events(r, plan_id):
+    return [(i, f) for i, f in r.xrange("deployer:events") if f.get("planId") == plan_id]
+
+
+def status(r, plan_id):
+    return r.hget(f"deployer:plan:{plan_id}", "status")
+
+
+def finished(r, plan_id):
+    return status(r, plan_id) in ("COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK")
+
+
+def wave_of_task(r, task_id):
+    return int(r.hget(f"deployer:task:{task_id}", "wave"))
+
+
+def summary(plan_id):
+    from deployer.waves import wave_summary
+    from tasks.runtime import store
+
+    return wave_summary(store(), plan_id)
+
+
+def test_waves_start_in_order_never_overlap_and_the_canary_runs_alone_first(worker, r):
+    plan_id = unique("waves")
+    tenants = [unique("wv") for _ in range(7)]
+    canary = tenants[4]
+    strategy = {"canary": [canary], "waves": {"type": "exponential", "size": 1, "factor": 2}}
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
+    wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
+
+    events = plan_events(r, plan_id)
+    first_start: dict[int, int] = {}
+    last_end: dict[int, int] = {}
+    members: dict[int, set[str]] = {}
+    for n, (_, e) in enumerate(events):
+        if e["type"] == "TASK_RUNNING":
+            w = wave_of_task(r, e["taskId"])
+            first_start.setdefault(w, n)
+            members.setdefault(w, set()).add(e["tenantId"])
+        if e["type"] == "TASK_COMPLETED":
+            last_end[wave_of_task(r, e["taskId"])] = n
+    assert members == {0: {canary}, 1: {tenants[0]}, 2: {tenants[1], tenants[2]},
+                       3: {tenants[3], tenants[5], tenants[6]}}  # fmt: skip
+    for w in range(3):
+        assert last_end[w] < first_start[w + 1], f"wave {w + 1} started before wave {w} ended"
+    started = [e for _, e in events if e["type"] == "WAVE_STARTED"]
+    assert [e["wave"] for e in started] == ["0", "1", "2", "3"]
+    assert [w["state"] for w in summary(plan_id)] == ["DONE"] * 4
+    assert [(w["tenants"], w["done"], w["failed"]) for w in summary(plan_id)] == [
+        (1, 1, 0), (1, 1, 0), (2, 2, 0), (3, 3, 0)
+    ]  # fmt: skip
+    for t in tenants:
+        assert r.hget(PREFIX + t, "metadata") == '{"version":20}'
+
+
+def test_a_bake_holds_the_next_wave_with_no_worker_busy(worker, r):
+    plan_id = unique("bake")
+    tenants = [unique("bk") for _ in range(3)]
+    strategy = {"canary": 1, "bakeSeconds": 2}
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
+    wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "waveState") == "BAKING", timeout=30,
+             what="wave 0 baking")  # fmt: skip
+    waves = summary(plan_id)
+    assert waves[0]["state"] == "BAKING" and waves[0]["done"] == 1 and "bakeUntil" in waves[0]
+    assert waves[1]["state"] == "PENDING"
+    # nothing runs while the plan bakes: no stage in any worker, wave 1 not even sent
+    active = worker.control.inspect(timeout=2).active() or {}
+    assert all(not tasks for tasks in active.values()), active
+    for t in tenants[1:]:
+        task = r.hgetall(f"deployer:task:{r.get(f'deployer:tenant:{t}')}")
+        assert task["status"] == "PENDING" and "dispatchedAt" not in task
+    wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
+    events = {e["type"]: e for _, e in plan_events(r, plan_id) if e.get("wave") == "0"}
+    baking = events["WAVE_BAKING"]
+    started1 = [e for _, e in plan_events(r, plan_id)
+                if e["type"] == "WAVE_STARTED" and e["wave"] == "1"][0]  # fmt: skip
+    assert int(started1["ts"]) >= int(baking["until"]) >= int(baking["ts"]) + 2000
+    # the last wave bakes too (failures then still count), then the waves are DONE
+    wait_for(lambda: [w["state"] for w in summary(plan_id)] == ["DONE", "DONE"], timeout=20,
+             what="final bake over")  # fmt: skip
+
+
+def test_an_unapproved_wave_never_starts_and_approval_starts_it(worker, r, control):
+    plan_id = unique("appr")
+    tenants = [unique("ap") for _ in range(3)]
+    strategy = {"canary": 1, "approval": "first", "bakeSeconds": 1}
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "AWAITING_APPROVAL", timeout=30,
+             what="wave 1 awaiting approval")  # fmt: skip
+    waiting_since = time.monotonic()
+    with pytest.raises(DeployerError) as refused:
+        control.execute(Command.APPROVE, {"tenantId": tenants[0]})
+    assert refused.value.code == "TARGET_INVALID"
+    # well past its bake and several reconciler ticks: still nothing sent
+    wait_for(lambda: time.monotonic() - waiting_since > 4, timeout=10, what="4 s to pass")
+    assert r.hget(key, "waveState") == "AWAITING_APPROVAL"
+    for t in tenants[1:]:
+        task = r.hgetall(f"deployer:task:{r.get(f'deployer:tenant:{t}')}")
+        assert task["status"] == "PENDING" and "dispatchedAt" not in task
+    assert [w["state"] for w in summary(plan_id)] == ["DONE", "AWAITING_APPROVAL"]
+
+    result = worker.send_task(
+        "deployer.approve", [{"planId": plan_id}], kwargs={"by": "ops", "reason": "canary ok"}
+    )
+    if worker.conf.result_backend:
+        assert result.get(timeout=20)["ok"] is True
+    wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
+    approved = [e for _, e in plan_events(r, plan_id) if e["type"] == "WAVE_APPROVED"]
+    assert [(e["wave"], e["by"], e["reason"]) for e in approved] == [("1", "ops", "canary ok")]
+    with pytest.raises(DeployerError) as again:
+        control.execute(Command.APPROVE, {"planId": plan_id})
+    assert again.value.code == "PLAN_NOT_AWAITING_APPROVAL"
+
+
+def test_approving_a_plan_without_a_strategy_is_refused(worker, r, control):
+    plan_id = unique("noapp")
+    submit(worker, r, plan_id, [bg_tenant(unique("na"))])
+    with pytest.raises(DeployerError) as refused:
+        control.execute(Command.APPROVE, {"planId": plan_id})
+    assert refused.value.code == "PLAN_HAS_NO_STRATEGY"
