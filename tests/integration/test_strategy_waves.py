@@ -148,3 +148,49 @@ def test_approving_a_plan_without_a_strategy_is_refused(worker, r, control):
     with pytest.raises(DeployerError) as refused:
         control.execute(Command.APPROVE, {"planId": plan_id})
     assert refused.value.code == "PLAN_HAS_NO_STRATEGY"
+
+
+def test_status_json_metrics_and_the_approve_verb_speak_in_waves(worker, r):
+    import json
+
+    from prometheus_client import generate_latest
+    from typer.testing import CliRunner
+
+    from deployer.cli import app
+    from deployer.metrics import registry_for
+
+    runner = CliRunner()
+    plan_id = unique("cliw")
+    tenants = [unique("cw") for _ in range(3)]
+    strategy = {"canary": [tenants[2]], "waves": {"type": "linear", "size": 1},
+                "approval": "every", "failureBudget": {"max": "50%"}}  # fmt: skip
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "AWAITING_APPROVAL", timeout=30,
+             what="wave 1 awaiting approval")  # fmt: skip
+
+    out = runner.invoke(app, ["status", plan_id, "--json"], catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    body = json.loads(out.output)
+    assert body["strategy"]["canary"] == [tenants[2]] and body["strategy"]["approval"] == "every"
+    assert [{k: w[k] for k in ("index", "state", "tenants", "done", "failed")}
+            for w in body["waves"]] == [
+        {"index": 0, "state": "DONE", "tenants": 1, "done": 1, "failed": 0},
+        {"index": 1, "state": "AWAITING_APPROVAL", "tenants": 1, "done": 0, "failed": 0},
+        {"index": 2, "state": "PENDING", "tenants": 1, "done": 0, "failed": 0},
+    ]  # fmt: skip
+    assert body["budget"] == {"max": 1, "used": 0, "scope": "plan", "onExceed": "pause",
+                              "exceeded": False}  # fmt: skip
+    metrics = generate_latest(registry_for(r)).decode()
+    assert f'deployer_plan_waves{{plan_id="{plan_id}",state="AWAITING_APPROVAL"}} 1.0' in metrics
+    assert f'deployer_plan_waves{{plan_id="{plan_id}",state="DONE"}} 1.0' in metrics
+
+    for wave in (1, 2):
+        wait_for(lambda w=wave: r.hget(key, "waveState") == "AWAITING_APPROVAL"
+                 and r.hget(key, "wave") == str(w), timeout=30,
+                 what=f"wave {wave} awaiting approval")  # fmt: skip
+        out = runner.invoke(app, ["approve", "--plan", plan_id, "--by", "ops"])
+        assert out.exit_code == 0, out.output
+    wait_for(lambda: r.hget(key, "waveState") == "DONE", timeout=30, what="waves DONE")
+    out = runner.invoke(app, ["approve", "--plan", plan_id, "--json"])
+    assert out.exit_code == 2 and json.loads(out.output)["code"] == "PLAN_NOT_AWAITING_APPROVAL"
