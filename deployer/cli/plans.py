@@ -14,6 +14,7 @@ from deployer import keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.progress import counts, follow
 from deployer.client import DeployerClient
+from deployer.diff import diff_plan
 from deployer.errors import PlanValidationError
 from deployer.intake import validate_plan
 from deployer.models import Plan
@@ -71,12 +72,14 @@ def submit(
     except PlanValidationError as exc:
         refuse(exc.code, exc.message, exc.errors, as_json)
     if dry_run:
+        changes = _diff(text, as_json)
         if as_json:
-            print_json({"ok": True, "planId": plan.plan_id, "tasks": rows})
+            print_json({"ok": True, "planId": plan.plan_id, "tasks": rows, "diff": changes})
         else:
             console.print(f"plan {plan.plan_id}: {len(rows)} task(s) valid")
             for row in rows[:20]:
                 console.print(f"  {row['tenantId']}: {' → '.join(row['stages'])}")
+            _print_diff(changes)
         raise typer.Exit(Exit.OK)
     client = DeployerClient(settings)
     since = f"{int(time.time() * 1000) - 1000}-0"
@@ -95,6 +98,61 @@ def submit(
     if as_json:
         print_json(plan_summary(plan.plan_id))
     raise typer.Exit(exit_for_plan(final))
+
+
+def _diff(text: str, as_json: bool) -> dict[str, Any]:
+    settings = get_settings()
+    try:
+        return diff_plan(
+            text, settings, client_for(settings.state_url), client_for(settings.target_url)
+        )
+    except PlanValidationError as exc:
+        refuse(exc.code, exc.message, exc.errors, as_json)
+
+
+def _print_diff(d: dict[str, Any], limit: int = 50) -> None:
+    s = d["summary"]
+    console.print(
+        f"[bold]diff[/] against the live hashes: {s['changing']} tenant(s) change, "
+        f"{s['unchanged']} unchanged, {s['ownedElsewhere']} last deployed by another plan"
+    )
+    for t in d["tenants"][:limit]:
+        v = t["version"]
+        console.print(
+            f"  [bold]{t['tenantId']}[/]  version {v['before']} → {v['after']} ({v['change']})"
+        )
+        if "otherPlan" in t:
+            o = t["otherPlan"]
+            state = "still running" if o["running"] else o["taskStatus"]
+            console.print(f"    [yellow]latest task is plan {o['planId']}'s ({state})[/]")
+        for c in t["changes"]:
+            if c["change"] == "removed":
+                console.print(f"    - {c['field']}")
+            elif c["change"] == "added":
+                console.print(f"    + {c['field']} = {c['after'][:120]}")
+            else:
+                console.print(f"    ~ {c['field']}: {c['before'][:60]} → {c['after'][:60]}")
+    if len(d["tenants"]) > limit:
+        console.print(f"  ... {len(d['tenants']) - limit} more (--json for all)")
+    for w in d.get("waves", []):
+        names = ", ".join(w["tenants"][:8]) + (" ..." if len(w["tenants"]) > 8 else "")
+        console.print(f"  wave {w['index']}: {len(w['tenants'])} tenant(s): {names}")
+
+
+@app.command()
+def diff(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON file ('-' for stdin).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What the plan would change, per tenant and field, against the live config hashes
+    (validated exactly as submit does; writes nothing), and its wave plan."""
+    text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
+    changes = _diff(text, as_json)
+    if as_json:
+        print_json(changes)
+    else:
+        console.print(f"plan {changes['planId']}: {changes['summary']['tenants']} tenant(s)")
+        _print_diff(changes)
 
 
 def _await_acceptance(
