@@ -194,3 +194,32 @@ def test_status_json_metrics_and_the_approve_verb_speak_in_waves(worker, r):
     wait_for(lambda: r.hget(key, "waveState") == "DONE", timeout=30, what="waves DONE")
     out = runner.invoke(app, ["approve", "--plan", plan_id, "--json"])
     assert out.exit_code == 2 and json.loads(out.output)["code"] == "PLAN_NOT_AWAITING_APPROVAL"
+
+
+def test_a_plan_rollback_ends_its_waves_and_cancel_halts_them(worker, r, control):
+    plan_id = unique("rbw")
+    tenants = [unique("rw") for _ in range(3)]
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants],
+           strategy={"canary": 1, "approval": "first"})  # fmt: skip
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "AWAITING_APPROVAL", timeout=30,
+             what="wave 1 awaiting approval")  # fmt: skip
+    assert control.execute(Command.ROLLBACK, {"planId": plan_id}, by="ops")["ok"]
+    task = lambda t: r.hgetall(f"deployer:task:{r.get(f'deployer:tenant:{t}')}")  # noqa: E731
+    wait_for(lambda: task(tenants[0])["status"] == "ROLLED_BACK", timeout=30, what="rolled back")
+    assert r.hget(PREFIX + tenants[0], "metadata") == '{"version":19}'
+    for t in tenants[1:]:  # wave 1 never started: cancelled, never written
+        assert task(t)["status"] == "CANCELLED" and not r.exists(PREFIX + t)
+    assert [w["state"] for w in summary(plan_id)] == ["DONE", "HALTED"]
+    with pytest.raises(DeployerError) as refused:
+        control.execute(Command.APPROVE, {"planId": plan_id})
+    assert refused.value.code == "PLAN_NOT_AWAITING_APPROVAL"
+
+    other = unique("cxw")
+    submit(worker, r, other, [bg_tenant(unique("cx")) for _ in range(2)],
+           strategy={"canary": 1, "approval": "first"})  # fmt: skip
+    wait_for(lambda: r.hget(f"deployer:plan:{other}", "waveState") == "AWAITING_APPROVAL",
+             timeout=30, what="wave 1 awaiting approval")  # fmt: skip
+    assert control.execute(Command.CANCEL, {"planId": other})["ok"]
+    assert r.hget(f"deployer:plan:{other}", "waveState") == "HALTED"
+    assert r.hget(f"deployer:plan:{other}", "status") == "CANCELLED"
