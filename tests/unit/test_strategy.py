@@ -125,3 +125,14 @@ def test_strategy_errors_name_unknown_canaries_and_gates():
     assert {"field": "strategy.canary[1]", "reason": "ghost is not in the plan"} in errors
     assert any(e["field"] == "strategy.gate" for e in errors)
     assert strategy_errors(strat(gate="qa", canary=["t1"]), set(ids(3)), 3, {"qa": "x"}) == []
+
+
+def test_the_plan_schema_covers_the_strategy():
+    from deployer.models import Plan
+
+    schema = Plan.model_json_schema(by_alias=True)
+    assert "strategy" in schema["properties"]
+    props = schema["$defs"]["Strategy"]["properties"]
+    assert set(props) == {"canary", "waves", "bakeSeconds", "approval", "gate", "failureBudget"}
+    assert set(schema["$defs"]["FailureBudget"]["properties"]) == {"max", "scope", "onExceed"}
+    assert schema["$defs"]["Strategy"]["additionalProperties"] is False
