@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -92,43 +93,155 @@ def call_gate(url: str, plan_id: str, wave: int, timeout: float) -> bool:
     return ok
 
 
-def _counts(plan: dict[str, str], index: int) -> dict[str, int]:
-    prefix = f"w:{index}:c:"
-    return {k[len(prefix) :]: int(v) for k, v in plan.items() if k.startswith(prefix) and int(v)}
+@dataclass(frozen=True)
+class Wave:
+    """One wave as stored (typed view of its `w:{i}:*` plan fields)."""
+
+    index: int
+    state: str
+    tenants: int
+    counts: dict[str, int]
+    budget: int | None = None
+    bake_until: int | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    approved_by: str | None = None
+    approved_at: int | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.get(s, 0) for s in DONE_STATES)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.counts.get(s, 0) for s in FAILED_STATES)
+
+    def view(self) -> dict[str, Any]:
+        """The wave in `deployer status --json` (public: index, state, tenants, done, failed)."""
+        row: dict[str, Any] = {
+            "index": self.index,
+            "state": self.state,
+            "tenants": self.tenants,
+            "done": self.done,
+            "failed": self.failed,
+            "counts": self.counts,
+        }
+        extra = {
+            "bakeUntil": self.bake_until,
+            "startedAt": self.started_at,
+            "endedAt": self.ended_at,
+            "approvedBy": self.approved_by,
+            "approvedAt": self.approved_at,
+        }
+        row.update({k: v for k, v in extra.items() if v is not None})
+        return row
 
 
-def wave_state(plan: dict[str, str], index: int) -> str:
-    current, state = int(plan.get("wave", 0)), plan.get("waveState", "RUNNING")
-    if state == "APPROVED":
-        state = "RUNNING"
-    if index < current:
-        return "DONE"
-    if index == current:
-        return state
-    return "HALTED" if state == "HALTED" else "PENDING"
+@dataclass(frozen=True)
+class Rollout:
+    """A plan's rollout state, read once from its hash into typed fields (the Lua scripts
+    keep the same fields; this is the one place Python interprets them)."""
+
+    strategy: dict[str, Any]
+    wave: int
+    state: str
+    waves: tuple[Wave, ...]
+    bake_until: int | None
+    budget_max: int | None
+    budget_scope: str
+    on_exceed: str
+    plan_failed: int
+    stop_reason: str | None
+
+    @classmethod
+    def from_hash(cls, plan: dict[str, str]) -> Rollout | None:
+        if not plan.get("strategy"):
+            return None
+        current = int(plan.get("wave", 0))
+        state = plan.get("waveState", "RUNNING")
+        state = "RUNNING" if state == "APPROVED" else state
+        bake_until = _int(plan.get("bakeUntil"))
+        waves = []
+        for i in range(int(plan.get("waves", 0) or 0)):
+            if i < current:
+                wave_state = "DONE"
+            elif i == current:
+                wave_state = state
+            else:
+                wave_state = "HALTED" if state == "HALTED" else "PENDING"
+            prefix = f"w:{i}:c:"
+            counts = {
+                k[len(prefix) :]: int(v) for k, v in plan.items() if k.startswith(prefix) and int(v)
+            }
+            waves.append(
+                Wave(
+                    index=i,
+                    state=wave_state,
+                    tenants=int(plan.get(f"w:{i}:n", 0)),
+                    counts=counts,
+                    budget=_int(plan.get(f"w:{i}:budget")),
+                    bake_until=bake_until if wave_state == "BAKING" else None,
+                    started_at=_int(plan.get(f"w:{i}:startedAt")),
+                    ended_at=_int(plan.get(f"w:{i}:endedAt")),
+                    approved_by=plan.get(f"w:{i}:approvedBy"),
+                    approved_at=_int(plan.get(f"w:{i}:approvedAt")),
+                )
+            )
+        return cls(
+            strategy=json.loads(plan["strategy"]),
+            wave=current,
+            state=waves[current].state if current < len(waves) else state,
+            waves=tuple(waves),
+            bake_until=bake_until,
+            budget_max=_int(plan.get("budgetMax")),
+            budget_scope=plan.get("budgetScope", "plan"),
+            on_exceed=plan.get("budgetOnExceed", "pause"),
+            plan_failed=int(plan.get("c:FAILED", 0)),
+            stop_reason=plan.get("stopReason") or None,
+        )
+
+    def budget(self) -> dict[str, Any] | None:
+        """The failure budget now: per plan, or the current wave's for scope wave."""
+        if self.budget_max is None:
+            return None
+        if self.budget_scope == "wave" and self.wave < len(self.waves):
+            w = self.waves[self.wave]
+            used, limit = w.counts.get("FAILED", 0), w.budget or 0
+        else:
+            used, limit = self.plan_failed, self.budget_max
+        return {
+            "max": limit,
+            "used": used,
+            "scope": self.budget_scope,
+            "onExceed": self.on_exceed,
+            "exceeded": used > limit,
+        }
+
+    def view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "strategy": self.strategy,
+            "wave": self.wave,
+            "waveState": self.state,
+            "waves": [w.view() for w in self.waves],
+        }
+        if self.bake_until is not None:
+            out["bakeUntil"] = self.bake_until
+        budget = self.budget()
+        if budget is not None:
+            out["budget"] = budget
+        if self.stop_reason:
+            out["stopReason"] = self.stop_reason
+        return out
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None
 
 
 def waves_of(plan: dict[str, str]) -> list[dict[str, Any]]:
     """Each wave of a plan hash as status shows it (public in `deployer status --json`)."""
-    out: list[dict[str, Any]] = []
-    for i in range(int(plan.get("waves", 0) or 0)):
-        counts = _counts(plan, i)
-        row: dict[str, Any] = {
-            "index": i,
-            "state": wave_state(plan, i),
-            "tenants": int(plan.get(f"w:{i}:n", 0)),
-            "done": sum(counts.get(s, 0) for s in DONE_STATES),
-            "failed": sum(counts.get(s, 0) for s in FAILED_STATES),
-            "counts": counts,
-        }
-        if row["state"] == "BAKING" and plan.get("bakeUntil"):
-            row["bakeUntil"] = int(plan["bakeUntil"])
-        for field in ("startedAt", "endedAt", "approvedBy", "approvedAt"):
-            value = plan.get(f"w:{i}:{field}")
-            if value:
-                row[field] = int(value) if field.endswith("At") else value
-        out.append(row)
-    return out
+    rollout = Rollout.from_hash(plan)
+    return [w.view() for w in rollout.waves] if rollout else []
 
 
 def wave_summary(store: Store, plan_id: str) -> list[dict[str, Any]]:
@@ -138,37 +251,14 @@ def wave_summary(store: Store, plan_id: str) -> list[dict[str, Any]]:
 
 def rollout_view(plan: dict[str, str]) -> dict[str, Any]:
     """What `deployer status P --json` adds for a plan with a strategy ({} otherwise)."""
-    if not plan.get("strategy"):
-        return {}
-    view: dict[str, Any] = {
-        "strategy": json.loads(plan["strategy"]),
-        "wave": int(plan.get("wave", 0)),
-        "waveState": wave_state(plan, int(plan.get("wave", 0))),
-        "waves": waves_of(plan),
-    }
-    if plan.get("bakeUntil"):
-        view["bakeUntil"] = int(plan["bakeUntil"])
-    if plan.get("budgetMax") is not None:
-        scope = plan.get("budgetScope", "plan")
-        if scope == "wave":
-            i = int(plan.get("wave", 0))
-            used, limit = _counts(plan, i).get("FAILED", 0), int(plan.get(f"w:{i}:budget", 0))
-        else:
-            used, limit = int(plan.get("c:FAILED", 0)), int(plan["budgetMax"])
-        view["budget"] = {
-            "max": limit,
-            "used": used,
-            "scope": scope,
-            "onExceed": plan.get("budgetOnExceed", "pause"),
-            "exceeded": used > limit,
-        }
-    if plan.get("stopReason"):
-        view["stopReason"] = plan["stopReason"]
-    return view
+    rollout = Rollout.from_hash(plan)
+    return rollout.view() if rollout else {}
 
 
 __all__ = [
     "WAVE_STATES",
+    "Rollout",
+    "Wave",
     "WaveOutcome",
     "call_gate",
     "rollout_view",
