@@ -223,3 +223,42 @@ def test_a_plan_rollback_ends_its_waves_and_cancel_halts_them(worker, r, control
     assert control.execute(Command.CANCEL, {"planId": other})["ok"]
     assert r.hget(f"deployer:plan:{other}", "waveState") == "HALTED"
     assert r.hget(f"deployer:plan:{other}", "status") == "CANCELLED"
+
+
+def test_a_bake_does_not_end_while_the_plan_is_paused_and_resume_continues(worker, r, control):
+    plan_id = unique("pbake")
+    tenants = [unique("pb") for _ in range(3)]
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants],
+           strategy={"canary": 1, "bakeSeconds": 1})  # fmt: skip
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "BAKING", timeout=30, what="wave 0 baking")
+    assert control.execute(Command.PAUSE, {"planId": plan_id}, by="ops")["ok"]
+    bake_until = int(r.hget(key, "bakeUntil"))
+    wait_for(lambda: time.time() * 1000 > bake_until + 2500, timeout=10, what="bake over")
+    assert (r.hget(key, "waveState"), r.hget(key, "wave")) == ("BAKING", "0")
+    assert r.hget(key, "status") == "PAUSED"
+    assert control.execute(Command.RESUME, {"planId": plan_id}, by="ops")["ok"]
+    wait_for(lambda: r.hget(key, "waveState") == "DONE", timeout=30, what="waves DONE")
+    assert r.hget(key, "status") == "COMPLETED"
+
+
+def test_retry_of_a_failed_canary_runs_it_again_after_later_waves(worker, r, control,
+                                                                  session_fleet):  # fmt: skip
+    from deployer.fleet import Behaviour
+
+    bad = unique("rc-bad")
+    session_fleet.behave(bad, Behaviour(reject=True))
+    ok = [unique("rc-ok") for _ in range(2)]
+    cfg = bg_tenant(bad, trunkGroup="tg-1", calledNumberRules="4001",
+                    serviceNames=["blue-green-gateway", "portal"])  # fmt: skip
+    plan_id = unique("retryw")
+    # no failure budget: a failed canary does not stop the rollout (as without a strategy)
+    submit(worker, r, plan_id, [cfg, *(bg_tenant(t) for t in ok)], strategy={"canary": [bad]})
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "DONE", timeout=30, what="waves DONE")
+    assert r.hget(key, "status") == "FAILED"
+    assert [(w["failed"], w["done"]) for w in summary(plan_id)] == [(1, 0), (0, 2)]
+    session_fleet.behave(bad, Behaviour())
+    assert control.execute(Command.RETRY, {"planId": plan_id})["ok"]
+    wait_for(lambda: r.hget(key, "status") == "COMPLETED", timeout=30, what="plan COMPLETED")
+    assert [(w["failed"], w["done"]) for w in summary(plan_id)] == [(0, 1), (0, 2)]
