@@ -181,6 +181,9 @@ def test_status_json_metrics_and_the_approve_verb_speak_in_waves(worker, r):
     ]  # fmt: skip
     assert body["budget"] == {"max": 1, "used": 0, "scope": "plan", "onExceed": "pause",
                               "exceeded": False}  # fmt: skip
+    text = runner.invoke(app, ["status", plan_id], catch_exceptions=False)
+    assert text.exit_code == 0 and "AWAITING_APPROVAL" in text.output
+    assert "failure budget: 0/1 (plan, on exceed pause)" in text.output
     metrics = generate_latest(registry_for(r)).decode()
     assert f'deployer_plan_waves{{plan_id="{plan_id}",state="AWAITING_APPROVAL"}} 1.0' in metrics
     assert f'deployer_plan_waves{{plan_id="{plan_id}",state="DONE"}} 1.0' in metrics
