@@ -38,6 +38,8 @@ class PlanStatus:
     status: str
     total: int
     counts: dict[str, int] = field(default_factory=dict)
+    #: The stored plan's digest (deployer.intake.plan_digest); "" for an older plan.
+    digest: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -53,6 +55,8 @@ class Rejection:
     message: str
     errors: list[dict[str, str]]
     entry_id: str = ""
+    #: How many field errors the plan had; `errors` holds the first ones only.
+    error_count: int = 0
 
 
 def target(plan: str | None = None, tenant: str | None = None) -> dict[str, str]:
@@ -107,7 +111,8 @@ class DeployerClient:
         return str(result.id)
 
     def submit(self, plan: Mapping[str, Any] | str) -> str:
-        """Enqueue a plan (dict or JSON text); returns its plan id. Same id again: no-op."""
+        """Enqueue a plan (dict or JSON text); returns its plan id. The same plan again is a
+        no-op; another plan under a used id is refused PLAN_CONFLICT (`wait_accepted`)."""
         plan_id = plan_id_of(plan)
         self.send(SUBMIT, plan if isinstance(plan, str) else dict(plan))
         return plan_id
@@ -155,7 +160,9 @@ class DeployerClient:
         if not raw:
             return None
         counts = {k[2:]: int(v) for k, v in raw.items() if k.startswith("c:") and int(v)}
-        return PlanStatus(plan_id, raw.get("status", ""), int(raw.get("total", 0)), counts)
+        return PlanStatus(
+            plan_id, raw.get("status", ""), int(raw.get("total", 0)), counts, raw.get("digest", "")
+        )
 
     def rejection(self, plan_id: str, since: str = "0-0") -> dict[str, str] | None:
         """The newest record of `plan_id` in the public rejections stream, if any."""
@@ -167,14 +174,38 @@ class DeployerClient:
                 return {**fields, "id": entry_id}
         return None
 
+    @staticmethod
+    def digest(plan: Mapping[str, Any] | str) -> str | None:
+        """The digest a worker stores for `plan` (deployer.intake.plan_digest), or None when
+        the plan is invalid here; pass it to `wait_accepted` to tell a reused planId."""
+        from deployer.errors import PlanValidationError
+        from deployer.intake import config_json, plan_digest, validate_plan
+
+        try:
+            head, configs = validate_plan(plan, get_settings(), config_json)
+        except PlanValidationError:
+            return None
+        return plan_digest(head, configs)
+
     def wait_accepted(
-        self, plan_id: str, since: str = "0-0", timeout: float = 30.0, poll: float = 0.1
+        self,
+        plan_id: str,
+        since: str = "0-0",
+        timeout: float = 30.0,
+        poll: float = 0.1,
+        digest: str | None = None,
     ) -> PlanStatus | Rejection | None:
-        """Until the plan is accepted (its hash exists) or rejected; None at the timeout."""
+        """Until the plan is accepted (its hash exists) or rejected; None at the timeout.
+
+        With `digest` (`DeployerClient.digest(plan)` of what was sent), a plan hash holding
+        another plan's digest is not an acceptance: that submit is refused (PLAN_CONFLICT)
+        and its rejection, newer than `since`, is what comes back. An identical plan that
+        existed already comes back as its PlanStatus (the resubmit was a no-op).
+        """
         deadline = time.monotonic() + timeout
         while True:
             status = self.status(plan_id)
-            if status is not None:
+            if status is not None and (not digest or status.digest in ("", digest)):
                 return status
             found = self.rejection(plan_id, since)
             if found is not None:
@@ -184,6 +215,7 @@ class DeployerClient:
                     found.get("message", ""),
                     json.loads(found.get("errors") or "[]"),
                     found.get("id", ""),
+                    int(found.get("errorCount") or 0),
                 )
             if time.monotonic() >= deadline:
                 return None

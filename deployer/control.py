@@ -9,7 +9,6 @@ queue and start through the same slot-filling path as a new plan.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ from deployer.errors import (
     PlanNotAwaitingApproval,
 )
 from deployer.lifecycle import Command, Decision, Effect, decide
-from deployer.models import ID_PATTERN, Task, TaskRuntimeContext, TaskStatus, TenantConfig
+from deployer.models import Task, TaskRuntimeContext, TaskStatus, TenantConfig, is_id
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.store import Store
 
@@ -55,7 +54,7 @@ class Target:
         ((name, value),) = raw.items()
         if isinstance(value, int) and not isinstance(value, bool) and name == "planId":
             value = str(value)
-        if not isinstance(value, str) or not re.match(ID_PATTERN, value):
+        if not is_id(value):
             raise TargetInvalid(f"{name}: not a valid id")
         return cls(plan_id=value) if name == "planId" else cls(tenant_id=value)
 

@@ -15,7 +15,7 @@ from typing import Any
 import redis
 
 from deployer import keys
-from deployer.intake import task_row, validate_plan
+from deployer.intake import plan_digest, task_row, validate_plan
 from deployer.models import StageSpec, TenantConfig
 from deployer.planner import WRITING_STEPS
 from deployer.settings import Settings
@@ -107,10 +107,15 @@ def diff_plan(
             summary["ownedElsewhere"] += 1
         summary["changing" if changes else "unchanged"] += 1
         tenants.append(entry)
+    stored = state.hget(keys.plan(head.plan_id), "digest")
+    exists = bool(state.exists(keys.plan(head.plan_id)))
+    digest = plan_digest(head, (row.config_json for _, row in kept))
     out: dict[str, Any] = {
         "ok": True,
         "planId": head.plan_id,
-        "planExists": bool(state.exists(keys.plan(head.plan_id))),
+        "planExists": exists,
+        # what a submit of it would do now: create it, nothing (identical), or PLAN_CONFLICT
+        "submit": "create" if not exists else "duplicate" if stored == digest else "PLAN_CONFLICT",
         "summary": summary,
         "tenants": tenants,
     }

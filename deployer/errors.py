@@ -2,7 +2,10 @@
 
 DeployerError
  ├── PermanentError          retrying the same input cannot help
- │    ├── PlanValidationError    (field errors of a rejected plan)
+ │    ├── PlanValidationError    (PLAN_INVALID: field errors of a rejected plan)
+ │    │    ├── PlanTooLarge       (PLAN_TOO_LARGE: bytes or tenants over the limits)
+ │    │    └── PlanTooDeep        (PLAN_TOO_DEEP: nested past what is parsed)
+ │    ├── PlanConflict           (PLAN_CONFLICT: the planId exists with another body)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
@@ -43,9 +46,36 @@ class TransientError(DeployerError):
 class PlanValidationError(PermanentError):
     code = "PLAN_INVALID"
 
-    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
-        super().__init__(message, errors=errors)
+    def __init__(
+        self,
+        message: str,
+        errors: list[dict[str, str]],
+        *,
+        plan_id: str | None = None,
+        error_count: int | None = None,
+    ) -> None:
+        count = len(errors) if error_count is None else error_count
+        super().__init__(message, errors=errors, errorCount=count)
         self.errors = errors
+        #: How many field errors the plan had; `errors` holds the first ones only.
+        self.error_count = count
+        #: The planId as far as it could be read (None: not at all), so the refusal is
+        #: recorded under it and a caller waiting for its plan gets the answer.
+        self.plan_id = plan_id
+
+
+class PlanTooLarge(PlanValidationError):
+    code = "PLAN_TOO_LARGE"
+
+
+class PlanTooDeep(PlanValidationError):
+    code = "PLAN_TOO_DEEP"
+
+
+class PlanConflict(PermanentError):
+    """A submit reuses a planId whose stored plan has another body (digest)."""
+
+    code = "PLAN_CONFLICT"
 
 
 class IllegalTransition(PermanentError):

@@ -249,7 +249,7 @@ class Fleet:
         self.key_prefix, self.topic = key_prefix, topic
         self.rules: dict[str, Behaviour] = {"": default or Behaviour()}
         pattern = re.escape(verify_path).replace(r"\{tenantId\}", r"(?P<tenant>[A-Za-z0-9_.\-]+)")
-        self._health = re.compile(f"^{pattern}$")
+        self._health = re.compile(pattern)  # used with fullmatch: no trailing newline
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._waiting: dict[str, set[str]] = {}
@@ -336,7 +336,7 @@ class Fleet:
 
     def tenant_in(self, path: str) -> str | None:
         parts = urlsplit(path)
-        match = self._health.match(parts.path)
+        match = self._health.fullmatch(parts.path)
         if match:
             return match["tenant"]
         query = parse_qs(parts.query).get("tenantId")

@@ -5,6 +5,7 @@ from __future__ import annotations
 PLAN = "deployer:plan:{plan_id}"  # public: field `status`
 PLAN_TENANTS = "deployer:plan:{plan_id}:tenants"  # list of task ids, submission order
 PLAN_QUEUE = "deployer:plan:{plan_id}:queue"  # task ids waiting for a concurrency slot
+PLAN_CLAIM = "deployer:plan:{plan_id}:creating"  # token of the creator of a big plan, TTL
 PLANS = "deployer:plans"  # zset plan id -> created ms
 TASK = "deployer:task:{task_id}"
 TENANT = "deployer:tenant:{tenant_id}"  # latest task id of the tenant
@@ -26,6 +27,10 @@ def plan_tenants(plan_id: str) -> str:
 
 def plan_queue(plan_id: str) -> str:
     return PLAN_QUEUE.format(plan_id=plan_id)
+
+
+def plan_claim(plan_id: str) -> str:
+    return PLAN_CLAIM.format(plan_id=plan_id)
 
 
 def task(task_id: str) -> str:

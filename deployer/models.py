@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -19,10 +19,29 @@ from pydantic.alias_generators import to_camel
 from deployer.strategy import Strategy
 
 #: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+#: It ends with `(?![\s\S])` ("no character follows"), not `$`: Python's `$` also matches
+#: before a trailing newline (`"nl-1\n"` passed), and this pattern is read by Python (re,
+#: jsonschema's re.search) and by ECMA-262 schema validators alike. Python code checks ids
+#: with `is_id` (fullmatch) all the same.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}(?![\s\S])"
 _ID_RE = re.compile(ID_PATTERN)
+#: A path on a configured instance (healthCheckPath): absolute, printable ASCII without
+#: space, so no CR/LF or other control character can reach a request line, and nothing
+#: that could name another host (`//`, `@`, a backslash).
+PATH_PATTERN = r"^(?![\s\S]*(?://|@|\\))/[!-~]*(?![\s\S])"
+_PATH_RE = re.compile(PATH_PATTERN)
 MAX_VERSION = 2**63 - 1
 MAX_TEXT = 4096
+
+
+def is_id(value: object) -> bool:
+    """Whether `value` is a valid plan or tenant id (the whole string, never a prefix)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def is_safe_path(value: str) -> bool:
+    """An absolute path only: never a host (`//`, `@`, `\\`), never a control character."""
+    return _PATH_RE.fullmatch(value) is not None
 
 
 class PlanStatus(StrEnum):
@@ -64,8 +83,45 @@ class WireModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+class EdgeModel(WireModel):
+    """What callers send (a plan, its tenants, their endpoints), checked at the edge.
+
+    Strict types: `planVersion` "20" or 20.0 and `maxConcurrency` true are refused, not
+    coerced. No unknown field: a misspelled `deployUnitNmae` or a `password` next to
+    `tenants` is a field error rather than silently dropped. Every field of the Java
+    `TenantDeployConfig` (REFERENCE.md §1.1) has a field here, so whatever the Java callers
+    send is accepted. `deployer.intake` validates with `by_name=False`: on the wire only
+    the camelCase names exist, as `deployer schema` says.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
+
+
+_ID_SCHEMA: dict[str, Any] = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
+#: Java callers send planId as a Long: an integer is accepted and becomes its decimal string.
+_PLAN_ID_SCHEMA: dict[str, Any] = {
+    "anyOf": [_ID_SCHEMA, {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}]
+}
+WireId = Annotated[str, WithJsonSchema(_ID_SCHEMA)]
+WirePlanId = Annotated[str, WithJsonSchema(_PLAN_ID_SCHEMA)]
+WirePath = Annotated[
+    str, WithJsonSchema({"type": "string", "pattern": PATH_PATTERN, "maxLength": 512})
+]
+
+
+def _or_null(schema: dict[str, Any]) -> None:
+    """Schema of a list field that also takes null (Jackson writes an unset list as null;
+    `TenantConfig._one_previous` reads it as empty)."""
+    inner = {k: v for k, v in schema.items() if k not in ("default", "title")}
+    for k in inner:
+        del schema[k]
+    schema["anyOf"] = [inner, {"type": "null"}]
+
+
 def _check_id(value: str, what: str) -> str:
-    if not _ID_RE.match(value):
+    if not is_id(value):
         raise ValueError(
             f"{what} must be 1-128 characters of letters, digits, '_', '.' or '-' "
             "and start with a letter or digit"
@@ -73,8 +129,17 @@ def _check_id(value: str, what: str) -> str:
     return value
 
 
-class NetworkEndpoint(WireModel):
+class NetworkEndpoint(EdgeModel):
     """One gateway route rule, as the Java callers send it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {"anyOf": [{"required": ["sourceIp"]}, {"required": ["sourceDomain"]}]},
+                {"anyOf": [{"required": ["targetIp"]}, {"required": ["targetDomain"]}]},
+            ]
+        }
+    )
 
     key: str = Field(min_length=1, max_length=256)
     value: str | None = Field(None, max_length=MAX_TEXT)
@@ -101,29 +166,33 @@ class NetworkEndpoint(WireModel):
         return max((self.target_ip or "", self.target_domain or ""), key=len).strip()
 
 
-class TenantConfig(WireModel):
+class TenantConfig(EdgeModel):
     """A tenant's desired configuration: the Java `TenantDeployConfig` JSON, accepted as is."""
 
-    tenant_id: str = Field(max_length=128)
-    plan_id: str | None = Field(None, max_length=128)
+    model_config = ConfigDict(
+        # giving both names of the previous snapshot is an error (`_one_previous`)
+        json_schema_extra={"not": {"required": ["previousConfig", "sourceTenantDeployConfig"]}}
+    )
+
+    tenant_id: WireId = Field(max_length=128)
+    plan_id: WirePlanId | None = Field(None, max_length=128)
     plan_version: int | None = Field(None, ge=0, le=MAX_VERSION)
     deploy_unit_id: int | None = Field(None, ge=0, le=MAX_VERSION)
     deploy_unit_version: int | None = Field(None, ge=0, le=MAX_VERSION)
     deploy_unit_name: str | None = Field(None, min_length=1, max_length=256)
-    network_endpoints: list[NetworkEndpoint] = Field(default_factory=list, max_length=1000)
+    network_endpoints: list[NetworkEndpoint] = Field(
+        default_factory=list, max_length=1000, json_schema_extra=_or_null
+    )
     nacos_name_space: str | None = Field(None, max_length=256)
     default_flag: bool | None = None
     called_number_rules: str | None = Field(None, max_length=MAX_TEXT)
     trunk_group: str | None = Field(None, max_length=256)
     service_names: list[str] | None = Field(None, max_length=32)
-    health_check_path: str | None = Field(None, max_length=512)
-    previous_config: TenantConfig | None = Field(
-        None,
-        validation_alias=AliasChoices(
-            "previousConfig", "previous_config", "sourceTenantDeployConfig"
-        ),
-        serialization_alias="previousConfig",
-    )
+    health_check_path: WirePath | None = Field(None, max_length=512)
+    previous_config: TenantConfig | None = None
+    #: The Java name of the previous snapshot: moved into `previous_config` once validated,
+    #: never stored under this name. A field of its own so the schema lists both names.
+    source_tenant_deploy_config: TenantConfig | None = Field(None, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -159,18 +228,29 @@ class TenantConfig(WireModel):
     @field_validator("health_check_path")
     @classmethod
     def _path_only(cls, v: str | None) -> str | None:
-        # A config may choose the path on the configured instances, never another host.
-        if v is not None and (not v.startswith("/") or "//" in v or "@" in v or "\\" in v):
-            raise ValueError("must be an absolute path such as /actuator/bg-sdk/{tenantId}")
+        # A config may choose the path on the configured instances, never another host,
+        # and never a CR/LF or other control character that would reach the request line.
+        if v is not None and not is_safe_path(v):
+            raise ValueError(
+                "must be an absolute path of printable characters such as "
+                "/actuator/bg-sdk/{tenantId}"
+            )
         return v
 
-    @field_validator("previous_config")
+    @field_validator("previous_config", "source_tenant_deploy_config")
     @classmethod
     def _flat_history(cls, v: TenantConfig | None) -> TenantConfig | None:
         # Only one step of history is kept: the snapshot's own snapshot is irrelevant.
         if v is not None and v.previous_config is not None:
             v = v.model_copy(update={"previous_config": None})
         return v
+
+    @model_validator(mode="after")
+    def _java_previous(self) -> TenantConfig:
+        if self.source_tenant_deploy_config is not None:
+            self.previous_config = self.source_tenant_deploy_config
+            self.source_tenant_deploy_config = None
+        return self
 
     @property
     def media_routing(self) -> bool:
@@ -181,24 +261,26 @@ def _coerce_plan_id(v: Any) -> str:
     if isinstance(v, bool):
         raise ValueError("planId must be a string or an integer")
     if isinstance(v, int):
+        if not 0 <= v <= MAX_VERSION:
+            raise ValueError("planId as a number must be between 0 and 2^63-1 (a Java Long)")
         v = str(v)
     if not isinstance(v, str):
         raise ValueError("planId must be a string or an integer")
     return _check_id(v, "planId")
 
 
-class PlanHead(WireModel):
+class PlanHead(EdgeModel):
     """A plan's own fields, its tenants not validated yet.
 
     The submit path validates a plan one tenant at a time (`deployer.intake.validate_plan`)
     so that a 10,000-tenant plan never holds 10,000 TenantConfig models at once.
     """
 
-    plan_id: str
+    plan_id: WirePlanId
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
-    tenants: list[Any] = Field(min_length=1)
     #: Progressive rollout (issue 17): canary, waves, bake, approval, gate, failure budget.
     strategy: Strategy | None = None
+    tenants: list[Any] = Field(min_length=1)
 
     @field_validator("plan_id", mode="before")
     @classmethod

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import PermanentError, PlanValidationError
-from deployer.intake import task_row, validate_plan
+from deployer.errors import PermanentError, PlanConflict, PlanValidationError
+from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
 from deployer.models import (
     Run,
     RunKind,
@@ -33,9 +33,10 @@ from deployer.models import (
     task_id_for,
 )
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store, WaveOutcome
+from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
 from deployer.waves import MAX_STEPS, call_gate, wave_plan
 from stages.base import ConfigError
+from stages.discovery import Resolver
 from stages.factory import build_stages, forward_stages
 
 log = logging.getLogger("deployer.planner")
@@ -101,6 +102,9 @@ class Planner:
     store: Store
     settings: Settings
     send: Sender
+    #: Where a submit checks that every service its plan uses has an instance (preflight);
+    #: None skips the check (the worker passes its step environment's resolver).
+    resolver: Resolver | None = None
 
     def submit(self, payload: Any) -> dict[str, Any]:
         """Validate the whole plan, store it in one round trip, send its first wave."""
@@ -108,25 +112,35 @@ class Planner:
             return self._submit(payload)
 
     def _submit(self, payload: Any) -> dict[str, Any]:
-        plan_id = payload.get("planId") if isinstance(payload, dict) else None
+        # (service, namespace) -> the first tenant using it: one lookup each at preflight
+        services: dict[tuple[str, str | None], int] = {}
+        kept = 0
+
+        def keep(config: TenantConfig) -> TaskRow:
+            nonlocal kept
+            row, names = task_row_and_services(config, self.settings)
+            for name in names:
+                services.setdefault((name, config.nacos_name_space), kept)
+            kept += 1
+            return row
+
         try:
-            head, rows = validate_plan(
-                payload, self.settings, lambda config: task_row(config, self.settings)
-            )
+            head, rows = validate_plan(payload, self.settings, keep)
+            digest = plan_digest(head, (row.config_json for row in rows))
+            # an existing plan is answered as such (duplicate or conflict) whatever the fleet
+            if self.resolver is not None and self.store.plan_digest(head.plan_id) is None:
+                preflight(head.plan_id, services, self.resolver)
         except PlanValidationError as exc:
-            self.store.reject(
-                str(plan_id) if plan_id is not None else None, exc.errors, exc.message
-            )
-            log.warning("plan %s rejected: %s", plan_id, exc.errors[:5])
-            return {**exc.as_result(), "planId": plan_id}
+            return self._refuse(exc.plan_id, exc, exc.errors, exc.error_count)
         concurrency = head.max_concurrency or self.settings.max_concurrency
         waves = (
             wave_plan(head.plan_id, [row.tenant_id for row in rows], head.strategy, self.settings)
             if head.strategy
             else None
         )
-        if not self.store.create_plan(head.plan_id, rows, concurrency, new_run_id() + "-", waves):
-            return self._already(head.plan_id)
+        run_prefix = new_run_id() + "-"
+        if not self.store.create_plan(head.plan_id, rows, concurrency, run_prefix, digest, waves):
+            return self._already(head.plan_id, digest)
         self.dispatch(head.plan_id)
         answer: dict[str, Any] = {
             "ok": True,
@@ -139,16 +153,39 @@ class Planner:
             answer["waves"] = int(waves.fields["waves"])
         return answer
 
-    def _already(self, plan_id: str) -> dict[str, Any]:
-        """Same planId again: nothing changes, except that free slots are filled. A submit
-        redelivered after its worker died between writing the plan and sending the first
-        chains then finishes the job instead of leaving the plan waiting."""
+    def _refuse(
+        self,
+        plan_id: str | None,
+        exc: PermanentError,
+        errors: list[dict[str, str]],
+        error_count: int | None = None,
+    ) -> dict[str, Any]:
+        """Record a refused submit in `deployer:rejections` (under whatever planId could be
+        read) and answer it."""
+        self.store.reject(plan_id, errors, exc.message, exc.code, error_count)
+        log.warning("plan %s refused (%s): %s", plan_id, exc.code, errors[:5])
+        return {**exc.as_result(), "errors": errors, "planId": plan_id}
+
+    def _already(self, plan_id: str, digest: str) -> dict[str, Any]:
+        """Same planId again. With the same body (digest): nothing changes, except that free
+        slots are filled; a submit redelivered after its worker died between writing the
+        plan and sending the first chains then finishes the job instead of leaving the plan
+        waiting. With another body: refused, PLAN_CONFLICT. A plan stored before digests
+        were kept cannot be compared and counts as the same."""
+        stored = self.store.plan_digest(plan_id)
+        if stored and stored != digest:
+            conflict = PlanConflict(
+                f"plan {plan_id} exists with another body; submit it under a new planId"
+            )
+            errors = [{"field": "planId", "reason": f"{plan_id} is taken by another plan"}]
+            return self._refuse(plan_id, conflict, errors)
         self.dispatch(plan_id)
         return {
             "ok": True,
             "code": "ALREADY_SUBMITTED",
-            "message": f"plan {plan_id} exists; nothing changed",
+            "message": f"plan {plan_id} exists with this body; nothing changed",
             "planId": plan_id,
+            "duplicate": True,
         }
 
     def dispatch(self, plan_id: str) -> int:

@@ -53,6 +53,8 @@ def _redact(obj: Any, names: frozenset[str], depth: int) -> Any:
     if isinstance(obj, str) and obj[:1] in ("{", "["):
         try:
             parsed = json.loads(obj)
+        except RecursionError:  # too deep to look into: hidden whole (may hold secrets)
+            return MASK
         except ValueError:
             return obj
         return json.dumps(_redact(parsed, names, depth + 1), separators=(",", ":"))

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_tenants_per_plan: int = Field(100_000, ge=1)
     max_plan_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_retries: int = Field(3, ge=0)
+    # A plan with more tenants is created in slices of this many (one short script each),
+    # invisible until its last script: one script for 100,000 tenants blocked Redis for
+    # seconds (benchmarks/create_block.py).
+    plan_create_slice: int = Field(2000, ge=1)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -92,6 +96,10 @@ class Settings(BaseSettings):
     # Observability
     events_maxlen: int = Field(100_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
+    # A rejection entry keeps the first N field errors (and their count), at most this many
+    # bytes of them: the stream is capped by count, so its size is bounded too.
+    max_rejection_errors: int = Field(100, ge=1)
+    max_rejection_bytes: int = Field(16_384, ge=1024)
     worker_prefetch_multiplier: int = Field(4, ge=1)
     # `task-sent` events cost a second publish per message (half of sending a plan's first
     # wave); Flower shows tasks from `task-received` on without them.

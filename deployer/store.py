@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 import redis
 
 from deployer import keys
+from deployer.errors import TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
 
@@ -30,8 +32,55 @@ def lua_script(name: str) -> str:
     return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
 
 
+#: How long a big plan's creation claim lives without a slice written (renewed by each).
+CLAIM_TTL_MS = 30_000
+
+
+def _busy(plan_id: str, what: str) -> TransientError:
+    return TransientError(f"plan {plan_id} {what}", code="PLAN_BUSY")
+
+
+def _wait_for_creator(plan_id: str, deadline: float) -> None:
+    """Another submit is writing this planId in slices: wait for its plan to appear."""
+    if time.monotonic() > deadline:
+        raise _busy(plan_id, "is being created by another submit")
+    time.sleep(0.05)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def rejection_entry(
+    plan_id: str | None,
+    code: str,
+    message: str,
+    errors: list[dict[str, str]],
+    error_count: int | None,
+    settings: Settings,
+) -> dict[str, str | int]:
+    """The fields of one rejection: `errors` is a JSON list of the first `{field, reason}`
+    that fit in `max_rejection_bytes` (each field and reason shortened), `errorCount` how
+    many the plan had in all."""
+    budget = settings.max_rejection_bytes
+    kept: list[dict[str, str]] = []
+    for error in errors[: settings.max_rejection_errors]:
+        short = {
+            "field": str(error.get("field", ""))[:200],
+            "reason": str(error.get("reason", ""))[:500],
+        }
+        budget -= len(json.dumps(short)) + 2
+        if budget < 0:
+            break
+        kept.append(short)
+    return {
+        "planId": plan_id or "",
+        "code": code,
+        "message": message[:500],
+        "errors": json.dumps(kept),
+        "errorCount": len(errors) if error_count is None else error_count,
+        "ts": now_ms(),
+    }
 
 
 class TaskRow(NamedTuple):
@@ -109,6 +158,10 @@ class Store:
         self._end = client.register_script(lua_script("stage_end"))
         self._fail = client.register_script(lua_script("task_fail"))
         self._create = client.register_script(lua_script("plan_create"))
+        self._claim = client.register_script(lua_script("plan_claim"))
+        self._slice = client.register_script(lua_script("plan_slice"))
+        self._finish = client.register_script(lua_script("plan_finish"))
+        self.claim_ttl_ms = CLAIM_TTL_MS
         self._fill = client.register_script(lua_script("plan_fill"))
         self._command = client.register_script(lua_script("task_command"))
         self._plan_control = client.register_script(lua_script("plan_control"))
@@ -125,6 +178,7 @@ class Store:
         rows: list[TaskRow],
         max_concurrency: int,
         run_id_prefix: str,
+        digest: str = "",
         waves: WavePlan | None = None,
     ) -> bool:
         """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
@@ -133,8 +187,15 @@ class Store:
         two concurrent submitters of one plan id exactly one writes. Tasks store their config
         only; `Planner.launch` builds a task's run when it is first dispatched. Run ids are
         `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
+        `digest` (intake.plan_digest) is kept in the plan hash, field `digest`.
         With a strategy, `waves` gives each task's wave and the plan's wave fields.
+
+        A plan of more than `plan_create_slice` tenants is written in slices instead
+        (`_create_sliced`), with the same guarantees: one script for 100,000 tenants kept
+        Redis from serving anyone else (every database) for seconds.
         """
+        if len(rows) > self.settings.plan_create_slice:
+            return self._create_sliced(plan_id, rows, max_concurrency, run_id_prefix, digest, waves)
         args: list[str | int] = [
             plan_id,
             now_ms(),
@@ -144,6 +205,7 @@ class Store:
             keys.tenant(""),
             task_id_for(plan_id, ""),
             run_id_prefix,
+            digest,
             json.dumps(waves.wave_of) if waves else "",
             keys.plan_wave(plan_id, ""),
             len(waves.fields) if waves else 0,
@@ -152,18 +214,86 @@ class Store:
             args += [field, value]
         for row in rows:
             args += row
-        created = self._create(
-            keys=[
-                keys.plan(plan_id),
-                keys.PLANS,
-                keys.EVENTS,
-                keys.plan_tenants(plan_id),
-                keys.plan_queue(plan_id),
-                keys.PLAN_TIMERS,
-            ],
-            args=args,
-        )
-        return bool(created)
+        deadline = time.monotonic() + 4 * self.claim_ttl_ms / 1000
+        while True:
+            created = int(
+                self._create(
+                    keys=[
+                        keys.plan(plan_id),
+                        keys.PLANS,
+                        keys.EVENTS,
+                        keys.plan_tenants(plan_id),
+                        keys.plan_queue(plan_id),
+                        keys.plan_claim(plan_id),
+                        keys.PLAN_TIMERS,
+                    ],
+                    args=args,
+                )
+            )
+            if created != -1:
+                return bool(created)
+            _wait_for_creator(plan_id, deadline)
+
+    def _create_sliced(
+        self,
+        plan_id: str,
+        rows: list[TaskRow],
+        max_concurrency: int,
+        run_id_prefix: str,
+        digest: str,
+        waves: WavePlan | None = None,
+    ) -> bool:
+        """Claim the planId (lua/plan_claim), write the tasks a slice per script
+        (lua/plan_slice), then tenant pointers and the plan hash last (lua/plan_finish).
+
+        Until the last script nothing reachable exists: no plan hash, no tenant pointer, so
+        no reader, command or fill sees half a plan. Of concurrent creators one claims; the
+        others wait for the plan to appear and return False (exists), as with one script. A
+        creator that dies mid-way leaves its claim to expire (`claim_ttl_ms`); the next claims
+        and rewrites, and only task hashes of tenants it no longer has remain, unreachable.
+        """
+        token = uuid.uuid4().hex
+        claim = keys.plan_claim(plan_id)
+        tenants, queue = keys.plan_tenants(plan_id), keys.plan_queue(plan_id)
+        deadline = time.monotonic() + 4 * self.claim_ttl_ms / 1000
+        while True:
+            got = int(self._claim(keys=[keys.plan(plan_id), claim, tenants, queue],
+                                  args=[token, self.claim_ttl_ms]))  # fmt: skip
+            if got == 0:
+                return False
+            if got == 1:
+                break
+            _wait_for_creator(plan_id, deadline)
+        size = self.settings.plan_create_slice
+        task_key, task_id_prefix = keys.task(""), task_id_for(plan_id, "")
+        wave_mode = ""
+        if waves is not None:
+            wave_mode = "RUNNING" if waves.fields.get("waveState") == "RUNNING" else "GATE"
+        for start in range(0, len(rows), size):
+            args: list[str | int] = [token, self.claim_ttl_ms, plan_id, now_ms(), task_key,
+                                     task_id_prefix, run_id_prefix, start + 1]  # fmt: skip
+            args += [
+                json.dumps(waves.wave_of[start : start + size]) if waves else "",
+                keys.plan_wave(plan_id, ""),
+                "1" if wave_mode == "RUNNING" else "0",
+                int(waves.fields["waves"]) if waves else 0,
+            ]
+            for row in rows[start : start + size]:
+                args += row
+            if not self._slice(keys=[claim, tenants, queue], args=args):
+                raise _busy(plan_id, "lost its creation claim (a slice came too late)")
+        extra: list[str | int] = []
+        for field, value in waves.fields.items() if waves else ():
+            extra += [field, value]
+        finished = self._finish(
+            keys=[keys.plan(plan_id), keys.PLANS, keys.EVENTS, tenants, claim, keys.PLAN_TIMERS],
+            args=[plan_id, now_ms(), max_concurrency, self.settings.events_maxlen,
+                  keys.tenant(""), task_id_prefix, token, digest, wave_mode,
+                  len(extra) // 2, *extra],
+        )  # fmt: skip
+        if not finished:
+            raise _busy(plan_id, "lost its creation claim before it finished")
+        return True
 
     def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Slot]:
         """Give free slots to waiting tasks (one round trip); the caller sends their chains."""
@@ -198,16 +328,30 @@ class Store:
             pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
         pipe.execute()
 
-    def reject(self, plan_id: str | None, errors: list[dict[str, str]], message: str) -> None:
+    def plan_digest(self, plan_id: str) -> str | None:
+        """The stored plan's digest; None when there is no plan, "" for a plan stored
+        before digests were kept."""
+        value = self.r.hget(keys.plan(plan_id), "digest")
+        if value is None:
+            return None if not self.plan_exists(plan_id) else ""
+        return str(value)
+
+    def reject(
+        self,
+        plan_id: str | None,
+        errors: list[dict[str, str]],
+        message: str,
+        code: str = "PLAN_INVALID",
+        error_count: int | None = None,
+    ) -> None:
+        """Append a refusal to the public stream `deployer:rejections`, bounded: the
+        stream by count (`rejections_maxlen`), an entry by `max_rejection_bytes`."""
+        entry: dict[Any, Any] = rejection_entry(
+            plan_id, code, message, errors, error_count, self.settings
+        )
         self.r.xadd(
             keys.REJECTIONS,
-            {
-                "planId": plan_id or "",
-                "code": "PLAN_INVALID",
-                "message": message,
-                "errors": json.dumps(errors),
-                "ts": now_ms(),
-            },
+            entry,
             maxlen=self.settings.rejections_maxlen,
             approximate=True,
         )

@@ -32,9 +32,12 @@ Amount = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=PERCENT_PATT
 
 class StrategyModel(BaseModel):
     """camelCase on the wire like every plan field; unknown fields are refused (a typo in a
-    safety setting must not silently give an unsafe rollout)."""
+    safety setting must not silently give an unsafe rollout); strict types like the rest of
+    the plan's edge (deployer.models.EdgeModel): "300" is not a number of seconds."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True
+    )
 
 
 class Waves(StrategyModel):

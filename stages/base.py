@@ -43,9 +43,18 @@ class Assembler(ABC):
     #: Position among services (REFERENCE.md §3.1: asbc 10, portal 20, bg 30, ob 40).
     order: ClassVar[int]
 
+    #: The wire fields `supports` needs, in the order a missing one is reported.
+    requires: ClassVar[tuple[str, ...]] = ()
+
     @abstractmethod
     def supports(self, config: TenantConfig) -> bool:
         """Whether this tenant needs the service at all."""
+
+    def missing(self, config: TenantConfig) -> str:
+        """The first of `requires` that `config` leaves empty (the field to report when a
+        service named in serviceNames cannot be built)."""
+        wire = config.model_dump(by_alias=True)
+        return next((f for f in self.requires if not wire.get(f)), "serviceNames")
 
     @abstractmethod
     def build(

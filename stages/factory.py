@@ -13,12 +13,19 @@ def known_services() -> list[str]:
 
 
 def build_stages(
-    config: TenantConfig, replacing: TenantConfig | None, settings: Settings
+    config: TenantConfig,
+    replacing: TenantConfig | None,
+    settings: Settings,
+    *,
+    named_required: bool = False,
 ) -> list[StageSpec]:
     """Every supported service in service order, narrowed by `serviceNames` when given.
 
     The Java system ignored `serviceNames`; here it selects (never reorders) services,
-    and a name no assembler knows is an error rather than a silent skip.
+    and a name no assembler knows is an error rather than a silent skip. With
+    `named_required` (a forward run: the caller's own config), a named service the config
+    lacks the fields for is an error too, naming the first missing field; a rollback's
+    snapshot legitimately lacks services it never had, and skips them.
     """
     wanted = config.service_names
     if wanted is not None:
@@ -27,6 +34,13 @@ def build_stages(
             raise ConfigError(
                 "serviceNames", f"unknown services {unknown}; known: {known_services()}"
             )
+    if named_required and wanted is not None:
+        for a in registry.assemblers():
+            if a.service in wanted and not a.supports(config):
+                raise ConfigError(
+                    a.missing(config),
+                    f"is required by {a.service}, which serviceNames names",
+                )
     specs = [
         a.build(config, replacing, settings)
         for a in registry.assemblers()
@@ -43,4 +57,4 @@ def build_stages(
 
 def forward_stages(config: TenantConfig, settings: Settings) -> list[StageSpec]:
     """The stages of a config replacing its own snapshot (`previousConfig`): a forward run."""
-    return build_stages(config, config.previous_config, settings)
+    return build_stages(config, config.previous_config, settings, named_required=True)

@@ -32,7 +32,7 @@ def step_env() -> StepEnv:
 def planner() -> Planner:
     from tasks.chains import send_dispatches
 
-    return Planner(store(), settings(), send_dispatches)
+    return Planner(store(), settings(), send_dispatches, step_env().discovery)
 
 
 def reset() -> None:

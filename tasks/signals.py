@@ -53,7 +53,7 @@ def _as_dict(value: Any) -> Mapping[str, Any]:
     if isinstance(value, str) and value[:1] == "{":
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # a plan nested too deep has no labels
             return {}
     return value if isinstance(value, Mapping) else {}
 

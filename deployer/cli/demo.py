@@ -24,6 +24,7 @@ from deployer import keys
 from deployer.cli.app import Exit, app, console, err
 from deployer.cli.progress import follow
 from deployer.client import DeployerClient
+from deployer.fleet import Fleet
 from deployer.settings import get_settings, redact_url
 
 DEMO_PLAN = "examples/demo-plan.json"
@@ -65,12 +66,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def start_fleet(stack: ExitStack) -> str | None:
-    """Start the simulated fleet when available; returns a one-line description."""
-    try:
-        from deployer.fleet import Fleet  # noqa: PLC0415  (optional until the fleet exists)
-    except ImportError:
-        return None
+def start_fleet(stack: ExitStack) -> str:
+    """Start the simulated fleet; returns a one-line description."""
     fleet = stack.enter_context(Fleet.from_settings(get_settings()))
     return str(fleet.describe())
 
@@ -126,9 +123,7 @@ def demo(
         get_settings.cache_clear()
         env = dict(os.environ)
 
-        fleet = start_fleet(stack)
-        if fleet:
-            console.print(f"[bold]simulated fleet[/] {fleet}")
+        console.print(f"[bold]simulated fleet[/] {start_fleet(stack)}")
 
         start_worker(stack, env, workdir)
         start_flower(stack, env, workdir, flower_port)

@@ -13,11 +13,10 @@ from rich.table import Table
 from deployer import keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.progress import counts, follow
-from deployer.client import DeployerClient
+from deployer.client import DeployerClient, PlanStatus, Rejection
 from deployer.diff import diff_plan
 from deployer.errors import PlanValidationError
-from deployer.intake import validate_plan
-from deployer.models import Plan
+from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
@@ -44,7 +43,7 @@ def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a plan (camelCase, as other services send it)."""
-    print_json(Plan.model_json_schema(by_alias=True))
+    print_json(plan_schema(get_settings()))
 
 
 @app.command()
@@ -61,16 +60,21 @@ def submit(
     text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
     settings = get_settings()
     try:
-        plan, rows = validate_plan(
+        plan, checked = validate_plan(
             text,
             settings,
-            lambda config: {
-                "tenantId": config.tenant_id,
-                "stages": [s.name for s in forward_stages(config, settings)],
-            },
+            lambda config: (
+                {
+                    "tenantId": config.tenant_id,
+                    "stages": [s.name for s in forward_stages(config, settings)],
+                },
+                config_json(config),
+            ),
         )
     except PlanValidationError as exc:
         refuse(exc.code, exc.message, exc.errors, as_json)
+    rows = [row for row, _ in checked]
+    digest = plan_digest(plan, (config for _, config in checked))
     if dry_run:
         changes = _diff(text, as_json)
         if as_json:
@@ -85,18 +89,24 @@ def submit(
     since = f"{int(time.time() * 1000) - 1000}-0"
     existed = client.plan_status(plan.plan_id) is not None
     client.submit(json.loads(text))
-    status = _await_acceptance(client, plan.plan_id, since, as_json)
-    if existed and not as_json:
-        console.print(f"[yellow]note[/]: plan {plan.plan_id} already existed; nothing changed")
+    status = _await_acceptance(client, plan.plan_id, since, as_json, digest)
+    # accepted while it existed before: the same body (another one is refused above)
+    duplicate = existed
+    if duplicate and not as_json:
+        console.print(
+            f"[yellow]note[/]: plan {plan.plan_id} already existed with this body; nothing changed"
+        )
     if not wait:
         if as_json:
-            print_json({"ok": True, "planId": plan.plan_id, "status": status})
+            print_json(
+                {"ok": True, "planId": plan.plan_id, "status": status, "duplicate": duplicate}
+            )
         else:
             console.print(f"plan {plan.plan_id} accepted: {status}")
         raise typer.Exit(Exit.OK)
     final = follow(store(), plan.plan_id, timeout, quiet=as_json)
     if as_json:
-        print_json(plan_summary(plan.plan_id))
+        print_json({**plan_summary(plan.plan_id), "duplicate": duplicate})
     raise typer.Exit(exit_for_plan(final))
 
 
@@ -156,21 +166,25 @@ def diff(
 
 
 def _await_acceptance(
-    client: DeployerClient, plan_id: str, since: str, as_json: bool, timeout: float = 30.0
+    client: DeployerClient,
+    plan_id: str,
+    since: str,
+    as_json: bool,
+    digest: str,
+    timeout: float = 30.0,
 ) -> str:
+    """The plan's status once a worker accepted it; a refusal exits 2 with its code.
+
+    A plan hash with another digest is not an acceptance: the planId was taken by another
+    plan, and the worker's PLAN_CONFLICT refusal is awaited instead.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = client.plan_status(plan_id)
-        if status is not None:
-            return status
-        rejected = client.rejection(plan_id, since)
-        if rejected:
-            refuse(
-                rejected.get("code", "PLAN_INVALID"),
-                rejected.get("message", "rejected"),
-                json.loads(rejected.get("errors", "[]")),
-                as_json,
-            )
+        found = client.wait_accepted(plan_id, since, timeout=0, digest=digest)
+        if isinstance(found, PlanStatus):
+            return found.status
+        if isinstance(found, Rejection):
+            refuse(found.code or "PLAN_INVALID", found.message, found.errors, as_json)
         time.sleep(0.1)
     err.print(f"plan {plan_id} not picked up within {timeout:.0f}s: is a worker running?")
     raise typer.Exit(Exit.TIMEOUT)

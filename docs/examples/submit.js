@@ -23,10 +23,13 @@ async function main() {
   client.sendTask("deployer.submit_plan", [plan], {});
 
   // Accepted (hash deployer:plan:{planId} exists) or rejected (stream deployer:rejections)?
+  // Rejections first: a planId already taken by another plan has a hash, and its refusal
+  // (PLAN_CONFLICT) is an entry newer than `since`. Use fresh planIds to avoid the race
+  // of reading that hash before the worker answered.
   for (let i = 0; ; i++) {
-    if (await redis.hget(`deployer:plan:${planId}`, "status")) break;
     const entries = await redis.xrange("deployer:rejections", since, "+");
     const mine = entries.map(([, f]) => fields(f)).filter((f) => f.planId === planId).pop();
+    if (!mine && (await redis.hget(`deployer:plan:${planId}`, "status"))) break;
     if (mine) {
       console.log(`plan ${planId}: REJECTED ${mine.code}: ${mine.message}`);
       for (const e of JSON.parse(mine.errors || "[]")) console.log(`  ${e.field}: ${e.reason}`);

@@ -21,6 +21,7 @@ def called_numbers(rules: str) -> list[str]:
 class AsbcGatewayAssembler(Assembler):
     service = "asbc-gateway"
     order = 10
+    requires = ("trunkGroup", "calledNumberRules")
 
     def supports(self, config: TenantConfig) -> bool:
         return config.media_routing

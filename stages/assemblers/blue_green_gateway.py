@@ -15,6 +15,7 @@ __all__ = ["FIELD", "BlueGreenGatewayAssembler", "unit_names"]
 class BlueGreenGatewayAssembler(Assembler):
     service = "blue-green-gateway"
     order = 30
+    requires = ("networkEndpoints",)
 
     def supports(self, config: TenantConfig) -> bool:
         return bool(config.network_endpoints)

@@ -19,6 +19,7 @@ FIELD = "ob-campaign"
 class ObServiceAssembler(Assembler):
     service = "ob-service"
     order = 40
+    requires = ("deployUnitName",)
 
     def supports(self, config: TenantConfig) -> bool:
         return config.deploy_unit_name is not None

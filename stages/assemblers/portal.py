@@ -13,6 +13,7 @@ PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
 class PortalAssembler(Assembler):
     service = "portal"
     order = 20
+    requires = ("deployUnitName",)
 
     def supports(self, config: TenantConfig) -> bool:
         return config.deploy_unit_name is not None

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from deployer.errors import StepFailed
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 from stages.discovery import instances_for
 from stages.probe import extract, gather, request
@@ -23,7 +23,7 @@ from stages.probe import extract, gather, request
 def url_path(template: str, tenant_id: str) -> str:
     """The request path for a tenant; a path only, so a spec can never name a host."""
     path = template.replace("{tenantId}", tenant_id)
-    if not path.startswith("/") or "//" in path or "@" in path or "\\" in path or " " in path:
+    if not is_safe_path(path):
         raise StepFailed(f"path {template!r} is not an absolute path")
     return path
 

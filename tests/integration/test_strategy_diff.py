@@ -87,6 +87,7 @@ def test_diff_shows_exact_changes_owners_and_waves_and_writes_nothing(r, redis_u
     assert by[owned]["otherPlan"] == {"planId": other, "taskStatus": "PENDING",
                                       "running": True, "newer": False}  # fmt: skip
     assert all("otherPlan" not in by[t] for t in (up, same, down, new, unversioned))
+    assert (d["planExists"], d["submit"]) == (False, "create")
     assert d["summary"] == {"tenants": 6, "changing": 5, "unchanged": 1, "ownedElsewhere": 1}
     assert [w["tenants"] for w in d["waves"]] == [[new], [up, same], [down, unversioned],
                                                   [owned]]  # fmt: skip

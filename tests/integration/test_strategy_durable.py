@@ -118,3 +118,32 @@ def test_many_reconcilers_at_a_due_bake_start_the_next_wave_once(rig, r):
     assert r.hget(key, "wave") == "1"
     assert slots_given(r, plan_id, tenants[1:]) == [1, 1, 1]
     assert all(n <= 1 for n in sent.tasks.values())
+
+
+@pytest.mark.parametrize("slice_size", [3, 100])
+def test_waves_are_stored_the_same_whether_the_plan_is_created_whole_or_in_slices(
+    redis_url, r, slice_size
+):
+    from deployer.settings import Settings
+
+    settings = Settings(redis_url=redis_url, plan_create_slice=slice_size)
+    store = Store(redis.Redis.from_url(redis_url, decode_responses=True), settings)
+    sent = Sent()
+    planner = Planner(store, settings, sent)
+    tenants = [unique("sl") for _ in range(7)]
+    plan_id = unique("slices")
+    strategy = {"canary": [tenants[6]], "waves": {"type": "linear", "size": 2}}
+    answer = planner.submit(plan(plan_id, [bg_tenant(t) for t in tenants], strategy=strategy))
+    assert answer["ok"] and answer["waves"] == 4
+    expected = [[tenants[6]], tenants[0:2], tenants[2:4], tenants[4:6]]
+    for i, wave in enumerate(expected):
+        ids = r.lrange(f"deployer:plan:{plan_id}:wave:{i}", 0, -1)
+        assert [r.hget(f"deployer:task:{t}", "tenantId") for t in ids] == wave
+        assert all(r.hget(f"deployer:task:{t}", "wave") == str(i) for t in ids)
+    assert [t.endswith(tenants[6]) for t in sent.tasks] == [True]  # the canary only
+    key = f"deployer:plan:{plan_id}"
+    state = (r.hget(key, "waves"), r.hget(key, "wave"), r.hget(key, "waveState"))
+    assert state == ("4", "0", "RUNNING")
+    started = [f for _, f in r.xrange("deployer:events")
+               if f.get("planId") == plan_id and f["type"] == "WAVE_STARTED"]  # fmt: skip
+    assert [(f["wave"], f["tenants"]) for f in started] == [("0", "1")]
