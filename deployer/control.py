@@ -141,9 +141,10 @@ class Controller:
                 plans.add(task["planId"])
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
-        if waved and target.plan_id:
+        if waved and target.plan_id and command is not Command.ROLLBACK:
             # resume continues the current wave (and a bake that ended meanwhile), cancel
-            # ends the waves: the wave step sees the plan's new control flag
+            # ends the waves: the wave step sees the plan's new control flag. (A rollback
+            # ended them already; the failure budget's rollback runs inside a wave step.)
             self.planner.advance(target.plan_id)
         return self._answer(command, target, outcomes, refused, notes)
 
