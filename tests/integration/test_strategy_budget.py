@@ -120,6 +120,10 @@ def test_exceeding_the_budget_rolls_back_exactly_the_started_tenants_newest_firs
     assert types.count("BUDGET_EXCEEDED") == 1 and types.count("PLAN_AUTO_ROLLBACK") == 1
     assert "WAVE_STARTED" in types and [e["wave"] for e in events if e["type"] ==
                                         "WAVE_STARTED"] == ["0"]  # fmt: skip
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: not r.hget(key, "pendingRollback")
+             and r.zscore("deployer:plan-timers", plan_id) is None,
+             what="the rollback marked done, no wave step left due")  # fmt: skip
     v = view(plan_id)
     assert [w["state"] for w in v["waves"]] == ["HALTED", "HALTED"]
     assert v["budget"]["scope"] == "wave" and "failure budget" in v["stopReason"]
