@@ -41,6 +41,19 @@ local function event(kind, extra)
   emit(events_key, maxlen, fields)
 end
 
+if op == 'APPROVE' then
+  -- refused unless the current wave waits for exactly this (not during a rollback, a bake)
+  if state ~= 'AWAITING_APPROVAL' or p[9] == '1' then
+    return {'REFUSED', '0', tostring(wave), state or ''}
+  end
+  if op_wave ~= '' and tonumber(op_wave) ~= wave then
+    return {'REFUSED', '0', tostring(wave), state}
+  end
+  redis.call('HSET', plan_key, 'w:' .. wave .. ':approvedBy', by, 'w:' .. wave .. ':approvedAt', now)
+  event('WAVE_APPROVED', {'by', by, 'reason', reason})
+  set_state('APPROVED')
+end
+
 if op == 'HALT' then
   -- A rollback or cancel of the whole plan ends its waves (no later wave starts).
   if state ~= 'DONE' and state ~= 'HALTED' then
@@ -68,15 +81,6 @@ if p[9] == '1' then
   return out('ROLLBACK')
 end
 
-if op == 'APPROVE' then
-  if state ~= 'AWAITING_APPROVAL' then return {'REFUSED', '0', tostring(wave), state or ''} end
-  if op_wave ~= '' and tonumber(op_wave) ~= wave then
-    return {'REFUSED', '0', tostring(wave), state}
-  end
-  redis.call('HSET', plan_key, 'w:' .. wave .. ':approvedBy', by, 'w:' .. wave .. ':approvedAt', now)
-  event('WAVE_APPROVED', {'by', by, 'reason', reason})
-  set_state('APPROVED')
-end
 
 if state == 'DONE' or state == 'HALTED' then
   redis.call('ZREM', timers_key, plan_id)
