@@ -206,12 +206,22 @@ class Planner:
             if len(slots) < DISPATCH_BATCH:
                 return sent
 
-    def advance(self, plan_id: str, op: str = "", by: str = "", reason: str = "") -> WaveOutcome:
+    def advance(
+        self, plan_id: str, op: str = "", by: str = "", reason: str = "", ask_gates: bool = False
+    ) -> WaveOutcome:
         """Run a plan's wave step (deployer/waves.py) and do what it asks: ask a gate,
         roll back on an exceeded failure budget, send the wave it started. Safe to call
-        from any number of workers at once; a plan without a strategy answers NONE."""
+        from any number of workers at once; a plan without a strategy answers NONE.
+
+        Only the reconciler tick asks gate webhooks (`ask_gates`): a stage task, a submit or
+        an operator's command never waits on someone else's HTTP server; the wave's due time
+        is set to now instead, so the next tick asks.
+        """
         outcome = self.store.wave_step(plan_id, op, by, reason)
         for _ in range(MAX_STEPS):
+            if outcome.outcome == "GATE" and not ask_gates:
+                self.store.due_now(plan_id)
+                break
             if outcome.outcome == "GATE":
                 url = self.settings.gates.get(outcome.gate)
                 ok = url is not None and call_gate(

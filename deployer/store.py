@@ -502,6 +502,10 @@ class Store:
         )
         return WaveOutcome(str(raw[0]), raw[1] == "1", int(raw[2] or -1), str(raw[3]))
 
+    def due_now(self, plan_id: str) -> None:
+        """Make the plan's wave step due at once (the next reconciler tick runs it)."""
+        self.r.zadd(keys.PLAN_TIMERS, {plan_id: now_ms()})
+
     def due_plans(self, now: int | None = None, limit: int = 100) -> list[str]:
         """Plans whose wave step is due (bake over, gate re-check, wave finished)."""
         stamp = now if now is not None else now_ms()
