@@ -12,6 +12,10 @@ STAGES_QUEUE = "deployer.stages"
 _settings = get_settings()
 
 broker_url = _settings.broker_url
+if broker_url.startswith(("redis://", "rediss://")):
+    # kombu's Redis transport, guarded where it parses messages (tasks/transport.py): a
+    # malformed envelope is dead-lettered instead of stopping the worker.
+    broker_transport = "tasks.transport:GuardedTransport"
 broker_connection_retry_on_startup = True
 # A killed worker's unacked message comes back after this; longer than any countdown we use.
 broker_transport_options: dict[str, object] = {

@@ -43,12 +43,32 @@ def run(server: common.Server, fleet: Any, prefix: str, n: int) -> dict[str, flo
     done = common.wait_plan(server, plan_id, timeout=600, interval=0.05)
     ends = sorted(common.task_end_times(server, plan_id))
     stats = fleet.stats(prefix)
+    lags = after_ready(server, fleet, plan_id)
     return {
         "wall_s": round(done - t0, 2),
         "p50_end_s": round(common.median(ends) - t0, 2),
         "polls": stats["polls"],
+        "polls_per_instance": round(stats["polls"] / (2 * n), 2),
         "max_waiting_tenants": stats["max_waiting"],
+        # issue 16 goal 2: a tenant's stage done vs the moment its instances could report
+        "p50_done_after_ready_s": round(common.median(lags), 3),
+        "p90_done_after_ready_s": round(common.pct(lags, 0.9), 3),
     }
+
+
+def after_ready(server: common.Server, fleet: Any, plan_id: str) -> list[float]:
+    """Per tenant: its (single-stage) task's end minus the wall clock from which every
+    instance could report the version (`Fleet.ready_at`)."""
+    ids = server.r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1)
+    pipe = server.r.pipeline(transaction=False)
+    for task_id in ids:
+        pipe.hmget(f"deployer:task:{task_id}", ["tenantId", "endedAt"])
+    lags = []
+    for tenant, ended in pipe.execute():
+        ready = fleet.ready_at(tenant)
+        if ended and ready is not None:
+            lags.append(int(ended) / 1000 - ready)
+    return lags
 
 
 def main() -> None:

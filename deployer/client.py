@@ -60,10 +60,16 @@ class Rejection:
 
 
 def target(plan: str | None = None, tenant: str | None = None) -> dict[str, str]:
-    """`{"planId": P}` or `{"tenantId": T}`: exactly one."""
-    if (plan is None) == (tenant is None):
-        raise ValueError("give exactly one of plan or tenant")
-    return {"planId": str(plan)} if plan is not None else {"tenantId": str(tenant)}
+    """`{"planId": P}` (every task of the plan), `{"tenantId": T}` (the tenant's latest
+    task) or both (exactly that one task)."""
+    if plan is None and tenant is None:
+        raise ValueError("give a plan, a tenant, or both")
+    out: dict[str, str] = {}
+    if plan is not None:
+        out["planId"] = str(plan)
+    if tenant is not None:
+        out["tenantId"] = str(tenant)
+    return out
 
 
 def plan_id_of(plan: Mapping[str, Any] | str) -> str:
@@ -122,16 +128,21 @@ class DeployerClient:
         return self.send(PAUSE, target(plan, tenant), by=by, reason=reason)
 
     def resume(self, *, plan: str | None = None, tenant: str | None = None,
-               by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
-        return self.send(RESUME, target(plan, tenant), by=by, reason=reason)
+               by: str | None = None, reason: str | None = None,
+               force: bool = False) -> str:  # fmt: skip
+        """`force`: apply even where a newer task deployed the tenant since (else SUPERSEDED)."""
+        return self.send(RESUME, target(plan, tenant), by=by, reason=reason, force=force or None)
 
     def cancel(self, *, plan: str | None = None, tenant: str | None = None,
                by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
         return self.send(CANCEL, target(plan, tenant), by=by, reason=reason)
 
     def retry(self, *, plan: str | None = None, tenant: str | None = None,
-              from_checkpoint: bool = False, by: str | None = None) -> str:  # fmt: skip
-        return self.send(RETRY, target(plan, tenant), from_checkpoint=from_checkpoint, by=by)
+              from_checkpoint: bool = False, by: str | None = None,
+              force: bool = False) -> str:  # fmt: skip
+        return self.send(
+            RETRY, target(plan, tenant), from_checkpoint=from_checkpoint, by=by, force=force or None
+        )
 
     def rollback(self, *, plan: str | None = None, tenant: str | None = None,
                  by: str | None = None, reason: str | None = None) -> str:  # fmt: skip

@@ -9,10 +9,14 @@ queue and start through the same slot-filling path as a new plan.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
+from deployer import audit, keys
 from deployer.errors import (
     DeployerError,
     IllegalTransition,
@@ -22,9 +26,18 @@ from deployer.errors import (
     PlanNotAwaitingApproval,
 )
 from deployer.lifecycle import Command, Decision, Effect, decide
-from deployer.models import Task, TaskRuntimeContext, TaskStatus, TenantConfig, is_id
+from deployer.models import (
+    Task,
+    TaskRuntimeContext,
+    TaskStatus,
+    TenantConfig,
+    is_id,
+    task_id_for,
+)
 from deployer.planner import Planner, prepare_retry, prepare_rollback
-from deployer.store import Store
+from deployer.store import Store, lua_script, now_ms
+
+log = logging.getLogger("deployer.control")
 
 TASK_FIELDS = [
     "taskId", "planId", "tenantId", "status", "control", "retryCount", "checkpoint", "startedAt"
@@ -38,28 +51,48 @@ class TargetInvalid(PermanentError):
 
 @dataclass(frozen=True)
 class Target:
+    """What a command acts on: every task of a plan, a tenant's latest task, or with both
+    ids exactly that one (plan, tenant) task (e.g. an older plan's paused task of a tenant
+    that a newer plan has deployed since)."""
+
     plan_id: str | None = None
     tenant_id: str | None = None
 
     @classmethod
     def parse(cls, raw: Any) -> Target:
-        """`{"planId": P}` or `{"tenantId": T}` (a JSON string is accepted too)."""
+        """`{"planId": P}`, `{"tenantId": T}` or both (a JSON string is accepted too)."""
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
             except ValueError:
-                raise TargetInvalid('target must be {"planId": ...} or {"tenantId": ...}') from None
-        if not isinstance(raw, dict) or len(raw) != 1 or not ({"planId", "tenantId"} & set(raw)):
-            raise TargetInvalid('target must be exactly one of {"planId": ...}, {"tenantId": ...}')
-        ((name, value),) = raw.items()
-        if isinstance(value, int) and not isinstance(value, bool) and name == "planId":
-            value = str(value)
-        if not is_id(value):
-            raise TargetInvalid(f"{name}: not a valid id")
-        return cls(plan_id=value) if name == "planId" else cls(tenant_id=value)
+                raise TargetInvalid(TARGET_SHAPES) from None
+        if not isinstance(raw, dict) or not raw or set(raw) - {"planId", "tenantId"}:
+            raise TargetInvalid(TARGET_SHAPES)
+        ids: dict[str, str] = {}
+        for name, value in raw.items():
+            if isinstance(value, int) and not isinstance(value, bool) and name == "planId":
+                value = str(value)
+            if not is_id(value):
+                raise TargetInvalid(f"{name}: not a valid id")
+            ids[name] = value
+        return cls(plan_id=ids.get("planId"), tenant_id=ids.get("tenantId"))
+
+    @property
+    def is_plan(self) -> bool:
+        """Every task of a plan (not one task of it)."""
+        return bool(self.plan_id) and not self.tenant_id
 
     def describe(self) -> str:
+        if self.plan_id and self.tenant_id:
+            return f"tenant {self.tenant_id} of plan {self.plan_id}"
         return f"plan {self.plan_id}" if self.plan_id else f"tenant {self.tenant_id}"
+
+
+TARGET_SHAPES = 'target must be {"planId": P}, {"tenantId": T} or both (that one task)'
+#: Tasks per round trip of a whole-plan cancel (plan_cancel_slice.lua): each slice holds
+#: Redis ~60 ms on a busy 2-core machine (1,000: ~110 ms), so workers' stage scripts wait
+#: at most that long behind it; a 100,000-task plan is 200 round trips (~10 s).
+CANCEL_SLICE = 500
 
 
 PLAN_FLAG = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}
@@ -73,6 +106,23 @@ EVENT = {
     (Command.RETRY, Effect.NOW): "TASK_RETRY",
     (Command.ROLLBACK, Effect.NOW): "TASK_ROLLBACK",
 }
+
+
+ACTING = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW)
+
+
+def resume_order(tasks: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The order to resume a plan's tasks in, so that its queue ends up holding the tenants
+    paused mid-flight (a stage started: they hold half-applied work) before those never
+    started, each group in submission order. Every resumed task is pushed to the queue's
+    front, so the wanted queue order is applied back to front."""
+
+    def started(task: dict[str, str]) -> bool:
+        return bool(task.get("startedAt")) or int(task.get("checkpoint") or -1) >= 0
+
+    mid_flight = [t for t in tasks if started(t)]
+    never = [t for t in tasks if not started(t)]
+    return list(reversed(mid_flight + never))
 
 
 #: How an immediate (NOW) change is written: queue op, new token (fence off anything in
@@ -101,35 +151,72 @@ class Controller:
         by: str | None = None,
         reason: str | None = None,
         from_checkpoint: bool = False,
+        force: bool = False,
     ) -> dict[str, Any]:
+        """`force` (resume, retry): the runs may apply their config even where a newer task
+        deployed the tenant since (else they end SUPERSEDED); recorded in the events."""
         target = Target.parse(raw_target)
         by, reason = (by or "")[:200], (reason or "")[:1000]
-        if command is Command.APPROVE:
-            return self._approve(target, by, reason)
+        try:
+            if command is Command.APPROVE:
+                answer = self._approve(target, by, reason)
+            elif target.is_plan and command is Command.CANCEL:
+                answer = self._cancel_plan(target, by, reason)
+            else:
+                answer = self._execute(command, target, by, reason, from_checkpoint, force)
+        except DeployerError as exc:
+            answer = exc.as_result()
+        if not answer["ok"]:
+            self._record_refusal(command, target, by, reason, answer)
+        elif (
+            target.is_plan
+            and target.plan_id
+            and command
+            not in (
+                Command.ROLLBACK,
+                Command.APPROVE,
+            )
+        ):
+            # a plan with waves: resume continues the current wave (and a bake that ended
+            # meanwhile), cancel ends the waves; the wave step sees the plan's control flag
+            # (a plan rollback ended them already; the budget's rollback runs inside a step)
+            self.planner.advance(target.plan_id)
+        return answer
+
+    def _execute(
+        self,
+        command: Command,
+        target: Target,
+        by: str,
+        reason: str,
+        from_checkpoint: bool,
+        force: bool = False,
+    ) -> dict[str, Any]:
         tasks = self._resolve(target)
+        if target.is_plan:
+            assert target.plan_id is not None
+            waved = bool(self.store.get_plan_field(target.plan_id, "strategy"))
+            if not any(self._preview(command, t, force).effect is not Effect.REFUSE for t in tasks):
+                # every task refuses: a refusal, so no plan flag and no PLAN_ event
+                everyone = [self._refusal(command, t, force) for t in tasks]
+                return self._answer(
+                    command, target, Counter({Effect.REFUSE.value: len(tasks)}), everyone, []
+                )
+            if waved and command is Command.ROLLBACK:
+                tasks = self._end_waves(target.plan_id, tasks, by, reason)
+            self.store.plan_control(target.plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
+            if command is Command.RESUME:
+                tasks = resume_order(tasks)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
         plans: set[str] = set()
-        waved = bool(target.plan_id and self.store.get_plan_field(target.plan_id, "strategy"))
-        if waved and command is Command.ROLLBACK:
-            tasks = self._end_waves(target.plan_id or "", tasks, by, reason)
-        if target.plan_id:
-            flag = PLAN_FLAG.get(command, "")
-            event = f"PLAN_{command.value.upper()}"
-            self.store.plan_control(target.plan_id, flag, by, reason, event)
         for task in tasks:
-            if command is Command.ROLLBACK and target.plan_id and not task.get("startedAt"):
+            if command is Command.ROLLBACK and target.is_plan and not task.get("startedAt"):
                 # A whole-plan rollback covers the tasks that changed something.
-                refused.append(
-                    {
-                        "tenantId": task["tenantId"],
-                        "code": "TASK_NEVER_STARTED",
-                        "message": "nothing to roll back",
-                    }
-                )
+                refused.append(self._refusal(command, task, force))
                 continue
-            decision = self._apply(command, task, by, reason, from_checkpoint)
+            decision = self._apply(command, task, by, reason, from_checkpoint, force)
             outcomes[decision.effect.value] += 1
             if decision.effect is Effect.REFUSE:
                 refused.append(
@@ -141,17 +228,136 @@ class Controller:
                 plans.add(task["planId"])
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
-        if waved and target.plan_id and command is not Command.ROLLBACK:
-            # resume continues the current wave (and a bake that ended meanwhile), cancel
-            # ends the waves: the wave step sees the plan's new control flag. (A rollback
-            # ended them already; the failure budget's rollback runs inside a wave step.)
-            self.planner.advance(target.plan_id)
-        return self._answer(command, target, outcomes, refused, notes)
+        answer = self._answer(command, target, outcomes, refused, notes)
+        if target.is_plan and answer["ok"]:
+            self._record_plan_command(command, target, by, reason, answer, len(refused))
+        return answer
+
+    def _preview(self, command: Command, task: dict[str, str], force: bool = False) -> Decision:
+        """What the command would do to `task` as last read (nothing is written)."""
+        if command is Command.ROLLBACK and not task.get("startedAt"):
+            return Decision(Effect.REFUSE, code="TASK_NEVER_STARTED", note="nothing to roll back")
+        return decide(command, TaskStatus(task["status"]), task.get("control"), force)
+
+    def _refusal(
+        self, command: Command, task: dict[str, str], force: bool = False
+    ) -> dict[str, str]:
+        decision = self._preview(command, task, force)
+        return {"tenantId": task["tenantId"], "code": decision.code, "message": decision.note}
+
+    def _cancel_plan(self, target: Target, by: str, reason: str) -> dict[str, Any]:
+        """Cancel every task of a plan in slices of CANCEL_SLICE tasks per round trip.
+
+        The plan's CANCEL flag goes first (no slot is filled again, a running stage cancels
+        itself at its next start or poll); then each slice decides its tasks in one script.
+        A plan with no task left to cancel is refused without setting the flag.
+        """
+        plan_id = target.plan_id
+        assert plan_id is not None
+        plan = self.store.get_plan(plan_id)
+        if not plan:
+            raise NotFound(f"no plan {plan_id}", code="PLAN_NOT_FOUND")
+        cancellable = ("PENDING", "RUNNING", "ROLLING_BACK", "PAUSED", "FAILED",
+                       "ROLLBACK_FAILED", "CANCELLED")  # fmt: skip
+        if not any(int(plan.get(f"c:{s}") or 0) for s in cancellable):
+            first = self.store.get_tasks_raw(
+                self.store.plan_task_ids(plan_id, 0, 49), ["tenantId", "status"]
+            )
+            finished = [
+                {
+                    "tenantId": t["tenantId"],
+                    "code": "TASK_ALREADY_FINISHED",
+                    "message": f"task is {t['status']}",
+                }
+                for t in first
+            ]
+            everyone = Counter({Effect.REFUSE.value: int(plan.get("total") or 0)})
+            return self._answer(Command.CANCEL, target, everyone, finished, [])
+        self.store.plan_control(plan_id, "CANCEL", by, reason, "")
+        total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
+        script = self.store.r.register_script(lua_script("plan_cancel_slice"))
+        outcomes = Counter[str]()
+        refused: list[dict[str, str]] = []
+        for start in range(0, max(total, 1), CANCEL_SLICE):
+            raw = script(
+                keys=[keys.plan(plan_id), keys.plan_tenants(plan_id), keys.plan_queue(plan_id),
+                      keys.INFLIGHT, keys.EVENTS],
+                args=[start, start + CANCEL_SLICE - 1, now_ms(), by, reason,
+                      self.store.settings.events_maxlen, keys.task(""), keys.lease(""),
+                      "1" if start + CANCEL_SLICE >= total else "0", 50],
+            )  # fmt: skip
+            for effect, n in zip((Effect.NOW, Effect.REQUEST, Effect.ALREADY, Effect.REFUSE),
+                                 raw[1:5], strict=True):  # fmt: skip
+                outcomes[effect.value] += int(n)
+            for tenant_id, status in zip(raw[5::2], raw[6::2], strict=True):
+                if len(refused) < 50:
+                    refused.append({"tenantId": tenant_id, "code": "TASK_ALREADY_FINISHED",
+                                    "message": f"task is {status}"})  # fmt: skip
+        answer = self._answer(Command.CANCEL, target, outcomes, refused, [])
+        skipped = outcomes[Effect.REFUSE.value]
+        self._record_plan_command(Command.CANCEL, target, by, reason, answer, skipped)
+        return answer
+
+    def _record_plan_command(
+        self,
+        command: Command,
+        target: Target,
+        by: str,
+        reason: str,
+        answer: dict[str, Any],
+        skipped: int,
+    ) -> None:
+        """PLAN_<COMMAND>, recorded once the plan's tasks were decided, with what it did."""
+        counts = answer.get("counts", {})
+        audit.record(
+            self.store.r,
+            {
+                "type": f"PLAN_{command.value.upper()}",
+                "planId": target.plan_id,
+                "by": by,
+                "reason": reason,
+                "acted": sum(counts.get(e.value, 0) for e in ACTING),
+                "already": counts.get(Effect.ALREADY.value, 0),
+                "skipped": skipped,
+            },
+            self.store.settings,
+        )
+
+    def _record_refusal(
+        self, command: Command, target: Target, by: str, reason: str, answer: dict[str, Any]
+    ) -> None:
+        """A refused command is recorded as a refusal (COMMAND_REFUSED), never as done."""
+        try:
+            plan_id = target.plan_id or self._latest_plan(target.tenant_id)
+            tenant_id = target.tenant_id
+            if answer.get("code") in ("PLAN_NOT_FOUND", "TASK_NOT_FOUND"):
+                plan_id = tenant_id = None  # no history for ids that name nothing
+            fields: dict[str, Any] = {
+                "type": "COMMAND_REFUSED",
+                "command": command.value,
+                "code": answer.get("code", ""),
+                "target": target.describe(),
+                "planId": plan_id,
+                "tenantId": tenant_id,
+                "by": by,
+                "reason": reason,
+                "message": str(answer.get("message", ""))[:500],
+            }
+            audit.record(self.store.r, fields, self.store.settings)
+        except redis.RedisError:  # the refusal is still answered; the audit line is lost
+            log.warning("could not record refused %s of %s", command.value, target.describe())
+
+    def _latest_plan(self, tenant_id: str | None) -> str | None:
+        """The plan of the tenant's latest task: a refusal is filed in the tenant's history
+        through it (tenant references point into plan streams)."""
+        task_id = self.store.task_id_for_tenant(tenant_id) if tenant_id else None
+        plan_id = self.store.r.hget(keys.task(task_id), "planId") if task_id else None
+        return str(plan_id) if plan_id else None
 
     def _approve(self, target: Target, by: str, reason: str) -> dict[str, Any]:
         """Start the plan's wave that waits for approval (a stored decision: it holds even
         if every worker is down; they send the wave's chains when they are back)."""
-        if not target.plan_id:
+        if not target.is_plan or not target.plan_id:
             raise TargetInvalid('approve takes a plan: {"planId": ...}')
         if not self.store.plan_exists(target.plan_id):
             raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
@@ -204,7 +410,7 @@ class Controller:
         acted = outcomes[Effect.NOW] + outcomes[Effect.REQUEST] + outcomes[Effect.WITHDRAW]
         done = acted + outcomes[Effect.ALREADY]
         counts = {k: v for k, v in outcomes.items() if v}
-        if target.tenant_id:
+        if not target.is_plan:
             if refused:
                 return {"ok": False, **refused[0], "counts": counts}
             code = "OK" if acted else "ALREADY"
@@ -229,6 +435,12 @@ class Controller:
         }
 
     def _resolve(self, target: Target) -> list[dict[str, str]]:
+        if target.plan_id and target.tenant_id:
+            ids = [task_id_for(target.plan_id, target.tenant_id)]
+            found = [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
+            if not found:
+                raise NotFound(f"no task for {target.describe()}", code="TASK_NOT_FOUND")
+            return found
         if target.tenant_id:
             task_id = self.store.task_id_for_tenant(target.tenant_id)
             if not task_id:
@@ -242,15 +454,21 @@ class Controller:
         return [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
 
     def _apply(
-        self, command: Command, task: dict[str, str], by: str, reason: str, from_checkpoint: bool
+        self,
+        command: Command,
+        task: dict[str, str],
+        by: str,
+        reason: str,
+        from_checkpoint: bool,
+        force: bool = False,
     ) -> Decision:
         for _ in range(MAX_CAS_ATTEMPTS):
-            decision = decide(command, TaskStatus(task["status"]), task.get("control"))
+            decision = decide(command, TaskStatus(task["status"]), task.get("control"), force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
                 applied, _current = self._write(
-                    command, decision, task, by, reason, from_checkpoint
+                    command, decision, task, by, reason, from_checkpoint, force
                 )
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
@@ -267,19 +485,30 @@ class Controller:
         by: str,
         reason: str,
         from_checkpoint: bool,
+        force: bool = False,
     ) -> tuple[bool, str]:
         event = EVENT[(command, decision.effect)]
         common: dict[str, Any] = {"by": by, "reason": reason, "event": event}
+        # resume and retry say, on the task, whether the run may apply its config over a
+        # newer task's (stage_begin.lua reads it when the run takes the tenant).
+        forced: dict[str, str | int] = {}
+        if command in (Command.RESUME, Command.RETRY):
+            forced = {"force": "1" if force else "0"}
+            if force:
+                common["reason"] = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
             return self.store.task_command(task, control=PLAN_FLAG[command], **common)
         if decision.effect is Effect.WITHDRAW:
-            return self.store.task_command(task, control="CLEAR", **common)
+            return self.store.task_command(task, control="CLEAR", fields=forced, **common)
         status = decision.to.value if decision.to else ""
         queue_op, invalidate, control = IMMEDIATE[command]
-        fields: dict[str, str | int] | None = None
+        fields: dict[str, str | int] | None = forced or None
         if command is Command.RETRY:
-            fields = self._retry_fields(task, from_checkpoint)
-            common["reason"] = reason or f"fromCheckpoint={str(from_checkpoint).lower()}"
+            fields = {**self._retry_fields(task, from_checkpoint), **forced}
+            plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
+            common["reason"] = reason or plain
+            if force:
+                common["reason"] = f"forced: {reason or plain}"
         elif command is Command.ROLLBACK:
             fields = self._rollback_fields(task)
         return self.store.task_command(

@@ -6,10 +6,14 @@ DeployerError
  │    │    ├── PlanTooLarge       (PLAN_TOO_LARGE: bytes or tenants over the limits)
  │    │    └── PlanTooDeep        (PLAN_TOO_DEEP: nested past what is parsed)
  │    ├── PlanConflict           (PLAN_CONFLICT: the planId exists with another body)
+ │    ├── PlanUnreadable         (PLAN_UNREADABLE: a plan file that cannot be read)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
  │    ├── StaleRun               (a superseded run tried to write)
- │    └── StepFailed             (a step gave a definite no)
+ │    ├── InsecureBind           (`deployer serve` off loopback without a token)
+ │    ├── MessageRefused         (a broker message dead-lettered before any task ran)
+ │    ├── StepFailed             (a step gave a definite no)
+ │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
  └── TransientError          may succeed later (drives retries)
       ├── TenantBusy             (another run holds the tenant lease)
       └── NotYet                 (a waiting step is not satisfied yet)
@@ -78,6 +82,10 @@ class PlanConflict(PermanentError):
     code = "PLAN_CONFLICT"
 
 
+class PlanUnreadable(PermanentError):
+    code = "PLAN_UNREADABLE"
+
+
 class IllegalTransition(PermanentError):
     code = "ILLEGAL_TRANSITION"
 
@@ -90,8 +98,26 @@ class StaleRun(PermanentError):
     code = "STALE_RUN"
 
 
+class InsecureBind(PermanentError):
+    code = "API_TOKEN_REQUIRED"
+
+
+class MessageRefused(PermanentError):
+    """A broker message the worker would not hand to a task (tasks/guard.py): its caller
+    finds this code in `deployer:rejections` when a planId could be read from it."""
+
+    code = "MESSAGE_REFUSED"
+
+
 class StepFailed(PermanentError):
     code = "STEP_FAILED"
+
+
+class StageFailed(PermanentError):
+    """Raised by the stage task after its task was failed and its chain stopped, so the
+    attempt is a FAILURE in Celery's events (Flower) instead of a SUCCESS with a text."""
+
+    code = "STAGE_FAILED"
 
 
 class TenantBusy(TransientError):
@@ -100,6 +126,12 @@ class TenantBusy(TransientError):
 
 class NotYet(TransientError):
     code = "NOT_YET"
+
+
+class NamespaceNotAllowed(PermanentError):
+    """A tenant's `nacosNameSpace` is outside DEPLOYER_NACOS_ALLOWED_NAMESPACES."""
+
+    code = "NAMESPACE_NOT_ALLOWED"
 
 
 class PlanNotAwaitingApproval(IllegalTransition):

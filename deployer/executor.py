@@ -15,7 +15,7 @@ import redis
 
 from deployer.errors import StaleRun
 from deployer.models import StageSpec, TaskRuntimeContext
-from deployer.store import Store
+from deployer.store import StageGate, Store
 from stages import registry
 from stages.base import StepEnv, Wait
 
@@ -39,13 +39,17 @@ class Reschedule:
 
 
 #: Why a stage ended its chain (mypy holds every `Halt(...)` to these).
-HaltReason = Literal["done", "failed", "stale", "paused", "cancelled", "redelivered"]
+HaltReason = Literal[
+    "done", "failed", "stale", "paused", "cancelled", "redelivered", "forged", "superseded"
+]
 
 
 @dataclass
 class Halt:
     why: HaltReason
     plan_slot_freed: bool = False
+    #: For "failed" and "redelivered": the reason stored on the task.
+    reason: str = ""
 
 
 Outcome = Proceed | Reschedule | Halt
@@ -61,17 +65,9 @@ def run_stage(
     store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
 ) -> Outcome:
     gate = store.begin_stage(ctx, stage, worker)
-    if gate.verdict == "STALE":
-        log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
-        return Halt("stale")
-    if gate.verdict in ("PAUSED", "CANCELLED"):
-        log.info("task %s %s before stage %s", ctx.task_id, gate.verdict.lower(), stage.name)
-        return Halt("paused" if gate.verdict == "PAUSED" else "cancelled", plan_slot_freed=True)
-    if gate.verdict == "BUSY":
-        return Reschedule(ctx, LEASE_WAIT_SECONDS, "waiting for the tenant lease (another run)")
-    if gate.verdict == "REDELIVERED":
-        store.fail(ctx, stage.name, f"stage {stage.name} delivered {gate.detail} times; giving up")
-        return Halt("redelivered", plan_slot_freed=True)
+    refused = _refused(store, ctx, stage, gate)
+    if refused is not None:
+        return refused
     if gate.acquired:
         _retake_tenant(env, ctx, stage, gate.epoch)
 
@@ -86,8 +82,9 @@ def run_stage(
             reraise_transient(exc)
             reason = f"stage {stage.name}, step {spec.name}: {exc}"
             log.warning("task %s failed: %s", ctx.task_id, reason)
-            store.fail(ctx, stage.name, reason)
-            return Halt("failed", plan_slot_freed=True)
+            if store.fail(ctx, stage.name, reason) in ("STALE", "FORGED"):
+                return Halt("stale")  # another run owns the task now: not ours to fail
+            return Halt("failed", plan_slot_freed=True, reason=reason)
         if isinstance(result, Wait):
             ctx.step_index = i
             ctx.attempt += 1
@@ -101,13 +98,50 @@ def run_stage(
     ctx.step_index = 0
     is_last = ctx.stage_index >= ctx.stage_count
     verdict, waiting = store.end_stage(ctx, stage, is_last)
-    if verdict == "STALE":
+    if verdict in ("STALE", "FORGED"):
         return Halt("stale")
     if is_last:
         # Every path that queues a task (create, resume, retry, rollback) dispatches itself,
         # so an empty queue here means nobody waits for this slot.
         return Halt("done", plan_slot_freed=waiting > 0)
     return Proceed(ctx)
+
+
+def _refused(
+    store: Store, ctx: TaskRuntimeContext, stage: StageSpec, gate: StageGate
+) -> Outcome | None:
+    """What the start-of-stage gate decided when it did not let the stage run, else None."""
+    if gate.verdict == "FORGED":
+        log.warning(
+            "task %s: stage %s message names plan %s tenant %s, its task is %s: dropped",
+            ctx.task_id,
+            stage.name,
+            ctx.plan_id,
+            ctx.tenant_id,
+            gate.detail,
+        )
+        return Halt("forged")
+    if gate.verdict == "SUPERSEDED":
+        log.warning(
+            "task %s SUPERSEDED: tenant %s was deployed by newer task %s since; not applied",
+            ctx.task_id,
+            ctx.tenant_id,
+            gate.detail,
+        )
+        return Halt("superseded", plan_slot_freed=True)
+    if gate.verdict == "STALE":
+        log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
+        return Halt("stale")
+    if gate.verdict in ("PAUSED", "CANCELLED"):
+        log.info("task %s %s before stage %s", ctx.task_id, gate.verdict.lower(), stage.name)
+        return Halt("paused" if gate.verdict == "PAUSED" else "cancelled", plan_slot_freed=True)
+    if gate.verdict == "BUSY":
+        return Reschedule(ctx, LEASE_WAIT_SECONDS, "waiting for the tenant lease (another run)")
+    if gate.verdict == "REDELIVERED":
+        reason = f"stage {stage.name} delivered {gate.detail} times; giving up"
+        store.fail(ctx, stage.name, reason)
+        return Halt("redelivered", plan_slot_freed=True, reason=reason)
+    return None
 
 
 def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int) -> None:

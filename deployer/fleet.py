@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ PORTAL_PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
 ASBC_PATH = "/api/sbc/traffic-switch"
 #: How long a "hang" fault holds a request (the client's timeout should be shorter).
 HANG_SECONDS = 30.0
+#: The length a slow-loris answer announces (one byte per `trickle` seconds).
+TRICKLE_BYTES = 4096
 #: Idle keep-alive connections are closed after this many seconds.
 IDLE_SECONDS = 10.0
 
@@ -52,6 +55,8 @@ class Behaviour:
     lose_broadcast: bool = False  # ignore pub/sub; re-read the hash on every poll
     only: frozenset[str] | None = None  # converge only on these instances (host:port)
     reject: bool = False  # portal/ASBC answer a business error
+    trickle: float = 0.0  # send headers, then one body byte every `trickle` s, never ending
+    answer_bytes: int = 0  # answer every request with a body of this many bytes
 
 
 @dataclass
@@ -63,6 +68,14 @@ class _View:
     pending_since: float = 0.0
     pending_polls: int = 0
     loaded: bool = False
+    ready_at: float = 0.0  # wall clock from which the pending version may be reported
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that leaves mid-answer (a bounded probe) is expected, not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Instance:
@@ -72,7 +85,10 @@ class Instance:
         self.field = SERVICE_FIELDS.get(service)
         self.views: dict[str, _View] = {}
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _handler_for(self))
+        #: A fault of the instance itself (every tenant), set by `Fleet.behave_instance`.
+        self.rule: Behaviour | None = None
+        self.hits = 0
+        self.server = _Server((host or "127.0.0.1", int(port)), _handler_for(self))
         self.server.daemon_threads = True
         self.address = f"{host or '127.0.0.1'}:{self.server.server_address[1]}"
 
@@ -94,6 +110,14 @@ class Instance:
             elif version != view.pending:
                 view.pending, view.pending_polls = version, 0
                 view.pending_since = time.monotonic()
+                view.ready_at = time.time() + self.fleet.behaviour_for(tenant).delay
+
+    def fault_rule(self, tenant: str) -> Behaviour:
+        """The rule a request for `tenant` meets here (the instance's own fault first);
+        counts the request."""
+        with self.lock:
+            self.hits += 1
+        return self.rule or self.fleet.behaviour_for(tenant)
 
     def version_of(self, tenant: str) -> tuple[Any, bool]:
         """(version reported now, whether a newer one is still pending)."""
@@ -170,10 +194,8 @@ def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(raw)
 
         def _fault(self, tenant: str) -> bool:
-            rule = instance.fleet.behaviour_for(tenant)
-            if rule.hang:
-                instance.fleet.stopping.wait(HANG_SECONDS)
-                self.close_connection = True
+            rule = instance.fault_rule(tenant)
+            if _misbehave(self, instance.fleet.stopping, rule):
                 return True
             if rule.status is not None:
                 self._reply(rule.status, {"error": "injected fault", "status": rule.status})
@@ -208,6 +230,36 @@ def _handler_for(instance: Instance) -> type[BaseHTTPRequestHandler]:
             self._reply(*_post_answer(instance, path, body, str(tenant or "")))
 
     return Handler
+
+
+def _misbehave(handler: BaseHTTPRequestHandler, stopping: threading.Event, rule: Behaviour) -> bool:
+    """Hang, or answer as a slow-loris (`trickle`) or hugely (`answer_bytes`), until the
+    client leaves or the fleet stops; False when the rule asks for none of these."""
+    if not (rule.hang or rule.trickle > 0 or rule.answer_bytes > 0):
+        return False
+    handler.close_connection = True
+    if rule.hang:
+        stopping.wait(HANG_SECONDS)
+        return True
+    size = rule.answer_bytes or TRICKLE_BYTES
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(size))
+    handler.end_headers()
+    chunk = b" " if rule.trickle > 0 else b" " * 65536
+    sent = 0
+    try:
+        handler.wfile.flush()
+        while sent < size and not stopping.is_set():
+            if rule.trickle > 0 and stopping.wait(rule.trickle):
+                break
+            piece = chunk[: size - sent]
+            handler.wfile.write(piece)
+            handler.wfile.flush()
+            sent += len(piece)
+    except OSError:  # the client gave up: what a bounded client does
+        pass
+    return True
 
 
 def _post_answer(instance: Instance, path: str, body: Any, tenant: str) -> tuple[int, Any]:
@@ -315,6 +367,27 @@ class Fleet:
         """Apply `behaviour` to tenants whose id starts with `prefix` (longest prefix wins)."""
         with self._lock:
             self.rules[prefix] = behaviour
+
+    def behave_instance(self, address: str, behaviour: Behaviour | None) -> None:
+        """Give one instance a fault of its own, whatever the tenant (None: lift it)."""
+        for inst in self.instances:
+            if inst.address == address:
+                inst.rule = behaviour
+
+    def hits(self, address: str) -> int:
+        """Requests the instance has received (any path, any tenant)."""
+        return sum(inst.hits for inst in self.instances if inst.address == address)
+
+    def ready_at(self, tenant: str) -> float | None:
+        """Wall clock from which every instance that read a new version of the tenant may
+        report it (None: none has read one)."""
+        times = []
+        for inst in self.instances:
+            with inst.lock:
+                view = inst.views.get(tenant)
+                if view is not None and view.ready_at:
+                    times.append(view.ready_at)
+        return max(times) if times else None
 
     def rule_of(self, tenant: str) -> str:
         return max((p for p in self.rules if tenant.startswith(p)), key=len)

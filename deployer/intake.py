@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from deployer.deadletter import json_depth_exceeds
 from deployer.errors import PlanTooDeep, PlanTooLarge, PlanValidationError
 from deployer.models import (
     MAX_VERSION,
@@ -155,8 +156,9 @@ def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
                 [{"field": "(plan)", "reason": f"larger than {settings.max_plan_bytes} bytes"}],
                 plan_id=sniff_plan_id(payload),
             )
+        text = payload
         try:
-            payload = json.loads(payload, object_pairs_hook=_no_duplicate_keys)
+            payload = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except RecursionError:
             raise _nested(sniff_plan_id(raw)) from None
         except DuplicateKey as exc:
@@ -171,6 +173,10 @@ def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
                 [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}],
                 plan_id=sniff_plan_id(raw),
             ) from None
+        # The same bound as a plan sent as an object (the worker's guard, tasks/guard.py),
+        # so the CLI's dry run and the worker agree on a deep plan.
+        if json_depth_exceeds(text, settings.max_message_depth):
+            raise _nested(sniff_plan_id(raw))
     if not isinstance(payload, dict):
         raise PlanValidationError(
             "plan must be a JSON object",

@@ -11,9 +11,17 @@ TASK = "deployer:task:{task_id}"
 TENANT = "deployer:tenant:{tenant_id}"  # latest task id of the tenant
 LEASE = "deployer:lease:{tenant_id}"  # token of the run that owns the tenant, with TTL
 LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took the tenant
+#: "createdAtMs|taskId" of the last task that took the tenant to write: an older task's
+#: forward or retry run then ends SUPERSEDED instead of regressing the config.
+APPLIED = "deployer:applied:{tenant_id}"
 FENCE = "deployer:fence:{tenant_id}"  # in the target Redis when it is another server
 INFLIGHT = "deployer:inflight"  # zset task id -> deadline ms; the reconciler's watch list
 EVENTS = "deployer:events"  # stream, bounded
+# Per-plan and per-tenant history, trimmed by age (deployer/audit.py). The Lua `emit` builds
+# them as EVENTS .. ':plan:' .. planId etc. (keep the two in step).
+EVENTS_PLAN = "deployer:events:plan:{plan_id}"  # stream: the plan's events, same ids
+EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"  # list of 'entryId planId' references
+EVENTS_TENANT_TRIMMED = "deployer:events:tenant:{tenant_id}:trimmed"  # set when refs were dropped
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 
 
@@ -49,13 +57,28 @@ def lease_epoch(tenant_id: str) -> str:
     return LEASE_EPOCH.format(tenant_id=tenant_id)
 
 
+def applied(tenant_id: str) -> str:
+    return APPLIED.format(tenant_id=tenant_id)
+
+
 def fence(tenant_id: str) -> str:
     return FENCE.format(tenant_id=tenant_id)
+
+
+def events_plan(plan_id: str) -> str:
+    return EVENTS_PLAN.format(plan_id=plan_id)
+
+
+def events_tenant(tenant_id: str) -> str:
+    return EVENTS_TENANT.format(tenant_id=tenant_id)
 
 
 def config_hash(prefix: str, tenant_id: str) -> str:
     """The tenant's config hash that the services read (contract)."""
     return f"{prefix}{tenant_id}"
+
+
+DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded
 
 
 #: Progressive rollout (issue 17). A wave's task ids, fixed at submit:

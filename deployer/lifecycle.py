@@ -15,18 +15,37 @@ Task transitions (who causes them):
     FAILED, ROLLBACK_FAILED -> PENDING          retry (the last run again)
     FAILED, ROLLBACK_FAILED -> CANCELLED        cancel (give up)
     FAILED, PAUSED, CANCELLED, COMPLETED -> PENDING   rollback (a new run, old config)
+    PENDING, RUNNING -> SUPERSEDED              a forward/retry run takes the tenant after a
+                                                newer task deployed it (unless forced)
+    SUPERSEDED   -> PENDING                     retry --force (re-apply the older config)
 
-A plan's status is derived from its tasks' counters (deployer/lua/_prelude.lua, derive_plan):
-RUNNING while any task is PENDING/RUNNING/ROLLING_BACK (PAUSED if the plan is paused and
-none runs), PAUSED while only paused tasks remain, else FAILED if any task failed,
-CANCELLED if any was cancelled, ROLLED_BACK if any rolled back, else COMPLETED.
+A plan's status is derived from its tasks' counters, the way an operator reads it, in the
+same script that changes a task (deployer/lua/_prelude.lua, derive_plan; `derive_plan_status`
+below is its pure mirror, and tests check both against one table). First rule that holds:
+
+    | # | the tasks' counters                                          | plan status |
+    |---|--------------------------------------------------------------|-------------|
+    | 1 | any RUNNING or ROLLING_BACK                                  | RUNNING     |
+    | 2 | any PENDING (plan paused: PAUSED)                            | RUNNING     |
+    | 3 | any PAUSED (nothing left to run)                             | PAUSED      |
+    | 4 | any FAILED or ROLLBACK_FAILED                                | FAILED      |
+    | 5 | the plan was cancelled, or every task is CANCELLED           | CANCELLED   |
+    | 6 | some ROLLED_BACK and none COMPLETED (cancelled and superseded | ROLLED_BACK |
+    |   | tasks aside)                                                 |             |
+    | 7 | otherwise (COMPLETED, plus any CANCELLED/SUPERSEDED)         | COMPLETED   |
+
+So 5 completed + 1 cancelled is COMPLETED (the counts say the rest), not CANCELLED: one
+tenant cancelled on its own does not make the rollout a cancelled one. SUPERSEDED (a newer
+run deployed the tenant since) is finished and not a failure.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from deployer.models import PlanStatus
 from deployer.models import TaskStatus as S
 
 
@@ -57,7 +76,7 @@ class Decision:
     note: str = ""
 
 
-TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK})
+TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK, S.SUPERSEDED})
 ACTIVE = frozenset({S.RUNNING, S.ROLLING_BACK})
 RETRYABLE = frozenset({S.FAILED, S.ROLLBACK_FAILED})
 ROLLBACKABLE = frozenset({S.FAILED, S.PAUSED, S.CANCELLED, S.COMPLETED})
@@ -75,8 +94,12 @@ COMMAND_TRANSITIONS = frozenset(
         (S.ROLLBACK_FAILED, S.CANCELLED),
         (S.CANCELLED, S.PENDING),
         (S.COMPLETED, S.PENDING),
+        (S.SUPERSEDED, S.PENDING),
     }
 )
+
+#: Why a superseded task is not retried or rolled back without more (it never applied).
+SUPERSEDED_NOTE = "the tenant was deployed by a newer task since; this task never applied"
 
 
 def _pause(status: S, control: str | None) -> Decision:
@@ -145,6 +168,42 @@ _DECIDERS = {
 }
 
 
-def decide(command: Command, status: S, control: str | None = None) -> Decision:
-    """What `command` does to a task in `status` with a pending `control` flag."""
+def derive_plan_status(counts: Mapping[str, int], control: str | None = None) -> PlanStatus:
+    """The plan status for its tasks' `counts` by status and the plan's `control` flag
+    (PAUSE, CANCEL or none): the table in this module's docstring, as derive_plan applies it."""
+
+    def n(*statuses: S) -> int:
+        return sum(int(counts.get(s.value, 0) or 0) for s in statuses)
+
+    total = n(*S)
+    if n(S.RUNNING, S.ROLLING_BACK):
+        return PlanStatus.RUNNING
+    if n(S.PENDING):
+        return PlanStatus.PAUSED if control == "PAUSE" else PlanStatus.RUNNING
+    if n(S.PAUSED):
+        return PlanStatus.PAUSED
+    if n(S.FAILED, S.ROLLBACK_FAILED):
+        return PlanStatus.FAILED
+    if control == "CANCEL" or (total and n(S.CANCELLED) == total):
+        return PlanStatus.CANCELLED
+    if n(S.ROLLED_BACK) and not n(S.COMPLETED):
+        return PlanStatus.ROLLED_BACK
+    return PlanStatus.COMPLETED
+
+
+def decide(
+    command: Command, status: S, control: str | None = None, force: bool = False
+) -> Decision:
+    """What `command` does to a task in `status` with a pending `control` flag; `force`
+    (resume, retry) lets the run apply its config over a newer task's."""
+    if status is S.SUPERSEDED and command in (Command.RETRY, Command.ROLLBACK):
+        return _superseded(command, force)
     return _DECIDERS[command](status, control)
+
+
+def _superseded(command: Command, force: bool) -> Decision:
+    """A superseded task never applied: nothing to roll back; a retry only when forced."""
+    if command is Command.RETRY and force:
+        return Decision(Effect.NOW, S.PENDING, note="forced: re-applies the older config")
+    hint = "; retry --force applies it" if command is Command.RETRY else ""
+    return Decision(Effect.REFUSE, code="TASK_SUPERSEDED", note=SUPERSEDED_NOTE + hint)

@@ -32,6 +32,7 @@ from deployer.waves import WAVE_STATES, waves_of
 
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TERMINAL_TASK = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK", "ROLLBACK_FAILED", "PAUSED"}
+TERMINAL_TASK.add("SUPERSEDED")
 
 
 class EventFollower:

@@ -64,6 +64,8 @@ class TaskStatus(StrEnum):
     ROLLING_BACK = "ROLLING_BACK"
     ROLLED_BACK = "ROLLED_BACK"
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    #: Not applied: the tenant was deployed by a newer task since (field `supersededBy`).
+    SUPERSEDED = "SUPERSEDED"
 
 
 class RunKind(StrEnum):
@@ -387,6 +389,17 @@ class Task(WireModel):
     updated_at: float | None = None
 
 
+#: Between plan and tenant in a task id: ID_PATTERN allows it in neither, so no two
+#: (plan, tenant) pairs share a task id (with '_', plan `a` tenant `b_c` and plan `a_b`
+#: tenant `c` did, and the second plan overwrote the first's task).
+TASK_ID_SEPARATOR = ":"
+
+
 def task_id_for(plan_id: str, tenant_id: str) -> str:
     """Deterministic, so submitting the same plan twice names the same tasks."""
-    return f"task-{plan_id}_{tenant_id}"
+    return f"task-{plan_id}{TASK_ID_SEPARATOR}{tenant_id}"
+
+
+def tenant_of_task(task_id: str) -> str:
+    """The tenant id inside a task id (`task_id_for`'s inverse): ids cannot hold the separator."""
+    return task_id.rpartition(TASK_ID_SEPARATOR)[2]

@@ -30,7 +30,7 @@ from deployer.models import (
     Task,
     TaskRuntimeContext,
     TenantConfig,
-    task_id_for,
+    tenant_of_task,
 )
 from deployer.settings import Settings
 from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
@@ -41,7 +41,9 @@ from stages.factory import build_stages, forward_stages
 
 log = logging.getLogger("deployer.planner")
 
-Sender = Callable[[list[Dispatch]], None]
+#: Sends chains; may return the dispatches it could not send, each with the reason, so the
+#: caller fails those tasks instead of losing the whole batch (None: all sent).
+Sender = Callable[[list[Dispatch]], "list[tuple[Dispatch, str]] | None"]
 #: Tasks given a slot per fill round trip, then built, stored and sent together.
 DISPATCH_BATCH = 500
 
@@ -284,7 +286,16 @@ class Planner:
                     run = self._first_run(slot)
                     built.append(run)
                     ctx = run.context.model_copy()
+                if not 0 <= ctx.stage_index < len(run.stages):
+                    raise ValueError(
+                        f"stored context points at stage {ctx.stage_index} "
+                        f"of a run with {len(run.stages)}"
+                    )
             except (ValueError, ConfigError) as exc:
+                self._unlaunchable(slot, exc)
+                continue
+            except Exception as exc:  # one unreadable record never stops the batch
+                log.exception("task %s: unexpected error preparing its run", slot.task_id)
                 self._unlaunchable(slot, exc)
                 continue
             ctx.token = slot.token
@@ -292,7 +303,13 @@ class Planner:
         if built:
             self.store.attach_runs(built)
         if ready:
-            self.send(ready)
+            unsent = self.send(ready) or []
+            for d, reason in unsent:
+                slot = Slot(d.task_id, d.context.plan_id, d.token, d.run.run_id, "", "", "")
+                self._unlaunchable(slot, RuntimeError(reason))
+            if unsent:
+                failed = {id(d) for d, _ in unsent}
+                ready = [d for d in ready if id(d) not in failed]
         return ready
 
     def _first_run(self, slot: Slot) -> Run:
@@ -310,7 +327,9 @@ class Planner:
     def _unlaunchable(self, slot: Slot, exc: Exception) -> None:
         reason = f"cannot prepare the run: {exc}"
         log.error("task %s: %s", slot.task_id, reason)
-        tenant_id = slot.task_id.removeprefix(task_id_for(slot.plan_id, ""))
+        # The stored tenant, so the failure is checked against the task it belongs to.
+        stored = self.store.get_tasks_raw([slot.task_id], ["tenantId"])[0]["tenantId"]
+        tenant_id = stored or tenant_of_task(slot.task_id)
         ctx = TaskRuntimeContext(
             plan_id=slot.plan_id,
             task_id=slot.task_id,

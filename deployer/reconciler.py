@@ -91,24 +91,32 @@ class Reconciler:
             if part.redriven:
                 sent += self.launch(part.redriven)
             for _task_id, plan_id in part.failed:
-                self.refill(plan_id)
+                self._refill(plan_id)
             total.redriven += part.redriven
             total.failed += part.failed
             if len(part.redriven) + len(part.failed) < BATCH:
                 break
         for d in sent:
             log.warning(
-                "re-driving task %s (tenant %s) from stage %d with token %s: its lease expired",
+                "re-driving task %s (tenant %s) from stage %d: its lease expired",
                 d.task_id,
                 d.context.tenant_id,
                 d.context.stage_index,
-                d.token,
             )
         for task_id, _plan_id in total.failed:
             log.error("task %s FAILED: lease expired more than the redelivery cap", task_id)
         if self.advance is not None:
             self.advance_due(now)
         return total
+
+    def _refill(self, plan_id: str) -> None:
+        """One plan that cannot be refilled never stops the sweep for the others."""
+        try:
+            self.refill(plan_id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:
+            log.exception("reconciler: refilling plan %s failed; next sweep retries", plan_id)
 
     def advance_due(self, now: int | None = None) -> list[str]:
         """Run the wave step of every plan whose due time passed (durable waits: whichever

@@ -6,7 +6,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # invisible until its last script: one script for 100,000 tenants blocked Redis for
     # seconds (benchmarks/create_block.py).
     plan_create_slice: int = Field(2000, ge=1)
+    # Broker messages (tasks/guard.py, tasks/transport.py): larger or deeper ones are
+    # dead-lettered before Celery decodes or pickles them (a 70 MB plan object took the
+    # main and pool processes to ~865 MB; a plan a few hundred levels deep crashed the
+    # worker while it was pickled for the pool).
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_message_depth: int = Field(64, ge=8, le=500)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -64,12 +70,20 @@ class Settings(BaseSettings):
     # Fleet verification
     verify_interval_seconds: float = Field(3.0, gt=0)
     verify_max_attempts: int = Field(10, ge=1)
-    # The first re-poll comes sooner (then doubling up to the interval): most instances
+    # The first re-poll comes sooner (then 0.25 s, x1.5 up to the interval): most instances
     # converge within a second of the broadcast, and a tenant should not wait 3 s for it.
     verify_first_interval_seconds: float = Field(1.0, gt=0)
     verify_path: str = "/actuator/bg-sdk/{tenantId}"
     verify_json_path: str = "$.version"
     http_timeout_seconds: float = Field(5.0, gt=0)
+    # Wall-clock bounds of one HealthCheck poll (whole request, body included; at most the
+    # HTTP timeout) and of any answer's body; an instance that timed out is not waited on
+    # again in a worker process for `probe_breaker_seconds` (it counts as "not yet").
+    probe_timeout_seconds: float = Field(1.0, gt=0)
+    # A poll waits this long for answers; a later one is "not yet" and serves the next poll.
+    probe_patience_seconds: float = Field(0.25, gt=0)
+    probe_breaker_seconds: float = Field(15.0, ge=0)
+    http_max_response_bytes: int = Field(1024 * 1024, ge=1024)
     instances: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_INSTANCES))
     selection: Literal["ALL", "RANDOM"] = "ALL"
     #: URL scheme per service for HTTP calls (default http; the Java ASBC call used https).
@@ -78,6 +92,9 @@ class Settings(BaseSettings):
     # Service discovery (REFERENCE.md §5.6): Nacos when configured, `instances` as fallback
     nacos_server_addr: str | None = None
     nacos_namespace: str = "public"
+    # Namespaces a tenant's `nacosNameSpace` may name (None: only `nacos_namespace`), so a
+    # plan cannot steer its POSTs to hosts registered in another namespace.
+    nacos_allowed_namespaces: list[str] | None = None
     nacos_group: str = "DEFAULT_GROUP"
     nacos_username: str | None = None
     nacos_password: str | None = None
@@ -95,11 +112,17 @@ class Settings(BaseSettings):
 
     # Observability
     events_maxlen: int = Field(100_000, ge=100)
+    # Per-plan and per-tenant event history (deployer/audit.py): kept this long, and at most
+    # this many entries per plan or tenant (a safety bound; a 100,000-tenant plan of 4 stages
+    # records about 1,000,000 events).
+    events_retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    events_index_maxlen: int = Field(1_000_000, ge=100)
     rejections_maxlen: int = Field(10_000, ge=10)
     # A rejection entry keeps the first N field errors (and their count), at most this many
     # bytes of them: the stream is capped by count, so its size is bounded too.
     max_rejection_errors: int = Field(100, ge=1)
     max_rejection_bytes: int = Field(16_384, ge=1024)
+    dead_letters_maxlen: int = Field(10_000, ge=10)
     worker_prefetch_multiplier: int = Field(4, ge=1)
     # `task-sent` events cost a second publish per message (half of sending a plan's first
     # wave); Flower shows tasks from `task-received` on without them.
@@ -110,6 +133,12 @@ class Settings(BaseSettings):
     # Graceful shutdown (deploy/): Celery's worker_soft_shutdown_timeout, seconds a warm
     # shutdown lets running stages finish before re-queueing the rest; 0 = Celery's default.
     worker_soft_shutdown_seconds: float = Field(0.0, ge=0)
+
+    # HTTP API and dashboard (`deployer serve`): any address but loopback needs api_token;
+    # api_read_token may read everything but command nothing.
+    api_token: SecretStr | None = None
+    api_read_token: SecretStr | None = None
+    flower_url: str = "http://127.0.0.1:5555"
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:

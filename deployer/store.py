@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from deployer import keys
+from deployer import audit, keys
 from deployer.errors import TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
@@ -29,7 +29,8 @@ _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
 def lua_script(name: str) -> str:
     """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
     import)."""
-    return _PRELUDE + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+    prelude = audit.configure_prelude(_PRELUDE)  # history retention from the settings
+    return prelude + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
 
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
@@ -141,7 +142,9 @@ class Dispatch:
 class StageGate:
     """What the start-of-stage round trip decided."""
 
-    verdict: str  # OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED
+    #: OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED | FORGED (the message's plan or
+    #: tenant is not its task's: nothing touched) | SUPERSEDED (detail: the newer task)
+    verdict: str
     detail: str = ""
     acquired: bool = False
     #: The tenant's acquisition count when this stage (re)took the lease, else 0.
@@ -374,7 +377,11 @@ class Store:
         """`worker` (the Celery node name) is recorded on the task and its stage events."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
-            keys=[*self._task_keys(ctx), keys.lease_epoch(ctx.tenant_id)],
+            keys=[
+                *self._task_keys(ctx),
+                keys.lease_epoch(ctx.tenant_id),
+                keys.applied(ctx.tenant_id),
+            ],
             args=[
                 ctx.token,
                 ctx.stage_index,
@@ -389,6 +396,8 @@ class Store:
                 ctx.model_dump_json(by_alias=True),
                 f"{worker or socket.gethostname()}:{os.getpid()}",
                 str(ctx.scratch.get("progress", "")),
+                ctx.plan_id,
+                ctx.tenant_id,
             ],
         )
         acquired = len(raw) > 3 and raw[2] == "1"
@@ -417,6 +426,8 @@ class Store:
                 final.value,
                 self.settings.events_maxlen,
                 self._lease_ms(),
+                ctx.plan_id,
+                ctx.tenant_id,
             ],
         )
         return str(raw[0]), int(raw[2]) if len(raw) > 2 else 0
@@ -424,7 +435,15 @@ class Store:
     def fail(self, ctx: TaskRuntimeContext, stage_name: str, reason: str) -> str:
         raw = self._fail(
             keys=self._task_keys(ctx),
-            args=[ctx.token, stage_name, now_ms(), reason[:2000], self.settings.events_maxlen],
+            args=[
+                ctx.token,
+                stage_name,
+                now_ms(),
+                reason[:2000],
+                self.settings.events_maxlen,
+                ctx.plan_id,
+                ctx.tenant_id,
+            ],
         )
         return str(raw[0])
 

@@ -21,6 +21,7 @@ from deployer import keys
 from deployer.errors import PermanentError
 from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
 from deployer.settings import Settings
+from stages import probe
 from stages.discovery import Resolver, resolver_for
 
 
@@ -101,11 +102,8 @@ class StepEnv:
 
     @cached_property
     def http(self) -> httpx.Client:
-        return httpx.Client(
-            timeout=self.settings.http_timeout_seconds,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+        # Every request through it is bounded in wall-clock time (stages/probe.py).
+        return probe.new_client(self.settings.http_timeout_seconds)
 
 
 class Step(ABC):

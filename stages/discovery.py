@@ -5,12 +5,18 @@ Java lookup order is kept (REFERENCE.md §5.6): a registry (Nacos) when configur
 empty answer or failure falling through to the static instances from settings, else an
 error. Its key mismatches (§3.6: `BG_GATEWAY`, `asbcService`, ... matching no configured
 key) are fixed by resolving canonical service names and accepting the Java keys as aliases.
+
+A tenant's `nacosNameSpace` picks the registry namespace, hence the hosts that receive its
+calls: only namespaces in DEPLOYER_NACOS_ALLOWED_NAMESPACES (default: the configured one)
+are used, checked when the plan is submitted (the stage factory) and again here. The Nacos
+access token travels in headers, never in a URL that httpx would log.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -18,8 +24,9 @@ from typing import Any, Literal
 
 import httpx
 
-from deployer.errors import PermanentError
+from deployer.errors import NamespaceNotAllowed, PermanentError
 from deployer.settings import Settings
+from stages.probe import deadline
 
 log = logging.getLogger("deployer.discovery")
 
@@ -41,6 +48,37 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 class DiscoveryError(PermanentError):
     code = "NO_INSTANCES"
+
+
+def namespace_refusal(settings: Settings, namespace: str | None) -> str | None:
+    """Why a tenant may not use `namespace` (None: it may). Without Nacos, namespaces
+    choose nothing and are not checked."""
+    if not settings.nacos_server_addr or not namespace:
+        return None
+    allowed = settings.nacos_allowed_namespaces or [settings.nacos_namespace]
+    if namespace in allowed:
+        return None
+    return (
+        f"namespace {namespace!r} is not allowed here "
+        f"(DEPLOYER_NACOS_ALLOWED_NAMESPACES: {', '.join(sorted(allowed))})"
+    )
+
+
+#: `accessToken=...` in a logged URL or message (a query parameter or a JSON field).
+_TOKEN = re.compile(r"(accessToken[\"']?\s*[=:]\s*[\"']?)[^&\s\"',}]+", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Hide Nacos access tokens in records (httpx logs every request URL at INFO)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "accesstoken" in message.lower():
+            record.msg, record.args = _TOKEN.sub(r"\1***", message), None
+        return True
+
+
+logging.getLogger("httpx").addFilter(RedactTokens())
 
 
 class Resolver(ABC):
@@ -75,28 +113,37 @@ class NacosResolver(Resolver):
         self._token: str | None = None
 
     def _auth(self) -> dict[str, str]:
+        """Headers carrying the access token: Nacos reads `Authorization: Bearer` (1.x and
+        2.x) and the `accessToken` header (2.x), so the token never sits in a URL."""
         s = self.settings
         if not s.nacos_username:
             return {}
         if self._token is None:
-            reply = self.http.post(
-                f"{self.base}/nacos/v1/auth/login",
-                data={"username": s.nacos_username, "password": s.nacos_password or ""},
-            )
+            with deadline(self.settings.http_timeout_seconds):
+                reply = self.http.post(
+                    f"{self.base}/nacos/v1/auth/login",
+                    data={"username": s.nacos_username, "password": s.nacos_password or ""},
+                )
             reply.raise_for_status()
             self._token = str(reply.json()["accessToken"])
-        return {"accessToken": self._token}
+        return {"Authorization": f"Bearer {self._token}", "accessToken": self._token}
 
     def resolve(self, service: str, namespace: str | None) -> list[str]:
+        refused = namespace_refusal(self.settings, namespace)
+        if refused is not None:
+            raise NamespaceNotAllowed(f"{service}: {refused}")
         name = self.settings.nacos_services.get(service, service)
         params = {
             "serviceName": name,
             "groupName": self.settings.nacos_group,
             "namespaceId": namespace or self.settings.nacos_namespace,
             "healthyOnly": "true",
-            **self._auth(),
         }
-        reply = self.http.get(f"{self.base}/nacos/v1/ns/instance/list", params=params)
+        headers = self._auth()
+        with deadline(self.settings.http_timeout_seconds):
+            reply = self.http.get(
+                f"{self.base}/nacos/v1/ns/instance/list", params=params, headers=headers
+            )
         reply.raise_for_status()
         hosts: list[dict[str, Any]] = reply.json().get("hosts") or []
         return [

@@ -6,6 +6,7 @@ from deployer.models import StageSpec, TenantConfig
 from deployer.settings import Settings
 from stages import registry
 from stages.base import ConfigError
+from stages.discovery import namespace_refusal
 
 
 def known_services() -> list[str]:
@@ -41,6 +42,9 @@ def build_stages(
                     a.missing(config),
                     f"is required by {a.service}, which serviceNames names",
                 )
+    refused = namespace_refusal(settings, config.nacos_name_space)
+    if refused is not None:
+        raise ConfigError("nacosNameSpace", refused)
     specs = [
         a.build(config, replacing, settings)
         for a in registry.assemblers()

@@ -1,23 +1,43 @@
-"""Asking instances over HTTP: one request, or all of them at once, never raising.
+"""Asking instances over HTTP: one request, or all of them at once, never raising, never long.
 
 Every outcome is an `Answer` (status, JSON body, or the transport error), so a step can
 treat timeouts and refused connections as "not yet" and still name them when it gives up.
+
+An instance cannot hold a worker process: httpx's timeouts are per socket operation (a
+server trickling one byte every 2 s never trips a 5 s read timeout), so every request
+here carries a **deadline** for the whole exchange — connect, headers and body — that the
+client's network layer (`_DeadlineBackend`) enforces on each read and write. The body is
+streamed and dropped past `max_bytes`, so a huge answer costs at most that much memory.
+An instance that timed out is not waited on again for a while in this process (its
+*circuit* is open): the answer says so and counts as "not yet", so a hanging instance
+costs one timeout per breaker period, not one per poll of every tenant.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import httpcore
 import httpx
 
 #: Requests in flight at once per worker process (all steps share the pool).
 POOL_SIZE = 32
+#: Default cap on an answer's (decoded) body; health and API answers are a few KB.
+MAX_ANSWER_BYTES = 1024 * 1024
 _MISSING = object()
+
+#: The monotonic time by which the request running in this thread must be over.
+_deadline: ContextVar[float | None] = ContextVar("deployer_probe_deadline", default=None)
 
 
 @dataclass
@@ -29,7 +49,7 @@ class Answer:
 
     @property
     def ok(self) -> bool:
-        return self.status is not None and 200 <= self.status < 300
+        return self.error is None and self.status is not None and 200 <= self.status < 300
 
     def describe(self, value: Any = _MISSING, json_path: str = "") -> str:
         """What the instance last answered, for progress and failure messages."""
@@ -56,25 +76,227 @@ def extract(body: Any, path: str) -> Any:
     return node
 
 
+# -- the deadline, enforced below httpx ---------------------------------------------------
+
+
+def _left(timeout: float | None, exc: type[Exception]) -> float | None:
+    """The socket timeout of the next operation: never past the request's deadline."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise exc("request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self.inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self.inner.start_tls(
+            ssl_context, server_hostname, _left(timeout, httpcore.ConnectTimeout)
+        )
+        return _DeadlineStream(tls)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self.inner = inner
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_tcp(
+            host, port, _left(timeout, httpcore.ConnectTimeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self.inner.connect_unix_socket(
+            path, _left(timeout, httpcore.ConnectTimeout), socket_options
+        )
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self.inner.sleep(seconds)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every request made in this block (in this thread) to `seconds` in total."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def bound_transports(client: httpx.Client) -> httpx.Client:
+    """Make every transport of `client` honour the per-request deadline.
+
+    httpx exposes no network backend option, so this reaches into its transports' pools
+    (`_pool._network_backend`, httpcore 1.x). It lives here alone and fails loudly if an
+    upgrade moves it; tests/integration/test_probe_limits.py trickles headers to prove it.
+    """
+    transports = [client._transport, *client._mounts.values()]  # noqa: SLF001
+    for transport in transports:
+        if transport is None:
+            continue
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if not isinstance(backend, httpcore.NetworkBackend):
+            raise RuntimeError("httpx/httpcore changed: cannot bound HTTP request time")
+        if not isinstance(backend, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]  # noqa: SLF001
+    return client
+
+
+def new_client(timeout: float) -> httpx.Client:
+    """The HTTP client steps share in a worker process (deadlines installed)."""
+    client = httpx.Client(
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+        follow_redirects=False,
+    )
+    return bound_transports(client)
+
+
+# -- the circuit breaker -------------------------------------------------------------------
+
+
+class Breaker:
+    """Instances that timed out recently, per process: not waited on again until `until`."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[float, float]] = {}  # instance -> (since, until)
+        self._lock = threading.Lock()
+
+    def blocked(self, instance: str, trial: float) -> str | None:
+        """Why not to ask `instance` now; None lets the caller ask (reserving a trial of
+        `trial` seconds when the circuit was open, so one caller probes, not all)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._open.get(instance)
+            if hit is None:
+                return None
+            since, until = hit
+            if now < until:
+                return (
+                    f"timed out {now - since:.0f}s ago; not asked again for "
+                    f"{until - now:.0f}s (circuit open)"
+                )
+            self._open[instance] = (since, now + trial)
+            return None
+
+    def trip(self, instance: str, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            since = self._open.get(instance, (now, now))[0]
+            self._open[instance] = (since, now + seconds)
+
+    def reset(self, instance: str | None = None) -> None:
+        with self._lock:
+            if instance is None:
+                self._open.clear()
+            else:
+                self._open.pop(instance, None)
+
+
+breaker = Breaker()
+
+
+# -- one request ---------------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_body(reply: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decoded, or `_TooLarge` as soon as it passes `max_bytes` (also decoded:
+    a small gzip answer must not inflate to gigabytes)."""
+    declared = reply.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise _TooLarge(f"answer of {int(declared)} bytes exceeds the {max_bytes}-byte limit")
+    encoding = reply.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "deflate"):
+        raise _TooLarge(f"unsupported content-encoding {encoding!r}")
+    inflate = zlib.decompressobj(47) if encoding in ("gzip", "deflate") else None
+    body = bytearray()
+    for chunk in reply.iter_raw(64 * 1024):
+        if inflate is not None:
+            chunk = inflate.decompress(chunk, max_bytes + 1 - len(body))
+        body += chunk
+        if len(body) > max_bytes:
+            raise _TooLarge(f"answer larger than the {max_bytes}-byte limit: not read further")
+    return bytes(body)
+
+
 def request(
     client: httpx.Client,
     method: str,
     url: str,
     instance: str,
     timeout: float,
+    *,
+    max_bytes: int = MAX_ANSWER_BYTES,
+    breaker_seconds: float = 0.0,
     **kwargs: Any,
 ) -> Answer:
+    """One exchange, over within `timeout` seconds (wall clock, body included).
+
+    A timeout opens `instance`'s circuit for `breaker_seconds` (0: no breaker).
+    """
+    why = breaker.blocked(instance, timeout) if breaker_seconds > 0 else None
+    if why is not None:
+        return Answer(instance, error=why)
+    headers = dict(kwargs.pop("headers", None) or {})
+    headers.setdefault("Accept-Encoding", "gzip, deflate")
     try:
-        reply = client.request(method, url, timeout=timeout, **kwargs)
+        with (
+            deadline(timeout),
+            client.stream(method, url, timeout=timeout, headers=headers, **kwargs) as reply,
+        ):
+            raw = _read_body(reply, max_bytes)
     except httpx.TimeoutException:
+        breaker.trip(instance, breaker_seconds)
         return Answer(instance, error=f"timed out after {timeout:g}s")
+    except _TooLarge as exc:
+        return Answer(instance, error=str(exc))
     except httpx.ConnectError as exc:
         refused = "refused" in str(exc).lower() or "errno 111" in str(exc).lower()
         return Answer(instance, error="connection refused" if refused else f"cannot connect: {exc}")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, zlib.error) as exc:
         return Answer(instance, error=f"{type(exc).__name__}: {exc}")
+    if breaker_seconds > 0:
+        breaker.reset(instance)
     try:
-        body = reply.json() if reply.content else None
+        body = json.loads(raw) if raw else None
     except ValueError:
         body = None
     return Answer(instance, status=reply.status_code, body=body)
@@ -96,9 +318,75 @@ def _executor() -> ThreadPoolExecutor:
 
 
 def gather(calls: Mapping[str, Callable[[], Answer]]) -> dict[str, Answer]:
-    """Run every call concurrently; each is bounded by its own request timeout."""
+    """Run every call concurrently; each is bounded by its own request deadline."""
     if len(calls) == 1:
         ((key, call),) = calls.items()
         return {key: call()}
     futures = {key: _executor().submit(call) for key, call in calls.items()}
     return {key: future.result() for key, future in futures.items()}
+
+
+#: A request a poll stopped waiting for is forgotten after this (its poll went elsewhere).
+LATE_ANSWER_SECONDS = 60.0
+
+
+class _InFlight:
+    """Reads still running after their poll moved on, by key (the URL), per process: the
+    next poll of the same URL here takes the answer instead of asking again."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, tuple[float, Future[Answer]]] = {}
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def start(self, key: str, call: Callable[[], Answer]) -> Future[Answer]:
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's requests are not ours
+                self._futures, self._pid = {}, os.getpid()
+            for old in [k for k, (t, _) in self._futures.items() if now - t > LATE_ANSWER_SECONDS]:
+                del self._futures[old]
+            hit = self._futures.get(key)
+            if hit is not None:
+                return hit[1]
+            future = _executor().submit(call)
+            self._futures[key] = (now, future)
+            return future
+
+    def running(self, key: str) -> bool:
+        with self._lock:
+            hit = self._futures.get(key)
+        return hit is not None and not hit[1].done()
+
+    def finish(self, key: str, future: Future[Answer]) -> None:
+        with self._lock:
+            if self._futures.get(key, (0.0, None))[1] is future:
+                del self._futures[key]
+
+
+_inflight = _InFlight()
+
+
+def still_asking(key: str) -> bool:
+    """Whether a read a poll stopped waiting for (by its key) is still running here."""
+    return _inflight.running(key)
+
+
+def poll(
+    calls: Mapping[str, tuple[str, Callable[[], Answer]]], patience: float
+) -> dict[str, Answer]:
+    """Ask every instance (`instance -> (key, call)`; the key names the read, e.g. run and
+    URL) at once, waiting at most `patience`
+    seconds: a read not over by then is "not yet" and keeps running in the background
+    (to its own deadline), and the next poll of the same key in this process takes its
+    answer. So a poll never holds the worker process for longer than `patience`."""
+    futures = {inst: (key, _inflight.start(key, call)) for inst, (key, call) in calls.items()}
+    wait([f for _, f in futures.values()], timeout=patience)
+    answers: dict[str, Answer] = {}
+    for inst, (key, future) in futures.items():
+        if future.done():
+            _inflight.finish(key, future)
+            answers[inst] = future.result()
+        else:
+            answers[inst] = Answer(inst, error=f"no answer within {patience:g}s (still asking)")
+    return answers

@@ -58,7 +58,7 @@ def build_chain(stages: list[StageSpec], ctx: TaskRuntimeContext) -> Signature:
 SEND_BATCH = 500
 
 
-def send_dispatches(dispatches: list[Dispatch]) -> None:
+def send_dispatches(dispatches: list[Dispatch]) -> list[tuple[Dispatch, str]]:
     """Send every dispatched task's chain over one pooled producer, in batches.
 
     The first stage is published with the rest of the chain in its `chain` option (what
@@ -72,8 +72,17 @@ def send_dispatches(dispatches: list[Dispatch]) -> None:
     message. Other transports (RabbitMQ, or Redis with retry-on-timeout) publish at once.
     A failed flush raises: the tasks already hold their slots and are re-driven by the
     reconciler after `pending_grace_seconds`.
+
+    Returns the dispatches whose chain could not be built, with the reason: one task's bad
+    record (a context past its run's last stage) fails that task, never the batch.
     """
+    unsent: list[tuple[Dispatch, str]] = []
     with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
         for d in dispatches:
-            first, *rest = build_chain(d.run.stages, d.context).tasks
+            try:
+                first, *rest = build_chain(d.run.stages, d.context).tasks
+            except Exception as exc:  # reported per task to the caller, which fails it
+                unsent.append((d, f"cannot build its chain: {exc!r}"))
+                continue
             first.apply_async(producer=producer, chain=list(reversed(rest)) or None)
+    return unsent

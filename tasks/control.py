@@ -54,8 +54,10 @@ def pause(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[s
 
 
 @app.task(name="deployer.resume", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
-def resume(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
-    return _command(Command.RESUME, target, by, reason)
+def resume(
+    self: Task, target: Any, by: Any = None, reason: Any = None, force: Any = False
+) -> dict[str, Any]:
+    return _command(Command.RESUME, target, by, reason, force=force is True)
 
 
 @app.task(name="deployer.cancel", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
@@ -64,8 +66,17 @@ def cancel(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[
 
 
 @app.task(name="deployer.retry", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
-def retry(self: Task, target: Any, from_checkpoint: Any = False, by: Any = None) -> dict[str, Any]:
-    return _command(Command.RETRY, target, by, None, from_checkpoint=from_checkpoint is True)
+def retry(
+    self: Task, target: Any, from_checkpoint: Any = False, by: Any = None, force: Any = False
+) -> dict[str, Any]:
+    return _command(
+        Command.RETRY,
+        target,
+        by,
+        None,
+        from_checkpoint=from_checkpoint is True,
+        force=force is True,
+    )
 
 
 @app.task(name="deployer.rollback", bind=True, ignore_result=False, queue=CONTROL_QUEUE)

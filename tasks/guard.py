@@ -1,21 +1,30 @@
-"""The message guard: a malformed broker message is logged and acknowledged, never fatal.
+"""The message guard: a malformed broker message is dead-lettered and acknowledged, never fatal.
 
 A stock Celery 5.7 worker dies ("Unrecoverable error") on a message whose body is JSON but
-not `[args, kwargs, embed]`, and on several other shapes (a body that is a bare number, a
-protocol-1 message without `id`, a `timelimit` that is not a pair...): the exception escapes
-the consumer's callback. `GuardedConsumer` (set as `worker_consumer` in celeryconfig) checks
-each message *before* Celery's own handler sees it:
+not `[args, kwargs, embed]`, on a plan nested a few hundred levels deep (RecursionError
+while the request is pickled for the pool; the message is restored and kills every
+restarted worker), and on several other shapes. `GuardedConsumer` (set as
+`worker_consumer` in celeryconfig) checks each message *before* Celery's own handler sees
+it (what kombu's Redis transport fails on earlier is guarded in tasks/transport.py):
 
 - headers a dict with string `task` and `id` (celery-node's minimal `lang, task, id` pass);
-- the task is registered here;
+- the task is one of deployer's own (`deployer.*`, registered here): Celery's built-ins
+  (`celery.chord_unlock` sent by hand looped at 100 % CPU) are refused;
+- every header Celery reads has the type it expects; compressed messages are refused;
 - content type JSON (a pickle message is refused, not decoded);
+- the body is at most `max_message_bytes` and nests at most `max_message_depth` levels;
 - the body decodes and is `[args(list), kwargs(dict), embed(dict|None)]`;
-- the arguments bind to the task's signature;
-- the optional headers Celery reads have the types it expects.
+- the arguments bind to the task's signature.
 
-A message failing any check is acknowledged (so it cannot loop) and logged with its id,
-task name and the reason only: never its body, which may hold secrets. Celery's own
-fallbacks (`on_invalid_task`, `on_decode_error`, ...) are overridden to log the same way.
+A message failing any check is acknowledged (so it cannot loop), kept in the bounded stream
+`deployer:dead-letters` (reason, queue, task, id, size, a redacted head) and logged once at
+WARNING with its id, task name and the reason only: never its body, which may hold
+secrets. A refused `deployer.submit_plan` whose planId can be read is also rejected in
+`deployer:rejections`, so a caller waiting for its answer gets one. Celery's own fallbacks
+(`on_invalid_task`, `on_decode_error`, ...) are overridden to do the same.
+
+The worker also writes the `argsrepr`/`kwargsrepr` headers itself (tasks/signals.reprs):
+the task-received event Flower shows carries no secret whatever client sent the message.
 """
 
 from __future__ import annotations
@@ -24,11 +33,36 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
+from celery.utils.saferepr import saferepr
 from celery.worker.consumer import Consumer
 
+from deployer.deadletter import DeadLetter, as_text, head, json_depth_exceeds, peek_plan_id
+from deployer.errors import MessageRefused, PlanTooDeep, PlanTooLarge
+from deployer.redact import redact
+from tasks import runtime
+from tasks.signals import REPR_MAXSIZE, reprs
+
 log = logging.getLogger("deployer.guard")
+
+#: Only deployer's own tasks are accepted from the queues.
+TASK_PREFIX = "deployer."
+#: What Celery and celery-node put in `embed`; deployer uses no chords.
+_EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+#: Time limits beyond this are refused (a huge one overflows the pool's timer).
+_MAX_TIMELIMIT = 7 * 86400.0
+#: A plan sent as a JSON string longer than this is labelled from its head, not parsed,
+#: in the worker's argsrepr (it is parsed once, by the task).
+_PARSE_FOR_REPR = 65536
+
+
+class Refusal(NamedTuple):
+    """Why a message is refused, and the rejection code its caller sees."""
+
+    reason: str
+    code: str = "MESSAGE_REFUSED"
+
 
 JSON_TYPES = frozenset({"application/json"})
 _MAX_SHOWN = 120
@@ -52,23 +86,60 @@ def _shown(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _check_timelimit(timelimit: Any) -> str | None:
+    if timelimit is None:
+        return None
+    if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
+        return "header timelimit must be [hard, soft]"
+    if not all(
+        v is None
+        or (isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= _MAX_TIMELIMIT)
+        for v in timelimit
+    ):
+        return "header timelimit must hold seconds (0..7 days) or nulls"
+    return None
+
+
 def _check_headers(headers: Mapping[str, Any]) -> str | None:
+    """Every header Celery's Request, strategy or tracer reads has the type they expect."""
     for name in _OPTIONAL_STR:
         value = headers.get(name)
         if value is not None and not isinstance(value, str):
             return f"header {name} must be a string"
-    timelimit = headers.get("timelimit")
-    if timelimit is not None:
-        if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
-            return "header timelimit must be [hard, soft]"
-        if not all(v is None or (isinstance(v, int | float) and v >= 0) for v in timelimit):
-            return "header timelimit must hold non-negative numbers or nulls"
-    retries = headers.get("retries")
-    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool)):
-        return "header retries must be an integer"
+    problem = _check_timelimit(headers.get("timelimit"))
+    if problem:
+        return problem
+    for name in ("retries", "replaced_task_nesting"):
+        value = headers.get(name)
+        if value is not None and (not _int(value) or not 0 <= value <= 1_000_000):
+            return f"header {name} must be a small non-negative integer"
+    group_index = headers.get("group_index")
+    if group_index is not None and not _int(group_index):
+        return "header group_index must be an integer"
     ignore = headers.get("ignore_result")
     if ignore is not None and not isinstance(ignore, bool):
         return "header ignore_result must be a boolean"
+    for name in ("stamped_headers", "groups"):
+        value = headers.get(name)
+        if value is not None and not _str_list(value):
+            return f"header {name} must be a list of strings"
+    stamps = headers.get("stamps")
+    if stamps is not None and not isinstance(stamps, dict):
+        return "header stamps must be an object"
+    if headers.get("compression") is not None:
+        return "compressed messages are refused"
     return None
 
 
@@ -84,13 +155,17 @@ def check_body(body: Any) -> tuple[list[Any], dict[str, Any]] | str:
     if embed is not None and not isinstance(embed, dict):
         return "embed is not an object"
     if isinstance(embed, dict):
+        unknown = set(embed) - _EMBED_KEYS
+        if unknown:
+            return f"embed has unknown keys {_shown(sorted(unknown))}"
         for name in ("callbacks", "errbacks", "chain"):
             value = embed.get(name)
-            if value is not None and not isinstance(value, list):
-                return f"embed.{name} is not a list"
-        chord = embed.get("chord")
-        if chord is not None and not isinstance(chord, dict):
-            return "embed.chord is not an object"
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, dict) for v in value)
+            ):
+                return f"embed.{name} is not a list of signatures"
+        if embed.get("chord") is not None:
+            return "embed.chord is refused (deployer uses no chords)"
     return list(args), kwargs
 
 
@@ -102,39 +177,99 @@ def _signature(task: Any) -> inspect.Signature | None:
         return None
 
 
-def check_message(message: Any, tasks: Mapping[str, Any]) -> str | None:
-    """Why `message` must not reach Celery's handler, or None when it is well formed."""
-    headers = message.headers
-    if not isinstance(headers, dict):
-        return "headers are not a mapping"
-    name, task_id = headers.get("task"), headers.get("id")
-    if not isinstance(name, str) or not name:
-        return "no task name in the headers (only task protocol 2 is accepted)"
-    if not isinstance(task_id, str) or not task_id:
-        return "no task id in the headers"
-    task = tasks.get(name)
-    if task is None:
-        return f"unknown task {_shown(name)}"
-    problem = _check_headers(headers)
-    if problem:
-        return problem
+def allowed(name: str, tasks: Mapping[str, Any]) -> bool:
+    """Only deployer's own registered tasks run from the queues: no Celery built-in."""
+    return name.startswith(TASK_PREFIX) and name in tasks
+
+
+def _decode(message: Any) -> Any:
+    """The decoded body, or a Refusal: JSON only, measured first, depth checked after."""
     if message.content_type not in JSON_TYPES:
-        return f"content type {_shown(message.content_type)} refused (JSON only)"
+        return Refusal(f"content type {_shown(message.content_type)} refused (JSON only)")
+    settings = runtime.settings()
+    if len(message.body or b"") > settings.max_message_bytes:
+        return Refusal(f"larger than {settings.max_message_bytes} bytes", PlanTooLarge.code)
+    too_deep = Refusal(f"nested deeper than {settings.max_message_depth} levels", PlanTooDeep.code)
     try:
         body = message.decode()
     except Exception as exc:  # kombu raises DecodeError, ContentDisallowed, ...
-        return f"body cannot be decoded: {type(exc).__name__}"
-    checked = check_body(body)
+        if "recursion" in str(exc).lower():  # DecodeError(RecursionError): ~1,000 levels
+            return too_deep
+        return Refusal(f"body cannot be decoded: {type(exc).__name__}")
+    # On the text (valid JSON by now, so the scan is linear), without recursion.
+    if json_depth_exceeds(message.body or b"", settings.max_message_depth):
+        return too_deep
+    return body
+
+
+def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
+    """Why `message` must not reach Celery's handler, or None when it is well formed.
+
+    Cheap checks first: the body is measured before it is decoded, and its depth is
+    measured (on the text, without recursion) before Celery or billiard walk it.
+    """
+    headers = message.headers
+    if not isinstance(headers, dict):
+        return Refusal("headers are not a mapping")
+    name, task_id = headers.get("task"), headers.get("id")
+    if not isinstance(name, str) or not name:
+        return Refusal("no task name in the headers (only task protocol 2 is accepted)")
+    if not isinstance(task_id, str) or not task_id:
+        return Refusal("no task id in the headers")
+    if not allowed(name, tasks):
+        return Refusal(f"unknown task {_shown(name)}")
+    task = tasks[name]
+    problem = _check_headers(headers)
+    if problem:
+        return Refusal(problem)
+    decoded = _decode(message)
+    if isinstance(decoded, Refusal):
+        return decoded
+    checked = check_body(decoded)
     if isinstance(checked, str):
-        return checked
+        return Refusal(checked)
     args, kwargs = checked
     sig = _signature(task)
     if sig is not None:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
-            return f"arguments do not match {name}: {exc}"
+            return Refusal(f"arguments do not match {name}: {exc}")
     return None
+
+
+def worker_reprs(name: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
+    """(argsrepr, kwargsrepr) computed by the worker from what it received: redacted and
+    labelled like a deployer client's, so a bare `send_task` cannot put a secret in Flower.
+    A plan sent as a long JSON string is labelled from its head instead of parsed."""
+    if name == "deployer.submit_plan" and args and isinstance(args[0], str):
+        if len(args[0]) > _PARSE_FOR_REPR:
+            tags = {"planId": peek_plan_id(args[0]) or None, "tenants": None}
+            return saferepr((tags,), REPR_MAXSIZE), saferepr(redact(kwargs), REPR_MAXSIZE)
+    return reprs(name, args, kwargs)
+
+
+def refuse(letter: DeadLetter, text: str = "", code: str = "MESSAGE_REFUSED") -> None:
+    """Keep and log a refused message; answer its caller when it was a plan submission.
+
+    Never raises: it runs inside the worker's event loop (transport and consumer).
+    """
+    try:
+        runtime.dead_letters().record(letter)
+        if letter.task != "deployer.submit_plan":
+            return
+        plan_id = peek_plan_id(text)
+        if not plan_id:
+            return
+        field = "(message)" if code == MessageRefused.code else "(plan)"
+        runtime.store().reject(
+            plan_id,
+            [{"field": field, "reason": letter.reason}],
+            f"message refused: {letter.reason}",
+            code=code,
+        )
+    except Exception as exc:  # noqa: BLE001 - the worker must live; the log line stays
+        log.warning("refused message not fully recorded (%s)", type(exc).__name__)
 
 
 def describe(message: Any) -> str:
@@ -146,6 +281,21 @@ def describe(message: Any) -> str:
         f"queue={_shown(queue)} content_type={_shown(message.content_type)} "
         f"size={len(message.body or b'')}b"
     )
+
+
+def _rewrite_reprs(message: Any) -> None:
+    """Replace the sender's argsrepr/kwargsrepr (Celery's Request reads them from the
+    headers for the task-received event and its log line) with the worker's own."""
+    args, kwargs, _embed = message.decode()  # cached by kombu: decoded once
+    headers = message.headers
+    headers["argsrepr"], headers["kwargsrepr"] = worker_reprs(headers["task"], args, kwargs)
+
+
+def _unharden(message: Any) -> None:
+    """Break the message -> wrapper -> message cycle once the message is settled: left to
+    the cyclic collector, a large message body would live until a full collection."""
+    for name in ("ack_log_error", "reject_log_error"):
+        vars(message).pop(name, None)
 
 
 def harden(message: Any) -> None:
@@ -163,12 +313,16 @@ def harden(message: Any) -> None:
             ack(logger, errors, multiple=multiple)
         except AttributeError as exc:
             log.warning("ack lost with a closed channel (%s): %s", exc, describe(message))
+        finally:
+            _unharden(message)
 
     def reject_log_error(logger: Any, errors: Any, requeue: bool = False) -> None:
         try:
             reject(logger, errors, requeue=requeue)
         except AttributeError as exc:
             log.warning("reject lost with a closed channel (%s): %s", exc, describe(message))
+        finally:
+            _unharden(message)
 
     message.ack_log_error = ack_log_error
     message.reject_log_error = reject_log_error
@@ -179,11 +333,24 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
 
     dropped = 0
 
-    def _drop(self, message: Any, reason: str) -> None:
+    def _drop(self, message: Any, reason: str, code: str = "MESSAGE_REFUSED") -> None:
         GuardedConsumer.dropped += 1
-        log.error("malformed message dropped (%s): %s", reason, describe(message))
-        harden(message)
-        message.ack_log_error(log, self.connection_errors)
+        try:
+            headers = message.headers if isinstance(message.headers, dict) else {}
+            delivery = message.delivery_info if isinstance(message.delivery_info, dict) else {}
+            body = message.body if isinstance(message.body, bytes | str) else b""
+            letter = DeadLetter(
+                reason=reason,
+                queue=str(delivery.get("routing_key") or delivery.get("queue") or ""),
+                task=_str(headers.get("task")),
+                id=_str(headers.get("id")),
+                size=len(body),
+                head=head(body),
+            )
+            refuse(letter, as_text(body, 8192), code)
+        finally:
+            harden(message)
+            message.ack_log_error(log, self.connection_errors)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)
@@ -191,13 +358,24 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
 
         def on_task_received(message: Any) -> Any:
             try:
-                problem = check_message(message, tasks)
+                refusal = check_message(message, tasks)
+                if refusal is None:
+                    _rewrite_reprs(message)
             except Exception as exc:  # the check itself must never take the worker down
-                problem = f"unreadable message ({type(exc).__name__})"
-            if problem is not None:
-                return self._drop(message, problem)
+                refusal = Refusal(f"unreadable message ({type(exc).__name__})")
+            if refusal is not None:
+                return self._drop(message, refusal.reason, refusal.code)
             harden(message)
-            return handle(message)
+            try:
+                return handle(message)
+            except self.connection_errors:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the worker must live (any transport)
+                if message.acknowledged:
+                    log.warning("task handler failed after ack (%s)", type(exc).__name__)
+                    return None
+                reason = f"worker could not take the message ({type(exc).__name__})"
+                return self._drop(message, reason)
 
         return on_task_received
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from deployer.control import Controller
+from deployer.deadletter import DeadLetters
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings, get_settings
@@ -39,10 +40,17 @@ def reset() -> None:
     """Forget cached objects (tests that change the environment)."""
     get_settings.cache_clear()
     client_for.cache_clear()
-    for fn in (store, step_env, planner, controller):
+    for fn in (store, step_env, planner, controller, dead_letters):
         fn.cache_clear()
 
 
 @lru_cache(maxsize=1)
 def controller() -> Controller:
     return Controller(planner())
+
+
+@lru_cache(maxsize=1)
+def dead_letters() -> DeadLetters:
+    """Where refused broker messages are kept (the state Redis, like rejections)."""
+    s = settings()
+    return DeadLetters(client_for(s.state_url), s.dead_letters_maxlen)

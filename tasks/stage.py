@@ -11,8 +11,9 @@ from pydantic import ValidationError
 
 from celeryconfig import STAGES_QUEUE
 from deployer import executor
+from deployer.errors import StageFailed
 from deployer.models import StageSpec, TaskRuntimeContext
-from tasks import runtime
+from tasks import runtime, tokens  # noqa: F401 - tokens: the log filter
 from tasks.app import app
 
 log = logging.getLogger("deployer.tasks")
@@ -48,6 +49,11 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     bind=True,
     max_retries=None,  # polls re-schedule through retry(); we count attempts ourselves
     acks_late=True,
+    # A stage that failed its task raises StageFailed: acked (never redelivered), never
+    # retried (no autoretry_for), logged on one INFO line without a traceback (throws).
+    acks_on_failure_or_timeout=True,
+    throws=(StageFailed,),
+    Request="tasks.tokens:StageRequest",  # the success event shows no fence token
     ignore_result=True,
     queue=STAGES_QUEUE,
 )
@@ -79,17 +85,26 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     stop_chain(self)
     if outcome.plan_slot_freed:
         runtime.planner().dispatch(context.plan_id)
+    if outcome.why in FAILING:
+        # The task is FAILED and stored; the attempt says so to Celery (task-failed event).
+        raise StageFailed(f"{HALTED[outcome.why]}: {outcome.reason}")
     return HALTED[outcome.why]
+
+
+#: Halts that failed the task: the Celery attempt ends as a FAILURE.
+FAILING = frozenset({"failed", "redelivered"})
 
 
 #: What a stage attempt that ended its chain did, as Flower shows it (SUCCESS + this).
 HALTED: dict[executor.HaltReason, str] = {
     "done": "last stage done: task finished",
-    "failed": "stage failed: task FAILED (deployer task --tenant shows why)",
+    "failed": "stage failed: task FAILED",
     "stale": "stale message dropped: another run owns this task now",
     "paused": "task paused before this stage",
     "cancelled": "task cancelled before this stage",
     "redelivered": "delivered too many times: task FAILED",
+    "forged": "forged message dropped: its plan or tenant is not its task's",
+    "superseded": "task SUPERSEDED: a newer task deployed the tenant since; not applied",
 }
 
 

@@ -15,7 +15,7 @@ import redis
 
 from deployer import keys
 from deployer.fleet import Fleet
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.models import StepSpec, TaskRuntimeContext, task_id_for
 from deployer.settings import Settings
 from stages import registry
 from stages.base import Done, StepEnv, StepResult, Wait
@@ -40,7 +40,7 @@ def ctx_for(env: StepEnv, tenant: str, version: int | None = 20) -> TaskRuntimeC
     env.target.set(env.fence_key(tenant), token)
     return TaskRuntimeContext(
         plan_id="p",
-        task_id=f"task-p_{tenant}",
+        task_id=task_id_for("p", tenant),
         tenant_id=tenant,
         run_id="r1",
         token=token,

@@ -12,6 +12,10 @@ from rich.console import Console
 app = typer.Typer(
     name="deployer",
     help="Roll out per-tenant configuration through Celery, safely and observably.",
+    epilog="Exit codes: 0 what was asked for happened (or was already in effect); "
+    "1 it ran and ended otherwise (FAILED, CANCELLED, ...); "
+    "2 refused (unreadable plan file, validation error, illegal transition: code printed); "
+    "3 --timeout passed, or no worker picked the plan up.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,7 +43,7 @@ def refuse(
     if as_json:
         print_json({"ok": False, "code": code, "message": message, "errors": errors or []})
     else:
-        err.print(f"[bold red]refused[/] {code}: {message}")
+        err.print(f"[bold red]refused[/] {code}: {message}", soft_wrap=True)  # one line
         for e in (errors or [])[:50]:
             err.print(f"  [red]{e['field']}[/]: {e['reason']}")
         if errors and len(errors) > 50:

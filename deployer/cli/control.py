@@ -10,29 +10,48 @@ from typing import Annotated, Any
 
 import typer
 
-from deployer import keys
+from deployer import audit, keys
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, store
+from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end, store
 from deployer.cli.progress import follow
+from deployer.client import target
 from deployer.errors import DeployerError
 from deployer.lifecycle import Command
+from deployer.models import task_id_for
 
-PlanOpt = Annotated[str | None, typer.Option("--plan", help="Every task of this plan.")]
-TenantOpt = Annotated[str | None, typer.Option("--tenant", help="This tenant's latest task.")]
+PlanOpt = Annotated[
+    str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
+]
+TenantOpt = Annotated[
+    str | None,
+    typer.Option("--tenant", help="This tenant's latest task (with --plan: its task there)."),
+]
 ByOpt = Annotated[str | None, typer.Option("--by", help="Who asks (recorded in events).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (recorded in events).")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Follow until the run ends.")]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Apply even where a newer task deployed the tenant since (else the task ends "
+        "SUPERSEDED); recorded in the events.",
+    ),
+]
 
 TASK_END = {
-    Command.RETRY: ({"COMPLETED"}, {"FAILED", "CANCELLED", "ROLLBACK_FAILED", "ROLLED_BACK"}),
+    Command.RETRY: (
+        {"COMPLETED"},
+        {"FAILED", "CANCELLED", "ROLLBACK_FAILED", "ROLLED_BACK", "SUPERSEDED"},
+    ),
     Command.ROLLBACK: ({"ROLLED_BACK"}, {"ROLLBACK_FAILED", "CANCELLED", "FAILED", "COMPLETED"}),
 }
 
 
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
-    if bool(plan) == bool(tenant):
-        refuse("TARGET_INVALID", "give exactly one of --plan or --tenant", as_json=as_json)
-    return {"planId": plan} if plan else {"tenantId": tenant}  # type: ignore[dict-item]
+    """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
+    if not plan and not tenant:
+        refuse("TARGET_INVALID", "give --plan, --tenant, or both (one task)", as_json=as_json)
+    return target(plan or None, tenant or None)
 
 
 def _run(
@@ -62,15 +81,15 @@ def _run(
     return result
 
 
-def _wait_task(tenant: str, command: Command, timeout: float | None) -> Exit:
+def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float | None) -> Exit:
     s = store()
     good, bad = TASK_END[command]
     deadline = time.monotonic() + timeout if timeout else None
     status = ""
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
-            task_id = s.task_id_for_tenant(tenant) or ""
-            raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress"])[0]
+            task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
+            raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress", "lastError"])[0]
             status = raw["status"] or ""
             spinner.update(
                 f"tenant {tenant}: {status} {raw['stageName'] or ''} {raw['progress'] or ''}"
@@ -78,9 +97,14 @@ def _wait_task(tenant: str, command: Command, timeout: float | None) -> Exit:
             if status in good or status in bad:
                 break
             if deadline and time.monotonic() > deadline:
+                stage = f"{raw['stageName'] or '-'} {raw['progress'] or ''}".rstrip()
+                err.print(f"[yellow]timeout[/]: tenant {tenant} still {status} after {timeout}s "
+                          f"at {stage}", highlight=False)  # fmt: skip
                 return Exit.TIMEOUT
             time.sleep(0.2)
     console.print(f"tenant {tenant}: {status}")
+    if status in bad and raw.get("lastError"):
+        err.print(f"  {raw['lastError']}", highlight=False, soft_wrap=True)
     return Exit.OK if status in good else Exit.ENDED_OTHERWISE
 
 
@@ -114,9 +138,24 @@ def _simple_verb(command: Command, doc: str) -> None:
 _simple_verb(
     Command.PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
 )
-_simple_verb(
-    Command.RESUME, "Continue paused tasks where they stopped, without redoing completed stages."
-)
+
+
+@app.command(name=Command.RESUME.value)
+def resume(
+    plan: PlanOpt = None,
+    tenant: TenantOpt = None,
+    by: ByOpt = None,
+    reason: ReasonOpt = None,
+    force: ForceOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Continue paused tasks where they stopped, without redoing completed stages.
+
+    A task whose tenant a newer task deployed meanwhile ends SUPERSEDED, unless --force.
+    """
+    _run(Command.RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
+
+
 _simple_verb(
     Command.CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
 )
@@ -143,11 +182,15 @@ def retry(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     by: ByOpt = None,
+    force: ForceOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-run the last run of FAILED tasks (same stages, same context, scratch cleared)."""
+    """Re-run the last run of FAILED tasks (same stages, same context, scratch cleared).
+
+    SUPERSEDED tasks only with --force.
+    """
     target = _target(plan, tenant, as_json)
-    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint)
+    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
     _finish(Command.RETRY, plan, tenant, wait, timeout, "COMPLETED")
 
 
@@ -178,11 +221,10 @@ def _finish(
     if not wait:
         raise typer.Exit(Exit.OK)
     if tenant:
-        raise typer.Exit(_wait_task(tenant, command, timeout))
+        raise typer.Exit(_wait_task(tenant, plan, command, timeout))
     assert plan is not None
     final = follow(store(), plan, timeout)
-    if final is None:
-        err.print(f"plan {plan} still running after {timeout}s")
+    report_end(plan, final, timeout)
     raise typer.Exit(exit_for_plan(final, success))
 
 
@@ -196,33 +238,66 @@ def events(
     count: Annotated[int, typer.Option("--count", "-n", help="How many recent events.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent events (transitions, stage starts and ends), optionally following."""
-    r = store().r
+    """Recent events (transitions, stage starts and ends, refusals), optionally following.
 
-    def keep(fields: dict[str, str]) -> bool:
-        return (not plan or fields.get("planId") == plan) and (
-            not tenant or fields.get("tenantId") == tenant
-        )
+    With --plan and/or --tenant the history is complete (read from the plan's or the
+    tenant's own stream, kept DEPLOYER_EVENTS_RETENTION_SECONDS); a line says when older
+    entries were trimmed. Without them: the newest entries of the bounded global stream.
+    """
+    r = store().r
 
     def show(entry_id: str, fields: dict[str, str]) -> None:
         if as_json:
             console.print(json.dumps({"id": entry_id, **fields}), soft_wrap=True)
             return
-        ts = time.strftime("%H:%M:%S", time.localtime(int(fields.get("ts", "0")) / 1000))
-        rest = " ".join(
-            f"{k}={v}" for k, v in fields.items() if k not in ("type", "ts") and v not in ("", None)
-        )
-        console.print(f"{ts} [bold]{fields.get('type', '?')}[/] {rest}", soft_wrap=True)
+        console.print(f"{_clock(fields.get('ts'))} [bold]{fields.get('type', '?')}[/] "
+                      f"{_rest(fields)}", soft_wrap=True, highlight=False)  # fmt: skip
 
-    recent: list[tuple[str, dict[str, str]]] = r.xrevrange(keys.EVENTS, count=max(count, 1) * 20)  # type: ignore[assignment]
-    selected = [e for e in recent if keep(e[1])][:count]
-    last = recent[0][0] if recent else "$"
-    for entry_id, fields in reversed(selected):
+    # followed afterwards: the plan's own stream, else the global one filtered (the live
+    # feed keeps up); its newest id is taken first, so nothing between the two reads is lost
+    follow_key = keys.events_plan(plan) if plan and not tenant else keys.EVENTS
+    last = _last_id(r, follow_key)
+    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=count)
+    if page.reaches_trimmed_part and (plan or tenant):
+        since = _clock(page.oldest_kept.split("-")[0]) if page.oldest_kept else "now"
+        note = f"older history of {target_label(plan, tenant)} was trimmed (kept from {since})"
+        if as_json:
+            console.print(json.dumps({"trimmed": True, "message": note}), soft_wrap=True)
+        else:
+            err.print(f"[yellow]note[/]: {note}", soft_wrap=True)
+    for entry_id, fields in reversed(page.events):
         show(entry_id, fields)
+    shown = audit.id_key(page.events[0][0]) if page.events else (0, 0)
     while follow_:
-        batch: Any = r.xread({keys.EVENTS: last}, block=1000, count=500)
+        batch: Any = r.xread({follow_key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
             for entry_id, fields in entries:
                 last = entry_id
-                if keep(fields):
+                if audit.id_key(entry_id) <= shown:
+                    continue
+                if (not plan or fields.get("planId") == plan) and (
+                    not tenant or fields.get("tenantId") == tenant
+                ):
                     show(entry_id, fields)
+
+
+def target_label(plan: str | None, tenant: str | None) -> str:
+    if plan and tenant:
+        return f"tenant {tenant} in plan {plan}"
+    return f"plan {plan}" if plan else f"tenant {tenant}"
+
+
+def _last_id(r: Any, key: str) -> str:
+    """Follow from the stream's newest entry; a stream not created yet: from its start."""
+    newest = r.xrevrange(key, count=1)
+    return str(newest[0][0]) if newest else "0-0"
+
+
+def _clock(ms: str | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(int(ms or 0) / 1000))
+
+
+def _rest(fields: dict[str, str]) -> str:
+    return " ".join(
+        f"{k}={v}" for k, v in fields.items() if k not in ("type", "ts") and v not in ("", None)
+    )

@@ -10,17 +10,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from deployer import keys
+from deployer import views
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.progress import counts, follow
+from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
 from deployer.diff import diff_plan
-from deployer.errors import PlanValidationError
+from deployer.errors import PlanUnreadable, PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
-from deployer.waves import rollout_view
 from stages.factory import forward_stages
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -56,8 +55,14 @@ def submit(
     timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Validate a plan locally, enqueue it (deployer.submit_plan), optionally wait."""
-    text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
+    """Validate a plan locally, enqueue it (deployer.submit_plan), optionally wait.
+
+    Exit codes: 0 accepted (with --wait: every task COMPLETED); 1 --wait ended otherwise
+    (the failed tenants and their errors are printed); 2 refused (unreadable file, field
+    errors, PLAN_CONFLICT); 3 no worker picked it up in 30 s, or --timeout passed (what
+    still runs is printed).
+    """
+    text = read_plan_file(plan_file, as_json)
     settings = get_settings()
     try:
         plan, checked = validate_plan(
@@ -105,9 +110,41 @@ def submit(
             console.print(f"plan {plan.plan_id} accepted: {status}")
         raise typer.Exit(Exit.OK)
     final = follow(store(), plan.plan_id, timeout, quiet=as_json)
+    failures, unfinished = report_end(plan.plan_id, final, timeout)
     if as_json:
-        print_json({**plan_summary(plan.plan_id), "duplicate": duplicate})
+        print_json(
+            {
+                **plan_summary(plan.plan_id),
+                "duplicate": duplicate,
+                "failures": failures,
+                "running": unfinished,
+            }
+        )
     raise typer.Exit(exit_for_plan(final))
+
+
+def read_plan_file(path: Path, as_json: bool = False) -> str:
+    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
+    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
+    if str(path) == "-":
+        return typer.get_text_stream("stdin").read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 ({exc.reason})"
+    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)
+
+
+def report_end(
+    plan_id: str, final: str | None, timeout: float | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """After --wait: name what failed, or (on --timeout) what is still running."""
+    s = store()
+    if final is None:
+        return [], report_unfinished(s, plan_id, timeout)
+    return report_failures(s, plan_id), []
 
 
 def _diff(text: str, as_json: bool) -> dict[str, Any]:
@@ -156,8 +193,7 @@ def diff(
 ) -> None:
     """What the plan would change, per tenant and field, against the live config hashes
     (validated exactly as submit does; writes nothing), and its wave plan."""
-    text = typer.get_text_stream("stdin").read() if str(plan_file) == "-" else plan_file.read_text()
-    changes = _diff(text, as_json)
+    changes = _diff(read_plan_file(plan_file, as_json), as_json)
     if as_json:
         print_json(changes)
     else:
@@ -191,25 +227,8 @@ def _await_acceptance(
 
 
 def plan_summary(plan_id: str, sample: int = 20) -> dict[str, Any]:
-    s = store()
-    plan = s.get_plan(plan_id)
-    if not plan:
-        return {}
-    ids = s.plan_task_ids(plan_id, 0, sample - 1)
-    fields = ["tenantId", "status", "stageName", "lastError"]
-    return {
-        "planId": plan_id,
-        "status": plan.get("status"),
-        "maxConcurrency": int(plan.get("maxConcurrency", 0)),
-        "total": int(plan.get("total", 0)),
-        "counts": {k: v for k, v in counts(plan).items() if v},
-        "createdAt": int(plan.get("createdAt", 0)),
-        "updatedAt": int(plan.get("updatedAt", 0)),
-        "tasks": [
-            {k: v for k, v in t.items() if v is not None} for t in s.get_tasks_raw(ids, fields)
-        ],
-        **rollout_view(plan),
-    }
+    """The plan's read model (deployer/views.py), {} if there is no such plan."""
+    return views.plan_view(store(), plan_id, sample) or {}
 
 
 @app.command()
@@ -228,13 +247,13 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     if summary.get("waves"):
         _print_waves(summary)
-    table = Table("tenant", "status", "stage", "last error", box=None)
+    table = Table("tenant", "status", "stage", "error / progress", box=None)
     for t in summary["tasks"]:
         table.add_row(
             t.get("tenantId", ""),
             t.get("status", ""),
-            t.get("stageName", ""),
-            (t.get("lastError") or "")[:80],
+            t.get("stageName") or "",
+            ((t.get("failure") or {}).get("error") or t.get("progress") or "")[:80],
         )
     console.print(table)
 
@@ -258,53 +277,41 @@ def _print_waves(summary: dict[str, Any]) -> None:
         console.print(f"  [yellow]stopped[/]: {summary['stopReason']}")
 
 
-TASK_FIELDS = [
-    "taskId",
-    "planId",
-    "tenantId",
-    "status",
-    "runKind",
-    "stageName",
-    "stageIndex",
-    "totalStages",
-    "checkpoint",
-    "retryCount",
-    "redeliveries",
-    "lastError",
-    "failedStage",
-    "cancelledBy",
-    "createdAt",
-    "startedAt",
-    "endedAt",
-    "updatedAt",
-]
-
-
 @app.command()
 def task(
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant id.")],
+    plan: Annotated[
+        str | None, typer.Option("--plan", help="This plan's task (default: the latest).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """The tenant's latest task: status, stage, checkpoint, last error, context."""
+    """The tenant's latest task (or its task in --plan): status, stage, live progress,
+    the current run's failure, context and the written hash."""
     s = store()
-    task_id = s.task_id_for_tenant(tenant)
-    raw = s.get_task_raw(task_id) if task_id else {}
-    if not raw:
-        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}", as_json=as_json)
-    out: dict[str, Any] = {k: raw[k] for k in TASK_FIELDS if raw.get(k) not in (None, "")}
-    # None until the task is first sent: its run and context are built then
-    out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
-    out["hash"] = s.r.hgetall(keys.config_hash(s.settings.key_prefix, tenant))
+    out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
+    if not out:
+        where = f" in plan {plan}" if plan else ""
+        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
         print_json(out)
         return
     for k, v in out.items():
-        if k not in ("context", "hash"):
+        if k not in ("context", "hash", "stages", "failure", "progress"):
             console.print(f"[bold]{k}[/]: {v}")
+    if out.get("progress"):
+        console.print(f"[bold]progress[/]: {out['progress']}")
+    stages = "  ".join(f"{st['name'] or st['index']}={st['state']}" for st in out["stages"])
+    console.print(f"[bold]stages[/]: {stages}")
+    if out["failure"]:
+        f = out["failure"]
+        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
     if out["context"] is None:
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:
         console.print("[bold]additionalData[/]:", out["context"].get("additionalData"))
+    if out.get("hash") is None:
+        console.print("[bold]config hash[/]: (the key holds another Redis type, not a hash)")
+        return
     console.print("[bold]config hash[/]:")
-    for f, v in out["hash"].items():
-        console.print(f"  {f} = {v}")
+    for f_name, v in out["hash"].items():
+        console.print(f"  {f_name} = {v}")

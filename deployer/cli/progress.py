@@ -14,11 +14,12 @@ from rich.live import Live
 from rich.table import Table
 
 from deployer import keys
-from deployer.cli.app import console
-from deployer.models import TaskStatus
+from deployer.cli.app import console, err
+from deployer.models import TaskStatus, task_id_for
 from deployer.store import Store
 
 TERMINAL_PLAN = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"}
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK", "ROLLBACK_FAILED", "SUPERSEDED")
 ACTIVE_ROWS = 12
 
 
@@ -26,11 +27,76 @@ def counts(plan: dict[str, str]) -> dict[str, int]:
     return {s.value: int(plan.get(f"c:{s.value}", 0) or 0) for s in TaskStatus}
 
 
+ACTIVE_FIELDS = ["tenantId", "status", "stageName", "stageIndex", "totalStages", "progress"]
+FAILED_FIELDS = ["tenantId", "status", "failedStage", "lastError"]
+#: Task hashes read per round trip when a plan's tasks are scanned (failures, leftovers).
+SCAN_CHUNK = 1000
+
+
 def active_tasks(store: Store, plan_id: str, limit: int = ACTIVE_ROWS) -> list[dict[str, Any]]:
-    prefix = f"task-{plan_id}_"
+    prefix = task_id_for(plan_id, "")
     ids = [str(m) for m in store.r.zrange(keys.INFLIGHT, 0, 5000) if str(m).startswith(prefix)]
-    fields = ["tenantId", "status", "stageName", "stageIndex", "totalStages", "progress"]
-    return store.get_tasks_raw(ids[:limit], fields)
+    return store.get_tasks_raw(ids[:limit], ACTIVE_FIELDS)
+
+
+def scan_tasks(
+    store: Store, plan_id: str, statuses: set[str], fields: list[str], limit: int
+) -> list[dict[str, Any]]:
+    """The first `limit` tasks of the plan (submission order) in one of `statuses`, read
+    SCAN_CHUNK task hashes per round trip and stopping as soon as `limit` are found."""
+    found: list[dict[str, Any]] = []
+    start = 0
+    while len(found) < limit:
+        ids = store.plan_task_ids(plan_id, start, start + SCAN_CHUNK - 1)
+        if not ids:
+            break
+        rows = store.get_tasks_raw(ids, ["status", *fields])
+        found += [row for row in rows if row["status"] in statuses][: limit - len(found)]
+        start += SCAN_CHUNK
+    return found
+
+
+def report_failures(store: Store, plan_id: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Name the plan's failed tenants and their errors (the first `limit`, then a count),
+    so an operator knows what to look at without another command. Returns those shown."""
+    c = counts(store.get_plan(plan_id))
+    total = c["FAILED"] + c["ROLLBACK_FAILED"]
+    if not total:
+        return []
+    failed = scan_tasks(store, plan_id, {"FAILED", "ROLLBACK_FAILED"}, FAILED_FIELDS, limit)
+    err.print(f"[bold red]{total} task(s) failed[/] in plan {plan_id}:", soft_wrap=True)
+    for t in failed:
+        where = f" at {t['failedStage']}" if t.get("failedStage") else ""
+        err.print(f"  {t['tenantId']} {t['status']}{where}: {t.get('lastError') or '(no error)'}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    if total > len(failed):
+        more = total - len(failed)
+        err.print(f"  ... and {more} more (deployer status {plan_id})", soft_wrap=True)
+    return failed
+
+
+def report_unfinished(
+    store: Store, plan_id: str, timeout: float | None, limit: int = 10
+) -> list[dict[str, Any]]:
+    """After --timeout: what is still running (tenant, stage, progress) and what waits."""
+    plan = store.get_plan(plan_id)
+    c = counts(plan)
+    waiting = {s: c[s] for s in ("RUNNING", "ROLLING_BACK", "PENDING", "PAUSED") if c[s]}
+    err.print(
+        f"[yellow]timeout[/]: plan {plan_id} still {plan.get('status', '?')} after {timeout}s: "
+        + ", ".join(f"{n} {s}" for s, n in waiting.items()),
+        highlight=False,
+        soft_wrap=True,
+    )
+    active = scan_tasks(store, plan_id, {"RUNNING", "ROLLING_BACK"}, ACTIVE_FIELDS, limit)
+    for t in active:
+        stage = f"{t['stageName'] or '-'} ({int(t['stageIndex'] or 0) + 1}/{t['totalStages']})"
+        err.print(f"  {t['tenantId']} {t['status']} {stage} {t.get('progress') or ''}".rstrip(),
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    running = c["RUNNING"] + c["ROLLING_BACK"]
+    if running > len(active):
+        err.print(f"  ... and {running - len(active)} more running")
+    return active
 
 
 def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | None]:
@@ -38,7 +104,7 @@ def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | Non
     status = plan.get("status")
     c = counts(plan)
     total = int(plan.get("total", 0) or 0)
-    done = c["COMPLETED"] + c["FAILED"] + c["CANCELLED"] + c["ROLLED_BACK"] + c["ROLLBACK_FAILED"]
+    done = sum(c.get(s, 0) for s in FINISHED)
     elapsed = time.monotonic() - started
     eta = ""
     if 0 < done < total and elapsed > 1:

@@ -1,18 +1,24 @@
 -- Shared helpers, prepended to every script (Redis scripts cannot import).
+-- The plan status an operator reads from its tasks' counters: the table in
+-- deployer/lifecycle.py (derive_plan_status is its Python mirror, tested against this).
 local function derive_plan(plan_key)
-  local function n(s) return tonumber(redis.call('HGET', plan_key, 'c:' .. s) or '0') or 0 end
+  local c = redis.call('HMGET', plan_key, 'c:RUNNING', 'c:ROLLING_BACK', 'c:PENDING', 'c:PAUSED',
+    'c:FAILED', 'c:ROLLBACK_FAILED', 'c:CANCELLED', 'c:ROLLED_BACK', 'c:COMPLETED', 'c:SUPERSEDED',
+    'control')
+  local function n(i) return tonumber(c[i] or '0') or 0 end
+  local control = c[11]
   local status
-  if n('RUNNING') + n('ROLLING_BACK') > 0 then
+  if n(1) + n(2) > 0 then
     status = 'RUNNING'
-  elseif n('PENDING') > 0 then
-    if redis.call('HGET', plan_key, 'control') == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
-  elseif n('PAUSED') > 0 then
+  elseif n(3) > 0 then
+    if control == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
+  elseif n(4) > 0 then
     status = 'PAUSED'
-  elseif n('FAILED') + n('ROLLBACK_FAILED') > 0 then
+  elseif n(5) + n(6) > 0 then
     status = 'FAILED'
-  elseif n('CANCELLED') > 0 then
+  elseif control == 'CANCEL' or (n(7) > 0 and n(8) + n(9) + n(10) == 0) then
     status = 'CANCELLED'
-  elseif n('ROLLED_BACK') > 0 then
+  elseif n(8) > 0 and n(9) == 0 then
     status = 'ROLLED_BACK'
   else
     status = 'COMPLETED'
@@ -21,8 +27,63 @@ local function derive_plan(plan_key)
   return status
 end
 
+-- Per-plan and per-tenant history (deployer/audit.py): every event of a plan is also
+-- appended, under the same entry id, to the stream {events_key}:plan:{planId}, and a
+-- reference 'entryId planId' to the list {events_key}:tenant:{tenantId} (a list of short
+-- references, not a stream: a stream costs ~4.7 KB however few entries it holds, a list of
+-- ten references ~350 bytes, and a plan can name 100,000 tenants). Both are trimmed by age
+-- (older than the retention: at the next append; an idle one expires whole) and bounded by
+-- count for safety. deployer.audit.configure_prelude writes the settings into the two
+-- lines below when a script is loaded.
+local EVENTS_RETENTION_MS = 604800000
+local EVENTS_INDEX_MAXLEN = 1000000
+
+local function index_plan(key, id, ms, cutoff, fields)
+  local ok = redis.pcall('XADD', key, 'MINID', cutoff, id, unpack(fields))
+  -- an index ahead of the global stream (it was deleted and the clock went back): keep the
+  -- event under a fresh id rather than fail the script after its state writes
+  if type(ok) == 'table' and ok.err then id = redis.call('XADD', key, '*', unpack(fields)) end
+  redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
+  -- the count bound is a safety net, checked at one append in 16 (by time) to save a call
+  if ms % 16 == 0 and redis.call('XLEN', key) > EVENTS_INDEX_MAXLEN then
+    redis.call('XTRIM', key, 'MAXLEN', '~', EVENTS_INDEX_MAXLEN)
+  end
+  return id
+end
+
+local function index_tenant(key, ref, cutoff)
+  local length = redis.call('RPUSH', key, ref)
+  redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
+  local popped
+  for _ = 1, 16 do  -- a few per append: old references go as new ones come
+    local head = redis.call('LINDEX', key, 0)
+    if not head or tonumber(string.match(head, '^%d+')) >= cutoff then break end
+    popped = redis.call('LPOP', key)
+  end
+  if length > EVENTS_INDEX_MAXLEN then
+    popped = redis.call('LINDEX', key, -EVENTS_INDEX_MAXLEN - 1)
+    redis.call('LTRIM', key, -EVENTS_INDEX_MAXLEN, -1)
+  end
+  -- remember that older history is gone (ids never contain ':', so this key is no tenant's)
+  if popped then redis.call('SET', key .. ':trimmed', popped, 'PX', EVENTS_RETENTION_MS) end
+end
+
 local function emit(events_key, maxlen, fields)
-  redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local id = redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  local plan_id, tenant_id
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'planId' then plan_id = fields[i + 1]
+    elseif fields[i] == 'tenantId' then tenant_id = fields[i + 1] end
+  end
+  if not plan_id or plan_id == '' then return id end
+  local ms = tonumber(string.match(id, '^%d+'))
+  local cutoff = ms - EVENTS_RETENTION_MS
+  if cutoff < 0 then cutoff = 0 end
+  local plan_entry = index_plan(events_key .. ':plan:' .. plan_id, id, ms, cutoff, fields)
+  if tenant_id and tenant_id ~= '' then
+    index_tenant(events_key .. ':tenant:' .. tenant_id, plan_entry .. ' ' .. plan_id, cutoff)
+  end
+  return id
 end
 
 -- Progressive rollout (issue 17; deployer/waves.py): a task of a plan with a strategy
@@ -97,4 +158,24 @@ local function release(task_key, lease_key, inflight_key, plan_key, token, task_
     redis.call('HSET', task_key, 'slot', '0')
     redis.call('HINCRBY', plan_key, 'inflight', -1)
   end
+end
+
+-- A stage message names its task, plan and tenant; the scripts build keys from those names.
+-- True when the stored task says otherwise (or does not exist while ids were given):
+-- the message is forged and must touch nothing.
+local function forged(task_id, plan_id, tenant_id, msg_plan_id, msg_tenant_id)
+  if not task_id then return false end  -- no such task: the token check drops it as STALE
+  return plan_id ~= msg_plan_id or tenant_id ~= msg_tenant_id
+end
+
+-- The task that last took the tenant (`applied` = "createdAtMs|taskId") if it is newer than
+-- this one (created later; same instant: the greater task id), else nil.
+local function newer_task(applied, created_at, task_id)
+  if not applied then return nil end
+  local sep = string.find(applied, '|', 1, true)
+  if not sep then return nil end
+  local at, other = tonumber(string.sub(applied, 1, sep - 1)) or 0, string.sub(applied, sep + 1)
+  local mine = tonumber(created_at) or 0
+  if other ~= task_id and (at > mine or (at == mine and other > task_id)) then return other end
+  return nil
 end

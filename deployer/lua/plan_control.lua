@@ -1,5 +1,6 @@
 -- Set or clear a plan-wide control flag and re-derive the plan's status.
--- KEYS: plan, events   ARGV: control ('' clears), by, reason, now_ms, event_type, events_maxlen
+-- KEYS: plan, events   ARGV: control ('' clears), by, reason, now_ms, event_type ('' = none),
+--       events_maxlen
 local plan_key, events_key = KEYS[1], KEYS[2]
 if redis.call('EXISTS', plan_key) == 0 then return {'MISSING'} end
 local control, by, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -9,6 +10,9 @@ else
   redis.call('HSET', plan_key, 'control', control, 'controlBy', by, 'controlReason', reason)
 end
 local status = derive_plan(plan_key)
-emit(events_key, ARGV[6], {'type', ARGV[5], 'planId', redis.call('HGET', plan_key, 'planId'),
-  'by', by, 'reason', reason, 'ts', now})
+-- event_type '': the caller records the command once it knows what it did (deployer/control.py)
+if ARGV[5] ~= '' then
+  emit(events_key, ARGV[6], {'type', ARGV[5], 'planId', redis.call('HGET', plan_key, 'planId'),
+    'by', by, 'reason', reason, 'ts', now})
+end
 return {'OK', status}

@@ -47,7 +47,7 @@ end
 for n = 1, count do
   local i = FIXED + 3 * (n - 1) + 1
   local tenant_id = ARGV[i]
-  local task_id = task_id_prefix .. tenant_id
+  local task_id = task_id_prefix .. tenant_id  -- = models.task_id_for(plan_id, tenant_id)
   redis.call('HSET', task_prefix .. task_id,
     'taskId', task_id, 'planId', plan_id, 'tenantId', tenant_id, 'status', 'PENDING',
     'config', ARGV[i + 2], 'runId', run_prefix .. string.format('%x', n), 'runKind', 'FORWARD',

@@ -1,15 +1,20 @@
 -- Start (or re-enter, after a poll) a stage: fence, control flags, lease, status, event.
--- KEYS: task, plan, lease, inflight, events, lease epoch (counts acquisitions of the tenant)
+-- KEYS: task, plan, lease, inflight, events, lease epoch (counts acquisitions of the tenant),
+--       applied (rank of the last task that took the tenant: "createdAtMs|taskId")
 -- ARGV: token, stage_index, stage_name, now_ms, lease_ttl_ms, attempt, step_index,
---       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress
+--       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress,
+--       plan_id, tenant_id (as the message says: checked against the stored task)
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl, attempt, step_index, running = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local max_redeliveries, maxlen, ctx_json = tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local worker, progress = ARGV[12], ARGV[13]
 
-local t = redis.call('HMGET', task_key, 'token', 'status', 'control', 'taskId', 'tenantId', 'planId', 'cursor')
+local t = redis.call('HMGET', task_key, 'token', 'status', 'control', 'taskId', 'tenantId', 'planId',
+  'cursor', 'createdAt', 'runKind', 'force')
 local cur_token, status, control, task_id, tenant_id, plan_id, cursor = t[1], t[2], t[3], t[4], t[5], t[6], t[7]
+-- The keys above were built from the message's ids: nothing is touched unless they are the task's.
+if forged(t[4], t[6], t[5], ARGV[14], ARGV[15]) then return {'FORGED', (t[6] or '') .. '/' .. (t[5] or '')} end
 if cur_token ~= token then return {'STALE', status or ''} end
 if status ~= 'PENDING' and status ~= 'RUNNING' and status ~= 'ROLLING_BACK' then return {'STALE', status} end
 
@@ -33,6 +38,23 @@ end
 local holder = redis.call('GET', lease_key)
 local acquired, epoch = '0', '0'
 if not holder then
+  -- Taking the tenant (again): a forward or retry run never applies its config over a newer
+  -- task's (issue 13: resume of an old plan regressed the version). A rollback is the way
+  -- back and always runs; an operator's --force is recorded on the task.
+  local rank = (t[8] or '0') .. '|' .. task_id
+  if t[9] ~= 'ROLLBACK' and t[10] ~= '1' then
+    local newer = newer_task(redis.call('GET', KEYS[7]), t[8] or '0', task_id)
+    if newer then
+      local old = change_status(task_key, plan_key, 'SUPERSEDED', now)
+      redis.call('HSET', task_key, 'supersededBy', newer, 'endedAt', now, 'progress', '')
+      release(task_key, lease_key, inflight_key, plan_key, token, task_id)
+      emit(events_key, maxlen, {'type', 'TASK_SUPERSEDED', 'planId', plan_id, 'taskId', task_id,
+        'tenantId', tenant_id, 'stage', stage_name, 'from', old, 'to', 'SUPERSEDED',
+        'supersededBy', newer, 'reason', 'tenant deployed by newer task ' .. newer .. ' since', 'ts', now})
+      return {'SUPERSEDED', newer}
+    end
+  end
+  redis.call('SET', KEYS[7], rank)
   redis.call('SET', lease_key, token, 'PX', ttl)
   acquired = '1'
   epoch = tostring(redis.call('INCR', KEYS[6]))

@@ -1,11 +1,13 @@
 -- Checkpoint a completed stage; on the last one, finish the task in the same round trip.
 -- KEYS: task, plan, lease, inflight, events, plan queue
--- ARGV: token, stage_index, stage_name, now_ms, ctx_json, is_last, final_status, events_maxlen, lease_ttl_ms
+-- ARGV: token, stage_index, stage_name, now_ms, ctx_json, is_last, final_status, events_maxlen, lease_ttl_ms,
+--       plan_id, tenant_id (as the message says: checked against the stored task)
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ctx_json, is_last, final_status, maxlen, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 
 local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId', 'planId')
+if forged(t[3], t[5], t[4], ARGV[10], ARGV[11]) then return {'FORGED', (t[5] or '') .. '/' .. (t[4] or '')} end
 if t[1] ~= token then return {'STALE', t[2] or ''} end
 if t[2] ~= 'RUNNING' and t[2] ~= 'ROLLING_BACK' then return {'STALE', t[2]} end
 local task_id, tenant_id, plan_id = t[3], t[4], t[5]

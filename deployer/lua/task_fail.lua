@@ -1,9 +1,11 @@
 -- End a run that failed: status, reason, lease, slot and event together.
 -- KEYS: task, plan, lease, inflight, events
--- ARGV: token, stage_name, now_ms, reason, events_maxlen
+-- ARGV: token, stage_name, now_ms, reason, events_maxlen,
+--       plan_id, tenant_id (as the message says: checked against the stored task)
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_name, now, reason, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId', 'planId')
+if forged(t[3], t[5], t[4], ARGV[6], ARGV[7]) then return {'FORGED', (t[5] or '') .. '/' .. (t[4] or '')} end
 if t[1] ~= token then return {'STALE', t[2] or ''} end
 local status = t[2]
 local new_status

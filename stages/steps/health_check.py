@@ -1,6 +1,9 @@
 """HealthCheck: every instance of a service must report the run's planVersion.
 
-One attempt asks all not-yet-confirmed instances at once (per-request timeouts); an
+One attempt asks all not-yet-confirmed instances at once, each within a short wall-clock
+deadline (`probe_timeout_seconds`; a hanging instance's circuit opens, stages/probe.py),
+and waits for them at most `probe_patience_seconds`: a slower answer is "not yet" and
+serves the next attempt, so a hanging instance never holds the worker process. An
 unsatisfied attempt returns `Wait`, so the stage is re-sent with a countdown instead of
 sleeping in the worker. Equality, not "at least": a rollback expects an older version.
 Timeouts, refused connections and error statuses are "not yet" until the last attempt,
@@ -15,9 +18,10 @@ from typing import Any
 
 from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
+from deployer.settings import Settings
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 from stages.discovery import instances_for
-from stages.probe import extract, gather, request
+from stages.probe import extract, poll, request
 
 
 def url_path(template: str, tenant_id: str) -> str:
@@ -63,14 +67,28 @@ class HealthCheck(Step):
         confirmed = set(scratch.get("confirmed", []))
         seen: dict[str, str] = dict(scratch.get("seen", {}))
         scheme = s.schemes.get(service, "http")
+        timeout = min(s.probe_timeout_seconds, s.http_timeout_seconds)
         calls = {
-            inst: partial(
-                request, env.http, "GET", f"{scheme}://{inst}{path}", inst, s.http_timeout_seconds
+            inst: (
+                # A late answer serves only this run while it holds the tenant: another
+                # run, or this one after another run deployed the tenant, needs a new read.
+                f"{ctx.run_id}/{ctx.lease_epoch} {scheme}://{inst}{path}",
+                partial(
+                    request,
+                    env.http,
+                    "GET",
+                    f"{scheme}://{inst}{path}",
+                    inst,
+                    timeout,
+                    max_bytes=s.http_max_response_bytes,
+                    breaker_seconds=s.probe_breaker_seconds,
+                ),
             )
             for inst in instances
             if inst not in confirmed
         }
-        for inst, answer in gather(calls).items():
+        patience = min(s.probe_patience_seconds, timeout)
+        for inst, answer in poll(calls, patience).items():
             value = extract(answer.body, json_path) if answer.ok else None
             seen[inst] = answer.describe(value, json_path)
             if answer.ok and (expected is None or same_version(value, expected)):
@@ -81,14 +99,17 @@ class HealthCheck(Step):
             env.log.info("tenant %s: %s", ctx.tenant_id, summary)
             return Done()
         attempt = ctx.attempt + 1
-        if attempt >= s.verify_max_attempts:
+        waited = float(scratch.get("waited") or 0.0)
+        if waited >= patience_of(s) - 1e-6:
             late = "; ".join(f"{i} answered {seen[i]}" for i in instances if i not in confirmed)
             raise StepFailed(
                 f"{len(instances) - len(confirmed)} of {len(instances)} {service} instances "
                 f"did not report {'version ' + str(expected) if expected is not None else 'up'} "
                 f"at {path} after {attempt} attempts ({time.time() - started:.1f}s): {late}"
             )
-        countdown = min(s.verify_interval_seconds, s.verify_first_interval_seconds * 2**ctx.attempt)
+        countdown = next_poll(
+            s.verify_first_interval_seconds, s.verify_interval_seconds, ctx.attempt
+        )
         return Wait(
             countdown,
             {
@@ -97,5 +118,28 @@ class HealthCheck(Step):
                 "confirmed": sorted(confirmed),
                 "seen": seen,
                 "started": started,
+                "waited": waited + countdown,
             },
         )
+
+
+#: After the first re-poll, countdowns start here and grow x1.5 up to the interval.
+RAMP_START, RAMP = 0.25, 1.5
+
+
+def next_poll(first: float, interval: float, attempt: int) -> float:
+    """Countdown after poll `attempt` (0-based): `first`, then 0.25 s growing x1.5.
+
+    Instances usually converge about a second after the broadcast, so the first re-poll
+    comes then; if it is a moment too early, the next ones follow closely (0.25, 0.38,
+    0.56 s, ...: at most ~a third of the time waited so far) instead of 2 s later, and
+    they thin out to the interval for instances that take longer."""
+    if attempt == 0:
+        return float(min(interval, first))
+    return float(min(interval, RAMP_START * RAMP ** (attempt - 1)))
+
+
+def patience_of(s: Settings) -> float:
+    """Seconds of countdowns after which a HealthCheck gives up: what `verify_max_attempts`
+    polls at the interval would wait, however many quicker polls the ramp added."""
+    return (s.verify_max_attempts - 1) * s.verify_interval_seconds

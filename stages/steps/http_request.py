@@ -1,5 +1,6 @@
 """HttpRequest: one call to a service (e.g. portal notify, ASBC traffic switch).
 
+Each call is over within its timeout (wall clock, body included; stages/probe.py).
 The host comes from discovery (RANDOM: one instance per attempt, so a retry may land on
 another; ALL: every instance must accept). Transport errors, 429 and 5xx are "not yet"
 and retried at the verify interval; any other answer is definite: accepted when the
@@ -76,7 +77,17 @@ class HttpRequest(Step):
         ]
         scheme = s.schemes.get(service, "http")
         calls = {
-            i: partial(request, env.http, method, f"{scheme}://{i}{path}", i, timeout, **kwargs)
+            i: partial(
+                request,
+                env.http,
+                method,
+                f"{scheme}://{i}{path}",
+                i,
+                timeout,
+                max_bytes=s.http_max_response_bytes,
+                breaker_seconds=s.probe_breaker_seconds,
+                **kwargs,
+            )
             for i in targets
         }
         retry: dict[str, str] = {}

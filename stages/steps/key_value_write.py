@@ -53,5 +53,5 @@ class KeyValueWrite(Step):
             args=[ctx.token, field, value, metadata, len(delete), *delete],
         )
         if verdict != "OK":
-            raise StaleRun(f"run {ctx.token} no longer owns tenant {ctx.tenant_id}; write refused")
+            raise StaleRun(f"run {ctx.run_id} no longer owns tenant {ctx.tenant_id}; write refused")
         return Done()

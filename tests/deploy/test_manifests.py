@@ -165,3 +165,29 @@ def test_systemd_env_file_names_only_real_settings():
 def test_the_image_runs_a_worker_by_default():
     cmd = [ln for ln in (DEPLOY / "Dockerfile").read_text().splitlines() if ln.startswith("CMD")]
     assert starts_with(json.loads(cmd[-1][3:]), WORKER)
+
+
+SERVE = ["deployer", "serve"]
+
+
+def test_compose_runs_the_api_with_a_required_token_on_loopback():
+    api = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["api"]
+    assert starts_with(api["command"], SERVE)
+    assert api["environment"]["DEPLOYER_API_TOKEN"].startswith("${DEPLOYER_API_TOKEN:?")
+    assert all(p.startswith("127.0.0.1:") for p in api["ports"])
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    assert deployer_vars(api["environment"]) <= SETTINGS
+
+
+def test_api_deployment_probes_healthz_and_takes_its_token_from_a_secret():
+    (container,) = _deployment("deployer-api")["spec"]["template"]["spec"]["containers"]
+    assert starts_with(container["command"], SERVE)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz", probe
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["DEPLOYER_API_TOKEN"]["valueFrom"]
+    assert deployer_vars(env) <= SETTINGS
+    (svc,) = [
+        d for d in k8s_docs() if d["kind"] == "Service" and d["metadata"]["name"] == "deployer-api"
+    ]
+    assert svc["spec"]["ports"][0]["targetPort"] == "http"

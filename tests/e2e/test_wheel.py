@@ -59,7 +59,11 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
         f"assert tasks.__file__.startswith({str(venv)!r}), tasks.__file__;"
         "assert 'deployer.run_stage' in tasks.app.tasks;"
         "print(sorted(a.service for a in registry.assemblers()));"
-        "from deployer.cli.demo import demo_plan; print(demo_plan()['planId'])"
+        "from deployer.cli.demo import demo_plan; print(demo_plan()['planId']);"
+        # the dashboard's templates and static files ship in the wheel
+        "import deployer.web.app as web; web.create_app();"
+        "assert (web.HERE / 'templates' / 'plan.html').is_file(), web.HERE;"
+        "assert (web.HERE / 'static' / 'app.js').is_file(), web.HERE"
     )
     out = subprocess.run(
         [str(py), "-c", probe],

@@ -65,8 +65,10 @@ def test_illegal_command_exits_2_with_its_code_and_repeat_is_0(worker, r, plan_f
     assert run("resume", "--tenant", tenant).exit_code == 2
     unknown = run("status", unique("nope"))
     assert unknown.exit_code == 2 and "PLAN_NOT_FOUND" in unknown.output
-    both = run("pause", "--plan", plan_id, "--tenant", tenant)
-    assert both.exit_code == 2 and "TARGET_INVALID" in both.output
+    both = run("pause", "--plan", plan_id, "--tenant", tenant)  # that one task
+    assert both.exit_code == 2 and "TASK_NOT_RUNNING" in both.output
+    neither = run("pause")
+    assert neither.exit_code == 2 and "TARGET_INVALID" in neither.output
 
 
 def test_rollback_wait_exits_0_when_rolled_back(worker, r, plan_file):

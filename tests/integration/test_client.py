@@ -55,10 +55,10 @@ def test_every_public_verb_is_sent_by_name_with_the_documented_arguments(offline
     assert "pw" not in messages[0][3]["argsrepr"]  # what monitoring shows is redacted
 
 
-def test_a_target_is_a_plan_or_a_tenant_never_both(offline):
-    client, _ = offline
-    with pytest.raises(ValueError):
-        client.pause(plan="p", tenant="t")
+def test_a_target_is_a_plan_a_tenant_or_both_for_one_task(offline):
+    client, raw = offline
+    client.pause(plan="p", tenant="t")
+    assert sent(raw)[0][:2] == ("deployer.pause", [{"planId": "p", "tenantId": "t"}])
     with pytest.raises(ValueError):
         client.cancel()
 

@@ -9,7 +9,7 @@ import redis
 
 from deployer import keys
 from deployer.errors import StaleRun
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.models import StepSpec, TaskRuntimeContext, task_id_for
 from deployer.settings import get_settings
 from stages.base import StepEnv
 from stages.steps.key_value_write import KeyValueWrite
@@ -27,7 +27,7 @@ def ctx_for(tenant: str, version: object = 20, token: str = "run.1") -> TaskRunt
     data = {} if version is Ellipsis else {"planVersion": version}
     return TaskRuntimeContext(
         plan_id="p",
-        task_id=f"task-p_{tenant}",
+        task_id=task_id_for("p", tenant),
         tenant_id=tenant,
         run_id="run",
         token=token,

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from deployer import planner as planner_module
+from deployer.models import task_id_for
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings
@@ -37,7 +38,7 @@ def test_tasks_beyond_the_first_wave_are_stored_as_configs_only(planner, sent, r
     (wave,) = sent
     assert [d.context.tenant_id for d in wave] == [f"{plan_id}-t0", f"{plan_id}-t1"]
     for i, tenant in enumerate(tenants):
-        task = r.hgetall(f"deployer:task:task-{plan_id}_{tenant['tenantId']}")
+        task = r.hgetall(f"deployer:task:{task_id_for(plan_id, tenant['tenantId'])}")
         assert json.loads(task["config"])["planVersion"] == 40 + i
         assert task["status"] == "PENDING" and task["totalStages"] == "1"
         if i < 2:  # sent: its run and context are stored as they left
@@ -47,7 +48,9 @@ def test_tasks_beyond_the_first_wave_are_stored_as_configs_only(planner, sent, r
             assert d.context.token == task["token"] and d.run.run_id == task["runId"]
         else:
             assert "run" not in task and "ctx" not in task
-    run_ids = {r.hget(f"deployer:task:task-{plan_id}_{t['tenantId']}", "runId") for t in tenants}
+    run_ids = {
+        r.hget(f"deployer:task:{task_id_for(plan_id, t['tenantId'])}", "runId") for t in tenants
+    }
     assert len(run_ids) == 5
 
 
@@ -75,7 +78,7 @@ def test_a_plan_is_created_whole_and_in_order(planner, r):
     plan_id = unique()
     tenants = [bg_tenant(f"{plan_id}-t{i}") for i in range(1203)]  # crosses the 1,000 slices
     assert planner.store.create_plan(*task_rows(plan(plan_id, tenants), planner.settings), 2, "z-")
-    ids = [f"task-{plan_id}_{t['tenantId']}" for t in tenants]
+    ids = [task_id_for(plan_id, t["tenantId"]) for t in tenants]
     assert r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1) == ids
     assert r.lrange(f"deployer:plan:{plan_id}:queue", 0, -1) == ids
     run_ids = [r.hget(f"deployer:task:{i}", "runId") for i in ids]
@@ -102,6 +105,6 @@ def test_concurrent_creators_of_one_plan_create_it_once_from_one_payload(planner
     winner = created.index(True)
     assert r.llen(f"deployer:plan:{plan_id}:tenants") == 300
     for i in range(300):
-        task = r.hgetall(f"deployer:task:task-{plan_id}_{plan_id}-t{i}")
+        task = r.hgetall(f"deployer:task:{task_id_for(plan_id, f'{plan_id}-t{i}')}")
         assert json.loads(task["config"])["planVersion"] == winner
         assert task["runId"].startswith(f"c{winner}-")

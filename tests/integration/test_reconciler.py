@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
+from deployer.models import task_id_for
 from deployer.planner import Planner
 from deployer.reconciler import Reconciler
 from deployer.redis_client import client_for
@@ -94,7 +95,7 @@ def test_a_task_whose_stored_config_no_longer_builds_fails_with_the_reason(r, pr
     plan_id = unique()
     payload = plan(plan_id, [bg_tenant(f"{plan_id}-t0")])
     assert planner.store.create_plan(*task_rows(payload, planner.settings), 10, "y-")
-    task_key = f"deployer:task:task-{plan_id}_{plan_id}-t0"
+    task_key = f"deployer:task:{task_id_for(plan_id, f'{plan_id}-t0')}"
     r.hset(task_key, "config", '{"tenantId": "not json')
     assert planner.dispatch(plan_id) == 0 and not sent
     task = r.hgetall(task_key)

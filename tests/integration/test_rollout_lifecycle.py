@@ -172,9 +172,10 @@ def test_cancel_a_plan_mid_wait_leaves_nothing_running(worker, r, control, sessi
 def test_resume_after_another_plan_ran_the_tenant_rewrites_the_stage(
     worker, r, control, session_fleet
 ):
-    """Paused mid-HealthCheck; another plan deploys v30 meanwhile; on resume the first run
-    finds the tenant was taken by someone else, so it writes its stage again instead of
-    waiting for a v20 that is no longer there."""
+    """Paused mid-HealthCheck; another plan deploys v30 meanwhile; on a forced resume the
+    first run finds the tenant was taken by someone else, so it writes its stage again
+    instead of waiting for a v20 that is no longer there. (Unforced, it ends SUPERSEDED:
+    tests/integration/test_integrity.py.)"""
     tenant = unique("epoch")
     session_fleet.behave(tenant, Behaviour(never=True))
     first, second = unique(), unique()
@@ -190,7 +191,7 @@ def test_resume_after_another_plan_ran_the_tenant_rewrites_the_stage(
     assert r.hget(PREFIX + tenant, "metadata") == '{"version":30}'
 
     r.set(f"deployer:tenant:{tenant}", paused_task)  # address the paused task by tenant again
-    assert control.execute(Command.RESUME, {"tenantId": tenant})["ok"]
+    assert control.execute(Command.RESUME, {"tenantId": tenant}, force=True)["ok"]
     wait_for(
         lambda: r.hget(f"deployer:plan:{first}", "status") in ("COMPLETED", "FAILED"),
         timeout=30,

@@ -77,7 +77,13 @@ def test_timeouts_errors_and_refused_connections_are_not_yet_then_named(session_
         session_fleet.behave(name, rule)
         set_version(r, name, 20)
     instances = {"blue-green-gateway": [*session_fleet.addresses["blue-green-gateway"], dead]}
-    env = env_for(instances=instances, verify_max_attempts=2, http_timeout_seconds=0.3)
+    # No circuit breaker here: the hanging tenant shares the session fleet's instances.
+    env = env_for(
+        instances=instances,
+        verify_max_attempts=2,
+        http_timeout_seconds=0.3,
+        probe_breaker_seconds=0,
+    )
     reasons = {}
     for name in (tenant, hang, fail):
         ctx = ctx_for(env, name, 20)
@@ -140,7 +146,8 @@ def test_random_selection_asks_one_instance_and_all_asks_every_one(session_fleet
 
 
 def test_the_first_polls_come_sooner_then_settle_at_the_interval(session_fleet, r):
-    """Most instances converge within a second of the broadcast: ask after 1 s, 2 s, then 3 s."""
+    """Most instances converge about a second after the broadcast: ask after 1 s, then
+    soon again (0.25 s, growing x1.5 up to the interval)."""
     tenant = unique("hcramp")
     prime(session_fleet, r, tenant, 19)
     session_fleet.behave(tenant, Behaviour(never=True))
@@ -152,5 +159,21 @@ def test_the_first_polls_come_sooner_then_settle_at_the_interval(session_fleet, 
         verify_max_attempts=10,
     )
     ctx = ctx_for(env, tenant, 20)
-    countdowns = [once(VERIFY, ctx, env).countdown for _ in range(4)]  # type: ignore[union-attr]
-    assert countdowns == [1, 2, 3, 3]
+    countdowns = [once(VERIFY, ctx, env).countdown for _ in range(9)]  # type: ignore[union-attr]
+    assert countdowns == [1, 0.25, 0.375, 0.5625, 0.84375, 1.265625, 1.8984375, 2.84765625, 3]
+
+
+def test_quicker_first_polls_do_not_shorten_the_time_a_health_check_waits(session_fleet, r):
+    """It gives up after (max attempts - 1) x interval seconds of countdowns, as a flat
+    schedule would: here 2 x 1 s, reached by 0.25 + 0.25 + 0.375 + 0.5625 + 0.84375 s."""
+    tenant = unique("hcpatience")
+    prime(session_fleet, r, tenant, 19)
+    session_fleet.behave(tenant, Behaviour(never=True))
+    announce(session_fleet, r, tenant, 20)
+    env = env_for(session_fleet, verify_interval_seconds=1, verify_first_interval_seconds=0.25,
+                  verify_max_attempts=3)  # fmt: skip
+    ctx = ctx_for(env, tenant, 20)
+    for _ in range(5):
+        assert isinstance(once(VERIFY, ctx, env), Wait)
+    with pytest.raises(StepFailed, match="after 6 attempts"):
+        once(VERIFY, ctx, env)

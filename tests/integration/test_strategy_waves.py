@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from deployer.errors import DeployerError
 from deployer.lifecycle import Command
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
@@ -118,9 +117,8 @@ def test_an_unapproved_wave_never_starts_and_approval_starts_it(worker, r, contr
     wait_for(lambda: r.hget(key, "waveState") == "AWAITING_APPROVAL", timeout=30,
              what="wave 1 awaiting approval")  # fmt: skip
     waiting_since = time.monotonic()
-    with pytest.raises(DeployerError) as refused:
-        control.execute(Command.APPROVE, {"tenantId": tenants[0]})
-    assert refused.value.code == "TARGET_INVALID"
+    refused = control.execute(Command.APPROVE, {"tenantId": tenants[0]})
+    assert (refused["ok"], refused["code"]) == (False, "TARGET_INVALID")
     # well past its bake and several reconciler ticks: still nothing sent
     wait_for(lambda: time.monotonic() - waiting_since > 4, timeout=10, what="4 s to pass")
     assert r.hget(key, "waveState") == "AWAITING_APPROVAL"
@@ -137,17 +135,15 @@ def test_an_unapproved_wave_never_starts_and_approval_starts_it(worker, r, contr
     wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
     approved = [e for _, e in plan_events(r, plan_id) if e["type"] == "WAVE_APPROVED"]
     assert [(e["wave"], e["by"], e["reason"]) for e in approved] == [("1", "ops", "canary ok")]
-    with pytest.raises(DeployerError) as again:
-        control.execute(Command.APPROVE, {"planId": plan_id})
-    assert again.value.code == "PLAN_NOT_AWAITING_APPROVAL"
+    again = control.execute(Command.APPROVE, {"planId": plan_id})
+    assert (again["ok"], again["code"]) == (False, "PLAN_NOT_AWAITING_APPROVAL")
 
 
 def test_approving_a_plan_without_a_strategy_is_refused(worker, r, control):
     plan_id = unique("noapp")
     submit(worker, r, plan_id, [bg_tenant(unique("na"))])
-    with pytest.raises(DeployerError) as refused:
-        control.execute(Command.APPROVE, {"planId": plan_id})
-    assert refused.value.code == "PLAN_HAS_NO_STRATEGY"
+    refused = control.execute(Command.APPROVE, {"planId": plan_id})
+    assert (refused["ok"], refused["code"]) == (False, "PLAN_HAS_NO_STRATEGY")
 
 
 def test_status_json_metrics_and_the_approve_verb_speak_in_waves(worker, r):
@@ -214,9 +210,8 @@ def test_a_plan_rollback_ends_its_waves_and_cancel_halts_them(worker, r, control
     for t in tenants[1:]:  # wave 1 never started: cancelled, never written
         assert task(t)["status"] == "CANCELLED" and not r.exists(PREFIX + t)
     assert [w["state"] for w in summary(plan_id)] == ["DONE", "HALTED"]
-    with pytest.raises(DeployerError) as refused:
-        control.execute(Command.APPROVE, {"planId": plan_id})
-    assert refused.value.code == "PLAN_NOT_AWAITING_APPROVAL"
+    refused = control.execute(Command.APPROVE, {"planId": plan_id})
+    assert (refused["ok"], refused["code"]) == (False, "PLAN_NOT_AWAITING_APPROVAL")
 
     other = unique("cxw")
     submit(worker, r, other, [bg_tenant(unique("cx")) for _ in range(2)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +40,17 @@ def test_fifty_concurrent_conflicting_submits_for_one_tenant_run_one_at_a_time(s
         what="all 26 plans finished",
     )
     # One run at a time: the RUNNING..COMPLETED windows of the tenant's tasks never overlap.
+    # A plan created before one that already deployed the tenant does not apply its older
+    # config: its task ends SUPERSEDED (the plan is still COMPLETED: finished, not failed).
     windows = []
+    tasks = {}
     for p in plan_ids:
         assert r.hget(f"deployer:plan:{p}", "status") == "COMPLETED", failures(r, p)
+        (task_id,) = r.lrange(f"deployer:plan:{p}:tenants", 0, -1)
+        tasks[task_id] = r.hgetall(f"deployer:task:{task_id}")
+        assert tasks[task_id]["status"] in ("COMPLETED", "SUPERSEDED")
+        if tasks[task_id]["status"] == "SUPERSEDED":
+            continue
         events = plan_events(r, p)
         start = min(int(e["ts"]) for e in events if e["type"] == "TASK_RUNNING")
         end = max(int(e["ts"]) for e in events if e["type"] == "TASK_COMPLETED")
@@ -49,7 +58,22 @@ def test_fifty_concurrent_conflicting_submits_for_one_tenant_run_one_at_a_time(s
     windows.sort()
     overlaps = sum(1 for a, b in zip(windows, windows[1:], strict=False) if b[0] < a[1])
     assert overlaps == 0
-    print(f"\nconflicting submits: requests=50 answered=50 runs=26 overlaps={overlaps}")
+
+    def rank(task_id: str) -> tuple[int, str]:
+        return int(tasks[task_id]["createdAt"]), task_id
+
+    newest = max(tasks, key=rank)
+    assert tasks[newest]["status"] == "COMPLETED"  # the newest plan always applies...
+    version = json.loads(tasks[newest]["config"])["planVersion"]
+    assert r.hget(f"icc_ai_ops_srv:tenant_config:{tenant}", "metadata") == json.dumps(
+        {"version": version}, separators=(",", ":")
+    )  # ...and its config is what the tenant keeps
+    superseded = [t for t, v in tasks.items() if v["status"] == "SUPERSEDED"]
+    assert all(rank(tasks[t]["supersededBy"]) > rank(t) for t in superseded)
+    print(
+        f"\nconflicting submits: requests=50 answered=50 runs=26 overlaps={overlaps} "
+        f"superseded={len(superseded)}"
+    )
 
 
 def test_thousand_tenants_complete_through_twenty_worker_kills(supervisor, r):

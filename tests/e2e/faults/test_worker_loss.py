@@ -8,6 +8,7 @@ import pytest
 
 from deployer.client import DeployerClient
 from deployer.fleet import Behaviour, Fleet
+from deployer.models import task_id_for
 from deployer.settings import DEFAULT_INSTANCES, Settings
 from tests.e2e.faults.checks import failures, outcome
 from tests.helpers import bg_tenant, plan, unique, wait_for
@@ -22,7 +23,7 @@ def _cursor_attempt(r, task_id: str) -> int:
 
 def test_worker_killed_during_a_health_check_wait_is_redriven_once(supervisor, r, session_fleet):
     tenant, plan_id = unique("killhc"), unique()
-    task_id = f"task-{plan_id}_{tenant}"
+    task_id = task_id_for(plan_id, tenant)
     # The fleet reports the new version only after 3 s: the stage polls (re-scheduled, unacked).
     session_fleet.behave(tenant, Behaviour(delay=3.0))
     supervisor.start("w1")
@@ -49,7 +50,7 @@ def test_worker_killed_during_a_health_check_wait_is_redriven_once(supervisor, r
 @pytest.mark.faults
 def test_worker_killed_while_waiting_for_a_busy_tenant_is_redriven(supervisor, r):
     tenant, plan_id = unique("tenant"), unique()
-    task_id = f"task-{plan_id}_{tenant}"
+    task_id = task_id_for(plan_id, tenant)
     # Another run holds the tenant: the stage waits (re-scheduled with a countdown, unacked).
     r.set(f"deployer:lease:{tenant}", "someone-else.1", px=60_000)
     supervisor.start("w1")
@@ -84,7 +85,7 @@ def test_worker_killed_mid_stage_is_redriven_and_writes_once(supervisor, redis_s
         supervisor.env["DEPLOYER_INSTANCES"] = json.dumps(fleet.addresses)
         supervisor.start("w1")
         tenant, plan_id = unique("tenant"), unique()
-        task_id = f"task-{plan_id}_{tenant}"
+        task_id = task_id_for(plan_id, tenant)
 
         target.pause()
         DeployerClient(Settings()).submit(plan(plan_id, [bg_tenant(tenant)]))

@@ -1,0 +1,311 @@
+"""Read models: the JSON an operator reads for a plan, a task, a page of tasks or of plans.
+
+One module so `deployer status/task --json`, the HTTP API and the dashboard say the same
+thing in the same types: numbers as numbers, timestamps as ISO-8601 (UTC), the live progress
+text, and only the current run's failure (a retried or rolled-back task keeps the hash field
+`failedStage` of its earlier run; it is not shown as if the current run had failed).
+
+Every read is bounded: a plan of 100,000 tenants is read a page at a time (a cursor is a
+position in the plan's tenant list), filters scan at most `SCAN_LIMIT` tasks per request and
+answer where to continue.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from deployer import keys
+from deployer.models import Run, TaskStatus, task_id_for
+from deployer.redact import redact
+from deployer.store import Store, lua_script
+from deployer.waves import rollout_view, waves_of
+
+#: Tasks a filtered page may look at per request before it answers with a cursor.
+SCAN_LIMIT = 5_000
+MAX_PAGE = 500
+#: Plans looked at when listing a tenant's tasks (newest first).
+TENANT_PLAN_SCAN = 2000
+
+INT_FIELDS = ("stageIndex", "totalStages", "checkpoint", "retryCount", "redeliveries")
+TIME_FIELDS = ("createdAt", "dispatchedAt", "startedAt", "endedAt", "updatedAt")
+TEXT_FIELDS = ("taskId", "planId", "tenantId", "status", "runKind", "runId", "stageName",
+               "progress", "cancelledBy", "supersededBy", "worker", "control")  # fmt: skip
+FAILING = frozenset({TaskStatus.FAILED.value, TaskStatus.ROLLBACK_FAILED.value})
+#: Statuses whose progress text is live; a finished task's last poll text is history.
+IN_FLIGHT = frozenset(
+    s.value
+    for s in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.ROLLING_BACK, TaskStatus.PAUSED)
+)
+ROW_FIELDS = ["taskId", "tenantId", "status", "stageName", "stageIndex", "totalStages",
+              "progress", "lastError", "failedStage", "updatedAt"]  # fmt: skip
+
+
+def iso(ms: Any) -> str | None:
+    """Milliseconds since the epoch (as stored) to ISO-8601 UTC; None when unset."""
+    if ms in (None, ""):
+        return None
+    try:
+        value = int(ms)
+    except (TypeError, ValueError):
+        return None
+    stamp = datetime.fromtimestamp(value / 1000, tz=UTC)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def counts(plan: dict[str, str]) -> dict[str, int]:
+    """Tasks per status, from the plan's counters (only the non-zero ones)."""
+    out = {s.value: _int(plan.get(f"c:{s.value}")) or 0 for s in TaskStatus}
+    return {k: v for k, v in out.items() if v}
+
+
+def failure(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The current run's failure, or None. Retry and rollback clear `lastError` when they
+    start a run, so a non-empty `lastError` always belongs to the run the task is on."""
+    error = raw.get("lastError")
+    if not error:
+        return None
+    return {"stage": raw.get("failedStage") or None, "error": error, "at": iso(raw.get("endedAt"))}
+
+
+def progress(raw: dict[str, Any]) -> str | None:
+    """The live progress text ("waiting for the tenant lease", "1/2 instances at v20")
+    while the task is in flight; None once it finished."""
+    return (raw.get("progress") or None) if raw.get("status") in IN_FLIGHT else None
+
+
+def task_row(raw: dict[str, Any]) -> dict[str, Any]:
+    """One line of a task table (from ROW_FIELDS)."""
+    return {
+        "taskId": raw.get("taskId"),
+        "tenantId": raw.get("tenantId"),
+        "status": raw.get("status"),
+        "stageName": raw.get("stageName") or None,
+        "stageIndex": _int(raw.get("stageIndex")),
+        "totalStages": _int(raw.get("totalStages")),
+        "progress": progress(raw),
+        "failure": failure(raw),
+        "updatedAt": iso(raw.get("updatedAt")),
+    }
+
+
+def waves(plan: dict[str, str]) -> list[dict[str, Any]] | None:
+    """Per-wave progress when the plan has a strategy (deployer/waves.py reads the plan
+    hash: [{"index", "state", "tenants", "done", "failed", ...}]); else None."""
+    return waves_of(plan) if plan.get("strategy") else None
+
+
+def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | None:
+    """`deployer status P --json` and `GET /api/v1/plans/{planId}`; None if unknown."""
+    plan = store.get_plan(plan_id)
+    if not plan:
+        return None
+    out: dict[str, Any] = {
+        "planId": plan_id,
+        "status": plan.get("status"),
+        "maxConcurrency": _int(plan.get("maxConcurrency")) or 0,
+        "total": _int(plan.get("total")) or 0,
+        "counts": counts(plan),
+        "control": plan.get("control") or None,
+        "createdAt": iso(plan.get("createdAt")),
+        "updatedAt": iso(plan.get("updatedAt")),
+    }
+    # a plan with a strategy: "strategy", "waves" [{"index", "state", "tenants", "done",
+    # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "stopReason"
+    out.update(rollout_view(plan))
+    if sample:
+        ids = store.plan_task_ids(plan_id, 0, sample - 1)
+        out["tasks"] = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]
+    return redact(out)  # type: ignore[no-any-return]
+
+
+def _stages(raw: dict[str, str]) -> list[dict[str, Any]]:
+    """The current run's stages with where the task is: done, current, failed, pending."""
+    names: list[str] = []
+    if raw.get("run"):
+        try:
+            names = [s.name for s in Run.model_validate_json(raw["run"]).stages]
+        except ValueError:
+            names = []
+    total = _int(raw.get("totalStages")) or len(names)
+    names += [""] * (total - len(names))
+    checkpoint = _int(raw.get("checkpoint"))
+    checkpoint = -1 if checkpoint is None else checkpoint
+    current = _int(raw.get("stageIndex"))
+    status = raw.get("status", "")
+    out = []
+    for i, name in enumerate(names):
+        if i <= checkpoint:
+            state = "DONE"
+        elif i == current and status in FAILING and raw.get("lastError"):
+            state = "FAILED"
+        elif i == current and status not in ("PENDING", ""):
+            state = "PAUSED" if status == "PAUSED" else "CURRENT"
+        else:
+            state = "PENDING"
+        if status in ("COMPLETED", "ROLLED_BACK"):
+            state = "DONE"
+        out.append({"index": i, "name": name or None, "state": state})
+    return out
+
+
+def task_view(
+    store: Store, task_id: str, *, with_hash: bool = True, with_context: bool = True
+) -> dict[str, Any] | None:
+    """`deployer task --json` and `GET /api/v1/tasks/{taskId}`; None if unknown."""
+    raw = store.get_task_raw(task_id)
+    if not raw:
+        return None
+    out: dict[str, Any] = {k: raw[k] for k in TEXT_FIELDS if raw.get(k)}
+    for k in INT_FIELDS:
+        value = _int(raw.get(k))
+        if value is not None:
+            out[k] = value
+    for k in TIME_FIELDS:
+        if raw.get(k):
+            out[k] = iso(raw[k])
+    out["progress"] = progress(raw)
+    out["failure"] = failure(raw)
+    out["stages"] = _stages(raw)
+    if with_context:
+        # None until the task is first sent: its run and context are built then
+        out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
+        if out["context"]:
+            out["context"].pop("token", None)  # the fence token is never shown
+    if with_hash and raw.get("tenantId"):
+        out["hash"] = config_hash(store, raw["tenantId"])
+    return redact(out)  # type: ignore[no-any-return]
+
+
+def config_hash(store: Store, tenant_id: str) -> dict[str, str] | None:
+    """The tenant's written config; None when its key is not a hash (a write failed on it)."""
+    try:
+        return store.r.hgetall(keys.config_hash(store.settings.key_prefix, tenant_id))  # type: ignore[return-value]
+    except redis.ResponseError:
+        return None
+
+
+def latest_task_view(store: Store, tenant_id: str) -> dict[str, Any] | None:
+    """The tenant's latest task (what `deployer task --tenant T` shows)."""
+    task_id = store.task_id_for_tenant(tenant_id)
+    return task_view(store, task_id) if task_id else None
+
+
+def plan_task_view(store: Store, plan_id: str, tenant_id: str) -> dict[str, Any] | None:
+    return task_view(store, task_id_for(plan_id, tenant_id))
+
+
+def _cursor(cursor: str | int | None) -> int:
+    value = _int(cursor)
+    return max(0, value) if value is not None else 0
+
+
+def task_page(
+    store: Store,
+    plan_id: str,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    cursor: str | int | None = None,
+    scan_limit: int = SCAN_LIMIT,
+) -> dict[str, Any]:
+    """A page of a plan's tasks in submission order, optionally only one status and/or
+    tenant ids containing `search`.
+
+    The cursor is a position in the plan's tenant list. Unfiltered pages read exactly
+    `limit` tasks; filtered pages scan at most `scan_limit` tasks server-side (one read-only
+    script, lua/task_scan.lua), so a rare status in a huge plan answers quickly with fewer
+    items and a `nextCursor` to continue from.
+    `nextCursor` is None at the end of the plan.
+    """
+    limit = max(1, min(limit, MAX_PAGE))
+    start = _cursor(cursor)
+    total = store.r.llen(keys.plan_tenants(plan_id))
+    items: list[dict[str, Any]] = []
+    if not status and not search:
+        ids = store.plan_task_ids(plan_id, start, start + limit - 1)
+        items = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]
+        end = start + len(ids)
+        return _page(items, end, total, scanned=len(ids))
+    position, stop = start, min(total, start + max(1, scan_limit))
+    raw = _scan_script(store)(
+        keys=[keys.plan_tenants(plan_id)],
+        args=[start, stop - 1, limit, status or "", (search or "").lower(),
+              keys.task(""), task_id_for(plan_id, "")],
+    )  # fmt: skip
+    position, found = int(raw[0]), [str(t) for t in raw[1:]]
+    full = store.get_tasks_raw(found, ROW_FIELDS) if found else []
+    return _page([task_row(t) for t in full], position, total, scanned=position - start)
+
+
+_SCAN: list[Any] = []
+
+
+def _scan_script(store: Store) -> Any:
+    """lua/task_scan.lua, registered once; called on `store`'s own client."""
+    if not _SCAN:
+        _SCAN.append(store.r.register_script(lua_script("task_scan")))
+    script = _SCAN[0]
+    return lambda **kw: script(client=store.r, **kw)
+
+
+def _page(items: list[dict[str, Any]], end: int, total: int, scanned: int) -> dict[str, Any]:
+    return {
+        "items": redact(items),
+        "nextCursor": str(end) if end < total else None,
+        "total": total,
+        "scanned": scanned,
+    }
+
+
+def plans_page(store: Store, limit: int = 50, cursor: str | int | None = None) -> dict[str, Any]:
+    """Plans newest first; the cursor is a position in that order."""
+    limit = max(1, min(limit, MAX_PAGE))
+    start = _cursor(cursor)
+    ids = [str(p) for p in store.r.zrevrange(keys.PLANS, start, start + limit - 1)]
+    total = store.r.zcard(keys.PLANS)
+    pipe = store.r.pipeline(transaction=False)
+    for plan_id in ids:
+        pipe.hgetall(keys.plan(plan_id))
+    items = []
+    for plan_id, plan in zip(ids, pipe.execute() if ids else [], strict=True):
+        if not plan:
+            continue
+        items.append(
+            {
+                "planId": plan_id,
+                "status": plan.get("status"),
+                "total": _int(plan.get("total")) or 0,
+                "counts": counts(plan),
+                "createdAt": iso(plan.get("createdAt")),
+                "updatedAt": iso(plan.get("updatedAt")),
+            }
+        )
+    end = start + len(ids)
+    return {"items": redact(items), "nextCursor": str(end) if end < total else None, "total": total}
+
+
+def tenant_tasks(store: Store, tenant_id: str, scan: int = TENANT_PLAN_SCAN) -> dict[str, Any]:
+    """Every task of the tenant among the newest `scan` plans, newest plan first, and
+    which one is the tenant's latest (the one commands without a plan act on)."""
+    plan_ids = [str(p) for p in store.r.zrevrange(keys.PLANS, 0, scan - 1)]
+    task_ids = [task_id_for(p, tenant_id) for p in plan_ids]
+    rows = store.get_tasks_raw(task_ids, ["planId", *ROW_FIELDS]) if task_ids else []
+    latest = store.task_id_for_tenant(tenant_id)
+    items = [
+        {**task_row(row), "planId": row["planId"], "latest": row["taskId"] == latest}
+        for row in rows
+        if row.get("taskId")
+    ]
+    return {"tenantId": tenant_id, "latestTaskId": latest, "items": redact(items)}

@@ -1,0 +1,123 @@
+"""`/api/v1/.../{command}`: pause, resume, cancel, retry, rollback (approve) for a plan, a
+tenant's latest task or one (plan, tenant) task, through the CLI's `Controller`.
+
+The answer is the Controller's `{"ok", "code", "message", ...}`: 200 done or already so,
+404 unknown plan/tenant/command, 409 refused (the code says why), 422 invalid target.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployer.errors import DeployerError
+from deployer.lifecycle import Command
+from deployer.web.app import ApiError, RedactedJSON
+from deployer.web.deps import COMMAND, PROBLEMS, valid_id
+
+router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["commands"])
+
+
+class CommandBody(BaseModel):
+    """Optional body of a command (JSON); every field is recorded in its events."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    by: str | None = Field(None, max_length=200, description="Who asks.")
+    reason: str | None = Field(None, max_length=1000, description="Why.")
+    from_checkpoint: bool = Field(
+        False, alias="fromCheckpoint", description="retry: skip the stages already done."
+    )
+    force: bool = Field(False, description="Re-apply even if a newer run deployed the tenant.")
+
+
+COMMAND_STATUS = {
+    "PLAN_NOT_FOUND": 404,
+    "TASK_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "TARGET_INVALID": 422,
+    "INTERNAL_ERROR": 500,
+}
+
+
+def _command(value: str, plan: bool) -> Command:
+    try:
+        command = Command(value)
+    except ValueError:
+        raise ApiError(404, "UNKNOWN_COMMAND", f"no command {value}") from None
+    if command.value == "approve" and not plan:
+        raise ApiError(404, "UNKNOWN_COMMAND", "approve applies to a plan")
+    return command
+
+
+def _execute(
+    request: Request, command: Command, target: dict[str, str], body: CommandBody | None
+) -> RedactedJSON:
+    from tasks.runtime import controller  # the CLI's and the control tasks' Controller
+
+    body = body or CommandBody()
+    ctl = controller()
+    kw: dict[str, Any] = {}
+    if command is Command.RETRY:
+        kw["from_checkpoint"] = body.from_checkpoint
+    if body.force:
+        if "force" not in inspect.signature(ctl.execute).parameters:
+            raise ApiError(422, "FORCE_UNSUPPORTED", "this version cannot force a command")
+        kw["force"] = True
+    who = body.by or f"api@{request.client.host if request.client else 'unknown'}"
+    try:
+        answer = ctl.execute(command, target, by=who, reason=body.reason, **kw)
+    except DeployerError as exc:
+        answer = exc.as_result()
+    if answer.get("ok"):
+        return RedactedJSON(answer, 200)
+    return RedactedJSON(answer, COMMAND_STATUS.get(str(answer.get("code")), 409))
+
+
+CommandIn = Annotated[CommandBody | None, Body()]
+COMMAND_DOC = (
+    "pause, resume, cancel, retry, rollback (approve: plans with a strategy). Answers the "
+    "Controller's {ok, code, message, ...}: 200 done or already so, 404 unknown, 409 refused "
+    "(the code says why), 422 invalid target."
+)
+
+
+@router.post(
+    "/plans/{planId}/{command}",
+    summary="Command every task of a plan",
+    description=COMMAND_DOC,
+    dependencies=COMMAND,
+)
+def plan_command(
+    request: Request, planId: str, command: str, body: CommandIn = None
+) -> RedactedJSON:
+    return _execute(request, _command(command, True), {"planId": valid_id(planId, "planId")}, body)
+
+
+@router.post(
+    "/tenants/{tenantId}/{command}",
+    summary="Command a tenant's latest task",
+    description=COMMAND_DOC,
+    dependencies=COMMAND,
+)
+def tenant_command(
+    request: Request, tenantId: str, command: str, body: CommandIn = None
+) -> RedactedJSON:
+    target = {"tenantId": valid_id(tenantId, "tenantId")}
+    return _execute(request, _command(command, False), target, body)
+
+
+@router.post(
+    "/plans/{planId}/tenants/{tenantId}/{command}",
+    summary="Command one (plan, tenant) task",
+    description=COMMAND_DOC,
+    dependencies=COMMAND,
+)
+def task_command(
+    request: Request, planId: str, tenantId: str, command: str, body: CommandIn = None
+) -> RedactedJSON:
+    target = {"planId": valid_id(planId, "planId"), "tenantId": valid_id(tenantId, "tenantId")}
+    return _execute(request, _command(command, False), target, body)

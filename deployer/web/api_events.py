@@ -1,0 +1,47 @@
+"""`/api/v1/events`: the filtered history (deployer/web/history.py) and the live SSE
+stream (deployer/web/stream.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from deployer.web import history, stream
+from deployer.web.deps import PROBLEMS, READ, settings, store
+
+router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["events"])
+
+
+@router.get(
+    "/events",
+    summary="Event history, newest first, filtered by plan and/or tenant",
+    dependencies=READ,
+)
+def event_history(
+    request: Request,
+    plan: str | None = None,
+    tenant: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+) -> dict[str, Any]:
+    return history.history(store(request).r, plan=plan, tenant=tenant, limit=limit, before=before)
+
+
+@router.get(
+    "/events/stream",
+    summary="Live events as Server-Sent Events, filtered by plan and/or tenant",
+    dependencies=READ,
+    response_class=StreamingResponse,
+)
+def event_stream(
+    request: Request, plan: str | None = None, tenant: str | None = None
+) -> StreamingResponse:
+    last = request.headers.get("last-event-id")
+    if last is not None and not re.fullmatch(r"\d{1,20}-\d{1,20}", last):
+        last = None
+    body = stream.events(settings(request).state_url, plan, tenant, last, request.is_disconnected)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers)

@@ -1,0 +1,85 @@
+"""`/api/v1/plans`: submit (as the `deployer.submit_plan` task does), list, read, schema.
+
+Submit calls the same `Planner.submit` as the task: same validation, field errors and
+idempotency. Its answer's code picks the HTTP status: 201 accepted, 200 the same plan again,
+409 PLAN_CONFLICT, 422 PLAN_INVALID.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from deployer import views
+from deployer.models import Plan
+from deployer.web.app import ApiError, RedactedJSON
+from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, store, valid_id
+
+router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])
+
+SUBMIT_STATUS = {"PLAN_CONFLICT": 409, "PLAN_INVALID": 422, "INTERNAL_ERROR": 500}
+
+
+def submit_status(answer: dict[str, Any]) -> int:
+    """201 for a plan accepted now, 200 for a duplicate of an accepted one, else by code."""
+    if answer.get("ok"):
+        duplicate = answer.get("duplicate") or answer.get("code") == "ALREADY_SUBMITTED"
+        return 200 if duplicate else 201
+    return SUBMIT_STATUS.get(str(answer.get("code")), 422)
+
+
+def _planner() -> Any:
+    from tasks.runtime import planner  # the workers' own planner (it sends the chains)
+
+    return planner()
+
+
+@router.post(
+    "/plans",
+    summary="Submit a plan (as deployer.submit_plan does)",
+    status_code=201,
+    dependencies=COMMAND,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A plan; its full JSON Schema is GET /api/v1/schema.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "responses": {"200": {"description": "the same plan was already accepted (duplicate)"}},
+    },
+)
+async def submit_plan(request: Request) -> RedactedJSON:
+    body = await request.body()
+    text = body.decode("utf-8", "replace")
+    answer: dict[str, Any] = await run_in_threadpool(_planner().submit, text)
+    return RedactedJSON(answer, submit_status(answer))
+
+
+@router.get("/schema", summary="JSON Schema of a plan", dependencies=READ)
+def plan_schema() -> JSONResponse:
+    # a schema names fields (`password` may be one): it holds no values to redact
+    return JSONResponse(Plan.model_json_schema(by_alias=True))
+
+
+@router.get("/plans", summary="Plans, newest first", dependencies=READ)
+def list_plans(request: Request, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+    return views.plans_page(store(request), limit, cursor)
+
+
+@router.get(
+    "/plans/{planId}",
+    summary="One plan (the JSON of `deployer status P --json`)",
+    dependencies=READ,
+)
+def get_plan(
+    request: Request,
+    planId: str,
+    sample: Annotated[int, Query(ge=0, le=100)] = 20,
+) -> dict[str, Any]:
+    view = views.plan_view(store(request), valid_id(planId, "planId"), sample)
+    if view is None:
+        raise ApiError(404, "PLAN_NOT_FOUND", f"no plan {planId}")
+    return view

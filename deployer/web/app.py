@@ -1,0 +1,157 @@
+"""The ASGI application: answers as redacted JSON with stable codes, size-limited bodies,
+authentication, and the API, operations and dashboard routes mounted together.
+
+Every answer, error or not, is `{"ok": false, "code", "message", ...}` on failure (the
+shape the Celery tasks and the CLI use), so a client handles one format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from deployer.redact import redact
+from deployer.redis_client import client_for
+from deployer.settings import Settings, get_settings
+from deployer.store import Store
+from deployer.web.security import auth_enabled
+
+HERE = Path(__file__).resolve().parent
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+class RedactedJSON(JSONResponse):
+    """Every JSON answer goes through deployer.redact: no secret leaves the API."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            redact(content), ensure_ascii=False, separators=(",", ":"), default=str
+        ).encode("utf-8")
+
+
+class ApiError(Exception):
+    """A refusal with an HTTP status and a stable code."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def error(status: int, code: str, message: str, **extra: Any) -> RedactedJSON:
+    return RedactedJSON({"ok": False, "code": code, "message": message, **extra}, status)
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes (413 BODY_TOO_LARGE), whether announced by
+    Content-Length or streamed chunked; nothing over the limit is buffered."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise ApiError(413, "BODY_TOO_LARGE", f"request body over {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error(413, "BODY_TOO_LARGE", f"request body over {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")]
+        out.append({"field": ".".join(loc) or "(request)", "reason": str(e.get("msg", ""))})
+    return out
+
+
+def _docs(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from the swagger-ui-bundle package's files (FastAPI's default
+    page loads it from a CDN, and a deployer host may have no internet)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+
+    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="deployer API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/swagger/favicon-32x32.png",
+        )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    from deployer.web import api_commands, api_events, api_plans, api_tasks, ops, pages
+
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="deployer",
+        version="1",
+        description="Plans, tasks, commands and events of deployer (the same operations "
+        "as the CLI and the Celery tasks). Errors: {ok: false, code, message}.",
+        default_response_class=RedactedJSON,
+        docs_url=None,  # served below from local files: no CDN at run time
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = Store(client_for(settings.state_url), settings)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> RedactedJSON:
+        return error(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> RedactedJSON:
+        return error(422, "REQUEST_INVALID", "invalid request", errors=_field_errors(exc))
+
+    @app.exception_handler(redis.RedisError)
+    async def _redis_down(request: Request, exc: redis.RedisError) -> RedactedJSON:
+        return error(503, "REDIS_UNREACHABLE", f"state Redis unreachable: {type(exc).__name__}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> RedactedJSON:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return error(exc.status_code, code, str(exc.detail))
+
+    for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):
+        app.include_router(module.router)
+    _docs(app)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    if not auth_enabled(settings):
+        # Without a token the server is loopback-only; a Host header naming anything else is
+        # a DNS-rebinding page reaching it through the operator's browser.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
+    # the outermost layer, so no route ever reads more than the limit
+    app.add_middleware(BodyLimit, limit=settings.max_plan_bytes)
+    return app

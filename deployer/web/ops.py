@@ -1,0 +1,43 @@
+"""Operations endpoints: `/healthz` (Redis reachable) and `/metrics` (the Prometheus series
+of `deployer metrics`, so one port serves the API, the dashboard and the scrape)."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from deployer.metrics import registry_for
+from deployer.web.app import RedactedJSON, error
+from deployer.web.deps import can_read, store
+
+router = APIRouter(tags=["operations"])
+_scrape = threading.Lock()  # the collector follows the event stream: one scrape at a time
+
+
+@router.get("/healthz", summary="Liveness and readiness: Redis answers PING")
+def healthz(request: Request) -> RedactedJSON:
+    try:
+        store(request).r.ping()
+    except redis.RedisError as exc:
+        return error(503, "REDIS_UNREACHABLE", f"state Redis unreachable: {type(exc).__name__}")
+    return RedactedJSON({"ok": True, "code": "OK", "message": "redis reachable"})
+
+
+def _registry(request: Request) -> CollectorRegistry:
+    # one collector per process: it follows the event stream incrementally
+    registry: CollectorRegistry | None = getattr(request.app.state, "metrics", None)
+    if registry is None:
+        registry = registry_for(store(request).r)
+        request.app.state.metrics = registry
+    return registry
+
+
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(can_read)])
+def metrics(request: Request) -> Response:
+    with _scrape:
+        body = generate_latest(_registry(request))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,75 @@
+"""The dashboard: server-rendered pages (Jinja2) that a small script keeps live from the SSE
+stream. No Node build and no CDN: the script and the styles are files in static/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from deployer import views
+from deployer.models import TaskStatus
+from deployer.web.app import ApiError
+from deployer.web.deps import can_read, settings, store
+from deployer.web.security import COOKIE, Access, access_of
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+read = [Depends(can_read)]
+
+PLAN_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback", "approve"]
+TASK_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback"]
+
+
+def flower_search(flower_url: str) -> str:
+    """Flower's task list searched for one tenant, minus the tenant id (appended URL-encoded).
+
+    Flower names each stage task `stage <stage> · <tenantId>` and pre-fills its search from
+    `?name=` (a substring match on that name), so the link lists the tenant's stage tasks.
+    """
+    return f"{flower_url.rstrip('/')}/tasks?name="
+
+
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    flower = settings(request).flower_url
+    base = {
+        "statuses": [s.value for s in TaskStatus],
+        "flower": flower,
+        "flower_search": flower_search(flower),
+    }
+    return templates.TemplateResponse(request, name, {**base, **context})
+
+
+@router.get("/login")
+def login(request: Request, token: str) -> Response:
+    """Trade a token for an HttpOnly, SameSite=Strict cookie the dashboard's requests carry."""
+    if access_of(token, settings(request)) is Access.NONE:
+        raise ApiError(401, "UNAUTHORIZED", "unknown token")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/", response_class=HTMLResponse, dependencies=read)
+def plans(request: Request, cursor: str | None = None) -> HTMLResponse:
+    page = views.plans_page(store(request), 50, cursor)
+    return _page(request, "plans.html", page=page)
+
+
+@router.get("/plans/{plan_id}", response_class=HTMLResponse, dependencies=read)
+def plan(request: Request, plan_id: str) -> HTMLResponse:
+    view = views.plan_view(store(request), plan_id, sample=0)
+    if view is None:
+        raise ApiError(404, "PLAN_NOT_FOUND", f"no plan {plan_id}")
+    return _page(request, "plan.html", plan=view, commands=PLAN_COMMANDS)
+
+
+@router.get("/plans/{plan_id}/tenants/{tenant_id}", response_class=HTMLResponse, dependencies=read)
+def task(request: Request, plan_id: str, tenant_id: str) -> HTMLResponse:
+    view = views.plan_task_view(store(request), plan_id, tenant_id)
+    if view is None:
+        raise ApiError(404, "TASK_NOT_FOUND", f"no task for tenant {tenant_id} in plan {plan_id}")
+    return _page(request, "task.html", task=view, commands=TASK_COMMANDS)

@@ -1,0 +1,171 @@
+"""Complete per-plan and per-tenant history (issue 13.4) on a real Redis and worker.
+
+The global stream `deployer:events` is bounded and shared: the old filter scanned its
+newest count x 20 entries, so `events --plan P -n 5` printed nothing once other plans had
+written a few hundred events. History now comes from the plan's and the tenant's own streams.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from deployer import audit, keys
+from deployer.cli import app
+from deployer.lifecycle import Command
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+runner = CliRunner()
+DAY_MS = 24 * 3600 * 1000
+
+
+def submit_and_finish(worker, r, plan_id: str, tenants: list[dict]) -> None:
+    worker.send_task("deployer.submit_plan", [plan(plan_id, tenants)])
+    wait_for(
+        lambda: r.hget(keys.plan(plan_id), "status") in ("COMPLETED", "FAILED"),
+        timeout=60,
+        what=f"plan {plan_id} finished",
+    )
+
+
+def flood(r, n: int = 2000) -> None:
+    """Other plans' traffic on the global stream."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(keys.EVENTS, {"type": "STAGE_STARTED", "planId": "other", "tenantId": f"o{i}"})
+    pipe.execute()
+
+
+def cli_events(*args: str) -> tuple[int, list[dict]]:
+    result = runner.invoke(app, ["events", "--json", *args], catch_exceptions=False)
+    return result.exit_code, [json.loads(line) for line in result.output.splitlines() if line]
+
+
+def test_plan_history_is_complete_after_the_global_stream_moved_on(worker, r):
+    plan_id = unique()
+    submit_and_finish(worker, r, plan_id, [bg_tenant(unique("t")) for _ in range(3)])
+    recorded = [(i, f) for i, f in r.xrange(keys.EVENTS) if f.get("planId") == plan_id]
+    assert len(recorded) > 10
+    flood(r)
+    # the bad case: the plan's events are no longer among the newest count x 20 entries
+    assert not [f for _, f in r.xrevrange(keys.EVENTS, count=100) if f.get("planId") == plan_id]
+
+    page = audit.history(r, plan_id=plan_id, count=5)
+    assert page.events == list(reversed(recorded))[:5] and page.more and not page.trimmed
+    everything = audit.history(r, plan_id=plan_id, count=10_000)
+    assert everything.events == list(reversed(recorded)) and not everything.more
+    older = audit.history(r, plan_id=plan_id, count=5, before=page.events[-1][0])
+    assert older.events == list(reversed(recorded))[5:10]
+
+    code, lines = cli_events("--plan", plan_id, "-n", "5")
+    assert code == 0 and [e["id"] for e in lines] == [i for i, _ in recorded[-5:]]
+
+
+def test_tenant_history_spans_plans_and_both_filters_give_one_task(worker, r):
+    tenant = unique("t")
+    first, second = unique(), unique()
+    submit_and_finish(worker, r, first, [bg_tenant(tenant)])
+    submit_and_finish(worker, r, second, [bg_tenant(tenant, version=21)])
+    recorded = [(i, f) for i, f in r.xrange(keys.EVENTS) if f.get("tenantId") == tenant]
+    flood(r)
+
+    page = audit.history(r, tenant_id=tenant, count=100)
+    assert page.events == list(reversed(recorded))
+    assert {f["planId"] for _, f in page.events} == {first, second}
+    one = audit.history(r, plan_id=first, tenant_id=tenant, count=100)
+    assert one.events == [(i, f) for i, f in reversed(recorded) if f["planId"] == first]
+    newest = audit.history(r, tenant_id=tenant, count=2)
+    assert newest.events == list(reversed(recorded))[:2] and newest.more
+    back = audit.history(r, tenant_id=tenant, count=2, before=newest.events[-1][0])
+    assert back.events == list(reversed(recorded))[2:4]
+    code, lines = cli_events("--tenant", tenant, "--plan", second, "-n", "3")
+    assert code == 0 and {e["planId"] for e in lines} == {second} and len(lines) == 3
+    assert lines[-1]["type"] == "TASK_COMPLETED"
+
+
+def test_history_says_when_older_entries_were_trimmed(r):
+    plan_id, tenant = unique(), unique("t")
+    old = int(time.time() * 1000) - 8 * DAY_MS  # past the 7-day default retention
+    for n in range(3):  # what emit wrote 8 days ago: the plan's entry, the tenant's reference
+        entry = r.xadd(keys.events_plan(plan_id), {"type": "OLD", "tenantId": tenant},
+                       id=f"{old}-{n}")  # fmt: skip
+        r.rpush(keys.events_tenant(tenant), f"{entry} {plan_id}")
+    before = audit.history(r, tenant_id=tenant)
+    assert len(before.events) == 3 and not before.trimmed  # nothing removed yet
+    audit.record(r, {"type": "TASK_PAUSED", "planId": plan_id, "tenantId": tenant})
+
+    for page in (audit.history(r, tenant_id=tenant), audit.history(r, plan_id=plan_id)):
+        assert [f["type"] for _, f in page.events] == ["TASK_PAUSED"]
+        assert page.trimmed and page.reaches_trimmed_part
+    # an idle history expires whole
+    assert 0 < r.pttl(keys.events_tenant(tenant)) <= 7 * DAY_MS
+    assert 0 < r.pttl(keys.events_plan(plan_id)) <= 7 * DAY_MS
+    result = runner.invoke(app, ["events", "--tenant", tenant])
+    assert "older history of tenant" in result.output and "trimmed" in result.output
+
+
+def test_a_tenants_history_costs_references_not_a_stream_each(worker, r):
+    tenant = unique("t")
+    submit_and_finish(worker, r, unique(), [bg_tenant(tenant)])
+    assert r.type(keys.events_tenant(tenant)) == "list"
+    assert r.memory_usage(keys.events_tenant(tenant)) < 1000  # a stream of its own: ~4.7 KB
+
+
+def test_a_plan_whose_history_expired_says_so(r):
+    plan_id = unique()
+    r.hset(keys.plan(plan_id), mapping={"planId": plan_id, "status": "COMPLETED"})
+    page = audit.history(r, plan_id=plan_id)
+    assert page.events == [] and page.trimmed
+    assert not audit.history(r, plan_id=unique("never")).trimmed
+    tenant = unique("t")
+    r.set(keys.tenant(tenant), "task-x")  # the tenant had a task; its history expired
+    assert audit.history(r, tenant_id=tenant).trimmed
+
+
+@pytest.fixture()
+def control(worker):
+    from tasks.runtime import controller
+
+    return controller()
+
+
+def test_refused_commands_are_recorded_as_refusals_not_as_done(worker, r, control):
+    plan_id, tenant = unique(), unique("t")
+    submit_and_finish(worker, r, plan_id, [bg_tenant(tenant)])
+    assert not control.execute(Command.PAUSE, {"planId": plan_id}, by="ops", reason="window")["ok"]
+    assert not control.execute(Command.RETRY, {"tenantId": tenant}, by="ops")["ok"]
+
+    plan_events = [f for _, f in audit.history(r, plan_id=plan_id).events]
+    # before: PLAN_PAUSE was written (and the plan flagged) before any task was asked
+    assert "PLAN_PAUSE" not in {f["type"] for f in plan_events}
+    refusals = [f for f in plan_events if f["type"] == "COMMAND_REFUSED"]
+    assert [f["command"] for f in refusals] == ["retry", "pause"]  # newest first
+    refusal = refusals[1]
+    assert refusal["code"] == "TASK_NOT_RUNNING" and "tenantId" not in refusal
+    assert refusal["by"] == "ops" and refusal["reason"] == "window"
+    newest = audit.history(r, tenant_id=tenant, count=1).events[0][1]
+    assert newest["type"] == "COMMAND_REFUSED" and newest["command"] == "retry"
+    assert newest["code"] == "TASK_NOT_FAILED"
+    nowhere = unique("nope")
+    assert control.execute(Command.CANCEL, {"planId": nowhere})["code"] == "PLAN_NOT_FOUND"
+    recent = [f for _, f in r.xrevrange(keys.EVENTS, count=100)]
+    assert {"type": "COMMAND_REFUSED", "target": f"plan {nowhere}"}.items() <= next(
+        f for f in recent if f.get("target") == f"plan {nowhere}"
+    ).items()
+    assert not r.exists(keys.events_plan(nowhere))  # no history kept for a plan that is none
+
+
+def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, control):
+    plan_id, tenants = unique(), [unique("t") for _ in range(2)]
+    r.set(f"deployer:lease:{tenants[0]}", "another-run", px=60_000)
+    worker.send_task("deployer.submit_plan", [plan(plan_id, [bg_tenant(t) for t in tenants])])
+    wait_for(lambda: r.hget(keys.plan(plan_id), "c:COMPLETED") == "1", what="one done")
+    assert control.execute(Command.CANCEL, {"planId": plan_id}, by="ops")["ok"]
+    newest = audit.history(r, plan_id=plan_id, count=1).events[0][1]
+    assert newest["type"] == "PLAN_CANCEL" and newest["by"] == "ops"
+    assert int(newest["acted"]) == 1 and int(newest["skipped"]) == 1
+    wait_for(lambda: r.hget(keys.plan(plan_id), "status") == "CANCELLED", what="CANCELLED")
+    r.delete(f"deployer:lease:{tenants[0]}")

@@ -1,0 +1,58 @@
+"""A real `deployer serve` app on uvicorn in a thread (real HTTP on loopback), per settings."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.integration.test_flower import start_flower  # noqa: F401  (a fixture, shared)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> Iterator[Callable[..., str]]:
+    """Start the app with `settings` (default: the environment's); returns its base URL."""
+    import uvicorn
+
+    from deployer.settings import Settings
+    from deployer.web import create_app
+
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start(settings: Settings | None = None) -> str:
+        port = free_port()
+        config = uvicorn.Config(
+            create_app(settings or Settings()),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=2,
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+        thread.start()
+        wait_for(lambda: server.started, timeout=20, what="uvicorn started")
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, _ in servers:
+        server.should_exit = True
+    for _, thread in servers:
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def api(serve_app: Callable[..., str], worker: Any) -> str:
+    """Base URL of the API with a real worker behind it (the session's in-process worker)."""
+    return serve_app()

@@ -1,0 +1,204 @@
+"""The dashboard in a real headless Chromium (Debian's `chromium`, driven by Playwright),
+against the real API, Redis, worker and simulated fleet. Screenshots of every step are saved
+in the test's tmp_path (printed at the end of each test)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deployer.fleet import Behaviour
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (.ci/run installs Debian's chromium)"
+)
+PREFIX = "icc_ai_ops_srv:tenant_config:"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Any:
+    with playwright.sync_playwright() as p:
+        # Playwright's own browser download is not used: the system chromium is
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Any, tmp_path: Path) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.shots = []  # type: ignore[attr-defined]
+    yield pg
+    context.close()
+    print("screenshots:", *pg.shots, sep="\n  ")  # type: ignore[attr-defined]
+
+
+def shot(page: Any, tmp_path: Path, name: str) -> None:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    page.shots.append(path)
+
+
+def number(page: Any, status: str) -> int:
+    return int(page.inner_text(f"#count-{status}"))
+
+
+def confirm(page: Any, command: str, reason: str) -> str:
+    """Click a command button, check the confirmation dialog, confirm; returns the toast."""
+    page.click(f"button.cmd-{command}")
+    dialog = page.locator("dialog#confirm")
+    assert dialog.is_visible()
+    assert command in page.inner_text("#confirm-text")
+    page.fill("#confirm-reason", reason)
+    page.click("#confirm-yes")
+    page.wait_for_function("document.querySelector('#toast').classList.contains('show')")
+    return str(page.inner_text("#toast"))
+
+
+def test_live_counts_then_pause_stops_tenants_and_resume_completes(
+    page, api, session_fleet, tmp_path
+):
+    plan_id, prefix = unique("dash"), unique("live")
+    session_fleet.behave(prefix, Behaviour(delay=0.5))
+    tenants = [f"{prefix}-{i:02d}" for i in range(16)]
+    body = plan(plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=2)
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+
+    page.goto(f"{api}/plans/{plan_id}")
+    page.evaluate("window.__sameDocument = 42")  # gone if the page ever reloads
+    page.wait_for_selector("#live.on")
+    start = number(page, "COMPLETED")
+    page.wait_for_function(
+        f"Number(document.querySelector('#count-COMPLETED').textContent) > {start}"
+    )
+    page.wait_for_selector("#tasks tbody tr[data-tenant]")
+    shot(page, tmp_path, "1-running")
+
+    assert "OK" in confirm(page, "pause", "change window closed")
+    page.wait_for_function("document.querySelector('#plan-status').textContent === 'PAUSED'")
+    assert number(page, "RUNNING") == 0 and number(page, "PAUSED") > 0
+    page.select_option("#f-status", "PAUSED")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#tasks tbody tr[data-tenant] .status')]"
+        ".every(s => s.textContent === 'PAUSED') && "
+        "document.querySelectorAll('#tasks tbody tr[data-tenant]').length > 0"
+    )
+    stopped = httpx.get(f"{api}/api/v1/plans/{plan_id}").json()
+    assert stopped["status"] == "PAUSED" and stopped["counts"].get("COMPLETED", 0) < 16
+    assert not stopped["counts"].get("RUNNING")
+    shot(page, tmp_path, "2-paused")
+
+    page.select_option("#f-status", "")
+    assert "OK" in confirm(page, "resume", "window open again")
+    page.wait_for_function(
+        "document.querySelector('#plan-status').textContent === 'COMPLETED'", timeout=60_000
+    )
+    assert number(page, "COMPLETED") == 16 and number(page, "PAUSED") == 0
+    assert page.evaluate("window.__sameDocument") == 42
+    shot(page, tmp_path, "3-completed")
+
+
+def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, tmp_path):
+    plan_id, bad, good = unique("dash"), unique("bad"), unique("ok")
+    r.set(PREFIX + bad, "not a hash")  # its write fails with WRONGTYPE
+    body = plan(plan_id, [bg_tenant(good), bg_tenant(bad)])
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+    wait_for(
+        lambda: httpx.get(f"{api}/api/v1/plans/{plan_id}").json()["status"] == "FAILED",
+        timeout=60,
+        what="plan FAILED",
+    )
+
+    page.goto(f"{api}/")
+    shot(page, tmp_path, "4-plans")
+    page.click(f"a[href='/plans/{plan_id}']")
+    page.fill("#f-q", bad[-6:])
+    page.wait_for_function("document.querySelectorAll('#tasks tbody tr[data-tenant]').length === 1")
+    row = page.locator(f"#tasks tr[data-tenant='{bad}']")
+    assert "FAILED" in row.inner_text() and "WRONGTYPE" in row.inner_text()
+    shot(page, tmp_path, "5-plan-failed")
+    row.locator("a").first.click()
+    page.wait_for_selector("#failure:not([hidden])")
+    assert "WRONGTYPE" in page.inner_text("#failure-error")
+    assert page.inner_text("#failure-stage") == "blue-green-gateway"
+    assert page.locator(".stage.st-FAILED").count() == 1
+    flower = str(page.get_attribute("a.button", "href"))  # Flower, searched for its stages
+    assert flower.endswith(f"/tasks?name={bad}"), flower
+    shot(page, tmp_path, "6-task-failed")
+
+    r.delete(PREFIX + bad)
+    page.evaluate("window.__sameDocument = 7")
+    assert "OK" in confirm(page, "retry", "key fixed")
+    page.wait_for_function(
+        "document.querySelector('#task-status').textContent === 'COMPLETED'", timeout=60_000
+    )
+    assert page.locator("#failure").is_hidden()
+    assert page.evaluate("window.__sameDocument") == 7
+    shot(page, tmp_path, "7-task-completed")
+
+
+def test_a_tasks_flower_link_lists_that_tenants_stage_tasks_in_a_real_flower(
+    browser, serve_app, worker, r, tmp_path, start_flower
+):
+    from deployer.settings import Settings
+    from tests.integration.test_flower import AUTH, _up, free_port
+
+    port = free_port()
+    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
+    flower = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _up(flower + "/healthcheck"), timeout=30, what="flower listening")
+
+    def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
+        worker.send_task("deployer.submit_plan", [{"planId": "canary"}])  # rejected, cheap
+        return bool(httpx.get(flower + "/api/tasks", auth=AUTH, timeout=5).json())
+
+    wait_for(flower_sees_events, timeout=30, interval=0.3, what="flower receiving events")
+    dashboard = serve_app(Settings(flower_url=flower))
+    plan_id, tenant = unique("fl"), unique("flt")
+    body = plan(plan_id, [bg_tenant(tenant), bg_tenant(unique("other"))])
+    assert httpx.post(f"{dashboard}/api/v1/plans", json=body, timeout=30).status_code == 201
+    wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED", what="done")
+
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800},
+        http_credentials={"username": AUTH[0], "password": AUTH[1]},
+    )
+    try:
+        page = context.new_page()
+        page.goto(f"{dashboard}/plans/{plan_id}/tenants/{tenant}")
+        with context.expect_page() as opened:
+            page.click("a.button:has-text('Flower')")
+        flower_page = opened.value
+        flower_page.wait_for_selector(f"#tasks-table tbody tr:has-text('{tenant}')", timeout=30_000)
+        rows = flower_page.locator("#tasks-table tbody tr")
+        assert rows.count() >= 1 and all(
+            tenant in rows.nth(i).inner_text() for i in range(rows.count())
+        )
+        path = tmp_path / "8-flower.png"
+        flower_page.screenshot(path=str(path), full_page=True)
+        print("screenshot:", path)
+    finally:
+        context.close()
+
+
+def test_the_api_docs_render_from_local_files_only(page, api, tmp_path):
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda req: None if req.url.startswith(api) else outside.append(req.url),
+    )
+    page.goto(f"{api}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+    paths = page.locator(".opblock-summary-path").all_inner_texts()
+    assert any("/api/v1/plans/{planId}/tasks" in p.replace("\u200b", "") for p in paths)
+    assert outside == []  # no CDN: the page works on a host without internet
+    shot(page, tmp_path, "9-docs")
