@@ -72,3 +72,7 @@ if os.environ.get("BENCH_TRACEMALLOC"):
                 fh.write("\n".join(stat.traceback.format()[-12:]) + "\n\n")
 
     signal.signal(signal.SIGUSR2, _dump)
+
+
+# The hand-written plain-Celery rollout (benchmarks/handwritten.py) runs on this same worker.
+from benchmarks import handwritten_tasks  # noqa: E402, F401

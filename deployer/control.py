@@ -96,6 +96,8 @@ CANCEL_SLICE = 500
 
 
 PLAN_FLAG = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}
+#: Task-level commands that queue a run: under a paused or cancelled plan it would never start.
+STARTS_A_RUN = frozenset({Command.RESUME, Command.RETRY, Command.ROLLBACK})
 EVENT = {
     (Command.PAUSE, Effect.NOW): "TASK_PAUSED",
     (Command.PAUSE, Effect.REQUEST): "TASK_PAUSE_REQUESTED",
@@ -193,20 +195,17 @@ class Controller:
         force: bool = False,
     ) -> dict[str, Any]:
         tasks = self._resolve(target)
+        if not target.is_plan and command in STARTS_A_RUN:
+            self._refuse_if_plan_halted(command, tasks[0], force)
         if target.is_plan:
             assert target.plan_id is not None
-            waved = bool(self.store.get_plan_field(target.plan_id, "strategy"))
             if not any(self._preview(command, t, force).effect is not Effect.REFUSE for t in tasks):
                 # every task refuses: a refusal, so no plan flag and no PLAN_ event
                 everyone = [self._refusal(command, t, force) for t in tasks]
                 return self._answer(
                     command, target, Counter({Effect.REFUSE.value: len(tasks)}), everyone, []
                 )
-            if waved and command is Command.ROLLBACK:
-                tasks = self._end_waves(target.plan_id, tasks, by, reason)
-            self.store.plan_control(target.plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
-            if command is Command.RESUME:
-                tasks = resume_order(tasks)
+            tasks = self._plan_wide(command, target.plan_id, tasks, by, reason)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
@@ -232,6 +231,39 @@ class Controller:
         if target.is_plan and answer["ok"]:
             self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
+
+    def _plan_wide(
+        self, command: Command, plan_id: str, tasks: list[dict[str, str]], by: str, reason: str
+    ) -> list[dict[str, str]]:
+        """The plan's own part of a plan command, before its tasks': a rollback of a plan
+        with waves ends them first (`_end_waves`), then the plan flag; the tasks in the
+        order the command takes them."""
+        if command is Command.ROLLBACK and self.store.get_plan_field(plan_id, "strategy"):
+            tasks = self._end_waves(plan_id, tasks, by, reason)
+        self.store.plan_control(plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
+        return resume_order(tasks) if command is Command.RESUME else tasks
+
+    def _refuse_if_plan_halted(self, command: Command, task: dict[str, str], force: bool) -> None:
+        """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
+        (no slot is filled and a stage start obeys the flag): refuse it, naming the way on."""
+        if decide(command, TaskStatus(task["status"]), task.get("control"), force).effect is not (
+            Effect.NOW
+        ):
+            return
+        plan_id = task["planId"]
+        flag = self.store.r.hget(keys.plan(plan_id), "control")
+        if flag == "CANCEL":
+            raise IllegalTransition(
+                f"plan {plan_id} was cancelled: a {command.value} of one of its tenants would "
+                f"never start; roll the plan back instead (rollback --plan {plan_id})",
+                code="PLAN_CANCELLED",
+            )
+        if flag == "PAUSE":
+            raise IllegalTransition(
+                f"plan {plan_id} is paused: a {command.value} of one of its tenants would wait "
+                f"for it; resume the plan first (resume --plan {plan_id})",
+                code="PLAN_PAUSED",
+            )
 
     def _preview(self, command: Command, task: dict[str, str], force: bool = False) -> Decision:
         """What the command would do to `task` as last read (nothing is written)."""

@@ -23,6 +23,10 @@ EVENTS_PLAN = "deployer:events:plan:{plan_id}"  # stream: the plan's events, sam
 EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"  # list of 'entryId planId' references
 EVENTS_TENANT_TRIMMED = "deployer:events:tenant:{tenant_id}:trimmed"  # set when refs were dropped
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
+WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid:start id)
+WORKER_HOLDS = "deployer:worker-holds:{node}"  # hash task id -> token of messages it holds
+DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded
+WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
 
 
 def plan(plan_id: str) -> str:
@@ -78,7 +82,12 @@ def config_hash(prefix: str, tenant_id: str) -> str:
     return f"{prefix}{tenant_id}"
 
 
-DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded
+def worker(node: str) -> str:
+    return WORKER.format(node=node)
+
+
+def worker_holds(node: str) -> str:
+    return WORKER_HOLDS.format(node=node)
 
 
 #: Progressive rollout (issue 17). A wave's task ids, fixed at submit:

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # A dispatched task that never started is not re-driven before this: its first stage
     # may be queued behind thousands of others, which is slow, not lost.
     pending_grace_seconds: float = Field(600.0, ge=0)
+    # A worker's heartbeat key lives this long and is refreshed 5 times as often; once it is
+    # gone (kill -9, lost node) its tasks are re-driven at once, not after the lease TTL.
+    # 0 turns heartbeats off (the lease TTL alone then finds a dead worker's tasks).
+    worker_heartbeat_seconds: float = Field(5.0, ge=0)
 
     # Fleet verification
     verify_interval_seconds: float = Field(3.0, gt=0)

@@ -8,8 +8,6 @@ a task's status disagree with its plan's counters.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from deployer import audit, keys
 from deployer.errors import TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
+from deployer.worker_id import worker_label
 
 _PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
 
@@ -374,7 +373,8 @@ class Store:
         ]
 
     def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = "") -> StageGate:
-        """`worker` (the Celery node name) is recorded on the task and its stage events."""
+        """`worker` (the Celery node name) is recorded on the task and its stage events, as
+        `{node}/{pid}` (deployer/worker_id.py): the node's heartbeat says if the run lives."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
             keys=[
@@ -394,7 +394,7 @@ class Store:
                 self.settings.max_redeliveries,
                 self.settings.events_maxlen,
                 ctx.model_dump_json(by_alias=True),
-                f"{worker or socket.gethostname()}:{os.getpid()}",
+                worker_label(worker),
                 str(ctx.scratch.get("progress", "")),
                 ctx.plan_id,
                 ctx.tenant_id,

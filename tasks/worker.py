@@ -13,7 +13,10 @@ from typing import Any
 
 from celery import bootsteps
 from celery.signals import worker_init
+from celery.worker import state as worker_state
 
+from deployer import worker_id
+from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
 from deployer.reconciler import Reconciler, ReconcilerThread
 from stages import registry
 from tasks import runtime
@@ -56,10 +59,80 @@ class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 app.steps["worker"].add(ReconcilerStep)
 
 
+class LivenessStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """The worker's heartbeat and the re-driving of dead workers' tasks (deployer/liveness.py),
+    in the main process; a clean stop deletes the heartbeat."""
+
+    label = "deployer liveness"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: LivenessThread | None = None
+
+    def start(self, worker: Any) -> None:
+        ttl = runtime.settings().worker_heartbeat_seconds
+        if ttl <= 0:
+            return
+        planner = runtime.planner()
+        store = runtime.store()
+        node = worker_id.node_name(worker.hostname)
+        orphans = OrphanReconciler(store, planner.launch, planner.dispatch)
+        heartbeat = Heartbeat(store.r, node, ttl, runtime.settings().lease_ttl_seconds * 2)
+        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages)
+        self.thread.start()
+        log.info("heartbeat of %s started (ttl %.1fs)", node, ttl)
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(LivenessStep)
+
+
+def held_stages() -> dict[str, str]:
+    """Task id -> where the stage message this worker holds would start (`token:stage:step:
+    attempt`, the task's `cursor` once begun): prefetched, waiting for its countdown (a
+    HealthCheck re-poll) or running. Read from the liveness thread, while the consumer
+    changes Celery's request sets."""
+    out: dict[str, str] = {}
+    held = [
+        *_copy(worker_state.scheduled_requests),
+        *_copy(worker_state.reserved_requests),
+        *_copy(worker_state.active_requests),
+    ]
+    for req in held:
+        if req.type != "deployer.run_stage":  # `name` is the label Flower shows
+            continue
+        try:
+            ctx = req.args[0]
+        except (IndexError, TypeError, ValueError):
+            continue
+        if isinstance(ctx, dict) and ctx.get("taskId") and ctx.get("token"):
+            at = (ctx.get("stageIndex", 0), ctx.get("stepIndex", 0), ctx.get("attempt", 0))
+            out[str(ctx["taskId"])] = ":".join(str(x) for x in (ctx["token"], *at))
+    return out
+
+
+def _copy(requests: Any) -> list[Any]:
+    """A WeakSet another thread changes may raise while copied; a later try succeeds (and a
+    beat that misses one only publishes it a beat later)."""
+    for _ in range(5):
+        try:
+            return list(requests)
+        except RuntimeError:
+            continue
+    return []
+
+
 @worker_init.connect(weak=False)
 def warm_up(**_: Any) -> None:
     """Load entry points, settings and scripts once in the main process, before the pool
     forks: every pool process (including one recycled after a big submit) starts warm."""
+    worker_id.mark_main_process()
     registry.assemblers()
     registry.steps()
     runtime.store()

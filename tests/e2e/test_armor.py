@@ -178,8 +178,13 @@ def letters(r: redis.Redis) -> list[dict[str, Any]]:
 
 @pytest.fixture()
 def armored(spawn_worker: Callable[..., Any], r: redis.Redis) -> Callable[..., Any]:
-    """A worker subprocess (env overrides allowed), after an empty dead-letter stream."""
-    r.delete("deployer:dead-letters")
+    """A worker subprocess (env overrides allowed), after an empty dead-letter stream and
+    empty broker queues: an earlier test's killed worker may have left a message unacked
+    (restored after the visibility timeout), which is not this test's to drain."""
+    r.delete("deployer:dead-letters", "unacked", "unacked_index", "unacked_mutex")
+    for q in QUEUES:
+        for key in r.scan_iter(match=f"{q}*"):
+            r.delete(key)
 
     def start(**env: str) -> Any:
         return spawn_worker(f"armor{uuid.uuid4().hex[:6]}", concurrency=2, env=worker_env(**env))

@@ -161,3 +161,29 @@ def test_resume_queues_mid_flight_tenants_first_each_group_in_submission_order(r
     assert r.lrange(f"deployer:plan:{plan_id}:queue", 0, -1) == [
         task_id_for(plan_id, t) for t in ("m2", "n1", "n2")
     ]
+
+
+def test_a_tenant_run_under_a_paused_or_cancelled_plan_is_refused_not_stranded(
+    worker, r, control, session_fleet
+):
+    """Before: `resume --tenant` under a paused plan, or `rollback --tenant` of a cancelled
+    plan's tenant, answered OK and left the task PENDING forever (no slot is filled while the
+    plan flag is set). Now the command is refused with a code naming the plan-level way on."""
+    plan_id, tenants = unique(), [unique("t"), unique("t")]
+    session_fleet.behave(tenants[0], Behaviour(never=True))  # holds the plan's only slot
+    submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=1)
+    wait_for(lambda: task(r, plan_id, tenants[0]).get("status") == "RUNNING", what="RUNNING")
+    assert control.execute(Command.PAUSE, {"planId": plan_id}, by="ops")["ok"]
+    # the second tenant never started (one slot): it is PAUSED at once
+    wait_for(lambda: task(r, plan_id, tenants[1]).get("status") == "PAUSED", what="paused")
+    refused = control.execute(Command.RESUME, {"tenantId": tenants[1]}, by="ops")
+    assert not refused["ok"] and refused["code"] == "PLAN_PAUSED", refused
+    assert task(r, plan_id, tenants[1])["status"] == "PAUSED"  # nothing queued
+
+    assert control.execute(Command.CANCEL, {"planId": plan_id}, by="ops")["ok"]
+    wait_for(lambda: task(r, plan_id, tenants[1]).get("status") == "CANCELLED", what="cancelled")
+    refused = control.execute(Command.ROLLBACK, {"tenantId": tenants[1]}, by="ops")
+    assert not refused["ok"] and refused["code"] == "PLAN_CANCELLED", refused
+    assert "rollback --plan" in refused["message"]
+    assert task(r, plan_id, tenants[1])["status"] == "CANCELLED"
+    session_fleet.behave(tenants[0], Behaviour())

@@ -84,25 +84,26 @@ def test_waves_start_in_order_never_overlap_and_the_canary_runs_alone_first(work
 def test_a_bake_holds_the_next_wave_with_no_worker_busy(worker, r):
     plan_id = unique("bake")
     tenants = [unique("bk") for _ in range(3)]
-    strategy = {"canary": 1, "bakeSeconds": 2}
+    strategy = {"canary": 1, "bakeSeconds": 4}
     submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
     wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "waveState") == "BAKING", timeout=30,
              what="wave 0 baking")  # fmt: skip
     waves = summary(plan_id)
     assert waves[0]["state"] == "BAKING" and waves[0]["done"] == 1 and "bakeUntil" in waves[0]
     assert waves[1]["state"] == "PENDING"
-    # nothing runs while the plan bakes: no stage in any worker, wave 1 not even sent
-    active = worker.control.inspect(timeout=2).active() or {}
-    assert all(not tasks for tasks in active.values()), active
+    # nothing runs while the plan bakes: wave 1 not even sent, no stage in any worker
     for t in tenants[1:]:
         task = r.hgetall(f"deployer:task:{r.get(f'deployer:tenant:{t}')}")
         assert task["status"] == "PENDING" and "dispatchedAt" not in task
+    active = worker.control.inspect(timeout=1).active() or {}
+    assert all(not tasks for tasks in active.values()), active
+    assert r.hget(f"deployer:plan:{plan_id}", "waveState") == "BAKING"  # asked within it
     wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
     events = {e["type"]: e for _, e in plan_events(r, plan_id) if e.get("wave") == "0"}
     baking = events["WAVE_BAKING"]
     started1 = [e for _, e in plan_events(r, plan_id)
                 if e["type"] == "WAVE_STARTED" and e["wave"] == "1"][0]  # fmt: skip
-    assert int(started1["ts"]) >= int(baking["until"]) >= int(baking["ts"]) + 2000
+    assert int(started1["ts"]) >= int(baking["until"]) >= int(baking["ts"]) + 4000
     # the last wave bakes too (failures then still count), then the waves are DONE
     wait_for(lambda: [w["state"] for w in summary(plan_id)] == ["DONE", "DONE"], timeout=20,
              what="final bake over")  # fmt: skip
