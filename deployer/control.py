@@ -17,7 +17,14 @@ from typing import Any
 import redis
 
 from deployer import audit, keys
-from deployer.errors import DeployerError, IllegalTransition, NotFound, PermanentError
+from deployer.errors import (
+    DeployerError,
+    IllegalTransition,
+    NotFound,
+    PermanentError,
+    PlanHasNoStrategy,
+    PlanNotAwaitingApproval,
+)
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import (
     Task,
@@ -153,7 +160,9 @@ class Controller:
         target = Target.parse(raw_target)
         by, reason = (by or "")[:200], (reason or "")[:1000]
         try:
-            if target.is_plan and command is Command.CANCEL:
+            if command is Command.APPROVE:
+                answer = self._approve(target, by, reason)
+            elif target.is_plan and command is Command.CANCEL:
                 answer = self._cancel_plan(target, by, reason)
             else:
                 answer = self._execute(command, target, by, reason, from_checkpoint, force)
@@ -161,6 +170,19 @@ class Controller:
             answer = exc.as_result()
         if not answer["ok"]:
             self._record_refusal(command, target, by, reason, answer)
+        elif (
+            target.is_plan
+            and target.plan_id
+            and command
+            not in (
+                Command.ROLLBACK,
+                Command.APPROVE,
+            )
+        ):
+            # a plan with waves: resume continues the current wave (and a bake that ended
+            # meanwhile), cancel ends the waves; the wave step sees the plan's control flag
+            # (a plan rollback ended them already; the budget's rollback runs inside a step)
+            self.planner.advance(target.plan_id)
         return answer
 
     def _execute(
@@ -177,17 +199,13 @@ class Controller:
             self._refuse_if_plan_halted(command, tasks[0], force)
         if target.is_plan:
             assert target.plan_id is not None
-            if not any(
-                self._preview(command, t, force).effect is not Effect.REFUSE for t in tasks
-            ):
+            if not any(self._preview(command, t, force).effect is not Effect.REFUSE for t in tasks):
                 # every task refuses: a refusal, so no plan flag and no PLAN_ event
                 everyone = [self._refusal(command, t, force) for t in tasks]
                 return self._answer(
                     command, target, Counter({Effect.REFUSE.value: len(tasks)}), everyone, []
                 )
-            self.store.plan_control(target.plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
-            if command is Command.RESUME:
-                tasks = resume_order(tasks)
+            tasks = self._plan_wide(command, target.plan_id, tasks, by, reason)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
@@ -213,6 +231,17 @@ class Controller:
         if target.is_plan and answer["ok"]:
             self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
+
+    def _plan_wide(
+        self, command: Command, plan_id: str, tasks: list[dict[str, str]], by: str, reason: str
+    ) -> list[dict[str, str]]:
+        """The plan's own part of a plan command, before its tasks': a rollback of a plan
+        with waves ends them first (`_end_waves`), then the plan flag; the tasks in the
+        order the command takes them."""
+        if command is Command.ROLLBACK and self.store.get_plan_field(plan_id, "strategy"):
+            tasks = self._end_waves(plan_id, tasks, by, reason)
+        self.store.plan_control(plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
+        return resume_order(tasks) if command is Command.RESUME else tasks
 
     def _refuse_if_plan_halted(self, command: Command, task: dict[str, str], force: bool) -> None:
         """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
@@ -356,6 +385,51 @@ class Controller:
         task_id = self.store.task_id_for_tenant(tenant_id) if tenant_id else None
         plan_id = self.store.r.hget(keys.task(task_id), "planId") if task_id else None
         return str(plan_id) if plan_id else None
+
+    def _approve(self, target: Target, by: str, reason: str) -> dict[str, Any]:
+        """Start the plan's wave that waits for approval (a stored decision: it holds even
+        if every worker is down; they send the wave's chains when they are back)."""
+        if not target.is_plan or not target.plan_id:
+            raise TargetInvalid('approve takes a plan: {"planId": ...}')
+        if not self.store.plan_exists(target.plan_id):
+            raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+        outcome = self.planner.advance(target.plan_id, "APPROVE", by, reason)
+        if outcome.outcome == "NONE":
+            raise PlanHasNoStrategy(f"plan {target.plan_id} has no strategy: nothing to approve")
+        if outcome.outcome == "REFUSED":
+            raise PlanNotAwaitingApproval(
+                f"plan {target.plan_id}: wave {outcome.wave} is {outcome.gate or 'not waiting'}"
+                ", not awaiting approval"
+            )
+        return {
+            "ok": True,
+            "code": "OK",
+            "message": f"approve plan {target.plan_id}: wave {outcome.wave} approved "
+            f"({outcome.outcome.lower()})",
+            "wave": outcome.wave,
+            "waveState": outcome.outcome,
+        }
+
+    def _end_waves(
+        self,
+        plan_id: str,
+        tasks: list[dict[str, str]],
+        by: str,
+        reason: str,
+    ) -> list[dict[str, str]]:
+        """A rollback of a plan with waves ends them: no later wave starts, tenants that never
+        started are cancelled (their old config is still live), and the started ones roll
+        back newest first (each goes to the front of the queue, the newest last)."""
+        self.store.wave_step(plan_id, "HALT", by, reason or "plan rolled back")
+        started: list[dict[str, str]] = []
+        for task in tasks:
+            if task.get("startedAt"):
+                started.append(task)
+            elif task["status"] in ("PENDING", "PAUSED"):
+                self._apply(
+                    Command.CANCEL, task, by, "plan rolled back before this tenant started", False
+                )
+        return sorted(started, key=lambda t: int(t.get("startedAt") or 0))
 
     def _answer(
         self,

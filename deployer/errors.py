@@ -100,6 +100,8 @@ class StaleRun(PermanentError):
 
 class InsecureBind(PermanentError):
     code = "API_TOKEN_REQUIRED"
+
+
 class MessageRefused(PermanentError):
     """A broker message the worker would not hand to a task (tasks/guard.py): its caller
     finds this code in `deployer:rejections` when a planId could be read from it."""
@@ -130,3 +132,15 @@ class NamespaceNotAllowed(PermanentError):
     """A tenant's `nacosNameSpace` is outside DEPLOYER_NACOS_ALLOWED_NAMESPACES."""
 
     code = "NAMESPACE_NOT_ALLOWED"
+
+
+class PlanNotAwaitingApproval(IllegalTransition):
+    """approve: the plan's current wave does not wait for an approval (issue 17)."""
+
+    code = "PLAN_NOT_AWAITING_APPROVAL"
+
+
+class PlanHasNoStrategy(IllegalTransition):
+    """approve: the plan has no waves to approve (issue 17)."""
+
+    code = "PLAN_HAS_NO_STRATEGY"

@@ -35,6 +35,7 @@ from deployer.models import (
 )
 from deployer.settings import Settings
 from deployer.store import TaskRow
+from deployer.strategy import strategy_errors
 from stages.base import ConfigError
 from stages.discovery import Resolver
 from stages.factory import forward_stages
@@ -250,6 +251,8 @@ def validate_plan(
             kept.append(keep(config))
         except ConfigError as exc:
             errors.add([{"field": f"tenants[{i}].{exc.field}", "reason": exc.reason}])
+    if head is not None:
+        errors.add(strategy_errors(head.strategy, seen, len(seen), settings.gates))
     if errors.count or head is None:
         raise PlanValidationError(
             f"plan rejected: {errors.count} field error(s)",

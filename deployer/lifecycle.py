@@ -55,6 +55,9 @@ class Command(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     ROLLBACK = "rollback"
+    #: Start the wave of a plan that waits for approval (issue 17): acts on the plan's
+    #: waves, never on a task (deployer/control.py handles it before any task is decided).
+    APPROVE = "approve"
 
 
 class Effect(StrEnum):
@@ -151,12 +154,17 @@ def _rollback(status: S, control: str | None) -> Decision:
     )
 
 
+def _approve(status: S, control: str | None) -> Decision:
+    return Decision(Effect.REFUSE, code="APPROVE_PLAN_ONLY", note="approve acts on a plan's waves")
+
+
 _DECIDERS = {
     Command.PAUSE: _pause,
     Command.RESUME: _resume,
     Command.CANCEL: _cancel,
     Command.RETRY: _retry,
     Command.ROLLBACK: _rollback,
+    Command.APPROVE: _approve,
 }
 
 

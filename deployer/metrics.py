@@ -16,6 +16,7 @@ conflicts show 0.
 from __future__ import annotations
 
 import time
+from collections import Counter as Counter_
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -27,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from deployer import keys
 from deployer.models import TaskStatus
+from deployer.waves import WAVE_STATES, waves_of
 
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TERMINAL_TASK = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK", "ROLLBACK_FAILED", "PAUSED"}
@@ -155,6 +157,12 @@ class DeployerCollector(Collector):
             "HealthCheck polls of a plan (when the store keeps m:healthCheckAttempts).",
             labels=["plan_id"],
         )
+        waves = GaugeMetricFamily(
+            "deployer_plan_waves",
+            "Waves of a plan with a strategy by state (PENDING, RUNNING, BAKING, "
+            "AWAITING_APPROVAL, AWAITING_GATE, DONE, HALTED).",
+            labels=["plan_id", "state"],
+        )
         plan_ids = [str(p) for p in self.r.zrevrange(keys.PLANS, 0, self.recent_plans - 1)]
         pipe = self.r.pipeline(transaction=False)
         for plan_id in plan_ids:
@@ -169,7 +177,11 @@ class DeployerCollector(Collector):
             conflicts.add_metric([plan_id], float(raw.get("m:leaseConflicts", 0) or 0))
             if "m:healthCheckAttempts" in raw:
                 hc_kept.add_metric([plan_id], float(raw["m:healthCheckAttempts"]))
-        yield from (tasks, info, conc, conflicts, hc_kept)
+            if raw.get("strategy"):
+                states = Counter_(w["state"] for w in waves_of(raw))
+                for state in WAVE_STATES:
+                    waves.add_metric([plan_id, state], float(states.get(state, 0)))
+        yield from (tasks, info, conc, conflicts, hc_kept, waves)
 
     def _inflight(self) -> Iterator[Metric]:
         ids = [str(t) for t in self.r.zrange(keys.INFLIGHT, 0, self.inflight_sample - 1)]

@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from deployer.strategy import Strategy
+
 #: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
 #: It ends with `(?![\s\S])` ("no character follows"), not `$`: Python's `$` also matches
 #: before a trailing newline (`"nl-1\n"` passed), and this pattern is read by Python (re,
@@ -278,9 +280,8 @@ class PlanHead(EdgeModel):
 
     plan_id: WirePlanId
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
-    #: The rollout's shape (waves, canary, approval): its model comes with the strategies
-    #: work; until then any JSON object is accepted here and kept opaque.
-    strategy: dict[str, Any] | None = None
+    #: Progressive rollout (issue 17): canary, waves, bake, approval, gate, failure budget.
+    strategy: Strategy | None = None
     tenants: list[Any] = Field(min_length=1)
 
     @field_validator("plan_id", mode="before")

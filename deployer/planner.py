@@ -33,7 +33,8 @@ from deployer.models import (
     tenant_of_task,
 )
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store, TaskRow
+from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
+from deployer.waves import MAX_STEPS, call_gate, wave_plan
 from stages.base import ConfigError
 from stages.discovery import Resolver
 from stages.factory import build_stages, forward_stages
@@ -134,16 +135,25 @@ class Planner:
         except PlanValidationError as exc:
             return self._refuse(exc.plan_id, exc, exc.errors, exc.error_count)
         concurrency = head.max_concurrency or self.settings.max_concurrency
-        if not self.store.create_plan(head.plan_id, rows, concurrency, new_run_id() + "-", digest):
+        waves = (
+            wave_plan(head.plan_id, [row.tenant_id for row in rows], head.strategy, self.settings)
+            if head.strategy
+            else None
+        )
+        run_prefix = new_run_id() + "-"
+        if not self.store.create_plan(head.plan_id, rows, concurrency, run_prefix, digest, waves):
             return self._already(head.plan_id, digest)
         self.dispatch(head.plan_id)
-        return {
+        answer: dict[str, Any] = {
             "ok": True,
             "code": "ACCEPTED",
             "message": f"plan {head.plan_id} accepted with {len(rows)} task(s)",
             "planId": head.plan_id,
             "tasks": len(rows),
         }
+        if waves:
+            answer["waves"] = int(waves.fields["waves"])
+        return answer
 
     def _refuse(
         self,
@@ -189,10 +199,69 @@ class Planner:
         """
         sent = 0
         while True:
-            slots = self.store.fill(plan_id, max_batch=DISPATCH_BATCH)
+            slots, due = self.store.fill_due(plan_id, max_batch=DISPATCH_BATCH)
             sent += len(self.launch(slots))
+            if due:
+                # its fill said the plan's wave step is due (a wave just ended): take it,
+                # then fill the slots of a wave it started
+                self.advance(plan_id)
             if len(slots) < DISPATCH_BATCH:
                 return sent
+
+    def advance(
+        self, plan_id: str, op: str = "", by: str = "", reason: str = "", ask_gates: bool = False
+    ) -> WaveOutcome:
+        """Run a plan's wave step (deployer/waves.py) and do what it asks: ask a gate,
+        roll back on an exceeded failure budget, send the wave it started. Safe to call
+        from any number of workers at once; a plan without a strategy answers NONE.
+
+        Only the reconciler tick asks gate webhooks (`ask_gates`): a stage task, a submit or
+        an operator's command never waits on someone else's HTTP server; the wave's due time
+        is set to now instead, so the next tick asks.
+        """
+        outcome = self.store.wave_step(plan_id, op, by, reason)
+        for _ in range(MAX_STEPS):
+            if outcome.outcome == "GATE" and not ask_gates:
+                self.store.due_now(plan_id)
+                break
+            if outcome.outcome == "GATE":
+                url = self.settings.gates.get(outcome.gate)
+                ok = url is not None and call_gate(
+                    url, plan_id, outcome.wave, self.settings.gate_timeout_seconds
+                )
+                outcome = self.store.wave_step(
+                    plan_id, "GATE_OK" if ok else "GATE_FAIL", op_wave=str(outcome.wave)
+                )
+                continue
+            if outcome.outcome == "ROLLBACK":
+                self._budget_rollback(plan_id)
+                outcome = self.store.wave_step(plan_id, "ROLLBACK_DONE")
+                continue
+            break
+        if outcome.started or outcome.outcome == "RUNNING":
+            self._fill_all(plan_id)
+        return outcome
+
+    def _fill_all(self, plan_id: str) -> None:
+        while True:
+            slots = self.store.fill(plan_id, max_batch=DISPATCH_BATCH)
+            self.launch(slots)
+            if len(slots) < DISPATCH_BATCH:
+                return
+
+    def _budget_rollback(self, plan_id: str) -> None:
+        """onExceed rollback: every tenant this plan started goes back to its previous
+        config through the operator's rollback path (deployer/control.py), newest first."""
+        from deployer.control import Controller  # it is built on this class
+        from deployer.lifecycle import Command
+
+        result = Controller(self).execute(
+            Command.ROLLBACK,
+            {"planId": plan_id},
+            by="failure-budget",
+            reason="failure budget exceeded",
+        )
+        log.warning("plan %s: failure budget exceeded, rollback: %s", plan_id, result["message"])
 
     def launch(self, slots: list[Slot]) -> list[Dispatch]:
         """Send the chains of tasks given a slot (or re-driven); returns what was sent.

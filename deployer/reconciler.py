@@ -38,17 +38,20 @@ class SweepResult:
 class Reconciler:
     """Finds and re-drives stuck tasks; `launch` sends their chains (`Planner.launch`, which
     also builds a run never stored and fails a task whose record is unreadable), `refill`
-    fills a plan's slots."""
+    fills a plan's slots, `advance` runs the wave step of a plan whose due time in
+    `deployer:plan-timers` passed (`Planner.advance`: bake ends, gate re-checks)."""
 
     def __init__(
         self,
         store: Store,
         launch: Callable[[list[Slot]], list[Dispatch]],
         refill: Callable[[str], object],
+        advance: Callable[[str], object] | None = None,
     ) -> None:
         self.store = store
         self.launch = launch
         self.refill = refill
+        self.advance = advance
         self._claim = store.r.register_script(lua_script("reconcile_claim"))
 
     def claim(self, now: int | None = None, batch: int = BATCH) -> SweepResult:
@@ -102,6 +105,8 @@ class Reconciler:
             )
         for task_id, _plan_id in total.failed:
             log.error("task %s FAILED: lease expired more than the redelivery cap", task_id)
+        if self.advance is not None:
+            self.advance_due(now)
         return total
 
     def _refill(self, plan_id: str) -> None:
@@ -112,6 +117,20 @@ class Reconciler:
             raise
         except Exception:
             log.exception("reconciler: refilling plan %s failed; next sweep retries", plan_id)
+
+    def advance_due(self, now: int | None = None) -> list[str]:
+        """Run the wave step of every plan whose due time passed (durable waits: whichever
+        worker wrote the due time, any live one acts on it)."""
+        assert self.advance is not None
+        due = self.store.due_plans(now)
+        for plan_id in due:
+            try:
+                self.advance(plan_id)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except Exception:  # one plan's bad step must not stop the others'
+                log.exception("wave step of plan %s failed; next tick retries", plan_id)
+        return due
 
 
 class ReconcilerThread(threading.Thread):

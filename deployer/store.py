@@ -107,6 +107,27 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class WavePlan:
+    """What a plan with a strategy stores beside its tasks (deployer/waves.py builds it)."""
+
+    #: Each task's wave index, in the order of the plan's rows.
+    wave_of: list[int]
+    #: Fields of the plan hash: the strategy, wave sizes, budgets, the first wave's state.
+    fields: dict[str, str | int]
+
+
+@dataclass(frozen=True)
+class WaveOutcome:
+    """What one wave step did (see lua/wave_step.lua for the outcomes)."""
+
+    outcome: str
+    #: A wave's tasks were queued: the caller fills the plan's slots.
+    started: bool
+    wave: int
+    gate: str
+
+
+@dataclass(frozen=True)
 class Dispatch:
     """A task given a concurrency slot: the caller sends its chain from `context`."""
 
@@ -146,6 +167,7 @@ class Store:
         self._fill = client.register_script(lua_script("plan_fill"))
         self._command = client.register_script(lua_script("task_command"))
         self._plan_control = client.register_script(lua_script("plan_control"))
+        self._wave_step = client.register_script(lua_script("wave_step"))
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -159,6 +181,7 @@ class Store:
         max_concurrency: int,
         run_id_prefix: str,
         digest: str = "",
+        waves: WavePlan | None = None,
     ) -> bool:
         """Write the plan, its tasks, tenant pointers and queue atomically; False if it exists.
 
@@ -167,13 +190,14 @@ class Store:
         only; `Planner.launch` builds a task's run when it is first dispatched. Run ids are
         `run_id_prefix` + the task's position in hex, unique as long as the prefix is.
         `digest` (intake.plan_digest) is kept in the plan hash, field `digest`.
+        With a strategy, `waves` gives each task's wave and the plan's wave fields.
 
         A plan of more than `plan_create_slice` tenants is written in slices instead
         (`_create_sliced`), with the same guarantees: one script for 100,000 tenants kept
         Redis from serving anyone else (every database) for seconds.
         """
         if len(rows) > self.settings.plan_create_slice:
-            return self._create_sliced(plan_id, rows, max_concurrency, run_id_prefix, digest)
+            return self._create_sliced(plan_id, rows, max_concurrency, run_id_prefix, digest, waves)
         args: list[str | int] = [
             plan_id,
             now_ms(),
@@ -184,7 +208,12 @@ class Store:
             task_id_for(plan_id, ""),
             run_id_prefix,
             digest,
+            json.dumps(waves.wave_of) if waves else "",
+            keys.plan_wave(plan_id, ""),
+            len(waves.fields) if waves else 0,
         ]
+        for field, value in waves.fields.items() if waves else ():
+            args += [field, value]
         for row in rows:
             args += row
         deadline = time.monotonic() + 4 * self.claim_ttl_ms / 1000
@@ -198,6 +227,7 @@ class Store:
                         keys.plan_tenants(plan_id),
                         keys.plan_queue(plan_id),
                         keys.plan_claim(plan_id),
+                        keys.PLAN_TIMERS,
                     ],
                     args=args,
                 )
@@ -213,6 +243,7 @@ class Store:
         max_concurrency: int,
         run_id_prefix: str,
         digest: str,
+        waves: WavePlan | None = None,
     ) -> bool:
         """Claim the planId (lua/plan_claim), write the tasks a slice per script
         (lua/plan_slice), then tenant pointers and the plan hash last (lua/plan_finish).
@@ -237,17 +268,30 @@ class Store:
             _wait_for_creator(plan_id, deadline)
         size = self.settings.plan_create_slice
         task_key, task_id_prefix = keys.task(""), task_id_for(plan_id, "")
+        wave_mode = ""
+        if waves is not None:
+            wave_mode = "RUNNING" if waves.fields.get("waveState") == "RUNNING" else "GATE"
         for start in range(0, len(rows), size):
             args: list[str | int] = [token, self.claim_ttl_ms, plan_id, now_ms(), task_key,
                                      task_id_prefix, run_id_prefix, start + 1]  # fmt: skip
+            args += [
+                json.dumps(waves.wave_of[start : start + size]) if waves else "",
+                keys.plan_wave(plan_id, ""),
+                "1" if wave_mode == "RUNNING" else "0",
+                int(waves.fields["waves"]) if waves else 0,
+            ]
             for row in rows[start : start + size]:
                 args += row
             if not self._slice(keys=[claim, tenants, queue], args=args):
                 raise _busy(plan_id, "lost its creation claim (a slice came too late)")
+        extra: list[str | int] = []
+        for field, value in waves.fields.items() if waves else ():
+            extra += [field, value]
         finished = self._finish(
-            keys=[keys.plan(plan_id), keys.PLANS, keys.EVENTS, tenants, claim],
+            keys=[keys.plan(plan_id), keys.PLANS, keys.EVENTS, tenants, claim, keys.PLAN_TIMERS],
             args=[plan_id, now_ms(), max_concurrency, self.settings.events_maxlen,
-                  keys.tenant(""), task_id_prefix, token, digest],
+                  keys.tenant(""), task_id_prefix, token, digest, wave_mode,
+                  len(extra) // 2, *extra],
         )  # fmt: skip
         if not finished:
             raise _busy(plan_id, "lost its creation claim before it finished")
@@ -255,16 +299,23 @@ class Store:
 
     def fill(self, plan_id: str, max_batch: int = 100_000) -> list[Slot]:
         """Give free slots to waiting tasks (one round trip); the caller sends their chains."""
+        return self.fill_due(plan_id, max_batch)[0]
+
+    def fill_due(self, plan_id: str, max_batch: int = 100_000) -> tuple[list[Slot], bool]:
+        """`fill`, and whether the plan's wave step is due (deployer/waves.py)."""
         raw = self._fill(
-            keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT],
-            args=[now_ms(), self._lease_ms(), keys.task(""), max_batch],
+            keys=[keys.plan(plan_id), keys.plan_queue(plan_id), keys.INFLIGHT, keys.PLAN_TIMERS],
+            args=[now_ms(), self._lease_ms(), keys.task(""), max_batch, plan_id],
         )
+        due = bool(raw) and raw[-1] == "DUE"
+        if due:
+            raw = raw[:-1]
         return [
             Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
             for task_id, token, run_id, run_json, ctx_json, config_json in zip(
                 *[iter(raw)] * 6, strict=True
             )
-        ]
+        ], due
 
     def attach_runs(self, runs: list[Run]) -> None:
         """Store the runs built for tasks dispatched for the first time (one round trip).
@@ -448,10 +499,44 @@ class Store:
         )
         return bool(raw[0] == "OK")
 
+    # ---- waves (issue 17) ---------------------------------------------------------------
+
+    def wave_step(
+        self, plan_id: str, op: str = "", by: str = "", reason: str = "", op_wave: str = ""
+    ) -> WaveOutcome:
+        """Move the plan's waves on as far as they go now (lua/wave_step.lua; atomic)."""
+        raw = self._wave_step(
+            keys=[keys.plan(plan_id), keys.PLAN_TIMERS, keys.EVENTS, keys.plan_queue(plan_id)],
+            args=[
+                plan_id,
+                now_ms(),
+                op,
+                by,
+                reason,
+                keys.plan_wave(plan_id, ""),
+                int(self.settings.gate_recheck_seconds * 1000),
+                op_wave,
+                keys.task(""),
+            ],
+        )
+        return WaveOutcome(str(raw[0]), raw[1] == "1", int(raw[2] or -1), str(raw[3]))
+
+    def due_now(self, plan_id: str) -> None:
+        """Make the plan's wave step due at once (the next reconciler tick runs it)."""
+        self.r.zadd(keys.PLAN_TIMERS, {plan_id: now_ms()})
+
+    def due_plans(self, now: int | None = None, limit: int = 100) -> list[str]:
+        """Plans whose wave step is due (bake over, gate re-check, wave finished)."""
+        stamp = now if now is not None else now_ms()
+        return self.r.zrangebyscore(keys.PLAN_TIMERS, "-inf", stamp, 0, limit)  # type: ignore[return-value]
+
     # ---- reads -------------------------------------------------------------------------
 
     def get_plan(self, plan_id: str) -> dict[str, str]:
         return self.r.hgetall(keys.plan(plan_id))  # type: ignore[return-value]
+
+    def get_plan_field(self, plan_id: str, field: str) -> str | None:
+        return self.r.hget(keys.plan(plan_id), field)  # type: ignore[return-value]
 
     def plan_task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
         return self.r.lrange(keys.plan_tenants(plan_id), start, end)  # type: ignore[return-value]

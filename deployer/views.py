@@ -22,6 +22,7 @@ from deployer import keys
 from deployer.models import Run, TaskStatus, task_id_for
 from deployer.redact import redact
 from deployer.store import Store, lua_script
+from deployer.waves import rollout_view, waves_of
 
 #: Tasks a filtered page may look at per request before it answers with a cursor.
 SCAN_LIMIT = 5_000
@@ -99,16 +100,9 @@ def task_row(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def waves(plan: dict[str, str]) -> list[dict[str, Any]] | None:
-    """Per-wave progress when the plan has a strategy (stored by the strategy code as the
-    JSON field `waves`: [{"index", "state", "tenants", "done", "failed"}]); else None."""
-    text = plan.get("waves")
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, list) else None
+    """Per-wave progress when the plan has a strategy (deployer/waves.py reads the plan
+    hash: [{"index", "state", "tenants", "done", "failed", ...}]); else None."""
+    return waves_of(plan) if plan.get("strategy") else None
 
 
 def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | None:
@@ -126,14 +120,9 @@ def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | 
         "createdAt": iso(plan.get("createdAt")),
         "updatedAt": iso(plan.get("updatedAt")),
     }
-    plan_waves = waves(plan)
-    if plan_waves is not None:
-        out["waves"] = plan_waves
-    if plan.get("strategy"):
-        try:
-            out["strategy"] = json.loads(plan["strategy"])
-        except ValueError:
-            pass
+    # a plan with a strategy: "strategy", "waves" [{"index", "state", "tenants", "done",
+    # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "stopReason"
+    out.update(rollout_view(plan))
     if sample:
         ids = store.plan_task_ids(plan_id, 0, sample - 1)
         out["tasks"] = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]

@@ -82,3 +82,9 @@ def retry(
 @app.task(name="deployer.rollback", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
 def rollback(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
     return _command(Command.ROLLBACK, target, by, reason)
+
+
+@app.task(name="deployer.approve", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+def approve(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
+    """Start the plan's wave that waits for approval (issue 17)."""
+    return _command(Command.APPROVE, target, by, reason)

@@ -27,7 +27,12 @@ log = logging.getLogger("deployer.reconciler")
 
 def build_reconciler() -> Reconciler:
     planner = runtime.planner()
-    return Reconciler(runtime.store(), planner.launch, planner.dispatch)
+    return Reconciler(
+        runtime.store(),
+        planner.launch,
+        planner.dispatch,
+        lambda plan_id: planner.advance(plan_id, ask_gates=True),
+    )
 
 
 class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]

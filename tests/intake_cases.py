@@ -131,7 +131,12 @@ CASES = [
     Case("bg-tenant", tenant_with()),
     Case("previousConfig-alias", previous_alias),
     Case("max-concurrency", head_with(maxConcurrency=5)),
-    Case("opaque-strategy", head_with(strategy={"waves": [1, 10], "approval": True})),
+    Case("strategy", head_with(strategy={"canary": 1, "waves": {"type": "exponential", "size": 1, "factor": 2}, "bakeSeconds": 0, "approval": "first", "failureBudget": {"max": "5%", "scope": "wave", "onExceed": "rollback"}})),
+    Case("strategy-waves-list", head_with(strategy={"waves": [1, 10]}), (INVALID, "strategy.waves", "dictionary")),
+    Case("strategy-bake-string", head_with(strategy={"bakeSeconds": "300"}), (INVALID, "strategy.bakeSeconds", NOT_INT)),
+    Case("strategy-unknown-field", head_with(strategy={"canery": 2}), (INVALID, "strategy.canery", UNKNOWN)),
+    Case("strategy-gate-url", head_with(strategy={"gate": "http://169.254.169.254/"}), (INVALID, "strategy.gate", "pattern")),
+    Case("strategy-canary-not-in-plan", head_with(strategy={"canary": ["ghost"]}), (INVALID, "strategy.canary[0]", "not in the plan"), schema=False),
     Case("health-path", tenant_with(healthCheckPath="/actuator/bg-sdk/{tenantId}")),
     Case("nulls-as-jackson-writes-them", tenant_with(trunkGroup=None, nacosNameSpace=None)),
     # strict types: no coercion

@@ -162,6 +162,17 @@ _simple_verb(
 
 
 @app.command()
+def approve(
+    plan: Annotated[str, typer.Option("--plan", help="The plan whose wave waits.")],
+    by: ByOpt = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the plan's wave that waits for approval (strategy approval first/every)."""
+    _run(Command.APPROVE, {"planId": plan}, by, reason, as_json)
+
+
+@app.command()
 def retry(
     plan: PlanOpt = None,
     tenant: TenantOpt = None,

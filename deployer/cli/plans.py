@@ -14,6 +14,7 @@ from deployer import views
 from deployer.cli.app import Exit, app, console, err, print_json, refuse
 from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
+from deployer.diff import diff_plan
 from deployer.errors import PlanUnreadable, PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
 from deployer.redis_client import client_for
@@ -80,12 +81,14 @@ def submit(
     rows = [row for row, _ in checked]
     digest = plan_digest(plan, (config for _, config in checked))
     if dry_run:
+        changes = _diff(text, as_json)
         if as_json:
-            print_json({"ok": True, "planId": plan.plan_id, "tasks": rows})
+            print_json({"ok": True, "planId": plan.plan_id, "tasks": rows, "diff": changes})
         else:
             console.print(f"plan {plan.plan_id}: {len(rows)} task(s) valid")
             for row in rows[:20]:
                 console.print(f"  {row['tenantId']}: {' → '.join(row['stages'])}")
+            _print_diff(changes)
         raise typer.Exit(Exit.OK)
     client = DeployerClient(settings)
     since = f"{int(time.time() * 1000) - 1000}-0"
@@ -144,6 +147,60 @@ def report_end(
     return report_failures(s, plan_id), []
 
 
+def _diff(text: str, as_json: bool) -> dict[str, Any]:
+    settings = get_settings()
+    try:
+        return diff_plan(
+            text, settings, client_for(settings.state_url), client_for(settings.target_url)
+        )
+    except PlanValidationError as exc:
+        refuse(exc.code, exc.message, exc.errors, as_json)
+
+
+def _print_diff(d: dict[str, Any], limit: int = 50) -> None:
+    s = d["summary"]
+    console.print(
+        f"[bold]diff[/] against the live hashes: {s['changing']} tenant(s) change, "
+        f"{s['unchanged']} unchanged, {s['ownedElsewhere']} last deployed by another plan"
+    )
+    for t in d["tenants"][:limit]:
+        v = t["version"]
+        console.print(
+            f"  [bold]{t['tenantId']}[/]  version {v['before']} → {v['after']} ({v['change']})"
+        )
+        if "otherPlan" in t:
+            o = t["otherPlan"]
+            state = "still running" if o["running"] else o["taskStatus"]
+            console.print(f"    [yellow]latest task is plan {o['planId']}'s ({state})[/]")
+        for c in t["changes"]:
+            if c["change"] == "removed":
+                console.print(f"    - {c['field']}")
+            elif c["change"] == "added":
+                console.print(f"    + {c['field']} = {c['after'][:120]}")
+            else:
+                console.print(f"    ~ {c['field']}: {c['before'][:60]} → {c['after'][:60]}")
+    if len(d["tenants"]) > limit:
+        console.print(f"  ... {len(d['tenants']) - limit} more (--json for all)")
+    for w in d.get("waves", []):
+        names = ", ".join(w["tenants"][:8]) + (" ..." if len(w["tenants"]) > 8 else "")
+        console.print(f"  wave {w['index']}: {len(w['tenants'])} tenant(s): {names}")
+
+
+@app.command()
+def diff(
+    plan_file: Annotated[Path, typer.Argument(help="Plan JSON file ('-' for stdin).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """What the plan would change, per tenant and field, against the live config hashes
+    (validated exactly as submit does; writes nothing), and its wave plan."""
+    changes = _diff(read_plan_file(plan_file, as_json), as_json)
+    if as_json:
+        print_json(changes)
+    else:
+        console.print(f"plan {changes['planId']}: {changes['summary']['tenants']} tenant(s)")
+        _print_diff(changes)
+
+
 def _await_acceptance(
     client: DeployerClient,
     plan_id: str,
@@ -188,6 +245,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
         f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
     )
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
+    if summary.get("waves"):
+        _print_waves(summary)
     table = Table("tenant", "status", "stage", "error / progress", box=None)
     for t in summary["tasks"]:
         table.add_row(
@@ -197,6 +256,25 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
             ((t.get("failure") or {}).get("error") or t.get("progress") or "")[:80],
         )
     console.print(table)
+
+
+def _print_waves(summary: dict[str, Any]) -> None:
+    waves = Table("wave", "state", "tenants", "done", "failed", box=None)
+    for w in summary["waves"]:
+        state = w["state"]
+        if "bakeUntil" in w:
+            until = time.strftime("%H:%M:%S", time.localtime(w["bakeUntil"] / 1000))
+            state = f"BAKING until {until}"
+        waves.add_row(str(w["index"]), state, str(w["tenants"]), str(w["done"]), str(w["failed"]))
+    console.print(waves)
+    budget = summary.get("budget")
+    if budget:
+        console.print(
+            f"  failure budget: {budget['used']}/{budget['max']} ({budget['scope']}, "
+            f"on exceed {budget['onExceed']})"
+        )
+    if summary.get("stopReason"):
+        console.print(f"  [yellow]stopped[/]: {summary['stopReason']}")
 
 
 @app.command()

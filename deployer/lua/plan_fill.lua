@@ -1,14 +1,23 @@
 -- Hand free concurrency slots of a plan to waiting tasks; return what the caller must send.
--- KEYS: plan, queue, inflight
--- ARGV: now_ms, lease_ttl_ms, task_key_prefix, max_batch
+-- KEYS: plan, queue, inflight, plan timers
+-- ARGV: now_ms, lease_ttl_ms, task_key_prefix, max_batch, plan_id
 -- Returns per task: task_id, token, run_id, run_json, ctx_json, config_json. A task never
 -- dispatched before has no run yet: run_json and ctx_json are '' and the caller builds the
--- run from config_json (sent only then).
+-- run from config_json (sent only then). One more last element, 'DUE', says the plan's
+-- wave step is due (deployer/waves.py): the caller runs it.
+-- With a strategy, a task of a wave after the current one is dropped from the queue (a
+-- resumed or retried task queued early): its wave queues it when it starts.
 local plan_key, queue_key, inflight_key = KEYS[1], KEYS[2], KEYS[3]
 local now, ttl, prefix, max_batch = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local p = redis.call('HMGET', plan_key, 'maxConcurrency', 'inflight', 'control')
+local p = redis.call('HMGET', plan_key, 'maxConcurrency', 'inflight', 'control', 'wave')
 if not p[1] then return {} end
-if p[3] == 'PAUSE' or p[3] == 'CANCEL' then return {} end
+local score = redis.call('ZSCORE', KEYS[4], ARGV[5])
+local due = score and tonumber(score) <= now
+if p[3] == 'PAUSE' or p[3] == 'CANCEL' then
+  if due then return {'DUE'} end
+  return {}
+end
+local current = tonumber(p[4] or '-1')
 local free = tonumber(p[1]) - tonumber(p[2] or '0')
 if free > max_batch then free = max_batch end
 local out = {}
@@ -16,8 +25,8 @@ while free > 0 do
   local task_id = redis.call('LPOP', queue_key)
   if not task_id then break end
   local task_key = prefix .. task_id
-  local t = redis.call('HMGET', task_key, 'status', 'runId', 'run', 'ctx', 'slot', 'config')
-  if t[1] == 'PENDING' and t[5] ~= '1' then
+  local t = redis.call('HMGET', task_key, 'status', 'runId', 'run', 'ctx', 'slot', 'config', 'wave')
+  if t[1] == 'PENDING' and t[5] ~= '1' and (not t[7] or tonumber(t[7]) <= current) then
     local gen = redis.call('HINCRBY', task_key, 'gen', 1)
     local token = t[2] .. '.' .. gen
     redis.call('HSET', task_key, 'token', token, 'slot', '1', 'dispatchedAt', now)
@@ -32,4 +41,5 @@ while free > 0 do
     free = free - 1
   end
 end
+if due then out[#out + 1] = 'DUE' end
 return out

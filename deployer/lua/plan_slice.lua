@@ -3,21 +3,31 @@
 -- KEYS: claim, plan tenants list, plan queue
 -- ARGV: token, ttl_ms, plan_id, now_ms, task_key_prefix, task_id_prefix, run_id_prefix,
 --       first (position of the slice's first task, from 1),
+--       wave_json ('' = no strategy; else a JSON array: the slice's tasks' wave indexes),
+--       wave_key_prefix, queue_wave0 ('1': wave 0 starts at once), n_waves,
 --       then per task: tenant_id, total_stages, config_json
+-- With a strategy (issue 17) a task stores its `wave`, is listed in its wave's list, and
+-- only wave 0 enters the queue (as in plan_create.lua).
 -- Returns 1, or 0 when the claim is no longer this creator's (nothing written).
 local claim_key, tenants_key, queue_key = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('GET', claim_key) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', claim_key, ARGV[2])
 local plan_id, now, task_prefix, task_id_prefix, run_prefix = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local first = tonumber(ARGV[8])
-local FIXED = 8
-local ids = {}
+local wave_of, wave_prefix, queue_wave0 = nil, ARGV[10], ARGV[11] == '1'
+if ARGV[9] ~= '' then wave_of = cjson.decode(ARGV[9]) end
+if wave_of and first == 1 then
+  -- a creator that died mid-way may have left wave lists (plan_claim cleared the others)
+  for w = 0, tonumber(ARGV[12]) - 1 do redis.call('DEL', wave_prefix .. w) end
+end
+local FIXED = 12
+local ids, queued = {}, {}
 -- unpack() is bounded by Lua's C stack (8,000 values): 1,000 tasks per command
 local function flush()
   if #ids > 0 then
     redis.call('RPUSH', tenants_key, unpack(ids))
-    redis.call('RPUSH', queue_key, unpack(ids))
-    ids = {}
+    if #queued > 0 then redis.call('RPUSH', queue_key, unpack(queued)) end
+    ids, queued = {}, {}
   end
 end
 for n = 1, (#ARGV - FIXED) / 3 do
@@ -29,6 +39,14 @@ for n = 1, (#ARGV - FIXED) / 3 do
     'runKind', 'FORWARD', 'checkpoint', -1, 'totalStages', ARGV[i + 1], 'retryCount', 0,
     'createdAt', now, 'updatedAt', now)
   ids[#ids + 1] = task_id
+  if wave_of then
+    local w = wave_of[n]
+    redis.call('HSET', task_prefix .. task_id, 'wave', w)
+    redis.call('RPUSH', wave_prefix .. w, task_id)
+    if w == 0 and queue_wave0 then queued[#queued + 1] = task_id end
+  else
+    queued[#queued + 1] = task_id
+  end
   if #ids == 1000 then flush() end
 end
 flush()

@@ -33,5 +33,8 @@ redis.call('HSET', task_key, 'endedAt', now)
 release(task_key, lease_key, inflight_key, plan_key, token, task_id)
 emit(events_key, maxlen, {'type', 'TASK_' .. final_status, 'planId', plan_id, 'taskId', task_id,
   'tenantId', tenant_id, 'from', old, 'to', final_status, 'ts', now})
--- Tell the caller whether a task waits for the slot just freed (no fill round trip otherwise).
-return {'DONE', old, tostring(redis.call('LLEN', KEYS[6]))}
+-- Tell the caller whether a task waits for the slot just freed, or the plan's wave step is
+-- due (this task ended its wave): no fill round trip otherwise.
+local waiting = redis.call('LLEN', KEYS[6])
+if redis.call('ZSCORE', 'deployer:plan-timers', plan_id) then waiting = waiting + 1 end
+return {'DONE', old, tostring(waiting)}

@@ -99,6 +99,7 @@ def test_a_creator_that_died_mid_way_left_nothing_visible_and_is_replaced(store,
     ]
     assert dead._claim(keys=keys, args=["dead", 500]) == 1
     args = ["dead", 500, plan_id, 0, "deployer:task:", task_id_for(plan_id, ""), "x-", 1]
+    args += ["", "", "0", 0]  # no strategy: no wave indexes, wave list prefix, waves
     for row in rows[:SLICE]:
         args += row
     assert dead._slice(keys=[claim, *keys[2:]], args=args) == 1  # then the creator dies

@@ -313,7 +313,13 @@ def test_a_plan_with_waves_shows_them_in_json_and_on_its_page(api, r):
         {"index": 0, "state": "DONE", "tenants": 1, "done": 1, "failed": 0},
         {"index": 1, "state": "AWAITING_APPROVAL", "tenants": 3, "done": 0, "failed": 0},
     ]
-    r.hset(f"deployer:plan:{plan_id}", "waves", json.dumps(waves))  # as a strategy stores them
-    assert httpx.get(f"{api}/api/v1/plans/{plan_id}").json()["waves"] == waves
+    # the plan hash fields a strategy keeps (deployer/waves.py): wave 0 done, 1 awaiting
+    r.hset(f"deployer:plan:{plan_id}", mapping={
+        "strategy": json.dumps({"canary": 1, "approval": "first"}), "waves": 2, "wave": 1,
+        "waveState": "AWAITING_APPROVAL", "w:0:n": 1, "w:0:c:COMPLETED": 1, "w:1:n": 3,
+        "w:1:c:PENDING": 3,
+    })  # fmt: skip
+    got = httpx.get(f"{api}/api/v1/plans/{plan_id}").json()["waves"]
+    assert [{k: w[k] for k in waves[0]} for w in got] == waves
     page = httpx.get(f"{api}/plans/{plan_id}").text
     assert "AWAITING_APPROVAL" in page and 'id="waves-box" hidden' not in page
