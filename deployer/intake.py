@@ -36,6 +36,7 @@ from deployer.models import (
 from deployer.settings import Settings
 from deployer.store import TaskRow
 from deployer.strategy import strategy_errors
+from stages import registry
 from stages.base import ConfigError
 from stages.discovery import Resolver
 from stages.factory import forward_stages
@@ -302,10 +303,16 @@ def task_row(config: TenantConfig, settings: Settings) -> TaskRow:
 
 
 def task_row_and_services(config: TenantConfig, settings: Settings) -> tuple[TaskRow, list[str]]:
-    """`task_row` and the services its stages talk to (for `preflight`)."""
+    """`task_row` and the services whose instances its stages call (for `preflight`): a
+    stage that only writes Redis needs no instance."""
     stages = forward_stages(config, settings)
     row = TaskRow(config.tenant_id, len(stages), config_json(config))
-    return row, [stage.service for stage in stages]
+    calling = [
+        stage.service
+        for stage in stages
+        if any(registry.step(step.type).calls_instances for step in stage.steps)
+    ]
+    return row, calling
 
 
 def preflight(

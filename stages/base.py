@@ -110,6 +110,9 @@ class Step(ABC):
     """One kind of step; instances are stateless and shared."""
 
     type_name: ClassVar[str]
+    #: Whether the step calls the service's instances (HTTP): a plan whose stages use such a
+    #: step for a service with no instance is refused at submit (deployer.intake.preflight).
+    calls_instances: ClassVar[bool] = False
 
     @abstractmethod
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:

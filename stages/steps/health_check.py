@@ -42,6 +42,7 @@ def same_version(value: Any, expected: int) -> bool:
 
 class HealthCheck(Step):
     type_name = "health-check"
+    calls_instances = True
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         return self.check(step.params, ctx, env)

@@ -52,6 +52,7 @@ def _snippet(body: Any) -> str:
 
 class HttpRequest(Step):
     type_name = "http-request"
+    calls_instances = True
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         p, s = step.params, env.settings

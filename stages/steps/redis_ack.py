@@ -15,6 +15,7 @@ from stages.steps.key_value_write import KeyValueWrite
 
 class RedisAck(Step):
     type_name = "redis-ack"
+    calls_instances = True
 
     def __init__(self) -> None:
         self.write, self.publish, self.verify = KeyValueWrite(), Broadcast(), HealthCheck()
