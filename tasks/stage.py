@@ -25,8 +25,9 @@ REDIS_DOWN_COUNTDOWN = 2.0
 def stop_chain(task: Task) -> None:
     """End the chain after this task.
 
-    `request.chain = None` is not a documented Celery API (DESIGN.md); it lives here alone,
-    with its own test, so an upgrade that breaks it fails loudly.
+    `request.chain = None` is not a documented Celery API (docs/contracts.md §7.2); it lives
+    here alone, with its own test (tests/unit/test_stop_chain.py), so an upgrade that breaks
+    it fails loudly.
     """
     task.request.chain = None
 
