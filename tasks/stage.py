@@ -9,7 +9,6 @@ import redis
 from celery import Task
 from pydantic import ValidationError
 
-from celeryconfig import STAGES_QUEUE
 from deployer import executor
 from deployer.errors import StageFailed
 from deployer.models import StageSpec, TaskRuntimeContext
@@ -56,7 +55,6 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     throws=(StageFailed,),
     Request="tasks.tokens:StageRequest",  # the success event shows no fence token
     ignore_result=True,
-    queue=STAGES_QUEUE,
 )
 def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     """Returns the context for the next stage, or (chain stopped) what happened, in words:

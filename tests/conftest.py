@@ -180,3 +180,13 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _close_step_envs() -> Iterator[None]:
+    """Step tests' envs (tests/stepkit.py) hold Redis and HTTP connections: closed with the
+    test that made them, so none is left for the garbage collector to warn about."""
+    yield
+    stepkit = sys.modules.get("tests.stepkit")
+    if stepkit is not None:
+        stepkit.close_envs()

@@ -1,7 +1,10 @@
-"""Test helpers: waiting on conditions with deadlines (never bare sleeps), sample plans."""
+"""Test helpers: waiting on conditions with deadlines (never bare sleeps), loopback ports
+without the bind race, sample plans."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +25,51 @@ def wait_for(
         time.sleep(interval)
         last = condition()
     return last
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free port and listening, for a server that accepts one (uvicorn's
+    `sockets=`): the port is never released between choosing it and serving on it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free at the moment of asking. Another process may take it before the server
+    binds it: start servers with `start_on_free_port` (or `listening_socket`) instead."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_on_free_port(
+    start: Callable[[int], subprocess.Popen[bytes]],
+    up: Callable[[int], bool],
+    attempts: int = 5,
+    timeout: float = 30.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server process on a free port, choosing another one when it exits before it
+    answers `up` (the port was taken between choosing and binding: EADDRINUSE)."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = start(port)
+
+        def state(port: int = port, proc: subprocess.Popen[bytes] = proc) -> str:
+            return "up" if up(port) else ("exited" if proc.poll() is not None else "")
+
+        alive_or_up = wait_for(
+            state,
+            timeout=timeout,
+            interval=0.1,
+            what=f"a server on port {port}",
+        )
+        if alive_or_up == "up":
+            return proc, port
+        proc.wait()
+    raise AssertionError(f"no server started in {attempts} attempts (ports kept being taken)")
 
 
 def unique(prefix: str = "plan") -> str:
