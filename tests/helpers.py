@@ -1,16 +1,22 @@
 """Test helpers: waiting on conditions with deadlines (never bare sleeps), loopback ports
-without the bind race, sample plans."""
+without the bind race, the worker subprocess command line, sample plans."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: The repository: the working directory and PYTHONPATH of subprocesses.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(
@@ -113,3 +119,18 @@ def task_rows(payload: dict[str, Any], settings: Any) -> tuple[str, list[Any]]:
 
     head, rows = validate_plan(payload, settings, lambda config: task_row(config, settings))
     return head.plan_id, rows
+
+
+def worker_argv(node: str, concurrency: int, log: Path, pool: str = "prefork") -> list[str]:
+    """The real worker command line, as deploy/ runs it, for subprocess tests."""
+    queues = "deployer.control,deployer.stages"
+    return [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", node,
+            "-c", str(concurrency), "-P", pool, "-Q", queues, "--without-mingle",
+            "--without-gossip", "-l", "INFO", "--logfile", str(log)]  # fmt: skip
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env

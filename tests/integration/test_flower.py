@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import bg_tenant, free_port, plan, unique, wait_for
+from tests.helpers import ROOT, bg_tenant, free_port, plan, unique, wait_for, worker_env
 
 AUTH = ("ops", "s3cret-pass")
 

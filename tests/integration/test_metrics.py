@@ -11,8 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import bg_tenant, plan, start_on_free_port, unique, wait_for
+from tests.helpers import ROOT, bg_tenant, plan, start_on_free_port, unique, wait_for, worker_env
 
 DEPLOYER = Path(sys.executable).parent / "deployer"
 

@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, worker_argv, worker_env
-from tests.helpers import free_port, wait_for
+from tests.helpers import ROOT, free_port, wait_for, worker_argv, worker_env
 
 #: Fast leases for fault tests: a lost run is re-driven within a few seconds.
 FAST_ENV = {
