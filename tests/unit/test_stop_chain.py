@@ -20,6 +20,11 @@ from celery.signals import before_task_publish, task_postrun
 from tasks.stage import reschedule, stop_chain
 from tests.helpers import wait_for
 
+# Starting and stopping a second in-process worker stalls the session's in-process worker
+# for the tests after it (observed: tests/web/test_api.py then timed out), so this runs in the
+# e2e session, whose workers are subprocesses.
+pytestmark = pytest.mark.e2e
+
 app = Celery("stop-chain-test", broker="memory://", backend=None, set_as_current=False)
 app.conf.update(
     task_ignore_result=True,
