@@ -53,6 +53,8 @@ task_queues = (
 task_default_queue = CONTROL_QUEUE
 task_default_exchange = CONTROL_QUEUE
 task_default_routing_key = CONTROL_QUEUE
+# Queues are routed here, not by a `queue=` task attribute (deprecated, no effect in Celery 6):
+# control tasks go to the default queue, stages to deployer.stages.
 task_routes = {"deployer.run_stage": {"queue": STAGES_QUEUE, "routing_key": STAGES_QUEUE}}
 
 # Operators watch in Flower: events on.

@@ -24,7 +24,7 @@ from deployer.settings import Settings, get_settings
 
 CONTROL_QUEUE = "deployer.control"
 TERMINAL_PLAN = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
-#: Public task names (DESIGN.md, Contracts).
+#: Public task names (docs/contracts.md §5).
 SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK = (
     f"deployer.{v}" for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback")
 )

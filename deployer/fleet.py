@@ -4,7 +4,7 @@ One HTTP server per configured instance (`host:port`, port 0 = any free port). E
 instance of a Redis-configured service (blue-green-gateway, ob-service) subscribes to
 the topic, re-reads the tenant's hash when its field is announced, and reports the
 version at the health path once `delay` seconds have passed. ASBC and portal instances
-answer their POST endpoints (REFERENCE.md §3.2, §3.3). Faults are chosen per tenant-id
+answer their POST endpoints (docs/contracts.md §3.1, §3.2). Faults are chosen per tenant-id
 prefix (`Behaviour`), so one fleet serves many tests and plans at once.
 
 The fleet also counts what it observes: polls, and how many tenants were told "not yet"

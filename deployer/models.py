@@ -91,7 +91,7 @@ class EdgeModel(WireModel):
     Strict types: `planVersion` "20" or 20.0 and `maxConcurrency` true are refused, not
     coerced. No unknown field: a misspelled `deployUnitNmae` or a `password` next to
     `tenants` is a field error rather than silently dropped. Every field of the Java
-    `TenantDeployConfig` (REFERENCE.md §1.1) has a field here, so whatever the Java callers
+    `TenantDeployConfig` (docs/contracts.md §1) has a field here, so whatever the Java callers
     send is accepted. `deployer.intake` validates with `by_name=False`: on the wire only
     the camelCase names exist, as `deployer schema` says.
     """
@@ -333,7 +333,7 @@ class StageSpec(WireModel):
 
 
 class TaskRuntimeContext(WireModel):
-    """The state handed from stage to stage along a chain (seed 000).
+    """The state handed from stage to stage along a chain (docs/contracts.md §4).
 
     `additional_data` holds run-wide values such as planVersion, fixed when the run is
     prepared; `scratch` holds per-step working data and is cleared whenever a run is

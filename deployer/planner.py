@@ -2,8 +2,8 @@
 
 Validation at the edge is `deployer.intake`. Create, retry and rollback all end in a `Run`
 (stage specs + a TaskRuntimeContext) that the one stage task executes; only where the config
-and the context come from differs (seed 003). Sending is injected (`Sender`) so this module
-never imports Celery.
+and the context come from differs (docs/contracts.md §4). Sending is injected (`Sender`) so
+this module never imports Celery.
 
 A submitted plan is validated whole (every tenant's stages are built once and thrown away,
 `intake.task_row`) but stored as configs only; a task's first run is built when a
@@ -76,7 +76,8 @@ def new_run_id() -> str:
 def initial_context(
     plan_id: str, task_id: str, config: TenantConfig, kind: RunKind, run_id: str
 ) -> TaskRuntimeContext:
-    """Created with the task (seed 000): planVersion travels in additionalData."""
+    """Created with the run: planVersion travels in additionalData, so every stage of the
+    chain writes and verifies the same version (docs/contracts.md §4)."""
     return TaskRuntimeContext(
         plan_id=plan_id,
         task_id=task_id,
@@ -368,7 +369,7 @@ def prepare_retry(
 
 
 def prepare_rollback(task: Task, previous_run: Run, settings: Settings) -> Run:
-    """Seed 003: the snapshot becomes the config, the same factory builds the stages,
+    """The snapshot becomes the config, the same factory builds the stages,
     and a fresh context carries the old planVersion. Fields the old config does not
     produce are deleted by its first write, in the same transaction.
     """

@@ -21,7 +21,7 @@ DEFAULT_INSTANCES: dict[str, list[str]] = {
     "ob-service": ["127.0.0.1:18401"],
 }
 
-#: Nacos service name of each service (REFERENCE.md §3.6, application.yml defaults).
+#: Nacos service name of each service: the Java application.yml defaults (docs/contracts.md §3.5).
 DEFAULT_NACOS_SERVICES: dict[str, str] = {
     "asbc-gateway": "icc-asbc-portal",
     "portal": "icc-agent-portal",
@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     #: URL scheme per service for HTTP calls (default http; the Java ASBC call used https).
     schemes: dict[str, Literal["http", "https"]] = Field(default_factory=dict)
 
-    # Service discovery (REFERENCE.md §5.6): Nacos when configured, `instances` as fallback
+    # Service discovery (docs/contracts.md §3.6): Nacos when configured, `instances` as fallback
     nacos_server_addr: str | None = None
     nacos_namespace: str = "public"
     # Namespaces a tenant's `nacosNameSpace` may name (None: only `nacos_namespace`), so a

@@ -41,7 +41,8 @@ class Assembler(ABC):
 
     #: Stage name, also the name in `serviceNames` and in the entry point.
     service: ClassVar[str]
-    #: Position among services (REFERENCE.md §3.1: asbc 10, portal 20, bg 30, ob 40).
+    #: Position among services, the Java `@Order` (docs/contracts.md §3):
+    #: asbc 10, portal 20, bg 30, ob 40.
     order: ClassVar[int]
 
     #: The wire fields `supports` needs, in the order a missing one is reported.

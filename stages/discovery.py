@@ -1,9 +1,9 @@
 """Service discovery: which `host:port` instances a step may talk to, and which of them.
 
 Addresses come only from here (settings or a registry), never from a TenantConfig. The
-Java lookup order is kept (REFERENCE.md §5.6): a registry (Nacos) when configured, its
+Java lookup order is kept (docs/contracts.md §3.6): a registry (Nacos) when configured, its
 empty answer or failure falling through to the static instances from settings, else an
-error. Its key mismatches (§3.6: `BG_GATEWAY`, `asbcService`, ... matching no configured
+error. Its key mismatches (§3.5: `BG_GATEWAY`, `asbcService`, ... matching no configured
 key) are fixed by resolving canonical service names and accepting the Java keys as aliases.
 
 A tenant's `nacosNameSpace` picks the registry namespace, hence the hosts that receive its
@@ -32,7 +32,7 @@ log = logging.getLogger("deployer.discovery")
 
 Selection = Literal["ALL", "RANDOM"]
 
-#: Names the Java system and its yaml used for each service (REFERENCE.md §3.6).
+#: Names the Java system and its yaml used for each service (docs/contracts.md §3.5).
 ALIASES: dict[str, tuple[str, ...]] = {
     "asbc-gateway": ("asbcService", "asbc", "icc-asbc-portal", "asbc-gateway-service"),
     "portal": ("portalService", "icc-agent-portal", "portal-service"),

@@ -12,7 +12,6 @@ from typing import Any
 
 from celery import Task
 
-from celeryconfig import CONTROL_QUEUE
 from deployer.errors import DeployerError
 from deployer.lifecycle import Command
 from tasks import runtime
@@ -31,7 +30,7 @@ def answer(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return {"ok": False, "code": "INTERNAL_ERROR", "message": "internal error; see worker log"}
 
 
-@app.task(name="deployer.submit_plan", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.submit_plan", bind=True, ignore_result=False)
 def submit_plan(self: Task, plan: Any) -> dict[str, Any]:
     return answer(lambda: runtime.planner().submit(plan))
 
@@ -48,24 +47,24 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-@app.task(name="deployer.pause", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.pause", bind=True, ignore_result=False)
 def pause(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
     return _command(Command.PAUSE, target, by, reason)
 
 
-@app.task(name="deployer.resume", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.resume", bind=True, ignore_result=False)
 def resume(
     self: Task, target: Any, by: Any = None, reason: Any = None, force: Any = False
 ) -> dict[str, Any]:
     return _command(Command.RESUME, target, by, reason, force=force is True)
 
 
-@app.task(name="deployer.cancel", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.cancel", bind=True, ignore_result=False)
 def cancel(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
     return _command(Command.CANCEL, target, by, reason)
 
 
-@app.task(name="deployer.retry", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.retry", bind=True, ignore_result=False)
 def retry(
     self: Task, target: Any, from_checkpoint: Any = False, by: Any = None, force: Any = False
 ) -> dict[str, Any]:
@@ -79,12 +78,12 @@ def retry(
     )
 
 
-@app.task(name="deployer.rollback", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.rollback", bind=True, ignore_result=False)
 def rollback(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
     return _command(Command.ROLLBACK, target, by, reason)
 
 
-@app.task(name="deployer.approve", bind=True, ignore_result=False, queue=CONTROL_QUEUE)
+@app.task(name="deployer.approve", bind=True, ignore_result=False)
 def approve(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
     """Start the plan's wave that waits for approval (issue 17)."""
     return _command(Command.APPROVE, target, by, reason)

@@ -9,7 +9,6 @@ import redis
 from celery import Task
 from pydantic import ValidationError
 
-from celeryconfig import STAGES_QUEUE
 from deployer import executor
 from deployer.errors import StageFailed
 from deployer.models import StageSpec, TaskRuntimeContext
@@ -25,8 +24,9 @@ REDIS_DOWN_COUNTDOWN = 2.0
 def stop_chain(task: Task) -> None:
     """End the chain after this task.
 
-    `request.chain = None` is not a documented Celery API (DESIGN.md); it lives here alone,
-    with its own test, so an upgrade that breaks it fails loudly.
+    `request.chain = None` is not a documented Celery API (docs/contracts.md §7.2); it lives
+    here alone, with its own test (tests/unit/test_stop_chain.py), so an upgrade that breaks
+    it fails loudly.
     """
     task.request.chain = None
 
@@ -55,7 +55,6 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     throws=(StageFailed,),
     Request="tasks.tokens:StageRequest",  # the success event shows no fence token
     ignore_result=True,
-    queue=STAGES_QUEUE,
 )
 def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     """Returns the context for the next stage, or (chain stopped) what happened, in words:

@@ -18,9 +18,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import wait_for
+from tests.helpers import ROOT, wait_for, worker_argv, worker_env
 
-ROOT = Path(__file__).resolve().parent.parent
 _server: Any = None
 _fleet: Any = None
 
@@ -125,21 +124,6 @@ def worker(celery_app: Any) -> Iterator[Any]:
         yield celery_app
 
 
-def worker_argv(node: str, concurrency: int, log: Path, pool: str = "prefork") -> list[str]:
-    """The real worker command line, as deploy/ runs it, for subprocess tests."""
-    queues = "deployer.control,deployer.stages"
-    return [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", node,
-            "-c", str(concurrency), "-P", pool, "-Q", queues, "--without-mingle",
-            "--without-gossip", "-l", "INFO", "--logfile", str(log)]  # fmt: skip
-
-
-def worker_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
 @pytest.fixture()
 def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
     """Start real `celery -A tasks worker` subprocesses; all are stopped after the test."""
@@ -180,3 +164,13 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def _close_step_envs() -> Iterator[None]:
+    """Step tests' envs (tests/stepkit.py) hold Redis and HTTP connections: closed with the
+    test that made them, so none is left for the garbage collector to warn about."""
+    yield
+    stepkit = sys.modules.get("tests.stepkit")
+    if stepkit is not None:
+        stepkit.close_envs()

@@ -1,13 +1,22 @@
-"""Test helpers: waiting on conditions with deadlines (never bare sleeps), sample plans."""
+"""Test helpers: waiting on conditions with deadlines (never bare sleeps), loopback ports
+without the bind race, the worker subprocess command line, sample plans."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: The repository: the working directory and PYTHONPATH of subprocesses.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for(
@@ -22,6 +31,51 @@ def wait_for(
         time.sleep(interval)
         last = condition()
     return last
+
+
+def listening_socket(host: str = "127.0.0.1") -> socket.socket:
+    """A socket bound to a free port and listening, for a server that accepts one (uvicorn's
+    `sockets=`): the port is never released between choosing it and serving on it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(128)
+    return sock
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free at the moment of asking. Another process may take it before the server
+    binds it: start servers with `start_on_free_port` (or `listening_socket`) instead."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_on_free_port(
+    start: Callable[[int], subprocess.Popen[bytes]],
+    up: Callable[[int], bool],
+    attempts: int = 5,
+    timeout: float = 30.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a server process on a free port, choosing another one when it exits before it
+    answers `up` (the port was taken between choosing and binding: EADDRINUSE)."""
+    for _ in range(attempts):
+        port = free_port()
+        proc = start(port)
+
+        def state(port: int = port, proc: subprocess.Popen[bytes] = proc) -> str:
+            return "up" if up(port) else ("exited" if proc.poll() is not None else "")
+
+        alive_or_up = wait_for(
+            state,
+            timeout=timeout,
+            interval=0.1,
+            what=f"a server on port {port}",
+        )
+        if alive_or_up == "up":
+            return proc, port
+        proc.wait()
+    raise AssertionError(f"no server started in {attempts} attempts (ports kept being taken)")
 
 
 def unique(prefix: str = "plan") -> str:
@@ -65,3 +119,18 @@ def task_rows(payload: dict[str, Any], settings: Any) -> tuple[str, list[Any]]:
 
     head, rows = validate_plan(payload, settings, lambda config: task_row(config, settings))
     return head.plan_id, rows
+
+
+def worker_argv(node: str, concurrency: int, log: Path, pool: str = "prefork") -> list[str]:
+    """The real worker command line, as deploy/ runs it, for subprocess tests."""
+    queues = "deployer.control,deployer.stages"
+    return [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-n", node,
+            "-c", str(concurrency), "-P", pool, "-Q", queues, "--without-mingle",
+            "--without-gossip", "-l", "INFO", "--logfile", str(log)]  # fmt: skip
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env

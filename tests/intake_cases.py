@@ -43,7 +43,7 @@ def head_with(**fields: Any) -> Callable[[str], dict[str, Any]]:
 
 
 def java_full(plan_id: str) -> dict[str, Any]:
-    """Every field of the Java TenantDeployConfig (REFERENCE.md §1.1), nulls included as
+    """Every field of the Java TenantDeployConfig (docs/contracts.md §1), nulls included as
     Jackson writes them, and a numeric planId in the tenant as the Java Long."""
     numeric = int(plan_id.rsplit("-", 1)[1], 16)
     tenant = {

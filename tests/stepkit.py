@@ -24,14 +24,29 @@ from tests.helpers import wait_for
 PREFIX = Settings().key_prefix
 
 
+_made: list[StepEnv] = []
+
+
 def env_for(fleet: Fleet | None = None, **overrides: Any) -> StepEnv:
+    """A StepEnv of its own; `close_envs` (run after every test) closes its connections."""
     if fleet is not None:
         overrides.setdefault("instances", fleet.addresses)
     settings = Settings(**overrides)
-    return StepEnv(
+    env = StepEnv(
         settings=settings,
         target=redis.Redis.from_url(os.environ["DEPLOYER_TARGET_REDIS_URL"], decode_responses=True),
     )
+    _made.append(env)
+    return env
+
+
+def close_envs() -> None:
+    """Close the Redis and HTTP connections of every env made since the last call."""
+    while _made:
+        env = _made.pop()
+        env.target.close()
+        if "http" in env.__dict__:  # the client is created on first use
+            env.http.close()
 
 
 def ctx_for(env: StepEnv, tenant: str, version: int | None = 20) -> TaskRuntimeContext:

@@ -25,7 +25,7 @@ err = Console(stderr=True)
 
 
 class Exit(IntEnum):
-    """Public exit codes (DESIGN.md)."""
+    """Public exit codes (docs/contracts.md §6)."""
 
     OK = 0
     ENDED_OTHERWISE = 1

@@ -1,4 +1,4 @@
-"""asbc-gateway: switch the tenant's called numbers to its trunk group (REFERENCE.md §3.2).
+"""asbc-gateway: switch the tenant's called numbers to its trunk group (docs/contracts.md §3.1).
 
 Success needs HTTP 2xx, `code == 0` and an empty `failList`. The scheme is http unless
 DEPLOYER_SCHEMES says otherwise (the Java call alone used https).

@@ -17,7 +17,8 @@ def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[st
 
 
 def unit_value(config: TenantConfig, replacing: TenantConfig | None) -> dict[str, Any]:
-    """The head every Redis-configured service's value starts with (DESIGN.md contract)."""
+    """The head every Redis-configured service's value starts with: tenantId, then the unit
+    replaced and the unit applied (docs/contracts.md §2)."""
     source, target = unit_names(config, replacing)
     return {"tenantId": config.tenant_id, "sourceUnitName": source, "targetUnitName": target}
 

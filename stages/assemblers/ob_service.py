@@ -1,7 +1,7 @@
 """ob-service: the `ob-campaign` field + metadata, broadcast and verify (one RedisAck step).
 
 The Java stage also had an `ob-agent-polling` step whose condition was never wired (it
-always passed, REFERENCE.md §3.5); it is left out rather than faked.
+always passed, docs/contracts.md §3.4); it is left out rather than faked.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""portal: tell one portal instance the tenant switches deploy unit (REFERENCE.md §3.3)."""
+"""portal: tell one portal instance the tenant switches deploy unit (docs/contracts.md §3.2)."""
 
 from __future__ import annotations
 

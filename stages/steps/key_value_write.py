@@ -1,4 +1,7 @@
-"""KeyValueWrite: the service field and `metadata` in one atomic, fenced round trip (seed 000)."""
+"""KeyValueWrite: the service field and `metadata` in one atomic, fenced round trip.
+
+The hash contract it keeps is docs/contracts.md §2.
+"""
 
 from __future__ import annotations
 

@@ -27,8 +27,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from deployer import deadletter
-from tests.conftest import worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,7 @@ from deployer.client import DeployerClient
 from deployer.embedded import EmbeddedRedis
 from deployer.fleet import Behaviour, Fleet
 from deployer.settings import Settings
-from tests.conftest import worker_env
-from tests.helpers import bg_tenant, plan, unique
+from tests.helpers import bg_tenant, plan, unique, worker_env
 
 pytestmark = pytest.mark.e2e
 

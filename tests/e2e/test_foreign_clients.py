@@ -14,8 +14,7 @@ import pytest
 import redis
 from kombu import Connection
 
-from tests.conftest import worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,12 +20,12 @@ from celery import Celery
 
 from deployer.fleet import Behaviour
 from deployer.models import task_id_for
-from tests.helpers import bg_tenant, plan, unique, wait_for
 
 # Flower's fixture and helpers, shared with tests/integration/test_flower.py; a fixture is
 # imported by name and requested as a parameter (hence F401/F811 for this module).
 # ruff: noqa: F401, F811
-from tests.integration.test_flower import AUTH, _up, free_port, start_flower
+from tests.helpers import bg_tenant, free_port, plan, unique, wait_for
+from tests.integration.test_flower import AUTH, _up, start_flower
 
 pytestmark = pytest.mark.e2e
 PREFIX = "icc_ai_ops_srv:tenant_config:"

@@ -22,8 +22,7 @@ from deployer.embedded import EmbeddedRedis
 from deployer.fleet import Behaviour, Fleet
 from deployer.models import task_id_for
 from deployer.settings import Settings
-from tests.conftest import worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e
 

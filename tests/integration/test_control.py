@@ -86,7 +86,10 @@ def test_retry_limit_is_enforced(worker, r, control):
 
 
 def test_rollback_writes_previous_snapshot_with_fresh_context(worker, r, control):
-    """Seed 003: forward v20 (prev v19) then rollback -> v19 data, metadata 19, new run."""
+    """Forward v20 (prev v19) then rollback: v19 data, metadata 19, a new run.
+
+    The rollback row of docs/contracts.md §4.
+    """
     plan_id, tenant = unique(), unique("t")
     submit(worker, r, plan_id, [bg_tenant(tenant, version=20, prev_version=19)])
     wait_for(lambda: status_of(r, tenant) == "COMPLETED", what="forward COMPLETED")

@@ -16,8 +16,7 @@ from deployer.fleet import Behaviour
 from deployer.models import Plan
 from deployer.settings import DEFAULT_INSTANCES, Settings
 from stages.factory import build_stages
-from tests.conftest import ROOT, worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import ROOT, bg_tenant, plan, unique, wait_for, worker_env
 from tests.stepkit import PREFIX, prime
 
 

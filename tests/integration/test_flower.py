@@ -4,7 +4,6 @@ loopback by default and never exposed without authentication."""
 from __future__ import annotations
 
 import ast
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -14,16 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import ROOT, bg_tenant, free_port, plan, unique, wait_for, worker_env
 
 AUTH = ("ops", "s3cret-pass")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture()
@@ -32,13 +24,14 @@ def start_flower(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
 
     def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"flower-{len(procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "flower", *args],
-            cwd=ROOT,
-            env=worker_env(**(env or {})),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with log:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "tasks", "flower", *args],
+                cwd=ROOT,
+                env=worker_env(**(env or {})),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         proc.log = Path(log.name)  # type: ignore[attr-defined]
         procs.append(proc)
         return proc

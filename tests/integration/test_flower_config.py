@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 import flowerconfig
-from tests.helpers import wait_for
-from tests.integration.test_flower import _up, free_port, start_flower  # noqa: F401
+from tests.helpers import free_port, wait_for
+from tests.integration.test_flower import _up, start_flower  # noqa: F401
 
 
 def refusal(proc) -> str:

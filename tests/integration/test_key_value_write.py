@@ -1,4 +1,7 @@
-"""KeyValueWrite (seed 000): data + metadata in one atomic round trip, fenced by the lease."""
+"""KeyValueWrite: data + metadata in one atomic round trip, fenced by the lease.
+
+The hash contract is docs/contracts.md §2.
+"""
 
 from __future__ import annotations
 

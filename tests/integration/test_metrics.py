@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,42 +11,34 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, worker_env
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import ROOT, bg_tenant, plan, start_on_free_port, unique, wait_for, worker_env
 
 DEPLOYER = Path(sys.executable).parent / "deployer"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def metrics_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(DEPLOYER), "metrics", "--port", str(port)],
-        cwd=ROOT,
-        env=worker_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
+    def start(port: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(DEPLOYER), "metrics", "--port", str(port)],
+            cwd=ROOT,
+            env=worker_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
 
-    def up() -> bool:
+    def up(port: int) -> bool:
         try:
-            return httpx.get(url, timeout=2).status_code == 200
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
+    proc, port = start_on_free_port(start, up, timeout=20)
     try:
-        wait_for(up, timeout=20, what="metrics endpoint")
-        yield url
+        yield f"http://127.0.0.1:{port}/metrics"
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # reaps it and closes its pipe
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

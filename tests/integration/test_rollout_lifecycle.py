@@ -1,4 +1,5 @@
-"""Lifecycle against the simulated fleet: seed 003's table, checkpoints, pause mid-wait, leases."""
+"""Lifecycle against the simulated fleet: checkpoints, pause mid-wait, leases, and the
+forward/retry/rollback runs of docs/contracts.md §4."""
 
 from __future__ import annotations
 

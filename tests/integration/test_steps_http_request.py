@@ -1,4 +1,4 @@
-"""HttpRequest against the fleet's portal and ASBC endpoints (REFERENCE.md §3.2, §3.3)."""
+"""HttpRequest against the fleet's portal and ASBC endpoints (docs/contracts.md §3.1, §3.2)."""
 
 from __future__ import annotations
 

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import listening_socket, wait_for
 from tests.integration.test_flower import start_flower  # noqa: F401  (a fixture, shared)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -30,16 +23,17 @@ def serve_app() -> Iterator[Callable[..., str]]:
     servers: list[tuple[Any, threading.Thread]] = []
 
     def start(settings: Settings | None = None) -> str:
-        port = free_port()
+        sock = listening_socket()  # uvicorn serves on it: no port to lose to another process
+        port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             create_app(settings or Settings()),
-            host="127.0.0.1",
-            port=port,
             log_level="warning",
             timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"uvicorn-{port}"
+        )
         thread.start()
         wait_for(lambda: server.started, timeout=20, what="uvicorn started")
         servers.append((server, thread))

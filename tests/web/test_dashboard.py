@@ -150,7 +150,8 @@ def test_a_tasks_flower_link_lists_that_tenants_stage_tasks_in_a_real_flower(
     browser, serve_app, worker, r, tmp_path, start_flower
 ):
     from deployer.settings import Settings
-    from tests.integration.test_flower import AUTH, _up, free_port
+    from tests.helpers import free_port
+    from tests.integration.test_flower import AUTH, _up
 
     port = free_port()
     start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})

@@ -100,26 +100,24 @@ def test_the_dashboard_logs_in_with_a_strict_http_only_cookie(guarded):
 
 
 def test_deployer_serve_starts_on_loopback_and_answers_healthz(tmp_path):
-    from tests.helpers import wait_for
-    from tests.web.conftest import free_port
+    from tests.helpers import start_on_free_port
 
-    port = free_port()
-    log = (tmp_path / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [DEPLOYER, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
+    def start(port: int) -> subprocess.Popen[bytes]:
+        with (tmp_path / "serve.log").open("wb") as log:  # the child keeps its own copy
+            return subprocess.Popen(
+                [DEPLOYER, "serve", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT
+            )
 
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+    def healthy(port: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
-        wait_for(healthy, timeout=30, interval=0.2, what="deployer serve answering")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+    # The test is that it starts and answers on loopback at all.
+    proc, _port = start_on_free_port(start, healthy)
+    proc.terminate()
+    proc.wait(timeout=15)
 
 
 def test_another_site_cannot_command_through_an_operators_browser(api):

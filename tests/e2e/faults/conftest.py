@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import ROOT, worker_argv, worker_env
-from tests.helpers import wait_for
+from tests.helpers import ROOT, free_port, wait_for, worker_argv, worker_env
 
 #: Fast leases for fault tests: a lost run is re-driven within a few seconds.
 FAST_ENV = {
@@ -31,12 +29,6 @@ FAST_ENV = {
     "DEPLOYER_RECONCILE_INTERVAL_SECONDS": "0.5",
     "DEPLOYER_VISIBILITY_TIMEOUT_SECONDS": "10",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
