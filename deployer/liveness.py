@@ -162,16 +162,7 @@ class OrphanReconciler:
                 *[part for candidate in found for part in candidate],
             ],
         )
-        result = SweepResult()
-        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
-            *[iter(raw)] * 8, strict=True
-        ):
-            if kind == "F":
-                result.failed.append((task_id, plan_id))
-            else:
-                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
-                result.redriven.append(slot)
-        return result
+        return SweepResult.from_reply(raw)
 
     def sweep(self, dead: list[str]) -> SweepResult:
         """Re-drive what the dead nodes ran; forget a node once none of its tasks is left."""

@@ -34,6 +34,22 @@ class SweepResult:
     redriven: list[Slot] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (task_id, plan_id)
 
+    @classmethod
+    def from_reply(cls, raw: list[str]) -> SweepResult:
+        """A claim script's reply (reconcile_claim.lua, orphan_claim.lua): per task 8 values,
+        kind ('R' re-driven, 'F' failed: too many redeliveries), task id, plan id, new token,
+        run id, run, context, config."""
+        result = cls()
+        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
+            *[iter(raw)] * 8, strict=True
+        ):
+            if kind == "F":
+                result.failed.append((task_id, plan_id))
+            else:
+                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
+                result.redriven.append(slot)
+        return result
+
 
 class Reconciler:
     """Finds and re-drives stuck tasks; `launch` sends their chains (`Planner.launch`, which
@@ -71,16 +87,7 @@ class Reconciler:
                 int(s.pending_grace_seconds * 1000),
             ],
         )
-        result = SweepResult()
-        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
-            *[iter(raw)] * 8, strict=True
-        ):
-            if kind == "F":
-                result.failed.append((task_id, plan_id))
-            else:
-                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
-                result.redriven.append(slot)
-        return result
+        return SweepResult.from_reply(raw)
 
     def sweep(self, now: int | None = None) -> SweepResult:
         """Claim every overdue task (bounded), re-send their chains, refill failed plans."""
