@@ -179,3 +179,35 @@ local function newer_task(applied, created_at, task_id)
   if other ~= task_id and (at > mine or (at == mine and other > task_id)) then return other end
   return nil
 end
+
+-- Store a submitted task as plan_create.lua and plan_slice.lua both do (config only: its run is
+-- built when it is first sent). With a strategy, `wave` is its wave index: the task records it
+-- and joins its wave's list. Returns whether the task enters the plan's queue now: always
+-- without waves, else only in wave 0 while wave 0 runs.
+local function store_new_task(task_prefix, task_id, plan_id, tenant_id, config, run_id,
+                              total_stages, now, wave, wave_prefix, queue_wave0)
+  local fields = {'taskId', task_id, 'planId', plan_id, 'tenantId', tenant_id,
+    'status', 'PENDING', 'config', config, 'runId', run_id, 'runKind', 'FORWARD',
+    'checkpoint', -1, 'totalStages', total_stages, 'retryCount', 0,
+    'createdAt', now, 'updatedAt', now}
+  if wave == nil then
+    redis.call('HSET', task_prefix .. task_id, unpack(fields))
+    return true
+  end
+  fields[#fields + 1] = 'wave'
+  fields[#fields + 1] = wave
+  redis.call('HSET', task_prefix .. task_id, unpack(fields))
+  redis.call('RPUSH', wave_prefix .. wave, task_id)
+  return wave == 0 and queue_wave0
+end
+
+-- Append a claim script's 'R' record (reconcile_claim.lua, orphan_claim.lua): re-send this
+-- task from its checkpoint. `t` is its HMGET of status, token, runId, tenantId, planId, run,
+-- ctx, stageName, runKind, config; a run never stored is built from its config (sent then).
+local function redrive_record(out, task_id, plan_id, new_token, run_id, t)
+  local stored = t[6] and t[6] ~= ''
+  for _, v in ipairs({'R', task_id, plan_id, new_token, run_id, t[6] or '', t[7] or '',
+      stored and '' or (t[10] or '')}) do
+    out[#out + 1] = v
+  end
+end

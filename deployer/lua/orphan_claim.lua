@@ -56,14 +56,7 @@ for i = 9, #ARGV, 4 do
       emit(events_key, maxlen, {'type', 'TASK_REDRIVEN', 'planId', plan_id, 'taskId', task_id,
         'tenantId', tenant_id, 'stage', stage, 'from', token, 'to', new_token,
         'redeliveries', n, 'reason', 'worker lost: ' .. node, 'by', 'reconciler', 'ts', now})
-      out[#out + 1] = 'R'
-      out[#out + 1] = task_id
-      out[#out + 1] = plan_id
-      out[#out + 1] = new_token
-      out[#out + 1] = run_id
-      out[#out + 1] = t[6] or ''
-      out[#out + 1] = t[7] or ''
-      if t[6] and t[6] ~= '' then out[#out + 1] = '' else out[#out + 1] = t[10] or '' end
+      redrive_record(out, task_id, plan_id, new_token, run_id, t)
     end
   end
 end

@@ -48,20 +48,12 @@ for n = 1, count do
   local i = FIXED + 3 * (n - 1) + 1
   local tenant_id = ARGV[i]
   local task_id = task_id_prefix .. tenant_id  -- = models.task_id_for(plan_id, tenant_id)
-  redis.call('HSET', task_prefix .. task_id,
-    'taskId', task_id, 'planId', plan_id, 'tenantId', tenant_id, 'status', 'PENDING',
-    'config', ARGV[i + 2], 'runId', run_prefix .. string.format('%x', n), 'runKind', 'FORWARD',
-    'checkpoint', -1, 'totalStages', ARGV[i + 1], 'retryCount', 0,
-    'createdAt', now, 'updatedAt', now)
-  ids[#ids + 1] = task_id
-  if wave_of then
-    local w = wave_of[n]
-    redis.call('HSET', task_prefix .. task_id, 'wave', w)
-    redis.call('RPUSH', wave_prefix .. w, task_id)
-    if w == 0 and queue_wave0 then queued[#queued + 1] = task_id end
-  else
+  local wave = wave_of and wave_of[n]
+  if store_new_task(task_prefix, task_id, plan_id, tenant_id, ARGV[i + 2],
+      run_prefix .. string.format('%x', n), ARGV[i + 1], now, wave, wave_prefix, queue_wave0) then
     queued[#queued + 1] = task_id
   end
+  ids[#ids + 1] = task_id
   pointers[#pointers + 1] = tenant_prefix .. tenant_id
   pointers[#pointers + 1] = task_id
   if #ids == 1000 then flush() end
