@@ -100,6 +100,8 @@ def run_small(server: common.Server, n: int) -> dict[str, Any]:
     """Run n demo tenants through a real worker; what a finished tenant-task holds."""
     from deployer import keys
     from deployer.models import task_id_for
+    from deployer.record import Field
+    from deployer.store import read_tasks
 
     plan_id = f"grun-{uuid.uuid4().hex[:6]}"
     prefix = f"{plan_id}-t"
@@ -111,7 +113,8 @@ def run_small(server: common.Server, n: int) -> dict[str, Any]:
     events_bytes = usage(server, keys.EVENTS) - events_before
     ids = [task_id_for(plan_id, f"{prefix}{i:07d}") for i in range(n)]
     hashes = [usage(server, keys.task(t)) for t in ids]
-    stages = int(server.r.hget(keys.task(ids[0]), "stageCount") or 4)
+    # (it read a field "stageCount" the task hash never had, so it always said 4)
+    stages = read_tasks(server.r, ids[:1], [Field.TOTAL_STAGES])[0].total_stages or 4
     tid = f"{prefix}{0:07d}"
     fields = server.r.hkeys(keys.task(ids[0]))
     pipe = server.r.pipeline(transaction=False)

@@ -26,22 +26,17 @@ from deployer.errors import (
     PlanNotAwaitingApproval,
 )
 from deployer.lifecycle import Command, Decision, Effect, decide
-from deployer.models import (
-    Task,
-    TaskRuntimeContext,
-    TaskStatus,
-    TenantConfig,
-    is_id,
-    task_id_for,
-)
+from deployer.models import TaskStatus, is_id, task_id_for
 from deployer.planner import Planner, prepare_retry, prepare_rollback
+from deployer.record import Field as F
+from deployer.record import TaskRecord
 from deployer.store import Store, lua_script, now_ms
 
 log = logging.getLogger("deployer.control")
 
-TASK_FIELDS = [
-    "taskId", "planId", "tenantId", "status", "control", "retryCount", "checkpoint", "startedAt"
-]  # fmt: skip
+#: What a command reads of each task it decides on.
+TASK_FIELDS = (F.TASK_ID, F.PLAN_ID, F.TENANT_ID, F.STATUS, F.CONTROL, F.RETRY_COUNT,
+               F.CHECKPOINT, F.STARTED_AT)  # fmt: skip
 MAX_CAS_ATTEMPTS = 5
 
 
@@ -113,17 +108,13 @@ EVENT = {
 ACTING = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW)
 
 
-def resume_order(tasks: list[dict[str, str]]) -> list[dict[str, str]]:
+def resume_order(tasks: list[TaskRecord]) -> list[TaskRecord]:
     """The order to resume a plan's tasks in, so that its queue ends up holding the tenants
     paused mid-flight (a stage started: they hold half-applied work) before those never
     started, each group in submission order. Every resumed task is pushed to the queue's
     front, so the wanted queue order is applied back to front."""
-
-    def started(task: dict[str, str]) -> bool:
-        return bool(task.get("startedAt")) or int(task.get("checkpoint") or -1) >= 0
-
-    mid_flight = [t for t in tasks if started(t)]
-    never = [t for t in tasks if not started(t)]
+    mid_flight = [t for t in tasks if t.started]
+    never = [t for t in tasks if not t.started]
     return list(reversed(mid_flight + never))
 
 
@@ -211,7 +202,7 @@ class Controller:
         notes: list[str] = []
         plans: set[str] = set()
         for task in tasks:
-            if command is Command.ROLLBACK and target.is_plan and not task.get("startedAt"):
+            if command is Command.ROLLBACK and target.is_plan and not task.started_at:
                 # A whole-plan rollback covers the tasks that changed something.
                 refused.append(self._refusal(command, task, force))
                 continue
@@ -219,12 +210,12 @@ class Controller:
             outcomes[decision.effect.value] += 1
             if decision.effect is Effect.REFUSE:
                 refused.append(
-                    {"tenantId": task["tenantId"], "code": decision.code, "message": decision.note}
+                    {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
                 )
             elif decision.note:
                 notes.append(decision.note)
             if decision.effect is Effect.NOW:
-                plans.add(task["planId"])
+                plans.add(task.plan_id)
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
         answer = self._answer(command, target, outcomes, refused, notes)
@@ -233,8 +224,8 @@ class Controller:
         return answer
 
     def _plan_wide(
-        self, command: Command, plan_id: str, tasks: list[dict[str, str]], by: str, reason: str
-    ) -> list[dict[str, str]]:
+        self, command: Command, plan_id: str, tasks: list[TaskRecord], by: str, reason: str
+    ) -> list[TaskRecord]:
         """The plan's own part of a plan command, before its tasks': a rollback of a plan
         with waves ends them first (`_end_waves`), then the plan flag; the tasks in the
         order the command takes them."""
@@ -243,14 +234,12 @@ class Controller:
         self.store.plan_control(plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
         return resume_order(tasks) if command is Command.RESUME else tasks
 
-    def _refuse_if_plan_halted(self, command: Command, task: dict[str, str], force: bool) -> None:
+    def _refuse_if_plan_halted(self, command: Command, task: TaskRecord, force: bool) -> None:
         """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
         (no slot is filled and a stage start obeys the flag): refuse it, naming the way on."""
-        if decide(command, TaskStatus(task["status"]), task.get("control"), force).effect is not (
-            Effect.NOW
-        ):
+        if _decide(command, task, force).effect is not Effect.NOW:
             return
-        plan_id = task["planId"]
+        plan_id = task.plan_id
         flag = self.store.r.hget(keys.plan(plan_id), "control")
         if flag == "CANCEL":
             raise IllegalTransition(
@@ -265,17 +254,15 @@ class Controller:
                 code="PLAN_PAUSED",
             )
 
-    def _preview(self, command: Command, task: dict[str, str], force: bool = False) -> Decision:
+    def _preview(self, command: Command, task: TaskRecord, force: bool = False) -> Decision:
         """What the command would do to `task` as last read (nothing is written)."""
-        if command is Command.ROLLBACK and not task.get("startedAt"):
+        if command is Command.ROLLBACK and not task.started_at:
             return Decision(Effect.REFUSE, code="TASK_NEVER_STARTED", note="nothing to roll back")
-        return decide(command, TaskStatus(task["status"]), task.get("control"), force)
+        return _decide(command, task, force)
 
-    def _refusal(
-        self, command: Command, task: dict[str, str], force: bool = False
-    ) -> dict[str, str]:
+    def _refusal(self, command: Command, task: TaskRecord, force: bool = False) -> dict[str, str]:
         decision = self._preview(command, task, force)
-        return {"tenantId": task["tenantId"], "code": decision.code, "message": decision.note}
+        return {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
 
     def _cancel_plan(self, target: Target, by: str, reason: str) -> dict[str, Any]:
         """Cancel every task of a plan in slices of CANCEL_SLICE tasks per round trip.
@@ -292,14 +279,14 @@ class Controller:
         cancellable = ("PENDING", "RUNNING", "ROLLING_BACK", "PAUSED", "FAILED",
                        "ROLLBACK_FAILED", "CANCELLED")  # fmt: skip
         if not any(int(plan.get(f"c:{s}") or 0) for s in cancellable):
-            first = self.store.get_tasks_raw(
-                self.store.plan_task_ids(plan_id, 0, 49), ["tenantId", "status"]
+            first = self.store.get_tasks(
+                self.store.plan_task_ids(plan_id, 0, 49), (F.TENANT_ID, F.STATUS)
             )
             finished = [
                 {
-                    "tenantId": t["tenantId"],
+                    "tenantId": t.tenant_id,
                     "code": "TASK_ALREADY_FINISHED",
-                    "message": f"task is {t['status']}",
+                    "message": f"task is {t.status.value if t.status else None}",
                 }
                 for t in first
             ]
@@ -383,8 +370,8 @@ class Controller:
         """The plan of the tenant's latest task: a refusal is filed in the tenant's history
         through it (tenant references point into plan streams)."""
         task_id = self.store.task_id_for_tenant(tenant_id) if tenant_id else None
-        plan_id = self.store.r.hget(keys.task(task_id), "planId") if task_id else None
-        return str(plan_id) if plan_id else None
+        plan_id = self.store.get_tasks([task_id], (F.PLAN_ID,))[0].plan_id if task_id else None
+        return plan_id or None
 
     def _approve(self, target: Target, by: str, reason: str) -> dict[str, Any]:
         """Start the plan's wave that waits for approval (a stored decision: it holds even
@@ -413,23 +400,23 @@ class Controller:
     def _end_waves(
         self,
         plan_id: str,
-        tasks: list[dict[str, str]],
+        tasks: list[TaskRecord],
         by: str,
         reason: str,
-    ) -> list[dict[str, str]]:
+    ) -> list[TaskRecord]:
         """A rollback of a plan with waves ends them: no later wave starts, tenants that never
         started are cancelled (their old config is still live), and the started ones roll
         back newest first (each goes to the front of the queue, the newest last)."""
         self.store.wave_step(plan_id, "HALT", by, reason or "plan rolled back")
-        started: list[dict[str, str]] = []
+        started: list[TaskRecord] = []
         for task in tasks:
-            if task.get("startedAt"):
+            if task.started_at:
                 started.append(task)
-            elif task["status"] in ("PENDING", "PAUSED"):
+            elif task.status in (TaskStatus.PENDING, TaskStatus.PAUSED):
                 self._apply(
                     Command.CANCEL, task, by, "plan rolled back before this tenant started", False
                 )
-        return sorted(started, key=lambda t: int(t.get("startedAt") or 0))
+        return sorted(started, key=lambda t: t.started_at or 0)
 
     def _answer(
         self,
@@ -466,10 +453,11 @@ class Controller:
             "skipped": refused[:50],
         }
 
-    def _resolve(self, target: Target) -> list[dict[str, str]]:
+    def _resolve(self, target: Target) -> list[TaskRecord]:
+        """The tasks a command decides on (TASK_FIELDS), each with a readable status."""
         if target.plan_id and target.tenant_id:
             ids = [task_id_for(target.plan_id, target.tenant_id)]
-            found = [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
+            found = [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
             if not found:
                 raise NotFound(f"no task for {target.describe()}", code="TASK_NOT_FOUND")
             return found
@@ -483,19 +471,19 @@ class Controller:
             if not self.store.plan_exists(target.plan_id):
                 raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
             ids = self.store.plan_task_ids(target.plan_id)
-        return [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
+        return [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
 
     def _apply(
         self,
         command: Command,
-        task: dict[str, str],
+        task: TaskRecord,
         by: str,
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
     ) -> Decision:
         for _ in range(MAX_CAS_ATTEMPTS):
-            decision = decide(command, TaskStatus(task["status"]), task.get("control"), force)
+            decision = _decide(command, task, force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
@@ -506,14 +494,14 @@ class Controller:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
             if applied:
                 return decision
-            task = self.store.get_tasks_raw([task["taskId"]], TASK_FIELDS)[0]
+            task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
         return Decision(Effect.REFUSE, code="TASK_BUSY", note="status kept changing; try again")
 
     def _write(
         self,
         command: Command,
         decision: Decision,
-        task: dict[str, str],
+        task: TaskRecord,
         by: str,
         reason: str,
         from_checkpoint: bool,
@@ -523,9 +511,9 @@ class Controller:
         common: dict[str, Any] = {"by": by, "reason": reason, "event": event}
         # resume and retry say, on the task, whether the run may apply its config over a
         # newer task's (stage_begin.lua reads it when the run takes the tenant).
-        forced: dict[str, str | int] = {}
+        forced: dict[str, str] = {}
         if command in (Command.RESUME, Command.RETRY):
-            forced = {"force": "1" if force else "0"}
+            forced = TaskRecord(force="1" if force else "0").to_hash([F.FORCE])
             if force:
                 common["reason"] = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
@@ -534,7 +522,7 @@ class Controller:
             return self.store.task_command(task, control="CLEAR", fields=forced, **common)
         status = decision.to.value if decision.to else ""
         queue_op, invalidate, control = IMMEDIATE[command]
-        fields: dict[str, str | int] | None = forced or None
+        fields: dict[str, str] | None = forced or None
         if command is Command.RETRY:
             fields = {**self._retry_fields(task, from_checkpoint), **forced}
             plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
@@ -553,53 +541,59 @@ class Controller:
             **common,
         )
 
-    def _retry_fields(self, task: dict[str, str], from_checkpoint: bool) -> dict[str, str | int]:
-        retries = int(task.get("retryCount") or 0)
+    def _retry_fields(self, task: TaskRecord, from_checkpoint: bool) -> dict[str, str]:
+        retries = task.retry_count or 0
         limit = self.planner.settings.max_retries
         if retries >= limit:
             raise IllegalTransition(
                 f"retried {retries} time(s); the limit is {limit}", code="RETRY_LIMIT_REACHED"
             )
-        raw = self.store.get_task_raw(task["taskId"])
-        run = self.planner.stored_run(raw)
-        checkpoint = int(raw.get("checkpoint") or -1)
-        ctx = TaskRuntimeContext.model_validate_json(raw["ctx"]) if raw.get("ctx") else run.context
+        stored = self._whole(task)
+        run = self.planner.stored_run(stored)
+        checkpoint = stored.last_checkpoint
+        ctx = stored.context() or run.context
         retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
-        fields: dict[str, str | int] = {
-            "ctx": retried.context.model_dump_json(by_alias=True),
-            "checkpoint": checkpoint if from_checkpoint else -1,
-            "retryCount": retries + 1,
-            "lastError": "",
-        }
-        if not raw.get("run"):  # failed before its first run was stored: store it now
-            fields["run"] = run.model_dump_json(by_alias=True)
-        return fields
-
-    def _rollback_fields(self, task: dict[str, str]) -> dict[str, str | int]:
-        raw = self.store.get_task_raw(task["taskId"])
-        config = TenantConfig.model_validate_json(raw["config"])
-        model = Task(
-            task_id=raw["taskId"],
-            plan_id=raw["planId"],
-            tenant_id=raw["tenantId"],
-            status=TaskStatus(raw["status"]),
-            config=config,
-            # tasks stored before configs carried their snapshot had a field of its own
-            prev_config=TenantConfig.model_validate_json(raw["prevConfig"])
-            if raw.get("prevConfig")
-            else config.previous_config,
+        update = TaskRecord(
+            ctx=retried.context.model_dump_json(by_alias=True),
+            checkpoint=checkpoint if from_checkpoint else -1,
+            retry_count=retries + 1,
+            last_error="",
+            # failed before its first run was stored: store it now
+            run="" if stored.run else run.model_dump_json(by_alias=True),
         )
-        run = prepare_rollback(model, self.planner.stored_run(raw), self.planner.settings)
-        return {
-            "run": run.model_dump_json(by_alias=True),
-            "ctx": run.context.model_dump_json(by_alias=True),
-            "runId": run.run_id,
-            "runKind": run.kind.value,
-            "checkpoint": -1,
-            "totalStages": len(run.stages),
-            "retryCount": 0,
-            "lastError": "",
-        }
+        written = [F.CTX, F.CHECKPOINT, F.RETRY_COUNT, F.LAST_ERROR]
+        return update.to_hash(written + ([] if stored.run else [F.RUN]))
+
+    def _rollback_fields(self, task: TaskRecord) -> dict[str, str]:
+        stored = self._whole(task)
+        run = prepare_rollback(stored, self.planner.stored_run(stored), self.planner.settings)
+        update = TaskRecord(
+            run=run.model_dump_json(by_alias=True),
+            ctx=run.context.model_dump_json(by_alias=True),
+            run_id=run.run_id,
+            run_kind=run.kind,
+            checkpoint=-1,
+            total_stages=len(run.stages),
+            retry_count=0,
+            last_error="",
+        )
+        return update.to_hash(
+            [F.RUN, F.CTX, F.RUN_ID, F.RUN_KIND, F.CHECKPOINT, F.TOTAL_STAGES, F.RETRY_COUNT,
+             F.LAST_ERROR]
+        )  # fmt: skip
+
+    def _whole(self, task: TaskRecord) -> TaskRecord:
+        """The whole hash of a task a command decided on (its run, context and config)."""
+        stored = self.store.get_task(task.task_id)
+        if stored is None:
+            raise NotFound(f"no task {task.task_id}", code="TASK_NOT_FOUND")
+        return stored
+
+
+def _decide(command: Command, task: TaskRecord, force: bool) -> Decision:
+    """`lifecycle.decide` on a task as read (`_resolve` keeps only readable statuses)."""
+    assert task.status is not None
+    return decide(command, task.status, task.control or None, force)
 
 
 __all__ = ["Command", "Controller", "Target", "TargetInvalid"]

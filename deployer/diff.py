@@ -18,13 +18,12 @@ from deployer import keys
 from deployer.intake import plan_digest, task_row, validate_plan
 from deployer.models import StageSpec, TenantConfig
 from deployer.planner import WRITING_STEPS
+from deployer.record import Field
 from deployer.settings import Settings
+from deployer.store import read_tasks
 from deployer.strategy import plan_waves
 from stages.factory import forward_stages
 from stages.steps.key_value_write import compact
-
-#: Task statuses in which another plan still works on a tenant.
-LIVE = {"PENDING", "RUNNING", "ROLLING_BACK", "PAUSED"}
 
 
 def would_write(config: TenantConfig, stages: list[StageSpec]) -> dict[str, str | None]:
@@ -131,14 +130,13 @@ def _other_plan(state: redis.Redis, task_id: Any, plan_id: str) -> dict[str, Any
     on it, and is it newer than this plan (if this plan exists)?"""
     if not task_id:
         return None
-    raw = state.hmget(keys.task(str(task_id)), ["planId", "status", "createdAt"])
-    other_plan, status, created = raw
-    if not other_plan or other_plan == plan_id:
+    (task,) = read_tasks(state, [str(task_id)], (Field.PLAN_ID, Field.STATUS, Field.CREATED_AT))
+    if not task.plan_id or task.plan_id == plan_id:
         return None
     mine = state.hget(keys.plan(plan_id), "createdAt")
     return {
-        "planId": other_plan,
-        "taskStatus": status,
-        "running": status in LIVE,
-        "newer": bool(mine) and int(created or 0) > int(mine or 0),
+        "planId": task.plan_id,
+        "taskStatus": task.status.value if task.status else None,
+        "running": task.in_flight,
+        "newer": bool(mine) and (task.created_at or 0) > int(mine or 0),
     }

@@ -25,6 +25,7 @@ import redis
 
 from deployer import keys
 from deployer.reconciler import SweepResult
+from deployer.record import Cursor, Field
 from deployer.store import Dispatch, Slot, Store, lua_script, now_ms
 from deployer.worker_id import node_of
 
@@ -123,27 +124,23 @@ class OrphanReconciler:
         after the task's cursor. One that already ran (its task moved on, perhaps to a live
         worker) is left alone."""
         ids = list(held)
-        pipe = self.store.r.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(keys.task(task_id), "token", "worker", "cursor")
+        tasks = self.store.get_tasks(ids, (Field.TOKEN, Field.WORKER, Field.CURSOR))
         out = []
-        for task_id, (token, worker, cursor) in zip(ids, pipe.execute(), strict=True):
-            held_token, held_at = _position(held[task_id])
-            cursor_token, cursor_at = _position(cursor or "")
+        for task_id, task in zip(ids, tasks, strict=True):
+            held_token, held_at = _position(Cursor.parse(held[task_id]))
+            cursor_token, cursor_at = _position(task.cursor)
             ahead = cursor_token != held_token or held_at > cursor_at
-            if token and token == held_token and ahead:
-                out.append((task_id, token, worker or "", node))
+            if task.token and task.token == held_token and ahead:
+                out.append((task_id, task.token, task.worker, node))
         return out
 
     def _matching(self, ids: list[str], dead: set[str]) -> list[tuple[str, str, str, str]]:
-        pipe = self.store.r.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(keys.task(task_id), "token", "worker")
         out = []
-        for task_id, (token, worker) in zip(ids, pipe.execute(), strict=True):
-            node = node_of(worker or "")
-            if token and node in dead:
-                out.append((task_id, token, worker, node))
+        for task_id, task in zip(ids, self.store.get_tasks(ids, (Field.TOKEN, Field.WORKER)),
+                                 strict=True):  # fmt: skip
+            node = node_of(task.worker)
+            if task.token and node in dead:
+                out.append((task_id, task.token, task.worker, node))
         return out
 
     def claim(self, found: list[tuple[str, str, str, str]]) -> SweepResult:
@@ -192,13 +189,9 @@ class OrphanReconciler:
         return total
 
 
-def _position(cursor: str) -> tuple[str, tuple[int, ...]]:
-    """`token:stage:step:attempt` -> (token, (stage, step, attempt)); ('', ()) if unreadable."""
-    parts = cursor.rsplit(":", 3)
-    try:
-        return parts[0], tuple(int(p) for p in parts[1:4]) if len(parts) == 4 else ()
-    except ValueError:
-        return "", ()
+def _position(cursor: Cursor | None) -> tuple[str, tuple[int, ...]]:
+    """(token, (stage, step, attempt)); ('', ()) if unreadable."""
+    return (cursor.token, cursor.at) if cursor else ("", ())
 
 
 class LivenessThread(threading.Thread):

@@ -7,10 +7,8 @@ Each metric and what it means is listed in docs/operators.md ("Metrics"): tasks 
 status per plan (plan counters `c:<STATUS>`), stage durations (STAGE_STARTED to
 STAGE_COMPLETED events), task transitions, rollbacks, lease re-drives, inflight tasks.
 
-HealthCheck attempts and lease conflicts are read from plan hash fields
-`m:healthCheckAttempts` / `m:leaseConflicts` when the store maintains them; until then
-attempts are sampled from the inflight tasks' step cursor (a lower bound) and lease
-conflicts show 0.
+HealthCheck attempts and lease conflicts are the plan hash counters
+`m:healthCheckAttempts` / `m:leaseConflicts` (lua/stage_begin.lua keeps them).
 """
 
 from __future__ import annotations
@@ -28,6 +26,8 @@ from prometheus_client.registry import Collector
 
 from deployer import keys
 from deployer.models import TaskStatus
+from deployer.record import Field
+from deployer.store import read_tasks
 from deployer.waves import WAVE_STATES, waves_of
 
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -121,13 +121,6 @@ class DeployerCollector(Collector):
         self.recent_plans = recent_plans
         self.inflight_sample = inflight_sample
         self.events = EventFollower(r)
-        self._attempts: dict[str, int] = {}  # "token:stage:step" -> highest attempt seen
-        self._sampled = Counter(
-            "deployer_healthcheck_attempts",
-            "HealthCheck polls (plan counters when kept, else sampled from step cursors).",
-            ["stage"],
-            registry=None,
-        )
 
     def collect(self) -> Iterable[Metric]:
         self.events.poll()
@@ -152,9 +145,9 @@ class DeployerCollector(Collector):
             "Stage starts refused because another run held the tenant lease.",
             labels=["plan_id"],
         )
-        hc_kept = CounterMetricFamily(
+        attempts = CounterMetricFamily(
             "deployer_plan_healthcheck_attempts",
-            "HealthCheck polls of a plan (when the store keeps m:healthCheckAttempts).",
+            "HealthCheck polls of a plan after the first (plan counter m:healthCheckAttempts).",
             labels=["plan_id"],
         )
         waves = GaugeMetricFamily(
@@ -175,34 +168,17 @@ class DeployerCollector(Collector):
             for status in TaskStatus:
                 tasks.add_metric([plan_id, status.value], float(raw.get(f"c:{status.value}", 0)))
             conflicts.add_metric([plan_id], float(raw.get("m:leaseConflicts", 0) or 0))
-            if "m:healthCheckAttempts" in raw:
-                hc_kept.add_metric([plan_id], float(raw["m:healthCheckAttempts"]))
+            attempts.add_metric([plan_id], float(raw.get("m:healthCheckAttempts", 0) or 0))
             if raw.get("strategy"):
                 states = Counter_(w["state"] for w in waves_of(raw))
                 for state in WAVE_STATES:
                     waves.add_metric([plan_id, state], float(states.get(state, 0)))
-        yield from (tasks, info, conc, conflicts, hc_kept, waves)
+        yield from (tasks, info, conc, conflicts, attempts, waves)
 
     def _inflight(self) -> Iterator[Metric]:
         ids = [str(t) for t in self.r.zrange(keys.INFLIGHT, 0, self.inflight_sample - 1)]
-        pipe = self.r.pipeline(transaction=False)
-        for task_id in ids:
-            pipe.hmget(keys.task(task_id), ["cursor", "stageName"])
-        waiting = 0
-        live: dict[str, int] = {}
-        for cursor, stage in pipe.execute() if ids else []:
-            if not cursor:
-                continue
-            step, _, attempt_s = str(cursor).rpartition(":")
-            attempt = int(attempt_s) if attempt_s.isdigit() else 0
-            if attempt <= 0:
-                continue
-            waiting += 1
-            live[step] = attempt
-            seen = self._attempts.get(step, 0)
-            if attempt > seen:
-                self._sampled.labels(stage or "").inc(attempt - seen)
-        self._attempts = live  # forget steps that ended: the counter keeps what they added
+        cursors = [t.cursor for t in read_tasks(self.r, ids, [Field.CURSOR])]
+        waiting = sum(1 for c in cursors if c is not None and c.attempt > 0)
         yield GaugeMetricFamily(
             "deployer_inflight_tasks", "Tasks holding a concurrency slot.", value=len(ids)
         )
@@ -211,7 +187,6 @@ class DeployerCollector(Collector):
             "Inflight tasks between two HealthCheck attempts.",
             value=waiting,
         )
-        yield from self._sampled.collect()
 
 
 def registry_for(r: redis.Redis, recent_plans: int = 50) -> CollectorRegistry:

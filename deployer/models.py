@@ -371,24 +371,6 @@ class Run(WireModel):
     start_index: int = 0
 
 
-class Task(WireModel):
-    """One tenant's part of a plan, as stored."""
-
-    task_id: str
-    plan_id: str
-    tenant_id: str
-    status: TaskStatus
-    config: TenantConfig
-    prev_config: TenantConfig | None = None
-    run: Run | None = None
-    checkpoint: int = -1
-    stage_name: str | None = None
-    last_error: str | None = None
-    retry_count: int = 0
-    created_at: float | None = None
-    updated_at: float | None = None
-
-
 #: Between plan and tenant in a task id: ID_PATTERN allows it in neither, so no two
 #: (plan, tenant) pairs share a task id (with '_', plan `a` tenant `b_c` and plan `a_b`
 #: tenant `c` did, and the second plan overwrote the first's task).

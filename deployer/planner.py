@@ -27,11 +27,11 @@ from deployer.models import (
     Run,
     RunKind,
     StageSpec,
-    Task,
     TaskRuntimeContext,
     TenantConfig,
     tenant_of_task,
 )
+from deployer.record import Field, TaskRecord
 from deployer.settings import Settings
 from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
 from deployer.waves import MAX_STEPS, call_gate, wave_plan
@@ -317,19 +317,20 @@ class Planner:
         config = TenantConfig.model_validate_json(slot.config_json)
         return forward_run(slot.plan_id, slot.task_id, config, slot.run_id, self.settings)
 
-    def stored_run(self, raw: dict[str, str]) -> Run:
+    def stored_run(self, task: TaskRecord) -> Run:
         """A task's stored run; for a task whose first dispatch never stored one (its
         dispatcher died in between), the run that dispatch would have built."""
-        if raw.get("run"):
-            return Run.model_validate_json(raw["run"])
-        config = TenantConfig.model_validate_json(raw["config"])
-        return forward_run(raw["planId"], raw["taskId"], config, raw["runId"], self.settings)
+        run = task.run_model()
+        if run is not None:
+            return run
+        config = task.tenant_config()
+        return forward_run(task.plan_id, task.task_id, config, task.run_id, self.settings)
 
     def _unlaunchable(self, slot: Slot, exc: Exception) -> None:
         reason = f"cannot prepare the run: {exc}"
         log.error("task %s: %s", slot.task_id, reason)
         # The stored tenant, so the failure is checked against the task it belongs to.
-        stored = self.store.get_tasks_raw([slot.task_id], ["tenantId"])[0]["tenantId"]
+        stored = self.store.get_tasks([slot.task_id], (Field.TENANT_ID,))[0].tenant_id
         tenant_id = stored or tenant_of_task(slot.task_id)
         ctx = TaskRuntimeContext(
             plan_id=slot.plan_id,
@@ -368,22 +369,24 @@ def prepare_retry(
     return run.model_copy(update={"context": ctx, "start_index": ctx.stage_index})
 
 
-def prepare_rollback(task: Task, previous_run: Run, settings: Settings) -> Run:
+def prepare_rollback(task: TaskRecord, previous_run: Run, settings: Settings) -> Run:
     """The snapshot becomes the config, the same factory builds the stages,
     and a fresh context carries the old planVersion. Fields the old config does not
     produce are deleted by its first write, in the same transaction.
     """
-    if task.prev_config is None:
+    config = task.tenant_config()
+    previous = config.previous_config
+    if previous is None:
         raise NoPreviousConfig(f"task {task.task_id} has no previous config snapshot")
     # The snapshot rarely names its services; the rollback then covers what the forward
     # run covered, rather than every service the old config could have produced.
-    old = task.prev_config.model_copy(
+    old = previous.model_copy(
         update={
             "tenant_id": task.tenant_id,
-            "service_names": task.prev_config.service_names or task.config.service_names,
+            "service_names": previous.service_names or config.service_names,
         }
     )
-    stages = build_stages(old, task.config, settings)
+    stages = build_stages(old, config, settings)
     stale = sorted(_written_fields(previous_run.stages) - _written_fields(stages))
     if stale:
         for stage in stages:

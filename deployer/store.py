@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ import redis
 from deployer import audit, keys
 from deployer.errors import TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
+from deployer.record import Field, TaskRecord, field_names
 from deployer.settings import Settings
 from deployer.worker_id import worker_label
 
@@ -81,6 +83,18 @@ def rejection_entry(
         "errorCount": len(errors) if error_count is None else error_count,
         "ts": now_ms(),
     }
+
+
+def read_tasks(
+    client: redis.Redis, task_ids: list[str], fields: Iterable[Field]
+) -> list[TaskRecord]:
+    """`fields` of each task, in one round trip (an HMGET each, pipelined): the read
+    models ask only for what they show. A missing task reads as an empty record."""
+    names = field_names(fields)
+    pipe = client.pipeline(transaction=False)
+    for task_id in task_ids:
+        pipe.hmget(keys.task(task_id), names)
+    return [TaskRecord.from_hash(dict(zip(names, row, strict=True))) for row in pipe.execute()]
 
 
 class TaskRow(NamedTuple):
@@ -326,8 +340,8 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         for run in runs:
             key = keys.task(run.context.task_id)
-            pipe.hsetnx(key, "run", run.model_dump_json(by_alias=True))
-            pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
+            pipe.hsetnx(key, Field.RUN.value, run.model_dump_json(by_alias=True))
+            pipe.hsetnx(key, Field.CTX.value, run.context.model_dump_json(by_alias=True))
         pipe.execute()
 
     def plan_digest(self, plan_id: str) -> str | None:
@@ -451,7 +465,7 @@ class Store:
 
     def task_command(
         self,
-        task: dict[str, str],
+        task: TaskRecord,
         *,
         new_status: str = "",
         control: str = "",
@@ -460,23 +474,24 @@ class Store:
         by: str = "",
         reason: str = "",
         event: str,
-        fields: dict[str, str | int] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> tuple[bool, str]:
-        """Apply one command to a task if its status is still `task["status"]` (CAS)."""
+        """Apply one command to a task if its status is still `task.status` (CAS);
+        `fields` (TaskRecord.to_hash) are written with it."""
         pairs: list[str | int] = []
         for k, v in (fields or {}).items():
             pairs += [k, v]
         raw = self._command(
             keys=[
-                keys.task(task["taskId"]),
-                keys.plan(task["planId"]),
-                keys.plan_queue(task["planId"]),
-                keys.lease(task["tenantId"]),
+                keys.task(task.task_id),
+                keys.plan(task.plan_id),
+                keys.plan_queue(task.plan_id),
+                keys.lease(task.tenant_id),
                 keys.INFLIGHT,
                 keys.EVENTS,
             ],
             args=[
-                task["status"],
+                task.status.value if task.status else "",
                 new_status,
                 control,
                 queue_op,
@@ -541,14 +556,13 @@ class Store:
     def plan_task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
         return self.r.lrange(keys.plan_tenants(plan_id), start, end)  # type: ignore[return-value]
 
-    def get_task_raw(self, task_id: str) -> dict[str, str]:
-        return self.r.hgetall(keys.task(task_id))  # type: ignore[return-value]
+    def get_task(self, task_id: str) -> TaskRecord | None:
+        """The whole task hash; None when there is no such task."""
+        raw: dict[str, str] = self.r.hgetall(keys.task(task_id))  # type: ignore[assignment]
+        return TaskRecord.from_hash(raw) if raw else None
 
-    def get_tasks_raw(self, task_ids: list[str], fields: list[str]) -> list[dict[str, Any]]:
-        pipe = self.r.pipeline(transaction=False)
-        for task_id in task_ids:
-            pipe.hmget(keys.task(task_id), fields)
-        return [dict(zip(fields, row, strict=True)) for row in pipe.execute()]
+    def get_tasks(self, task_ids: list[str], fields: Iterable[Field]) -> list[TaskRecord]:
+        return read_tasks(self.r, task_ids, fields)
 
     def task_id_for_tenant(self, tenant_id: str) -> str | None:
         value = self.r.get(keys.tenant(tenant_id))

@@ -13,13 +13,16 @@ answer where to continue.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from deployer import keys
-from deployer.models import Run, TaskStatus, task_id_for
+from deployer.models import TaskStatus, task_id_for
+from deployer.record import Field as F
+from deployer.record import TaskRecord
 from deployer.redact import redact
 from deployer.store import Store, lua_script
 from deployer.waves import rollout_view, waves_of
@@ -30,18 +33,10 @@ MAX_PAGE = 500
 #: Plans looked at when listing a tenant's tasks (newest first).
 TENANT_PLAN_SCAN = 2000
 
-INT_FIELDS = ("stageIndex", "totalStages", "checkpoint", "retryCount", "redeliveries")
-TIME_FIELDS = ("createdAt", "dispatchedAt", "startedAt", "endedAt", "updatedAt")
-TEXT_FIELDS = ("taskId", "planId", "tenantId", "status", "runKind", "runId", "stageName",
-               "progress", "cancelledBy", "supersededBy", "worker", "control")  # fmt: skip
-FAILING = frozenset({TaskStatus.FAILED.value, TaskStatus.ROLLBACK_FAILED.value})
-#: Statuses whose progress text is live; a finished task's last poll text is history.
-IN_FLIGHT = frozenset(
-    s.value
-    for s in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.ROLLING_BACK, TaskStatus.PAUSED)
-)
-ROW_FIELDS = ["taskId", "tenantId", "status", "stageName", "stageIndex", "totalStages",
-              "progress", "lastError", "failedStage", "updatedAt"]  # fmt: skip
+FAILING = frozenset({TaskStatus.FAILED, TaskStatus.ROLLBACK_FAILED})
+#: What a row of a task table reads of each task hash.
+ROW_FIELDS = (F.TASK_ID, F.TENANT_ID, F.STATUS, F.STAGE_NAME, F.STAGE_INDEX, F.TOTAL_STAGES,
+              F.PROGRESS, F.LAST_ERROR, F.FAILED_STAGE, F.UPDATED_AT)  # fmt: skip
 
 
 def iso(ms: Any) -> str | None:
@@ -69,33 +64,36 @@ def counts(plan: dict[str, str]) -> dict[str, int]:
     return {k: v for k, v in out.items() if v}
 
 
-def failure(raw: dict[str, Any]) -> dict[str, Any] | None:
+def failure(task: TaskRecord) -> dict[str, Any] | None:
     """The current run's failure, or None. Retry and rollback clear `lastError` when they
     start a run, so a non-empty `lastError` always belongs to the run the task is on."""
-    error = raw.get("lastError")
-    if not error:
+    if not task.last_error:
         return None
-    return {"stage": raw.get("failedStage") or None, "error": error, "at": iso(raw.get("endedAt"))}
+    return {"stage": task.failed_stage or None, "error": task.last_error, "at": iso(task.ended_at)}
 
 
-def progress(raw: dict[str, Any]) -> str | None:
+def progress(task: TaskRecord) -> str | None:
     """The live progress text ("waiting for the tenant lease", "1/2 instances at v20")
     while the task is in flight; None once it finished."""
-    return (raw.get("progress") or None) if raw.get("status") in IN_FLIGHT else None
+    return (task.progress or None) if task.in_flight else None
 
 
-def task_row(raw: dict[str, Any]) -> dict[str, Any]:
+def _status(task: TaskRecord) -> str | None:
+    return task.status.value if task.status else None
+
+
+def task_row(task: TaskRecord) -> dict[str, Any]:
     """One line of a task table (from ROW_FIELDS)."""
     return {
-        "taskId": raw.get("taskId"),
-        "tenantId": raw.get("tenantId"),
-        "status": raw.get("status"),
-        "stageName": raw.get("stageName") or None,
-        "stageIndex": _int(raw.get("stageIndex")),
-        "totalStages": _int(raw.get("totalStages")),
-        "progress": progress(raw),
-        "failure": failure(raw),
-        "updatedAt": iso(raw.get("updatedAt")),
+        "taskId": task.task_id or None,
+        "tenantId": task.tenant_id or None,
+        "status": _status(task),
+        "stageName": task.stage_name or None,
+        "stageIndex": task.stage_index,
+        "totalStages": task.total_stages,
+        "progress": progress(task),
+        "failure": failure(task),
+        "updatedAt": iso(task.updated_at),
     }
 
 
@@ -125,65 +123,90 @@ def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | 
     out.update(rollout_view(plan))
     if sample:
         ids = store.plan_task_ids(plan_id, 0, sample - 1)
-        out["tasks"] = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]
+        out["tasks"] = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
     return redact(out)  # type: ignore[no-any-return]
 
 
-def _stages(raw: dict[str, str]) -> list[dict[str, Any]]:
+def _stages(task: TaskRecord) -> list[dict[str, Any]]:
     """The current run's stages with where the task is: done, current, failed, pending."""
     names: list[str] = []
-    if raw.get("run"):
-        try:
-            names = [s.name for s in Run.model_validate_json(raw["run"]).stages]
-        except ValueError:
-            names = []
-    total = _int(raw.get("totalStages")) or len(names)
+    try:
+        run = task.run_model()
+    except ValueError:
+        run = None
+    if run is not None:
+        names = [s.name for s in run.stages]
+    total = task.total_stages or len(names)
     names += [""] * (total - len(names))
-    checkpoint = _int(raw.get("checkpoint"))
-    checkpoint = -1 if checkpoint is None else checkpoint
-    current = _int(raw.get("stageIndex"))
-    status = raw.get("status", "")
+    checkpoint = task.last_checkpoint
+    current = task.stage_index
+    status = task.status
     out = []
     for i, name in enumerate(names):
         if i <= checkpoint:
             state = "DONE"
-        elif i == current and status in FAILING and raw.get("lastError"):
+        elif i == current and status in FAILING and task.last_error:
             state = "FAILED"
-        elif i == current and status not in ("PENDING", ""):
-            state = "PAUSED" if status == "PAUSED" else "CURRENT"
+        elif i == current and status not in (TaskStatus.PENDING, None):
+            state = "PAUSED" if status is TaskStatus.PAUSED else "CURRENT"
         else:
             state = "PENDING"
-        if status in ("COMPLETED", "ROLLED_BACK"):
+        if status in (TaskStatus.COMPLETED, TaskStatus.ROLLED_BACK):
             state = "DONE"
         out.append({"index": i, "name": name or None, "state": state})
     return out
+
+
+#: What `task_view` shows of a task hash, in this order (a text field only when non-empty,
+#: a number or time only when readable).
+_SHOWN: tuple[tuple[str, Callable[[TaskRecord], Any]], ...] = (
+    ("taskId", lambda t: t.task_id or None),
+    ("planId", lambda t: t.plan_id or None),
+    ("tenantId", lambda t: t.tenant_id or None),
+    ("status", _status),
+    ("runKind", lambda t: t.run_kind.value if t.run_kind else None),
+    ("runId", lambda t: t.run_id or None),
+    ("stageName", lambda t: t.stage_name or None),
+    ("progress", lambda t: t.progress or None),
+    ("cancelledBy", lambda t: t.cancelled_by or None),
+    ("supersededBy", lambda t: t.superseded_by or None),
+    ("worker", lambda t: t.worker or None),
+    ("control", lambda t: t.control or None),
+    ("stageIndex", lambda t: t.stage_index),
+    ("totalStages", lambda t: t.total_stages),
+    ("checkpoint", lambda t: t.checkpoint),
+    ("retryCount", lambda t: t.retry_count),
+    ("redeliveries", lambda t: t.redeliveries),
+    ("createdAt", lambda t: iso(t.created_at)),
+    ("dispatchedAt", lambda t: iso(t.dispatched_at)),
+    ("startedAt", lambda t: iso(t.started_at)),
+    ("endedAt", lambda t: iso(t.ended_at)),
+    ("updatedAt", lambda t: iso(t.updated_at)),
+)
 
 
 def task_view(
     store: Store, task_id: str, *, with_hash: bool = True, with_context: bool = True
 ) -> dict[str, Any] | None:
     """`deployer task --json` and `GET /api/v1/tasks/{taskId}`; None if unknown."""
-    raw = store.get_task_raw(task_id)
-    if not raw:
+    task = store.get_task(task_id)
+    if task is None:
         return None
-    out: dict[str, Any] = {k: raw[k] for k in TEXT_FIELDS if raw.get(k)}
-    for k in INT_FIELDS:
-        value = _int(raw.get(k))
+    out: dict[str, Any] = {}
+    for name, read in _SHOWN:
+        value = read(task)
         if value is not None:
-            out[k] = value
-    for k in TIME_FIELDS:
-        if raw.get(k):
-            out[k] = iso(raw[k])
-    out["progress"] = progress(raw)
-    out["failure"] = failure(raw)
-    out["stages"] = _stages(raw)
+            out[name] = value
+    out["progress"] = progress(task)
+    out["failure"] = failure(task)
+    out["stages"] = _stages(task)
     if with_context:
         # None until the task is first sent: its run and context are built then
-        out["context"] = json.loads(raw["ctx"]) if raw.get("ctx") else None
+        out["context"] = json.loads(task.ctx) if task.ctx else None
         if out["context"]:
             out["context"].pop("token", None)  # the fence token is never shown
-    if with_hash and raw.get("tenantId"):
-        out["hash"] = config_hash(store, raw["tenantId"])
+    if with_hash and task.tenant_id:
+        out["hash"] = config_hash(store, task.tenant_id)
     return redact(out)  # type: ignore[no-any-return]
 
 
@@ -235,7 +258,7 @@ def task_page(
     items: list[dict[str, Any]] = []
     if not status and not search:
         ids = store.plan_task_ids(plan_id, start, start + limit - 1)
-        items = [task_row(t) for t in store.get_tasks_raw(ids, ROW_FIELDS)]
+        items = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
         end = start + len(ids)
         return _page(items, end, total, scanned=len(ids))
     position, stop = start, min(total, start + max(1, scan_limit))
@@ -245,7 +268,7 @@ def task_page(
               keys.task(""), task_id_for(plan_id, "")],
     )  # fmt: skip
     position, found = int(raw[0]), [str(t) for t in raw[1:]]
-    full = store.get_tasks_raw(found, ROW_FIELDS) if found else []
+    full = store.get_tasks(found, ROW_FIELDS) if found else []
     return _page([task_row(t) for t in full], position, total, scanned=position - start)
 
 
@@ -301,11 +324,11 @@ def tenant_tasks(store: Store, tenant_id: str, scan: int = TENANT_PLAN_SCAN) -> 
     which one is the tenant's latest (the one commands without a plan act on)."""
     plan_ids = [str(p) for p in store.r.zrevrange(keys.PLANS, 0, scan - 1)]
     task_ids = [task_id_for(p, tenant_id) for p in plan_ids]
-    rows = store.get_tasks_raw(task_ids, ["planId", *ROW_FIELDS]) if task_ids else []
+    rows = store.get_tasks(task_ids, (F.PLAN_ID, *ROW_FIELDS)) if task_ids else []
     latest = store.task_id_for_tenant(tenant_id)
     items = [
-        {**task_row(row), "planId": row["planId"], "latest": row["taskId"] == latest}
+        {**task_row(row), "planId": row.plan_id or None, "latest": row.task_id == latest}
         for row in rows
-        if row.get("taskId")
+        if row.task_id
     ]
     return {"tenantId": tenant_id, "latestTaskId": latest, "items": redact(items)}

@@ -18,6 +18,7 @@ from deployer.client import target
 from deployer.errors import DeployerError
 from deployer.lifecycle import Command
 from deployer.models import task_id_for
+from deployer.record import Field
 
 PlanOpt = Annotated[
     str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
@@ -81,6 +82,10 @@ def _run(
     return result
 
 
+#: What waiting on one tenant's task reads of it.
+WAITED = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
+
+
 def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float | None) -> Exit:
     s = store()
     good, bad = TASK_END[command]
@@ -89,22 +94,20 @@ def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float |
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
             task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
-            raw = s.get_tasks_raw([task_id], ["status", "stageName", "progress", "lastError"])[0]
-            status = raw["status"] or ""
-            spinner.update(
-                f"tenant {tenant}: {status} {raw['stageName'] or ''} {raw['progress'] or ''}"
-            )
+            task = s.get_tasks([task_id], WAITED)[0]
+            status = task.status.value if task.status else ""
+            spinner.update(f"tenant {tenant}: {status} {task.stage_name} {task.progress}")
             if status in good or status in bad:
                 break
             if deadline and time.monotonic() > deadline:
-                stage = f"{raw['stageName'] or '-'} {raw['progress'] or ''}".rstrip()
+                stage = f"{task.stage_name or '-'} {task.progress}".rstrip()
                 err.print(f"[yellow]timeout[/]: tenant {tenant} still {status} after {timeout}s "
                           f"at {stage}", highlight=False)  # fmt: skip
                 return Exit.TIMEOUT
             time.sleep(0.2)
     console.print(f"tenant {tenant}: {status}")
-    if status in bad and raw.get("lastError"):
-        err.print(f"  {raw['lastError']}", highlight=False, soft_wrap=True)
+    if status in bad and task.last_error:
+        err.print(f"  {task.last_error}", highlight=False, soft_wrap=True)
     return Exit.OK if status in good else Exit.ENDED_OTHERWISE
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 from deployer import keys
 from deployer.cli.app import console, err
 from deployer.models import TaskStatus, task_id_for
+from deployer.record import Field as F
+from deployer.record import TaskRecord
 from deployer.store import Store
 
 TERMINAL_PLAN = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"}
@@ -27,33 +29,39 @@ def counts(plan: dict[str, str]) -> dict[str, int]:
     return {s.value: int(plan.get(f"c:{s.value}", 0) or 0) for s in TaskStatus}
 
 
-ACTIVE_FIELDS = ["tenantId", "status", "stageName", "stageIndex", "totalStages", "progress"]
-FAILED_FIELDS = ["tenantId", "status", "failedStage", "lastError"]
+ACTIVE_FIELDS = (F.TENANT_ID, F.STATUS, F.STAGE_NAME, F.STAGE_INDEX, F.TOTAL_STAGES, F.PROGRESS)
+FAILED_FIELDS = (F.TENANT_ID, F.STATUS, F.FAILED_STAGE, F.LAST_ERROR)
+RUNNING = {TaskStatus.RUNNING, TaskStatus.ROLLING_BACK}
+FAILED = {TaskStatus.FAILED, TaskStatus.ROLLBACK_FAILED}
 #: Task hashes read per round trip when a plan's tasks are scanned (failures, leftovers).
 SCAN_CHUNK = 1000
 
 
-def active_tasks(store: Store, plan_id: str, limit: int = ACTIVE_ROWS) -> list[dict[str, Any]]:
+def active_tasks(store: Store, plan_id: str, limit: int = ACTIVE_ROWS) -> list[TaskRecord]:
     prefix = task_id_for(plan_id, "")
     ids = [str(m) for m in store.r.zrange(keys.INFLIGHT, 0, 5000) if str(m).startswith(prefix)]
-    return store.get_tasks_raw(ids[:limit], ACTIVE_FIELDS)
+    return store.get_tasks(ids[:limit], ACTIVE_FIELDS)
 
 
 def scan_tasks(
-    store: Store, plan_id: str, statuses: set[str], fields: list[str], limit: int
-) -> list[dict[str, Any]]:
+    store: Store, plan_id: str, statuses: set[TaskStatus], fields: tuple[F, ...], limit: int
+) -> list[TaskRecord]:
     """The first `limit` tasks of the plan (submission order) in one of `statuses`, read
     SCAN_CHUNK task hashes per round trip and stopping as soon as `limit` are found."""
-    found: list[dict[str, Any]] = []
+    found: list[TaskRecord] = []
     start = 0
     while len(found) < limit:
         ids = store.plan_task_ids(plan_id, start, start + SCAN_CHUNK - 1)
         if not ids:
             break
-        rows = store.get_tasks_raw(ids, ["status", *fields])
-        found += [row for row in rows if row["status"] in statuses][: limit - len(found)]
+        rows = store.get_tasks(ids, (F.STATUS, *fields))
+        found += [row for row in rows if row.status in statuses][: limit - len(found)]
         start += SCAN_CHUNK
     return found
+
+
+def _stage(t: TaskRecord) -> str:
+    return f"{t.stage_name or '-'} ({(t.stage_index or 0) + 1}/{t.total_stages})"
 
 
 def report_failures(store: Store, plan_id: str, limit: int = 10) -> list[dict[str, Any]]:
@@ -63,16 +71,16 @@ def report_failures(store: Store, plan_id: str, limit: int = 10) -> list[dict[st
     total = c["FAILED"] + c["ROLLBACK_FAILED"]
     if not total:
         return []
-    failed = scan_tasks(store, plan_id, {"FAILED", "ROLLBACK_FAILED"}, FAILED_FIELDS, limit)
+    failed = scan_tasks(store, plan_id, FAILED, FAILED_FIELDS, limit)
     err.print(f"[bold red]{total} task(s) failed[/] in plan {plan_id}:", soft_wrap=True)
     for t in failed:
-        where = f" at {t['failedStage']}" if t.get("failedStage") else ""
-        err.print(f"  {t['tenantId']} {t['status']}{where}: {t.get('lastError') or '(no error)'}",
+        where = f" at {t.failed_stage}" if t.failed_stage else ""
+        err.print(f"  {t.tenant_id} {t.status}{where}: {t.last_error or '(no error)'}",
                   highlight=False, soft_wrap=True)  # fmt: skip
     if total > len(failed):
         more = total - len(failed)
         err.print(f"  ... and {more} more (deployer status {plan_id})", soft_wrap=True)
-    return failed
+    return [t.stored((F.STATUS, *FAILED_FIELDS)) for t in failed]
 
 
 def report_unfinished(
@@ -88,15 +96,14 @@ def report_unfinished(
         highlight=False,
         soft_wrap=True,
     )
-    active = scan_tasks(store, plan_id, {"RUNNING", "ROLLING_BACK"}, ACTIVE_FIELDS, limit)
+    active = scan_tasks(store, plan_id, RUNNING, ACTIVE_FIELDS, limit)
     for t in active:
-        stage = f"{t['stageName'] or '-'} ({int(t['stageIndex'] or 0) + 1}/{t['totalStages']})"
-        err.print(f"  {t['tenantId']} {t['status']} {stage} {t.get('progress') or ''}".rstrip(),
+        err.print(f"  {t.tenant_id} {t.status} {_stage(t)} {t.progress}".rstrip(),
                   highlight=False, soft_wrap=True)  # fmt: skip
     running = c["RUNNING"] + c["ROLLING_BACK"]
     if running > len(active):
         err.print(f"  ... and {running - len(active)} more running")
-    return active
+    return [t.stored((F.STATUS, *ACTIVE_FIELDS)) for t in active]
 
 
 def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | None]:
@@ -125,8 +132,7 @@ def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | Non
     for col in ("tenant", "status", "stage", "progress"):
         active.add_column(col)
     for t in active_tasks(store, plan_id):
-        stage = f"{t['stageName'] or '-'} ({int(t['stageIndex'] or 0) + 1}/{t['totalStages']})"
-        active.add_row(t["tenantId"] or "?", t["status"] or "?", stage, t.get("progress") or "")
+        active.add_row(t.tenant_id or "?", t.status or "?", _stage(t), t.progress)
     return Group(head, summary, active), status
 
 
