@@ -160,17 +160,17 @@ class DeployerCollector(Collector):
         pipe = self.r.pipeline(transaction=False)
         for plan_id in plan_ids:
             pipe.hgetall(keys.plan(plan_id))
-        for plan_id, raw in zip(plan_ids, pipe.execute(), strict=True):
-            if not raw:
+        for plan_id, plan in zip(plan_ids, pipe.execute(), strict=True):
+            if not plan:
                 continue
-            info.add_metric([plan_id, raw.get("status", "")], 1)
-            conc.add_metric([plan_id], float(raw.get("maxConcurrency", 0) or 0))
+            info.add_metric([plan_id, plan.get("status", "")], 1)
+            conc.add_metric([plan_id], float(plan.get("maxConcurrency", 0) or 0))
             for status in TaskStatus:
-                tasks.add_metric([plan_id, status.value], float(raw.get(f"c:{status.value}", 0)))
-            conflicts.add_metric([plan_id], float(raw.get("m:leaseConflicts", 0) or 0))
-            attempts.add_metric([plan_id], float(raw.get("m:healthCheckAttempts", 0) or 0))
-            if raw.get("strategy"):
-                states = Counter_(w["state"] for w in waves_of(raw))
+                tasks.add_metric([plan_id, status.value], float(plan.get(f"c:{status.value}", 0)))
+            conflicts.add_metric([plan_id], float(plan.get("m:leaseConflicts", 0) or 0))
+            attempts.add_metric([plan_id], float(plan.get("m:healthCheckAttempts", 0) or 0))
+            if plan.get("strategy"):
+                states = Counter_(w["state"] for w in waves_of(plan))
                 for state in WAVE_STATES:
                     waves.add_metric([plan_id, state], float(states.get(state, 0)))
         yield from (tasks, info, conc, conflicts, attempts, waves)
