@@ -591,8 +591,10 @@ class Controller:
 
 
 def _decide(command: Command, task: TaskRecord, force: bool) -> Decision:
-    """`lifecycle.decide` on a task as read (`_resolve` keeps only readable statuses)."""
-    assert task.status is not None
+    """`lifecycle.decide` on a task as read; one whose status is gone or unreadable (deleted
+    or corrupted since `_resolve` kept it) is refused rather than guessed at."""
+    if task.status is None:
+        return Decision(Effect.REFUSE, code="TASK_NOT_FOUND", note="the task has no status")
     return decide(command, task.status, task.control or None, force)
 
 

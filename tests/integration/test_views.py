@@ -139,3 +139,22 @@ def test_a_filtered_page_scans_a_bounded_slice_and_says_where_to_continue(r):
     assert [t["tenantId"] for t in one["items"]] == [tenants[6]] and one["nextCursor"] == "7"
     hit = views.task_page(store, plan_id, search=tenants[3][-8:].upper())
     assert [t["tenantId"] for t in hit["items"]] == [tenants[3]]
+
+
+def test_a_corrupt_task_hash_is_shown_not_a_crash(r):
+    """A task whose hash holds values no writer produces (hand-edited, a bug elsewhere):
+    every read model answers, an unreadable value shown as absent."""
+    store, plan_id, tenants = stored_plan(r, 2)
+    task_id = store.plan_task_ids(plan_id, 0, 0)[0]
+    r.hset(
+        f"deployer:task:{task_id}",
+        mapping={"status": "SIDEWAYS", "stageIndex": "one", "updatedAt": "soon",
+                 "run": "not json", "cursor": "garbage", "checkpoint": ""},
+    )  # fmt: skip
+    view = views.task_view(store, task_id)
+    assert view is not None and "status" not in view and "stageIndex" not in view
+    assert view["stages"] == [{"index": 0, "name": None, "state": "PENDING"}]
+    row = views.task_page(store, plan_id, limit=5)["items"][0]
+    assert row["status"] is None and row["stageIndex"] is None and row["updatedAt"] is None
+    assert views.plan_view(store, plan_id)["tasks"][0]["tenantId"] == tenants[0]
+    assert [t["planId"] for t in views.tenant_tasks(store, tenants[0])["items"]] == [plan_id]
