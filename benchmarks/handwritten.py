@@ -38,7 +38,7 @@ def tenants(prefix: str, n: int) -> list[dict[str, Any]]:
 
 
 def hand_args(config: dict[str, Any], instances: dict[str, list[str]]) -> dict[str, Any]:
-    """The bodies and checks of the tenant's stages, as the StageFactory builds them."""
+    """The bodies and checks of the tenant's stages, as the stage factory builds them."""
     from deployer.models import TenantConfig
     from deployer.planner import forward_stages
     from deployer.settings import Settings

@@ -1,4 +1,5 @@
-"""Control verbs: pause, resume, cancel, retry, rollback (tenant or plan), and events."""
+"""Command verbs (deployer.lifecycle.Command): pause, resume, cancel, retry, rollback, approve
+for a tenant or a plan, and the event history they leave."""
 
 from __future__ import annotations
 
