@@ -1,4 +1,4 @@
-"""Issue 16 goal 1: deployer beside the same rollout written by hand with plain Celery.
+"""Deployer beside the same rollout written by hand with plain Celery.
 
 The demo plan's 4 stages (ASBC POST, portal POST, blue-green-gateway write + publish +
 HealthCheck of 2 instances, ob-service write + publish + check) for N tenants against the

@@ -55,7 +55,7 @@ class Command(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     ROLLBACK = "rollback"
-    #: Start the wave of a plan that waits for approval (issue 17): acts on the plan's
+    #: Start the wave of a plan that waits for approval: acts on the plan's
     #: waves, never on a task (deployer/control.py handles it before any task is decided).
     APPROVE = "approve"
 

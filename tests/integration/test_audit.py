@@ -1,4 +1,4 @@
-"""Complete per-plan and per-tenant history (issue 13.4) on a real Redis and worker.
+"""Complete per-plan and per-tenant history on a real Redis and worker.
 
 The global stream `deployer:events` is bounded and shared: the old filter scanned its
 newest count x 20 entries, so `events --plan P -n 5` printed nothing once other plans had

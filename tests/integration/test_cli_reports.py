@@ -1,6 +1,6 @@
-"""What the CLI tells an operator when things end badly (issue 13, "Telling the operator
-what happened"): failed tenants by name with their errors, what still runs at --timeout,
-a one-line refusal for a plan file it cannot read. Real Redis, worker and fleet."""
+"""What the CLI tells an operator when things end badly: failed tenants by name with their
+errors, what still runs at --timeout, a one-line refusal for a plan file it cannot read.
+Real Redis, worker and fleet."""
 
 from __future__ import annotations
 
