@@ -1,4 +1,4 @@
-"""Figures for `deployer serve` (issue 15): the plan page and paginated task lists of a
+"""Figures for `deployer serve`: the plan page and paginated task lists of a
 100,000-tenant plan (goal: median <= 100 ms), and the SSE stream keeping up with a
 1,000-tenant plan run at full speed by a real worker.
 

@@ -1,4 +1,4 @@
-"""How long creating a 100,000-tenant plan blocks Redis (issue 12, "Memory and visibility").
+"""How long creating a 100,000-tenant plan blocks Redis.
 
 `Store.create_plan` wrote a plan in one Lua script (lua/plan_create.lua): atomic, but Redis
 serves nobody else (any database) while it runs. A plan over `plan_create_slice` tenants is

@@ -50,7 +50,7 @@ def run(server: common.Server, fleet: Any, prefix: str, n: int) -> dict[str, flo
         "polls": stats["polls"],
         "polls_per_instance": round(stats["polls"] / (2 * n), 2),
         "max_waiting_tenants": stats["max_waiting"],
-        # issue 16 goal 2: a tenant's stage done vs the moment its instances could report
+        # a tenant's stage done vs the moment its instances could report
         "p50_done_after_ready_s": round(common.median(lags), 3),
         "p90_done_after_ready_s": round(common.pct(lags, 0.9), 3),
     }

@@ -1,4 +1,4 @@
-"""Issue 16 goal 5: what Redis holds per tenant-task, per plan, and at 1,000,000 tenants.
+"""What Redis holds per tenant-task, per plan, and at 1,000,000 tenants.
 
 Two measurements on a private redis-server, from which the projection is computed:
 

@@ -1,4 +1,4 @@
-"""Issue 16 goal 1: deployer beside the same rollout written by hand with plain Celery.
+"""Deployer beside the same rollout written by hand with plain Celery.
 
 The demo plan's 4 stages (ASBC POST, portal POST, blue-green-gateway write + publish +
 HealthCheck of 2 instances, ob-service write + publish + check) for N tenants against the
@@ -38,7 +38,7 @@ def tenants(prefix: str, n: int) -> list[dict[str, Any]]:
 
 
 def hand_args(config: dict[str, Any], instances: dict[str, list[str]]) -> dict[str, Any]:
-    """The bodies and checks of the tenant's stages, as the StageFactory builds them."""
+    """The bodies and checks of the tenant's stages, as the stage factory builds them."""
     from deployer.models import TenantConfig
     from deployer.planner import forward_stages
     from deployer.settings import Settings

@@ -85,7 +85,7 @@ def install_dist_info(folder: Path) -> Path:
     dist = folder / "deployer_bench-0.0.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: deployer-bench\nVersion: 0.0\n")
-    lines = ["[deployer.stages]"]
+    lines = ["[deployer.assemblers]"]
     for cls in (*NOOP, *KV, *WAIT):
         lines.append(f"{cls.service} = benchmarks.plugins:{cls.__name__}")
     lines += ["", "[deployer.steps]", "bench-wait = benchmarks.plugins:BenchWait", ""]

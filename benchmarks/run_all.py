@@ -20,12 +20,12 @@ SCRIPTS = [
     ("progressive", 900),
     ("scaleout", 900),
     ("waiting", 1800),
-    ("fleet_wait", 300),  # issue 4's goal: waiting on a slow fleet costs latency only
-    ("api", 600),  # issue 15: deployer serve on a 100,000-tenant plan, SSE keeping up
-    ("sick_instances", 300),  # issue 16 goal 3: hanging instances never slow the healthy
-    ("handwritten", 600),  # issue 16 goal 1: deployer beside hand-written plain Celery
-    ("worker_death", 600),  # issue 16 goal 4: a dead worker's tenants back within 15 s
-    ("growth", 600),  # issue 16 goal 5: Redis bytes per tenant-task and at 1,000,000
+    ("fleet_wait", 300),  # waiting on a slow fleet costs latency only
+    ("api", 600),  # deployer serve on a 100,000-tenant plan, SSE keeping up
+    ("sick_instances", 300),  # hanging instances never slow the healthy
+    ("handwritten", 600),  # deployer beside hand-written plain Celery
+    ("worker_death", 600),  # a dead worker's tenants back within 15 s
+    ("growth", 600),  # Redis bytes per tenant-task and at 1,000,000
 ]
 
 

@@ -1,4 +1,4 @@
-"""Hanging instances must not slow healthy tenants (issue 16, goal 3).
+"""Hanging instances must not slow healthy tenants.
 
 One worker of 2 processes. Healthy tenants deploy blue-green-gateway (2 instances that
 converge at once); sick tenants deploy ob-service, whose only instance hangs (accepts the

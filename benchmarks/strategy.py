@@ -1,4 +1,4 @@
-"""Issue 17: a 10,000-tenant plan in 10 exponential waves (10, 20, ... 4,890 tenants) with
+"""A 10,000-tenant plan in 10 exponential waves (10, 20, ... 4,890 tenants) with
 zero bake, against the same plan without a strategy: submit -> COMPLETED (and waves DONE).
 
 What a strategy costs with no bake: the gap at each wave end (the last task of a wave

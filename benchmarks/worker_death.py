@@ -1,4 +1,4 @@
-"""Issue 16 goal 4: a dead worker's tenants run again within 15 s of its death.
+"""A dead worker's tenants run again within 15 s of its death.
 
 Two workers (prefork, 2 processes each) on one broker, the simulated fleet in this process.
 For each kill a one-tenant plan starts; the tenant's instance hangs on the HealthCheck poll,
@@ -11,7 +11,7 @@ tenant's next STAGE_STARTED event. Every tenant must still complete exactly once
     python -m benchmarks.worker_death [--kills 10] [--kinds main,child] [--heartbeat 5]
 
 `--heartbeat 0` turns worker heartbeats off: the lease TTL (60 s) alone then finds a dead
-main process's tenants (the figure before issue 16).
+main process's tenants (the figure before worker heartbeats).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ It imports nothing from `tasks/`: any service with this package (or any Celery c
 another language sending the same JSON; README, "Enqueue from another service") can drive
 deployer through the broker. Writes go through the broker (queue `deployer.control`); reads use the
 public Redis contracts: hash `deployer:plan:{planId}` and stream `deployer:rejections`.
+
+`execute` is the exception: it runs a command in this process with the workers' code (it
+imports `tasks` then), which is how the CLI and the HTTP API answer a command at once.
 """
 
 from __future__ import annotations
@@ -12,18 +15,22 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from celery import Celery
 from celery.utils.saferepr import saferepr
 
 from deployer import keys
+from deployer.lifecycle import PLAN_ENDED, Command
 from deployer.redact import redact
-from deployer.redis_client import client_for
+from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
+from deployer.store import Store
 
 CONTROL_QUEUE = "deployer.control"
-TERMINAL_PLAN = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
+#: The plan statuses `wait` stops at (deployer.lifecycle.PLAN_ENDED, as plain strings).
+TERMINAL_PLAN = frozenset(str(s) for s in PLAN_ENDED)
 #: Public task names (docs/contracts.md §5).
 SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK = (
     f"deployer.{v}" for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback")
@@ -152,6 +159,33 @@ class DeployerClient:
         """Any control verb by its short name (`pause`, `retry`, ...)."""
         return self.send(f"deployer.{verb}", target, **kwargs)
 
+    def execute(
+        self,
+        command: Command | str,
+        target: Mapping[str, str],
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        from_checkpoint: bool = False,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Run a control verb here and now; its answer `{"ok", "code", "message", ...}`.
+
+        The same code as the verb's control task (tasks.control.run_command), so the answer
+        is the one a worker would give, with no worker needed: what the CLI and the HTTP
+        API do. It acts on the process's settings (DEPLOYER_*), as a worker does.
+        """
+        from tasks.control import run_command  # the workers' code, only for this path
+
+        return run_command(
+            Command(command),
+            dict(target),
+            by=by,
+            reason=reason,
+            from_checkpoint=from_checkpoint,
+            force=force,
+        )
+
     def result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
         """`{"ok", "code", "message", ...}` of a control task (needs DEPLOYER_RESULT_BACKEND)."""
         if self.settings.result_backend is None:
@@ -160,6 +194,11 @@ class DeployerClient:
         return dict(value)
 
     # ---- reads (public Redis contracts) ------------------------------------------------
+
+    @cached_property
+    def store(self) -> Store:
+        """The state store (task hashes, indexes, events) for reads the public hashes lack."""
+        return state_store(self.settings)
 
     def plan_status(self, plan_id: str) -> str | None:
         """Field `status` of hash deployer:plan:{planId}; None until the plan is accepted."""

@@ -1,4 +1,4 @@
-"""A dry run that tells the truth (issue 17): what a plan would change, tenant by tenant and
+"""A dry run that tells the truth: what a plan would change, tenant by tenant and
 field by field, against what the target Redis holds now. Reads only; writes nothing.
 
 The plan is validated by `deployer.intake.validate_plan` with submit's own `task_row`, so a

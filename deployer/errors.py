@@ -135,12 +135,12 @@ class NamespaceNotAllowed(PermanentError):
 
 
 class PlanNotAwaitingApproval(IllegalTransition):
-    """approve: the plan's current wave does not wait for an approval (issue 17)."""
+    """approve: the plan's current wave does not wait for an approval."""
 
     code = "PLAN_NOT_AWAITING_APPROVAL"
 
 
 class PlanHasNoStrategy(IllegalTransition):
-    """approve: the plan has no waves to approve (issue 17)."""
+    """approve: the plan has no waves to approve."""
 
     code = "PLAN_HAS_NO_STRATEGY"

@@ -90,7 +90,7 @@ def worker_holds(node: str) -> str:
     return WORKER_HOLDS.format(node=node)
 
 
-#: Progressive rollout (issue 17). A wave's task ids, fixed at submit:
+#: Progressive rollout (a plan's `strategy`). A wave's task ids, fixed at submit:
 PLAN_WAVE = "deployer:plan:{plan_id}:wave:{index}"
 #: zset plan id -> ms when its wave step is due (bake end, gate re-check, wave finished).
 #: Durable: any worker's reconciler advances a due plan, whichever wrote the timer.

@@ -55,7 +55,7 @@ class Command(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     ROLLBACK = "rollback"
-    #: Start the wave of a plan that waits for approval (issue 17): acts on the plan's
+    #: Start the wave of a plan that waits for approval: acts on the plan's
     #: waves, never on a task (deployer/control.py handles it before any task is decided).
     APPROVE = "approve"
 
@@ -80,6 +80,13 @@ TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK, S.SUPERSEDED})
 ACTIVE = frozenset({S.RUNNING, S.ROLLING_BACK})
 RETRYABLE = frozenset({S.FAILED, S.ROLLBACK_FAILED})
 ROLLBACKABLE = frozenset({S.FAILED, S.PAUSED, S.CANCELLED, S.COMPLETED})
+#: Where a run stops: nothing moves the task on but a command (what `--wait` waits for).
+ENDED = frozenset(
+    {S.COMPLETED, S.FAILED, S.CANCELLED, S.ROLLED_BACK, S.ROLLBACK_FAILED, S.SUPERSEDED}
+)
+#: Where a plan stops: the same names as plan statuses (rules 4 to 7 of the table above;
+#: a plan is never ROLLBACK_FAILED or SUPERSEDED, its tasks are).
+PLAN_ENDED = frozenset(p for p in PlanStatus if p.value in ENDED)
 
 #: (from, to) pairs a command may cause directly; stages cause the others.
 COMMAND_TRANSITIONS = frozenset(

@@ -25,14 +25,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from deployer import keys
+from deployer.lifecycle import ENDED
 from deployer.models import TaskStatus
 from deployer.record import Field
 from deployer.store import read_tasks
 from deployer.waves import WAVE_STATES, waves_of
 
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-TERMINAL_TASK = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK", "ROLLBACK_FAILED", "PAUSED"}
-TERMINAL_TASK.add("SUPERSEDED")
+#: A task in one of these has no stage open (its open stage timings are dropped).
+TERMINAL_TASK = ENDED | {TaskStatus.PAUSED}
 
 
 class EventFollower:

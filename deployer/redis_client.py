@@ -1,10 +1,14 @@
-"""Redis connections, one pool per URL per process (pools survive forks safely)."""
+"""Redis connections, one pool per URL per process (pools survive forks safely), and the
+one way to open the state store on them."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 import redis
+
+from deployer.settings import Settings
+from deployer.store import Store
 
 #: Explicit timeouts: redis-py's default socket timeout would cut long blocking reads short,
 #: and no timeout at all would hang a worker on a dead server.
@@ -22,3 +26,9 @@ def client_for(url: str) -> redis.Redis:
         health_check_interval=30,
         retry_on_timeout=True,
     )
+
+
+def state_store(settings: Settings) -> Store:
+    """The store on `settings`' state Redis (its pooled connection): workers, the CLI, the
+    HTTP API and the client all open it here."""
+    return Store(client_for(settings.state_url), settings)

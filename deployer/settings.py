@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     # Simulated fleet (`deployer fleet`, demo): how long an instance takes to apply a config
     fleet_delay_seconds: float = Field(1.0, ge=0)
 
-    # Progressive rollout (issue 17): gate webhooks by name (a plan names one, never a URL),
-    # how long one call may take, and how soon a gate that said no is asked again.
+    # Progressive rollout (a plan's `strategy`): gate webhooks by name (a plan names one,
+    # never a URL), how long one call may take, and how soon a gate that said no is asked again.
     gates: dict[str, str] = Field(default_factory=dict)
     gate_timeout_seconds: float = Field(3.0, gt=0)
     gate_recheck_seconds: float = Field(10.0, gt=0)

@@ -1,4 +1,4 @@
-"""A plan's progressive-rollout strategy (issue 17): the wire model and the wave plan.
+"""A plan's progressive-rollout strategy: the wire model and the wave plan.
 
 Pure: no Redis, no Celery. `plan_waves` fixes, at submit time, which tenants go in which
 wave; the store keeps that assignment with the plan (deployer/waves.py drives it). Waves are
@@ -69,7 +69,8 @@ class FailureBudget(StrategyModel):
 
 
 class Strategy(StrategyModel):
-    """The `strategy` of a plan (public contract: issue 17; absent = no waves)."""
+    """The `strategy` of a plan: a public contract (README, "Progressive rollout");
+    absent = no waves."""
 
     canary: list[Annotated[str, Field(max_length=128)]] | Amount | None = None
     waves: Waves | None = None

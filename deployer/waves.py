@@ -1,4 +1,4 @@
-"""Waves in Redis (issue 17): what a plan with a strategy stores, how it moves on, and how
+"""Waves in Redis: what a plan with a strategy stores, how it moves on, and how
 it reads back.
 
 Moving on is one atomic script (lua/wave_step.lua) run whenever it may be due: by the stage

@@ -1,4 +1,4 @@
-"""StageFactory: the ordered stages a TenantConfig needs, forward or rollback alike."""
+"""The stage factory: the ordered stages a TenantConfig needs, forward or rollback alike."""
 
 from __future__ import annotations
 

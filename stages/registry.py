@@ -2,30 +2,50 @@
 
 A new service type or step type is a new module plus one entry-point line; two
 registrations of one name fail loudly at load time instead of one silently winning.
+
+Assemblers register in group `deployer.assemblers`. Their old group `deployer.stages` (the
+name of the stages queue too, hence the rename) is still read, with a warning, so a plugin
+built for 0.1 keeps working; it will be dropped in a later release.
 """
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from importlib.metadata import entry_points
 
 from deployer.errors import DeployerError
 from stages.base import Assembler, Step
 
-ASSEMBLER_GROUP = "deployer.stages"
+ASSEMBLER_GROUP = "deployer.assemblers"
+#: Deprecated alias of ASSEMBLER_GROUP, still loaded (see the module docstring).
+OLD_ASSEMBLER_GROUP = "deployer.stages"
 STEP_GROUP = "deployer.steps"
+
+log = logging.getLogger("deployer.registry")
 
 
 class RegistryError(DeployerError):
     code = "REGISTRY_ERROR"
 
 
-def _load(group: str) -> dict[str, type]:
+def _load(group: str, *aliases: str) -> dict[str, type]:
+    """The entry points of `group` and of its deprecated `aliases`, by name (unique across
+    all of them)."""
     found: dict[str, type] = {}
-    for ep in entry_points(group=group):
-        if ep.name in found:
-            raise RegistryError(f"two entry points named {ep.name!r} in group {group}")
-        found[ep.name] = ep.load()
+    for name in (group, *aliases):
+        for ep in entry_points(group=name):
+            if ep.name in found:
+                raise RegistryError(f"two entry points named {ep.name!r} in group {group}")
+            if name != group:
+                log.warning(
+                    "entry point %r (%s) is in the deprecated group %s: register it in %s",
+                    ep.name,
+                    ep.value,
+                    name,
+                    group,
+                )
+            found[ep.name] = ep.load()
     if not found:
         raise RegistryError(f"no entry points in group {group}: is deployer installed?")
     return found
@@ -35,7 +55,7 @@ def _load(group: str) -> dict[str, type]:
 def assemblers() -> tuple[Assembler, ...]:
     """Every registered assembler, instantiated, in service order."""
     loaded = []
-    for name, cls in _load(ASSEMBLER_GROUP).items():
+    for name, cls in _load(ASSEMBLER_GROUP, OLD_ASSEMBLER_GROUP).items():
         if not issubclass(cls, Assembler) or cls.service != name:
             raise RegistryError(f"entry point {name!r} is not an Assembler for service {name!r}")
         loaded.append(cls())

@@ -2,7 +2,7 @@
 
 from tasks import (  # noqa: F401  (registers tasks; redacted reprs)
     control,
-    signals,
+    reprs,
     stage,
     worker,  # noqa: F401  (the reconciler bootstep)
 )

@@ -35,12 +35,31 @@ def submit_plan(self: Task, plan: Any) -> dict[str, Any]:
     return answer(lambda: runtime.planner().submit(plan))
 
 
-def _command(command: Command, target: Any, by: Any, reason: Any, **kw: Any) -> dict[str, Any]:
-    return answer(
-        lambda: runtime.controller().execute(
-            command, target, by=_text(by), reason=_text(reason), **kw
+def run_command(
+    command: Command,
+    target: Any,
+    *,
+    by: str | None = None,
+    reason: str | None = None,
+    from_checkpoint: bool = False,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Run `command` on `target` in this process and answer `{"ok", "code", "message", ...}`.
+
+    The one command path: the control tasks below run it for a message from the broker,
+    `DeployerClient.execute` for the CLI and the HTTP API, which answer at once. A refusal
+    (a DeployerError, an invalid target too) is an answer, never an exception.
+    """
+    try:
+        return runtime.controller().execute(
+            command, target, by=by, reason=reason, from_checkpoint=from_checkpoint, force=force
         )
-    )
+    except DeployerError as exc:
+        return exc.as_result()
+
+
+def _command(command: Command, target: Any, by: Any, reason: Any, **kw: Any) -> dict[str, Any]:
+    return answer(lambda: run_command(command, target, by=_text(by), reason=_text(reason), **kw))
 
 
 def _text(value: Any) -> str | None:
@@ -85,5 +104,5 @@ def rollback(self: Task, target: Any, by: Any = None, reason: Any = None) -> dic
 
 @app.task(name="deployer.approve", bind=True, ignore_result=False)
 def approve(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
-    """Start the plan's wave that waits for approval (issue 17)."""
+    """Start the plan's wave that waits for approval (a strategy with `approval`)."""
     return _command(Command.APPROVE, target, by, reason)

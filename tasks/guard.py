@@ -23,7 +23,7 @@ secrets. A refused `deployer.submit_plan` whose planId can be read is also rejec
 `deployer:rejections`, so a caller waiting for its answer gets one. Celery's own fallbacks
 (`on_invalid_task`, `on_decode_error`, ...) are overridden to do the same.
 
-The worker also writes the `argsrepr`/`kwargsrepr` headers itself (tasks/signals.reprs):
+The worker also writes the `argsrepr`/`kwargsrepr` headers itself (tasks/reprs.reprs):
 the task-received event Flower shows carries no secret whatever client sent the message.
 """
 
@@ -42,7 +42,7 @@ from deployer.deadletter import DeadLetter, as_text, head, json_depth_exceeds, p
 from deployer.errors import MessageRefused, PlanTooDeep, PlanTooLarge
 from deployer.redact import redact
 from tasks import runtime
-from tasks.signals import REPR_MAXSIZE, reprs
+from tasks.reprs import REPR_MAXSIZE, reprs
 
 log = logging.getLogger("deployer.guard")
 

@@ -7,7 +7,7 @@ from functools import lru_cache
 from deployer.control import Controller
 from deployer.deadletter import DeadLetters
 from deployer.planner import Planner
-from deployer.redis_client import client_for
+from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
 from deployer.store import Store
 from stages.base import StepEnv
@@ -19,8 +19,7 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=1)
 def store() -> Store:
-    s = settings()
-    return Store(client_for(s.state_url), s)
+    return state_store(settings())
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import ROOT, wait_for, worker_argv, worker_env
+from tests.helpers import ROOT, Planted, wait_for, worker_argv, worker_env
 
 _server: Any = None
 _fleet: Any = None
@@ -89,6 +89,14 @@ def redis_url() -> str:
 @pytest.fixture()
 def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture()
+def planted(r: redis.Redis) -> Iterator[Planted]:
+    """Leases and broken keys a test plants (tests/helpers.py `Planted`), gone after it."""
+    keys = Planted(r)
+    yield keys
+    keys.remove()
 
 
 @pytest.fixture(scope="session")
@@ -164,6 +172,35 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture()
+def start_flower(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"flower-{len(procs)}.log").open("wb")
+        with log:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "tasks", "flower", *args],
+                cwd=ROOT,
+                env=worker_env(**(env or {})),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        proc.log = Path(log.name)  # type: ignore[attr-defined]
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @pytest.fixture(autouse=True)

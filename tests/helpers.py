@@ -1,5 +1,6 @@
 """Test helpers: waiting on conditions with deadlines (never bare sleeps), loopback ports
-without the bind race, the worker subprocess command line, sample plans."""
+without the bind race, keys planted by hand and removed with the test, the worker subprocess
+command line, sample plans."""
 
 from __future__ import annotations
 
@@ -43,6 +44,35 @@ def listening_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
+class Planted:
+    """Keys a test sets by hand to force a situation: another run holding a tenant's lease, a
+    config key of the wrong Redis type (every write to it fails WRONGTYPE). The `planted`
+    fixture deletes them after the test, pass or fail, so a failing test leaves no lease or
+    broken key behind; deleting one mid-test (releasing the tenant, fixing the key) is a
+    step of the test, not its clean-up."""
+
+    def __init__(self, r: Any) -> None:
+        self.r = r
+        self.keys: list[str] = []
+
+    def lease(self, tenant: str, holder: str = "another-run", ttl_ms: int = 60_000) -> str:
+        """`holder` takes the tenant's lease: runs of the tenant wait for it."""
+        key = f"deployer:lease:{tenant}"
+        self.r.set(key, holder, px=ttl_ms)
+        self.keys.append(key)
+        return key
+
+    def not_a_hash(self, key: str) -> str:
+        """`key` (a tenant's config hash) holds a string: writing the config fails."""
+        self.r.set(key, "not a hash")
+        self.keys.append(key)
+        return key
+
+    def remove(self) -> None:
+        if self.keys:
+            self.r.delete(*self.keys)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free at the moment of asking. Another process may take it before the server
     binds it: start servers with `start_on_free_port` (or `listening_socket`) instead."""
@@ -59,23 +89,59 @@ def start_on_free_port(
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start a server process on a free port, choosing another one when it exits before it
     answers `up` (the port was taken between choosing and binding: EADDRINUSE)."""
+    proc, ports = start_on_free_ports(
+        1, lambda ports: start(ports[0]), lambda ports: up(ports[0]), attempts, timeout
+    )
+    return proc, ports[0]
+
+
+def start_on_free_ports(
+    count: int,
+    start: Callable[[list[int]], subprocess.Popen[Any]],
+    up: Callable[[list[int]], bool],
+    attempts: int = 5,
+    timeout: float = 30.0,
+) -> tuple[subprocess.Popen[Any], list[int]]:
+    """`start_on_free_port` for a process serving `count` ports (e.g. a simulated fleet)."""
     for _ in range(attempts):
-        port = free_port()
-        proc = start(port)
+        ports: list[int] = []
+        while len(ports) < count:  # distinct: a port freed a moment ago may come back
+            port = free_port()
+            ports += [] if port in ports else [port]
+        proc = start(ports)
 
-        def state(port: int = port, proc: subprocess.Popen[bytes] = proc) -> str:
-            return "up" if up(port) else ("exited" if proc.poll() is not None else "")
+        def state(ports: list[int] = ports, proc: subprocess.Popen[Any] = proc) -> str:
+            return "up" if up(ports) else ("exited" if proc.poll() is not None else "")
 
-        alive_or_up = wait_for(
-            state,
-            timeout=timeout,
-            interval=0.1,
-            what=f"a server on port {port}",
-        )
+        alive_or_up = wait_for(state, timeout=timeout, interval=0.1, what=f"a server on {ports}")
         if alive_or_up == "up":
-            return proc, port
-        proc.wait()
+            return proc, ports
+        proc.communicate()  # exited: reaped, its pipes (if any) closed
     raise AssertionError(f"no server started in {attempts} attempts (ports kept being taken)")
+
+
+#: Basic-auth credentials of the Flowers tests start.
+FLOWER_AUTH = ("ops", "s3cret-pass")
+
+
+def http_up(url: str, auth: Any = None) -> bool:
+    """`url` answers (anything below 500)."""
+    import httpx
+
+    try:
+        return httpx.get(url, auth=auth, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def serve_flower(start: Callable[..., subprocess.Popen[bytes]], env: dict[str, str]) -> str:
+    """A Flower listening on a free port (`start`: the `start_flower` fixture); its URL."""
+
+    def on(port: int) -> subprocess.Popen[bytes]:
+        return start(f"--port={port}", env=env)
+
+    _proc, port = start_on_free_port(on, lambda p: http_up(f"http://127.0.0.1:{p}/healthcheck"))
+    return f"http://127.0.0.1:{port}"
 
 
 def unique(prefix: str = "plan") -> str:

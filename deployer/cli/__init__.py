@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployer.cli import control, demo, fleet, metrics, plans, serve  # noqa: F401  (commands)
+from deployer.cli import commands, demo, fleet, metrics, plans, serve  # noqa: F401  (commands)
 from deployer.cli.app import app
 
 

@@ -9,6 +9,9 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from deployer.client import DeployerClient
+from deployer.settings import get_settings
+
 app = typer.Typer(
     name="deployer",
     help="Roll out per-tenant configuration through Celery, safely and observably.",
@@ -31,6 +34,11 @@ class Exit(IntEnum):
     ENDED_OTHERWISE = 1
     REFUSED = 2
     TIMEOUT = 3
+
+
+def client() -> DeployerClient:
+    """What a verb submits, commands and reads through (`.store` for the task hashes)."""
+    return DeployerClient(get_settings())
 
 
 def print_json(data: Any) -> None:

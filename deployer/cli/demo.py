@@ -139,11 +139,9 @@ def demo(
             f"to {redact_url(redis_url)}"
         )
         from deployer.redis_client import client_for
-        from deployer.store import Store
 
         settings = get_settings()
-        store = Store(client_for(settings.state_url), settings)
-        final = follow(store, plan["planId"], timeout)
+        final = follow(client.store, plan["planId"], timeout)
         tenant_id = plan["tenants"][0]["tenantId"]
         hash_key = keys.config_hash(settings.key_prefix, tenant_id)
         console.print(f"\n[bold]HGETALL {hash_key}[/]")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from deployer import views
-from deployer.cli.app import Exit, app, console, err, print_json, refuse
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
 from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
 from deployer.diff import diff_plan
@@ -26,11 +26,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Give up waiting after S seconds (exit 3).")
 ]
-
-
-def store() -> Store:
-    s = get_settings()
-    return Store(client_for(s.state_url), s)
 
 
 def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
@@ -90,11 +85,11 @@ def submit(
                 console.print(f"  {row['tenantId']}: {' → '.join(row['stages'])}")
             _print_diff(changes)
         raise typer.Exit(Exit.OK)
-    client = DeployerClient(settings)
+    deployer = client()
     since = f"{int(time.time() * 1000) - 1000}-0"
-    existed = client.plan_status(plan.plan_id) is not None
-    client.submit(json.loads(text))
-    status = _await_acceptance(client, plan.plan_id, since, as_json, digest)
+    existed = deployer.plan_status(plan.plan_id) is not None
+    deployer.submit(json.loads(text))
+    status = _accepted(deployer, plan.plan_id, since, as_json, digest)
     # accepted while it existed before: the same body (another one is refused above)
     duplicate = existed
     if duplicate and not as_json:
@@ -109,12 +104,12 @@ def submit(
         else:
             console.print(f"plan {plan.plan_id} accepted: {status}")
         raise typer.Exit(Exit.OK)
-    final = follow(store(), plan.plan_id, timeout, quiet=as_json)
-    failures, unfinished = report_end(plan.plan_id, final, timeout)
+    final = follow(deployer.store, plan.plan_id, timeout, quiet=as_json)
+    failures, unfinished = report_end(deployer.store, plan.plan_id, final, timeout)
     if as_json:
         print_json(
             {
-                **plan_summary(plan.plan_id),
+                **plan_summary(deployer.store, plan.plan_id),
                 "duplicate": duplicate,
                 "failures": failures,
                 "running": unfinished,
@@ -138,13 +133,12 @@ def read_plan_file(path: Path, as_json: bool = False) -> str:
 
 
 def report_end(
-    plan_id: str, final: str | None, timeout: float | None
+    store: Store, plan_id: str, final: str | None, timeout: float | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """After --wait: name what failed, or (on --timeout) what is still running."""
-    s = store()
     if final is None:
-        return [], report_unfinished(s, plan_id, timeout)
-    return report_failures(s, plan_id), []
+        return [], report_unfinished(store, plan_id, timeout)
+    return report_failures(store, plan_id), []
 
 
 def _diff(text: str, as_json: bool) -> dict[str, Any]:
@@ -201,40 +195,34 @@ def diff(
         _print_diff(changes)
 
 
-def _await_acceptance(
-    client: DeployerClient,
+def _accepted(
+    deployer: DeployerClient,
     plan_id: str,
     since: str,
     as_json: bool,
     digest: str,
     timeout: float = 30.0,
 ) -> str:
-    """The plan's status once a worker accepted it; a refusal exits 2 with its code.
-
-    A plan hash with another digest is not an acceptance: the planId was taken by another
-    plan, and the worker's PLAN_CONFLICT refusal is awaited instead.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = client.wait_accepted(plan_id, since, timeout=0, digest=digest)
-        if isinstance(found, PlanStatus):
-            return found.status
-        if isinstance(found, Rejection):
-            refuse(found.code or "PLAN_INVALID", found.message, found.errors, as_json)
-        time.sleep(0.1)
+    """The plan's status once a worker accepted it (`DeployerClient.wait_accepted`); a
+    refusal, PLAN_CONFLICT included, exits 2 with its code; no answer in time exits 3."""
+    found = deployer.wait_accepted(plan_id, since, timeout=timeout, digest=digest)
+    if isinstance(found, PlanStatus):
+        return found.status
+    if isinstance(found, Rejection):
+        refuse(found.code or "PLAN_INVALID", found.message, found.errors, as_json)
     err.print(f"plan {plan_id} not picked up within {timeout:.0f}s: is a worker running?")
     raise typer.Exit(Exit.TIMEOUT)
 
 
-def plan_summary(plan_id: str, sample: int = 20) -> dict[str, Any]:
+def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]:
     """The plan's read model (deployer/views.py), {} if there is no such plan."""
-    return views.plan_view(store(), plan_id, sample) or {}
+    return views.plan_view(store, plan_id, sample) or {}
 
 
 @app.command()
 def status(plan_id: str, as_json: JsonOpt = False) -> None:
     """Where is plan P? Status, counts by task status, the first tasks."""
-    summary = plan_summary(plan_id)
+    summary = plan_summary(client().store, plan_id)
     if not summary:
         refuse("PLAN_NOT_FOUND", f"no plan {plan_id}", as_json=as_json)
     if as_json:
@@ -287,7 +275,7 @@ def task(
 ) -> None:
     """The tenant's latest task (or its task in --plan): status, stage, live progress,
     the current run's failure, context and the written hash."""
-    s = store()
+    s = client().store
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
     if not out:
         where = f" in plan {plan}" if plan else ""

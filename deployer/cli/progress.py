@@ -15,13 +15,12 @@ from rich.table import Table
 
 from deployer import keys
 from deployer.cli.app import console, err
+from deployer.lifecycle import ENDED, PLAN_ENDED
 from deployer.models import TaskStatus, task_id_for
 from deployer.record import Field as F
 from deployer.record import TaskRecord
 from deployer.store import Store
 
-TERMINAL_PLAN = {"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"}
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK", "ROLLBACK_FAILED", "SUPERSEDED")
 ACTIVE_ROWS = 12
 
 
@@ -111,7 +110,7 @@ def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | Non
     status = plan.get("status")
     c = counts(plan)
     total = int(plan.get("total", 0) or 0)
-    done = sum(c.get(s, 0) for s in FINISHED)
+    done = sum(c.get(s, 0) for s in ENDED)
     elapsed = time.monotonic() - started
     eta = ""
     if 0 < done < total and elapsed > 1:
@@ -149,7 +148,7 @@ def follow(store: Store, plan_id: str, timeout: float | None, quiet: bool = Fals
         auto_refresh=False,
         redirect_stdout=False,
     ) as live:
-        while status not in TERMINAL_PLAN:
+        while status not in PLAN_ENDED:
             if deadline and time.monotonic() > deadline:
                 return None
             time.sleep(0.25)

@@ -1,5 +1,6 @@
 """`/api/v1/.../{command}`: pause, resume, cancel, retry, rollback (approve) for a plan, a
-tenant's latest task or one (plan, tenant) task, through the CLI's `Controller`.
+tenant's latest task or one (plan, tenant) task, run here as the CLI runs them
+(`DeployerClient.execute`: the control tasks' own code).
 
 The answer is the Controller's `{"ok", "code", "message", ...}`: 200 done or already so,
 404 unknown plan/tenant/command, 409 refused (the code says why), 422 invalid target.
@@ -7,16 +8,14 @@ The answer is the Controller's `{"ok", "code", "message", ...}`: 200 done or alr
 
 from __future__ import annotations
 
-import inspect
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployer.errors import DeployerError
 from deployer.lifecycle import Command
 from deployer.web.app import ApiError, RedactedJSON
-from deployer.web.deps import COMMAND, PROBLEMS, valid_id
+from deployer.web.deps import COMMAND, PROBLEMS, client, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["commands"])
 
@@ -56,22 +55,16 @@ def _command(value: str, plan: bool) -> Command:
 def _execute(
     request: Request, command: Command, target: dict[str, str], body: CommandBody | None
 ) -> RedactedJSON:
-    from tasks.runtime import controller  # the CLI's and the control tasks' Controller
-
     body = body or CommandBody()
-    ctl = controller()
-    kw: dict[str, Any] = {}
-    if command is Command.RETRY:
-        kw["from_checkpoint"] = body.from_checkpoint
-    if body.force:
-        if "force" not in inspect.signature(ctl.execute).parameters:
-            raise ApiError(422, "FORCE_UNSUPPORTED", "this version cannot force a command")
-        kw["force"] = True
     who = body.by or f"api@{request.client.host if request.client else 'unknown'}"
-    try:
-        answer = ctl.execute(command, target, by=who, reason=body.reason, **kw)
-    except DeployerError as exc:
-        answer = exc.as_result()
+    answer = client(request).execute(
+        command,
+        target,
+        by=who,
+        reason=body.reason,
+        from_checkpoint=body.from_checkpoint and command is Command.RETRY,
+        force=body.force,
+    )
     if answer.get("ok"):
         return RedactedJSON(answer, 200)
     return RedactedJSON(answer, COMMAND_STATUS.get(str(answer.get("code")), 409))

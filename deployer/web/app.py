@@ -20,10 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deployer.client import DeployerClient
 from deployer.redact import redact
-from deployer.redis_client import client_for
 from deployer.settings import Settings, get_settings
-from deployer.store import Store
 from deployer.web.security import auth_enabled
 
 HERE = Path(__file__).resolve().parent
@@ -125,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.store = Store(client_for(settings.state_url), settings)
+    app.state.client = DeployerClient(settings)  # commands, as the CLI runs them
+    app.state.store = app.state.client.store
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> RedactedJSON:

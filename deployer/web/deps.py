@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from deployer import views
+from deployer.client import DeployerClient
 from deployer.models import ID_PATTERN
 from deployer.settings import Settings
 from deployer.store import Store
@@ -20,6 +21,10 @@ from deployer.web.security import Access, access_of, presented_token
 
 def store(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
+
+
+def client(request: Request) -> DeployerClient:
+    return request.app.state.client  # type: ignore[no-any-return]
 
 
 def settings(request: Request) -> Settings:

@@ -24,8 +24,8 @@ from deployer.models import task_id_for
 # Flower's fixture and helpers, shared with tests/integration/test_flower.py; a fixture is
 # imported by name and requested as a parameter (hence F401/F811 for this module).
 # ruff: noqa: F401, F811
-from tests.helpers import bg_tenant, free_port, plan, unique, wait_for
-from tests.integration.test_flower import AUTH, _up, start_flower
+from tests.helpers import FLOWER_AUTH as AUTH
+from tests.helpers import bg_tenant, plan, serve_flower, unique, wait_for
 
 pytestmark = pytest.mark.e2e
 PREFIX = "icc_ai_ops_srv:tenant_config:"
@@ -211,10 +211,7 @@ def test_flower_finds_a_failed_stage_with_state_failure(
     import httpx
 
     spawn_worker("flowerfail", concurrency=2)
-    port = free_port()
-    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(base + "/healthcheck"), timeout=30, what="flower listening")
+    base = serve_flower(start_flower, {"FLOWER_BASIC_AUTH": ":".join(AUTH)})
 
     def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
         client.send_task("deployer.submit_plan", [{"planId": "canary"}], queue="deployer.control")

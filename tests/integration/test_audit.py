@@ -1,4 +1,4 @@
-"""Complete per-plan and per-tenant history (issue 13.4) on a real Redis and worker.
+"""Complete per-plan and per-tenant history on a real Redis and worker.
 
 The global stream `deployer:events` is bounded and shared: the old filter scanned its
 newest count x 20 entries, so `events --plan P -n 5` printed nothing once other plans had
@@ -158,9 +158,9 @@ def test_refused_commands_are_recorded_as_refusals_not_as_done(worker, r, contro
     assert not r.exists(keys.events_plan(nowhere))  # no history kept for a plan that is none
 
 
-def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, control):
+def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, control, planted):
     plan_id, tenants = unique(), [unique("t") for _ in range(2)]
-    r.set(f"deployer:lease:{tenants[0]}", "another-run", px=60_000)
+    planted.lease(tenants[0])
     worker.send_task("deployer.submit_plan", [plan(plan_id, [bg_tenant(t) for t in tenants])])
     wait_for(lambda: r.hget(keys.plan(plan_id), "c:COMPLETED") == "1", what="one done")
     assert control.execute(Command.CANCEL, {"planId": plan_id}, by="ops")["ok"]
@@ -168,4 +168,3 @@ def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, 
     assert newest["type"] == "PLAN_CANCEL" and newest["by"] == "ops"
     assert int(newest["acted"]) == 1 and int(newest["skipped"]) == 1
     wait_for(lambda: r.hget(keys.plan(plan_id), "status") == "CANCELLED", what="CANCELLED")
-    r.delete(f"deployer:lease:{tenants[0]}")

@@ -82,10 +82,12 @@ def test_rollback_wait_exits_0_when_rolled_back(worker, r, plan_file):
     assert "TASK_ROLLBACK" in types and types[-1] == "TASK_ROLLED_BACK"
 
 
-def test_cancel_of_a_completed_plan_is_refused_but_a_repeat_pause_is_ok(worker, r, plan_file):
+def test_cancel_of_a_completed_plan_is_refused_but_a_repeat_pause_is_ok(
+    worker, r, plan_file, planted
+):
     plan_id = unique()
     tenants = [unique("t") for _ in range(2)]
-    r.set(f"deployer:lease:{tenants[0]}", "another-run", px=60_000)
+    planted.lease(tenants[0])
     run("submit", plan_file(plan(plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=1)))
     wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what="plan stored")
     assert run("pause", "--plan", plan_id).exit_code == 0
@@ -93,4 +95,3 @@ def test_cancel_of_a_completed_plan_is_refused_but_a_repeat_pause_is_ok(worker, 
     assert again.exit_code == 0 and "already" in again.output
     assert run("cancel", "--plan", plan_id, "--reason", "done").exit_code == 0
     wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "CANCELLED", what="CANCELLED")
-    r.delete(f"deployer:lease:{tenants[0]}")

@@ -1,6 +1,6 @@
-"""What the CLI tells an operator when things end badly (issue 13, "Telling the operator
-what happened"): failed tenants by name with their errors, what still runs at --timeout,
-a one-line refusal for a plan file it cannot read. Real Redis, worker and fleet."""
+"""What the CLI tells an operator when things end badly: failed tenants by name with their
+errors, what still runs at --timeout, a one-line refusal for a plan file it cannot read.
+Real Redis, worker and fleet."""
 
 from __future__ import annotations
 
@@ -47,11 +47,11 @@ def test_an_unreadable_plan_file_is_a_one_line_refusal(tmp_path, make):
     assert as_json["ok"] is False and as_json["code"] == "PLAN_UNREADABLE"
 
 
-def test_submit_wait_names_the_failed_tenants_and_their_errors(worker, r, plan_file):
+def test_submit_wait_names_the_failed_tenants_and_their_errors(worker, r, plan_file, planted):
     plan_id = unique()
     tenants = [f"{unique('t')}-{i:02d}" for i in range(12)]
     for t in tenants:
-        r.set(PREFIX + t, "not a hash")  # every write fails with WRONGTYPE
+        planted.not_a_hash(PREFIX + t)  # every write fails with WRONGTYPE
     result = run(
         "submit", plan_file(plan(plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=12)),
         "--wait", "--timeout", "60",
@@ -62,8 +62,6 @@ def test_submit_wait_names_the_failed_tenants_and_their_errors(worker, r, plan_f
     named = [t for t in tenants if f"{t} FAILED at blue-green-gateway" in result.output]
     assert len(named) == 10 and "... and 2 more" in result.output
     assert result.output.count("WRONGTYPE") >= 10
-    for t in tenants:
-        r.delete(PREFIX + t)
 
 
 def test_submit_timeout_shows_what_still_runs_and_exits_3(worker, r, plan_file, session_fleet):

@@ -81,3 +81,18 @@ def test_a_rejected_plan_comes_back_with_its_field_errors(worker):
     assert isinstance(rejected, Rejection)
     assert rejected.code == "PLAN_INVALID" and rejected.errors
     assert client.plan_status(plan_id) is None
+
+
+def test_execute_answers_as_the_control_task_does_with_no_worker_needed():
+    """The CLI's and the HTTP API's path: a refusal or a bad target is an answer, not an
+    exception, and the task's result is the same dict."""
+    from tasks.control import pause
+
+    client = DeployerClient()
+    tenant = unique("t")
+    here = client.execute("pause", {"tenantId": tenant}, by="ops")
+    assert here["ok"] is False and here["code"] == "TASK_NOT_FOUND"
+    assert here == pause.run({"tenantId": tenant}, by="ops")  # the task's own code, in-process
+    invalid = client.execute("pause", {"tenantId": "no spaces allowed"})
+    assert invalid["ok"] is False and invalid["code"] == "TARGET_INVALID"
+    assert client.execute("cancel", {})["code"] == "TARGET_INVALID"

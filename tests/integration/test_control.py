@@ -44,9 +44,9 @@ def submit(worker, r, plan_id, tenants, **extra):
     wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what="plan stored")
 
 
-def test_failed_write_fails_task_and_plan_with_reason_and_releases_tenant(worker, r):
+def test_failed_write_fails_task_and_plan_with_reason_and_releases_tenant(worker, r, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(PREFIX + tenant, "not a hash")
+    planted.not_a_hash(PREFIX + tenant)
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(lambda: plan_status(r, plan_id) == "FAILED", what="plan FAILED")
     task = task_of(r, tenant)
@@ -56,9 +56,9 @@ def test_failed_write_fails_task_and_plan_with_reason_and_releases_tenant(worker
     assert r.zscore("deployer:inflight", task["taskId"]) is None
 
 
-def test_retry_after_fix_completes_and_counts(worker, r, control):
+def test_retry_after_fix_completes_and_counts(worker, r, control, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(PREFIX + tenant, "not a hash")
+    planted.not_a_hash(PREFIX + tenant)
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(lambda: status_of(r, tenant) == "FAILED", what="FAILED")
     r.delete(PREFIX + tenant)
@@ -72,9 +72,9 @@ def test_retry_after_fix_completes_and_counts(worker, r, control):
     assert retry_events and retry_events[0]["by"] == "ops"
 
 
-def test_retry_limit_is_enforced(worker, r, control):
+def test_retry_limit_is_enforced(worker, r, control, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(PREFIX + tenant, "not a hash")
+    planted.not_a_hash(PREFIX + tenant)
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     for attempt in range(3):
         wait_for(lambda: status_of(r, tenant) == "FAILED", what=f"FAILED #{attempt}")
@@ -146,9 +146,9 @@ def test_commands_on_a_completed_task_are_refused_with_codes(worker, r, control,
     assert status_of(r, tenant) == "COMPLETED"
 
 
-def test_a_busy_tenant_waits_for_the_lease_then_runs(worker, r):
+def test_a_busy_tenant_waits_for_the_lease_then_runs(worker, r, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(f"deployer:lease:{tenant}", "another-run", px=60_000)
+    planted.lease(tenant)
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(
         lambda: task_of(r, tenant).get("progress") == "waiting for the tenant lease",
@@ -160,10 +160,10 @@ def test_a_busy_tenant_waits_for_the_lease_then_runs(worker, r):
     wait_for(lambda: status_of(r, tenant) == "COMPLETED", what="COMPLETED after release")
 
 
-def test_pause_and_resume_a_plan(worker, r, control):
+def test_pause_and_resume_a_plan(worker, r, control, planted):
     plan_id = unique()
     tenants = [unique("t") for _ in range(3)]
-    r.set(f"deployer:lease:{tenants[0]}", "another-run", px=60_000)
+    planted.lease(tenants[0])
     submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=1)
     wait_for(
         lambda: task_of(r, tenants[0]).get("progress") == "waiting for the tenant lease",
@@ -182,10 +182,10 @@ def test_pause_and_resume_a_plan(worker, r, control):
         assert r.hget(PREFIX + t, "metadata") == '{"version":20}'
 
 
-def test_cancel_a_plan_leaves_nothing_running_and_no_lease(worker, r, control):
+def test_cancel_a_plan_leaves_nothing_running_and_no_lease(worker, r, control, planted):
     plan_id = unique()
     tenants = [unique("t") for _ in range(4)]
-    r.set(f"deployer:lease:{tenants[0]}", "another-run", px=60_000)
+    planted.lease(tenants[0])
     submit(worker, r, plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=1)
     wait_for(
         lambda: task_of(r, tenants[0]).get("progress") == "waiting for the tenant lease",
@@ -200,7 +200,6 @@ def test_cancel_a_plan_leaves_nothing_running_and_no_lease(worker, r, control):
     assert not any(r.exists(f"deployer:lease:{t}") for t in tenants[1:])
     assert r.hget(f"deployer:plan:{plan_id}", "inflight") == "0"
     assert task_of(r, tenants[1])["cancelledBy"] == "ops"
-    r.delete(f"deployer:lease:{tenants[0]}")
 
 
 def test_submitting_the_same_plan_twice_gives_one_plan(worker, r):
@@ -215,10 +214,10 @@ def test_submitting_the_same_plan_twice_gives_one_plan(worker, r):
     assert [e["type"] for e in events_of(r, tenant)].count("TASK_COMPLETED") == 1
 
 
-def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control):
+def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control, planted):
     plan_id = unique()
     done, never = unique("t"), unique("t")
-    r.set(f"deployer:lease:{never}", "another-run", px=60_000)
+    planted.lease(never)
     submit(worker, r, plan_id, [bg_tenant(done), bg_tenant(never)])
     wait_for(lambda: status_of(r, done) == "COMPLETED", what="first COMPLETED")
     wait_for(
@@ -233,17 +232,16 @@ def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control):
     ]
     wait_for(lambda: status_of(r, done) == "ROLLED_BACK", what="ROLLED_BACK")
     assert status_of(r, never) == "CANCELLED"
-    r.delete(f"deployer:lease:{never}")
 
 
-def test_a_run_that_lost_its_lease_mid_stage_does_not_complete(worker, r):
+def test_a_run_that_lost_its_lease_mid_stage_does_not_complete(worker, r, planted):
     """The lease expired during a slow stage and another run took the tenant: the first run's
     stage end is refused, so two runs of one tenant never both count as done at once."""
     from deployer.models import StageSpec, TaskRuntimeContext
     from tasks.runtime import store
 
     plan_id, tenant = unique(), unique("t")
-    r.set(f"deployer:lease:{tenant}", "another-run", px=60_000)  # hold the tenant: no start
+    planted.lease(tenant)  # hold the tenant: no start
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(
         lambda: task_of(r, tenant).get("progress") == "waiting for the tenant lease", what="waiting"

@@ -47,11 +47,13 @@ def test_a_target_may_name_one_plan_tenant_task():
             Target.parse(bad)
 
 
-def test_plan_and_tenant_together_act_on_that_task_not_the_tenants_latest(worker, r, control):
+def test_plan_and_tenant_together_act_on_that_task_not_the_tenants_latest(
+    worker, r, control, planted
+):
     old, new, tenant = unique(), unique(), unique("t")
     submit(worker, r, old, [bg_tenant(tenant)])
     wait_for(lambda: task(r, old, tenant).get("status") == "COMPLETED", what="old COMPLETED")
-    r.set(PREFIX + tenant, "not a hash")  # the newer plan's write fails
+    planted.not_a_hash(PREFIX + tenant)  # the newer plan's write fails
     submit(worker, r, new, [bg_tenant(tenant, version=21)])
     wait_for(lambda: task(r, new, tenant).get("status") == "FAILED", what="new FAILED")
 
@@ -65,7 +67,6 @@ def test_plan_and_tenant_together_act_on_that_task_not_the_tenants_latest(worker
     assert task(r, old, tenant)["status"] == "COMPLETED"
     missing = control.execute(Command.PAUSE, {"planId": old, "tenantId": unique("t")})
     assert missing["code"] == "TASK_NOT_FOUND"
-    r.delete(PREFIX + tenant)
 
 
 def test_resume_of_a_plan_starts_tenants_paused_mid_flight_first(worker, r, control, session_fleet):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from importlib import resources
@@ -16,7 +15,15 @@ from deployer.fleet import Behaviour
 from deployer.models import Plan
 from deployer.settings import DEFAULT_INSTANCES, Settings
 from stages.factory import build_stages
-from tests.helpers import ROOT, bg_tenant, plan, unique, wait_for, worker_env
+from tests.helpers import (
+    ROOT,
+    bg_tenant,
+    plan,
+    start_on_free_ports,
+    unique,
+    wait_for,
+    worker_env,
+)
 from tests.stepkit import PREFIX, prime
 
 
@@ -99,34 +106,29 @@ def test_the_demo_plan_needs_only_the_default_instances():
 
 
 def test_deployer_fleet_serves_the_configured_instances_until_terminated(r):
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    instances = {"blue-green-gateway": [f"127.0.0.1:{p}" for p in ports]}
-    env = worker_env(DEPLOYER_INSTANCES=json.dumps(instances), DEPLOYER_FLEET_DELAY_SECONDS="0")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from deployer.cli import main; main()", "fleet"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    tenant = unique("cli")
+    r.hset(f"{PREFIX}{tenant}", mapping={"icc-bg-gateway": "{}", "metadata": '{"version":5}'})
+
+    def start(ports: list[int]) -> subprocess.Popen[str]:
+        instances = {"blue-green-gateway": [f"127.0.0.1:{p}" for p in ports]}
+        env = worker_env(DEPLOYER_INSTANCES=json.dumps(instances), DEPLOYER_FLEET_DELAY_SECONDS="0")
+        return subprocess.Popen(
+            [sys.executable, "-c", "from deployer.cli import main; main()", "fleet"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    def answers(ports: list[int]) -> list[dict] | None:
+        try:
+            return [
+                httpx.get(f"http://127.0.0.1:{p}/actuator/bg-sdk/{tenant}", timeout=1).json()
+                for p in ports
+            ]
+        except httpx.HTTPError:
+            return None
+
+    proc, ports = start_on_free_ports(2, start, lambda ports: answers(ports) is not None)
     try:
-        tenant = unique("cli")
-        r.hset(f"{PREFIX}{tenant}", mapping={"icc-bg-gateway": "{}", "metadata": '{"version":5}'})
-
-        def answers() -> list[dict] | None:
-            try:
-                return [
-                    httpx.get(f"http://127.0.0.1:{p}/actuator/bg-sdk/{tenant}", timeout=1).json()
-                    for p in ports
-                ]
-            except httpx.HTTPError:
-                return None
-
-        assert (
-            wait_for(answers, timeout=20, what="fleet answers")
-            == [{"tenantId": tenant, "version": 5}] * 2
-        )
+        assert answers(ports) == [{"tenantId": tenant, "version": 5}] * 2
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)

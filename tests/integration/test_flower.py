@@ -4,54 +4,13 @@ loopback by default and never exposed without authentication."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.helpers import ROOT, bg_tenant, free_port, plan, unique, wait_for, worker_env
+from tests.helpers import FLOWER_AUTH, bg_tenant, free_port, plan, serve_flower, unique, wait_for
 
-AUTH = ("ops", "s3cret-pass")
-
-
-@pytest.fixture()
-def start_flower(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"flower-{len(procs)}.log").open("wb")
-        with log:  # the child has its own copy of the descriptor
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tasks", "flower", *args],
-                cwd=ROOT,
-                env=worker_env(**(env or {})),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        proc.log = Path(log.name)  # type: ignore[attr-defined]
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _up(url: str, auth: Any = None) -> bool:
-    try:
-        return httpx.get(url, auth=auth, timeout=1).status_code < 500
-    except httpx.HTTPError:
-        return False
+AUTH = FLOWER_AUTH
 
 
 def test_flower_refuses_to_listen_beyond_loopback_without_auth(start_flower):
@@ -63,10 +22,7 @@ def test_flower_refuses_to_listen_beyond_loopback_without_auth(start_flower):
 
 
 def test_flower_shows_stage_tasks_by_name_with_labels_and_no_secrets(worker, start_flower, r):
-    port = free_port()
-    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(base + "/healthcheck"), timeout=30, what="flower listening")
+    base = serve_flower(start_flower, {"FLOWER_BASIC_AUTH": ":".join(AUTH)})
     assert httpx.get(base + "/api/tasks", timeout=5).status_code == 401  # auth is enforced
 
     def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server

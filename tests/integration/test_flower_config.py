@@ -1,16 +1,13 @@
 """flowerconfig.py refuses every way of exposing Flower without real authentication: empty
 basic-auth credentials, a host name that only looks like loopback, an open API."""
 
-# ruff: noqa: F811  (the `start_flower` fixture is imported from test_flower and requested)
-
 from __future__ import annotations
 
 import httpx
 import pytest
 
 import flowerconfig
-from tests.helpers import free_port, wait_for
-from tests.integration.test_flower import _up, start_flower  # noqa: F401
+from tests.helpers import free_port, serve_flower
 
 
 def refusal(proc) -> str:
@@ -55,10 +52,7 @@ def test_an_unauthenticated_api_is_refused(start_flower):
 
 
 def test_flower_on_localhost_serves_its_pages_but_not_its_api_without_auth(start_flower):
-    port = free_port()
-    start_flower(f"--port={port}", env={"FLOWER_ADDRESS": "localhost"})
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(base + "/healthcheck"), timeout=30, what="flower listening")
+    base = serve_flower(start_flower, {"FLOWER_ADDRESS": "localhost"})
     api = httpx.get(base + "/api/workers", timeout=5)
     assert api.status_code == 401  # Flower 2.x's default, which we keep
     assert "access-control-allow-origin" not in api.headers

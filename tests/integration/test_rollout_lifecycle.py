@@ -48,7 +48,7 @@ def submit(worker, r, plan_id, tenants, **extra):
     wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what="plan stored")
 
 
-def test_seed_003_forward_fails_then_rollback_restores_previous(worker, r, control, session_fleet):
+def test_forward_fails_then_rollback_restores_previous(worker, r, control, session_fleet):
     """Forward v20 (snapshot v19) fails at ob-service; rollback -> v19 data and metadata 19."""
     tenant = unique("s003")
     only_bg(session_fleet, tenant)

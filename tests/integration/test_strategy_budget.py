@@ -1,5 +1,5 @@
 """Failure budgets on real Redis and a real worker: exceeding one pauses the plan, or rolls
-back exactly the tenants the plan started, newest first (issue 17)."""
+back exactly the tenants the plan started, newest first."""
 
 from __future__ import annotations
 

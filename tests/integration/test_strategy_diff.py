@@ -1,4 +1,4 @@
-"""`deployer diff` / `submit --dry-run` (issue 17): exact per-field changes against the live
+"""`deployer diff` / `submit --dry-run`: exact per-field changes against the live
 hashes, versions up/down/same, tenants another plan owns, the wave plan; writes nothing."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The wave step is one atomic script: many workers advancing or approving a plan at once
-start its next wave exactly once, and send each of its tenants once (issue 17)."""
+start its next wave exactly once, and send each of its tenants once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Gate webhooks (issue 17): a real loopback HTTP server answering 500 holds the wave, 2xx
+"""Gate webhooks: a real loopback HTTP server answering 500 holds the wave, 2xx
 releases it; the plan names the gate, the operator's settings hold its URL."""
 
 from __future__ import annotations

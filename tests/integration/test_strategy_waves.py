@@ -1,5 +1,5 @@
 """Progressive rollout on real Redis and a real worker: waves in order, canary first, bakes
-that hold no worker, approvals, the approve task (issue 17)."""
+that hold no worker, approvals, the approve task."""
 
 from __future__ import annotations
 

@@ -34,9 +34,9 @@ def submit(worker, r, plan_id, tenants, **extra):
     wait_for(lambda: r.exists(f"deployer:plan:{plan_id}"), what="plan stored")
 
 
-def test_task_json_shows_the_live_progress_text_while_the_tenant_is_busy(worker, r):
+def test_task_json_shows_the_live_progress_text_while_the_tenant_is_busy(worker, r, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(f"deployer:lease:{tenant}", "another-run", px=60_000)  # another run holds it
+    planted.lease(tenant)  # another run holds it
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(
         lambda: task_json(tenant).get("progress") == "waiting for the tenant lease",
@@ -46,9 +46,9 @@ def test_task_json_shows_the_live_progress_text_while_the_tenant_is_busy(worker,
     wait_for(lambda: task_json(tenant)["status"] == "COMPLETED", timeout=30, what="COMPLETED")
 
 
-def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(worker, r):
+def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(worker, r, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(PREFIX + tenant, "not a hash")  # the write fails with WRONGTYPE
+    planted.not_a_hash(PREFIX + tenant)  # the write fails with WRONGTYPE
     submit(worker, r, plan_id, [bg_tenant(tenant)])
     wait_for(lambda: task_json(tenant)["status"] == "FAILED", timeout=30, what="FAILED")
     failed = task_json(tenant)

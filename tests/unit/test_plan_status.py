@@ -12,7 +12,7 @@ from deployer.lifecycle import derive_plan_status
 
 #: (tasks by status, plan control flag, plan status an operator expects)
 TABLE: list[tuple[dict[str, int], str | None, str]] = [
-    ({"COMPLETED": 5, "CANCELLED": 1}, None, "COMPLETED"),  # issue 13: was CANCELLED
+    ({"COMPLETED": 5, "CANCELLED": 1}, None, "COMPLETED"),  # 0.1 answered CANCELLED
     ({"CANCELLED": 6}, None, "CANCELLED"),
     ({"COMPLETED": 5, "CANCELLED": 1}, "CANCEL", "CANCELLED"),  # the plan itself cancelled
     ({"COMPLETED": 3, "FAILED": 1, "CANCELLED": 2}, None, "FAILED"),

@@ -122,8 +122,8 @@ NOT_THE_HASH = {
     ("deployer/cli/plans.py", "t", "stageName"),
     ("deployer/cli/plans.py", "t", "progress"),
     ("deployer/cli/plans.py", "row", "tenantId"),  # dry-run rows
-    ("deployer/cli/control.py", "fields", "planId"),  # event stream fields
-    ("deployer/cli/control.py", "fields", "tenantId"),
+    ("deployer/cli/commands.py", "fields", "planId"),  # event stream fields
+    ("deployer/cli/commands.py", "fields", "tenantId"),
     ("deployer/client.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "tenantId"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from tasks.signals import RedactingAMQP, reprs
+from tasks.reprs import RedactingAMQP, reprs
 
 
 def _ctx(**extra):

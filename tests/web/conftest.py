@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import listening_socket, wait_for
-from tests.integration.test_flower import start_flower  # noqa: F401  (a fixture, shared)
 
 
 @pytest.fixture(scope="session")

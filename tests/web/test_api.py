@@ -169,9 +169,9 @@ def test_pause_and_resume_a_plan_through_the_api(api, session_fleet):
     assert next(e for e in events["items"] if e["type"] == "PLAN_PAUSE")["by"] == "ops"
 
 
-def test_a_failed_tenant_is_retried_through_the_api(api, r):
+def test_a_failed_tenant_is_retried_through_the_api(api, r, planted):
     plan_id, tenant = unique(), unique("t")
-    r.set(PREFIX + tenant, "not a hash")
+    planted.not_a_hash(PREFIX + tenant)
     submitted(api, plan(plan_id, [bg_tenant(tenant)]))
     wait_for(lambda: plan_status(api, plan_id) == "FAILED", timeout=60, what="FAILED")
     task = httpx.get(f"{api}/api/v1/plans/{plan_id}/tenants/{tenant}").json()

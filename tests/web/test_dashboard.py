@@ -107,9 +107,9 @@ def test_live_counts_then_pause_stops_tenants_and_resume_completes(
     shot(page, tmp_path, "3-completed")
 
 
-def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, tmp_path):
+def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, tmp_path, planted):
     plan_id, bad, good = unique("dash"), unique("bad"), unique("ok")
-    r.set(PREFIX + bad, "not a hash")  # its write fails with WRONGTYPE
+    planted.not_a_hash(PREFIX + bad)  # its write fails with WRONGTYPE
     body = plan(plan_id, [bg_tenant(good), bg_tenant(bad)])
     assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
     wait_for(
@@ -150,13 +150,10 @@ def test_a_tasks_flower_link_lists_that_tenants_stage_tasks_in_a_real_flower(
     browser, serve_app, worker, r, tmp_path, start_flower
 ):
     from deployer.settings import Settings
-    from tests.helpers import free_port
-    from tests.integration.test_flower import AUTH, _up
+    from tests.helpers import FLOWER_AUTH as AUTH
+    from tests.helpers import serve_flower
 
-    port = free_port()
-    start_flower(f"--port={port}", env={"FLOWER_BASIC_AUTH": ":".join(AUTH)})
-    flower = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(flower + "/healthcheck"), timeout=30, what="flower listening")
+    flower = serve_flower(start_flower, {"FLOWER_BASIC_AUTH": ":".join(AUTH)})
 
     def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
         worker.send_task("deployer.submit_plan", [{"planId": "canary"}])  # rejected, cheap

@@ -50,6 +50,17 @@ class RedisServer:
         return redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=5)
 
     def start(self) -> RedisServer:
+        """Start on `port`. The first start moves to another free port when this one was
+        taken between choosing and binding (the server exits); a restart keeps its port."""
+        for _ in range(5):
+            if self._start() == "up":
+                return self
+            if self.restarts:
+                raise AssertionError(f"redis-server could not listen on {self.port} again")
+            self.port = free_port()
+        raise AssertionError("redis-server found no free port in 5 attempts")
+
+    def _start(self) -> str:
         args = [
             "redis-server",
             "--port",
@@ -67,9 +78,16 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._ping, timeout=15, what=f"redis-server on {self.port}")
-        return self
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = proc
+        state = wait_for(
+            lambda: "up" if self._ping() else ("exited" if proc.poll() is not None else ""),
+            timeout=15,
+            what=f"redis-server on {self.port}",
+        )
+        if state != "up":
+            self.proc = None
+        return str(state)
 
     def _ping(self) -> bool:
         try:
@@ -86,8 +104,8 @@ class RedisServer:
 
     def restart(self) -> None:
         self.kill()
-        self.start()
         self.restarts += 1
+        self.start()
 
     def pause(self) -> None:
         assert self.proc is not None

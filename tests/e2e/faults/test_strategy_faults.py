@@ -1,4 +1,4 @@
-"""kill -9 of every worker while a plan bakes or waits for approval (issue 17): the wait is
+"""kill -9 of every worker while a plan bakes or waits for approval: the wait is
 in Redis, so after a restart the plan moves on once, and nothing runs twice."""
 
 from __future__ import annotations

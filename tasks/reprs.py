@@ -139,7 +139,7 @@ def install(celery_app: Any) -> None:
     """Make `celery_app` build messages with RedactingAMQP; before it has built any."""
     if "amqp" in vars(celery_app):
         if not isinstance(celery_app.amqp, RedactingAMQP):
-            raise RuntimeError("tasks.signals must be imported before the app sends a message")
+            raise RuntimeError("tasks.reprs must be imported before the app sends a message")
         return
     celery_app.amqp_cls = RedactingAMQP
 

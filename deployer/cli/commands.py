@@ -1,4 +1,5 @@
-"""Control verbs: pause, resume, cancel, retry, rollback (tenant or plan), and events."""
+"""Command verbs (deployer.lifecycle.Command): pause, resume, cancel, retry, rollback, approve
+for a tenant or a plan, and the event history they leave."""
 
 from __future__ import annotations
 
@@ -11,14 +12,14 @@ from typing import Annotated, Any
 import typer
 
 from deployer import audit, keys
-from deployer.cli.app import Exit, app, console, err, print_json, refuse
-from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end, store
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
+from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end
 from deployer.cli.progress import follow
 from deployer.client import target
-from deployer.errors import DeployerError
-from deployer.lifecycle import Command
+from deployer.lifecycle import ENDED, Command
 from deployer.models import task_id_for
 from deployer.record import Field
+from deployer.store import Store
 
 PlanOpt = Annotated[
     str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
@@ -39,14 +40,6 @@ ForceOpt = Annotated[
     ),
 ]
 
-TASK_END = {
-    Command.RETRY: (
-        {"COMPLETED"},
-        {"FAILED", "CANCELLED", "ROLLBACK_FAILED", "ROLLED_BACK", "SUPERSEDED"},
-    ),
-    Command.ROLLBACK: ({"ROLLED_BACK"}, {"ROLLBACK_FAILED", "CANCELLED", "FAILED", "COMPLETED"}),
-}
-
 
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
     """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
@@ -63,13 +56,9 @@ def _run(
     as_json: bool,
     **kw: Any,
 ) -> dict[str, Any]:
-    from tasks.runtime import controller  # the CLI acts directly, with the workers' code
-
     who = by or f"{getpass.getuser()}@{socket.gethostname()}"
-    try:
-        result = controller().execute(command, target, by=who, reason=reason, **kw)
-    except DeployerError as exc:
-        result = exc.as_result()
+    # acts here and now (the workers' code, DeployerClient.execute): the answer is printed
+    result = client().execute(command, target, by=who, reason=reason, **kw)
     if not result["ok"]:
         refuse(result["code"], result.get("message", ""), as_json=as_json)
     if as_json:
@@ -86,9 +75,10 @@ def _run(
 WAITED = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
 
 
-def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float | None) -> Exit:
-    s = store()
-    good, bad = TASK_END[command]
+def _wait_task(
+    s: Store, tenant: str, plan: str | None, success: str, timeout: float | None
+) -> Exit:
+    """Until the tenant's task ENDED (deployer.lifecycle); exit 0 when it ended `success`."""
     deadline = time.monotonic() + timeout if timeout else None
     status = ""
     with console.status(f"waiting for tenant {tenant}") as spinner:
@@ -97,7 +87,7 @@ def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float |
             task = s.get_tasks([task_id], WAITED)[0]
             status = task.status.value if task.status else ""
             spinner.update(f"tenant {tenant}: {status} {task.stage_name} {task.progress}")
-            if status in good or status in bad:
+            if task.status in ENDED:
                 break
             if deadline and time.monotonic() > deadline:
                 stage = f"{task.stage_name or '-'} {task.progress}".rstrip()
@@ -106,9 +96,9 @@ def _wait_task(tenant: str, plan: str | None, command: Command, timeout: float |
                 return Exit.TIMEOUT
             time.sleep(0.2)
     console.print(f"tenant {tenant}: {status}")
-    if status in bad and task.last_error:
+    if status != success and task.last_error:
         err.print(f"  {task.last_error}", highlight=False, soft_wrap=True)
-    return Exit.OK if status in good else Exit.ENDED_OTHERWISE
+    return Exit.OK if status == success else Exit.ENDED_OTHERWISE
 
 
 def _simple(
@@ -194,7 +184,7 @@ def retry(
     """
     target = _target(plan, tenant, as_json)
     _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
-    _finish(Command.RETRY, plan, tenant, wait, timeout, "COMPLETED")
+    _finish(plan, tenant, wait, timeout, "COMPLETED")
 
 
 @app.command()
@@ -210,11 +200,10 @@ def rollback(
     """Deploy each task's previous config snapshot again, through a new chain."""
     target = _target(plan, tenant, as_json)
     _run(Command.ROLLBACK, target, by, reason, as_json)
-    _finish(Command.ROLLBACK, plan, tenant, wait, timeout, "ROLLED_BACK")
+    _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 
 def _finish(
-    command: Command,
     plan: str | None,
     tenant: str | None,
     wait: bool,
@@ -223,11 +212,12 @@ def _finish(
 ) -> None:
     if not wait:
         raise typer.Exit(Exit.OK)
+    s = client().store
     if tenant:
-        raise typer.Exit(_wait_task(tenant, plan, command, timeout))
+        raise typer.Exit(_wait_task(s, tenant, plan, success, timeout))
     assert plan is not None
-    final = follow(store(), plan, timeout)
-    report_end(plan, final, timeout)
+    final = follow(s, plan, timeout)
+    report_end(s, plan, final, timeout)
     raise typer.Exit(exit_for_plan(final, success))
 
 
@@ -247,7 +237,7 @@ def events(
     tenant's own stream, kept DEPLOYER_EVENTS_RETENTION_SECONDS); a line says when older
     entries were trimmed. Without them: the newest entries of the bounded global stream.
     """
-    r = store().r
+    r = client().store.r
 
     def show(entry_id: str, fields: dict[str, str]) -> None:
         if as_json:
