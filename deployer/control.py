@@ -18,12 +18,13 @@ import redis
 
 from deployer import audit, keys
 from deployer.errors import (
+    Code,
     DeployerError,
     IllegalTransition,
     NotFound,
-    PermanentError,
     PlanHasNoStrategy,
     PlanNotAwaitingApproval,
+    TargetInvalid,
 )
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import (
@@ -43,10 +44,6 @@ TASK_FIELDS = [
     "taskId", "planId", "tenantId", "status", "control", "retryCount", "checkpoint", "startedAt"
 ]  # fmt: skip
 MAX_CAS_ATTEMPTS = 5
-
-
-class TargetInvalid(PermanentError):
-    code = "TARGET_INVALID"
 
 
 @dataclass(frozen=True)
@@ -256,19 +253,21 @@ class Controller:
             raise IllegalTransition(
                 f"plan {plan_id} was cancelled: a {command.value} of one of its tenants would "
                 f"never start; roll the plan back instead (rollback --plan {plan_id})",
-                code="PLAN_CANCELLED",
+                code=Code.PLAN_CANCELLED,
             )
         if flag == "PAUSE":
             raise IllegalTransition(
                 f"plan {plan_id} is paused: a {command.value} of one of its tenants would wait "
                 f"for it; resume the plan first (resume --plan {plan_id})",
-                code="PLAN_PAUSED",
+                code=Code.PLAN_PAUSED,
             )
 
     def _preview(self, command: Command, task: dict[str, str], force: bool = False) -> Decision:
         """What the command would do to `task` as last read (nothing is written)."""
         if command is Command.ROLLBACK and not task.get("startedAt"):
-            return Decision(Effect.REFUSE, code="TASK_NEVER_STARTED", note="nothing to roll back")
+            return Decision(
+                Effect.REFUSE, code=Code.TASK_NEVER_STARTED, note="nothing to roll back"
+            )
         return decide(command, TaskStatus(task["status"]), task.get("control"), force)
 
     def _refusal(
@@ -288,7 +287,7 @@ class Controller:
         assert plan_id is not None
         plan = self.store.get_plan(plan_id)
         if not plan:
-            raise NotFound(f"no plan {plan_id}", code="PLAN_NOT_FOUND")
+            raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
         cancellable = ("PENDING", "RUNNING", "ROLLING_BACK", "PAUSED", "FAILED",
                        "ROLLBACK_FAILED", "CANCELLED")  # fmt: skip
         if not any(int(plan.get(f"c:{s}") or 0) for s in cancellable):
@@ -298,7 +297,7 @@ class Controller:
             finished = [
                 {
                     "tenantId": t["tenantId"],
-                    "code": "TASK_ALREADY_FINISHED",
+                    "code": Code.TASK_ALREADY_FINISHED,
                     "message": f"task is {t['status']}",
                 }
                 for t in first
@@ -323,7 +322,7 @@ class Controller:
                 outcomes[effect.value] += int(n)
             for tenant_id, status in zip(raw[5::2], raw[6::2], strict=True):
                 if len(refused) < 50:
-                    refused.append({"tenantId": tenant_id, "code": "TASK_ALREADY_FINISHED",
+                    refused.append({"tenantId": tenant_id, "code": Code.TASK_ALREADY_FINISHED,
                                     "message": f"task is {status}"})  # fmt: skip
         answer = self._answer(Command.CANCEL, target, outcomes, refused, [])
         skipped = outcomes[Effect.REFUSE.value]
@@ -362,7 +361,7 @@ class Controller:
         try:
             plan_id = target.plan_id or self._latest_plan(target.tenant_id)
             tenant_id = target.tenant_id
-            if answer.get("code") in ("PLAN_NOT_FOUND", "TASK_NOT_FOUND"):
+            if answer.get("code") in (Code.PLAN_NOT_FOUND, Code.TASK_NOT_FOUND):
                 plan_id = tenant_id = None  # no history for ids that name nothing
             fields: dict[str, Any] = {
                 "type": "COMMAND_REFUSED",
@@ -392,7 +391,7 @@ class Controller:
         if not target.is_plan or not target.plan_id:
             raise TargetInvalid('approve takes a plan: {"planId": ...}')
         if not self.store.plan_exists(target.plan_id):
-            raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+            raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
         outcome = self.planner.advance(target.plan_id, "APPROVE", by, reason)
         if outcome.outcome == "NONE":
             raise PlanHasNoStrategy(f"plan {target.plan_id} has no strategy: nothing to approve")
@@ -403,7 +402,7 @@ class Controller:
             )
         return {
             "ok": True,
-            "code": "OK",
+            "code": Code.OK,
             "message": f"approve plan {target.plan_id}: wave {outcome.wave} approved "
             f"({outcome.outcome.lower()})",
             "wave": outcome.wave,
@@ -445,7 +444,7 @@ class Controller:
         if not target.is_plan:
             if refused:
                 return {"ok": False, **refused[0], "counts": counts}
-            code = "OK" if acted else "ALREADY"
+            code: str = Code.OK if acted else Code.ALREADY
             message = f"{command.value} {target.describe()}: {notes[0] if notes else 'done'}"
             return {"ok": True, "code": code, "message": message, "counts": counts}
         if done == 0 and refused:
@@ -459,7 +458,7 @@ class Controller:
             }
         return {
             "ok": True,
-            "code": "OK" if acted else "ALREADY",
+            "code": Code.OK if acted else Code.ALREADY,
             "message": f"{command.value} {target.describe()}: {acted} task(s) acted on, "
             f"{outcomes[Effect.ALREADY]} already so, {len(refused)} skipped",
             "counts": counts,
@@ -471,17 +470,17 @@ class Controller:
             ids = [task_id_for(target.plan_id, target.tenant_id)]
             found = [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
             if not found:
-                raise NotFound(f"no task for {target.describe()}", code="TASK_NOT_FOUND")
+                raise NotFound(f"no task for {target.describe()}", code=Code.TASK_NOT_FOUND)
             return found
         if target.tenant_id:
             task_id = self.store.task_id_for_tenant(target.tenant_id)
             if not task_id:
-                raise NotFound(f"no task for tenant {target.tenant_id}", code="TASK_NOT_FOUND")
+                raise NotFound(f"no task for tenant {target.tenant_id}", code=Code.TASK_NOT_FOUND)
             ids = [task_id]
         else:
             assert target.plan_id is not None
             if not self.store.plan_exists(target.plan_id):
-                raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+                raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
             ids = self.store.plan_task_ids(target.plan_id)
         return [t for t in self.store.get_tasks_raw(ids, TASK_FIELDS) if t["status"]]
 
@@ -507,7 +506,7 @@ class Controller:
             if applied:
                 return decision
             task = self.store.get_tasks_raw([task["taskId"]], TASK_FIELDS)[0]
-        return Decision(Effect.REFUSE, code="TASK_BUSY", note="status kept changing; try again")
+        return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 
     def _write(
         self,
@@ -558,7 +557,7 @@ class Controller:
         limit = self.planner.settings.max_retries
         if retries >= limit:
             raise IllegalTransition(
-                f"retried {retries} time(s); the limit is {limit}", code="RETRY_LIMIT_REACHED"
+                f"retried {retries} time(s); the limit is {limit}", code=Code.RETRY_LIMIT_REACHED
             )
         raw = self.store.get_task_raw(task["taskId"])
         run = self.planner.stored_run(raw)

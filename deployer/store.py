@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import redis
 
 from deployer import audit, keys
-from deployer.errors import TransientError
+from deployer.errors import Code, TransientError
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.settings import Settings
 from deployer.worker_id import worker_label
@@ -37,7 +37,7 @@ CLAIM_TTL_MS = 30_000
 
 
 def _busy(plan_id: str, what: str) -> TransientError:
-    return TransientError(f"plan {plan_id} {what}", code="PLAN_BUSY")
+    return TransientError(f"plan {plan_id} {what}", code=Code.PLAN_BUSY)
 
 
 def _wait_for_creator(plan_id: str, deadline: float) -> None:
@@ -343,7 +343,7 @@ class Store:
         plan_id: str | None,
         errors: list[dict[str, str]],
         message: str,
-        code: str = "PLAN_INVALID",
+        code: str = Code.PLAN_INVALID,
         error_count: int | None = None,
     ) -> None:
         """Append a refusal to the public stream `deployer:rejections`, bounded: the

@@ -9,15 +9,11 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from deployer.errors import DeployerError
+from deployer.errors import RegistryError as RegistryError  # re-exported
 from stages.base import Assembler, Step
 
 ASSEMBLER_GROUP = "deployer.stages"
 STEP_GROUP = "deployer.steps"
-
-
-class RegistryError(DeployerError):
-    code = "REGISTRY_ERROR"
 
 
 def _load(group: str) -> dict[str, type]:
