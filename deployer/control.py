@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from deployer import audit, keys
+from deployer import audit, keys, scripts
 from deployer.errors import (
     Code,
     DeployerError,
@@ -36,7 +36,7 @@ from deployer.models import (
     task_id_for,
 )
 from deployer.planner import Planner, prepare_retry, prepare_rollback
-from deployer.store import Store, lua_script, now_ms
+from deployer.store import Store, now_ms
 
 log = logging.getLogger("deployer.control")
 
@@ -306,7 +306,7 @@ class Controller:
             return self._answer(Command.CANCEL, target, everyone, finished, [])
         self.store.plan_control(plan_id, "CANCEL", by, reason, "")
         total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
-        script = self.store.r.register_script(lua_script("plan_cancel_slice"))
+        script = scripts.load(self.store.r, "plan_cancel_slice")
         outcomes = Counter[str]()
         refused: list[dict[str, str]] = []
         for start in range(0, max(total, 1), CANCEL_SLICE):
@@ -569,6 +569,7 @@ class Controller:
             "checkpoint": checkpoint if from_checkpoint else -1,
             "retryCount": retries + 1,
             "lastError": "",
+            "failureCode": "",
         }
         if not raw.get("run"):  # failed before its first run was stored: store it now
             fields["run"] = run.model_dump_json(by_alias=True)
@@ -598,6 +599,7 @@ class Controller:
             "totalStages": len(run.stages),
             "retryCount": 0,
             "lastError": "",
+            "failureCode": "",
         }
 
 

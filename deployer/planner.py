@@ -27,6 +27,7 @@ from deployer.errors import (
     PermanentError,
     PlanConflict,
     PlanValidationError,
+    code_of,
 )
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
 from deployer.models import (
@@ -340,7 +341,7 @@ class Planner:
             run_id=slot.run_id,
             token=slot.token,
         )
-        self.store.fail(ctx, "", reason)
+        self.store.fail(ctx, "", reason, code_of(exc, Code.RUN_UNPREPARABLE))
 
 
 def _written_fields(stages: list[StageSpec]) -> set[str]:

@@ -18,10 +18,10 @@ from typing import Any
 
 import redis
 
-from deployer import keys
+from deployer import keys, scripts
 from deployer.models import Run, TaskStatus, task_id_for
 from deployer.redact import redact
-from deployer.store import Store, lua_script
+from deployer.store import Store
 from deployer.waves import rollout_view, waves_of
 
 #: Tasks a filtered page may look at per request before it answers with a cursor.
@@ -41,7 +41,7 @@ IN_FLIGHT = frozenset(
     for s in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.ROLLING_BACK, TaskStatus.PAUSED)
 )
 ROW_FIELDS = ["taskId", "tenantId", "status", "stageName", "stageIndex", "totalStages",
-              "progress", "lastError", "failedStage", "updatedAt"]  # fmt: skip
+              "progress", "lastError", "failedStage", "failureCode", "updatedAt"]  # fmt: skip
 
 
 def iso(ms: Any) -> str | None:
@@ -75,7 +75,13 @@ def failure(raw: dict[str, Any]) -> dict[str, Any] | None:
     error = raw.get("lastError")
     if not error:
         return None
-    return {"stage": raw.get("failedStage") or None, "error": error, "at": iso(raw.get("endedAt"))}
+    return {
+        "stage": raw.get("failedStage") or None,
+        "error": error,
+        # a deployer.errors.Code (None for a task failed before codes were stored)
+        "code": raw.get("failureCode") or None,
+        "at": iso(raw.get("endedAt")),
+    }
 
 
 def progress(raw: dict[str, Any]) -> str | None:
@@ -255,7 +261,7 @@ _SCAN: list[Any] = []
 def _scan_script(store: Store) -> Any:
     """lua/task_scan.lua, registered once; called on `store`'s own client."""
     if not _SCAN:
-        _SCAN.append(store.r.register_script(lua_script("task_scan")))
+        _SCAN.append(scripts.load(store.r, "task_scan"))
     script = _SCAN[0]
     return lambda **kw: script(client=store.r, **kw)
 

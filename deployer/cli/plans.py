@@ -304,7 +304,8 @@ def task(
     console.print(f"[bold]stages[/]: {stages}")
     if out["failure"]:
         f = out["failure"]
-        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
+        code = f" {f['code']}" if f.get("code") else ""
+        console.print(f"[bold red]failed{code}[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
     if out["context"] is None:
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:
