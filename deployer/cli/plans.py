@@ -305,7 +305,7 @@ def task(
     if out["failure"]:
         f = out["failure"]
         code = f" {f['code']}" if f.get("code") else ""
-        console.print(f"[bold red]failed{code}[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
+        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}{code}): {f['error']}")
     if out["context"] is None:
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:
