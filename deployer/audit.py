@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -55,15 +54,10 @@ def record(r: redis.Redis, fields: dict[str, Any], settings: Settings | None = N
             pairs += [k, v]
     if "ts" not in fields:
         pairs += ["ts", int(time.time() * 1000)]
-    script = r.register_script(_record_script())
+    from deployer import scripts  # the loader imports this module for its prelude
+
+    script = scripts.load(r, "event_record")
     return str(script(keys=[keys.EVENTS], args=[s.events_maxlen, *pairs]))
-
-
-@lru_cache(maxsize=1)
-def _record_script() -> str:
-    from deployer.store import lua_script  # the store imports this module for its prelude
-
-    return lua_script("event_record")
 
 
 @dataclass(frozen=True)

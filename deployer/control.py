@@ -16,21 +16,22 @@ from typing import Any
 
 import redis
 
-from deployer import audit, keys
+from deployer import audit, keys, scripts
 from deployer.errors import (
+    Code,
     DeployerError,
     IllegalTransition,
     NotFound,
-    PermanentError,
     PlanHasNoStrategy,
     PlanNotAwaitingApproval,
+    TargetInvalid,
 )
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import TaskStatus, is_id, task_id_for
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.record import Field as F
 from deployer.record import TaskRecord
-from deployer.store import Store, lua_script, now_ms
+from deployer.store import Store, now_ms
 
 log = logging.getLogger("deployer.control")
 
@@ -38,10 +39,6 @@ log = logging.getLogger("deployer.control")
 TASK_FIELDS = (F.TASK_ID, F.PLAN_ID, F.TENANT_ID, F.STATUS, F.CONTROL, F.RETRY_COUNT,
                F.CHECKPOINT, F.STARTED_AT)  # fmt: skip
 MAX_CAS_ATTEMPTS = 5
-
-
-class TargetInvalid(PermanentError):
-    code = "TARGET_INVALID"
 
 
 @dataclass(frozen=True)
@@ -245,19 +242,21 @@ class Controller:
             raise IllegalTransition(
                 f"plan {plan_id} was cancelled: a {command.value} of one of its tenants would "
                 f"never start; roll the plan back instead (rollback --plan {plan_id})",
-                code="PLAN_CANCELLED",
+                code=Code.PLAN_CANCELLED,
             )
         if flag == "PAUSE":
             raise IllegalTransition(
                 f"plan {plan_id} is paused: a {command.value} of one of its tenants would wait "
                 f"for it; resume the plan first (resume --plan {plan_id})",
-                code="PLAN_PAUSED",
+                code=Code.PLAN_PAUSED,
             )
 
     def _preview(self, command: Command, task: TaskRecord, force: bool = False) -> Decision:
         """What the command would do to `task` as last read (nothing is written)."""
         if command is Command.ROLLBACK and not task.started_at:
-            return Decision(Effect.REFUSE, code="TASK_NEVER_STARTED", note="nothing to roll back")
+            return Decision(
+                Effect.REFUSE, code=Code.TASK_NEVER_STARTED, note="nothing to roll back"
+            )
         return _decide(command, task, force)
 
     def _refusal(self, command: Command, task: TaskRecord, force: bool = False) -> dict[str, str]:
@@ -275,7 +274,7 @@ class Controller:
         assert plan_id is not None
         plan = self.store.get_plan(plan_id)
         if not plan:
-            raise NotFound(f"no plan {plan_id}", code="PLAN_NOT_FOUND")
+            raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
         cancellable = ("PENDING", "RUNNING", "ROLLING_BACK", "PAUSED", "FAILED",
                        "ROLLBACK_FAILED", "CANCELLED")  # fmt: skip
         if not any(int(plan.get(f"c:{s}") or 0) for s in cancellable):
@@ -285,7 +284,7 @@ class Controller:
             finished = [
                 {
                     "tenantId": t.tenant_id,
-                    "code": "TASK_ALREADY_FINISHED",
+                    "code": Code.TASK_ALREADY_FINISHED,
                     "message": f"task is {t.status.value if t.status else None}",
                 }
                 for t in first
@@ -294,7 +293,7 @@ class Controller:
             return self._answer(Command.CANCEL, target, everyone, finished, [])
         self.store.plan_control(plan_id, "CANCEL", by, reason, "")
         total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
-        script = self.store.r.register_script(lua_script("plan_cancel_slice"))
+        script = scripts.load(self.store.r, "plan_cancel_slice")
         outcomes = Counter[str]()
         refused: list[dict[str, str]] = []
         for start in range(0, max(total, 1), CANCEL_SLICE):
@@ -310,7 +309,7 @@ class Controller:
                 outcomes[effect.value] += int(n)
             for tenant_id, status in zip(raw[5::2], raw[6::2], strict=True):
                 if len(refused) < 50:
-                    refused.append({"tenantId": tenant_id, "code": "TASK_ALREADY_FINISHED",
+                    refused.append({"tenantId": tenant_id, "code": Code.TASK_ALREADY_FINISHED,
                                     "message": f"task is {status}"})  # fmt: skip
         answer = self._answer(Command.CANCEL, target, outcomes, refused, [])
         skipped = outcomes[Effect.REFUSE.value]
@@ -349,7 +348,7 @@ class Controller:
         try:
             plan_id = target.plan_id or self._latest_plan(target.tenant_id)
             tenant_id = target.tenant_id
-            if answer.get("code") in ("PLAN_NOT_FOUND", "TASK_NOT_FOUND"):
+            if answer.get("code") in (Code.PLAN_NOT_FOUND, Code.TASK_NOT_FOUND):
                 plan_id = tenant_id = None  # no history for ids that name nothing
             fields: dict[str, Any] = {
                 "type": "COMMAND_REFUSED",
@@ -379,7 +378,7 @@ class Controller:
         if not target.is_plan or not target.plan_id:
             raise TargetInvalid('approve takes a plan: {"planId": ...}')
         if not self.store.plan_exists(target.plan_id):
-            raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+            raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
         outcome = self.planner.advance(target.plan_id, "APPROVE", by, reason)
         if outcome.outcome == "NONE":
             raise PlanHasNoStrategy(f"plan {target.plan_id} has no strategy: nothing to approve")
@@ -390,7 +389,7 @@ class Controller:
             )
         return {
             "ok": True,
-            "code": "OK",
+            "code": Code.OK,
             "message": f"approve plan {target.plan_id}: wave {outcome.wave} approved "
             f"({outcome.outcome.lower()})",
             "wave": outcome.wave,
@@ -432,7 +431,7 @@ class Controller:
         if not target.is_plan:
             if refused:
                 return {"ok": False, **refused[0], "counts": counts}
-            code = "OK" if acted else "ALREADY"
+            code: str = Code.OK if acted else Code.ALREADY
             message = f"{command.value} {target.describe()}: {notes[0] if notes else 'done'}"
             return {"ok": True, "code": code, "message": message, "counts": counts}
         if done == 0 and refused:
@@ -446,7 +445,7 @@ class Controller:
             }
         return {
             "ok": True,
-            "code": "OK" if acted else "ALREADY",
+            "code": Code.OK if acted else Code.ALREADY,
             "message": f"{command.value} {target.describe()}: {acted} task(s) acted on, "
             f"{outcomes[Effect.ALREADY]} already so, {len(refused)} skipped",
             "counts": counts,
@@ -459,17 +458,17 @@ class Controller:
             ids = [task_id_for(target.plan_id, target.tenant_id)]
             found = [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
             if not found:
-                raise NotFound(f"no task for {target.describe()}", code="TASK_NOT_FOUND")
+                raise NotFound(f"no task for {target.describe()}", code=Code.TASK_NOT_FOUND)
             return found
         if target.tenant_id:
             task_id = self.store.task_id_for_tenant(target.tenant_id)
             if not task_id:
-                raise NotFound(f"no task for tenant {target.tenant_id}", code="TASK_NOT_FOUND")
+                raise NotFound(f"no task for tenant {target.tenant_id}", code=Code.TASK_NOT_FOUND)
             ids = [task_id]
         else:
             assert target.plan_id is not None
             if not self.store.plan_exists(target.plan_id):
-                raise NotFound(f"no plan {target.plan_id}", code="PLAN_NOT_FOUND")
+                raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
             ids = self.store.plan_task_ids(target.plan_id)
         return [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
 
@@ -495,7 +494,7 @@ class Controller:
             if applied:
                 return decision
             task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
-        return Decision(Effect.REFUSE, code="TASK_BUSY", note="status kept changing; try again")
+        return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 
     def _write(
         self,
@@ -546,7 +545,7 @@ class Controller:
         limit = self.planner.settings.max_retries
         if retries >= limit:
             raise IllegalTransition(
-                f"retried {retries} time(s); the limit is {limit}", code="RETRY_LIMIT_REACHED"
+                f"retried {retries} time(s); the limit is {limit}", code=Code.RETRY_LIMIT_REACHED
             )
         stored = self._whole(task)
         run = self.planner.stored_run(stored)
@@ -558,10 +557,11 @@ class Controller:
             checkpoint=checkpoint if from_checkpoint else -1,
             retry_count=retries + 1,
             last_error="",
+            failure_code="",
             # failed before its first run was stored: store it now
             run="" if stored.run else run.model_dump_json(by_alias=True),
         )
-        written = [F.CTX, F.CHECKPOINT, F.RETRY_COUNT, F.LAST_ERROR]
+        written = [F.CTX, F.CHECKPOINT, F.RETRY_COUNT, F.LAST_ERROR, F.FAILURE_CODE]
         return update.to_hash(written + ([] if stored.run else [F.RUN]))
 
     def _rollback_fields(self, task: TaskRecord) -> dict[str, str]:
@@ -576,17 +576,18 @@ class Controller:
             total_stages=len(run.stages),
             retry_count=0,
             last_error="",
+            failure_code="",
         )
         return update.to_hash(
             [F.RUN, F.CTX, F.RUN_ID, F.RUN_KIND, F.CHECKPOINT, F.TOTAL_STAGES, F.RETRY_COUNT,
-             F.LAST_ERROR]
+             F.LAST_ERROR, F.FAILURE_CODE]
         )  # fmt: skip
 
     def _whole(self, task: TaskRecord) -> TaskRecord:
         """The whole hash of a task a command decided on (its run, context and config)."""
         stored = self.store.get_task(task.task_id)
         if stored is None:
-            raise NotFound(f"no task {task.task_id}", code="TASK_NOT_FOUND")
+            raise NotFound(f"no task {task.task_id}", code=Code.TASK_NOT_FOUND)
         return stored
 
 
@@ -594,7 +595,7 @@ def _decide(command: Command, task: TaskRecord, force: bool) -> Decision:
     """`lifecycle.decide` on a task as read; one whose status is gone or unreadable (deleted
     or corrupted since `_resolve` kept it) is refused rather than guessed at."""
     if task.status is None:
-        return Decision(Effect.REFUSE, code="TASK_NOT_FOUND", note="the task has no status")
+        return Decision(Effect.REFUSE, code=Code.TASK_NOT_FOUND, note="the task has no status")
     return decide(command, task.status, task.control or None, force)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 
 from deployer import keys
+from deployer.errors import Code
 from deployer.intake import plan_digest, task_row, validate_plan
 from deployer.models import StageSpec, TenantConfig
 from deployer.planner import WRITING_STEPS
@@ -114,7 +115,11 @@ def diff_plan(
         "planId": head.plan_id,
         "planExists": exists,
         # what a submit of it would do now: create it, nothing (identical), or PLAN_CONFLICT
-        "submit": "create" if not exists else "duplicate" if stored == digest else "PLAN_CONFLICT",
+        "submit": "create"
+        if not exists
+        else "duplicate"
+        if stored == digest
+        else Code.PLAN_CONFLICT,
         "summary": summary,
         "tenants": tenants,
     }

@@ -1,4 +1,4 @@
-"""The one exception tree of deployer; every error has a stable `code`.
+"""The one exception tree of deployer, and the `Code` every refusal, rejection and failure uses.
 
 DeployerError
  ├── PermanentError          retrying the same input cannot help
@@ -8,24 +8,109 @@ DeployerError
  │    ├── PlanConflict           (PLAN_CONFLICT: the planId exists with another body)
  │    ├── PlanUnreadable         (PLAN_UNREADABLE: a plan file that cannot be read)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
+ │    │    ├── PlanNotAwaitingApproval  (PLAN_NOT_AWAITING_APPROVAL)
+ │    │    └── PlanHasNoStrategy        (PLAN_HAS_NO_STRATEGY)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
+ │    ├── TargetInvalid          (TARGET_INVALID: a command's target has no valid shape)
+ │    ├── NoPreviousConfig       (NO_PREVIOUS_CONFIG: nothing to roll back to)
+ │    ├── ConfigError            (CONFIG_INVALID: a TenantConfig cannot produce a stage)
+ │    ├── NamespaceNotAllowed    (NAMESPACE_NOT_ALLOWED)
+ │    ├── DiscoveryError         (NO_INSTANCES: no instance of a service to deploy to)
  │    ├── StaleRun               (a superseded run tried to write)
  │    ├── InsecureBind           (`deployer serve` off loopback without a token)
  │    ├── MessageRefused         (a broker message dead-lettered before any task ran)
+ │    ├── ScriptReplyError       (SCRIPT_REPLY_INVALID: a Lua script answered what no
+ │    │                           caller knows: code and scripts out of step)
  │    ├── StepFailed             (a step gave a definite no)
  │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
- └── TransientError          may succeed later (drives retries)
-      ├── TenantBusy             (another run holds the tenant lease)
-      └── NotYet                 (a waiting step is not satisfied yet)
+ ├── RegistryError           (REGISTRY_ERROR: the stage/step entry points are broken)
+ └── TransientError          may succeed later
+      └── PlanBusy               (PLAN_BUSY: another submit is writing the same planId)
+
+The codes are public (docs/contracts.md §5, README, CHANGES.md): `Code` is a StrEnum, so a
+member is its string everywhere it is stored, printed or compared, and the strings never change.
 """
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 
+class Code(StrEnum):
+    """Every public code: command results, HTTP errors, rejections, failed tasks."""
+
+    # ---- answers that are not refusals
+    OK = "OK"
+    ALREADY = "ALREADY"
+    ACCEPTED = "ACCEPTED"
+    ALREADY_SUBMITTED = "ALREADY_SUBMITTED"
+    # ---- the exception tree's own codes
+    DEPLOYER_ERROR = "DEPLOYER_ERROR"
+    PERMANENT_ERROR = "PERMANENT_ERROR"
+    TRANSIENT_ERROR = "TRANSIENT_ERROR"
+    # ---- plans
+    PLAN_INVALID = "PLAN_INVALID"
+    PLAN_TOO_LARGE = "PLAN_TOO_LARGE"
+    PLAN_TOO_DEEP = "PLAN_TOO_DEEP"
+    PLAN_CONFLICT = "PLAN_CONFLICT"
+    PLAN_UNREADABLE = "PLAN_UNREADABLE"
+    PLAN_BUSY = "PLAN_BUSY"
+    PLAN_NOT_FOUND = "PLAN_NOT_FOUND"
+    PLAN_CANCELLED = "PLAN_CANCELLED"
+    PLAN_PAUSED = "PLAN_PAUSED"
+    PLAN_NOT_AWAITING_APPROVAL = "PLAN_NOT_AWAITING_APPROVAL"
+    PLAN_HAS_NO_STRATEGY = "PLAN_HAS_NO_STRATEGY"
+    MESSAGE_REFUSED = "MESSAGE_REFUSED"
+    # ---- commands (deployer/lifecycle.py, deployer/control.py)
+    NOT_FOUND = "NOT_FOUND"
+    TASK_NOT_FOUND = "TASK_NOT_FOUND"
+    TARGET_INVALID = "TARGET_INVALID"
+    ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
+    TASK_CANCELLING = "TASK_CANCELLING"
+    TASK_NOT_RUNNING = "TASK_NOT_RUNNING"
+    TASK_NOT_PAUSED = "TASK_NOT_PAUSED"
+    TASK_NOT_FAILED = "TASK_NOT_FAILED"
+    TASK_ALREADY_FINISHED = "TASK_ALREADY_FINISHED"
+    TASK_ALREADY_ROLLED_BACK = "TASK_ALREADY_ROLLED_BACK"
+    TASK_NOT_ROLLBACKABLE = "TASK_NOT_ROLLBACKABLE"
+    TASK_NEVER_STARTED = "TASK_NEVER_STARTED"
+    TASK_SUPERSEDED = "TASK_SUPERSEDED"
+    TASK_BUSY = "TASK_BUSY"
+    APPROVE_PLAN_ONLY = "APPROVE_PLAN_ONLY"
+    RETRY_LIMIT_REACHED = "RETRY_LIMIT_REACHED"
+    NO_PREVIOUS_CONFIG = "NO_PREVIOUS_CONFIG"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    # ---- runs, stages and steps (a failed task's `failureCode`)
+    CONFIG_INVALID = "CONFIG_INVALID"
+    NAMESPACE_NOT_ALLOWED = "NAMESPACE_NOT_ALLOWED"
+    NO_INSTANCES = "NO_INSTANCES"
+    REGISTRY_ERROR = "REGISTRY_ERROR"
+    STALE_RUN = "STALE_RUN"
+    STEP_FAILED = "STEP_FAILED"
+    STAGE_FAILED = "STAGE_FAILED"
+    #: A stage delivered, or a task re-driven, more than DEPLOYER_MAX_REDELIVERIES times.
+    REDELIVERY_LIMIT_REACHED = "REDELIVERY_LIMIT_REACHED"
+    #: A task's stored record could not be turned into a run to send.
+    RUN_UNPREPARABLE = "RUN_UNPREPARABLE"
+    SCRIPT_REPLY_INVALID = "SCRIPT_REPLY_INVALID"
+    # ---- the HTTP API and `deployer serve`
+    API_TOKEN_REQUIRED = "API_TOKEN_REQUIRED"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    CROSS_ORIGIN = "CROSS_ORIGIN"
+    UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
+    FORCE_UNSUPPORTED = "FORCE_UNSUPPORTED"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    REQUEST_INVALID = "REQUEST_INVALID"
+    STATUS_INVALID = "STATUS_INVALID"
+    REDIS_UNREACHABLE = "REDIS_UNREACHABLE"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    HTTP_ERROR = "HTTP_ERROR"
+
+
 class DeployerError(Exception):
-    code = "DEPLOYER_ERROR"
+    code: str = Code.DEPLOYER_ERROR
 
     def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
         super().__init__(message)
@@ -39,16 +124,22 @@ class DeployerError(Exception):
         return {"ok": False, "code": self.code, "message": self.message, **self.details}
 
 
+def code_of(exc: BaseException, default: Code) -> str:
+    """The code an exception carries (a DeployerError's), else `default`: what a failed task
+    stores as its `failureCode`."""
+    return exc.code if isinstance(exc, DeployerError) else default
+
+
 class PermanentError(DeployerError):
-    code = "PERMANENT_ERROR"
+    code = Code.PERMANENT_ERROR
 
 
 class TransientError(DeployerError):
-    code = "TRANSIENT_ERROR"
+    code = Code.TRANSIENT_ERROR
 
 
 class PlanValidationError(PermanentError):
-    code = "PLAN_INVALID"
+    code = Code.PLAN_INVALID
 
     def __init__(
         self,
@@ -69,78 +160,118 @@ class PlanValidationError(PermanentError):
 
 
 class PlanTooLarge(PlanValidationError):
-    code = "PLAN_TOO_LARGE"
+    code = Code.PLAN_TOO_LARGE
 
 
 class PlanTooDeep(PlanValidationError):
-    code = "PLAN_TOO_DEEP"
+    code = Code.PLAN_TOO_DEEP
 
 
 class PlanConflict(PermanentError):
     """A submit reuses a planId whose stored plan has another body (digest)."""
 
-    code = "PLAN_CONFLICT"
+    code = Code.PLAN_CONFLICT
 
 
 class PlanUnreadable(PermanentError):
-    code = "PLAN_UNREADABLE"
+    code = Code.PLAN_UNREADABLE
 
 
 class IllegalTransition(PermanentError):
-    code = "ILLEGAL_TRANSITION"
+    code = Code.ILLEGAL_TRANSITION
 
 
 class NotFound(PermanentError):
-    code = "NOT_FOUND"
+    code = Code.NOT_FOUND
 
 
 class StaleRun(PermanentError):
-    code = "STALE_RUN"
+    code = Code.STALE_RUN
 
 
 class InsecureBind(PermanentError):
-    code = "API_TOKEN_REQUIRED"
+    code = Code.API_TOKEN_REQUIRED
 
 
 class MessageRefused(PermanentError):
     """A broker message the worker would not hand to a task (tasks/guard.py): its caller
     finds this code in `deployer:rejections` when a planId could be read from it."""
 
-    code = "MESSAGE_REFUSED"
+    code = Code.MESSAGE_REFUSED
 
 
 class StepFailed(PermanentError):
-    code = "STEP_FAILED"
+    code = Code.STEP_FAILED
 
 
 class StageFailed(PermanentError):
     """Raised by the stage task after its task was failed and its chain stopped, so the
     attempt is a FAILURE in Celery's events (Flower) instead of a SUCCESS with a text."""
 
-    code = "STAGE_FAILED"
+    code = Code.STAGE_FAILED
 
 
-class TenantBusy(TransientError):
-    code = "TENANT_BUSY"
+class PlanBusy(TransientError):
+    """Another submit is writing the same planId in slices and did not finish in time."""
+
+    code = Code.PLAN_BUSY
 
 
-class NotYet(TransientError):
-    code = "NOT_YET"
+class ScriptReplyError(PermanentError):
+    """A Lua script answered what its caller does not know (deployer/scripts.py): the code
+    and the scripts are out of step. Loud, never read as any one answer."""
+
+    code = Code.SCRIPT_REPLY_INVALID
+
+
+class TargetInvalid(PermanentError):
+    """A command's target is not `{"planId"}`, `{"tenantId"}` or both, or an id is invalid."""
+
+    code = Code.TARGET_INVALID
+
+
+class NoPreviousConfig(PermanentError):
+    """rollback: the task has no previous config snapshot to go back to."""
+
+    code = Code.NO_PREVIOUS_CONFIG
+
+
+class ConfigError(PermanentError):
+    """A TenantConfig cannot produce a service's stage; `field` names the culprit."""
+
+    code = Code.CONFIG_INVALID
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class DiscoveryError(PermanentError):
+    """No instance of a service to deploy to."""
+
+    code = Code.NO_INSTANCES
+
+
+class RegistryError(DeployerError):
+    """The stage and step entry points are missing or wrong (an installation problem)."""
+
+    code = Code.REGISTRY_ERROR
 
 
 class NamespaceNotAllowed(PermanentError):
     """A tenant's `nacosNameSpace` is outside DEPLOYER_NACOS_ALLOWED_NAMESPACES."""
 
-    code = "NAMESPACE_NOT_ALLOWED"
+    code = Code.NAMESPACE_NOT_ALLOWED
 
 
 class PlanNotAwaitingApproval(IllegalTransition):
     """approve: the plan's current wave does not wait for an approval."""
 
-    code = "PLAN_NOT_AWAITING_APPROVAL"
+    code = Code.PLAN_NOT_AWAITING_APPROVAL
 
 
 class PlanHasNoStrategy(IllegalTransition):
     """approve: the plan has no waves to approve."""
 
-    code = "PLAN_HAS_NO_STRATEGY"
+    code = Code.PLAN_HAS_NO_STRATEGY

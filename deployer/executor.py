@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol, assert_never
 
 import redis
 
-from deployer.errors import StaleRun
+from deployer.errors import Code, StaleRun, code_of
 from deployer.models import StageSpec, TaskRuntimeContext
-from deployer.store import StageGate, Store
+from deployer.scripts import EndVerdict, FailVerdict, Gate
+from deployer.store import StageEnd, StageGate, Store
 from stages import registry
 from stages.base import StepEnv, Wait
 
@@ -55,6 +56,27 @@ class Halt:
 Outcome = Proceed | Reschedule | Halt
 
 
+class StageStore(Protocol):
+    """What a stage needs of the store: the gate at its start, the checkpoint at its end,
+    and failing its task (deployer.store.Store; a stub in tests/unit/test_run_stage.py)."""
+
+    def begin_stage(
+        self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
+    ) -> StageGate: ...
+
+    def end_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool) -> StageEnd: ...
+
+    def fail(
+        self, ctx: TaskRuntimeContext, stage_name: str, reason: str, code: str = Code.STEP_FAILED
+    ) -> FailVerdict: ...
+
+
+if TYPE_CHECKING:
+
+    def _store_is_a_stage_store(store: Store) -> StageStore:
+        return store  # mypy holds Store to the protocol here
+
+
 def reraise_transient(exc: Exception) -> None:
     """A lost Redis connection is not the step's fault: the stage task re-sends itself."""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
@@ -62,7 +84,7 @@ def reraise_transient(exc: Exception) -> None:
 
 
 def run_stage(
-    store: Store, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
+    store: StageStore, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
 ) -> Outcome:
     gate = store.begin_stage(ctx, stage, worker)
     refused = _refused(store, ctx, stage, gate)
@@ -82,7 +104,7 @@ def run_stage(
             reraise_transient(exc)
             reason = f"stage {stage.name}, step {spec.name}: {exc}"
             log.warning("task %s failed: %s", ctx.task_id, reason)
-            if store.fail(ctx, stage.name, reason) in ("STALE", "FORGED"):
+            if _fenced(store.fail(ctx, stage.name, reason, code_of(exc, Code.STEP_FAILED))):
                 return Halt("stale")  # another run owns the task now: not ours to fail
             return Halt("failed", plan_slot_freed=True, reason=reason)
         if isinstance(result, Wait):
@@ -97,51 +119,76 @@ def run_stage(
     ctx.stage_index += 1
     ctx.step_index = 0
     is_last = ctx.stage_index >= ctx.stage_count
-    verdict, waiting = store.end_stage(ctx, stage, is_last)
-    if verdict in ("STALE", "FORGED"):
-        return Halt("stale")
-    if is_last:
-        # Every path that queues a task (create, resume, retry, rollback) dispatches itself,
-        # so an empty queue here means nobody waits for this slot.
-        return Halt("done", plan_slot_freed=waiting > 0)
-    return Proceed(ctx)
+    end = store.end_stage(ctx, stage, is_last)
+    match end.verdict:
+        case EndVerdict.STALE | EndVerdict.FORGED:
+            return Halt("stale")
+        case EndVerdict.DONE:
+            # Every path that queues a task (create, resume, retry, rollback) dispatches
+            # itself, so an empty queue here means nobody waits for this slot.
+            return Halt("done", plan_slot_freed=end.waiting > 0)
+        case EndVerdict.OK:
+            return Proceed(ctx)
+        case _:
+            assert_never(end.verdict)
+
+
+def _fenced(verdict: FailVerdict) -> bool:
+    """task_fail.lua left the task alone: another run owns it, or the message was forged."""
+    match verdict:
+        case FailVerdict.STALE | FailVerdict.FORGED:
+            return True
+        case FailVerdict.FAILED | FailVerdict.ROLLBACK_FAILED:
+            return False
+        case _:
+            assert_never(verdict)
 
 
 def _refused(
-    store: Store, ctx: TaskRuntimeContext, stage: StageSpec, gate: StageGate
+    store: StageStore, ctx: TaskRuntimeContext, stage: StageSpec, gate: StageGate
 ) -> Outcome | None:
-    """What the start-of-stage gate decided when it did not let the stage run, else None."""
-    if gate.verdict == "FORGED":
-        log.warning(
-            "task %s: stage %s message names plan %s tenant %s, its task is %s: dropped",
-            ctx.task_id,
-            stage.name,
-            ctx.plan_id,
-            ctx.tenant_id,
-            gate.detail,
-        )
-        return Halt("forged")
-    if gate.verdict == "SUPERSEDED":
-        log.warning(
-            "task %s SUPERSEDED: tenant %s was deployed by newer task %s since; not applied",
-            ctx.task_id,
-            ctx.tenant_id,
-            gate.detail,
-        )
-        return Halt("superseded", plan_slot_freed=True)
-    if gate.verdict == "STALE":
-        log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
-        return Halt("stale")
-    if gate.verdict in ("PAUSED", "CANCELLED"):
-        log.info("task %s %s before stage %s", ctx.task_id, gate.verdict.lower(), stage.name)
-        return Halt("paused" if gate.verdict == "PAUSED" else "cancelled", plan_slot_freed=True)
-    if gate.verdict == "BUSY":
-        return Reschedule(ctx, LEASE_WAIT_SECONDS, "waiting for the tenant lease (another run)")
-    if gate.verdict == "REDELIVERED":
-        reason = f"stage {stage.name} delivered {gate.detail} times; giving up"
-        store.fail(ctx, stage.name, reason)
-        return Halt("redelivered", plan_slot_freed=True, reason=reason)
-    return None
+    """What the start-of-stage gate decided when it did not let the stage run, else None.
+
+    Exhaustive over `Gate` (mypy: assert_never); a verdict the script invents is refused
+    where the reply is decoded (`StageGate.from_reply`), so nothing unknown runs the steps."""
+    match gate.verdict:
+        case Gate.OK:
+            return None
+        case Gate.FORGED:
+            log.warning(
+                "task %s: stage %s message names plan %s tenant %s, its task is %s: dropped",
+                ctx.task_id,
+                stage.name,
+                ctx.plan_id,
+                ctx.tenant_id,
+                gate.detail,
+            )
+            return Halt("forged")
+        case Gate.SUPERSEDED:
+            log.warning(
+                "task %s SUPERSEDED: tenant %s was deployed by newer task %s since; not applied",
+                ctx.task_id,
+                ctx.tenant_id,
+                gate.detail,
+            )
+            return Halt("superseded", plan_slot_freed=True)
+        case Gate.STALE:
+            log.info("task %s: stale stage %s dropped (%s)", ctx.task_id, stage.name, gate.detail)
+            return Halt("stale")
+        case Gate.PAUSED:
+            log.info("task %s paused before stage %s", ctx.task_id, stage.name)
+            return Halt("paused", plan_slot_freed=True)
+        case Gate.CANCELLED:
+            log.info("task %s cancelled before stage %s", ctx.task_id, stage.name)
+            return Halt("cancelled", plan_slot_freed=True)
+        case Gate.BUSY:
+            return Reschedule(ctx, LEASE_WAIT_SECONDS, "waiting for the tenant lease (another run)")
+        case Gate.REDELIVERED:
+            reason = f"stage {stage.name} delivered {gate.detail} times; giving up"
+            store.fail(ctx, stage.name, reason, Code.REDELIVERY_LIMIT_REACHED)
+            return Halt("redelivered", plan_slot_freed=True, reason=reason)
+        case _:
+            assert_never(gate.verdict)
 
 
 def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int) -> None:

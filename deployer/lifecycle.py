@@ -45,6 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from deployer.errors import Code
 from deployer.models import PlanStatus
 from deployer.models import TaskStatus as S
 
@@ -114,13 +115,13 @@ def _pause(status: S, control: str | None) -> Decision:
         if control == "PAUSE":
             return Decision(Effect.ALREADY, note="pause already requested")
         if control == "CANCEL":
-            return Decision(Effect.REFUSE, code="TASK_CANCELLING", note="cancel requested")
+            return Decision(Effect.REFUSE, code=Code.TASK_CANCELLING, note="cancel requested")
         return Decision(Effect.REQUEST, note="pauses at its next stage start or poll")
     if status is S.PENDING:
         return Decision(Effect.NOW, S.PAUSED)
     if status is S.PAUSED:
         return Decision(Effect.ALREADY, note="already paused")
-    return Decision(Effect.REFUSE, code="TASK_NOT_RUNNING", note=f"task is {status}")
+    return Decision(Effect.REFUSE, code=Code.TASK_NOT_RUNNING, note=f"task is {status}")
 
 
 def _resume(status: S, control: str | None) -> Decision:
@@ -130,7 +131,7 @@ def _resume(status: S, control: str | None) -> Decision:
         return Decision(Effect.WITHDRAW, note="pause request withdrawn")
     if status in ACTIVE or status is S.PENDING:
         return Decision(Effect.ALREADY, note="not paused; already running")
-    return Decision(Effect.REFUSE, code="TASK_NOT_PAUSED", note=f"task is {status}")
+    return Decision(Effect.REFUSE, code=Code.TASK_NOT_PAUSED, note=f"task is {status}")
 
 
 def _cancel(status: S, control: str | None) -> Decision:
@@ -142,27 +143,31 @@ def _cancel(status: S, control: str | None) -> Decision:
         return Decision(Effect.NOW, S.CANCELLED)
     if status is S.CANCELLED:
         return Decision(Effect.ALREADY, note="already cancelled")
-    return Decision(Effect.REFUSE, code="TASK_ALREADY_FINISHED", note=f"task is {status}")
+    return Decision(Effect.REFUSE, code=Code.TASK_ALREADY_FINISHED, note=f"task is {status}")
 
 
 def _retry(status: S, control: str | None) -> Decision:
     if status in RETRYABLE:
         return Decision(Effect.NOW, S.PENDING)
-    return Decision(Effect.REFUSE, code="TASK_NOT_FAILED", note=f"task is {status}")
+    return Decision(Effect.REFUSE, code=Code.TASK_NOT_FAILED, note=f"task is {status}")
 
 
 def _rollback(status: S, control: str | None) -> Decision:
     if status in ROLLBACKABLE:
         return Decision(Effect.NOW, S.PENDING)
     if status in (S.ROLLING_BACK, S.ROLLED_BACK):
-        return Decision(Effect.REFUSE, code="TASK_ALREADY_ROLLED_BACK", note=f"task is {status}")
+        return Decision(Effect.REFUSE, code=Code.TASK_ALREADY_ROLLED_BACK, note=f"task is {status}")
     return Decision(
-        Effect.REFUSE, code="TASK_NOT_ROLLBACKABLE", note=f"task is {status}; pause or cancel first"
+        Effect.REFUSE,
+        code=Code.TASK_NOT_ROLLBACKABLE,
+        note=f"task is {status}; pause or cancel first",
     )
 
 
 def _approve(status: S, control: str | None) -> Decision:
-    return Decision(Effect.REFUSE, code="APPROVE_PLAN_ONLY", note="approve acts on a plan's waves")
+    return Decision(
+        Effect.REFUSE, code=Code.APPROVE_PLAN_ONLY, note="approve acts on a plan's waves"
+    )
 
 
 _DECIDERS = {
@@ -213,4 +218,4 @@ def _superseded(command: Command, force: bool) -> Decision:
     if command is Command.RETRY and force:
         return Decision(Effect.NOW, S.PENDING, note="forced: re-applies the older config")
     hint = "; retry --force applies it" if command is Command.RETRY else ""
-    return Decision(Effect.REFUSE, code="TASK_SUPERSEDED", note=SUPERSEDED_NOTE + hint)
+    return Decision(Effect.REFUSE, code=Code.TASK_SUPERSEDED, note=SUPERSEDED_NOTE + hint)

@@ -23,10 +23,11 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from deployer import keys
+from deployer import keys, scripts
+from deployer.errors import Code
 from deployer.reconciler import SweepResult
 from deployer.record import Cursor, Field
-from deployer.store import Dispatch, Slot, Store, lua_script, now_ms
+from deployer.store import Dispatch, Slot, Store, now_ms
 from deployer.worker_id import node_of
 
 log = logging.getLogger("deployer.liveness")
@@ -54,7 +55,7 @@ class Heartbeat:
         self.r, self.node = r, node
         self.ttl_ms = max(1, int(ttl_seconds * 1000))
         self.holds_ttl_ms = max(self.ttl_ms * 2, int(holds_ttl_seconds * 1000))
-        self._beat = r.register_script(lua_script("worker_beat"))
+        self._beat = scripts.load(r, "worker_beat")
         self._seen: dict[str, str] = {}
         self._published: dict[str, str] | None = None  # None: unknown, rewrite all
 
@@ -98,7 +99,7 @@ class OrphanReconciler:
         refill: Callable[[str], object],
     ) -> None:
         self.store, self.launch, self.refill = store, launch, refill
-        self._claim = store.r.register_script(lua_script("orphan_claim"))
+        self._claim = scripts.load(store.r, "orphan_claim")
 
     def candidates(self, dead: Iterable[str]) -> list[tuple[str, str, str, str]]:
         """(task id, token, worker, node) of watched tasks last run by a dead node, then of
@@ -156,6 +157,7 @@ class OrphanReconciler:
                 keys.PLAN.format(plan_id=""),
                 keys.worker(""),
                 s.events_maxlen,
+                Code.REDELIVERY_LIMIT_REACHED,
                 *[part for candidate in found for part in candidate],
             ],
         )

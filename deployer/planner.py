@@ -21,7 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from deployer.errors import PermanentError, PlanConflict, PlanValidationError
+from deployer.errors import (
+    Code,
+    NoPreviousConfig,
+    PermanentError,
+    PlanConflict,
+    PlanValidationError,
+    code_of,
+)
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
 from deployer.models import (
     Run,
@@ -46,10 +53,6 @@ log = logging.getLogger("deployer.planner")
 Sender = Callable[[list[Dispatch]], "list[tuple[Dispatch, str]] | None"]
 #: Tasks given a slot per fill round trip, then built, stored and sent together.
 DISPATCH_BATCH = 500
-
-
-class NoPreviousConfig(PermanentError):
-    code = "NO_PREVIOUS_CONFIG"
 
 
 @contextmanager
@@ -147,7 +150,7 @@ class Planner:
         self.dispatch(head.plan_id)
         answer: dict[str, Any] = {
             "ok": True,
-            "code": "ACCEPTED",
+            "code": Code.ACCEPTED,
             "message": f"plan {head.plan_id} accepted with {len(rows)} task(s)",
             "planId": head.plan_id,
             "tasks": len(rows),
@@ -185,7 +188,7 @@ class Planner:
         self.dispatch(plan_id)
         return {
             "ok": True,
-            "code": "ALREADY_SUBMITTED",
+            "code": Code.ALREADY_SUBMITTED,
             "message": f"plan {plan_id} exists with this body; nothing changed",
             "planId": plan_id,
             "duplicate": True,
@@ -339,7 +342,7 @@ class Planner:
             run_id=slot.run_id,
             token=slot.token,
         )
-        self.store.fail(ctx, "", reason)
+        self.store.fail(ctx, "", reason, code_of(exc, Code.RUN_UNPREPARABLE))
 
 
 def _written_fields(stages: list[StageSpec]) -> set[str]:

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from deployer import keys
-from deployer.store import Dispatch, Slot, Store, lua_script, now_ms
+from deployer import keys, scripts
+from deployer.errors import Code, ScriptReplyError
+from deployer.store import Dispatch, Slot, Store, now_ms
 
 log = logging.getLogger("deployer.reconciler")
 
@@ -29,6 +30,23 @@ BATCH = 200
 MAX_BATCHES = 50
 
 
+@dataclass(frozen=True)
+class ClaimRecord:
+    """One record of a claim script's reply (reconcile_claim.lua, orphan_claim.lua)."""
+
+    #: 'R' re-drive the task from its checkpoint, 'F' it failed (redelivery cap reached).
+    kind: str
+    task_id: str
+    plan_id: str
+    #: R: the new token; the rest of an F record is ''.
+    token: str
+    run_id: str
+    #: '' when the task's run was never stored (then built from config_json).
+    run_json: str
+    ctx_json: str
+    config_json: str
+
+
 @dataclass
 class SweepResult:
     redriven: list[Slot] = field(default_factory=list)
@@ -36,18 +54,17 @@ class SweepResult:
 
     @classmethod
     def from_reply(cls, raw: list[str]) -> SweepResult:
-        """A claim script's reply (reconcile_claim.lua, orphan_claim.lua): per task 8 values,
-        kind ('R' re-driven, 'F' failed: too many redeliveries), task id, plan id, new token,
-        run id, run, context, config."""
+        """A claim script's reply (reconcile_claim.lua, orphan_claim.lua): `ClaimRecord`s."""
         result = cls()
-        for kind, task_id, plan_id, token, run_id, run_json, ctx_json, config_json in zip(
-            *[iter(raw)] * 8, strict=True
-        ):
-            if kind == "F":
-                result.failed.append((task_id, plan_id))
-            else:
-                slot = Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
+        for r in scripts.records(ClaimRecord, raw, "claim"):
+            if r.kind == "F":
+                result.failed.append((r.task_id, r.plan_id))
+            elif r.kind == "R":
+                slot = Slot(r.task_id, r.plan_id, r.token, r.run_id, r.run_json, r.ctx_json,
+                            r.config_json)  # fmt: skip
                 result.redriven.append(slot)
+            else:
+                raise ScriptReplyError(f"claim script answered record kind {r.kind!r}")
         return result
 
 
@@ -68,7 +85,7 @@ class Reconciler:
         self.launch = launch
         self.refill = refill
         self.advance = advance
-        self._claim = store.r.register_script(lua_script("reconcile_claim"))
+        self._claim = scripts.load(store.r, "reconcile_claim")
 
     def claim(self, now: int | None = None, batch: int = BATCH) -> SweepResult:
         """One atomic claim of up to `batch` overdue tasks (no messages sent)."""
@@ -85,6 +102,7 @@ class Reconciler:
                 batch,
                 s.events_maxlen,
                 int(s.pending_grace_seconds * 1000),
+                Code.REDELIVERY_LIMIT_REACHED,
             ],
         )
         return SweepResult.from_reply(raw)

@@ -53,6 +53,7 @@ class Field(StrEnum):
     WORKER = "worker"  # node/pid of the last stage start
     LAST_ERROR = "lastError"
     FAILED_STAGE = "failedStage"
+    FAILURE_CODE = "failureCode"  # the deployer.errors.Code of the last failure
     CANCELLED_BY = "cancelledBy"
     SUPERSEDED_BY = "supersededBy"
     CREATED_AT = "createdAt"
@@ -138,6 +139,7 @@ class TaskRecord:
     worker: str = ""
     last_error: str = ""
     failed_stage: str = ""
+    failure_code: str = ""
     cancelled_by: str = ""
     superseded_by: str = ""
     created_at: int | None = None

@@ -12,34 +12,24 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, NamedTuple
 
 import redis
 
-from deployer import audit, keys
-from deployer.errors import TransientError
+from deployer import keys, scripts
+from deployer.errors import Code, PlanBusy
 from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
 from deployer.record import Field, TaskRecord, field_names
+from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings
 from deployer.worker_id import worker_label
-
-_PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
-
-
-def lua_script(name: str) -> str:
-    """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
-    import)."""
-    prelude = audit.configure_prelude(_PRELUDE)  # history retention from the settings
-    return prelude + "\n" + resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
-
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
 CLAIM_TTL_MS = 30_000
 
 
-def _busy(plan_id: str, what: str) -> TransientError:
-    return TransientError(f"plan {plan_id} {what}", code="PLAN_BUSY")
+def _busy(plan_id: str, what: str) -> PlanBusy:
+    return PlanBusy(f"plan {plan_id} {what}")
 
 
 def _wait_for_creator(plan_id: str, deadline: float) -> None:
@@ -153,15 +143,31 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class StageGate:
-    """What the start-of-stage round trip decided."""
+    """What the start-of-stage round trip decided (lua/stage_begin.lua)."""
 
-    #: OK | STALE | BUSY | PAUSED | CANCELLED | REDELIVERED | FORGED (the message's plan or
-    #: tenant is not its task's: nothing touched) | SUPERSEDED (detail: the newer task)
-    verdict: str
+    verdict: Gate
+    #: STALE: the task's status; BUSY: the lease holder; REDELIVERED: the delivery count;
+    #: FORGED: the task's plan/tenant; SUPERSEDED: the newer task; OK: the status before.
     detail: str = ""
+    #: OK: this stage (re)took the tenant lease.
     acquired: bool = False
     #: The tenant's acquisition count when this stage (re)took the lease, else 0.
     epoch: int = 0
+
+    @classmethod
+    def from_reply(cls, raw: list[str]) -> StageGate:
+        """`{verdict, detail}`, and for OK also `acquired ('1'/'0'), epoch`."""
+        gate = scripts.verdict(Gate, raw[0] if raw else None, "stage_begin")
+        acquired = gate is Gate.OK and len(raw) > 3 and raw[2] == "1"
+        return cls(gate, raw[1] if len(raw) > 1 else "", acquired, int(raw[3]) if acquired else 0)
+
+
+class StageEnd(NamedTuple):
+    """What the end-of-stage round trip did (lua/stage_end.lua)."""
+
+    verdict: EndVerdict
+    #: DONE: tasks waiting in the plan's queue (+1 when its wave step is due), else 0.
+    waiting: int = 0
 
 
 class Store:
@@ -170,18 +176,18 @@ class Store:
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.r = client
         self.settings = settings
-        self._begin = client.register_script(lua_script("stage_begin"))
-        self._end = client.register_script(lua_script("stage_end"))
-        self._fail = client.register_script(lua_script("task_fail"))
-        self._create = client.register_script(lua_script("plan_create"))
-        self._claim = client.register_script(lua_script("plan_claim"))
-        self._slice = client.register_script(lua_script("plan_slice"))
-        self._finish = client.register_script(lua_script("plan_finish"))
+        self._begin = scripts.load(client, "stage_begin")
+        self._end = scripts.load(client, "stage_end")
+        self._fail = scripts.load(client, "task_fail")
+        self._create = scripts.load(client, "plan_create")
+        self._claim = scripts.load(client, "plan_claim")
+        self._slice = scripts.load(client, "plan_slice")
+        self._finish = scripts.load(client, "plan_finish")
         self.claim_ttl_ms = CLAIM_TTL_MS
-        self._fill = client.register_script(lua_script("plan_fill"))
-        self._command = client.register_script(lua_script("task_command"))
-        self._plan_control = client.register_script(lua_script("plan_control"))
-        self._wave_step = client.register_script(lua_script("wave_step"))
+        self._fill = scripts.load(client, "plan_fill")
+        self._command = scripts.load(client, "task_command")
+        self._plan_control = scripts.load(client, "plan_control")
+        self._wave_step = scripts.load(client, "wave_step")
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -324,12 +330,7 @@ class Store:
         due = bool(raw) and raw[-1] == "DUE"
         if due:
             raw = raw[:-1]
-        return [
-            Slot(task_id, plan_id, token, run_id, run_json, ctx_json, config_json)
-            for task_id, token, run_id, run_json, ctx_json, config_json in zip(
-                *[iter(raw)] * 6, strict=True
-            )
-        ], due
+        return list(scripts.records(Slot, raw, "plan_fill", plan_id=plan_id)), due
 
     def attach_runs(self, runs: list[Run]) -> None:
         """Store the runs built for tasks dispatched for the first time (one round trip).
@@ -357,7 +358,7 @@ class Store:
         plan_id: str | None,
         errors: list[dict[str, str]],
         message: str,
-        code: str = "PLAN_INVALID",
+        code: str = Code.PLAN_INVALID,
         error_count: int | None = None,
     ) -> None:
         """Append a refusal to the public stream `deployer:rejections`, bounded: the
@@ -414,14 +415,9 @@ class Store:
                 ctx.tenant_id,
             ],
         )
-        acquired = len(raw) > 3 and raw[2] == "1"
-        return StageGate(
-            raw[0], raw[1] if len(raw) > 1 else "", acquired, int(raw[3]) if acquired else 0
-        )
+        return StageGate.from_reply(raw)
 
-    def end_stage(
-        self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool
-    ) -> tuple[str, int]:
+    def end_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool) -> StageEnd:
         """Checkpoint `ctx` (already pointing at the next stage); finish the task if last.
 
         Returns the verdict and, when the task finished, how many tasks wait in its plan's
@@ -444,9 +440,14 @@ class Store:
                 ctx.tenant_id,
             ],
         )
-        return str(raw[0]), int(raw[2]) if len(raw) > 2 else 0
+        end = scripts.verdict(EndVerdict, raw[0] if raw else None, "stage_end")
+        return StageEnd(end, int(raw[2]) if end is EndVerdict.DONE and len(raw) > 2 else 0)
 
-    def fail(self, ctx: TaskRuntimeContext, stage_name: str, reason: str) -> str:
+    def fail(
+        self, ctx: TaskRuntimeContext, stage_name: str, reason: str, code: str = Code.STEP_FAILED
+    ) -> FailVerdict:
+        """End the run as failed, with `reason` (`lastError`) and `code` (`failureCode`, a
+        `Code`), unless another run owns the task now (STALE) or the message is forged."""
         raw = self._fail(
             keys=self._task_keys(ctx),
             args=[
@@ -457,9 +458,10 @@ class Store:
                 self.settings.events_maxlen,
                 ctx.plan_id,
                 ctx.tenant_id,
+                code,
             ],
         )
-        return str(raw[0])
+        return scripts.verdict(FailVerdict, raw[0] if raw else None, "task_fail")
 
     # ---- commands ----------------------------------------------------------------------
 

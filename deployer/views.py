@@ -19,12 +19,12 @@ from typing import Any
 
 import redis
 
-from deployer import keys
+from deployer import keys, scripts
 from deployer.models import TaskStatus, task_id_for
 from deployer.record import Field as F
 from deployer.record import TaskRecord
 from deployer.redact import redact
-from deployer.store import Store, lua_script
+from deployer.store import Store
 from deployer.waves import rollout_view, waves_of
 
 #: Tasks a filtered page may look at per request before it answers with a cursor.
@@ -36,7 +36,8 @@ TENANT_PLAN_SCAN = 2000
 FAILING = frozenset({TaskStatus.FAILED, TaskStatus.ROLLBACK_FAILED})
 #: What a row of a task table reads of each task hash.
 ROW_FIELDS = (F.TASK_ID, F.TENANT_ID, F.STATUS, F.STAGE_NAME, F.STAGE_INDEX, F.TOTAL_STAGES,
-              F.PROGRESS, F.LAST_ERROR, F.FAILED_STAGE, F.UPDATED_AT)  # fmt: skip
+              F.PROGRESS, F.LAST_ERROR, F.FAILED_STAGE, F.FAILURE_CODE,
+              F.UPDATED_AT)  # fmt: skip
 
 
 def iso(ms: Any) -> str | None:
@@ -69,7 +70,13 @@ def failure(task: TaskRecord) -> dict[str, Any] | None:
     start a run, so a non-empty `lastError` always belongs to the run the task is on."""
     if not task.last_error:
         return None
-    return {"stage": task.failed_stage or None, "error": task.last_error, "at": iso(task.ended_at)}
+    return {
+        "stage": task.failed_stage or None,
+        "error": task.last_error,
+        # a deployer.errors.Code (None for a task failed before codes were stored)
+        "code": task.failure_code or None,
+        "at": iso(task.ended_at),
+    }
 
 
 def progress(task: TaskRecord) -> str | None:
@@ -278,7 +285,7 @@ _SCAN: list[Any] = []
 def _scan_script(store: Store) -> Any:
     """lua/task_scan.lua, registered once; called on `store`'s own client."""
     if not _SCAN:
-        _SCAN.append(store.r.register_script(lua_script("task_scan")))
+        _SCAN.append(scripts.load(store.r, "task_scan"))
     script = _SCAN[0]
     return lambda **kw: script(client=store.r, **kw)
 

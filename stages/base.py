@@ -18,22 +18,11 @@ import httpx
 import redis
 
 from deployer import keys
-from deployer.errors import PermanentError
+from deployer.errors import ConfigError as ConfigError  # re-exported: its home was here
 from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
 from deployer.settings import Settings
 from stages import probe
 from stages.discovery import Resolver, resolver_for
-
-
-class ConfigError(PermanentError):
-    """A TenantConfig cannot produce a service's stage; `field` names the culprit."""
-
-    code = "CONFIG_INVALID"
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 class Assembler(ABC):

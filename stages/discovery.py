@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import httpx
 
-from deployer.errors import NamespaceNotAllowed, PermanentError
+from deployer.errors import DiscoveryError as DiscoveryError  # re-exported
+from deployer.errors import NamespaceNotAllowed
 from deployer.settings import Settings
 from stages.probe import deadline
 
@@ -44,10 +45,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     ),
     "ob-service": ("obService", "ob-campaign"),
 }
-
-
-class DiscoveryError(PermanentError):
-    code = "NO_INSTANCES"
 
 
 def namespace_refusal(settings: Settings, namespace: str | None) -> str | None:

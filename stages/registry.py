@@ -14,7 +14,7 @@ import logging
 from functools import lru_cache
 from importlib.metadata import entry_points
 
-from deployer.errors import DeployerError
+from deployer.errors import RegistryError as RegistryError  # re-exported
 from stages.base import Assembler, Step
 
 ASSEMBLER_GROUP = "deployer.assemblers"
@@ -23,10 +23,6 @@ OLD_ASSEMBLER_GROUP = "deployer.stages"
 STEP_GROUP = "deployer.steps"
 
 log = logging.getLogger("deployer.registry")
-
-
-class RegistryError(DeployerError):
-    code = "REGISTRY_ERROR"
 
 
 def _load(group: str, *aliases: str) -> dict[str, type]:

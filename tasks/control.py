@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Task
 
-from deployer.errors import DeployerError
+from deployer.errors import Code, DeployerError
 from deployer.lifecycle import Command
 from tasks import runtime
 from tasks.app import app
@@ -27,7 +27,11 @@ def answer(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return exc.as_result()
     except Exception:
         log.exception("control task failed")
-        return {"ok": False, "code": "INTERNAL_ERROR", "message": "internal error; see worker log"}
+        return {
+            "ok": False,
+            "code": Code.INTERNAL_ERROR,
+            "message": "internal error; see worker log",
+        }
 
 
 @app.task(name="deployer.submit_plan", bind=True, ignore_result=False)

@@ -39,7 +39,7 @@ from celery.utils.saferepr import saferepr
 from celery.worker.consumer import Consumer
 
 from deployer.deadletter import DeadLetter, as_text, head, json_depth_exceeds, peek_plan_id
-from deployer.errors import MessageRefused, PlanTooDeep, PlanTooLarge
+from deployer.errors import Code, MessageRefused, PlanTooDeep, PlanTooLarge
 from deployer.redact import redact
 from tasks import runtime
 from tasks.reprs import REPR_MAXSIZE, reprs
@@ -61,7 +61,7 @@ class Refusal(NamedTuple):
     """Why a message is refused, and the rejection code its caller sees."""
 
     reason: str
-    code: str = "MESSAGE_REFUSED"
+    code: str = Code.MESSAGE_REFUSED
 
 
 JSON_TYPES = frozenset({"application/json"})
@@ -249,7 +249,7 @@ def worker_reprs(name: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[st
     return reprs(name, args, kwargs)
 
 
-def refuse(letter: DeadLetter, text: str = "", code: str = "MESSAGE_REFUSED") -> None:
+def refuse(letter: DeadLetter, text: str = "", code: str = Code.MESSAGE_REFUSED) -> None:
     """Keep and log a refused message; answer its caller when it was a plan submission.
 
     Never raises: it runs inside the worker's event loop (transport and consumer).
@@ -333,7 +333,7 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
 
     dropped = 0
 
-    def _drop(self, message: Any, reason: str, code: str = "MESSAGE_REFUSED") -> None:
+    def _drop(self, message: Any, reason: str, code: str = Code.MESSAGE_REFUSED) -> None:
         GuardedConsumer.dropped += 1
         try:
             headers = message.headers if isinstance(message.headers, dict) else {}

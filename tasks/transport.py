@@ -37,7 +37,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
 from deployer.deadletter import DeadLetter, Peek, as_text, head, peek_raw
-from deployer.errors import PlanTooLarge
+from deployer.errors import Code, PlanTooLarge
 
 log = logging.getLogger("deployer.guard")
 
@@ -161,7 +161,7 @@ def raw_letter(raw: bytes | str, queue: str, reason: str) -> tuple[DeadLetter, s
     return letter, peek.body
 
 
-def _refuse(letter: DeadLetter, text: str, code: str = "MESSAGE_REFUSED") -> None:
+def _refuse(letter: DeadLetter, text: str, code: str = Code.MESSAGE_REFUSED) -> None:
     from tasks.guard import refuse  # the guard imports the worker's app: load it lazily
 
     refuse(letter, text, code)

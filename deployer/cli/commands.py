@@ -16,6 +16,7 @@ from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
 from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end
 from deployer.cli.progress import follow
 from deployer.client import target
+from deployer.errors import Code
 from deployer.lifecycle import ENDED, Command
 from deployer.models import task_id_for
 from deployer.record import Field
@@ -44,7 +45,7 @@ ForceOpt = Annotated[
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
     """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
     if not plan and not tenant:
-        refuse("TARGET_INVALID", "give --plan, --tenant, or both (one task)", as_json=as_json)
+        refuse(Code.TARGET_INVALID, "give --plan, --tenant, or both (one task)", as_json=as_json)
     return target(plan or None, tenant or None)
 
 
@@ -64,7 +65,7 @@ def _run(
     if as_json:
         print_json(result)
     else:
-        note = "[yellow]already in effect[/] " if result["code"] == "ALREADY" else ""
+        note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
         console.print(f"{note}{result['message']}")
         for skipped in result.get("skipped", [])[:10]:
             console.print(f"  skipped {skipped['tenantId']}: {skipped['code']}")

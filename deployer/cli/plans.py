@@ -15,7 +15,7 @@ from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
 from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
 from deployer.diff import diff_plan
-from deployer.errors import PlanUnreadable, PlanValidationError
+from deployer.errors import Code, PlanUnreadable, PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
@@ -209,7 +209,7 @@ def _accepted(
     if isinstance(found, PlanStatus):
         return found.status
     if isinstance(found, Rejection):
-        refuse(found.code or "PLAN_INVALID", found.message, found.errors, as_json)
+        refuse(found.code or Code.PLAN_INVALID, found.message, found.errors, as_json)
     err.print(f"plan {plan_id} not picked up within {timeout:.0f}s: is a worker running?")
     raise typer.Exit(Exit.TIMEOUT)
 
@@ -224,7 +224,7 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
     """Where is plan P? Status, counts by task status, the first tasks."""
     summary = plan_summary(client().store, plan_id)
     if not summary:
-        refuse("PLAN_NOT_FOUND", f"no plan {plan_id}", as_json=as_json)
+        refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
     if as_json:
         print_json(summary)
         return
@@ -279,7 +279,7 @@ def task(
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
     if not out:
         where = f" in plan {plan}" if plan else ""
-        refuse("TASK_NOT_FOUND", f"no task for tenant {tenant}{where}", as_json=as_json)
+        refuse(Code.TASK_NOT_FOUND, f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
         print_json(out)
         return
@@ -292,7 +292,8 @@ def task(
     console.print(f"[bold]stages[/]: {stages}")
     if out["failure"]:
         f = out["failure"]
-        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}): {f['error']}")
+        code = f" {f['code']}" if f.get("code") else ""
+        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['at']}{code}): {f['error']}")
     if out["context"] is None:
         console.print("[bold]context[/]: (not sent yet: built when the task gets a slot)")
     else:

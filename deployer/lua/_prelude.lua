@@ -211,3 +211,32 @@ local function redrive_record(out, task_id, plan_id, new_token, run_id, t)
     out[#out + 1] = v
   end
 end
+
+-- The failed status of a run: a rollback's failure is ROLLBACK_FAILED.
+local function failed_status(status, run_kind)
+  if status == 'ROLLING_BACK' or run_kind == 'ROLLBACK' then return 'ROLLBACK_FAILED' end
+  return 'FAILED'
+end
+
+-- End a run as failed (task_fail.lua; the claim scripts past the redelivery cap): status,
+-- why (`lastError`, `failureCode`: a deployer.errors.Code, `failedStage`), lease, slot and
+-- event together. `k` = {task, plan, lease, inflight, events} keys; `token` is the run's,
+-- whose lease is given back; `by` ('' for none) names who failed it in the event.
+-- Returns the status the task had.
+local function fail_task(k, task_id, plan_id, tenant_id, new_status, stage, reason, code, token,
+                         now, maxlen, by)
+  local old = change_status(k[1], k[2], new_status, now)
+  redis.call('HSET', k[1], 'lastError', reason, 'endedAt', now, 'failedStage', stage,
+    'failureCode', code)
+  release(k[1], k[3], k[4], k[2], token, task_id)
+  local fields = {'type', 'TASK_' .. new_status, 'planId', plan_id, 'taskId', task_id,
+    'tenantId', tenant_id, 'stage', stage, 'from', old, 'to', new_status, 'reason', reason}
+  if by ~= '' then
+    fields[#fields + 1] = 'by'
+    fields[#fields + 1] = by
+  end
+  fields[#fields + 1] = 'ts'
+  fields[#fields + 1] = now
+  emit(k[5], maxlen, fields)
+  return old
+end

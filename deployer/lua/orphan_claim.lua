@@ -6,6 +6,7 @@
 -- KEYS: inflight, events
 -- ARGV: now_ms, lease_ttl_ms, max_redeliveries, task_key_prefix, lease_key_prefix,
 --       plan_key_prefix, worker_key_prefix, events_maxlen,
+--       failure_code (of a task failed past the cap: a deployer.errors.Code),
 --       then per candidate: task_id, token, worker, node
 -- Returns records as reconcile_claim.lua does:
 --   'R', task_id, plan_id, token, run_id, run_json, ctx_json, config_json
@@ -13,10 +14,10 @@
 local inflight_key, events_key = KEYS[1], KEYS[2]
 local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
-local worker_prefix, maxlen = ARGV[7], ARGV[8]
+local worker_prefix, maxlen, failure_code = ARGV[7], ARGV[8], ARGV[9]
 
 local out = {}
-for i = 9, #ARGV, 4 do
+for i = 10, #ARGV, 4 do
   local task_id, seen_token, seen_worker, node = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local task_key = task_prefix .. task_id
   local t = redis.call('HMGET', task_key, 'status', 'token', 'runId', 'tenantId', 'planId',
@@ -35,16 +36,11 @@ for i = 9, #ARGV, 4 do
     local gen = redis.call('HINCRBY', task_key, 'gen', 1)
     local new_token = run_id .. '.' .. gen
     if n > cap then
-      local new_status = 'FAILED'
-      if status == 'ROLLING_BACK' or t[9] == 'ROLLBACK' then new_status = 'ROLLBACK_FAILED' end
       local reason = 'worker ' .. node .. ' lost; redelivery cap ' .. cap .. ' reached, giving up'
-      local old = change_status(task_key, plan_key, new_status, now)
-      redis.call('HSET', task_key, 'lastError', reason, 'endedAt', now, 'failedStage', stage,
-        'token', new_token)
-      release(task_key, lease_key, inflight_key, plan_key, new_token, task_id)
-      emit(events_key, maxlen, {'type', 'TASK_' .. new_status, 'planId', plan_id,
-        'taskId', task_id, 'tenantId', tenant_id, 'stage', stage, 'from', old,
-        'to', new_status, 'reason', reason, 'by', 'reconciler', 'ts', now})
+      redis.call('HSET', task_key, 'token', new_token)
+      fail_task({task_key, plan_key, lease_key, inflight_key, events_key}, task_id, plan_id,
+        tenant_id, failed_status(status, t[9]), stage, reason, failure_code, new_token, now,
+        maxlen, 'reconciler')
       out[#out + 1] = 'F'
       out[#out + 1] = task_id
       out[#out + 1] = plan_id

@@ -4,7 +4,8 @@
 -- Atomic, so any number of workers may run it at once: a task is claimed by exactly one.
 -- KEYS: inflight, events
 -- ARGV: now_ms, lease_ttl_ms, max_redeliveries, task_key_prefix, lease_key_prefix,
---       plan_key_prefix, max_batch, events_maxlen, pending_grace_ms
+--       plan_key_prefix, max_batch, events_maxlen, pending_grace_ms,
+--       failure_code (of a task failed past the cap: a deployer.errors.Code)
 -- Returns a flat list of records:
 --   'R', task_id, plan_id, token, run_id, run_json, ctx_json, config_json
 --        re-drive this task; run_json and ctx_json are '' when its run was never stored
@@ -14,6 +15,7 @@ local inflight_key, events_key = KEYS[1], KEYS[2]
 local now, ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
 local max_batch, maxlen, grace = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
+local failure_code = ARGV[10] or ''
 
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', now, 'LIMIT', 0, max_batch)
@@ -46,19 +48,14 @@ for _, task_id in ipairs(due) do
       local n = redis.call('HINCRBY', task_key, 'redeliveries', 1)
       local stage = t[8] or ''
       if n > cap then
-        local new_status = 'FAILED'
-        if status == 'ROLLING_BACK' or t[9] == 'ROLLBACK' then new_status = 'ROLLBACK_FAILED' end
         local reason = 'lease expired ' .. n .. ' times while ' .. status ..
           ' (workers lost or stalled); redelivery cap ' .. cap .. ' reached, giving up'
-        local old = change_status(task_key, plan_key, new_status, now)
-        redis.call('HSET', task_key, 'lastError', reason, 'endedAt', now, 'failedStage', stage)
         -- Bump the token so a straggler of the abandoned run is fenced off too.
         local gen = redis.call('HINCRBY', task_key, 'gen', 1)
         redis.call('HSET', task_key, 'token', run_id .. '.' .. gen)
-        release(task_key, lease_key, inflight_key, plan_key, token, task_id)
-        emit(events_key, maxlen, {'type', 'TASK_' .. new_status, 'planId', plan_id,
-          'taskId', task_id, 'tenantId', tenant_id, 'stage', stage, 'from', old,
-          'to', new_status, 'reason', reason, 'by', 'reconciler', 'ts', now})
+        fail_task({task_key, plan_key, lease_key, inflight_key, events_key}, task_id, plan_id,
+          tenant_id, failed_status(status, t[9]), stage, reason, failure_code, token, now,
+          maxlen, 'reconciler')
         out[#out + 1] = 'F'
         out[#out + 1] = task_id
         out[#out + 1] = plan_id

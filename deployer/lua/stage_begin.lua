@@ -77,7 +77,7 @@ end
 if status == 'PENDING' then
   change_status(task_key, plan_key, running, now)
   if not redis.call('HGET', task_key, 'startedAt') then redis.call('HSET', task_key, 'startedAt', now) end
-  redis.call('HDEL', task_key, 'endedAt', 'lastError')
+  redis.call('HDEL', task_key, 'endedAt', 'lastError', 'failureCode')
   emit(events_key, maxlen, {'type', 'TASK_' .. running, 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'from', 'PENDING', 'to', running, 'ts', now})
 end

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from deployer.errors import Code
 from deployer.lifecycle import Command
 from deployer.web.app import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, client, valid_id
@@ -33,12 +34,12 @@ class CommandBody(BaseModel):
     force: bool = Field(False, description="Re-apply even if a newer run deployed the tenant.")
 
 
-COMMAND_STATUS = {
-    "PLAN_NOT_FOUND": 404,
-    "TASK_NOT_FOUND": 404,
-    "NOT_FOUND": 404,
-    "TARGET_INVALID": 422,
-    "INTERNAL_ERROR": 500,
+COMMAND_STATUS: dict[str, int] = {
+    Code.PLAN_NOT_FOUND: 404,
+    Code.TASK_NOT_FOUND: 404,
+    Code.NOT_FOUND: 404,
+    Code.TARGET_INVALID: 422,
+    Code.INTERNAL_ERROR: 500,
 }
 
 
@@ -46,9 +47,9 @@ def _command(value: str, plan: bool) -> Command:
     try:
         command = Command(value)
     except ValueError:
-        raise ApiError(404, "UNKNOWN_COMMAND", f"no command {value}") from None
+        raise ApiError(404, Code.UNKNOWN_COMMAND, f"no command {value}") from None
     if command.value == "approve" and not plan:
-        raise ApiError(404, "UNKNOWN_COMMAND", "approve applies to a plan")
+        raise ApiError(404, Code.UNKNOWN_COMMAND, "approve applies to a plan")
     return command
 
 

@@ -14,19 +14,24 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from deployer import views
+from deployer.errors import Code
 from deployer.models import Plan
 from deployer.web.app import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])
 
-SUBMIT_STATUS = {"PLAN_CONFLICT": 409, "PLAN_INVALID": 422, "INTERNAL_ERROR": 500}
+SUBMIT_STATUS: dict[str, int] = {
+    Code.PLAN_CONFLICT: 409,
+    Code.PLAN_INVALID: 422,
+    Code.INTERNAL_ERROR: 500,
+}
 
 
 def submit_status(answer: dict[str, Any]) -> int:
     """201 for a plan accepted now, 200 for a duplicate of an accepted one, else by code."""
     if answer.get("ok"):
-        duplicate = answer.get("duplicate") or answer.get("code") == "ALREADY_SUBMITTED"
+        duplicate = answer.get("duplicate") or answer.get("code") == Code.ALREADY_SUBMITTED
         return 200 if duplicate else 201
     return SUBMIT_STATUS.get(str(answer.get("code")), 422)
 
@@ -81,5 +86,5 @@ def get_plan(
 ) -> dict[str, Any]:
     view = views.plan_view(store(request), valid_id(planId, "planId"), sample)
     if view is None:
-        raise ApiError(404, "PLAN_NOT_FOUND", f"no plan {planId}")
+        raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
     return view

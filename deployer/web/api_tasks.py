@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from deployer import views
+from deployer.errors import Code
 from deployer.models import TaskStatus, task_id_for
 from deployer.web.app import ApiError
 from deployer.web.deps import PROBLEMS, READ, Cursor, Limit, store, valid_id
@@ -33,9 +34,9 @@ def plan_tasks(
         try:
             status = TaskStatus(status.upper()).value
         except ValueError:
-            raise ApiError(422, "STATUS_INVALID", f"unknown task status {status}") from None
+            raise ApiError(422, Code.STATUS_INVALID, f"unknown task status {status}") from None
     if not s.plan_exists(valid_id(planId, "planId")):
-        raise ApiError(404, "PLAN_NOT_FOUND", f"no plan {planId}")
+        raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
     return views.task_page(s, planId, status=status, search=q, limit=limit, cursor=cursor)
 
 
@@ -57,7 +58,7 @@ def get_task(request: Request, taskId: str) -> dict[str, Any]:
 def _task(request: Request, task_id: str, missing: str) -> dict[str, Any]:
     view = views.task_view(store(request), task_id)
     if view is None:
-        raise ApiError(404, "TASK_NOT_FOUND", missing)
+        raise ApiError(404, Code.TASK_NOT_FOUND, missing)
     return view
 
 
@@ -69,5 +70,5 @@ def _task(request: Request, task_id: str, missing: str) -> dict[str, Any]:
 def tenant_tasks(request: Request, tenantId: str) -> dict[str, Any]:
     out = views.tenant_tasks(store(request), valid_id(tenantId, "tenantId"))
     if not out["items"] and out["latestTaskId"] is None:
-        raise ApiError(404, "TASK_NOT_FOUND", f"no task for tenant {tenantId}")
+        raise ApiError(404, Code.TASK_NOT_FOUND, f"no task for tenant {tenantId}")
     return out

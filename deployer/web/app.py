@@ -21,6 +21,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployer.client import DeployerClient
+from deployer.errors import Code
 from deployer.redact import redact
 from deployer.settings import Settings, get_settings
 from deployer.web.security import auth_enabled
@@ -72,13 +73,13 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise ApiError(413, "BODY_TOO_LARGE", f"request body over {self.limit} bytes")
+                raise ApiError(413, Code.BODY_TOO_LARGE, f"request body over {self.limit} bytes")
             return message
 
         await self.app(scope, limited, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error(413, "BODY_TOO_LARGE", f"request body over {self.limit} bytes")
+        response = error(413, Code.BODY_TOO_LARGE, f"request body over {self.limit} bytes")
         await response(scope, receive, send)
 
 
@@ -133,15 +134,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> RedactedJSON:
-        return error(422, "REQUEST_INVALID", "invalid request", errors=_field_errors(exc))
+        return error(422, Code.REQUEST_INVALID, "invalid request", errors=_field_errors(exc))
 
     @app.exception_handler(redis.RedisError)
     async def _redis_down(request: Request, exc: redis.RedisError) -> RedactedJSON:
-        return error(503, "REDIS_UNREACHABLE", f"state Redis unreachable: {type(exc).__name__}")
+        return error(503, Code.REDIS_UNREACHABLE, f"state Redis unreachable: {type(exc).__name__}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> RedactedJSON:
-        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        code = {404: Code.NOT_FOUND, 405: Code.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, Code.HTTP_ERROR
+        )
         return error(exc.status_code, code, str(exc.detail))
 
     for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):

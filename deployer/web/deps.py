@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from deployer import views
 from deployer.client import DeployerClient
+from deployer.errors import Code
 from deployer.models import ID_PATTERN
 from deployer.settings import Settings
 from deployer.store import Store
@@ -37,7 +38,9 @@ def access(request: Request) -> Access:
 
 def can_read(request: Request) -> None:
     if access(request) < Access.READ:
-        raise ApiError(401, "UNAUTHORIZED", "a token is required (Authorization: Bearer <token>)")
+        raise ApiError(
+            401, Code.UNAUTHORIZED, "a token is required (Authorization: Bearer <token>)"
+        )
 
 
 def same_origin(request: Request) -> bool:
@@ -54,12 +57,14 @@ def same_origin(request: Request) -> bool:
 
 def can_command(request: Request) -> None:
     if not same_origin(request):
-        raise ApiError(403, "CROSS_ORIGIN", "commands are not accepted from another site")
+        raise ApiError(403, Code.CROSS_ORIGIN, "commands are not accepted from another site")
     level = access(request)
     if level < Access.READ:
-        raise ApiError(401, "UNAUTHORIZED", "a token is required (Authorization: Bearer <token>)")
+        raise ApiError(
+            401, Code.UNAUTHORIZED, "a token is required (Authorization: Bearer <token>)"
+        )
     if level < Access.COMMAND:
-        raise ApiError(403, "FORBIDDEN", "this token may read but not command")
+        raise ApiError(403, Code.FORBIDDEN, "this token may read but not command")
 
 
 READ = [Depends(can_read)]
@@ -75,7 +80,7 @@ Cursor = Annotated[
 def valid_id(value: str, what: str) -> str:
     """`value` if it is a valid plan or tenant id (full match), else 422 TARGET_INVALID."""
     if not _ID.fullmatch(value):
-        raise ApiError(422, "TARGET_INVALID", f"{what}: not a valid id")
+        raise ApiError(422, Code.TARGET_INVALID, f"{what}: not a valid id")
     return value
 
 
@@ -95,7 +100,7 @@ PROBLEMS: dict[int | str, dict[str, Any]] = {
         (403, "FORBIDDEN: a read-only token"),
         (404, "PLAN_NOT_FOUND, TASK_NOT_FOUND, UNKNOWN_COMMAND"),
         (409, "refused: the lifecycle's code (TASK_NOT_FAILED, ...), PLAN_CONFLICT"),
-        (413, "BODY_TOO_LARGE"),
+        (413, Code.BODY_TOO_LARGE),
         (422, "PLAN_INVALID, REQUEST_INVALID, TARGET_INVALID, STATUS_INVALID"),
     )
 }

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from deployer.errors import Code
 from deployer.metrics import registry_for
 from deployer.web.app import RedactedJSON, error
 from deployer.web.deps import can_read, store
@@ -23,8 +24,8 @@ def healthz(request: Request) -> RedactedJSON:
     try:
         store(request).r.ping()
     except redis.RedisError as exc:
-        return error(503, "REDIS_UNREACHABLE", f"state Redis unreachable: {type(exc).__name__}")
-    return RedactedJSON({"ok": True, "code": "OK", "message": "redis reachable"})
+        return error(503, Code.REDIS_UNREACHABLE, f"state Redis unreachable: {type(exc).__name__}")
+    return RedactedJSON({"ok": True, "code": Code.OK, "message": "redis reachable"})
 
 
 def _registry(request: Request) -> CollectorRegistry:

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from deployer import views
+from deployer.errors import Code
 from deployer.models import TaskStatus
 from deployer.web.app import ApiError
 from deployer.web.deps import can_read, settings, store
@@ -47,7 +48,7 @@ def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
 def login(request: Request, token: str) -> Response:
     """Trade a token for an HttpOnly, SameSite=Strict cookie the dashboard's requests carry."""
     if access_of(token, settings(request)) is Access.NONE:
-        raise ApiError(401, "UNAUTHORIZED", "unknown token")
+        raise ApiError(401, Code.UNAUTHORIZED, "unknown token")
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
     return response
@@ -63,7 +64,7 @@ def plans(request: Request, cursor: str | None = None) -> HTMLResponse:
 def plan(request: Request, plan_id: str) -> HTMLResponse:
     view = views.plan_view(store(request), plan_id, sample=0)
     if view is None:
-        raise ApiError(404, "PLAN_NOT_FOUND", f"no plan {plan_id}")
+        raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {plan_id}")
     return _page(request, "plan.html", plan=view, commands=PLAN_COMMANDS)
 
 
@@ -71,5 +72,7 @@ def plan(request: Request, plan_id: str) -> HTMLResponse:
 def task(request: Request, plan_id: str, tenant_id: str) -> HTMLResponse:
     view = views.plan_task_view(store(request), plan_id, tenant_id)
     if view is None:
-        raise ApiError(404, "TASK_NOT_FOUND", f"no task for tenant {tenant_id} in plan {plan_id}")
+        raise ApiError(
+            404, Code.TASK_NOT_FOUND, f"no task for tenant {tenant_id} in plan {plan_id}"
+        )
     return _page(request, "task.html", task=view, commands=TASK_COMMANDS)

@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from importlib import resources
 
 import redis
 from redis.commands.core import Script
 
-from deployer import keys
+from deployer import keys, scripts
 from deployer.errors import StaleRun
 from deployer.models import StepSpec, TaskRuntimeContext
 from stages.base import Done, Step, StepEnv, StepResult
 
-_SCRIPT = resources.files("deployer").joinpath("lua/kv_write.lua").read_text()
-
 
 @lru_cache(maxsize=8)
 def _script_for(client: redis.Redis) -> Script:
-    return client.register_script(_SCRIPT)
+    return scripts.load(client, "kv_write")
 
 
 def compact(value: object) -> str:

@@ -52,6 +52,7 @@ def test_failed_write_fails_task_and_plan_with_reason_and_releases_tenant(worker
     task = task_of(r, tenant)
     assert task["status"] == "FAILED"
     assert "blue-green-gateway" in task["lastError"] and "WRONGTYPE" in task["lastError"]
+    assert task["failureCode"] == "STEP_FAILED"
     assert not r.exists(f"deployer:lease:{tenant}")
     assert r.zscore("deployer:inflight", task["taskId"]) is None
 
@@ -67,6 +68,7 @@ def test_retry_after_fix_completes_and_counts(worker, r, control, planted):
     wait_for(lambda: plan_status(r, plan_id) == "COMPLETED", what="plan COMPLETED")
     task = task_of(r, tenant)
     assert task["retryCount"] == "1" and not task.get("lastError")
+    assert not task.get("failureCode")
     assert json.loads(r.hget(PREFIX + tenant, "metadata")) == {"version": 20}
     retry_events = [e for e in events_of(r, tenant) if e["type"] == "TASK_RETRY"]
     assert retry_events and retry_events[0]["by"] == "ops"

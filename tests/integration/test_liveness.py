@@ -27,9 +27,9 @@ def r(private_db: str) -> redis.Redis:
     return redis.Redis.from_url(private_db, decode_responses=True)
 
 
-def _running(url: str, workers: list[str]) -> tuple[Planner, list[Dispatch]]:
+def _running(url: str, workers: list[str], cap: int = 10) -> tuple[Planner, list[Dispatch]]:
     """One task per worker name, each begun by that worker (chains go to a list, unrun)."""
-    settings = Settings(redis_url=url, lease_ttl_seconds=60)
+    settings = Settings(redis_url=url, lease_ttl_seconds=60, max_redeliveries=cap)
     sent: list[Dispatch] = []
     planner = Planner(Store(client_for(settings.state_url), settings), settings, sent.extend)
     plan_id = unique()
@@ -76,6 +76,28 @@ def test_a_dead_workers_running_task_is_redriven_with_a_new_token_and_the_lease_
     # The dead run's late stage is dropped: its token no longer matches.
     late = planner.store.begin_stage(dead_task.context, dead_task.run.stages[0], "dead@h")
     assert late.verdict == "STALE"
+
+
+def test_past_the_redelivery_cap_a_dead_workers_task_fails_with_its_reason_and_code(r, private_db):
+    planner, (task,) = _running(private_db, ["doomed@h"], cap=1)
+    key = f"deployer:task:{task.task_id}"
+    r.hset(key, "redeliveries", 1)  # it was re-driven once already
+    doomed = Heartbeat(r, worker_id.node_name("doomed@h"), ttl_seconds=0.2)
+    doomed.beat()
+    wait_for(lambda: not r.exists(f"deployer:worker:{doomed.node}"), what="heartbeat expired")
+    refilled: list[str] = []
+    orphans = OrphanReconciler(planner.store, planner.launch, refilled.append)
+    result = orphans.sweep([doomed.node])
+    assert result.failed == [(task.task_id, task.context.plan_id)] and not result.redriven
+    stored = r.hgetall(key)
+    assert stored["status"] == "FAILED" and stored["failureCode"] == "REDELIVERY_LIMIT_REACHED"
+    assert "lost; redelivery cap 1 reached" in stored["lastError"]
+    assert stored["token"] != task.token  # the dead run is fenced off
+    assert not r.exists(f"deployer:lease:{task.context.tenant_id}")
+    assert r.zscore("deployer:inflight", task.task_id) is None
+    assert refilled == [task.context.plan_id]
+    (event,) = [f for _, f in r.xrange("deployer:events") if f["type"] == "TASK_FAILED"]
+    assert (event["taskId"], event["by"], event["to"]) == (task.task_id, "reconciler", "FAILED")
 
 
 def test_a_task_that_moved_on_since_it_was_seen_is_not_taken(r, private_db):

@@ -100,6 +100,7 @@ def test_a_task_whose_stored_config_no_longer_builds_fails_with_the_reason(r, pr
     assert planner.dispatch(plan_id) == 0 and not sent
     task = r.hgetall(task_key)
     assert task["status"] == "FAILED" and "cannot prepare the run" in task["lastError"]
+    assert task["failureCode"] == "RUN_UNPREPARABLE"
     assert r.hget(f"deployer:plan:{plan_id}", "status") == "FAILED"
     assert r.hget(f"deployer:plan:{plan_id}", "inflight") == "0"
 
@@ -125,6 +126,7 @@ def test_beyond_the_redelivery_cap_the_task_fails_with_the_reason(r, private_db)
     assert final.failed == [(task_id, plan_id)] and not final.redriven
     task = r.hgetall(f"deployer:task:{task_id}")
     assert task["status"] == "FAILED" and "redelivery cap 3" in task["lastError"]
+    assert task["failureCode"] == "REDELIVERY_LIMIT_REACHED"
     assert r.hget(f"deployer:plan:{plan_id}", "status") == "FAILED"
     assert r.zscore("deployer:inflight", task_id) is None
 

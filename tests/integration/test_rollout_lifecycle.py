@@ -56,7 +56,7 @@ def test_forward_fails_then_rollback_restores_previous(worker, r, control, sessi
     submit(worker, r, plan_id, [two_stage_tenant(tenant)])
     wait_for(lambda: status_of(r, tenant) == "FAILED", timeout=30, what="forward FAILED")
     failed = task_of(r, tenant)
-    assert failed["failedStage"] == "ob-service"
+    assert failed["failedStage"] == "ob-service" and failed["failureCode"] == "STEP_FAILED"
     assert session_fleet.addresses["ob-service"][0] in failed["lastError"]
     assert r.hget(PREFIX + tenant, "metadata") == '{"version":20}'
 

@@ -53,6 +53,7 @@ def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(wor
     wait_for(lambda: task_json(tenant)["status"] == "FAILED", timeout=30, what="FAILED")
     failed = task_json(tenant)
     assert failed["failure"]["stage"] == "blue-green-gateway"
+    assert failed["failure"]["code"] == "STEP_FAILED"
     assert "WRONGTYPE" in failed["failure"]["error"] and ISO.match(failed["failure"]["at"])
     assert failed["hash"] is None  # the key is not a hash: shown as such, not an error
     for k in ("retryCount", "totalStages", "stageIndex", "checkpoint"):
@@ -62,6 +63,7 @@ def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(wor
     assert [s["state"] for s in failed["stages"]] == ["FAILED"]
     text = runner.invoke(app, ["task", "--tenant", tenant]).output
     assert "failed at blue-green-gateway" in text and "WRONGTYPE" in text
+    assert "STEP_FAILED)" in text
     assert "another Redis type" in text
 
     r.delete(PREFIX + tenant)
@@ -71,6 +73,7 @@ def test_task_json_is_typed_with_iso_times_and_only_the_current_runs_failure(wor
     assert r.hget(f"deployer:task:{failed['taskId']}", "failedStage") == "blue-green-gateway"
     done = task_json(tenant)
     assert done["failure"] is None and "failedStage" not in done  # ... but not shown
+    assert "failureCode" not in done
     assert done["progress"] is None  # the last poll's text is not live once finished
     assert done["retryCount"] == 1 and done["stages"][0]["state"] == "DONE"
     assert json.loads(done["hash"]["metadata"]) == {"version": 20}

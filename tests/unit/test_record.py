@@ -23,6 +23,7 @@ FULL = {
     "gen": "2", "slot": "1", "cursor": "r-1.2:1:0:3", "control": "PAUSE", "controlBy": "ops",
     "controlReason": "why", "force": "1", "wave": "0", "progress": "1/2 instances at v20",
     "worker": "w@h:12:ab/13", "lastError": "boom", "failedStage": "portal",
+    "failureCode": "STEP_FAILED",
     "cancelledBy": "ops", "supersededBy": "task-q:t1", "createdAt": "1764000000000",
     "updatedAt": "1764000000001", "dispatchedAt": "1764000000002",
     "startedAt": "1764000000003", "endedAt": "1764000000004",

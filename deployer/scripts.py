@@ -1,0 +1,137 @@
+"""The Lua boundary: the one loader of deployer/lua, and the typed replies of its scripts.
+
+Every script is registered through `load` (the shared prelude in front, history retention
+from the settings written into it), and every reply a caller branches on is decoded here
+into an enum or a named record. A reply no caller knows is a `ScriptReplyError` — loud —
+never read as the nearest known answer (an unknown stage verdict once meant "run the steps").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from typing import Any, Literal, TypeVar
+
+import redis
+from redis.commands.core import Script
+
+from deployer import audit
+from deployer.errors import ScriptReplyError
+
+#: Every script in deployer/lua (the prelude is no script of its own).
+ScriptName = Literal[
+    "event_record",
+    "kv_write",
+    "orphan_claim",
+    "plan_cancel_slice",
+    "plan_claim",
+    "plan_control",
+    "plan_create",
+    "plan_fill",
+    "plan_finish",
+    "plan_slice",
+    "reconcile_claim",
+    "stage_begin",
+    "stage_end",
+    "task_command",
+    "task_fail",
+    "task_scan",
+    "wave_step",
+    "worker_beat",
+]
+
+#: Scripts sent without the prelude: kv_write runs on the target Redis (another server,
+#: perhaps), which keeps none of deployer's plans, tasks or events.
+_BARE: frozenset[ScriptName] = frozenset({"kv_write"})
+
+
+def _read(name: str) -> str:
+    return resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+
+
+@cache
+def source(name: ScriptName) -> str:
+    """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
+    import). Cached: the settings it reads are fixed for a process."""
+    if name in _BARE:
+        return _read(name)
+    prelude = audit.configure_prelude(_read("_prelude"))  # history retention from the settings
+    return prelude + "\n" + _read(name)
+
+
+def load(client: redis.Redis, name: ScriptName) -> Script:
+    """Register script `name` on `client` (no round trip: redis-py sends EVALSHA, and the
+    text once if the server does not know it yet)."""
+    return client.register_script(source(name))
+
+
+# ---- replies -------------------------------------------------------------------------------
+
+
+class Gate(StrEnum):
+    """What stage_begin.lua decided about a stage message."""
+
+    OK = "OK"
+    #: Another run owns the task now (token), or it is no longer in flight.
+    STALE = "STALE"
+    #: Another run holds the tenant lease: ask again in a moment.
+    BUSY = "BUSY"
+    PAUSED = "PAUSED"
+    CANCELLED = "CANCELLED"
+    #: This very step was delivered more than the redelivery cap: give up.
+    REDELIVERED = "REDELIVERED"
+    #: The message's plan or tenant is not its task's: nothing touched.
+    FORGED = "FORGED"
+    #: A newer task deployed the tenant since (detail: its id): not applied.
+    SUPERSEDED = "SUPERSEDED"
+
+
+class EndVerdict(StrEnum):
+    """What stage_end.lua did with a finished stage."""
+
+    #: Checkpointed; the chain goes on.
+    OK = "OK"
+    #: Checkpointed the last stage: the task finished.
+    DONE = "DONE"
+    STALE = "STALE"
+    FORGED = "FORGED"
+
+
+class FailVerdict(StrEnum):
+    """What task_fail.lua did: the task's new status, or why it left the task alone."""
+
+    FAILED = "FAILED"
+    ROLLBACK_FAILED = "ROLLBACK_FAILED"
+    STALE = "STALE"
+    FORGED = "FORGED"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def verdict(kind: type[E], raw: Any, script: str) -> E:
+    """The enum member a script answered; ScriptReplyError for anything else."""
+    try:
+        return kind(str(raw))
+    except ValueError:
+        raise ScriptReplyError(f"{script}.lua answered {raw!r}: not a {kind.__name__}") from None
+
+
+R = TypeVar("R")
+
+
+def records(kind: type[R], raw: Sequence[Any], script: str, **fixed: Any) -> Iterator[R]:
+    """A flat reply of fixed-size records, each bound to the fields of dataclass `kind` by
+    name: the script sends them in the order the dataclass declares them, leaving out the
+    `fixed` ones (the same for every record, given here)."""
+    names = [f.name for f in dataclasses.fields(kind) if f.name not in fixed]  # type: ignore[arg-type]
+    width = len(names)
+    if len(raw) % width:
+        raise ScriptReplyError(
+            f"{script}.lua answered {len(raw)} values: not records of {width} ({kind.__name__})"
+        )
+    for start in range(0, len(raw), width):
+        yield kind(**fixed, **dict(zip(names, raw[start : start + width], strict=True)))
