@@ -338,6 +338,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[str]] = {}
         self._waiting_by_rule: dict[str, int] = {}
+        self._waiting_rule: dict[str, str] = {}
         self._max_waiting: dict[str, int] = {}
         self._polls: dict[str, int] = {}
         self._broadcasts: dict[tuple[str, str], int] = {}
@@ -514,6 +515,7 @@ class Fleet:
             if pending:
                 if waiting is None:
                     waiting = self._waiting[tenant] = set()
+                    self._waiting_rule[tenant] = rule
                     now = self._waiting_by_rule.get(rule, 0) + 1
                     self._waiting_by_rule[rule] = now
                     self._max_waiting[rule] = max(self._max_waiting.get(rule, 0), now)
@@ -522,7 +524,9 @@ class Fleet:
                 waiting.discard(address)
                 if not waiting:
                     del self._waiting[tenant]
-                    self._waiting_by_rule[rule] -= 1
+                    # under the rule it began waiting under (the tenant's rule may have changed)
+                    began = self._waiting_rule.pop(tenant, rule)
+                    self._waiting_by_rule[began] = self._waiting_by_rule.get(began, 1) - 1
 
     def record(self, service: str, address: str, path: str, body: Any, tenant: str | None) -> None:
         with self._lock:
