@@ -149,7 +149,15 @@ def test_acks_wake_parked_stages_and_polling_stays_the_truth(spawn_worker):
             assert r.zscore(keys.PARKED, stuck_task) == due  # nothing woke the stuck tenant
             assert fleet.stats("never")["polls"] - polls <= 2 * 2  # only the marker's polls
             assert r.hget(f"deployer:task:{stuck_task}", "status") == "RUNNING"
+
+            # 3. A pause reaches the parked stage at once (its re-send is made due), not after
+            # its 200 s background poll; the parked re-send is gone, nothing polls on.
+            task_key = f"deployer:task:{stuck_task}"
+            client.pause(plan=stuck_plan)
+            wait_for(lambda: r.hget(task_key, "status") == "PAUSED", timeout=20, what="paused")
+            assert r.zscore(keys.PARKED, stuck_task) is None
             client.cancel(plan=stuck_plan)
+            wait_for(lambda: r.hget(task_key, "status") == "CANCELLED", timeout=20, what="cancel")
 
 
 def test_a_fleet_that_never_acks_still_completes_by_polling(spawn_worker):
