@@ -132,10 +132,10 @@ def main() -> None:
             slow = run(server, fleet, "slow", args.tenants)
             common.emit(
                 "fleet_wait.converge_after_delay", tenants=args.tenants, delay_s=args.delay,
-                interval_s=args.interval, acks=False, load_avg=load, **slow,
+                interval_s=args.interval, acks_expected=False, load_avg=load, **slow,
             )  # fmt: skip
             never_off = run_never(server, fleet, args.never_tenants, patience)
-            common.emit("fleet_wait.never_converging", acks=False, **never_off)
+            common.emit("fleet_wait.never_converging", acks_expected=False, **never_off)
         # Acks on: the worker expects them, the fleet publishes them.
         env = dict(os.environ, DEPLOYER_FLEET_ACKS="true")
         with common.worker(app="tasks", concurrency=2, env=env):
@@ -144,10 +144,10 @@ def main() -> None:
             acked = run(server, fleet, "acked", args.tenants)
             common.emit(
                 "fleet_wait.converge_after_delay", tenants=args.tenants, delay_s=args.delay,
-                interval_s=args.interval, acks=True, load_avg=load, **acked,
+                interval_s=args.interval, acks_expected=True, load_avg=load, **acked,
             )  # fmt: skip
             never_on = run_never(server, fleet, args.never_tenants, patience)
-            common.emit("fleet_wait.never_converging", acks=True, **never_on)
+            common.emit("fleet_wait.never_converging", acks_expected=True, **never_on)
     extra = round(slow["wall_s"] - at_once["wall_s"], 2)
     common.emit("fleet_wait.extra_wall_s", value=extra, goal_le=args.interval, met=extra <= 3.0)
     common.emit(
