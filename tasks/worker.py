@@ -24,6 +24,7 @@ from deployer.redis_client import client_for
 from stages import registry
 from tasks import runtime
 from tasks.app import app
+from tasks.chains import stage_priority
 
 log = logging.getLogger("deployer.reconciler")
 
@@ -98,10 +99,11 @@ app.steps["worker"].add(LivenessStep)
 
 class ParkingStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Sends parked HealthCheck re-sends when due or woken by an instance's ack
-    (deployer/parking.py), in the main process. Added after the liveness step, so it stops
+    (deployer/parking.py), in the main process. Requires the liveness step, so it stops
     first: a re-send it popped is sent before the heartbeat (and its record) goes."""
 
     label = "deployer parking"
+    requires = ("tasks.worker:LivenessStep",)  # started after it, so stopped before it
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -128,8 +130,14 @@ app.steps["worker"].add(ParkingStep)
 
 
 def send_parked(sig: str) -> None:
-    """Send a parked stage re-send: the signature `retry` would have sent."""
-    app.signature(kombu_json.loads(sig)).apply_async()
+    """Send a parked stage re-send: the signature `retry` would have sent, at the first
+    priority step (Redis broker): a poll that an ack woke, or a due one, is a tenant about
+    to finish, so it overtakes stages that wait to start (tasks/chains.py: stage_priority),
+    instead of queueing behind a whole burst of first stages."""
+    resend = app.signature(kombu_json.loads(sig))
+    if stage_priority(0) is not None:
+        resend.options["priority"] = 0
+    resend.apply_async()
 
 
 def held_stages() -> dict[str, str]:
