@@ -15,6 +15,7 @@ import redis
 
 from deployer.errors import Code, StaleRun, code_of
 from deployer.models import StageSpec, TaskRuntimeContext
+from deployer.parking import WakeOn
 from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.store import StageEnd, StageGate, Store
 from stages import registry
@@ -37,6 +38,8 @@ class Reschedule:
     countdown: float
     #: What the stage waits for, for operators (Flower's result, the worker log).
     why: str = ""
+    #: Set when acks can wake the stage: its re-send is parked (deployer/parking.py).
+    wake: WakeOn | None = None
 
 
 #: Why a stage ended its chain (mypy holds every `Halt(...)` to these).
@@ -112,7 +115,7 @@ def run_stage(
             ctx.attempt += 1
             ctx.scratch.update(result.progress)
             why = str(result.progress.get("progress") or f"step {spec.name} not done yet")
-            return Reschedule(ctx, result.countdown, why)
+            return Reschedule(ctx, result.countdown, why, result.wake)
         ctx.step_index, ctx.attempt = i + 1, 0
         ctx.scratch = {}
 

@@ -13,6 +13,7 @@ at the same moment (`stats()`), which proves waiting does not hold worker proces
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import re
@@ -57,6 +58,13 @@ class Behaviour:
     reject: bool = False  # portal/ASBC answer a business error
     trickle: float = 0.0  # send headers, then one body byte every `trickle` s, never ending
     answer_bytes: int = 0  # answer every request with a body of this many bytes
+    ack: bool = True  # publish an ack when the version becomes reportable (fleet acks on)
+
+    def acks(self) -> bool:
+        """Whether an instance under this rule acks: a healthy one does; one that never
+        converges, hangs, errs, misbehaves or never hears the broadcast does not."""
+        sick = self.hang or self.status is not None or self.trickle > 0 or self.answer_bytes
+        return self.ack and not (self.never or self.lose_broadcast or sick)
 
 
 @dataclass
@@ -110,7 +118,21 @@ class Instance:
             elif version != view.pending:
                 view.pending, view.pending_polls = version, 0
                 view.pending_since = time.monotonic()
-                view.ready_at = time.time() + self.fleet.behaviour_for(tenant).delay
+                delay = self.fleet.behaviour_for(tenant).delay
+                view.ready_at = time.time() + delay
+                self.fleet.schedule_ack(self, tenant, version, view.pending_since + delay)
+
+    def ack_due(self, tenant: str, version: Any) -> bool:
+        """At its ready time: whether this instance may report `version` now without a poll
+        (still the version it read, and its rule lets it converge and ack)."""
+        rule = self.rule or self.fleet.behaviour_for(tenant)
+        if not rule.acks() or rule.after_polls > 0:
+            return False
+        if rule.only is not None and self.address not in rule.only:
+            return False
+        with self.lock:
+            view = self.views.get(tenant)
+            return view is not None and version in (view.pending, view.visible)
 
     def fault_rule(self, tenant: str) -> Behaviour:
         """The rule a request for `tenant` meets here (the instance's own fault first);
@@ -139,6 +161,8 @@ class Instance:
                 and view.pending_polls >= rule.after_polls
             ):
                 view.visible, view.pending = view.pending, None
+                if rule.after_polls > 0:  # reportable only now, at this poll: ack it now
+                    self.fleet.schedule_ack(self, tenant, view.visible, 0.0, polled=True)
             return view.visible, view.pending is not None
 
     def listen(self, stop: threading.Event, ready: threading.Event) -> None:
@@ -294,11 +318,19 @@ class Fleet:
         topic: str,
         verify_path: str = "/actuator/bg-sdk/{tenantId}",
         default: Behaviour | None = None,
+        acks: bool = False,
+        ack_channel: str | None = None,
     ) -> None:
         self.redis = redis.Redis.from_url(
             redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
         )
         self.key_prefix, self.topic = key_prefix, topic
+        #: Instances publish acks (docs/contracts.md §2.1) on this channel when on.
+        self.acks, self.ack_channel = acks, ack_channel or f"{topic}:ack"
+        self._ack_due: list[tuple[float, int, Instance, str, Any]] = []
+        self._ack_wake = threading.Condition()
+        self._ack_seq = 0
+        self._acks_sent: dict[str, int] = {}
         self.rules: dict[str, Behaviour] = {"": default or Behaviour()}
         pattern = re.escape(verify_path).replace(r"\{tenantId\}", r"(?P<tenant>[A-Za-z0-9_.\-]+)")
         self._health = re.compile(pattern)  # used with fullmatch: no trailing newline
@@ -306,6 +338,7 @@ class Fleet:
         self._lock = threading.Lock()
         self._waiting: dict[str, set[str]] = {}
         self._waiting_by_rule: dict[str, int] = {}
+        self._waiting_rule: dict[str, str] = {}
         self._max_waiting: dict[str, int] = {}
         self._polls: dict[str, int] = {}
         self._broadcasts: dict[tuple[str, str], int] = {}
@@ -318,7 +351,9 @@ class Fleet:
         ]
 
     @classmethod
-    def from_settings(cls, settings: Settings, default: Behaviour | None = None) -> Fleet:
+    def from_settings(
+        cls, settings: Settings, default: Behaviour | None = None, acks: bool | None = None
+    ) -> Fleet:
         return cls(
             settings.instances,
             settings.target_url,
@@ -326,6 +361,8 @@ class Fleet:
             settings.pubsub_topic,
             settings.verify_path,
             default or Behaviour(delay=settings.fleet_delay_seconds),
+            acks=settings.fleet_acks if acks is None else acks,
+            ack_channel=settings.acks_channel,
         )
 
     # -- life cycle -------------------------------------------------------------------
@@ -343,12 +380,18 @@ class Fleet:
                 )
                 t.start()
                 self._threads.append(t)
+        if self.acks:
+            t = threading.Thread(target=self._publish_acks, daemon=True, name="fleet-acks")
+            t.start()
+            self._threads.append(t)
         for ready in readies:
             ready.wait(10)
         return self
 
     def stop(self) -> None:
         self.stopping.set()
+        with self._ack_wake:
+            self._ack_wake.notify_all()
         for inst in self.instances:
             inst.server.shutdown()
             inst.server.server_close()
@@ -361,6 +404,45 @@ class Fleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- acks (the push path: docs/contracts.md §2.1) ----------------------------------
+    def schedule_ack(
+        self, inst: Instance, tenant: str, version: Any, at: float, polled: bool = False
+    ) -> None:
+        """Publish `inst`'s ack for `version` at monotonic time `at` (if it may then)."""
+        if not self.acks:
+            return
+        with self._ack_wake:
+            self._ack_seq += 1
+            entry = (at, self._ack_seq, inst, tenant, (version, polled))
+            heapq.heappush(self._ack_due, entry)
+            self._ack_wake.notify()
+
+    def _publish_acks(self) -> None:
+        while not self.stopping.is_set():
+            with self._ack_wake:
+                now = time.monotonic()
+                if not self._ack_due or self._ack_due[0][0] > now:
+                    wait = self._ack_due[0][0] - now if self._ack_due else 1.0
+                    self._ack_wake.wait(min(wait, 1.0))
+                    continue
+                _, _, inst, tenant, (version, polled) = heapq.heappop(self._ack_due)
+            if polled or inst.ack_due(tenant, version):
+                self.publish_ack(inst, tenant, version)
+
+    def publish_ack(self, inst: Instance, tenant: str, version: Any) -> None:
+        message = {
+            "tenantId": tenant, "service": inst.service, "instance": inst.address,
+            "version": version,
+        }  # fmt: skip
+        try:
+            self.redis.publish(self.ack_channel, json.dumps(message))
+        except redis.RedisError as exc:
+            log.warning("fleet instance %s could not publish its ack: %s", inst.address, exc)
+            return
+        rule = self.rule_of(tenant)
+        with self._lock:
+            self._acks_sent[rule] = self._acks_sent.get(rule, 0) + 1
 
     # -- configuration ----------------------------------------------------------------
     def behave(self, prefix: str, behaviour: Behaviour) -> None:
@@ -405,7 +487,8 @@ class Fleet:
     def describe(self) -> str:
         served = ", ".join(f"{s} {' '.join(a)}" for s, a in self.addresses.items())
         d = self.rules[""]
-        return f"{served} (delay {d.delay:g}s, topic {self.topic})"
+        acks = f", acks on {self.ack_channel}" if self.acks else ""
+        return f"{served} (delay {d.delay:g}s, topic {self.topic}{acks})"
 
     def tenant_in(self, path: str) -> str | None:
         parts = urlsplit(path)
@@ -432,6 +515,7 @@ class Fleet:
             if pending:
                 if waiting is None:
                     waiting = self._waiting[tenant] = set()
+                    self._waiting_rule[tenant] = rule
                     now = self._waiting_by_rule.get(rule, 0) + 1
                     self._waiting_by_rule[rule] = now
                     self._max_waiting[rule] = max(self._max_waiting.get(rule, 0), now)
@@ -440,7 +524,9 @@ class Fleet:
                 waiting.discard(address)
                 if not waiting:
                     del self._waiting[tenant]
-                    self._waiting_by_rule[rule] -= 1
+                    # under the rule it began waiting under (the tenant's rule may have changed)
+                    began = self._waiting_rule.pop(tenant, rule)
+                    self._waiting_by_rule[began] = self._waiting_by_rule.get(began, 1) - 1
 
     def record(self, service: str, address: str, path: str, body: Any, tenant: str | None) -> None:
         with self._lock:
@@ -470,6 +556,7 @@ class Fleet:
         """Per rule: polls answered, tenants told "not yet" now and at most at once."""
         with self._lock:
             return {
+                "acks": self._acks_sent.get(prefix, 0),
                 "polls": self._polls.get(prefix, 0),
                 "waiting": self._waiting_by_rule.get(prefix, 0),
                 "max_waiting": self._max_waiting.get(prefix, 0),

@@ -90,6 +90,19 @@ def worker_holds(node: str) -> str:
     return WORKER_HOLDS.format(node=node)
 
 
+#: Parked HealthChecks (deployer/parking.py). zset task id -> ms when its re-send is due:
+PARKED = "deployer:parked"
+PARK = "deployer:park:{task_id}"  # hash: the re-send (sig), token, tenant, what it waits for
+PARK_TENANT = "deployer:park-tenant:{tenant_id}"  # task id parked last for the tenant, TTL
+PARK_ACKS = "deployer:park-acks:{tenant_id}"  # hash "service|instance" -> acked version, TTL
+#: hash task id -> position of the re-sends a worker popped and is sending (liveness reads it)
+WORKER_SENDS = "deployer:worker-sends:{node}"
+
+
+def worker_sends(node: str) -> str:
+    return WORKER_SENDS.format(node=node)
+
+
 #: Progressive rollout (a plan's `strategy`). A wave's task ids, fixed at submit:
 PLAN_WAVE = "deployer:plan:{plan_id}:wave:{index}"
 #: zset plan id -> ms when its wave step is due (bake end, gate re-check, wave finished).

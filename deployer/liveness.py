@@ -83,7 +83,9 @@ class Heartbeat:
         """Clean shutdown: the node leaves the registry, so nothing of it is re-driven (its
         unacknowledged messages go back to the queue and run elsewhere)."""
         pipe = self.r.pipeline(transaction=True)
-        pipe.delete(keys.worker(self.node), keys.worker_holds(self.node))
+        pipe.delete(
+            keys.worker(self.node), keys.worker_holds(self.node), keys.worker_sends(self.node)
+        )
         pipe.zrem(keys.WORKERS, self.node)
         pipe.execute()
 
@@ -115,7 +117,12 @@ class OrphanReconciler:
         found += self._matching(batch, dead_nodes)
         taken = {c[0] for c in found}
         for node in sorted(dead_nodes):
-            raw = self.store.r.hgetall(keys.worker_holds(node))
+            # What it held, and parked re-sends it popped but may not have sent
+            # (deployer/parking.py): both are the task's next step if ahead of its cursor.
+            raw = {
+                **self.store.r.hgetall(keys.worker_sends(node)),
+                **self.store.r.hgetall(keys.worker_holds(node)),
+            }
             held = {str(t): str(tok) for t, tok in raw.items()}
             found += [c for c in self._held(held, node) if c[0] not in taken]
         return found
@@ -187,7 +194,10 @@ class OrphanReconciler:
             # A full pass found nothing of them: they are forgotten (a node that comes back
             # registers itself again with its next beat).
             self.store.r.zrem(keys.WORKERS, *dead)
-            self.store.r.delete(*[keys.worker_holds(node) for node in dead])
+            self.store.r.delete(
+                *[keys.worker_holds(node) for node in dead],
+                *[keys.worker_sends(node) for node in dead],
+            )
         return total
 
 

@@ -26,6 +26,8 @@ ScriptName = Literal[
     "event_record",
     "kv_write",
     "orphan_claim",
+    "park",
+    "park_tick",
     "plan_cancel_slice",
     "plan_claim",
     "plan_control",

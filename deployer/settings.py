@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     # converge within a second of the broadcast, and a tenant should not wait 3 s for it.
     verify_first_interval_seconds: float = Field(1.0, gt=0)
     verify_path: str = "/actuator/bg-sdk/{tenantId}"
+    # Push path (issue 16; deployer/parking.py): the fleet's instances PUBLISH an ack on
+    # `ack_channel` (default "{pubsub_topic}:ack") when they make a tenant's version visible.
+    # While acks are expected a waiting HealthCheck is parked in Redis, woken by an ack, and
+    # polled in the background at most `ack_polls_per_minute` times per instance per minute
+    # (same patience in seconds). Off: the countdown schedule above, exactly as before.
+    fleet_acks: bool = False
+    ack_channel: str | None = None
+    ack_polls_per_minute: float = Field(5.0, gt=0)
     verify_json_path: str = "$.version"
     http_timeout_seconds: float = Field(5.0, gt=0)
     # Wall-clock bounds of one HealthCheck poll (whole request, body included; at most the
@@ -165,6 +173,11 @@ class Settings(BaseSettings):
     def target_url(self) -> str:
         assert self.target_redis_url is not None
         return self.target_redis_url
+
+    @property
+    def acks_channel(self) -> str:
+        """Where instances publish their acks (docs/contracts.md §2.1)."""
+        return self.ack_channel or f"{self.pubsub_topic}:ack"
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ import redis
 from deployer import keys
 from deployer.errors import ConfigError as ConfigError  # re-exported: its home was here
 from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
+from deployer.parking import WakeOn
 from deployer.settings import Settings
 from stages import probe
 from stages.discovery import Resolver, resolver_for
@@ -61,10 +62,14 @@ class Done:
 
 @dataclass
 class Wait:
-    """Not yet: re-run this step after `countdown` seconds, without holding a worker."""
+    """Not yet: re-run this step after `countdown` seconds, without holding a worker.
+
+    `wake`: the step expects instances' acks (deployer/parking.py): its re-send is parked
+    and an ack that matches wakes it before the countdown."""
 
     countdown: float
     progress: dict[str, Any] = field(default_factory=dict)
+    wake: WakeOn | None = None
 
 
 StepResult = Done | Wait

@@ -6,6 +6,7 @@ from functools import lru_cache
 
 from deployer.control import Controller
 from deployer.deadletter import DeadLetters
+from deployer.parking import Parking
 from deployer.planner import Planner
 from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
@@ -39,7 +40,7 @@ def reset() -> None:
     """Forget cached objects (tests that change the environment)."""
     get_settings.cache_clear()
     client_for.cache_clear()
-    for fn in (store, step_env, planner, controller, dead_letters):
+    for fn in (store, step_env, planner, controller, dead_letters, parking):
         fn.cache_clear()
 
 
@@ -53,3 +54,9 @@ def dead_letters() -> DeadLetters:
     """Where refused broker messages are kept (the state Redis, like rejections)."""
     s = settings()
     return DeadLetters(client_for(s.state_url), s.dead_letters_maxlen)
+
+
+@lru_cache(maxsize=1)
+def parking() -> Parking:
+    """Parked HealthCheck re-sends (the state Redis)."""
+    return Parking(store().r)

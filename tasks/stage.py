@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 from celery import Task
+from kombu.utils import json as kombu_json
 from pydantic import ValidationError
 
 from deployer import executor
@@ -44,6 +45,43 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     stop_chain(task)
 
 
+def park(task: Task, args: tuple[Any, ...], outcome: executor.Reschedule) -> str | None:
+    """Park the stage's re-send in Redis until due or woken by an ack (deployer/parking.py),
+    instead of a countdown message: what Redis keeps can be woken, a held message cannot.
+
+    The parked signature is what `retry` would send (`signature_from_request`: same task id,
+    the rest of the chain in its `chain` option, retries + 1); the worker's parking thread
+    sends it. Returns what the attempt did, or None when Redis failed (the caller re-sends
+    with a countdown instead: the stage is never lost)."""
+    assert outcome.wake is not None
+    ctx = outcome.ctx
+    sig = task.signature_from_request(task.request, args, None, retries=task.request.retries + 1)
+    position = f"{ctx.token}:{ctx.stage_index}:{ctx.step_index}:{ctx.attempt}"
+    try:
+        verdict = runtime.parking().park(
+            task_id=ctx.task_id,
+            tenant_id=ctx.tenant_id,
+            token=ctx.token,
+            position=position,
+            countdown=outcome.countdown,
+            wake=outcome.wake,
+            sig=kombu_json.dumps(dict(sig)),
+        )
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("run_stage %s: could not park (%s); re-sending", ctx.task_id, exc)
+        return None
+    if verdict == "NOW":  # an instance acked while this poll ran: poll again at once
+        reschedule(task, args, 0.0)
+        return f"{outcome.why or 'waiting'}; acked meanwhile, stage re-sent at once"
+    stop_chain(task)
+    if verdict == "STALE":
+        return HALTED["stale"]
+    return (
+        f"{outcome.why or 'waiting'}; stage parked, polled again in {outcome.countdown:g}s "
+        f"or when an instance acks (attempt {ctx.attempt})"
+    )
+
+
 @app.task(
     name="deployer.run_stage",
     bind=True,
@@ -77,9 +115,12 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     if isinstance(outcome, executor.Proceed):
         return outcome.ctx.model_dump(mode="json", by_alias=True)
     if isinstance(outcome, executor.Reschedule):
-        reschedule(
-            self, (outcome.ctx.model_dump(mode="json", by_alias=True), spec), outcome.countdown
-        )
+        args = (outcome.ctx.model_dump(mode="json", by_alias=True), spec)
+        if outcome.wake is not None:
+            parked = park(self, args, outcome)
+            if parked is not None:
+                return parked
+        reschedule(self, args, outcome.countdown)
         return waiting_summary(outcome)
     stop_chain(self)
     if outcome.plan_slot_freed:

@@ -14,13 +14,17 @@ from typing import Any
 from celery import bootsteps
 from celery.signals import worker_init
 from celery.worker import state as worker_state
+from kombu.utils import json as kombu_json
 
 from deployer import worker_id
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
+from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
+from deployer.redis_client import client_for
 from stages import registry
 from tasks import runtime
 from tasks.app import app
+from tasks.chains import stage_priority
 
 log = logging.getLogger("deployer.reconciler")
 
@@ -91,6 +95,49 @@ class LivenessStep(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 app.steps["worker"].add(LivenessStep)
+
+
+class ParkingStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Sends parked HealthCheck re-sends when due or woken by an instance's ack
+    (deployer/parking.py), in the main process. Requires the liveness step, so it stops
+    first: a re-send it popped is sent before the heartbeat (and its record) goes."""
+
+    label = "deployer parking"
+    requires = ("tasks.worker:LivenessStep",)  # started after it, so stopped before it
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: ParkingThread | None = None
+
+    def start(self, worker: Any) -> None:
+        s = runtime.settings()
+        node = worker_id.node_name(worker.hostname)
+        self.thread = ParkingThread(
+            runtime.parking(), node, send_parked, client_for(s.target_url), s.acks_channel
+        )
+        self.thread.start()
+        log.info("parking started (acks on %s)", s.acks_channel)
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(ParkingStep)
+
+
+def send_parked(sig: str) -> None:
+    """Send a parked stage re-send: the signature `retry` would have sent, at the first
+    priority step (Redis broker): a poll that an ack woke, or a due one, is a tenant about
+    to finish, so it overtakes stages that wait to start (tasks/chains.py: stage_priority),
+    instead of queueing behind a whole burst of first stages."""
+    resend = app.signature(kombu_json.loads(sig))
+    if stage_priority(0) is not None:
+        resend.options["priority"] = 0
+    resend.apply_async()
 
 
 def held_stages() -> dict[str, str]:

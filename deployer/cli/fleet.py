@@ -39,6 +39,14 @@ def fleet(
         list[str] | None,
         typer.Option(help="Converge only on these instances (host:port, repeatable)."),
     ] = None,
+    acks: Annotated[
+        bool | None,
+        typer.Option(
+            "--acks/--no-acks",
+            help="Publish an ack when an instance makes a version visible "
+            "(default DEPLOYER_FLEET_ACKS; channel DEPLOYER_ACK_CHANNEL).",
+        ),
+    ] = None,
 ) -> None:
     """Run real HTTP servers + pub/sub listeners standing in for the services."""
     from deployer.fleet import Behaviour, Fleet
@@ -62,7 +70,7 @@ def fleet(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with Fleet.from_settings(settings, default=default) as running:
+        with Fleet.from_settings(settings, default=default, acks=acks) as running:
             if tenant_prefix:
                 running.behave(tenant_prefix, rule)
             console.print(f"[bold]simulated fleet[/] {running.describe()}")

@@ -25,6 +25,9 @@ if control == 'CLEAR' then
   redis.call('HDEL', task_key, 'control', 'controlBy', 'controlReason')
 elseif control ~= '' then
   redis.call('HSET', task_key, 'control', control, 'controlBy', by, 'controlReason', reason)
+  -- A parked HealthCheck (deployer/parking.py) is sent now, so its gate sees the flag at once.
+  local due = redis.call('ZSCORE', 'deployer:parked', task_id)
+  if due and tonumber(due) > now then redis.call('ZADD', 'deployer:parked', now, task_id) end
 end
 if queue_op ~= '' then redis.call('LREM', queue_key, 0, task_id) end
 if queue_op == 'FRONT' then redis.call('LPUSH', queue_key, task_id) end

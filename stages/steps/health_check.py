@@ -8,6 +8,11 @@ unsatisfied attempt returns `Wait`, so the stage is re-sent with a countdown ins
 sleeping in the worker. Equality, not "at least": a rollback expects an older version.
 Timeouts, refused connections and error statuses are "not yet" until the last attempt,
 whose failure names every instance that did not converge and what it last answered.
+
+When the instances ack (`DEPLOYER_FLEET_ACKS` or the step's `acks` param), the `Wait` names
+what may wake it (`WakeOn`: service, version, the instances not yet confirmed) and the
+re-poll is sparse (`ack_countdown`: at most `DEPLOYER_ACK_POLLS_PER_MINUTE` per instance per
+minute, the same patience in seconds); the stage task parks it (deployer/parking.py).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
+from deployer.parking import WakeOn, ack_countdown
 from deployer.settings import Settings
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 from stages.discovery import instances_for
@@ -100,27 +106,34 @@ class HealthCheck(Step):
             env.log.info("tenant %s: %s", ctx.tenant_id, summary)
             return Done()
         attempt = ctx.attempt + 1
-        waited = float(scratch.get("waited") or 0.0)
-        if waited >= patience_of(s) - 1e-6:
+        waited = waited_so_far(scratch)
+        patience = patience_of(s)
+        if waited >= patience - 1e-6:
             late = "; ".join(f"{i} answered {seen[i]}" for i in instances if i not in confirmed)
             raise StepFailed(
                 f"{len(instances) - len(confirmed)} of {len(instances)} {service} instances "
                 f"did not report {'version ' + str(expected) if expected is not None else 'up'} "
                 f"at {path} after {attempt} attempts ({time.time() - started:.1f}s): {late}"
             )
-        countdown = next_poll(
-            s.verify_first_interval_seconds, s.verify_interval_seconds, ctx.attempt
-        )
+        progress = {
+            "progress": summary,
+            "instances": instances,
+            "confirmed": sorted(confirmed),
+            "seen": seen,
+            "started": started,
+        }
+        if not expects_acks(params, s):
+            countdown = next_poll(
+                s.verify_first_interval_seconds, s.verify_interval_seconds, ctx.attempt
+            )
+            return Wait(countdown, {**progress, "waited": waited + countdown})
+        # Acks expected: a sparse background poll; an instance's ack wakes the stage sooner.
+        countdown = ack_countdown(s, patience, waited)
+        pending = [i for i in instances if i not in confirmed]
         return Wait(
             countdown,
-            {
-                "progress": summary,
-                "instances": instances,
-                "confirmed": sorted(confirmed),
-                "seen": seen,
-                "started": started,
-                "waited": waited + countdown,
-            },
+            {**progress, "waited": waited, "countdown": countdown, "parkedAt": time.time()},
+            wake=WakeOn(service, expected, pending),
         )
 
 
@@ -144,3 +157,21 @@ def patience_of(s: Settings) -> float:
     """Seconds of countdowns after which a HealthCheck gives up: what `verify_max_attempts`
     polls at the interval would wait, however many quicker polls the ramp added."""
     return (s.verify_max_attempts - 1) * s.verify_interval_seconds
+
+
+def expects_acks(params: dict[str, Any], s: Settings) -> bool:
+    """Whether this service's instances ack (a step's `acks` param, else DEPLOYER_FLEET_ACKS)."""
+    value = params.get("acks")
+    return s.fleet_acks if value is None else bool(value)
+
+
+def waited_so_far(scratch: dict[str, Any]) -> float:
+    """Seconds of waiting counted against the patience. A countdown counts whole (a re-poll
+    delayed by a busy queue does not eat the patience); a parked wait woken early by an
+    ack counts only the time it really waited, so the give-up deadline stays the same in
+    seconds whatever acks came."""
+    waited = float(scratch.get("waited") or 0.0)
+    if "parkedAt" in scratch:
+        countdown = float(scratch.get("countdown") or 0.0)
+        waited += max(0.0, min(countdown, time.time() - float(scratch["parkedAt"])))
+    return waited

@@ -180,3 +180,52 @@ def test_a_dead_worker_holding_another_workers_tenant_gives_it_back_within_secon
     assert got.statuses == {"COMPLETED": 1} and not got.completed_twice and not got.stuck
     redriven = [e for e in plan_events(r, plan_id) if e["type"] == "TASK_REDRIVEN"]
     assert [e["reason"] for e in redriven] == [f"worker lost: {node}"]
+
+
+def test_parked_tenants_of_a_killed_worker_recover_within_seconds_once(
+    supervisor, r, session_fleet
+):
+    """Acks expected, background poll 30 s away: the tenants' HealthChecks are parked in
+    Redis (deployer/parking.py), last polled by the victim. kill -9 of its main process: the
+    survivor takes them over (new token: the parked re-sends of the dead run are dropped)
+    and every tenant completes once, well before the background poll."""
+    plan_id = unique("parkkill")
+    tenants = [f"{plan_id}-t{i}" for i in range(6)]
+    for tenant in tenants:
+        session_fleet.behave(tenant, Behaviour(delay=1.0))
+    supervisor.env.update(
+        SLOW_FALLBACKS,
+        DEPLOYER_FLEET_ACKS="true",  # the session fleet never acks: only polling finishes
+        DEPLOYER_VERIFY_MAX_ATTEMPTS="3",  # 60 s of patience
+        DEPLOYER_ACK_POLLS_PER_MINUTE="1",  # one background poll: after 30 s (lease / 2)
+    )
+    supervisor.start("w1")
+    DeployerClient().submit(plan(plan_id, [bg_tenant(t) for t in tenants], maxConcurrency=6))
+    task_ids = [task_id_for(plan_id, t) for t in tenants]
+    wait_for(
+        lambda: all(r.zscore("deployer:parked", t) is not None for t in task_ids),
+        timeout=20,
+        what="every tenant parked",
+    )
+    supervisor.start("w2")
+    victim = supervisor.procs["w1"]
+    try:
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        wait_for(
+            lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
+            timeout=15,
+            what="plan COMPLETED within 15 s of the kill",
+        )
+    finally:
+        try:
+            os.killpg(victim.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    got = outcome(r, plan_id, version=20)
+    assert got.statuses == {"COMPLETED": 6} and not got.stuck and not got.wrong_version
+    assert not got.completed_twice
+    # What is still parked belongs to the dead run: dropped unsent when due (token fence).
+    for task_id in r.zrange("deployer:parked", 0, -1):
+        parked_token = r.hget(f"deployer:park:{task_id}", "token")
+        assert parked_token != r.hget(f"deployer:task:{task_id}", "token")
