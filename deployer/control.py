@@ -563,11 +563,11 @@ class Controller:
         raw = self.store.get_task_raw(task["taskId"])
         run = self.planner.stored_run(raw)
         checkpoint = int(raw.get("checkpoint") or -1)
-        ctx = TaskRuntimeContext.model_validate_json(raw["ctx"]) if raw.get("ctx") else run.context
+        ctx = TaskRuntimeContext.from_json(raw["ctx"]) if raw.get("ctx") else run.context
         retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
         fields: dict[str, str | int] = {
-            "ctx": retried.context.model_dump_json(by_alias=True),
-            "checkpoint": checkpoint if from_checkpoint else -1,
+            "ctx": retried.context.to_json(),
+            "checkpoint": retried.context.checkpoint,
             "retryCount": retries + 1,
             "lastError": "",
         }
@@ -592,10 +592,10 @@ class Controller:
         run = prepare_rollback(model, self.planner.stored_run(raw), self.planner.settings)
         return {
             "run": run.model_dump_json(by_alias=True),
-            "ctx": run.context.model_dump_json(by_alias=True),
+            "ctx": run.context.to_json(),
             "runId": run.run_id,
             "runKind": run.kind.value,
-            "checkpoint": -1,
+            "checkpoint": run.context.checkpoint,
             "totalStages": len(run.stages),
             "retryCount": 0,
             "lastError": "",

@@ -69,7 +69,7 @@ def run_stage(
     if refused is not None:
         return refused
     if gate.acquired:
-        _retake_tenant(env, ctx, stage, gate.epoch)
+        ctx = _retake_tenant(env, ctx, stage, gate.epoch)
 
     for i in range(ctx.step_index, len(stage.steps)):
         spec = stage.steps[i]
@@ -86,17 +86,15 @@ def run_stage(
                 return Halt("stale")  # another run owns the task now: not ours to fail
             return Halt("failed", plan_slot_freed=True, reason=reason)
         if isinstance(result, Wait):
-            ctx.step_index = i
-            ctx.attempt += 1
-            ctx.scratch.update(result.progress)
+            ctx = ctx.after_wait(result.progress)
             why = str(result.progress.get("progress") or f"step {spec.name} not done yet")
             return Reschedule(ctx, result.countdown, why)
-        ctx.step_index, ctx.attempt = i + 1, 0
-        ctx.scratch = {}
+        ctx = ctx.next_step()
 
-    ctx.stage_index += 1
-    ctx.step_index = 0
+    ctx = ctx.next_stage()
     is_last = ctx.stage_index >= ctx.stage_count
+    if not is_last:
+        ctx.encode_for_next_stage()  # the checkpoint below is serialised from it
     verdict, waiting = store.end_stage(ctx, stage, is_last)
     if verdict in ("STALE", "FORGED"):
         return Halt("stale")
@@ -144,7 +142,9 @@ def _refused(
     return None
 
 
-def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int) -> None:
+def _retake_tenant(
+    env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int
+) -> TaskRuntimeContext:
     """This stage took the tenant lease (first stage, or again after losing it)."""
     if not env.same_server:
         env.target.set(env.fence_key(ctx.tenant_id), ctx.token)
@@ -159,5 +159,5 @@ def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoc
             ctx.tenant_id,
             stage.name,
         )
-        ctx.step_index, ctx.attempt, ctx.scratch = 0, 0, {}
-    ctx.lease_epoch = epoch
+        ctx = ctx.restart_stage()
+    return ctx.with_lease_epoch(epoch)

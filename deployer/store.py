@@ -327,7 +327,7 @@ class Store:
         for run in runs:
             key = keys.task(run.context.task_id)
             pipe.hsetnx(key, "run", run.model_dump_json(by_alias=True))
-            pipe.hsetnx(key, "ctx", run.context.model_dump_json(by_alias=True))
+            pipe.hsetnx(key, "ctx", run.context.to_json())
         pipe.execute()
 
     def plan_digest(self, plan_id: str) -> str | None:
@@ -393,7 +393,7 @@ class Store:
                 running.value,
                 self.settings.max_redeliveries,
                 self.settings.events_maxlen,
-                ctx.model_dump_json(by_alias=True),
+                ctx.to_json(),
                 worker_label(worker),
                 str(ctx.scratch.get("progress", "")),
                 ctx.plan_id,
@@ -418,10 +418,10 @@ class Store:
             keys=[*self._task_keys(ctx), keys.plan_queue(ctx.plan_id)],
             args=[
                 ctx.token,
-                ctx.stage_index - 1,
+                ctx.checkpoint,
                 stage.name,
                 now_ms(),
-                ctx.model_dump_json(by_alias=True),
+                ctx.to_json(),
                 "1" if is_last else "0",
                 final.value,
                 self.settings.events_maxlen,

@@ -19,8 +19,8 @@ from typing import Any
 from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
 from deployer.settings import Settings
-from stages.base import Done, Step, StepEnv, StepResult, Wait
-from stages.discovery import instances_for
+from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait
+from stages.discovery import Selection, instances_for
 from stages.probe import extract, poll, request
 
 
@@ -40,22 +40,36 @@ def same_version(value: Any, expected: int) -> bool:
     return isinstance(value, str) and value.strip() == str(expected)
 
 
-class HealthCheck(Step):
+class HealthCheckParams(StepParams):
+    #: Whose instances are polled (discovery; never a host from a config).
+    service: str
+    #: The health path template (`{tenantId}`); default DEPLOYER_VERIFY_PATH.
+    path: str | None = None
+    #: Where the version is in the answer; default DEPLOYER_VERIFY_JSON_PATH.
+    json_path: str | None = None
+    #: ALL or RANDOM; default DEPLOYER_SELECTION.
+    selection: Selection | None = None
+    #: The tenant's Nacos namespace.
+    namespace: str | None = None
+
+
+class HealthCheck(Step[HealthCheckParams]):
     type_name = "health-check"
+    Params = HealthCheckParams
     calls_instances = True
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
-        return self.check(step.params, ctx, env)
+        return self.check(self.parse(step), ctx, env)
 
-    def check(self, params: dict[str, Any], ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+    def check(self, p: HealthCheckParams, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         s = env.settings
-        service = str(params["service"])
+        service = p.service
         expected = ctx.plan_version
-        path = url_path(str(params.get("path") or s.verify_path), ctx.tenant_id)
-        json_path = str(params.get("jsonPath") or s.verify_json_path)
+        path = url_path(p.path or s.verify_path, ctx.tenant_id)
+        json_path = p.json_path or s.verify_json_path
         scratch = ctx.scratch
         instances: list[str] = scratch.get("instances") or instances_for(
-            env.discovery, service, params.get("namespace"), params.get("selection") or s.selection
+            env.discovery, service, p.namespace, p.selection or s.selection
         )
         started = float(scratch.get("started") or time.time())
         if expected is None and ctx.attempt == 0:
