@@ -71,7 +71,8 @@ def run_stage(
     if gate.acquired:
         ctx = _retake_tenant(env, ctx, stage, gate.epoch)
 
-    for i in range(ctx.step_index, len(stage.steps)):
+    last = len(stage.steps) - 1
+    for i in range(ctx.step_index, last + 1):
         spec = stage.steps[i]
         try:
             result = registry.step(spec.type).run(spec, ctx, env)
@@ -89,7 +90,8 @@ def run_stage(
             ctx = ctx.after_wait(result.progress)
             why = str(result.progress.get("progress") or f"step {spec.name} not done yet")
             return Reschedule(ctx, result.countdown, why)
-        ctx = ctx.next_step()
+        if i < last:
+            ctx = ctx.next_step()  # (after the last one: next_stage)
 
     ctx = ctx.next_stage()
     is_last = ctx.stage_index >= ctx.stage_count

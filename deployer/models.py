@@ -407,13 +407,15 @@ class TaskRuntimeContext(WireModel):
 
     def _evolve(self, **changes: Any) -> TaskRuntimeContext:
         """A copy with `changes` (field names, valid values): what `model_copy(update=...)`
-        does, at half its cost, for the transitions below (several per stage)."""
+        does, at half its cost, for the transitions below (one or more per stage). The set
+        of fields given at creation is shared, not extended: a frozen model never changes
+        it, and contexts are always encoded whole (never `exclude_unset`)."""
         new = object.__new__(TaskRuntimeContext)
         values = self.__dict__.copy()
         values.update(changes)
         _set = object.__setattr__
         _set(new, "__dict__", values)
-        _set(new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | changes.keys())
+        _set(new, "__pydantic_fields_set__", self.__pydantic_fields_set__)
         _set(new, "__pydantic_extra__", None)
         _set(new, "__pydantic_private__", None)
         return new
@@ -439,8 +441,9 @@ class TaskRuntimeContext(WireModel):
         return self._evolve(step_index=0, attempt=0, scratch={})
 
     def next_stage(self) -> TaskRuntimeContext:
-        """The current stage is done: the position moves to the next stage's first step."""
-        return self._evolve(stage_index=self.stage_index + 1, step_index=0)
+        """The current stage is done (its last step too): the next stage's first step, with
+        no attempt and no scratch."""
+        return self._evolve(stage_index=self.stage_index + 1, step_index=0, attempt=0, scratch={})
 
     def for_retry(self, stage_index: int) -> TaskRuntimeContext:
         """This run again from `stage_index`: no attempt, no scratch, no token (a new send
