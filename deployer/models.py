@@ -410,11 +410,8 @@ class TaskRuntimeContext(WireModel):
         does, at half its cost, for the transitions below (one or more per stage). The set
         of fields given at creation is shared, not extended: a frozen model never changes
         it, and contexts are always encoded whole (never `exclude_unset`)."""
-        new = object.__new__(TaskRuntimeContext)
-        values = self.__dict__.copy()
-        values.update(changes)
-        _set = object.__setattr__
-        _set(new, "__dict__", values)
+        new = _new(TaskRuntimeContext)
+        _set(new, "__dict__", {**self.__dict__, **changes})
         _set(new, "__pydantic_fields_set__", self.__pydantic_fields_set__)
         _set(new, "__pydantic_extra__", None)
         _set(new, "__pydantic_private__", None)
@@ -488,6 +485,8 @@ class TaskRuntimeContext(WireModel):
         _last_wire = (self, wire)
         return wire
 
+
+_new, _set = object.__new__, object.__setattr__
 
 #: The last context encoded for a next stage and its message object (one slot: a stage
 #: encodes its context, checkpoints it and returns it, nothing in between).
