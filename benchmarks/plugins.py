@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
 from deployer.settings import Settings
-from stages.base import Assembler, Done, Step, StepEnv, StepResult, Wait
+from stages.base import Assembler, Done, Step, StepEnv, StepParams, StepResult, Wait
 
 STAGES = 4
 
@@ -63,14 +63,19 @@ for _cls in (*NOOP, *KV, *WAIT):
     globals()[_cls.__name__] = _cls
 
 
-class BenchWait(Step):
+class BenchWaitParams(StepParams):
+    polls: int = 3
+
+
+class BenchWait(Step[BenchWaitParams]):
     """A simulated fleet poll: one Redis GET, then Wait until `polls` polls were made."""
 
     type_name = "bench-wait"
+    Params = BenchWaitParams
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         env.target.get(f"bench:instance:{ctx.tenant_id}")
-        if ctx.attempt + 1 >= int(step.params.get("polls", 3)):
+        if ctx.attempt + 1 >= self.parse(step).polls:
             return Done()
         interval = float(os.environ.get("BENCH_POLL_INTERVAL", "1.0"))
         return Wait(countdown=interval, progress={"polls": ctx.attempt + 1})

@@ -39,9 +39,8 @@ def main() -> None:
                                  tenant_id=slot.task_id.rsplit("_", 1)[-1].rsplit(":", 1)[-1],
                                  run_id=slot.run_id, token=slot.token)  # fmt: skip
         for index in range(STAGES):
-            ctx.stage_index = index
             store.begin_stage(ctx, stage)
-            ctx.stage_index = index + 1
+            ctx = ctx.next_stage()
             store.end_stage(ctx, stage, is_last=index == STAGES - 1)
     elapsed = time.perf_counter() - started
     stats = server.r.info("commandstats")["cmdstat_evalsha"]

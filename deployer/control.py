@@ -553,8 +553,8 @@ class Controller:
         ctx = stored.context() or run.context
         retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
         update = TaskRecord(
-            ctx=retried.context.model_dump_json(by_alias=True),
-            checkpoint=checkpoint if from_checkpoint else -1,
+            ctx=retried.context.to_json(),
+            checkpoint=retried.context.checkpoint,
             retry_count=retries + 1,
             last_error="",
             failure_code="",
@@ -569,10 +569,10 @@ class Controller:
         run = prepare_rollback(stored, self.planner.stored_run(stored), self.planner.settings)
         update = TaskRecord(
             run=run.model_dump_json(by_alias=True),
-            ctx=run.context.model_dump_json(by_alias=True),
+            ctx=run.context.to_json(),
             run_id=run.run_id,
             run_kind=run.kind,
-            checkpoint=-1,
+            checkpoint=run.context.checkpoint,
             total_stages=len(run.stages),
             retry_count=0,
             last_error="",

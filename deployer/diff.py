@@ -18,11 +18,11 @@ from deployer import keys
 from deployer.errors import Code
 from deployer.intake import plan_digest, task_row, validate_plan
 from deployer.models import StageSpec, TenantConfig
-from deployer.planner import WRITING_STEPS
 from deployer.record import Field
 from deployer.settings import Settings
 from deployer.store import read_tasks
 from deployer.strategy import plan_waves
+from stages import registry
 from stages.factory import forward_stages
 from stages.steps.key_value_write import compact
 
@@ -32,8 +32,8 @@ def would_write(config: TenantConfig, stages: list[StageSpec]) -> dict[str, str 
     out: dict[str, str | None] = {}
     for stage in stages:
         for step in stage.steps:
-            if step.type in WRITING_STEPS and "field" in step.params:
-                out[str(step.params["field"])] = compact(step.params["value"])
+            for field, value in registry.step(step.type).writes(step).items():
+                out[field] = compact(value)
     if out:
         version = config.plan_version
         out["metadata"] = compact({"version": version}) if version is not None else None

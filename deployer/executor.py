@@ -94,9 +94,10 @@ def run_stage(
     if refused is not None:
         return refused
     if gate.acquired:
-        _retake_tenant(env, ctx, stage, gate.epoch)
+        ctx = _retake_tenant(env, ctx, stage, gate.epoch)
 
-    for i in range(ctx.step_index, len(stage.steps)):
+    last = len(stage.steps) - 1
+    for i in range(ctx.step_index, last + 1):
         spec = stage.steps[i]
         try:
             result = registry.step(spec.type).run(spec, ctx, env)
@@ -111,17 +112,20 @@ def run_stage(
                 return Halt("stale")  # another run owns the task now: not ours to fail
             return Halt("failed", plan_slot_freed=True, reason=reason)
         if isinstance(result, Wait):
-            ctx.step_index = i
-            ctx.attempt += 1
-            ctx.scratch.update(result.progress)
+            ctx = ctx.after_wait(result.progress)
             why = str(result.progress.get("progress") or f"step {spec.name} not done yet")
             return Reschedule(ctx, result.countdown, why, result.wake)
-        ctx.step_index, ctx.attempt = i + 1, 0
-        ctx.scratch = {}
+        if i < last:
+            ctx = ctx.next_step()  # (after the last one: next_stage)
 
-    ctx.stage_index += 1
-    ctx.step_index = 0
+    return _end_stage(store, ctx.next_stage(), stage)
+
+
+def _end_stage(store: StageStore, ctx: TaskRuntimeContext, stage: StageSpec) -> Outcome:
+    """Every step done: checkpoint, and hand the context to the next stage (or finish)."""
     is_last = ctx.stage_index >= ctx.stage_count
+    if not is_last:
+        ctx.encode_for_next_stage()  # the checkpoint below is serialised from it
     end = store.end_stage(ctx, stage, is_last)
     match end.verdict:
         case EndVerdict.STALE | EndVerdict.FORGED:
@@ -194,7 +198,9 @@ def _refused(
             assert_never(gate.verdict)
 
 
-def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int) -> None:
+def _retake_tenant(
+    env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoch: int
+) -> TaskRuntimeContext:
     """This stage took the tenant lease (first stage, or again after losing it)."""
     if not env.same_server:
         env.target.set(env.fence_key(ctx.tenant_id), ctx.token)
@@ -209,5 +215,5 @@ def _retake_tenant(env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, epoc
             ctx.tenant_id,
             stage.name,
         )
-        ctx.step_index, ctx.attempt, ctx.scratch = 0, 0, {}
-    ctx.lease_epoch = epoch
+        ctx = ctx.restart_stage()
+    return ctx.with_lease_epoch(epoch)

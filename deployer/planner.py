@@ -42,6 +42,7 @@ from deployer.record import Field, TaskRecord
 from deployer.settings import Settings
 from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
 from deployer.waves import MAX_STEPS, call_gate, wave_plan
+from stages import registry
 from stages.base import ConfigError
 from stages.discovery import Resolver
 from stages.factory import build_stages, forward_stages
@@ -77,17 +78,17 @@ def new_run_id() -> str:
 
 
 def initial_context(
-    plan_id: str, task_id: str, config: TenantConfig, kind: RunKind, run_id: str
+    plan_id: str,
+    task_id: str,
+    config: TenantConfig,
+    kind: RunKind,
+    run_id: str,
+    stage_count: int = 0,
 ) -> TaskRuntimeContext:
     """Created with the run: planVersion travels in additionalData, so every stage of the
     chain writes and verifies the same version (docs/contracts.md §4)."""
-    return TaskRuntimeContext(
-        plan_id=plan_id,
-        task_id=task_id,
-        tenant_id=config.tenant_id,
-        run_id=run_id,
-        run_kind=kind,
-        additional_data={"planVersion": config.plan_version},
+    return TaskRuntimeContext.start(
+        plan_id, task_id, config.tenant_id, run_id, kind, config.plan_version, stage_count
     )
 
 
@@ -96,8 +97,7 @@ def forward_run(
 ) -> Run:
     """A task's first run, from the caller's config (built when the task is first sent)."""
     stages = forward_stages(config, settings)
-    ctx = initial_context(plan_id, task_id, config, RunKind.FORWARD, run_id)
-    ctx.stage_count = len(stages)
+    ctx = initial_context(plan_id, task_id, config, RunKind.FORWARD, run_id, len(stages))
     return Run(run_id=run_id, kind=RunKind.FORWARD, stages=stages, context=ctx)
 
 
@@ -282,14 +282,14 @@ class Planner:
                 if slot.run_json:
                     run = Run.model_validate_json(slot.run_json)
                     ctx = (
-                        TaskRuntimeContext.model_validate_json(slot.ctx_json)
+                        TaskRuntimeContext.from_json(slot.ctx_json)
                         if slot.ctx_json
-                        else run.context.model_copy()
+                        else run.context
                     )
                 else:
                     run = self._first_run(slot)
                     built.append(run)
-                    ctx = run.context.model_copy()
+                    ctx = run.context
                 if not 0 <= ctx.stage_index < len(run.stages):
                     raise ValueError(
                         f"stored context points at stage {ctx.stage_index} "
@@ -302,8 +302,7 @@ class Planner:
                 log.exception("task %s: unexpected error preparing its run", slot.task_id)
                 self._unlaunchable(slot, exc)
                 continue
-            ctx.token = slot.token
-            ready.append(Dispatch(slot.task_id, slot.token, run, ctx))
+            ready.append(Dispatch(slot.task_id, slot.token, run, ctx.with_token(slot.token)))
         if built:
             self.store.attach_runs(built)
         if ready:
@@ -346,16 +345,13 @@ class Planner:
 
 
 def _written_fields(stages: list[StageSpec]) -> set[str]:
+    """The service fields these stages write into the tenant's hash (each step says)."""
     return {
-        str(step.params["field"])
+        field
         for stage in stages
-        for step in stage.steps
-        if "field" in step.params and step.type in WRITING_STEPS
+        for spec in stage.steps
+        for field in registry.step(spec.type).writes(spec)
     }
-
-
-#: Step types that write a service field into the tenant's hash.
-WRITING_STEPS = frozenset({"key-value-write", "redis-ack"})
 
 
 def prepare_retry(
@@ -366,16 +362,15 @@ def prepare_retry(
     From the checkpoint it starts after the last completed stage; otherwise at stage 0.
     """
     base = checkpoint_ctx if from_checkpoint else run.context
-    ctx = base.model_copy(deep=True)
-    ctx.stage_index = checkpoint + 1 if from_checkpoint else 0
-    ctx.step_index, ctx.attempt, ctx.scratch, ctx.token = 0, 0, {}, ""
+    ctx = base.for_retry(checkpoint + 1 if from_checkpoint else 0)
     return run.model_copy(update={"context": ctx, "start_index": ctx.stage_index})
 
 
 def prepare_rollback(task: TaskRecord, previous_run: Run, settings: Settings) -> Run:
     """The snapshot becomes the config, the same factory builds the stages,
     and a fresh context carries the old planVersion. Fields the old config does not
-    produce are deleted by its first write, in the same transaction.
+    produce are deleted by its first write, in the same transaction (the first step that
+    can delete fields: `Step.deleting`).
     """
     config = task.tenant_config()
     previous = config.previous_config
@@ -392,12 +387,17 @@ def prepare_rollback(task: TaskRecord, previous_run: Run, settings: Settings) ->
     stages = build_stages(old, config, settings)
     stale = sorted(_written_fields(previous_run.stages) - _written_fields(stages))
     if stale:
-        for stage in stages:
-            step = next((s for s in stage.steps if s.type in WRITING_STEPS), None)
-            if step is not None:
-                step.params["deleteFields"] = stale
-                break
+        _delete_on_first_write(stages, stale)
     run_id = new_run_id()
-    ctx = initial_context(task.plan_id, task.task_id, old, RunKind.ROLLBACK, run_id)
-    ctx.stage_count = len(stages)
+    ctx = initial_context(task.plan_id, task.task_id, old, RunKind.ROLLBACK, run_id, len(stages))
     return Run(run_id=run_id, kind=RunKind.ROLLBACK, stages=stages, context=ctx)
+
+
+def _delete_on_first_write(stages: list[StageSpec], fields: list[str]) -> None:
+    """The first step of these stages that can delete hash fields deletes `fields`."""
+    for stage in stages:
+        for i, spec in enumerate(stage.steps):
+            deleting = registry.step(spec.type).deleting(spec, fields)
+            if deleting is not None:
+                stage.steps[i] = deleting
+                return

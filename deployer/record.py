@@ -211,7 +211,7 @@ class TaskRecord:
 
     def context(self) -> TaskRuntimeContext | None:
         """The checkpointed context; None until the task is first dispatched."""
-        return TaskRuntimeContext.model_validate_json(self.ctx) if self.ctx else None
+        return TaskRuntimeContext.from_json(self.ctx) if self.ctx else None
 
     def tenant_config(self) -> TenantConfig:
         """The task's config (every task has one: written when its plan is created)."""

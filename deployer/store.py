@@ -342,7 +342,7 @@ class Store:
         for run in runs:
             key = keys.task(run.context.task_id)
             pipe.hsetnx(key, Field.RUN.value, run.model_dump_json(by_alias=True))
-            pipe.hsetnx(key, Field.CTX.value, run.context.model_dump_json(by_alias=True))
+            pipe.hsetnx(key, Field.CTX.value, run.context.to_json())
         pipe.execute()
 
     def plan_digest(self, plan_id: str) -> str | None:
@@ -408,7 +408,7 @@ class Store:
                 running.value,
                 self.settings.max_redeliveries,
                 self.settings.events_maxlen,
-                ctx.model_dump_json(by_alias=True),
+                ctx.to_json(),
                 worker_label(worker),
                 str(ctx.scratch.get("progress", "")),
                 ctx.plan_id,
@@ -428,10 +428,10 @@ class Store:
             keys=[*self._task_keys(ctx), keys.plan_queue(ctx.plan_id)],
             args=[
                 ctx.token,
-                ctx.stage_index - 1,
+                ctx.checkpoint,
                 stage.name,
                 now_ms(),
-                ctx.model_dump_json(by_alias=True),
+                ctx.to_json(),
                 "1" if is_last else "0",
                 final.value,
                 self.settings.events_maxlen,

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 import redis
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 
 from deployer import keys
 from deployer.errors import ConfigError as ConfigError  # re-exported: its home was here
@@ -101,13 +104,52 @@ class StepEnv:
         return probe.new_client(self.settings.http_timeout_seconds)
 
 
-class Step(ABC):
+class StepParams(BaseModel):
+    """A step type's parameters, as its StepSpec carries them (camelCase on the wire).
+
+    Every step type declares its own (`Step.Params`); the stage factory validates each
+    step's parameters against it when the stages are built, so a misspelt or mistyped
+    parameter refuses the plan at submit with the field and the reason, instead of being
+    read as "absent" by a `.get` when the stage runs. Wire names only (no snake_case
+    spelling is accepted), no unknown parameter.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_name=False,
+        validate_by_alias=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+P = TypeVar("P", bound=StepParams)
+
+
+class Step(ABC, Generic[P]):
     """One kind of step; instances are stateless and shared."""
 
     type_name: ClassVar[str]
+    #: Its parameters (a StepParams model); the registry refuses a step type without one.
+    Params: type[P]
     #: Whether the step calls the service's instances (HTTP): a plan whose stages use such a
     #: step for a service with no instance is refused at submit (deployer.intake.preflight).
     calls_instances: ClassVar[bool] = False
+
+    def parse(self, step: StepSpec) -> P:
+        """`step`'s parameters, validated (pydantic.ValidationError when they are not)."""
+        return self.Params.model_validate(step.params)
+
+    def writes(self, step: StepSpec) -> dict[str, Any]:
+        """The service fields of the tenant's hash this step writes, each with the value
+        (JSON) written; none by default. A rollback deletes the fields the older config's
+        steps no longer write; `deployer diff` shows the values."""
+        return {}
+
+    def deleting(self, step: StepSpec, fields: Sequence[str]) -> StepSpec | None:
+        """`step` changed to also delete `fields` from the tenant's hash in its write, or
+        None when this step type cannot (only a step that writes the hash can)."""
+        return None
 
     @abstractmethod
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:

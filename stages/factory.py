@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from deployer.models import StageSpec, TenantConfig
 from deployer.settings import Settings
 from stages import registry
@@ -50,6 +52,8 @@ def build_stages(
         for a in registry.assemblers()
         if (wanted is None or a.service in wanted) and a.supports(config)
     ]
+    for spec in specs:
+        check_steps(spec)
     if not specs:
         raise ConfigError(
             "tenantId",
@@ -57,6 +61,31 @@ def build_stages(
             "a deploy unit, or trunkGroup with calledNumberRules)",
         )
     return specs
+
+
+def check_steps(stage: StageSpec) -> None:
+    """Every step of `stage` is of a registered type and its parameters are what that type
+    declares (`Step.Params`), else ConfigError naming the first wrong parameter: checked
+    when the stages are built (at submit), not found out when the step runs."""
+    for spec in stage.steps:
+        try:
+            step = registry.step(spec.type)
+        except registry.RegistryError as exc:
+            raise ConfigError(f"stages[{stage.name}].steps[{spec.name}].type", str(exc)) from None
+        try:
+            step.parse(spec)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False, include_input=False)[0]
+            where = ".".join(str(part) for part in err["loc"])
+            field = f"stages[{stage.name}].steps[{spec.name}].params" + (
+                f".{where}" if where else ""
+            )
+            reason = (
+                f"not a parameter of step type {spec.type}"
+                if err["type"] == "extra_forbidden"
+                else f"{err['msg']} (step type {spec.type})"
+            )
+            raise ConfigError(field, reason) from None
 
 
 def forward_stages(config: TenantConfig, settings: Settings) -> list[StageSpec]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from importlib.metadata import entry_points
+from typing import Any
 
 from deployer.errors import RegistryError as RegistryError  # re-exported
-from stages.base import Assembler, Step
+from stages.base import Assembler, Step, StepParams
 
 ASSEMBLER_GROUP = "deployer.assemblers"
 #: Deprecated alias of ASSEMBLER_GROUP, still loaded (see the module docstring).
@@ -59,16 +60,19 @@ def assemblers() -> tuple[Assembler, ...]:
 
 
 @lru_cache(maxsize=1)
-def steps() -> dict[str, Step]:
-    out: dict[str, Step] = {}
+def steps() -> dict[str, Step[Any]]:
+    out: dict[str, Step[Any]] = {}
     for name, cls in _load(STEP_GROUP).items():
         if not issubclass(cls, Step) or cls.type_name != name:
             raise RegistryError(f"entry point {name!r} is not a Step of type {name!r}")
+        params = getattr(cls, "Params", None)
+        if not (isinstance(params, type) and issubclass(params, StepParams)):
+            raise RegistryError(f"step type {name!r} declares no Params (a StepParams model)")
         out[name] = cls()
     return out
 
 
-def step(type_name: str) -> Step:
+def step(type_name: str) -> Step[Any]:
     try:
         return steps()[type_name]
     except KeyError:

@@ -43,9 +43,7 @@ def build_chain(stages: list[StageSpec], ctx: TaskRuntimeContext) -> Signature:
     sigs = []
     for i in range(ctx.stage_index, len(stages)):
         spec = stages[i].model_dump(mode="json", by_alias=True)
-        args = (
-            (ctx.model_dump(mode="json", by_alias=True), spec) if i == ctx.stage_index else (spec,)
-        )
+        args = (ctx.to_wire(), spec) if i == ctx.stage_index else (spec,)
         options: dict[str, object] = {"queue": STAGES_QUEUE, "shadow": stage_label(stages[i], ctx)}
         priority = stage_priority(i)
         if priority is not None:

@@ -98,7 +98,7 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     """Returns the context for the next stage, or (chain stopped) what happened, in words:
     that is what Flower's Result column and the worker's log show for the attempt."""
     try:
-        context = TaskRuntimeContext.model_validate(ctx)
+        context = TaskRuntimeContext.from_wire(ctx)
         stage = StageSpec.model_validate(spec)
     except ValidationError as exc:
         log.error("run_stage: malformed arguments dropped: %s", exc.errors(include_input=False)[:3])
@@ -113,9 +113,9 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
         reschedule(self, (ctx, spec), REDIS_DOWN_COUNTDOWN)
         return f"redis unavailable: stage re-sent, again in {REDIS_DOWN_COUNTDOWN:g}s"
     if isinstance(outcome, executor.Proceed):
-        return outcome.ctx.model_dump(mode="json", by_alias=True)
+        return outcome.ctx.to_wire()
     if isinstance(outcome, executor.Reschedule):
-        args = (outcome.ctx.model_dump(mode="json", by_alias=True), spec)
+        args = (outcome.ctx.to_wire(), spec)
         if outcome.wake is not None:
             parked = park(self, args, outcome)
             if parked is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -49,17 +50,27 @@ def close_envs() -> None:
             env.http.close()
 
 
-def ctx_for(env: StepEnv, tenant: str, version: int | None = 20) -> TaskRuntimeContext:
+@dataclass
+class Attempts:
+    """A run's (frozen) context across the attempts of one step: `once` replaces it with
+    the context the executor would hand the next attempt."""
+
+    ctx: TaskRuntimeContext
+
+
+def ctx_for(env: StepEnv, tenant: str, version: int | None = 20) -> Attempts:
     """A run context that owns the tenant (its token is in the fence key)."""
     token = f"tok-{tenant}"
     env.target.set(env.fence_key(tenant), token)
-    return TaskRuntimeContext(
-        plan_id="p",
-        task_id=task_id_for("p", tenant),
-        tenant_id=tenant,
-        run_id="r1",
-        token=token,
-        additional_data={"planVersion": version},
+    return Attempts(
+        TaskRuntimeContext(
+            plan_id="p",
+            task_id=task_id_for("p", tenant),
+            tenant_id=tenant,
+            run_id="r1",
+            token=token,
+            additional_data={"planVersion": version},
+        )
     )
 
 
@@ -67,19 +78,19 @@ def step_spec(type_name: str, **params: Any) -> StepSpec:
     return StepSpec(type=type_name, name=f"test-{type_name}", params=params)
 
 
-def once(spec: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
-    result = registry.step(spec.type).run(spec, ctx, env)
+def once(spec: StepSpec, run: Attempts, env: StepEnv) -> StepResult:
+    """One attempt of the step; on Wait, `run` moves on to the next attempt's context."""
+    result = registry.step(spec.type).run(spec, run.ctx, env)
     if isinstance(result, Wait):
-        ctx.attempt += 1
-        ctx.scratch.update(result.progress)
+        run.ctx = run.ctx.after_wait(result.progress)
     return result
 
 
-def drive(spec: StepSpec, ctx: TaskRuntimeContext, env: StepEnv, rounds: int = 50) -> list[Any]:
+def drive(spec: StepSpec, run: Attempts, env: StepEnv, rounds: int = 50) -> list[Any]:
     """Run until Done (or an exception); returns the results of every attempt."""
     results: list[Any] = []
     for _ in range(rounds):
-        results.append(once(spec, ctx, env))
+        results.append(once(spec, run, env))
         if isinstance(results[-1], Done):
             return results
     raise AssertionError(f"step still waiting after {rounds} attempts: {results[-1]}")

@@ -6,16 +6,25 @@ import json
 import time
 
 from deployer.models import StepSpec, TaskRuntimeContext
-from stages.base import Done, Step, StepEnv, StepResult
+from stages.base import Done, Step, StepEnv, StepParams, StepResult
 
 
-class Broadcast(Step):
+class BroadcastParams(StepParams):
+    #: The `appName` of the nudge (the service field that changed).
+    app_name: str
+
+
+class Broadcast(Step[BroadcastParams]):
     type_name = "broadcast"
+    Params = BroadcastParams
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        return self.send(self.parse(step), ctx, env)
+
+    def send(self, p: BroadcastParams, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         message = {
             "tenantId": ctx.tenant_id,
-            "appName": step.params["appName"],
+            "appName": p.app_name,
             "version": ctx.plan_version,
             "timestamp": int(time.time() * 1000),
         }

@@ -18,6 +18,7 @@ minute, the same patience in seconds); the stage task parks it (deployer/parking
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -25,8 +26,8 @@ from deployer.errors import StepFailed
 from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
 from deployer.parking import WakeOn, ack_countdown
 from deployer.settings import Settings
-from stages.base import Done, Step, StepEnv, StepResult, Wait
-from stages.discovery import instances_for
+from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait
+from stages.discovery import Selection, instances_for
 from stages.probe import extract, poll, request
 
 
@@ -46,22 +47,39 @@ def same_version(value: Any, expected: int) -> bool:
     return isinstance(value, str) and value.strip() == str(expected)
 
 
-class HealthCheck(Step):
+class HealthCheckParams(StepParams):
+    #: Whose instances are polled (discovery; never a host from a config).
+    service: str
+    #: The health path template (`{tenantId}`); default DEPLOYER_VERIFY_PATH.
+    path: str | None = None
+    #: Where the version is in the answer; default DEPLOYER_VERIFY_JSON_PATH.
+    json_path: str | None = None
+    #: ALL or RANDOM; default DEPLOYER_SELECTION.
+    selection: Selection | None = None
+    #: The tenant's Nacos namespace.
+    namespace: str | None = None
+    #: Whether the instances ack a version (docs/contracts.md §2.1); default
+    #: DEPLOYER_FLEET_ACKS.
+    acks: bool | None = None
+
+
+class HealthCheck(Step[HealthCheckParams]):
     type_name = "health-check"
+    Params = HealthCheckParams
     calls_instances = True
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
-        return self.check(step.params, ctx, env)
+        return self.check(self.parse(step), ctx, env)
 
-    def check(self, params: dict[str, Any], ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+    def check(self, p: HealthCheckParams, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         s = env.settings
-        service = str(params["service"])
+        service = p.service
         expected = ctx.plan_version
-        path = url_path(str(params.get("path") or s.verify_path), ctx.tenant_id)
-        json_path = str(params.get("jsonPath") or s.verify_json_path)
+        path = url_path(p.path or s.verify_path, ctx.tenant_id)
+        json_path = p.json_path or s.verify_json_path
         scratch = ctx.scratch
         instances: list[str] = scratch.get("instances") or instances_for(
-            env.discovery, service, params.get("namespace"), params.get("selection") or s.selection
+            env.discovery, service, p.namespace, p.selection or s.selection
         )
         started = float(scratch.get("started") or time.time())
         if expected is None and ctx.attempt == 0:
@@ -122,7 +140,7 @@ class HealthCheck(Step):
             "seen": seen,
             "started": started,
         }
-        if not expects_acks(params, s):
+        if not expects_acks(p, s):
             countdown = next_poll(
                 s.verify_first_interval_seconds, s.verify_interval_seconds, ctx.attempt
             )
@@ -159,13 +177,12 @@ def patience_of(s: Settings) -> float:
     return (s.verify_max_attempts - 1) * s.verify_interval_seconds
 
 
-def expects_acks(params: dict[str, Any], s: Settings) -> bool:
+def expects_acks(p: HealthCheckParams, s: Settings) -> bool:
     """Whether this service's instances ack (a step's `acks` param, else DEPLOYER_FLEET_ACKS)."""
-    value = params.get("acks")
-    return s.fleet_acks if value is None else bool(value)
+    return s.fleet_acks if p.acks is None else p.acks
 
 
-def waited_so_far(scratch: dict[str, Any]) -> float:
+def waited_so_far(scratch: Mapping[str, Any]) -> float:
     """Seconds of waiting counted against the patience. A countdown counts whole (a re-poll
     delayed by a busy queue does not eat the patience); a parked wait woken early by an
     ack counts only the time it really waited, so the give-up deadline stays the same in

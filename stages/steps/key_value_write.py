@@ -6,7 +6,9 @@ The hash contract it keeps is docs/contracts.md §2.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import redis
 from redis.commands.core import Script
@@ -14,7 +16,7 @@ from redis.commands.core import Script
 from deployer import keys, scripts
 from deployer.errors import StaleRun
 from deployer.models import StepSpec, TaskRuntimeContext
-from stages.base import Done, Step, StepEnv, StepResult
+from stages.base import Done, Step, StepEnv, StepParams, StepResult
 
 
 @lru_cache(maxsize=8)
@@ -26,13 +28,33 @@ def compact(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class KeyValueWrite(Step):
+class KeyValueWriteParams(StepParams):
+    #: The service field of the tenant's hash.
+    field: str
+    #: Its value (any JSON; stored compact).
+    value: Any
+    #: Fields deleted in the same script (a rollback's: those the newer run wrote only).
+    delete_fields: list[str] = []
+
+
+class KeyValueWrite(Step[KeyValueWriteParams]):
     type_name = "key-value-write"
+    Params = KeyValueWriteParams
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
-        field = str(step.params["field"])
-        value = compact(step.params["value"])
-        delete = [str(f) for f in step.params.get("deleteFields", [])]
+        return self.write(self.parse(step), ctx, env)
+
+    def writes(self, step: StepSpec) -> dict[str, Any]:
+        p = self.parse(step)
+        return {p.field: p.value}
+
+    def deleting(self, step: StepSpec, fields: Sequence[str]) -> StepSpec | None:
+        return step.model_copy(update={"params": {**step.params, "deleteFields": list(fields)}})
+
+    def write(self, p: KeyValueWriteParams, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        field = p.field
+        value = compact(p.value)
+        delete = p.delete_fields
         version = ctx.plan_version
         if version is None:
             env.log.warning(

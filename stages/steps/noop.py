@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from deployer.models import StepSpec, TaskRuntimeContext
-from stages.base import Done, Step, StepEnv, StepResult
+from stages.base import Done, Step, StepEnv, StepParams, StepResult
 
 
-class Noop(Step):
+class NoopParams(StepParams):
+    """None."""
+
+
+class Noop(Step[NoopParams]):
     type_name = "noop"
+    Params = NoopParams
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         return Done()

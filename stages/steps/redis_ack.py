@@ -6,25 +6,41 @@ script) and happen once per run of the step; later attempts only poll (HealthChe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from deployer.models import StepSpec, TaskRuntimeContext
 from stages.base import Step, StepEnv, StepResult, Wait
-from stages.steps.broadcast import Broadcast
-from stages.steps.health_check import HealthCheck
-from stages.steps.key_value_write import KeyValueWrite
+from stages.steps.broadcast import Broadcast, BroadcastParams
+from stages.steps.health_check import HealthCheck, HealthCheckParams
+from stages.steps.key_value_write import KeyValueWrite, KeyValueWriteParams
 
 
-class RedisAck(Step):
+class RedisAckParams(KeyValueWriteParams, BroadcastParams, HealthCheckParams):
+    """Those of key-value-write, broadcast and health-check together."""
+
+
+class RedisAck(Step[RedisAckParams]):
     type_name = "redis-ack"
+    Params = RedisAckParams
     calls_instances = True
 
     def __init__(self) -> None:
         self.write, self.publish, self.verify = KeyValueWrite(), Broadcast(), HealthCheck()
 
+    def writes(self, step: StepSpec) -> dict[str, Any]:
+        p = self.parse(step)
+        return {p.field: p.value}
+
+    def deleting(self, step: StepSpec, fields: Sequence[str]) -> StepSpec | None:
+        return self.write.deleting(step, fields)
+
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        p = self.parse(step)
         if not ctx.scratch.get("written"):
-            self.write.run(step, ctx, env)
-            self.publish.run(step, ctx, env)
-        result = self.verify.check(step.params, ctx, env)
+            self.write.write(p, ctx, env)
+            self.publish.send(p, ctx, env)
+        result = self.verify.check(p, ctx, env)
         if isinstance(result, Wait):
             result.progress["written"] = True
         return result

@@ -249,8 +249,8 @@ def test_a_run_that_lost_its_lease_mid_stage_does_not_complete(worker, r, plante
         lambda: task_of(r, tenant).get("progress") == "waiting for the tenant lease", what="waiting"
     )
     task = task_of(r, tenant)
-    ctx = TaskRuntimeContext.model_validate_json(task["ctx"])
-    ctx.token, ctx.stage_index = task["token"], 1  # as if its stage had just run
+    ctx = TaskRuntimeContext.from_json(task["ctx"]).with_token(task["token"]).next_stage()
+    # as if its stage had just run
     stage = StageSpec(name="blue-green-gateway", service="blue-green-gateway", steps=[])
     r.hset(f"deployer:task:{task['taskId']}", "status", "RUNNING")  # it had started
     assert store().end_stage(ctx, stage, is_last=True)[0] == "STALE"

@@ -242,8 +242,7 @@ def test_every_stage_script_refuses_a_message_whose_plan_or_tenant_is_not_its_ta
     submit(worker, r, own_plan, [bg_tenant(own)])
     key = f"deployer:task:{task_id_for(own_plan, own)}"
     wait_for(lambda: "instances" in (r.hget(key, "progress") or ""), what="own task waiting")
-    live = TaskRuntimeContext.model_validate_json(r.hget(key, "ctx"))
-    live.token = r.hget(key, "token")
+    live = TaskRuntimeContext.from_json(r.hget(key, "ctx")).with_token(r.hget(key, "token"))
     stage = StageSpec.model_validate(json.loads(r.hget(key, "run"))["stages"][0])
 
     def state() -> list[dict[str, str]]:

@@ -212,7 +212,7 @@ def test_a_health_check_names_the_slow_instance_and_never_waits_past_its_deadlin
     assert first.progress["confirmed"] == [healthy]
     # The poll stopped waiting for the trickling answer; its read goes on to its deadline.
     assert first.progress["seen"][slow] == "no answer within 0.25s (still asking)"
-    url = f"{ctx.run_id}/{ctx.lease_epoch} http://{slow}/actuator/bg-sdk/{tenant}"
+    url = f"{ctx.ctx.run_id}/{ctx.ctx.lease_epoch} http://{slow}/actuator/bg-sdk/{tenant}"
     wait_for(lambda: not probe.still_asking(url), timeout=10, what="the read's deadline")
     with pytest.raises(StepFailed) as failed:
         once(verify, ctx, env)
@@ -244,7 +244,7 @@ def test_an_answer_later_than_the_poll_waits_serves_the_next_poll(raw, r):
     first = once(verify, ctx, env)
     assert isinstance(first, Wait)
     assert first.progress["seen"][server.address] == "no answer within 0.1s (still asking)"
-    url = f"{ctx.run_id}/{ctx.lease_epoch} http://{server.address}/actuator/bg-sdk/{tenant}"
+    url = f"{ctx.ctx.run_id}/{ctx.ctx.lease_epoch} http://{server.address}/actuator/bg-sdk/{tenant}"
     wait_for(lambda: not probe.still_asking(url), timeout=10, what="the late answer")
     assert once(verify, ctx, env) == Done()
     assert server.connections == 1  # confirmed by the first read, not asked again

@@ -163,12 +163,15 @@ def test_every_gate_verdict_with_every_step_result(
     assert step.runs == 1
     match result:
         case "done":
-            assert outcome == Proceed(ctx) and ctx.stage_index == 1 and ctx.step_index == 0
+            assert isinstance(outcome, Proceed)
+            assert (outcome.ctx.stage_index, outcome.ctx.step_index) == (1, 0)
+            assert ctx.stage_index == 0, "the context is frozen: the next stage gets a new one"
             assert store.ended == [False] and not store.failed
         case "wait":
             assert isinstance(outcome, Reschedule)
             assert (outcome.countdown, outcome.why) == (1.5, "1/2 instances at v20")
-            assert ctx.attempt == 1 and ctx.scratch == {"progress": "1/2 instances at v20"}
+            assert outcome.ctx.attempt == 1
+            assert outcome.ctx.scratch == {"progress": "1/2 instances at v20"}
             assert not store.ended and not store.failed
         case "step-failed" | "coded-error" | "exception":
             code = {"step-failed": Code.STEP_FAILED, "coded-error": Code.NO_INSTANCES,
