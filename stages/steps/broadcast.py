@@ -13,11 +13,16 @@ class Broadcast(Step):
     type_name = "broadcast"
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        env.target.publish(env.settings.pubsub_topic, self.message(step, ctx))
+        return Done()
+
+    @staticmethod
+    def message(step: StepSpec, ctx: TaskRuntimeContext) -> str:
+        """The broadcast's JSON text (docs/contracts.md §2), timestamped now."""
         message = {
             "tenantId": ctx.tenant_id,
             "appName": step.params["appName"],
             "version": ctx.plan_version,
             "timestamp": int(time.time() * 1000),
         }
-        env.target.publish(env.settings.pubsub_topic, json.dumps(message, separators=(",", ":")))
-        return Done()
+        return json.dumps(message, separators=(",", ":"))

@@ -1,7 +1,8 @@
 """RedisAck: write the service field + metadata, publish the nudge, verify, as one step.
 
 The write and the publish reuse KeyValueWrite and Broadcast (same parameters, same fenced
-script) and happen once per run of the step; later attempts only poll (HealthCheck).
+script, which also publishes the broadcast once the write landed: one round trip) and happen
+once per run of the step; later attempts only poll (HealthCheck).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ class RedisAck(Step):
 
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         if not ctx.scratch.get("written"):
-            self.write.run(step, ctx, env)
-            self.publish.run(step, ctx, env)
+            # Write and broadcast in one round trip: the script publishes once the fenced
+            # write landed (a refused write raises StaleRun and publishes nothing, as before).
+            announce = (env.settings.pubsub_topic, self.publish.message(step, ctx))
+            self.write.write(step, ctx, env, announce)
         result = self.verify.check(step.params, ctx, env)
         if isinstance(result, Wait):
             result.progress["written"] = True
