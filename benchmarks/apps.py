@@ -76,3 +76,18 @@ if os.environ.get("BENCH_TRACEMALLOC"):
 
 # The hand-written plain-Celery rollout (benchmarks/handwritten.py) runs on this same worker.
 from benchmarks import handwritten_tasks  # noqa: E402, F401
+
+# The worker's message guard (tasks/guard.py) runs only deployer's own `deployer.*` tasks and
+# dead-letters any other: the benchmark's raw Celery tasks (`bench.*`, `hand.*`) would never
+# run. Benchmark workers let these through too; every other check still applies, so both
+# sides pay for the same guard.
+from tasks import guard  # noqa: E402
+
+_deployer_only = guard.allowed
+
+
+def _allowed(name: str, tasks: Any) -> bool:
+    return _deployer_only(name, tasks) or (name.startswith(("bench.", "hand.")) and name in tasks)
+
+
+guard.allowed = _allowed

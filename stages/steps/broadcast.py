@@ -22,11 +22,16 @@ class Broadcast(Step[BroadcastParams]):
         return self.send(self.parse(step), ctx, env)
 
     def send(self, p: BroadcastParams, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
+        env.target.publish(env.settings.pubsub_topic, self.message(p, ctx))
+        return Done()
+
+    @staticmethod
+    def message(p: BroadcastParams, ctx: TaskRuntimeContext) -> str:
+        """The broadcast's JSON text (docs/contracts.md §2), timestamped now."""
         message = {
             "tenantId": ctx.tenant_id,
             "appName": p.app_name,
             "version": ctx.plan_version,
             "timestamp": int(time.time() * 1000),
         }
-        env.target.publish(env.settings.pubsub_topic, json.dumps(message, separators=(",", ":")))
-        return Done()
+        return json.dumps(message, separators=(",", ":"))

@@ -1,7 +1,8 @@
 """RedisAck: write the service field + metadata, publish the nudge, verify, as one step.
 
 The write and the publish reuse KeyValueWrite and Broadcast (same parameters, same fenced
-script) and happen once per run of the step; later attempts only poll (HealthCheck).
+script, which also publishes the broadcast once the write landed: one round trip) and happen
+once per run of the step; later attempts only poll (HealthCheck).
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class RedisAck(Step[RedisAckParams]):
     def run(self, step: StepSpec, ctx: TaskRuntimeContext, env: StepEnv) -> StepResult:
         p = self.parse(step)
         if not ctx.scratch.get("written"):
-            self.write.write(p, ctx, env)
-            self.publish.send(p, ctx, env)
+            # Write and broadcast in one round trip: the script publishes once the fenced
+            # write landed (a refused write raises StaleRun and publishes nothing, as before).
+            announce = (env.settings.pubsub_topic, self.publish.message(p, ctx))
+            self.write.write(p, ctx, env, announce)
         result = self.verify.check(p, ctx, env)
         if isinstance(result, Wait):
             result.progress["written"] = True

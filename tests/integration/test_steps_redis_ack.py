@@ -48,3 +48,35 @@ def test_redis_ack_of_a_superseded_run_writes_nothing(session_fleet, r):
     with pytest.raises(StaleRun):
         once(ack_spec(tenant), ctx, env)
     assert not r.exists(f"{PREFIX}{tenant}")
+
+
+def test_redis_ack_broadcasts_once_its_write_landed_and_never_for_a_refused_write(session_fleet, r):
+    """The write and its broadcast go in one script: a refused write publishes nothing, a
+    landed one publishes the contract's message (docs/contracts.md §2) once."""
+    tenant = unique("ackpub")
+    env = env_for(session_fleet)
+    sub = r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe(env.settings.pubsub_topic)
+    try:
+        wait_for(lambda: r.pubsub_numsub(env.settings.pubsub_topic)[0][1] > 0, what="subscribed")
+        stale = ctx_for(env, tenant, 20)
+        env.target.set(env.fence_key(tenant), "another-run")
+        with pytest.raises(StaleRun):
+            once(ack_spec(tenant), stale, env)
+        once(ack_spec(tenant), ctx_for(env, tenant, 20), env)  # owns the tenant again
+
+        def ours() -> list[dict[str, object]]:
+            got = []
+            while (m := sub.get_message(timeout=0.05)) is not None:
+                msg = json.loads(m["data"])
+                if msg["tenantId"] == tenant:
+                    got.append(msg)
+            return got
+
+        first = wait_for(ours, what="the landed write's broadcast")
+        assert [{k: v for k, v in m.items() if k != "timestamp"} for m in first] == [
+            {"tenantId": tenant, "appName": "ob-campaign", "version": 20}
+        ]
+        assert isinstance(first[0]["timestamp"], int)
+    finally:
+        sub.close()
