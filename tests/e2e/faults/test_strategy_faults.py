@@ -18,7 +18,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 def _no_double_runs(r, plan_id: str, tenants: int) -> None:
     got = outcome(r, plan_id, version=20)
-    assert got.statuses == {"COMPLETED": tenants}
+    keys = [f"deployer:task:{t}" for t in r.lrange(f"deployer:plan:{plan_id}:tenants", 0, -1)]
+    failures = [  # what the assertion shows when a tenant did not complete
+        r.hmget(key, "tenantId", "failedStage", "failureCode", "lastError")
+        for key in keys
+        if r.hget(key, "status") != "COMPLETED"
+    ]
+    assert got.statuses == {"COMPLETED": tenants}, failures
     assert not got.completed_twice and not got.wrong_version and not got.stuck
     events = plan_events(r, plan_id)
     started = Counter(e["wave"] for e in events if e["type"] == "WAVE_STARTED")
