@@ -282,7 +282,7 @@ class PlanHead(EdgeModel):
 
     plan_id: WirePlanId
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
-    #: Progressive rollout (issue 17): canary, waves, bake, approval, gate, failure budget.
+    #: Progressive rollout: canary, waves, bake, approval, gate, failure budget.
     strategy: Strategy | None = None
     tenants: list[Any] = Field(min_length=1)
 

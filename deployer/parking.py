@@ -1,4 +1,4 @@
-"""The push path (issue 16): a waiting HealthCheck parked in Redis, woken by instances' acks.
+"""The push path: a waiting HealthCheck parked in Redis, woken by instances' acks.
 
 An instance that makes a tenant's version visible PUBLISHes an ack on the ack channel
 (`{"tenantId","service","instance","version"}`, docs/contracts.md §2.1). While acks are

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     # converge within a second of the broadcast, and a tenant should not wait 3 s for it.
     verify_first_interval_seconds: float = Field(1.0, gt=0)
     verify_path: str = "/actuator/bg-sdk/{tenantId}"
-    # Push path (issue 16; deployer/parking.py): the fleet's instances PUBLISH an ack on
+    # Push path (deployer/parking.py): the fleet's instances PUBLISH an ack on
     # `ack_channel` (default "{pubsub_topic}:ack") when they make a tenant's version visible.
     # While acks are expected a waiting HealthCheck is parked in Redis, woken by an ack, and
     # polled in the background at most `ack_polls_per_minute` times per instance per minute

@@ -516,7 +516,7 @@ class Store:
         )
         return bool(raw[0] == "OK")
 
-    # ---- waves (issue 17) ---------------------------------------------------------------
+    # ---- waves ---------------------------------------------------------------
 
     def wave_step(
         self, plan_id: str, op: str = "", by: str = "", reason: str = "", op_wave: str = ""

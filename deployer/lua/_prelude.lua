@@ -86,7 +86,7 @@ local function emit(events_key, maxlen, fields)
   return id
 end
 
--- Progressive rollout (issue 17; deployer/waves.py): a task of a plan with a strategy
+-- Progressive rollout (deployer/waves.py): a task of a plan with a strategy
 -- moves its wave's counters too; a failure beyond the failure budget pauses the plan (and,
 -- for onExceed rollback, marks the rollback due); a wave left with no live task wakes the
 -- plan's wave step (zset deployer:plan-timers, run by deployer/lua/wave_step.lua).

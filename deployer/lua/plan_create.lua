@@ -10,7 +10,7 @@
 --       wave_json ('' = no strategy; else a JSON array: each task's wave index),
 --       wave_key_prefix, n_extra, then n_extra (field, value) pairs for the plan hash,
 --       then per task: tenant_id, total_stages, config_json
--- With a strategy (issue 17), a task also stores its `wave`, is listed in its wave's list,
+-- With a strategy, a task also stores its `wave`, is listed in its wave's list,
 -- and only wave 0 enters the queue (and only when the plan's waveState starts RUNNING).
 -- The digest of the validated plan (deployer/intake.py plan_digest) is kept in the plan
 -- hash: a later submit of the same planId compares it (duplicate or PLAN_CONFLICT).

@@ -6,7 +6,7 @@
 --       wave_json ('' = no strategy; else a JSON array: the slice's tasks' wave indexes),
 --       wave_key_prefix, queue_wave0 ('1': wave 0 starts at once), n_waves,
 --       then per task: tenant_id, total_stages, config_json
--- With a strategy (issue 17) a task stores its `wave`, is listed in its wave's list, and
+-- With a strategy a task stores its `wave`, is listed in its wave's list, and
 -- only wave 0 enters the queue (as in plan_create.lua).
 -- Returns 1, or 0 when the claim is no longer this creator's (nothing written).
 local claim_key, tenants_key, queue_key = KEYS[1], KEYS[2], KEYS[3]

@@ -39,7 +39,7 @@ local holder = redis.call('GET', lease_key)
 local acquired, epoch = '0', '0'
 if not holder then
   -- Taking the tenant (again): a forward or retry run never applies its config over a newer
-  -- task's (issue 13: resume of an old plan regressed the version). A rollback is the way
+  -- task's (a resumed old plan once regressed the version). A rollback is the way
   -- back and always runs; an operator's --force is recorded on the task.
   local rank = (t[8] or '0') .. '|' .. task_id
   if t[9] ~= 'ROLLBACK' and t[10] ~= '1' then

@@ -1,4 +1,4 @@
--- The wave step of a plan with a strategy (issue 17; deployer/waves.py): move the plan's
+-- The wave step of a plan with a strategy (deployer/waves.py): move the plan's
 -- current wave on as far as it can go now, atomically, so any number of workers may run
 -- it at once (the second finds nothing to do). Nothing waits in a worker: a bake end or a
 -- gate re-check is a due time in the plan timers zset, which every worker's reconciler reads.

@@ -1,4 +1,4 @@
-"""The push path with real workers, a real fleet and a real Redis (issue 16, goal 2).
+"""The push path with real workers, a real fleet and a real Redis.
 
 The background re-poll is set far beyond the test's deadline, so a tenant completes only
 because an instance's ack woke its parked HealthCheck; the fleet's poll counts show the
