@@ -176,6 +176,7 @@ def test_a_failed_tenant_is_retried_through_the_api(api, r, planted):
     wait_for(lambda: plan_status(api, plan_id) == "FAILED", timeout=60, what="FAILED")
     task = httpx.get(f"{api}/api/v1/plans/{plan_id}/tenants/{tenant}").json()
     assert "WRONGTYPE" in task["failure"]["error"] and task["failure"]["stage"]
+    assert task["failure"]["code"] == "STEP_FAILED"
     failed = httpx.get(f"{api}/api/v1/plans/{plan_id}/tasks", params={"status": "FAILED"}).json()
     assert [t["tenantId"] for t in failed["items"]] == [tenant]
     r.delete(PREFIX + tenant)

@@ -130,6 +130,7 @@ def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, 
     page.wait_for_selector("#failure:not([hidden])")
     assert "WRONGTYPE" in page.inner_text("#failure-error")
     assert page.inner_text("#failure-stage") == "blue-green-gateway"
+    assert page.inner_text("#failure-code") == "STEP_FAILED"
     assert page.locator(".stage.st-FAILED").count() == 1
     flower = str(page.get_attribute("a.button", "href"))  # Flower, searched for its stages
     assert flower.endswith(f"/tasks?name={bad}"), flower

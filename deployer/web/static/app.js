@@ -140,6 +140,7 @@ const Deployer = (() => {
       if (t.failure) {
         $("#failure-stage").textContent = t.failure.stage || "";
         $("#failure-at").textContent = t.failure.at || "";
+        $("#failure-code").textContent = t.failure.code || "";
         $("#failure-error").textContent = t.failure.error;
       }
       $("#stages").innerHTML = t.stages.map((s) =>
