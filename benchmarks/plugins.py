@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
+from deployer.context import TaskRuntimeContext
+from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
 from stages.base import Assembler, Done, Step, StepEnv, StepParams, StepResult, Wait
 

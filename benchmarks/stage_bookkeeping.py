@@ -30,7 +30,7 @@ def main() -> None:
                       TENANTS, "run-")  # fmt: skip
     slots = store.fill("bench")
     stage = StageSpec(name="s", service="s", steps=[])
-    from deployer.models import TaskRuntimeContext
+    from deployer.context import TaskRuntimeContext
 
     server.r.config_resetstat()
     started = time.perf_counter()

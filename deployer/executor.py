@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Literal, Protocol, assert_never
 
 import redis
 
+from deployer.context import TaskRuntimeContext
 from deployer.errors import Code, StaleRun, code_of
-from deployer.models import StageSpec, TaskRuntimeContext
+from deployer.models import StageSpec
 from deployer.parking import WakeOn
 from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.store import StageEnd, StageGate, Store

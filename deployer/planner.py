@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.context import Run, TaskRuntimeContext
 from deployer.errors import (
     Code,
     NoPreviousConfig,
@@ -30,14 +31,7 @@ from deployer.errors import (
     code_of,
 )
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
-from deployer.models import (
-    Run,
-    RunKind,
-    StageSpec,
-    TaskRuntimeContext,
-    TenantConfig,
-    tenant_of_task,
-)
+from deployer.models import RunKind, StageSpec, TenantConfig, tenant_of_task
 from deployer.record import Field, TaskRecord
 from deployer.settings import Settings
 from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from deployer.models import Run, RunKind, TaskRuntimeContext, TaskStatus, TenantConfig
+from deployer.context import Run, TaskRuntimeContext
+from deployer.models import RunKind, TaskStatus, TenantConfig
 
 
 class Field(StrEnum):

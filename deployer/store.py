@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 import redis
 
 from deployer import keys, scripts
+from deployer.context import Run, TaskRuntimeContext
 from deployer.errors import Code, PlanBusy
-from deployer.models import Run, StageSpec, TaskRuntimeContext, TaskStatus, task_id_for
+from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.record import Field, TaskRecord, field_names
 from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings

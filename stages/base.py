@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from deployer import keys
+from deployer.context import TaskRuntimeContext
 from deployer.errors import ConfigError as ConfigError  # re-exported: its home was here
-from deployer.models import StageSpec, StepSpec, TaskRuntimeContext, TenantConfig
+from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.parking import WakeOn
 from deployer.settings import Settings
 from stages import probe

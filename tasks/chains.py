@@ -6,7 +6,8 @@ from celery import chain
 from celery.canvas import Signature
 
 from celeryconfig import STAGES_QUEUE
-from deployer.models import StageSpec, TaskRuntimeContext
+from deployer.context import TaskRuntimeContext
+from deployer.models import StageSpec
 from deployer.store import Dispatch
 from tasks.app import app
 

@@ -11,8 +11,9 @@ from kombu.utils import json as kombu_json
 from pydantic import ValidationError
 
 from deployer import executor
+from deployer.context import TaskRuntimeContext
 from deployer.errors import StageFailed
-from deployer.models import StageSpec, TaskRuntimeContext
+from deployer.models import StageSpec
 from tasks import runtime, tokens  # noqa: F401 - tokens: the log filter
 from tasks.app import app
 

@@ -15,8 +15,9 @@ from typing import Any
 import redis
 
 from deployer import keys
+from deployer.context import TaskRuntimeContext
 from deployer.fleet import Fleet
-from deployer.models import StepSpec, TaskRuntimeContext, task_id_for
+from deployer.models import StepSpec, task_id_for
 from deployer.settings import Settings
 from stages import registry
 from stages.base import Done, StepEnv, StepResult, Wait

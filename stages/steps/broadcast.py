@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.context import TaskRuntimeContext
+from deployer.models import StepSpec
 from stages.base import Done, Step, StepEnv, StepParams, StepResult
 
 

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
+from deployer.context import TaskRuntimeContext
 from deployer.errors import StepFailed
-from deployer.models import StepSpec, TaskRuntimeContext, is_safe_path
+from deployer.models import StepSpec, is_safe_path
 from deployer.parking import WakeOn, ack_countdown
 from deployer.settings import Settings
 from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait

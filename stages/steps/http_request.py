@@ -14,8 +14,9 @@ import time
 from functools import partial
 from typing import Any
 
+from deployer.context import TaskRuntimeContext
 from deployer.errors import StepFailed
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.models import StepSpec
 from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait
 from stages.discovery import Selection, instances_for
 from stages.probe import Answer, extract, gather, request

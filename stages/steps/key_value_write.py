@@ -14,8 +14,9 @@ import redis
 from redis.commands.core import Script
 
 from deployer import keys, scripts
+from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.models import StepSpec
 from stages.base import Done, Step, StepEnv, StepParams, StepResult
 
 

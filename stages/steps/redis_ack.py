@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from deployer.models import StepSpec, TaskRuntimeContext
+from deployer.context import TaskRuntimeContext
+from deployer.models import StepSpec
 from stages.base import Step, StepEnv, StepResult, Wait
 from stages.steps.broadcast import Broadcast, BroadcastParams
 from stages.steps.health_check import HealthCheck, HealthCheckParams

@@ -239,7 +239,8 @@ def test_plan_rollback_covers_tasks_that_changed_something(worker, r, control, p
 def test_a_run_that_lost_its_lease_mid_stage_does_not_complete(worker, r, planted):
     """The lease expired during a slow stage and another run took the tenant: the first run's
     stage end is refused, so two runs of one tenant never both count as done at once."""
-    from deployer.models import StageSpec, TaskRuntimeContext
+    from deployer.context import TaskRuntimeContext
+    from deployer.models import StageSpec
     from tasks.runtime import store
 
     plan_id, tenant = unique(), unique("t")

@@ -231,7 +231,8 @@ def test_every_stage_script_refuses_a_message_whose_plan_or_tenant_is_not_its_ta
 ):
     """Start, end (which finishes a task and moves plan counters) and fail: each checks the
     message's ids against the stored task and touches nothing when they differ."""
-    from deployer.models import StageSpec, TaskRuntimeContext
+    from deployer.context import TaskRuntimeContext
+    from deployer.models import StageSpec
     from tasks.runtime import store
 
     victim, victim_plan = unique("victim"), unique()

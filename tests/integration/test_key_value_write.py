@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from deployer import keys
+from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
-from deployer.models import StepSpec, TaskRuntimeContext, task_id_for
+from deployer.models import StepSpec, task_id_for
 from deployer.settings import get_settings
 from stages.base import StepEnv
 from stages.steps.key_value_write import KeyValueWrite

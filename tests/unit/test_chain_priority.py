@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from deployer.models import StageSpec, StepSpec, TaskRuntimeContext
+from deployer.context import TaskRuntimeContext
+from deployer.models import StageSpec, StepSpec
 from tasks.chains import build_chain, stage_priority
 
 

@@ -8,7 +8,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from deployer.models import RunKind, TaskRuntimeContext
+from deployer.context import TaskRuntimeContext
+from deployer.models import RunKind
 
 #: The context as the task hash stores it (`ctx`) and other languages read it: field order,
 #: wire names, compact separators, UTF-8 as is.

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from deployer import executor
+from deployer.context import TaskRuntimeContext
 from deployer.errors import (
     Code,
     DiscoveryError,
@@ -23,7 +24,7 @@ from deployer.errors import (
     StepFailed,
 )
 from deployer.executor import LEASE_WAIT_SECONDS, Halt, HaltReason, Outcome, Proceed, Reschedule
-from deployer.models import StageSpec, StepSpec, TaskRuntimeContext
+from deployer.models import StageSpec, StepSpec
 from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings
 from deployer.store import StageEnd, StageGate

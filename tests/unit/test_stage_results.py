@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import get_args
 
+from deployer.context import TaskRuntimeContext
 from deployer.executor import HaltReason, Reschedule
-from deployer.models import TaskRuntimeContext
 from tasks.stage import HALTED, waiting_summary
 
 
