@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.helpers import ROOT, Planted, wait_for, worker_argv, worker_env
+from tests.helpers import ROOT, Planted, unique, wait_for, worker_argv, worker_env
 
 _server: Any = None
 _fleet: Any = None
@@ -89,6 +89,18 @@ def redis_url() -> str:
 @pytest.fixture()
 def r(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url, decode_responses=True)
+
+
+@pytest.fixture()
+def plan_file(tmp_path: Path) -> Callable[[Any], str]:
+    """Write a plan (any JSON) to a file of its own; answers the path, for `deployer submit`."""
+
+    def write(payload: Any) -> str:
+        path = tmp_path / f"{unique('f')}.json"
+        path.write_text(json.dumps(payload))
+        return str(path)
+
+    return write
 
 
 @pytest.fixture()

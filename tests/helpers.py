@@ -200,3 +200,12 @@ def worker_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)
     return env
+
+
+def run_cli(*args: str) -> Any:
+    """`deployer ARGS` in this process (typer's runner): exit code and output, no shell."""
+    from typer.testing import CliRunner
+
+    from deployer.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from typer.testing import CliRunner
+from tests.helpers import bg_tenant, plan, run_cli, unique, wait_for
 
-from deployer.cli import app
-from tests.helpers import bg_tenant, plan, unique, wait_for
-
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-@pytest.fixture()
-def plan_file(tmp_path):
-    def write(payload) -> str:
-        path = tmp_path / f"{unique('f')}.json"
-        path.write_text(json.dumps(payload))
-        return str(path)
-
-    return write
+run = run_cli
 
 
 def test_submit_wait_exits_0_when_every_task_completed(worker, r, plan_file):

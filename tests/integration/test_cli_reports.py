@@ -7,28 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from deployer.cli import app
 from deployer.fleet import Behaviour
-from tests.helpers import bg_tenant, plan, unique
+from tests.helpers import bg_tenant, plan, run_cli, unique
 
 PREFIX = "icc_ai_ops_srv:tenant_config:"
-runner = CliRunner()
-
-
-def run(*args: str):
-    return runner.invoke(app, list(args), catch_exceptions=False)
-
-
-@pytest.fixture()
-def plan_file(tmp_path):
-    def write(payload) -> str:
-        path = tmp_path / f"{unique('f')}.json"
-        path.write_text(json.dumps(payload))
-        return str(path)
-
-    return write
+run = run_cli
 
 
 @pytest.mark.parametrize("make", ["missing", "directory", "not-utf8"])
