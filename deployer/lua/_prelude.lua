@@ -240,3 +240,18 @@ local function fail_task(k, task_id, plan_id, tenant_id, new_status, stage, reas
   emit(k[5], maxlen, fields)
   return old
 end
+
+-- A claim script gives a run up at the redelivery cap (reconcile_claim.lua, orphan_claim.lua):
+-- a new token fences off a straggler of the abandoned run, the task fails (lease held by
+-- `token` and slot freed), and an 'F' claim record tells the caller to refill the plan.
+local function give_up(out, k, t, reason, code, token, now, maxlen)
+  -- t: task_id, plan_id, tenant_id, status, run_kind, run_id, stage
+  local gen = redis.call('HINCRBY', k[1], 'gen', 1)
+  redis.call('HSET', k[1], 'token', t.run_id .. '.' .. gen)
+  fail_task(k, t.task_id, t.plan_id, t.tenant_id, failed_status(t.status, t.run_kind), t.stage,
+    reason, code, token, now, maxlen, 'reconciler')
+  out[#out + 1] = 'F'
+  out[#out + 1] = t.task_id
+  out[#out + 1] = t.plan_id
+  for _ = 1, 5 do out[#out + 1] = '' end
+end

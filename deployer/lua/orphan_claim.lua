@@ -33,19 +33,14 @@ for i = 10, #ARGV, 4 do
     if redis.call('GET', lease_key) == token then redis.call('DEL', lease_key) end
     local n = redis.call('HINCRBY', task_key, 'redeliveries', 1)
     local stage = t[8] or ''
-    local gen = redis.call('HINCRBY', task_key, 'gen', 1)
-    local new_token = run_id .. '.' .. gen
     if n > cap then
       local reason = 'worker ' .. node .. ' lost; redelivery cap ' .. cap .. ' reached, giving up'
-      redis.call('HSET', task_key, 'token', new_token)
-      fail_task({task_key, plan_key, lease_key, inflight_key, events_key}, task_id, plan_id,
-        tenant_id, failed_status(status, t[9]), stage, reason, failure_code, new_token, now,
-        maxlen, 'reconciler')
-      out[#out + 1] = 'F'
-      out[#out + 1] = task_id
-      out[#out + 1] = plan_id
-      for _ = 1, 5 do out[#out + 1] = '' end
+      give_up(out, {task_key, plan_key, lease_key, inflight_key, events_key},
+        {task_id = task_id, plan_id = plan_id, tenant_id = tenant_id, status = status,
+         run_kind = t[9], run_id = run_id, stage = stage}, reason, failure_code, token, now, maxlen)
     else
+      local gen = redis.call('HINCRBY', task_key, 'gen', 1)
+      local new_token = run_id .. '.' .. gen
       redis.call('HSET', task_key, 'token', new_token, 'updatedAt', now, 'dispatchedAt', now,
         'worker', '')
       redis.call('ZADD', inflight_key, now + ttl, task_id)

@@ -50,16 +50,10 @@ for _, task_id in ipairs(due) do
       if n > cap then
         local reason = 'lease expired ' .. n .. ' times while ' .. status ..
           ' (workers lost or stalled); redelivery cap ' .. cap .. ' reached, giving up'
-        -- Bump the token so a straggler of the abandoned run is fenced off too.
-        local gen = redis.call('HINCRBY', task_key, 'gen', 1)
-        redis.call('HSET', task_key, 'token', run_id .. '.' .. gen)
-        fail_task({task_key, plan_key, lease_key, inflight_key, events_key}, task_id, plan_id,
-          tenant_id, failed_status(status, t[9]), stage, reason, failure_code, token, now,
-          maxlen, 'reconciler')
-        out[#out + 1] = 'F'
-        out[#out + 1] = task_id
-        out[#out + 1] = plan_id
-        for _ = 1, 5 do out[#out + 1] = '' end
+        give_up(out, {task_key, plan_key, lease_key, inflight_key, events_key},
+          {task_id = task_id, plan_id = plan_id, tenant_id = tenant_id, status = status,
+           run_kind = t[9], run_id = run_id, stage = stage}, reason, failure_code, token, now,
+          maxlen)
       else
         local gen = redis.call('HINCRBY', task_key, 'gen', 1)
         local new_token = run_id .. '.' .. gen
