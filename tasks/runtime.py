@@ -1,14 +1,16 @@
-"""Per-process singletons the tasks share: store, step environment, planner."""
+"""Per-process singletons the tasks share: store, step environment, planner.
+
+Per process, not per module: a pool process forked from the worker's main process builds
+its own (deployer.redis_client.per_process says why).
+"""
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 from deployer.control import Controller
 from deployer.deadletter import DeadLetters
 from deployer.parking import Parking
 from deployer.planner import Planner
-from deployer.redis_client import client_for, state_store
+from deployer.redis_client import client_for, per_process, state_store
 from deployer.settings import Settings, get_settings
 from deployer.store import Store
 from stages.base import StepEnv
@@ -18,18 +20,18 @@ def settings() -> Settings:
     return get_settings()
 
 
-@lru_cache(maxsize=1)
+@per_process
 def store() -> Store:
     return state_store(settings())
 
 
-@lru_cache(maxsize=1)
+@per_process
 def step_env() -> StepEnv:
     s = settings()
     return StepEnv(settings=s, target=client_for(s.target_url))
 
 
-@lru_cache(maxsize=1)
+@per_process
 def planner() -> Planner:
     from tasks.chains import send_dispatches
 
@@ -44,19 +46,19 @@ def reset() -> None:
         fn.cache_clear()
 
 
-@lru_cache(maxsize=1)
+@per_process
 def controller() -> Controller:
     return Controller(planner())
 
 
-@lru_cache(maxsize=1)
+@per_process
 def dead_letters() -> DeadLetters:
     """Where refused broker messages are kept (the state Redis, like rejections)."""
     s = settings()
     return DeadLetters(client_for(s.state_url), s.dead_letters_maxlen)
 
 
-@lru_cache(maxsize=1)
+@per_process
 def parking() -> Parking:
     """Parked HealthCheck re-sends (the state Redis)."""
     return Parking(store().r)
