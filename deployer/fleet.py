@@ -169,7 +169,7 @@ class Instance:
         if self.field is None:
             ready.set()
             return
-        pubsub = self.fleet.redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = self.fleet.redis.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(self.fleet.topic)
         pubsub.get_message(timeout=1.0)  # the subscription confirmation
         ready.set()

@@ -249,7 +249,7 @@ class ParkingThread(threading.Thread):
         out: list[Ack] = []
         try:
             if self._pubsub is None:
-                pubsub = self.acks_redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                pubsub = self.acks_redis.pubsub(ignore_subscribe_messages=True)
                 self._pubsub = pubsub
                 pubsub.subscribe(self.channel)
             timeout = wait

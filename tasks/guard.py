@@ -328,7 +328,7 @@ def harden(message: Any) -> None:
     message.reject_log_error = reject_log_error
 
 
-class GuardedConsumer(Consumer):  # type: ignore[misc]
+class GuardedConsumer(Consumer):
     """Celery's consumer with every message checked before it is handled."""
 
     dropped = 0

@@ -104,7 +104,7 @@ def reprs(name: str, args: Any, kwargs: Any) -> tuple[str, str]:
     return saferepr(tuple(redact(args)), REPR_MAXSIZE), saferepr(shown, REPR_MAXSIZE)
 
 
-class RedactingAMQP(AMQP):  # type: ignore[misc]
+class RedactingAMQP(AMQP):
     """Builds every message (and its `task-sent` event) with our reprs."""
 
     def as_task_v2(

@@ -51,7 +51,7 @@ def install_log_filter() -> None:
 _BaseRequest: Any = symbol_by_name(app.Task.Request)
 
 
-class StageRequest(_BaseRequest):  # type: ignore[misc]
+class StageRequest(_BaseRequest):
     """The stage task's request: its `task-succeeded` event shows the result redacted."""
 
     def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> Any:

@@ -39,7 +39,7 @@ def build_reconciler() -> Reconciler:
     )
 
 
-class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
+class ReconcilerStep(bootsteps.StartStopStep):
     label = "deployer reconciler"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
@@ -63,7 +63,7 @@ class ReconcilerStep(bootsteps.StartStopStep):  # type: ignore[misc]
 app.steps["worker"].add(ReconcilerStep)
 
 
-class LivenessStep(bootsteps.StartStopStep):  # type: ignore[misc]
+class LivenessStep(bootsteps.StartStopStep):
     """The worker's heartbeat and the re-driving of dead workers' tasks (deployer/liveness.py),
     in the main process; a clean stop deletes the heartbeat."""
 
@@ -97,7 +97,7 @@ class LivenessStep(bootsteps.StartStopStep):  # type: ignore[misc]
 app.steps["worker"].add(LivenessStep)
 
 
-class ParkingStep(bootsteps.StartStopStep):  # type: ignore[misc]
+class ParkingStep(bootsteps.StartStopStep):
     """Sends parked HealthCheck re-sends when due or woken by an instance's ack
     (deployer/parking.py), in the main process. Requires the liveness step, so it stops
     first: a re-send it popped is sent before the heartbeat (and its record) goes."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -122,7 +123,7 @@ def read_plan_file(path: Path, as_json: bool = False) -> str:
     """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
     refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
     if str(path) == "-":
-        return typer.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
