@@ -28,7 +28,7 @@ log = logging.getLogger("deployer.guard")
 
 HEAD_BYTES = 512
 #: How much is read to build a head: redaction must see a whole secret value to mask it.
-_HEAD_WINDOW = 8192
+HEAD_WINDOW = 8192
 #: Where ids are looked for in a message too large or too broken to parse.
 _PEEK_HEAD, _PEEK_TAIL = 8192, 65536
 _FIELD_MAX = 200
@@ -108,7 +108,7 @@ def as_text(data: bytes | bytearray | memoryview | str | None, limit: int) -> st
 def head(data: bytes | bytearray | memoryview | str | None, size: int = HEAD_BYTES) -> str:
     """The first `size` characters of `data`, secrets masked (redacted before cutting, so
     a value that starts inside the head is masked even if it ends after it)."""
-    return redact_text(as_text(data, _HEAD_WINDOW))[:size]
+    return redact_text(as_text(data, HEAD_WINDOW))[:size]
 
 
 # ---- depth of JSON text, without recursion ---------------------------------------------

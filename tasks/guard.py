@@ -90,6 +90,17 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _reject_raw(message: Any) -> None:
+    try:
+        message.channel.basic_reject(message.delivery_tag, requeue=False)
+    except Exception as exc:  # noqa: BLE001 - logged; RabbitMQ requeues it on reconnect
+        log.warning("could not reject a refused message (%s)", type(exc).__name__)
+
+
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -334,14 +345,18 @@ class GuardedConsumer(Consumer):
     dropped = 0
 
     def _drop(self, message: Any, reason: str, code: str = Code.MESSAGE_REFUSED) -> None:
+        """Dead-letter `message`: recorded, then rejected without requeue (acknowledged on
+        Redis; on RabbitMQ handed to the queue's dead-letter exchange, if a policy names
+        one). `message` may be a transport's raw message when kombu could not wrap it."""
         GuardedConsumer.dropped += 1
         try:
-            headers = message.headers if isinstance(message.headers, dict) else {}
-            delivery = message.delivery_info if isinstance(message.delivery_info, dict) else {}
-            body = message.body if isinstance(message.body, bytes | str) else b""
+            headers = _mapping(getattr(message, "headers", None))
+            delivery = _mapping(getattr(message, "delivery_info", None))
+            body = getattr(message, "body", b"")
+            body = body if isinstance(body, bytes | str) else b""
             letter = DeadLetter(
                 reason=reason,
-                queue=str(delivery.get("routing_key") or delivery.get("queue") or ""),
+                queue=_str(delivery.get("routing_key") or delivery.get("queue")),
                 task=_str(headers.get("task")),
                 id=_str(headers.get("id")),
                 size=len(body),
@@ -349,8 +364,11 @@ class GuardedConsumer(Consumer):
             )
             refuse(letter, as_text(body, 8192), code)
         finally:
-            harden(message)
-            message.ack_log_error(log, self.connection_errors)
+            if hasattr(message, "reject_log_error"):
+                harden(message)
+                message.reject_log_error(log, self.connection_errors, requeue=False)
+            else:  # py-amqp's own message (kombu failed to wrap it)
+                _reject_raw(message)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)
