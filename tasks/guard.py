@@ -14,6 +14,7 @@ it (what kombu's Redis transport fails on earlier is guarded in tasks/transport.
 - content type JSON (a pickle message is refused, not decoded);
 - the body is at most `max_message_bytes` and nests at most `max_message_depth` levels;
 - the body decodes and is `[args(list), kwargs(dict), embed(dict|None)]`;
+- it makes the worker send nothing on but deployer's own stage chain (tasks/relays.py);
 - the arguments bind to the task's signature.
 
 A message failing any check is acknowledged (so it cannot loop), kept in the bounded stream
@@ -42,6 +43,7 @@ from deployer.deadletter import DeadLetter, as_text, head, json_depth_exceeds, p
 from deployer.errors import Code, MessageRefused, PlanTooDeep, PlanTooLarge
 from deployer.redact import redact
 from tasks import runtime
+from tasks.relays import relay_problem
 from tasks.reprs import REPR_MAXSIZE, reprs
 
 log = logging.getLogger("deployer.guard")
@@ -239,6 +241,9 @@ def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
     checked = check_body(decoded)
     if isinstance(checked, str):
         return Refusal(checked)
+    relay = relay_problem(name, decoded[2], headers)
+    if relay:
+        return Refusal(relay)
     args, kwargs = checked
     sig = _signature(task)
     if sig is not None:

@@ -116,7 +116,8 @@ class Rabbit:
             conn.close()
 
     def unsettled(self, *queues: str) -> dict[str, tuple[int, int]]:
-        """(ready, unacknowledged) per queue, as the broker counts them."""
+        """(ready, unacknowledged) per queue, as the broker counts them (every queue of the
+        vhost when none is named)."""
         out = self.rabbitmqctl(
             "list_queues", "-p", self.vhost, "name", "messages_ready",
             "messages_unacknowledged", "--quiet", "--no-table-headers",
@@ -124,7 +125,7 @@ class Rabbit:
         counts = {}
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) == 3 and parts[0] in queues:
+            if len(parts) == 3 and (not queues or parts[0] in queues):
                 counts[parts[0]] = (int(parts[1]), int(parts[2]))
         return counts
 
