@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+#: The longest fixed countdown a stage re-sends itself with (Redis unreachable, a tenant's
+#: lease busy): the ETA horizon never refuses deployer's own messages.
+OWN_COUNTDOWN_SECONDS = 2.0
 DEFAULT_KEY_PREFIX = "icc_ai_ops_srv:tenant_config:"
 DEFAULT_PUBSUB_TOPIC = "icc_ai_ops_srv:tenant_config:topic"
 
@@ -57,6 +60,18 @@ class Settings(BaseSettings):
     # worker while it was pickled for the pool).
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_message_depth: int = Field(64, ge=8, le=500)
+    # JSON values (arrays, objects, strings, numbers, literals) a message or a plan's text
+    # may hold, counted on the text before it is decoded (deployer/jsonshape.py): what
+    # decoding builds, which bytes alone do not bound (13 MB of nested empty lists decoded
+    # to 1 GB). A tenant of the demo plan is ~26 values: 3,000,000 admits 100,000 of them.
+    max_message_elements: int = Field(3_000_000, ge=1000)
+
+    # A message whose ETA (or countdown) lies further ahead is dead-lettered: Celery holds an
+    # ETA message unacknowledged in worker memory until it is due, and the Redis transport
+    # restores it every visibility timeout meanwhile (one envelope years ahead: 11 copies
+    # held after 36 minutes). deployer's own countdowns are seconds; never below them
+    # (`eta_horizon_seconds`).
+    max_eta_seconds: float = Field(60.0, gt=0)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -173,6 +188,18 @@ class Settings(BaseSettings):
     def target_url(self) -> str:
         assert self.target_redis_url is not None
         return self.target_redis_url
+
+    @property
+    def eta_horizon_seconds(self) -> float:
+        """How far ahead a message's ETA may be: `max_eta_seconds`, never below the longest
+        countdown deployer sends itself (a HealthCheck re-poll waits up to the verify
+        interval, a parked one re-sent as a countdown up to half the lease)."""
+        return max(
+            self.max_eta_seconds,
+            self.verify_interval_seconds,
+            self.lease_ttl_seconds / 2,
+            OWN_COUNTDOWN_SECONDS,
+        )
 
     @property
     def acks_channel(self) -> str:

@@ -16,7 +16,9 @@ py-amqp's frame handler and adds, per delivery, before anything else reads it:
 - JSON-only content encodings (`utf-8`), no `compression` header (kombu would
   decompress a bomb before any check), a body no larger than `max_message_bytes`: a
   larger one is never assembled (its frames are dropped as they arrive, only the start
-  is kept for the dead letter).
+  is kept for the dead letter); a large JSON body is measured frame by frame (values,
+  depth: deployer/jsonshape.py) and dropped the same way once it would decode to more
+  than a message may.
 
 A refused delivery is rejected without requeue (`basic.reject`, so RabbitMQ hands it to
 the queue's dead-letter exchange when a policy names one: docs/operators.md) and recorded
@@ -44,7 +46,9 @@ from kombu.entity import Exchange, Queue
 from kombu.transport import pyamqp
 
 from deployer.deadletter import HEAD_WINDOW, DeadLetter, head
-from deployer.errors import Code, PlanTooLarge
+from deployer.errors import Code, PlanTooDeep, PlanTooLarge
+from deployer.jsonshape import Meter
+from deployer.settings import Settings
 
 log = logging.getLogger("deployer.guard")
 
@@ -55,16 +59,20 @@ _TAGGED = {spec.Basic.Deliver: "sLbss", spec.Basic.GetOk: "Lbssl"}
 _ARGS = {**_TAGGED, spec.Basic.Return: "Bsss"}
 #: Body encodings a JSON message may declare (kombu and celery-node send `utf-8`).
 BODY_ENCODINGS = frozenset({"utf-8", "utf8"})
+JSON_TYPES = frozenset({"application/json"})
+#: JSON bodies larger than this are measured frame by frame as they arrive (deployer/
+#: jsonshape.py): one that would decode to too many values is never assembled.
+METER_FROM = 64 * 1024
 
 #: Where refused deliveries go when the queue's policy names a dead-letter exchange.
 DEAD_LETTER_EXCHANGE = "deployer.dead-letters"
 DEAD_LETTER_QUEUE = "deployer.dead-letters"
 
 
-def _max_message_bytes() -> int:
+def _settings() -> Settings:
     from tasks import runtime
 
-    return runtime.settings().max_message_bytes
+    return runtime.settings()
 
 
 def _refuse(letter: DeadLetter, text: str, code: str) -> None:
@@ -200,6 +208,7 @@ class FrameGuard:
         self.expected: defaultdict[int, int] = defaultdict(lambda: 1)
         self.partial: dict[int, Message] = {}
         self.refused: dict[int, Refused] = {}
+        self.meters: dict[int, Meter] = {}  # large JSON bodies, measured as they arrive
 
     def __call__(self, frame: tuple[int, int, Any]) -> bool:
         frame_type, channel, buf = frame
@@ -227,12 +236,15 @@ class FrameGuard:
 
     def _header(self, channel: int, buf: Any) -> bool:
         msg = self.partial[channel]
-        problem = header_problem(msg, buf, _max_message_bytes())
+        problem = header_problem(msg, buf, _settings().max_message_bytes)
         if problem is not None:
             reason, code = problem
             r = Refused(msg.frame_method, msg.frame_args, bytes(buf), msg.body_size, reason, code)
             return self._refusing(channel, r)
         if not msg.ready:
+            if msg.body_size > METER_FROM and msg.properties.get("content_type") in JSON_TYPES:
+                s = _settings()
+                self.meters[channel] = Meter(s.max_message_depth, s.max_message_elements)
             self.expected[channel] = 3
             return False
         return self._dispatch(channel, msg)
@@ -243,15 +255,33 @@ class FrameGuard:
             r.feed(buf)
             return self._refusing(channel, r)
         msg = self.partial[channel]
+        meter = self.meters.get(channel)
+        if meter is not None and meter.feed(buf).exceeded:
+            return self._refusing(channel, self._too_much(msg, meter, buf))
         msg.inbound_body(buf)
         if not msg.ready:
             return False
         return self._dispatch(channel, msg)
 
+    def _too_much(self, msg: Message, meter: Meter, buf: Any) -> Refused:
+        """A body that would decode to more than a message may: refused mid-way, what
+        arrived so far dropped (only its start kept for the dead letter)."""
+        s = _settings()
+        shape = meter.shape()
+        why = shape.problem(s.max_message_depth, s.max_message_elements) or "too large"
+        code = PlanTooDeep.code if shape.depth > s.max_message_depth else PlanTooLarge.code
+        headers = msg.properties.get("application_headers")
+        r = Refused(msg.frame_method, msg.frame_args, b"", msg.body_size, why, code, headers)
+        for chunk in [*msg._pending_chunks, buf]:  # noqa: SLF001 - py-amqp's own buffer
+            r.feed(chunk)
+        msg._pending_chunks = []  # noqa: SLF001
+        return r
+
     def _done(self, channel: int) -> None:
         self.expected[channel] = 1
         self.partial.pop(channel, None)
         self.refused.pop(channel, None)
+        self.meters.pop(channel, None)
 
     def _dispatch(self, channel: int, msg: Message) -> bool:
         self._done(channel)

@@ -42,6 +42,8 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     3.11+), ~100 KB per poll that piled up to 0.9 GB in a pool process supervising 10,000
     waiting tenants. The attempt then ends as SUCCESS, so the chain is stopped here.
     """
+    # A step plugin's longer wait would be refused by the guard's ETA horizon: poll sooner.
+    countdown = min(countdown, runtime.settings().eta_horizon_seconds)
     task.retry(args=args, countdown=countdown, throw=False)
     stop_chain(task)
 

@@ -34,9 +34,9 @@ class RedactedJSON(JSONResponse):
     """Every JSON answer goes through deployer.redact: no secret leaves the API."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            redact(content), ensure_ascii=False, separators=(",", ":"), default=str
-        ).encode("utf-8")
+        text = json.dumps(redact(content), ensure_ascii=False, separators=(",", ":"), default=str)
+        # a lone surrogate (only ever inside a JSON string) becomes its `\uXXXX` escape
+        return text.encode("utf-8", "backslashreplace")
 
 
 class ApiError(Exception):

@@ -4,12 +4,14 @@ letters stay in the session's Redis either way, as in a deployment on RabbitMQ."
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
+from kombu import Connection, Exchange, Queue
 
 from tests.helpers import worker_env
 from tests.rabbit import DEAD_LETTERS, QUEUES, Rabbit
@@ -41,6 +43,24 @@ class Broker:
         for q in QUEUES:
             for key in self.r.scan_iter(match=f"{q}*"):
                 self.r.delete(key)
+
+    def publish(
+        self, task: str, body: bytes, queue: str = "deployer.control", **headers: Any
+    ) -> str:
+        """A protocol-2 message with exactly this JSON `body` (bytes, sent as they are) and
+        headers, from a bare kombu producer: what any client can send. Answers its id."""
+        task_id = str(uuid.uuid4())
+        with Connection(self.url) as conn:
+            conn.Producer().publish(
+                body,
+                exchange="",
+                routing_key=queue,
+                content_type="application/json",
+                content_encoding="utf-8",
+                headers={"lang": "py", "task": task, "id": task_id, **headers},
+                declare=[Queue(queue, Exchange(queue, type="direct"), routing_key=queue)],
+            )
+        return task_id
 
     def drained(self) -> bool:
         """Nothing waiting on our queues (any priority) and nothing unacknowledged."""
