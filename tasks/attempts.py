@@ -2,17 +2,20 @@
 
 A HealthCheck that waits re-sends its stage under the same task id (tasks/stage.py
 `reschedule`, `park`), so one Flower task is every attempt of one stage. Celery's event
-state (`celery.events.state.Task.event`, which Flower runs) ranks SUCCESS above FAILURE and
-treats any later event as "logically before" a SUCCESS, RETRY excepted: once one attempt of
-a uuid ended `task-succeeded`, the `task-failed` of its last attempt no longer changes the
-state, and a stage that failed after polling stayed SUCCESS in `/api/tasks?state=FAILURE`.
-So an attempt that re-sent its stage ends as `task-retried` (state RETRY, which any later
-event replaces), never as `task-succeeded`.
+state (`celery.events.state.Task.event`, which Flower runs) orders states by precedence
+(SUCCESS, FAILURE, any custom state, ..., STARTED, RECEIVED) and takes an event of a lower
+one as "logically before" the current state: once one poll of a uuid ended
+`task-succeeded`, the `task-failed` of its last attempt no longer changed the state, and a
+stage that failed after polling stayed SUCCESS, missing from `/api/tasks?state=FAILURE`.
+So an attempt that re-sent its stage ends with the custom event `task-waiting` (state
+WAITING): above the next attempt's RECEIVED and STARTED, so the stage reads WAITING while it
+polls, and below FAILURE and SUCCESS, so its last attempt decides. Not `task-retried`:
+Celery's RETRY means the task raised and is retried, which a poll is not.
 
 The worker's main process sends these events from the pool's answer, which holds only the
 text of the task's return value (`saferepr`): a re-send says so by returning `resent(text)`,
 a string tagged with RESENT_TAG that `StageRequest` recognises and strips. (Raising Celery's
-`Retry` would say it natively, but a raised Retry costs ~100 KB per poll in the pool process:
+`Retry` would mark it natively, but a raised Retry costs ~100 KB per poll in the pool process:
 see tasks/stage.py `reschedule`.)
 
 `StageRequest` also masks fence tokens in every event it sends (the `result` of a stage that
@@ -30,6 +33,8 @@ from celery.utils.imports import symbol_by_name
 from tasks.app import app
 from tasks.tokens import redact_tokens
 
+#: The event of an attempt that re-sent its stage; Celery's event state makes it state WAITING.
+WAITING_EVENT = "task-waiting"
 #: Starts the return value of an attempt that re-sent its stage (see the module docstring).
 RESENT_TAG = "[re-sent] "
 
@@ -60,12 +65,12 @@ def _masked(value: Any) -> Any:
 
 def stage_event(type_: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The event a stage attempt sends instead of (`type_`, `fields`): tokens masked, a
-    re-send as `task-retried`, an expected StageFailed without a traceback."""
+    re-send as `task-waiting`, an expected StageFailed without a traceback."""
     fields = {k: _masked(v) if k in ("result", "exception") else v for k, v in fields.items()}
     if type_ == "task-succeeded":
         text = resent_text(fields.get("result"))
         if text is not None:
-            return "task-retried", {**fields, "result": text, "exception": None}
+            return WAITING_EVENT, {**fields, "result": text}
     elif type_ == "task-failed":
         # The result of the last re-send would otherwise stay beside the failure.
         fields.setdefault("result", None)

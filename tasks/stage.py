@@ -42,7 +42,7 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     ExceptionInfo that copies every traceback frame's code positions (billiard, Python
     3.11+), ~100 KB per poll that piled up to 0.9 GB in a pool process supervising 10,000
     waiting tenants. The attempt then returns normally, so the chain is stopped here, and
-    it returns `resent(...)` so that its event is a `task-retried` (tasks/attempts.py).
+    it returns `resent(...)` so that its event is a `task-waiting` (tasks/attempts.py).
     """
     task.retry(args=args, countdown=countdown, throw=False)
     stop_chain(task)
@@ -94,13 +94,13 @@ def park(task: Task, args: tuple[Any, ...], outcome: executor.Reschedule) -> str
     # retried (no autoretry_for), logged on one INFO line without a traceback (throws).
     acks_on_failure_or_timeout=True,
     throws=(StageFailed,),
-    Request="tasks.attempts:StageRequest",  # events: re-sends RETRY, no fence token
+    Request="tasks.attempts:StageRequest",  # events: re-sends WAITING, no token
     ignore_result=True,
 )
 def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     """Returns the context for the next stage, or (chain stopped) what happened, in words:
     that is what Flower's Result column and the worker's log show for the attempt. An
-    attempt that re-sent its stage is a RETRY in Flower, one that failed its task a FAILURE
+    attempt that re-sent its stage is WAITING in Flower, one that failed its task a FAILURE
     (StageFailed), any other a SUCCESS."""
     try:
         context = TaskRuntimeContext.from_wire(ctx)
@@ -155,6 +155,6 @@ HALTED: dict[executor.HaltReason, str] = {
 
 
 def waiting_summary(outcome: executor.Reschedule) -> str:
-    """A poll attempt is a RETRY in Flower (see `reschedule`): say that it waits, and why."""
+    """A poll attempt is WAITING in Flower (see `reschedule`): say that it waits, and why."""
     why = outcome.why or "waiting"
     return f"{why}; stage re-sent, again in {outcome.countdown:g}s (attempt {outcome.ctx.attempt})"

@@ -58,6 +58,13 @@ def test_a_stage_failing_after_polls_is_a_failure_in_flower_and_no_token_shows(
     session_fleet.behave(bad, Behaviour(never=True))  # its HealthCheck never converges
     tenants = [bg_tenant(bad), bg_tenant(good, serviceNames=TWO_STAGES)]
     client.send_task("deployer.submit_plan", [plan(plan_id, tenants)], queue="deployer.control")
+
+    def waiting() -> list[dict[str, Any]]:
+        found = flower_tasks(base, state="WAITING")
+        return [t for t in found.values() if bad in (t.get("name") or "")]
+
+    (polling,) = wait_for(waiting, interval=0.1, what="the polling stage shown WAITING")
+    assert "instances at v20" in polling["result"]  # why it waits, in words
     wait_for(
         lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "FAILED",
         timeout=90,

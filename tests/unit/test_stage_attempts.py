@@ -1,4 +1,4 @@
-"""The events a stage attempt sends (what Flower shows): re-sends RETRY, tokens masked."""
+"""The events a stage attempt sends (what Flower shows): re-sends WAITING, tokens masked."""
 
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ def _flower_state(*events: tuple[str, dict[str, object]]) -> Task:
     return task
 
 
-def test_a_re_send_attempt_is_a_retry_that_says_why():
+def test_a_re_send_attempt_is_waiting_and_says_why():
     text = "1/2 blue-green-gateway instances at v20; stage re-sent, again in 3s (attempt 2)"
     type_, fields = stage_event("task-succeeded", {"result": saferepr(resent(text)), "runtime": 1})
-    assert type_ == "task-retried"
-    assert fields["result"] == text and fields["exception"] is None and fields["runtime"] == 1
+    assert type_ == "task-waiting"
+    assert fields == {"result": text, "runtime": 1}
+    attempt = [("task-received", {}), ("task-started", {})]
+    task = _flower_state(*attempt, (type_, fields), *attempt)
+    assert task.state == "WAITING" and task.result == text  # also while the next poll runs
 
 
 def test_a_re_send_text_with_quotes_reads_back_whole():
@@ -33,12 +36,17 @@ def test_a_re_send_text_with_quotes_reads_back_whole():
 
 def test_polls_then_a_failure_end_failure_in_celerys_event_state():
     poll = stage_event("task-succeeded", {"result": saferepr(resent("waiting")), "runtime": 0})
-    fail = stage_event("task-failed", {"exception": "StageFailed('stage failed')", "traceback": "T"})
+    failed = {"exception": "StageFailed('stage failed')", "traceback": "T"}
+    fail = stage_event("task-failed", failed)
     attempt = [("task-received", {}), ("task-started", {})]
     task = _flower_state(*attempt, poll, *attempt, poll, *attempt, fail)
     assert task.state == "FAILURE"
     assert task.result is None and task.traceback is None
     assert task.exception == "StageFailed('stage failed')"
+    # A late poll event (another worker) never hides the end either.
+    assert _flower_state(*attempt, fail, poll).state == "FAILURE"
+    done = stage_event("task-succeeded", {"result": "{'planId': 'p'}", "runtime": 0})
+    assert _flower_state(*attempt, poll, *attempt, done).state == "SUCCESS"
     # What used to be sent: the first poll's SUCCESS outranks the later failure.
     old = _flower_state(*attempt, ("task-succeeded", {}), *attempt, ("task-failed", {}))
     assert old.state == "SUCCESS"
