@@ -146,6 +146,8 @@ def resume(
     """Continue paused tasks where they stopped, without redoing completed stages.
 
     A task whose tenant a newer task deployed meanwhile ends SUPERSEDED, unless --force.
+    One task (--tenant, with or without --plan) of a plan paused as a whole is refused
+    PLAN_PAUSED: resume the plan (--plan P alone).
     """
     _run(Command.RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
 
