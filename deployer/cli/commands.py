@@ -66,9 +66,13 @@ def _run(
         print_json(result)
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
-        console.print(f"{note}{result['message']}")
+        console.print(f"{note}{result['message']}", soft_wrap=True)
         for skipped in result.get("skipped", [])[:10]:
             console.print(f"  skipped {skipped['tenantId']}: {skipped['code']}")
+        if "skipped" in result:  # a plan's answer: its message only counts them
+            for u in result.get("unrestored", [])[:20]:
+                line = f"{u['tenantId']} {u['service']}: {u['reason']}"
+                console.print(f"  [yellow]not restored[/] {line}", soft_wrap=True)
     return result
 
 
@@ -198,11 +202,24 @@ def rollback(
     timeout: TimeoutOpt = None,
     by: ByOpt = None,
     reason: ReasonOpt = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot restore every "
+            "service its forward run changed.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy each task's previous config snapshot again, through a new chain."""
+    """Deploy each task's previous config snapshot again, through a new chain.
+
+    A service the forward run changed that the snapshot cannot restore (it lacks the
+    service's fields, e.g. no trunkGroup for asbc-gateway) is named with why; --strict
+    refuses such a rollback instead. `deployer diff --rollback` shows it beforehand.
+    """
     target = _target(plan, tenant, as_json)
-    _run(Command.ROLLBACK, target, by, reason, as_json)
+    _run(Command.ROLLBACK, target, by, reason, as_json, strict=strict)
     _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 
