@@ -50,7 +50,8 @@ def test_diff_shows_the_one_nested_field_that_changed_and_a_timestamp_as_volatil
     moved, same = unique("t"), unique("t")
     live(r, gateway_tenant(moved, "gw-7.blue.example"), timestamp=1)
     live(r, gateway_tenant(same, "gw-7.green.example"), timestamp=1)
-    path = plan_file(plan(unique(), [gateway_tenant(t, "gw-7.green.example") for t in (moved, same)]))
+    wanted = [gateway_tenant(t, "gw-7.green.example") for t in (moved, same)]
+    path = plan_file(plan(unique(), wanted))
 
     text = runner.invoke(app, ["diff", path], catch_exceptions=False)
     assert text.exit_code == 0, text.output
