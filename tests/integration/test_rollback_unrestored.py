@@ -78,6 +78,9 @@ def test_a_rollback_names_the_service_it_cannot_restore_and_strict_refuses_it(
     assert f"! not restored asbc-gateway: {NO_TRUNK}" in text
     assert '$.routes[0].targetUri: "gw.green.example" → "gw.blue.example"' in text
     assert "1 cannot restore every service" in text
+    whole = json.loads(cli("diff", "--rollback", "--plan", plan_id, "--json").stdout)
+    assert whole["summary"] == {"tenants": 2, "changing": 2, "unchanged": 0, "unrestorable": 2,
+                                "refused": 0}  # fmt: skip
 
     # --strict refuses it, with a stable code, and changes nothing.
     strict = cli("rollback", "--tenant", tenant, "--strict")
