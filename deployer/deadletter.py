@@ -23,7 +23,7 @@ import redis
 
 from deployer import keys
 from deployer.jsonshape import json_depth_exceeds
-from deployer.redact import MASK, SECRET_FIELDS, normalise
+from deployer.redact import MASK, SECRET_FIELDS, mask_patterns, normalise
 from deployer.text import encodable
 
 log = logging.getLogger("deployer.guard")
@@ -95,7 +95,8 @@ def redact_text(text: str) -> str:
             out.append(MASK)
             pos = _close(text, value_at)
     out.append(text[pos:])
-    return _BASE64_RUN.sub(lambda b: f"<base64 {len(b.group(0))} chars>", "".join(out))
+    masked = mask_patterns("".join(out))  # secrets without a field name: `Bearer x`, ...
+    return _BASE64_RUN.sub(lambda b: f"<base64 {len(b.group(0))} chars>", masked)
 
 
 def as_text(data: bytes | bytearray | memoryview | str | None, limit: int) -> str:

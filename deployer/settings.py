@@ -166,6 +166,20 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_read_token: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
+    # Connections (deployer/web/server.py): a request's headers, then its body, must arrive
+    # within these; a kept-alive connection closes after `api_idle_timeout_seconds` idle;
+    # at most `api_max_connections` are open (never more than the descriptor limit allows):
+    # over it, the oldest one still waiting for a request is closed, so /healthz answers
+    # through a flood of half-open connections (slow-loris).
+    api_header_timeout_seconds: float = Field(10.0, gt=0)
+    api_body_timeout_seconds: float = Field(60.0, gt=0)
+    api_idle_timeout_seconds: int = Field(5, ge=1)
+    api_max_connections: int = Field(1000, ge=16)
+    # Live event streams (SSE, deployer/web/stream.py): one Redis reader per server process
+    # serves them all; at most this many at once (503 STREAMS_FULL), and per token (429
+    # TOO_MANY_STREAMS).
+    api_max_streams: int = Field(256, ge=1)
+    api_max_streams_per_token: int = Field(32, ge=1)
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:
