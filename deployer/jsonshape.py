@@ -18,7 +18,6 @@ bound), and brackets that do not balance say it is not JSON at all.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -28,12 +27,12 @@ _KEEP = b'"[]{},'
 _SCALAR = b"0123456789+-.eEtrufalsn"
 _TO_V = bytes.maketrans(_SCALAR, b"v" * len(_SCALAR))
 _DROP = bytes(b for b in range(256) if b not in _KEEP + _SCALAR)
-_STRINGS = re.compile(rb'"[^"]*+"')
 #: Brackets as signed steps of depth (+1 opening, -1 closing), everything else dropped.
 _STEPS = bytes.maketrans(b"[]{}", b"\x01\xff\x01\xff")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 #: Brackets are summed in slices of this many, so a refusal comes early.
 _SLICE = 1 << 20
+_LISTED = 4096
 
 
 @dataclass(frozen=True)
@@ -86,14 +85,17 @@ class Meter:
         if self._backslash:
             data = data[:-1]
         data = data.replace(b'\\"', b"").translate(_TO_V, _DROP)
+        # Quotes now only delimit strings: the parts between them alternate outside and
+        # inside a string (the first part is inside when a string ran on from the last chunk).
+        parts = data.split(b'"')
+        began_inside = self._in_string
+        outside = parts[1::2] if began_inside else parts[0::2]
+        # after len(parts) - 1 quotes, inside a string again when that count is odd (from
+        # outside) or even (from inside)
+        self._in_string = (len(parts) % 2 == 0) != began_inside
         if self._in_string:
-            data = b'"' + data
-        data = _STRINGS.sub(b"s", data)  # a string is one value: `[""]` is not empty
-        quote = data.find(b'"')
-        self._in_string = quote >= 0
-        if self._in_string:  # a string goes on into the next chunk
-            data = data[:quote]
-        self._count(data)
+            outside.append(b"")  # the open string's place, counted once
+        self._count(b"s".join(outside))  # a string is one value: `[""]` is not empty
         return self
 
     @property
@@ -115,8 +117,14 @@ class Meter:
             if self.deepest > self.stop_depth:
                 return
             part = view[start : start + _SLICE]
-            self.deepest = max(self.deepest, max(accumulate(part, initial=self.depth)))
-            self.negative = self.negative or min(accumulate(part, initial=self.depth)) < 0
+            if len(part) <= _LISTED:  # small: one pass into a list is quicker
+                sums = list(accumulate(part, initial=self.depth))
+                high, low = max(sums), min(sums)
+            else:  # large: two passes, no list of a million numbers
+                high = max(accumulate(part, initial=self.depth))
+                low = min(accumulate(part, initial=self.depth))
+            self.deepest = max(self.deepest, high)
+            self.negative = self.negative or low < 0
             self.depth += sum(part)
 
     def shape(self) -> Shape:

@@ -164,6 +164,9 @@ def raw_letter(raw: bytes | str, queue: str, reason: str) -> tuple[DeadLetter, s
     return letter, peek.body
 
 
+#: Envelopes up to this size are parsed without being measured first (a stage message is
+#: ~3 KB: measuring it would cost more than parsing it).
+MEASURE_FROM = 64 * 1024
 #: Levels and values an envelope adds around its headers (the body is one base64 string).
 _ENVELOPE_DEPTH, _ENVELOPE_VALUES = 2, 64
 
@@ -175,6 +178,8 @@ def envelope_refusal(raw: bytes) -> tuple[str, str] | None:
     limit = raw_limit(s.max_message_bytes)
     if len(raw) > limit:
         return f"message larger than {limit} bytes", PlanTooLarge.code
+    if len(raw) <= MEASURE_FROM:
+        return None  # parsing it costs little whatever it holds; the consumer guard checks it
     depth, values = s.max_message_depth + _ENVELOPE_DEPTH, s.max_message_elements + _ENVELOPE_VALUES
     shape = json_shape(raw, stop_depth=depth, stop_elements=values)
     if shape.depth > depth:
