@@ -19,7 +19,8 @@ it (what kombu's Redis transport fails on earlier is guarded in tasks/transport.
 - it makes the worker send nothing on but deployer's own stage chain (tasks/relays.py);
 - the arguments bind to the task's signature.
 
-A message failing any check is acknowledged (so it cannot loop), kept in the bounded stream
+A message failing any check is rejected without requeue (acknowledged on Redis, handed to
+the queue's dead-letter exchange on RabbitMQ: it cannot loop), kept in the bounded stream
 `deployer:dead-letters` (reason, queue, task, id, size, a redacted head) and logged once at
 WARNING with its id, task name and the reason only: never its body, which may hold
 secrets. A refused `deployer.submit_plan` whose planId can be read is also rejected in
@@ -47,6 +48,7 @@ from deployer.deadletter import DeadLetter, as_text, head, peek_plan_id
 from deployer.errors import Code, MessageRefused, PlanTooDeep, PlanTooLarge
 from deployer.jsonshape import Shape, json_shape
 from deployer.redact import redact
+from deployer.settings import Settings
 from tasks import runtime
 from tasks.relays import relay_problem
 from tasks.reprs import REPR_MAXSIZE, reprs
@@ -244,7 +246,7 @@ def _decode(message: Any) -> Any:
         return Refusal(f"body cannot be decoded: {type(exc).__name__}")
 
 
-def _shape_problem(shape: Shape, settings: Any) -> Refusal | None:
+def _shape_problem(shape: Shape, settings: Settings) -> Refusal | None:
     depth, elements = settings.max_message_depth, settings.max_message_elements
     why = shape.problem(depth, elements)
     if why is None:
@@ -256,7 +258,7 @@ def _shape_problem(shape: Shape, settings: Any) -> Refusal | None:
     return Refusal(f"body cannot be decoded: {why}")
 
 
-def _headers_problem(headers: Mapping[str, Any], settings: Any) -> Refusal | None:
+def _headers_problem(headers: Mapping[str, Any], settings: Settings) -> Refusal | None:
     """Headers nested or as large as a body may not be (walked without recursion, at most
     `max_message_elements` values: AMQP tables come decoded, Redis ones were measured
     on the envelope's text)."""
