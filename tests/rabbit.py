@@ -161,10 +161,13 @@ def _vhost() -> str:
     return f"deployer-test-{uuid.uuid4().hex[:10]}"
 
 
-def _given(url: str) -> Rabbit:
+def _given(url: str) -> Rabbit | str:
     parts = urlsplit(url)
     rabbit = Rabbit(parts.port or 5672, parts.path.lstrip("/") or "/", own_vhost=False)
-    rabbit.purge(*QUEUES, DEAD_LETTERS)
+    try:
+        rabbit.purge(*QUEUES, DEAD_LETTERS)
+    except Exception as exc:  # noqa: BLE001 - any reason it cannot be used is the answer
+        return f"DEPLOYER_TEST_AMQP_URL does not answer ({type(exc).__name__}: {exc})"
     return rabbit
 
 
