@@ -59,5 +59,5 @@ async def event_stream(
         media_type="text/event-stream",
         headers=headers,
         # also when the client left before the stream began (the generator never ran)
-        background=BackgroundTask(hub.unsubscribe, sub),
+        background=BackgroundTask(hub.release, sub),
     )

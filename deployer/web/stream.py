@@ -153,6 +153,10 @@ class Hub:
     def unsubscribe(self, sub: Subscription) -> None:
         self.subs.discard(sub)
 
+    async def release(self, sub: Subscription) -> None:
+        """`unsubscribe` as a response's background task (in the loop, not a thread)."""
+        self.unsubscribe(sub)
+
     async def _start(self) -> None:
         if self._reader is not None and not self._reader.done():
             return
