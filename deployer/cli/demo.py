@@ -20,12 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deployer import keys
 from deployer.cli.app import Exit, app, console, err
-from deployer.cli.progress import follow
-from deployer.client import DeployerClient
-from deployer.fleet import Fleet
-from deployer.settings import get_settings, redact_url
 
 DEMO_PLAN = "examples/demo-plan.json"
 
@@ -68,6 +63,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def start_fleet(stack: ExitStack) -> str:
     """Start the simulated fleet; returns a one-line description."""
+    from deployer.fleet import Fleet
+    from deployer.settings import get_settings
+
     fleet = stack.enter_context(Fleet.from_settings(get_settings()))
     return str(fleet.describe())
 
@@ -109,6 +107,11 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Give up after S seconds.")] = 120.0,
 ) -> None:
     """Roll out the canonical demo plan end to end and exit 0 when it is done."""
+    from deployer import keys
+    from deployer.cli.progress import follow
+    from deployer.client import DeployerClient
+    from deployer.settings import get_settings, redact_url
+
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:
         if redis_url is None:
@@ -159,6 +162,8 @@ def demo(
 
 def _hold(redis_url: str) -> None:
     """--keep-running: stay in the foreground (the stack is torn down on Ctrl-C)."""
+    from deployer.settings import redact_url
+
     console.print(
         f"[bold]--keep-running[/]: worker, Flower, fleet and server are up; try\n"
         f"  DEPLOYER_BROKER_URL={redact_url(redis_url)} deployer status <planId>\n"

@@ -6,22 +6,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from deployer import views
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
-from deployer.cli.progress import follow, report_failures, report_unfinished
-from deployer.client import DeployerClient, PlanStatus, Rejection
-from deployer.diff import diff_plan
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
 from deployer.errors import Code, PlanUnreadable, PlanValidationError
-from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
-from deployer.redis_client import client_for
-from deployer.settings import get_settings
-from deployer.store import Store
-from stages.factory import forward_stages
+
+# A command imports what it uses when it runs (`deployer status` must not pay for the
+# intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
+if TYPE_CHECKING:
+    from deployer.client import DeployerClient
+    from deployer.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimeoutOpt = Annotated[
@@ -38,6 +34,9 @@ def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a plan (camelCase, as other services send it)."""
+    from deployer.intake import plan_schema
+    from deployer.settings import get_settings
+
     print_json(plan_schema(get_settings()))
 
 
@@ -58,6 +57,11 @@ def submit(
     errors, PLAN_CONFLICT); 3 no worker picked it up in 30 s, or --timeout passed (what
     still runs is printed).
     """
+    from deployer.cli.progress import follow
+    from deployer.intake import config_json, plan_digest, validate_plan
+    from deployer.settings import get_settings
+    from stages.factory import forward_stages
+
     text = read_plan_file(plan_file, as_json)
     settings = get_settings()
     try:
@@ -137,12 +141,18 @@ def report_end(
     store: Store, plan_id: str, final: str | None, timeout: float | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """After --wait: name what failed, or (on --timeout) what is still running."""
+    from deployer.cli.progress import report_failures, report_unfinished
+
     if final is None:
         return [], report_unfinished(store, plan_id, timeout)
     return report_failures(store, plan_id), []
 
 
 def _diff(text: str, as_json: bool) -> dict[str, Any]:
+    from deployer.diff import diff_plan
+    from deployer.redis_client import client_for
+    from deployer.settings import get_settings
+
     settings = get_settings()
     try:
         return diff_plan(
@@ -206,6 +216,8 @@ def _accepted(
 ) -> str:
     """The plan's status once a worker accepted it (`DeployerClient.wait_accepted`); a
     refusal, PLAN_CONFLICT included, exits 2 with its code; no answer in time exits 3."""
+    from deployer.client import PlanStatus, Rejection
+
     found = deployer.wait_accepted(plan_id, since, timeout=timeout, digest=digest)
     if isinstance(found, PlanStatus):
         return found.status
@@ -217,13 +229,15 @@ def _accepted(
 
 def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]:
     """The plan's read model (deployer/views.py), {} if there is no such plan."""
+    from deployer import views
+
     return views.plan_view(store, plan_id, sample) or {}
 
 
 @app.command()
 def status(plan_id: str, as_json: JsonOpt = False) -> None:
     """Where is plan P? Status, counts by task status, the first tasks."""
-    summary = plan_summary(client().store, plan_id)
+    summary = plan_summary(store(), plan_id)
     if not summary:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
     if as_json:
@@ -236,6 +250,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     if summary.get("waves"):
         _print_waves(summary)
+    from rich.table import Table
+
     table = Table("tenant", "status", "stage", "error / progress", box=None)
     for t in summary["tasks"]:
         table.add_row(
@@ -248,6 +264,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
 
 
 def _print_waves(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     waves = Table("wave", "state", "tenants", "done", "failed", box=None)
     for w in summary["waves"]:
         state = w["state"]
@@ -276,7 +294,9 @@ def task(
 ) -> None:
     """The tenant's latest task (or its task in --plan): status, stage, live progress,
     the current run's failure, context and the written hash."""
-    s = client().store
+    from deployer import views
+
+    s = store()
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
     if not out:
         where = f" in plan {plan}" if plan else ""
