@@ -131,7 +131,8 @@ def test_gauges_read_workers_parked_and_approval_waits_without_scanning(r, metri
     r.zadd("deployer:workers", {"mx-node:1:a": now})
     r.zadd("deployer:parked", {"task-mx:t": now + 60_000})  # due later: no worker sends it
     plan_id = unique("mx-appr")
-    r.hset(f"deployer:plan:{plan_id}", mapping={"planId": plan_id, "waveState": "AWAITING_APPROVAL"})
+    waiting = {"planId": plan_id, "waveState": "AWAITING_APPROVAL"}
+    r.hset(f"deployer:plan:{plan_id}", mapping=waiting)
     r.zadd("deployer:awaiting-approval", {plan_id: now - 120_000, "gone-plan": now})
     try:
         m = scrape(metrics_url)
