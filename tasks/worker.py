@@ -15,8 +15,10 @@ from celery import bootsteps
 from celery.signals import worker_init
 from celery.worker import state as worker_state
 from kombu.utils import json as kombu_json
+from pydantic import ValidationError
 
-from deployer import worker_id
+from deployer import tracing, worker_id
+from deployer.context import TaskRuntimeContext
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
 from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
@@ -137,7 +139,16 @@ def send_parked(sig: str) -> None:
     resend = app.signature(kombu_json.loads(sig))
     if stage_priority(0) is not None:
         resend.options["priority"] = 0
-    resend.apply_async()
+    if not tracing.enabled():
+        resend.apply_async()
+        return
+    try:  # the re-send joins its run's trace (its context says which)
+        ctx = TaskRuntimeContext.from_wire(resend.args[0])
+    except (ValidationError, IndexError, TypeError):
+        resend.apply_async()
+        return
+    with tracing.run_context(ctx):
+        resend.apply_async()
 
 
 def held_stages() -> dict[str, str]:

@@ -38,9 +38,13 @@ class Exit(IntEnum):
 
 
 def client() -> DeployerClient:
-    """What a verb submits, commands and reads through (`.store` for the task hashes)."""
+    """What a verb submits, commands and reads through (`.store` for the task hashes).
+    A verb that acts through it is traced when the OTEL_* variables ask (deployer/tracing.py)."""
+    from deployer import tracing
     from deployer.client import DeployerClient
     from deployer.settings import get_settings
+
+    tracing.setup("deployer-cli")
 
     return DeployerClient(get_settings())
 

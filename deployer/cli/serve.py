@@ -24,8 +24,11 @@ def serve(
     """
     import uvicorn
 
+    from deployer import tracing
     from deployer.settings import get_settings
     from deployer.web import create_app
+
+    tracing.setup("deployer-api")
     from deployer.web.security import check_bind
 
     settings = get_settings()
