@@ -25,6 +25,8 @@ from deployer.errors import ScriptReplyError
 ScriptName = Literal[
     "event_record",
     "kv_write",
+    "notify_claim",
+    "notify_settle",
     "orphan_claim",
     "park",
     "park_tick",

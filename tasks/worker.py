@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from deployer import tracing, worker_id
 from deployer.context import TaskRuntimeContext
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
+from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
 from deployer.redis_client import client_for
@@ -129,6 +130,36 @@ class ParkingStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(ParkingStep)
+
+
+class NotifyStep(bootsteps.StartStopStep):
+    """Delivers the notification outbox to the receivers of DEPLOYER_NOTIFY (deployer/notify),
+    in the main process, on threads of its own: never in a stage, never in the reconciler's
+    tick. Off when no receiver is configured."""
+
+    label = "deployer notifications"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: NotifyThread | None = None
+
+    def start(self, worker: Any) -> None:
+        s = runtime.settings()
+        if not s.notify:
+            return
+        self.thread = NotifyThread(runtime.store().r, s)
+        self.thread.start()
+        log.info("notifications to %s", describe(s.notify))
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(NotifyStep)
 
 
 def send_parked(sig: str) -> None:
