@@ -22,31 +22,32 @@ def _int(text: str | None) -> int | None:
         return None
 
 
-def body(fields: dict[str, str], public_url: str) -> dict[str, Any]:
-    """The JSON body of one notification (docs/operators.md "Notifications")."""
-    plan_id = fields.get("planId", "")
-    ts = _int(fields.get("ts")) or _int(fields.get("id", "").split("-")[0]) or 0
-    counts = {s: _int(fields.get(f"plan.c:{s}")) or 0 for s in COUNTED}
-    wave = _int(fields.get("wave"))
+def body(event: dict[str, str], public_url: str) -> dict[str, Any]:
+    """The JSON body of one notification (docs/operators.md "Notifications"), from the
+    outbox event's fields."""
+    plan_id = event.get("planId", "")
+    ts = _int(event.get("ts")) or _int(event.get("id", "").split("-")[0]) or 0
+    counts = {s: _int(event.get(f"plan.c:{s}")) or 0 for s in COUNTED}
+    wave = _int(event.get("wave"))
     if wave is None:
-        wave = _int(fields.get("plan.wave"))
+        wave = _int(event.get("plan.wave"))
     out: dict[str, Any] = {
-        "id": fields.get("id", ""),
-        "event": fields.get("type", ""),
+        "id": event.get("id", ""),
+        "event": event.get("type", ""),
         "planId": plan_id,
         "wave": wave,
-        "waves": _int(fields.get("plan.waves")),
+        "waves": _int(event.get("plan.waves")),
         "at": datetime.fromtimestamp(ts / 1000, UTC).isoformat(timespec="milliseconds")
         .replace("+00:00", "Z"),
-        "status": fields.get("plan.status"),
-        "total": _int(fields.get("plan.total")) or 0,
+        "status": event.get("plan.status"),
+        "total": _int(event.get("plan.total")) or 0,
         "counts": {k: v for k, v in counts.items() if v},
-        "stopReason": fields.get("plan.stopReason") or None,
-        "reason": fields.get("reason") or None,
-        "by": fields.get("by") or None,
+        "stopReason": event.get("plan.stopReason") or None,
+        "reason": event.get("reason") or None,
+        "by": event.get("by") or None,
         "link": f"{public_url.rstrip('/')}/plans/{quote(plan_id, safe='')}" if plan_id else None,
         "details": {
-            k: v for k, v in fields.items()
+            k: v for k, v in event.items()
             if k not in _OWN and not k.startswith(("plan.", "a:", "ok:"))
         },
     }  # fmt: skip
