@@ -160,7 +160,7 @@ def _instrument() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    celery = CeleryInstrumentor()  # type: ignore[no-untyped-call]
+    celery = CeleryInstrumentor()
     for instrumentor in (celery, HTTPXClientInstrumentor(), RedisInstrumentor()):
         if not instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.instrument()
