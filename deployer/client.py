@@ -168,6 +168,7 @@ class DeployerClient:
         reason: str | None = None,
         from_checkpoint: bool = False,
         force: bool = False,
+        strict: bool = False,
     ) -> dict[str, Any]:
         """Run a control verb here and now; its answer `{"ok", "code", "message", ...}`.
 
@@ -184,6 +185,7 @@ class DeployerClient:
             reason=reason,
             from_checkpoint=from_checkpoint,
             force=force,
+            strict=strict,
         )
 
     def result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
 from deployer import audit, keys, scripts
+from deployer.context import Unrestored
 from deployer.errors import (
     Code,
     DeployerError,
@@ -142,9 +143,12 @@ class Controller:
         reason: str | None = None,
         from_checkpoint: bool = False,
         force: bool = False,
+        strict: bool = False,
     ) -> dict[str, Any]:
         """`force` (resume, retry): the runs may apply their config even where a newer task
-        deployed the tenant since (else they end SUPERSEDED); recorded in the events."""
+        deployed the tenant since (else they end SUPERSEDED); recorded in the events.
+        `strict` (rollback): refuse a task's rollback that cannot restore every service the
+        forward run changed (ROLLBACK_INCOMPLETE) instead of naming them in the answer."""
         target = Target.parse(raw_target)
         by, reason = (by or "")[:200], (reason or "")[:1000]
         try:
@@ -153,7 +157,9 @@ class Controller:
             elif target.is_plan and command is Command.CANCEL:
                 answer = self._cancel_plan(target, by, reason)
             else:
-                answer = self._execute(command, target, by, reason, from_checkpoint, force)
+                answer = self._execute(
+                    command, target, by, reason, from_checkpoint, force, strict=strict
+                )
         except DeployerError as exc:
             answer = exc.as_result()
         if not answer["ok"]:
@@ -181,6 +187,8 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
+        *,
+        strict: bool = False,
     ) -> dict[str, Any]:
         tasks = self._resolve(target)
         if not target.is_plan and command in STARTS_A_RUN:
@@ -197,14 +205,18 @@ class Controller:
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
+        unrestored: list[dict[str, str]] = []
         plans: set[str] = set()
         for task in tasks:
             if command is Command.ROLLBACK and target.is_plan and not task.started_at:
                 # A whole-plan rollback covers the tasks that changed something.
                 refused.append(self._refusal(command, task, force))
                 continue
-            decision = self._apply(command, task, by, reason, from_checkpoint, force)
+            decision = self._apply(
+                command, task, by, reason, from_checkpoint, force, strict=strict
+            )
             outcomes[decision.effect.value] += 1
+            unrestored += [{"tenantId": task.tenant_id, **u.wire()} for u in decision.unrestored]
             if decision.effect is Effect.REFUSE:
                 refused.append(
                     {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
@@ -216,6 +228,8 @@ class Controller:
         for plan_id in sorted(plans):
             self.planner.dispatch(plan_id)
         answer = self._answer(command, target, outcomes, refused, notes)
+        if unrestored and answer["ok"]:
+            answer.update(unrestored_answer(target, unrestored, answer["message"]))
         if target.is_plan and answer["ok"]:
             self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
@@ -480,19 +494,21 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
+        *,
+        strict: bool = False,
     ) -> Decision:
         for _ in range(MAX_CAS_ATTEMPTS):
             decision = _decide(command, task, force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
-                applied, _current = self._write(
-                    command, decision, task, by, reason, from_checkpoint, force
+                applied, _current, unrestored = self._write(
+                    command, decision, task, by, reason, from_checkpoint, force, strict=strict
                 )
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
             if applied:
-                return decision
+                return replace(decision, unrestored=tuple(unrestored))
             task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
         return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 
@@ -505,7 +521,11 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
-    ) -> tuple[bool, str]:
+        *,
+        strict: bool = False,
+    ) -> tuple[bool, str, list[Unrestored]]:
+        """Write the decided change; (applied, the status found, a rollback's services it
+        cannot restore)."""
         event = EVENT[(command, decision.effect)]
         common: dict[str, Any] = {"by": by, "reason": reason, "event": event}
         # resume and retry say, on the task, whether the run may apply its config over a
@@ -516,9 +536,10 @@ class Controller:
             if force:
                 common["reason"] = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
-            return self.store.task_command(task, control=PLAN_FLAG[command], **common)
+            return (*self.store.task_command(task, control=PLAN_FLAG[command], **common), [])
         if decision.effect is Effect.WITHDRAW:
-            return self.store.task_command(task, control="CLEAR", fields=forced, **common)
+            written = self.store.task_command(task, control="CLEAR", fields=forced, **common)
+            return (*written, [])
         status = decision.to.value if decision.to else ""
         queue_op, invalidate, control = IMMEDIATE[command]
         fields: dict[str, str] | None = forced or None
@@ -528,9 +549,10 @@ class Controller:
             common["reason"] = reason or plain
             if force:
                 common["reason"] = f"forced: {reason or plain}"
-        elif command is Command.ROLLBACK:
-            fields = self._rollback_fields(task)
-        return self.store.task_command(
+        unrestored: list[Unrestored] = []
+        if command is Command.ROLLBACK:
+            fields, unrestored = self._rollback_fields(task, strict)
+        applied, current = self.store.task_command(
             task,
             new_status=status,
             queue_op=queue_op,
@@ -539,6 +561,9 @@ class Controller:
             fields=fields,
             **common,
         )
+        if applied and unrestored:
+            self._record_unrestored(task, unrestored, by)
+        return applied, current, unrestored if applied else []
 
     def _retry_fields(self, task: TaskRecord, from_checkpoint: bool) -> dict[str, str]:
         retries = task.retry_count or 0
@@ -564,9 +589,13 @@ class Controller:
         written = [F.CTX, F.CHECKPOINT, F.RETRY_COUNT, F.LAST_ERROR, F.FAILURE_CODE]
         return update.to_hash(written + ([] if stored.run else [F.RUN]))
 
-    def _rollback_fields(self, task: TaskRecord) -> dict[str, str]:
+    def _rollback_fields(
+        self, task: TaskRecord, strict: bool = False
+    ) -> tuple[dict[str, str], list[Unrestored]]:
         stored = self._whole(task)
-        run = prepare_rollback(stored, self.planner.stored_run(stored), self.planner.settings)
+        run = prepare_rollback(
+            stored, self.planner.stored_run(stored), self.planner.settings, strict=strict
+        )
         update = TaskRecord(
             run=run.model_dump_json(by_alias=True),
             ctx=run.context.to_json(),
@@ -578,10 +607,27 @@ class Controller:
             last_error="",
             failure_code="",
         )
-        return update.to_hash(
+        fields = update.to_hash(
             [F.RUN, F.CTX, F.RUN_ID, F.RUN_KIND, F.CHECKPOINT, F.TOTAL_STAGES, F.RETRY_COUNT,
              F.LAST_ERROR, F.FAILURE_CODE]
         )  # fmt: skip
+        return fields, run.unrestored
+
+    def _record_unrestored(self, task: TaskRecord, unrestored: list[Unrestored], by: str) -> None:
+        """The event of a rollback that cannot restore every service (after TASK_ROLLBACK)."""
+        audit.record(
+            self.store.r,
+            {
+                "type": "ROLLBACK_INCOMPLETE",
+                "planId": task.plan_id,
+                "taskId": task.task_id,
+                "tenantId": task.tenant_id,
+                "services": ",".join(u.service for u in unrestored),
+                "reason": "; ".join(f"{u.service}: {u.reason}" for u in unrestored)[:1000],
+                "by": by,
+            },
+            self.store.settings,
+        )
 
     def _whole(self, task: TaskRecord) -> TaskRecord:
         """The whole hash of a task a command decided on (its run, context and config)."""
@@ -589,6 +635,19 @@ class Controller:
         if stored is None:
             raise NotFound(f"no task {task.task_id}", code=Code.TASK_NOT_FOUND)
         return stored
+
+
+def unrestored_answer(
+    target: Target, unrestored: list[dict[str, str]], message: str
+) -> dict[str, Any]:
+    """What a rollback's answer adds when some services cannot be restored: each (tenant,
+    service, reason), and the message says so."""
+    if target.is_plan:
+        tenants = len({u["tenantId"] for u in unrestored})
+        said = f"{tenants} tenant(s) cannot restore every service (see unrestored)"
+    else:
+        said = "cannot restore " + "; ".join(f"{u['service']} ({u['reason']})" for u in unrestored)
+    return {"message": f"{message}; {said}", "unrestored": unrestored[:100]}
 
 
 def _decide(command: Command, task: TaskRecord, force: bool) -> Decision:

@@ -47,6 +47,7 @@ def run_command(
     reason: str | None = None,
     from_checkpoint: bool = False,
     force: bool = False,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Run `command` on `target` in this process and answer `{"ok", "code", "message", ...}`.
 
@@ -56,7 +57,13 @@ def run_command(
     """
     try:
         return runtime.controller().execute(
-            command, target, by=by, reason=reason, from_checkpoint=from_checkpoint, force=force
+            command,
+            target,
+            by=by,
+            reason=reason,
+            from_checkpoint=from_checkpoint,
+            force=force,
+            strict=strict,
         )
     except DeployerError as exc:
         return exc.as_result()
@@ -102,8 +109,12 @@ def retry(
 
 
 @app.task(name="deployer.rollback", bind=True, ignore_result=False)
-def rollback(self: Task, target: Any, by: Any = None, reason: Any = None) -> dict[str, Any]:
-    return _command(Command.ROLLBACK, target, by, reason)
+def rollback(
+    self: Task, target: Any, by: Any = None, reason: Any = None, strict: Any = False
+) -> dict[str, Any]:
+    """`strict`: refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot restore every
+    service its forward run changed, instead of naming them in the answer."""
+    return _command(Command.ROLLBACK, target, by, reason, strict=strict is True)
 
 
 @app.task(name="deployer.approve", bind=True, ignore_result=False)

@@ -32,6 +32,11 @@ class CommandBody(BaseModel):
         False, alias="fromCheckpoint", description="retry: skip the stages already done."
     )
     force: bool = Field(False, description="Re-apply even if a newer run deployed the tenant.")
+    strict: bool = Field(
+        False,
+        description="rollback: refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot "
+        "restore every service its forward run changed.",
+    )
 
 
 COMMAND_STATUS: dict[str, int] = {
@@ -65,6 +70,7 @@ def _execute(
         reason=body.reason,
         from_checkpoint=body.from_checkpoint and command is Command.RETRY,
         force=body.force,
+        strict=body.strict and command is Command.ROLLBACK,
     )
     if answer.get("ok"):
         return RedactedJSON(answer, 200)
