@@ -8,7 +8,7 @@ so a scrape costs the same with 10 plans or 100,000 tenants, and the counters su
 exporter restart. Per-plan series come from the newest plans' hashes (their counters).
 
 Each metric and what it answers is listed in docs/operators.md ("Metrics"); deploy/grafana
-and deploy/prometheus use them (tests/deploy/test_observability_assets.py checks the names).
+and deploy/prometheus use them (a test under tests/deploy checks every name they use).
 """
 
 from __future__ import annotations
