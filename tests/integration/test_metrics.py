@@ -148,3 +148,23 @@ def test_gauges_read_workers_parked_and_approval_waits_without_scanning(r, metri
         r.zrem("deployer:parked", "task-mx:t")
         r.zrem("deployer:awaiting-approval", plan_id)
         r.delete(f"deployer:plan:{plan_id}")
+
+
+def test_a_cancelled_plan_says_so_once_and_the_event_queues_its_notification(r):
+    """A plan cancelled before any task ran: PLAN_CANCELLED from the cancel script itself,
+    with its counts, and its notification in the outbox in the same script."""
+    from deployer.lifecycle import Command
+    from tasks.runtime import controller, settings
+    from tests.helpers import task_rows
+
+    payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(3)])
+    plan_id, rows = task_rows(payload, settings())
+    assert controller().planner.store.create_plan(plan_id, rows, 10, "r-")  # never sent
+    assert controller().execute(Command.CANCEL, {"planId": plan_id}, by="ops")["ok"]
+    ends = [(i, f) for i, f in r.xrange(f"deployer:events:plan:{plan_id}")
+            if f["type"].startswith("PLAN_") and f["type"] != "PLAN_CREATED"
+            and f["type"] != "PLAN_CANCEL"]  # fmt: skip
+    assert [f["type"] for _, f in ends] == ["PLAN_CANCELLED"]
+    assert ends[0][1]["cancelled"] == "3" and ends[0][1]["total"] == "3"
+    queued = r.hgetall(f"deployer:notify:event:{ends[0][0]}")
+    assert queued["type"] == "PLAN_CANCELLED" and queued["plan.status"] == "CANCELLED"
