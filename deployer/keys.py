@@ -125,6 +125,9 @@ def plan_wave(plan_id: str, index: int | str) -> str:
 #: Notifications (deployer/notify). zset event id -> ms: events queued by the Lua prelude in
 #: the script that wrote them, not yet handed to the receivers' queues:
 NOTIFY_OUTBOX = "deployer:notify:outbox"
+#: Set by every claim of a worker that delivers notifications, with a TTL: the outbox is
+#: kept only while it exists (no receivers anywhere: nothing queued, nothing replayed later).
+NOTIFY_ACTIVE = "deployer:notify:active"
 NOTIFY_EVENT = "deployer:notify:event:{event_id}"  # hash: the event's fields, plan snapshot
 #: zset event id -> ms when its next delivery to that receiver is due (or its claim lapses)
 NOTIFY_DUE = "deployer:notify:due:{receiver}"

@@ -148,7 +148,12 @@ local function observe(id, kind, fields, plan_id, reason)
   elseif (kind == 'WAVE_APPROVED' or kind == 'WAVE_HALTED') and plan_id then
     redis.call('ZREM', 'deployer:awaiting-approval', plan_id)
   end
-  if NOTIFY_EVENTS[kind] then enqueue_notification(id, fields, plan_id) end
+  -- queued while some worker delivers notifications (its claims keep the key alive): a
+  -- Redis whose workers never had receivers keeps no outbox, and enabling them later does
+  -- not replay a day of old events
+  if NOTIFY_EVENTS[kind] and redis.call('EXISTS', 'deployer:notify:active') == 1 then
+    enqueue_notification(id, fields, plan_id)
+  end
 end
 
 local function emit(events_key, maxlen, fields)

@@ -3,14 +3,17 @@
 -- due time past the end of this worker's attempt (position in its batch x the call's
 -- deadline + a margin): a worker that dies mid-delivery leaves it due again then, for any
 -- worker to deliver (at least once; the receiver dedupes on the idempotency key).
--- KEYS: outbox
--- ARGV: now_ms, batch, call_ms, margin_ms, then per receiver: name, events (comma separated),
---       claim ('1': claim for it now; '0': its worker thread is still busy)
+-- Each claim also keeps `deployer:notify:active` alive for active_ms: events are queued
+-- while it exists (the Lua prelude), so a worker restarted within that time misses nothing.
+-- KEYS: outbox, active
+-- ARGV: now_ms, batch, call_ms, margin_ms, active_ms, then per receiver: name, events (comma
+--       separated), claim ('1': claim for it now; '0': its worker thread is still busy)
 -- Returns flat records: receiver, event id, attempt, event fields as JSON.
 local outbox, now, batch = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local call_ms, margin_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('SET', KEYS[2], now, 'PX', ARGV[5])
 local receivers = {}
-for i = 5, #ARGV - 2, 3 do
+for i = 6, #ARGV - 2, 3 do
   local wants = {}
   for name in string.gmatch(ARGV[i + 1], '[^,]+') do wants[name] = true end
   receivers[#receivers + 1] = {name = ARGV[i], wants = wants, claim = ARGV[i + 2] == '1'}

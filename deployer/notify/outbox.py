@@ -20,6 +20,8 @@ BATCH = 10
 MARGIN_MS = 2000
 #: The longest wait between two attempts.
 BACKOFF_CAP_MS = 300_000
+#: Events are queued while a worker delivering notifications claimed within this long.
+ACTIVE_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,11 @@ class Outbox:
             BATCH,
             int(self.settings.notify_timeout_seconds * 1000),
             MARGIN_MS,
+            ACTIVE_MS,
         ]
         for name, receiver in receivers.items():
             args += [name, ",".join(receiver.events), "1" if name in free else "0"]
-        raw = self._claim(keys=[keys.NOTIFY_OUTBOX], args=args)
+        raw = self._claim(keys=[keys.NOTIFY_OUTBOX, keys.NOTIFY_ACTIVE], args=args)
         if len(raw) % 4:
             raise ScriptReplyError(f"notify_claim.lua answered {len(raw)} values")
         out = []

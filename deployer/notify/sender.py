@@ -74,13 +74,17 @@ class NotifyThread(threading.Thread):
         self.client = new_client(settings.notify_timeout_seconds)
 
     def run(self) -> None:
-        while not self.stopped.wait(self.settings.notify_interval_seconds):
+        # at once, then every interval: the first claim also marks the outbox as delivered
+        # (deployer:notify:active), so events are queued from the moment a worker starts
+        while True:
             try:
                 self.tick()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("notifications: state store unavailable (%s); next tick retries", exc)
             except Exception:  # the thread must outlive any one bad tick
                 log.exception("notification tick failed; next tick retries")
+            if self.stopped.wait(self.settings.notify_interval_seconds):
+                return
 
     def tick(self) -> int:
         ready = [n for n in self.receivers if n not in self.busy or self.busy[n].done()]

@@ -48,6 +48,7 @@ def test_notifications_arrive_after_500s_once_per_event_key(spawn_worker, r, fla
         "chat": {"url": f"{chat.url}/slack", "events": ["PLAN_COMPLETED"], "format": "slack"},
     })  # fmt: skip
     spawn_worker("nw1", concurrency=2, env=env)
+    wait_for(lambda: r.exists("deployer:notify:active"), what="a worker delivers notifications")
     client = DeployerClient()
     waiting = unique("notify-appr")
     strategy = {"waves": {"type": "linear", "size": 1}, "approval": "first"}

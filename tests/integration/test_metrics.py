@@ -154,9 +154,11 @@ def test_a_cancelled_plan_says_so_once_and_the_event_queues_its_notification(r):
     """A plan cancelled before any task ran: PLAN_CANCELLED from the cancel script itself,
     with its counts, and its notification in the outbox in the same script."""
     from deployer.lifecycle import Command
+    from deployer.notify.outbox import Outbox
     from tasks.runtime import controller, settings
     from tests.helpers import task_rows
 
+    Outbox(r, settings()).claim({}, [])  # a worker delivers notifications (their outbox is on)
     payload = plan(unique(), [bg_tenant(unique("t")) for _ in range(3)])
     plan_id, rows = task_rows(payload, settings())
     assert controller().planner.store.create_plan(plan_id, rows, 10, "r-")  # never sent

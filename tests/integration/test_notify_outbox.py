@@ -25,8 +25,10 @@ def receivers(**events: list[str]) -> dict[str, NotifyReceiver]:
 
 
 def drain(r) -> None:
+    """An empty outbox, marked as delivered (what a worker's first claim does)."""
     for key in r.scan_iter("deployer:notify:*"):
         r.delete(key)
+    Outbox(r, Settings()).claim({}, [])
 
 
 def mine(deliveries, *event_ids):
@@ -109,3 +111,17 @@ def test_a_delivery_settles_once_and_an_expired_event_is_dropped(r, settings):
     assert outbox.settle([Attempt(d, True, "HTTP 204")], now=NOW) == 0  # another worker's late
     assert r.zscore("deployer:notify:due:ops", delivered) is None
     assert r.zscore("deployer:notify:due:ops", expired) is None
+
+
+def test_nothing_is_queued_while_no_worker_delivers_notifications(r, settings):
+    """A Redis whose workers have no receivers keeps no outbox (and enabling receivers
+    later does not replay old events); a delivering worker's claim turns queueing on."""
+    drain(r)
+    r.delete("deployer:notify:active")
+    quiet = audit.record(r, {"type": "PLAN_COMPLETED", "planId": unique("ob")}, settings)
+    assert r.zscore("deployer:notify:outbox", quiet) is None
+    assert not r.exists(f"deployer:notify:event:{quiet}")
+    Outbox(r, settings).claim(receivers(ops=["PLAN_COMPLETED"]), ready=[])
+    assert 0 < r.pttl("deployer:notify:active") <= 3_600_000
+    heard = audit.record(r, {"type": "PLAN_COMPLETED", "planId": unique("ob")}, settings)
+    assert r.zscore("deployer:notify:outbox", heard) is not None

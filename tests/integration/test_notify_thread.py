@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 
 from deployer import audit
+from deployer.notify.outbox import Outbox
 from deployer.notify.sender import NotifyThread
 from deployer.settings import Settings
 from tests.helpers import unique, wait_for
@@ -28,6 +29,7 @@ def test_a_hanging_receiver_holds_up_nothing_but_its_own_deliveries(r):
         notify_interval_seconds=0.05,
     )
     thread = NotifyThread(r, settings)
+    Outbox(r, settings).claim({}, [])  # what the thread's first tick does: the outbox is on
     plan_ids = [unique("nt") for _ in range(3)]
     try:
         for plan_id in plan_ids:

@@ -21,14 +21,20 @@ def test_a_worker_killed_between_event_and_delivery_delivers_after_restart(tmp_p
     release = threading.Event()
     held = threading.Event()
 
+    plan_id = unique("notify-kill")
+
     def answer(request: Request, n: int) -> int:
-        if request.body.get("event") == "PLAN_COMPLETED" and n == 0:
+        if request.body.get("planId") == plan_id and n == 0:
             held.set()  # the worker is inside the call now
             release.wait(60)
             return 503  # (to a dead sender: whatever this says, it never counts as delivered)
         return 200
 
     receiver = Receiver(answer)
+
+    def mine() -> list[Request]:
+        return [q for q in receiver.accepted("PLAN_COMPLETED") if q.body["planId"] == plan_id]
+
     env = worker_env(
         **FAST_ENV,
         DEPLOYER_NOTIFY=json.dumps({"ops": {"url": receiver.url, "events": ["PLAN_COMPLETED"]}}),
@@ -38,20 +44,19 @@ def test_a_worker_killed_between_event_and_delivery_delivers_after_restart(tmp_p
     sup = Supervisor(tmp_path, env, concurrency=1)
     try:
         sup.start("nk")
-        plan_id = unique("notify-kill")
+        wait_for(lambda: r.exists("deployer:notify:active"), what="the worker delivers")
         DeployerClient().submit(plan(plan_id, [bg_tenant(f"{plan_id}-t")]))
         wait_for(held.is_set, timeout=40, what="the completion notification in flight")
         sup.kill("nk")  # kill -9 of the worker (main process and pool) mid-delivery
         release.set()
-        assert not receiver.accepted("PLAN_COMPLETED")  # nothing was delivered
+        assert not mine()  # nothing was delivered
 
         sup.start("nk")  # the restarted worker (any worker) picks it up once the claim lapses
-        wait_for(lambda: receiver.accepted("PLAN_COMPLETED"), timeout=30,
-                 what="completion delivered after the restart")  # fmt: skip
+        wait_for(mine, timeout=30, what="completion delivered after the restart")
         attempts = [q for q in receiver.seen() if q.body.get("planId") == plan_id]
         assert len({q.key for q in attempts}) == 1
         assert [q.headers["x-deployer-attempt"] for q in attempts] == ["1", "2"]
-        assert len(receiver.accepted("PLAN_COMPLETED")) == 1
+        assert len(mine()) == 1
         assert r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED"
     finally:
         release.set()
