@@ -129,6 +129,7 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
         OTEL_BSP_SCHEDULE_DELAY="200",
         OTEL_SERVICE_NAME="deployer-worker-test",
+        DEPLOYER_WORKER_PREFETCH_MULTIPLIER="1",  # one message each at a time: both work
     )
     workers = [spawn_worker(name, concurrency=1, env=env) for name in ("tw1", "tw2")]
     plan_id = unique("traced")
