@@ -5,6 +5,7 @@ scripts, with the deployer.* attributes; the workers' log lines carry the trace 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import defaultdict
 from collections.abc import Iterator
@@ -204,3 +205,67 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
     logs = "".join(w.log.read_text() for w in workers)  # type: ignore[attr-defined]
     some_trace = next(iter(found[tenants[0]["tenantId"]]))
     assert f"trace_id={some_trace}" in logs
+
+
+def test_a_parked_wait_woken_by_an_ack_stays_in_the_tenants_trace(spawn_worker, receiver):
+    """Acks on: each waiting HealthCheck is parked in Redis and re-sent by the parking thread
+    when an instance acks; no message header links the re-send to the stage that parked, the
+    context does, so the attempts after the wait are in the tenant's one trace."""
+    import redis
+
+    from deployer.embedded import EmbeddedRedis
+    from deployer.fleet import Behaviour, Fleet
+    from deployer.settings import Settings
+
+    with EmbeddedRedis() as server:
+        settings = Settings(broker_url=server.url, redis_url=server.url,
+                            target_redis_url=server.url)  # fmt: skip
+        r = redis.Redis.from_url(server.url, decode_responses=True)
+        instances = {"blue-green-gateway": ["127.0.0.1:0"], "ob-service": ["127.0.0.1:0"]}
+        with Fleet(instances, server.url, settings.key_prefix, settings.pubsub_topic,
+                   settings.verify_path, Behaviour(delay=0.5), acks=True) as fleet:  # fmt: skip
+            env = worker_env(
+                DEPLOYER_BROKER_URL=server.url,
+                DEPLOYER_REDIS_URL=server.url,
+                DEPLOYER_TARGET_REDIS_URL=server.url,
+                DEPLOYER_INSTANCES=json.dumps(fleet.addresses),
+                DEPLOYER_FLEET_ACKS="true",
+                DEPLOYER_VERIFY_INTERVAL_SECONDS="100",  # only an ack can wake it in time
+                DEPLOYER_VERIFY_MAX_ATTEMPTS="3",
+                DEPLOYER_ACK_POLLS_PER_MINUTE="0.1",
+                OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                OTEL_BSP_SCHEDULE_DELAY="200",
+            )
+            spawn_worker("tpark", concurrency=2, env=env)
+            plan_id = unique("traced-park")
+            tenants = [f"{plan_id}-t{i}" for i in range(2)]
+            stages = ["blue-green-gateway", "ob-service"]
+            DeployerClient(settings).submit(
+                plan(plan_id, [bg_tenant(t, serviceNames=stages) for t in tenants])
+            )
+            wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
+                     timeout=60, interval=0.2, what="plan COMPLETED")  # fmt: skip
+
+            def exported() -> bool:
+                found = traces_of(receiver.snapshot(), plan_id)
+                return len(found) == 2 and all(
+                    len(t) == 1 and sum(s.name == "deployer.stage ob-service"
+                                        and s.attributes.get("deployer.outcome") == "done"
+                                        for s in next(iter(t.values()))) == 1
+                    for t in found.values()
+                )  # fmt: skip
+
+            wait_for(exported, timeout=20, interval=0.2, what="both traces exported")
+            for tenant, traces in traces_of(receiver.snapshot(), plan_id).items():
+                ((_, members),) = traces.items()
+                ids = {s.span_id for s in members}
+                assert all(s.parent == "" or s.parent in ids for s in members), tenant
+                for stage in stages:
+                    attempts = sorted(
+                        (s.attributes["deployer.attempt"], s.attributes["deployer.outcome"])
+                        for s in members if s.name == f"deployer.stage {stage}"
+                    )
+                    # parked at the first attempt, woken by the ack, done after it
+                    assert attempts[0] == (0, "parked"), (tenant, stage, attempts)
+                    assert attempts[-1][0] >= 1
+                    assert attempts[-1][1] in {"proceed", "done"}, (tenant, stage, attempts)
