@@ -22,8 +22,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from deployer.models import TaskStatus
 from deployer.settings import Settings
 from deployer.store import Store, WaveOutcome, WavePlan, now_ms
@@ -80,6 +78,8 @@ def wave_plan(
 def call_gate(url: str, plan_id: str, wave: int, timeout: float) -> bool:
     """Ask the operator's gate webhook whether wave `wave` may start: 2xx = yes, anything
     else (an error, a timeout, no answer) = not yet. The URL comes from settings only."""
+    import httpx  # only a worker's reconciler asks gates: readers of waves never load it
+
     try:
         answer = httpx.post(
             url, json={"planId": plan_id, "wave": wave}, timeout=timeout, follow_redirects=False

@@ -7,20 +7,23 @@ import getpass
 import json
 import socket
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployer import audit, keys
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
 from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end
-from deployer.cli.progress import follow
-from deployer.client import target
 from deployer.errors import Code
-from deployer.lifecycle import ENDED, Command
-from deployer.models import task_id_for
-from deployer.record import Field
-from deployer.store import Store
+
+# What a verb acts with is imported when it runs (see deployer/cli/plans.py).
+if TYPE_CHECKING:
+    from deployer import audit
+    from deployer.lifecycle import Command
+    from deployer.store import Store
+
+#: The verbs registered here, by their `deployer.lifecycle.Command` values (the enum's module
+#: loads the plan models: a verb converts its name when it runs).
+PAUSE, RESUME, CANCEL = "pause", "resume", "cancel"
 
 PlanOpt = Annotated[
     str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
@@ -44,22 +47,26 @@ ForceOpt = Annotated[
 
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
     """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
+    from deployer.client import target
+
     if not plan and not tenant:
         refuse(Code.TARGET_INVALID, "give --plan, --tenant, or both (one task)", as_json=as_json)
     return target(plan or None, tenant or None)
 
 
 def _run(
-    command: Command,
+    command: Command | str,
     target: dict[str, str],
     by: str | None,
     reason: str | None,
     as_json: bool,
     **kw: Any,
 ) -> dict[str, Any]:
+    from deployer.lifecycle import Command
+
     who = by or f"{getpass.getuser()}@{socket.gethostname()}"
     # acts here and now (the workers' code, DeployerClient.execute): the answer is printed
-    result = client().execute(command, target, by=who, reason=reason, **kw)
+    result = client().execute(Command(command), target, by=who, reason=reason, **kw)
     if not result["ok"]:
         refuse(result["code"], result.get("message", ""), as_json=as_json)
     if as_json:
@@ -76,20 +83,21 @@ def _run(
     return result
 
 
-#: What waiting on one tenant's task reads of it.
-WAITED = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
-
-
 def _wait_task(
     s: Store, tenant: str, plan: str | None, success: str, timeout: float | None
 ) -> Exit:
     """Until the tenant's task ENDED (deployer.lifecycle); exit 0 when it ended `success`."""
+    from deployer.lifecycle import ENDED
+    from deployer.models import task_id_for
+    from deployer.record import Field
+
+    waited = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
     deadline = time.monotonic() + timeout if timeout else None
     status = ""
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
             task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
-            task = s.get_tasks([task_id], WAITED)[0]
+            task = s.get_tasks([task_id], waited)[0]
             status = task.status.value if task.status else ""
             spinner.update(f"tenant {tenant}: {status} {task.stage_name} {task.progress}")
             if task.status in ENDED:
@@ -107,7 +115,7 @@ def _wait_task(
 
 
 def _simple(
-    command: Command,
+    command: str,
     plan: str | None,
     tenant: str | None,
     by: str | None,
@@ -117,7 +125,7 @@ def _simple(
     _run(command, _target(plan, tenant, as_json), by, reason, as_json)
 
 
-def _simple_verb(command: Command, doc: str) -> None:
+def _simple_verb(command: str, doc: str) -> None:
     """pause, resume and cancel share their options; each is registered from here."""
 
     def verb(
@@ -130,15 +138,15 @@ def _simple_verb(command: Command, doc: str) -> None:
         _simple(command, plan, tenant, by, reason, as_json)
 
     verb.__doc__ = doc
-    app.command(name=command.value)(verb)
+    app.command(name=command)(verb)
 
 
 _simple_verb(
-    Command.PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
+    PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
 )
 
 
-@app.command(name=Command.RESUME.value)
+@app.command(name=RESUME)
 def resume(
     plan: PlanOpt = None,
     tenant: TenantOpt = None,
@@ -153,11 +161,11 @@ def resume(
     One task (--tenant, with or without --plan) of a plan paused as a whole is refused
     PLAN_PAUSED: resume the plan (--plan P alone).
     """
-    _run(Command.RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
+    _run(RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
 
 
 _simple_verb(
-    Command.CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
+    CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
 )
 
 
@@ -169,7 +177,7 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the plan's wave that waits for approval (strategy approval first/every)."""
-    _run(Command.APPROVE, {"planId": plan}, by, reason, as_json)
+    _run("approve", {"planId": plan}, by, reason, as_json)
 
 
 @app.command()
@@ -190,7 +198,7 @@ def retry(
     SUPERSEDED tasks only with --force.
     """
     target = _target(plan, tenant, as_json)
-    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
+    _run("retry", target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
     _finish(plan, tenant, wait, timeout, "COMPLETED")
 
 
@@ -219,7 +227,7 @@ def rollback(
     refuses such a rollback instead. `deployer diff --rollback` shows it beforehand.
     """
     target = _target(plan, tenant, as_json)
-    _run(Command.ROLLBACK, target, by, reason, as_json, strict=strict)
+    _run("rollback", target, by, reason, as_json, strict=strict)
     _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 
@@ -230,9 +238,11 @@ def _finish(
     timeout: float | None,
     success: str,
 ) -> None:
+    from deployer.cli.progress import follow
+
     if not wait:
         raise typer.Exit(Exit.OK)
-    s = client().store
+    s = store()
     if tenant:
         raise typer.Exit(_wait_task(s, tenant, plan, success, timeout))
     assert plan is not None
@@ -264,7 +274,9 @@ def events(
     older history is gone (retention), since when it is kept. Without them: the newest
     entries of the bounded global stream.
     """
-    r = client().store.r
+    from deployer import audit, keys
+
+    r = store().r
 
     def show(entry_id: str, fields: dict[str, str]) -> None:
         if as_json:

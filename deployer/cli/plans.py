@@ -6,21 +6,18 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from deployer import views
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
-from deployer.cli.diffs import plan_diff, print_diff
-from deployer.cli.progress import follow, report_failures, report_unfinished
-from deployer.client import DeployerClient, PlanStatus, Rejection
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
 from deployer.errors import Code, PlanUnreadable, PlanValidationError
-from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
-from deployer.settings import get_settings
-from deployer.store import Store
-from stages.factory import forward_stages
+
+# A command imports what it uses when it runs (`deployer status` must not pay for the
+# intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
+if TYPE_CHECKING:
+    from deployer.client import DeployerClient
+    from deployer.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimeoutOpt = Annotated[
@@ -37,6 +34,9 @@ def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a plan (camelCase, as other services send it)."""
+    from deployer.intake import plan_schema
+    from deployer.settings import get_settings
+
     print_json(plan_schema(get_settings()))
 
 
@@ -58,6 +58,12 @@ def submit(
     still runs is printed).
     """
     text = read_plan_file(plan_file, as_json)
+    from deployer.cli.diffs import plan_diff, print_diff
+    from deployer.cli.progress import follow
+    from deployer.intake import config_json, plan_digest, validate_plan
+    from deployer.settings import get_settings
+    from stages.factory import forward_stages
+
     settings = get_settings()
     try:
         plan, checked = validate_plan(
@@ -137,7 +143,11 @@ def report_end(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """After --wait: name what failed, or (on --timeout) what is still running."""
     if final is None:
+        from deployer.cli.progress import report_unfinished
+
         return [], report_unfinished(store, plan_id, timeout)
+    from deployer.cli.progress import report_failures
+
     return report_failures(store, plan_id), []
 
 
@@ -152,6 +162,8 @@ def _accepted(
     """The plan's status once a worker accepted it (`DeployerClient.wait_accepted`); a
     refusal, PLAN_CONFLICT included, exits 2 with its code; no answer in time exits 3."""
     found = deployer.wait_accepted(plan_id, since, timeout=timeout, digest=digest)
+    from deployer.client import PlanStatus, Rejection
+
     if isinstance(found, PlanStatus):
         return found.status
     if isinstance(found, Rejection):
@@ -162,13 +174,15 @@ def _accepted(
 
 def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]:
     """The plan's read model (deployer/views.py), {} if there is no such plan."""
+    from deployer import views
+
     return views.plan_view(store, plan_id, sample) or {}
 
 
 @app.command()
 def status(plan_id: str, as_json: JsonOpt = False) -> None:
     """Where is plan P? Status, counts by task status, the first tasks."""
-    summary = plan_summary(client().store, plan_id)
+    summary = plan_summary(store(), plan_id)
     if not summary:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
     if as_json:
@@ -181,6 +195,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     if summary.get("waves"):
         _print_waves(summary)
+    from rich.table import Table
+
     table = Table("tenant", "status", "stage", "error / progress", box=None)
     for t in summary["tasks"]:
         table.add_row(
@@ -193,6 +209,8 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
 
 
 def _print_waves(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     waves = Table("wave", "state", "tenants", "done", "failed", box=None)
     for w in summary["waves"]:
         state = w["state"]
@@ -221,7 +239,9 @@ def task(
 ) -> None:
     """The tenant's latest task (or its task in --plan): status, stage, live progress,
     the current run's failure, context and the written hash."""
-    s = client().store
+    from deployer import views
+
+    s = store()
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
     if not out:
         where = f" in plan {plan}" if plan else ""
