@@ -34,6 +34,7 @@ ScriptName = Literal[
     "plan_create",
     "plan_fill",
     "plan_finish",
+    "plan_job",
     "plan_slice",
     "reconcile_claim",
     "stage_begin",

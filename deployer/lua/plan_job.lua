@@ -1,0 +1,48 @@
+-- A plan command working through its tasks in slices (deployer/plan_commands.py): start one
+-- (replacing any other: a newer command decides), or end it.
+-- KEYS: plan, job, job order, plan jobs zset, events, plan queue
+-- ARGV: op (START | DONE), plan_id, now_ms, events_maxlen, then
+--   START: command, by, reason, force, from_checkpoint, total  -> {gen}
+--   DONE:  gen, acted, already, skipped, superseded, unlink_queue ('1': only if the plan is
+--          still paused)  -> {'DONE', plan status} | {'STALE'} (a newer command took over)
+-- While a job runs the plan hash holds `job` (its command): the plan is not finished before
+-- its command is (derive_plan), and PLAN_<COMMAND> is recorded once, with what it did.
+local plan_key, job_key, order_key, jobs_key, events_key, queue_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local op, plan_id, now, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+
+if op == 'START' then
+  -- a plan's jobs are numbered for its life (a job record outlives none of its slices)
+  local gen = redis.call('HINCRBY', plan_key, 'jobGen', 1)
+  redis.call('DEL', job_key, order_key)
+  redis.call('HSET', job_key, 'gen', gen, 'command', ARGV[5], 'by', ARGV[6], 'reason', ARGV[7],
+    'force', ARGV[8], 'fromCheckpoint', ARGV[9], 'total', ARGV[10], 'fwd', 0, 'back', 0,
+    'phase', '', 'startedAt', now)
+  redis.call('HSET', plan_key, 'job', ARGV[5])
+  redis.call('ZADD', jobs_key, now, plan_id)
+  derive_plan(plan_key)
+  return {tostring(gen)}
+end
+
+-- DONE
+if redis.call('HGET', job_key, 'gen') ~= ARGV[5] then return {'STALE'} end
+local command = redis.call('HGET', job_key, 'command') or ''
+local j = redis.call('HMGET', job_key, 'by', 'reason')
+redis.call('DEL', job_key, order_key)
+redis.call('HDEL', plan_key, 'job')
+redis.call('ZREM', jobs_key, plan_id)
+if ARGV[10] == '1' and redis.call('HGET', plan_key, 'control') == 'PAUSE' then
+  -- every task of the paused plan was decided: its queue holds only stale entries now
+  redis.call('UNLINK', queue_key)
+end
+local status = derive_plan(plan_key)
+local fields = {'type', 'PLAN_' .. string.upper(command), 'planId', plan_id, 'by', j[1] or '',
+  'reason', j[2] or '', 'acted', ARGV[6], 'already', ARGV[7], 'skipped', ARGV[8]}
+if ARGV[9] ~= '0' then
+  fields[#fields + 1] = 'superseded'
+  fields[#fields + 1] = ARGV[9]
+end
+fields[#fields + 1] = 'ts'
+fields[#fields + 1] = now
+emit(events_key, maxlen, fields)
+return {'DONE', status}
