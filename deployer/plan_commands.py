@@ -42,6 +42,8 @@ log = logging.getLogger("deployer.control")
 
 #: Tasks decided per slice: one pipelined read and one pipelined write each.
 SLICE = 500
+#: Tasks per script of a pause or resume (plan_pause_slice.lua decides them in Redis).
+STATUS_SLICE = 1000
 #: Tasks per round trip of a whole-plan cancel (plan_cancel_slice.lua): each slice holds
 #: Redis ~60 ms on a busy 2-core machine (1,000: ~110 ms), so workers' stage scripts wait
 #: at most that long behind it.
@@ -137,6 +139,7 @@ class PlanCommands:
     def __init__(self, controller: Controller) -> None:
         self.c = controller
         self._cancel = scripts.load(controller.store.r, "plan_cancel_slice")
+        self._pause = scripts.load(controller.store.r, "plan_pause_slice")
 
     @property
     def store(self) -> Store:
@@ -312,15 +315,44 @@ class PlanCommands:
     def _forward(self, job: Job) -> bool:
         """pause: every task; resume: the tenants that never started (to the queue's back,
         behind the mid-flight ones, in submission order)."""
-        ids = self.store.plan_task_ids(job.plan_id, job.pos, job.pos + SLICE - 1)
-        tasks = self._tasks(ids)
-        if job.command is Command.RESUME:
-            tasks = [t for t in tasks if not t.started]
-            self._decide_and_write(job, tasks, "PUSH_BACK")
-        else:
-            self._decide_and_write(job, tasks, "")
-        job.pos += len(ids)
-        return len(ids) < SLICE or job.pos >= job.total
+        which = "UNSTARTED" if job.command is Command.RESUME else "ALL"
+        self._pause_slice(job, job.pos, job.pos + STATUS_SLICE - 1, False, "PUSH_BACK", which)
+        job.pos += STATUS_SLICE
+        return job.pos >= job.total
+
+    def _mid_flight(self, job: Job) -> bool:
+        """resume: the tenants paused mid-flight (a stage had started: half applied), first:
+        from the end of the plan, each pushed to the queue's front, so they end up there in
+        submission order."""
+        end = job.total - job.pos
+        start = max(0, end - STATUS_SLICE)
+        if end > 0:
+            self._pause_slice(job, start, end - 1, True, "PUSH_FRONT", "STARTED")
+        job.pos += end - start
+        return job.pos >= job.total
+
+    def _pause_slice(
+        self, job: Job, start: int, stop: int, backward: bool, queue_op: str, which: str
+    ) -> None:
+        """plan_pause_slice.lua: pause or resume the tasks at positions start..stop in one
+        script, as lifecycle.decide would decide each."""
+        s = self.store.settings
+        raw = self._pause(
+            keys=[keys.plan(job.plan_id), keys.plan_tenants(job.plan_id),
+                  keys.plan_queue(job.plan_id), keys.INFLIGHT, keys.EVENTS],
+            args=[job.command.value.upper(), start, stop, "1" if backward else "0", now_ms(),
+                  job.by, job.reason, s.events_maxlen, keys.task(""), queue_op, which,
+                  keys.lease(""), "1" if job.force else "0"],
+        )  # fmt: skip
+        outcomes: Counter[str] = Counter()
+        effects = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW, Effect.ALREADY, Effect.REFUSE)
+        for effect, count in zip(effects, raw[:5], strict=True):
+            outcomes[effect.value] += int(count)
+        refused = [
+            {"tenantId": tenant, "code": code, "message": f"task is {status}"}
+            for tenant, code, status in zip(raw[5::3], raw[6::3], raw[7::3], strict=True)
+        ]
+        job.add(outcomes, refused, [])
 
     def _backward_ids(self, job: Job) -> list[str]:
         """The next slice from the end of the plan's tenants, last one first: each pushed to
@@ -332,12 +364,6 @@ class PlanCommands:
         ids = self.store.plan_task_ids(job.plan_id, start, end - 1)
         job.pos += end - start
         return list(reversed(ids))
-
-    def _mid_flight(self, job: Job) -> bool:
-        """resume: the tenants paused mid-flight (a stage had started: half applied), first."""
-        tasks = [t for t in self._tasks(self._backward_ids(job)) if t.started]
-        self._decide_and_write(job, tasks, "PUSH_FRONT")
-        return job.pos >= job.total
 
     def _backward(self, job: Job) -> bool:
         """retry: every failed task, queued in submission order."""

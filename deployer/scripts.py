@@ -35,6 +35,7 @@ ScriptName = Literal[
     "plan_fill",
     "plan_finish",
     "plan_job",
+    "plan_pause_slice",
     "plan_slice",
     "reconcile_claim",
     "stage_begin",

@@ -75,7 +75,8 @@ def _clock(text: str) -> tuple[time, bool]:
     """(time, is 24:00)."""
     if text == "24:00":
         return time(0, 0), True
-    return time(*(int(part) for part in text.split(":"))), False
+    parts = [int(part) for part in text.split(":")] + [0]
+    return time(parts[0], parts[1], parts[2]), False
 
 
 def _intervals(window: Window, around: datetime) -> list[tuple[datetime, datetime]]:

@@ -113,7 +113,8 @@ def test_many_reconcilers_at_a_due_bake_start_the_next_wave_once(rig, r):
     assert r.hget(key, "waveState") == "BAKING" and wave_started(r, plan_id) == {"0": 1}
 
     wait_for(lambda: time.time() * 1000 > bake_until + 50, timeout=5, what="bake over")
-    reconcilers = [Reconciler(planner.store, planner.launch, planner.dispatch, planner.rollout.advance)
+    advance = planner.rollout.advance
+    reconcilers = [Reconciler(planner.store, planner.launch, planner.dispatch, advance)
                    for _ in range(8)]  # fmt: skip
     at_once(8, lambda i: reconcilers[i].advance_due())
     assert wave_started(r, plan_id) == {"0": 1, "1": 1}
