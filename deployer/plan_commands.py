@@ -236,8 +236,9 @@ class PlanCommands:
         for plan_id in [str(p) for p in self.store.r.zrange(keys.PLAN_JOBS, 0, 49)]:
             if time.monotonic() > deadline:
                 break
-            if not self.store.r.exists(keys.plan_job(plan_id)):
-                self.store.r.zrem(keys.PLAN_JOBS, plan_id)  # its record is gone: nothing to do
+            job_hash = self._job_hash(plan_id)
+            if Job.from_hash(plan_id, job_hash) is None:
+                self.store.plan_job_drop(plan_id, job_hash.get("gen", ""))  # gone or unreadable
                 continue
             if self.work(plan_id, deadline, wait=False) is not None:
                 done += 1
@@ -255,8 +256,7 @@ class PlanCommands:
             if not lock.acquire(blocking=wait, blocking_timeout=5.0 if wait else None):
                 return job
             try:
-                stored: dict[str, str] = self.store.r.hgetall(keys.plan_job(plan_id))  # type: ignore[assignment]
-                job = Job.from_hash(plan_id, stored)
+                job = self._job(plan_id)
                 if job is None or (gen is not None and job.gen != gen):
                     return None
                 self._slice(job)
@@ -271,6 +271,12 @@ class PlanCommands:
                 self.c.planner.dispatch(plan_id)
             if job.done or time.monotonic() > deadline:
                 return job
+
+    def _job_hash(self, plan_id: str) -> dict[str, str]:
+        return self.store.r.hgetall(keys.plan_job(plan_id))  # type: ignore[return-value]
+
+    def _job(self, plan_id: str) -> Job | None:
+        return Job.from_hash(plan_id, self._job_hash(plan_id))
 
     def _lock(self, plan_id: str) -> Any:
         return self.store.r.lock(keys.plan_job_lock(plan_id), timeout=LOCK_SECONDS)

@@ -247,6 +247,8 @@ class RolloutService:
         `approve` (recorded as its approval); `all_waves` + `approve` approves the later
         ones too. Gates and windows still hold: they are outside checks, not waits."""
         self._exists(plan_id)
+        current = self.store.get_plan_field(plan_id, "wave")
+        promoted = wave if wave is not None else int(current or 0)
         op = WaveOp("PROMOTE", by, reason, "" if wave is None else str(wave),
                     a1="1" if all_waves else "0", a2="1" if approve else "0")  # fmt: skip
         outcome = self.advance(plan_id, op)
@@ -271,13 +273,14 @@ class RolloutService:
                 f"plan {plan_id}: its waves are {outcome.detail}: nothing to promote",
                 code=Code.NOTHING_TO_PROMOTE,
             )
-        scope = "every remaining wave's bake" if all_waves else f"wave {outcome.wave}'s bake"
+        scope = f"wave {promoted}'s bake" + (" and every later one's" if all_waves else "")
         paused = outcome.outcome == "PAUSED"
         note = " (the plan is paused: it goes on when resumed)" if paused else ""
         return {
             "ok": True,
             "code": Code.OK,
-            "message": f"promote plan {plan_id}: {scope} skipped; now {outcome.outcome}{note}",
+            "message": f"promote plan {plan_id}: {scope} skipped; now wave {outcome.wave} "
+            f"{outcome.outcome}{note}",
             "wave": outcome.wave,
             "waveState": outcome.outcome,
         }

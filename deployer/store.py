@@ -606,6 +606,12 @@ class Store:
         )  # fmt: skip
         return str(raw[1]) if raw[0] == "DONE" else None
 
+    def plan_job_drop(self, plan_id: str, gen: str) -> None:
+        """Forget a job whose record is gone or unreadable (`gen` as read, '' for none),
+        unless another one started meanwhile: its plan is no longer held."""
+        args: list[str | int] = ["DROP", plan_id, now_ms(), self.settings.events_maxlen, gen]
+        self._plan_job(keys=self._job_keys(plan_id), args=args)
+
     def _job_keys(self, plan_id: str) -> list[str]:
         return [keys.plan(plan_id), keys.plan_job(plan_id), keys.plan_job_order(plan_id),
                 keys.PLAN_JOBS, keys.EVENTS, keys.plan_queue(plan_id)]  # fmt: skip

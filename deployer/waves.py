@@ -257,7 +257,7 @@ class Rollout:
             "waveState": self.state,
             "waves": [w.view() for w in self.waves],
         }
-        if self.bake_until is not None:
+        if self.bake_until is not None and self.state == "BAKING":
             out["bakeUntil"] = iso(self.bake_until)
         budget = self.budget()
         if budget is not None:

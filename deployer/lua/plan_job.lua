@@ -1,10 +1,13 @@
 -- A plan command working through its tasks in slices (deployer/plan_commands.py): start one
 -- (replacing any other: a newer command decides), or end it.
 -- KEYS: plan, job, job order, plan jobs zset, events, plan queue
--- ARGV: op (START | DONE), plan_id, now_ms, events_maxlen, then
+-- ARGV: op (START | DONE | DROP), plan_id, now_ms, events_maxlen, then
 --   START: command, by, reason, force, from_checkpoint, total  -> {gen}
 --   DONE:  gen, acted, already, skipped, superseded, unlink_queue ('1': only if the plan is
 --          still paused)  -> {'DONE', plan status} | {'STALE'} (a newer command took over)
+--   DROP:  gen as last read ('' when there was no record): a job whose record is gone or
+--          unreadable -> {'DROPPED'}: the plan is no longer held by it; {'KEPT'} when
+--          another job started meanwhile
 -- While a job runs the plan hash holds `job` (its command): the plan is not finished before
 -- its command is (derive_plan), and PLAN_<COMMAND> is recorded once, with what it did.
 local plan_key, job_key, order_key, jobs_key, events_key, queue_key =
@@ -24,8 +27,25 @@ if op == 'START' then
   return {tostring(gen)}
 end
 
+if op == 'DROP' then
+  if (redis.call('HGET', job_key, 'gen') or '') ~= ARGV[5] then return {'KEPT'} end
+  redis.call('DEL', job_key, order_key)
+  redis.call('ZREM', jobs_key, plan_id)
+  if redis.call('HEXISTS', plan_key, 'job') == 1 then
+    redis.call('HDEL', plan_key, 'job')
+    derive_plan(plan_key)
+  end
+  return {'DROPPED'}
+end
+
 -- DONE
 if redis.call('HGET', job_key, 'gen') ~= ARGV[5] then return {'STALE'} end
+if redis.call('EXISTS', plan_key) == 0 then
+  -- the plan left Redis meanwhile (retention): nothing to record it in
+  redis.call('DEL', job_key, order_key)
+  redis.call('ZREM', jobs_key, plan_id)
+  return {'DONE', ''}
+end
 local command = redis.call('HGET', job_key, 'command') or ''
 local j = redis.call('HMGET', job_key, 'by', 'reason')
 redis.call('DEL', job_key, order_key)

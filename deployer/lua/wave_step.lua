@@ -141,6 +141,7 @@ if op == 'HALT' then
   if state ~= 'DONE' and state ~= 'HALTED' then
     set_state('HALTED')
     redis.call('HSET', plan_key, 'stopReason', reason)
+    redis.call('HDEL', plan_key, 'bakeUntil')
     event('WAVE_HALTED', {'by', by, 'reason', reason})
   end
   if not rolling then redis.call('ZREM', timers_key, plan_id) end
@@ -173,6 +174,7 @@ end
 if control == 'CANCEL' then
   set_state('HALTED')
   redis.call('HSET', plan_key, 'stopReason', 'plan cancelled')
+  redis.call('HDEL', plan_key, 'bakeUntil')
   redis.call('ZREM', timers_key, plan_id)
   derive_plan(plan_key)
   return out('HALTED')

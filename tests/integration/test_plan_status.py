@@ -60,7 +60,8 @@ def test_derive_plan_in_lua_holds_a_plan_whose_waves_or_command_are_not_over(
     tenants = [f"t{i}" for i in range(len(statuses))]
     config = json.dumps({"tenantId": "x"})
     store.create_plan(plan_id, [TaskRow(t, 1, config) for t in tenants], 10, "run-")
-    r.hset(keys.plan(plan_id), mapping=fields)
+    if fields:
+        r.hset(keys.plan(plan_id), mapping=fields)
     for tenant, status in zip(tenants, statuses, strict=True):
         if status != "PENDING":
             move(keys=[keys.task(task_id_for(plan_id, tenant)), keys.plan(plan_id)], args=[status])
