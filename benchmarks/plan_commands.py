@@ -20,7 +20,6 @@ from benchmarks import common
 
 def main(tenants: int) -> None:
     server = common.Server()
-    from deployer import keys
     from deployer.control import Controller
     from deployer.lifecycle import Command
     from deployer.planner import Planner
@@ -46,7 +45,7 @@ def main(tenants: int) -> None:
         answer = controller.execute(command, {"planId": "big"}, by="bench", reason="bench")
         answered = time.perf_counter() - t0
         slices = 0
-        while server.r.exists(keys.plan_job("big")):
+        while server.r.hget("deployer:plan:big", "job"):
             controller.plans.continue_jobs(0.2)
             slices += 1
         finished = time.perf_counter() - t0

@@ -42,8 +42,9 @@ log = logging.getLogger("deployer.control")
 
 #: Tasks decided per slice: one pipelined read and one pipelined write each.
 SLICE = 500
-#: Tasks per script of a pause or resume (plan_pause_slice.lua decides them in Redis).
-STATUS_SLICE = 1000
+#: Tasks per script of a pause or resume (plan_pause_slice.lua decides them in Redis): one
+#: holds Redis about as long as a cancel slice (≈ 10–40 ms on a busy 2-core machine).
+STATUS_SLICE = 500
 #: Tasks per round trip of a whole-plan cancel (plan_cancel_slice.lua): each slice holds
 #: Redis ~60 ms on a busy 2-core machine (1,000: ~110 ms), so workers' stage scripts wait
 #: at most that long behind it.
@@ -112,6 +113,7 @@ class Job:
                 refused=json.loads(job.get("refused") or "[]"),
                 notes=json.loads(job.get("notes") or "[]"),
                 seen=int(job.get("seen") or 0),
+                done=job.get("done") == "1",
             )
         except (KeyError, ValueError):
             return None
@@ -172,7 +174,8 @@ class PlanCommands:
         self.store.plan_control(plan_id, flag, by, reason, "")
         total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
         lock = self._lock(plan_id)
-        if not lock.acquire(blocking=True, blocking_timeout=5.0):
+        # a slice of an earlier command may hold it for a few ms (a slice is short)
+        if not lock.acquire(blocking=True, blocking_timeout=2.0):
             raise DeployerError(f"plan {plan_id}: another command holds it; try again",
                                 code=Code.TASK_BUSY)  # fmt: skip
         try:
@@ -248,17 +251,25 @@ class PlanCommands:
         self, plan_id: str, deadline: float, gen: int | None = None, wait: bool = True
     ) -> Job | None:
         """Slices of the plan's job until it is done or `deadline` (monotonic) passes: the
-        job as it stands, or None when it is not there (done, replaced by a newer command
-        than `gen`, or another worker holds its lock and `wait` is False)."""
+        job as it stands (`done` once its last slice is: a finished job's record stays a
+        while, so a command whose job a worker finished still answers with what it did), or
+        None when there is none (or a newer command than `gen` replaced it). With `wait`
+        (a command's own slices) the lock is waited for, never past the deadline: a worker
+        holding it meanwhile is doing this job's next slice."""
         job: Job | None = None
         while True:
             lock = self._lock(plan_id)
-            if not lock.acquire(blocking=wait, blocking_timeout=5.0 if wait else None):
-                return job
+            left = max(0.0, deadline - time.monotonic())
+            if wait and left > 0:
+                got = lock.acquire(blocking=True, blocking_timeout=left)
+            else:
+                got = lock.acquire(blocking=False)
+            if not got:
+                return self._current(plan_id, gen)
             try:
-                job = self._job(plan_id)
-                if job is None or (gen is not None and job.gen != gen):
-                    return None
+                job = self._current(plan_id, gen)
+                if job is None or job.done:
+                    return job
                 self._slice(job)
                 if job.done:
                     self._finish(job)
@@ -272,6 +283,11 @@ class PlanCommands:
             if job.done or time.monotonic() > deadline:
                 return job
 
+    def _current(self, plan_id: str, gen: int | None) -> Job | None:
+        """The plan's job, if it is still generation `gen` (when given)."""
+        job = self._job(plan_id)
+        return job if job is not None and (gen is None or job.gen == gen) else None
+
     def _job_hash(self, plan_id: str) -> dict[str, str]:
         return self.store.r.hgetall(keys.plan_job(plan_id))  # type: ignore[return-value]
 
@@ -279,9 +295,13 @@ class PlanCommands:
         return Job.from_hash(plan_id, self._job_hash(plan_id))
 
     def _lock(self, plan_id: str) -> Any:
-        return self.store.r.lock(keys.plan_job_lock(plan_id), timeout=LOCK_SECONDS)
+        return self.store.r.lock(keys.plan_job_lock(plan_id), timeout=LOCK_SECONDS, sleep=0.01)
 
     def _finish(self, job: Job) -> None:
+        """Record what the command did (PLAN_<COMMAND>) and release the plan; the job's
+        record stays an hour, marked done, for a command still waiting on it."""
+        pairs = [x for kv in job.saved().items() for x in kv]
+        self.store.r.hset(keys.plan_job(job.plan_id), items=pairs)
         acted = sum(job.counts.get(e.value, 0) for e in (Effect.NOW, Effect.REQUEST,
                                                          Effect.WITHDRAW))  # fmt: skip
         self.store.plan_job_done(

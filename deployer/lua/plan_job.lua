@@ -9,7 +9,8 @@
 --          unreadable -> {'DROPPED'}: the plan is no longer held by it; {'KEPT'} when
 --          another job started meanwhile
 -- While a job runs the plan hash holds `job` (its command): the plan is not finished before
--- its command is (derive_plan), and PLAN_<COMMAND> is recorded once, with what it did.
+-- its command is (derive_plan), and PLAN_<COMMAND> is recorded once, with what it did; the
+-- job's record then stays an hour, marked `done`.
 local plan_key, job_key, order_key, jobs_key, events_key, queue_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local op, plan_id, now, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
@@ -48,7 +49,10 @@ if redis.call('EXISTS', plan_key) == 0 then
 end
 local command = redis.call('HGET', job_key, 'command') or ''
 local j = redis.call('HMGET', job_key, 'by', 'reason')
-redis.call('DEL', job_key, order_key)
+-- the record stays a while, marked done: a command waiting on its job reads what it did
+redis.call('HSET', job_key, 'done', '1')
+redis.call('PEXPIRE', job_key, 3600000)
+redis.call('DEL', order_key)
 redis.call('HDEL', plan_key, 'job')
 redis.call('ZREM', jobs_key, plan_id)
 if ARGV[10] == '1' and redis.call('HGET', plan_key, 'control') == 'PAUSE' then
