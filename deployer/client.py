@@ -199,6 +199,7 @@ class DeployerClient:
         reason: str | None = None,
         from_checkpoint: bool = False,
         force: bool = False,
+        strict: bool = False,
         **options: Any,
     ) -> dict[str, Any]:
         """Run a control verb here and now; its answer `{"ok", "code", "message", ...}`.
@@ -218,6 +219,7 @@ class DeployerClient:
             reason=reason,
             from_checkpoint=from_checkpoint,
             force=force,
+            strict=strict,
             **options,
         )
 

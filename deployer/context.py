@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import to_json
 
 from deployer.models import RunKind, StageSpec, WireModel
@@ -176,6 +176,14 @@ _new, _set = object.__new__, object.__setattr__
 _last_wire: tuple[TaskRuntimeContext, dict[str, Any]] | None = None
 
 
+class Unrestored(WireModel):
+    """A service a rollback run cannot put back: the forward run changed it and nothing in
+    the rollback undoes that (its previous config lacks what the service's stage needs)."""
+
+    service: str
+    reason: str
+
+
 class Run(WireModel):
     """A prepared run of a task: what create, retry and rollback all return."""
 
@@ -184,3 +192,13 @@ class Run(WireModel):
     stages: list[StageSpec]
     context: TaskRuntimeContext
     start_index: int = 0
+    #: A rollback's services it cannot restore (deployer.planner.prepare_rollback); stored
+    #: with the run only when there are any.
+    unrestored: list[Unrestored] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_unrestored(self, handler: SerializerFunctionWrapHandler) -> Any:
+        out = handler(self)
+        if isinstance(out, dict) and not self.unrestored:
+            out.pop("unrestored", None)
+        return out

@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
 from deployer import audit, keys
+from deployer.context import Unrestored
 from deployer.errors import (
     Code,
     DeployerError,
@@ -172,6 +173,7 @@ class Controller:
         reason: str | None = None,
         from_checkpoint: bool = False,
         force: bool = False,
+        strict: bool = False,
         *,
         all_waves: bool = False,
         approve: bool = False,
@@ -181,7 +183,9 @@ class Controller:
     ) -> dict[str, Any]:
         """`force` (resume, retry, rollback): the runs may apply their config even where a
         newer task deployed the tenant since (else they end SUPERSEDED); recorded in the
-        events. `all_waves`, `approve` (promote), `budget`, `reset` (budget, resume) shape
+        events. `strict` (rollback): refuse a task's rollback that cannot restore every
+        service the forward run changed (ROLLBACK_INCOMPLETE) instead of naming them in the
+        answer. `all_waves`, `approve` (promote), `budget`, `reset` (budget, resume) shape
         the wave commands. A plan command answers once its flag is set and as many slices
         of its tasks as fit in `budget_seconds` are done (the rest follow in the
         background)."""
@@ -196,9 +200,10 @@ class Controller:
                 if command is Command.RESUME and (budget is not None or reset):
                     self._budget(target, by, reason, budget, reset)
                 answer = self.plans.run(command, target.plan_id, by, reason, force,
-                                        from_checkpoint, budget_seconds)  # fmt: skip
+                                        from_checkpoint, budget_seconds, strict)  # fmt: skip
             else:
-                answer = self._execute(command, target, by, reason, from_checkpoint, force)
+                answer = self._execute(command, target, by, reason, from_checkpoint, force,
+                                       strict)  # fmt: skip
         except DeployerError as exc:
             answer = exc.as_result()
         if not answer["ok"]:
@@ -273,11 +278,12 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
+        strict: bool = False,
     ) -> dict[str, Any]:
         task = self._resolve(target)
         if command in STARTS_A_RUN:
             self._refuse_if_plan_halted(command, task, force)
-        decision = self.apply(command, task, by, reason, from_checkpoint, force)
+        decision = self.apply(command, task, by, reason, from_checkpoint, force, strict=strict)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
@@ -290,7 +296,11 @@ class Controller:
             notes.append(decision.note)
         if decision.effect is Effect.NOW:
             self.planner.dispatch(task.plan_id)
-        return self.answer(command, target, outcomes, refused, notes)
+        answer = self.answer(command, target, outcomes, refused, notes)
+        unrestored = [{"tenantId": task.tenant_id, **u.wire()} for u in decision.unrestored]
+        if unrestored and answer["ok"]:
+            answer.update(unrestored_answer(target, unrestored, answer["message"]))
+        return answer
 
     def _refuse_if_plan_halted(self, command: Command, task: TaskRecord, force: bool) -> None:
         """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
@@ -457,22 +467,25 @@ class Controller:
         from_checkpoint: bool,
         force: bool = False,
         queue_op: str | None = None,
+        *,
+        strict: bool = False,
     ) -> Decision:
         """Decide and write one task's part, again while its status keeps changing (CAS).
         `queue_op` overrides the queue operation of an immediate change (a plan command's
-        slices push without scanning the queue)."""
+        slices push without scanning the queue). A rollback applied says which services it
+        cannot restore (`Decision.unrestored`, and a ROLLBACK_INCOMPLETE event)."""
         for _ in range(MAX_CAS_ATTEMPTS):
             decision = decide_task(command, task, force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
                 write = self.task_command(command, decision, task, by, reason, from_checkpoint,
-                                          force, queue_op)  # fmt: skip
+                                          force, queue_op, strict=strict)  # fmt: skip
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
-            applied, detail = self.store.task_commands([write])[0]
+            applied, detail = self.store.task_commands([write.command])[0]
             if applied:
-                return as_written(decision, detail)
+                return self.written(decision, detail, task, write.unrestored, by)
             task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
         return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 
@@ -487,9 +500,12 @@ class Controller:
         force: bool = False,
         queue_op: str | None = None,
         stored: TaskRecord | None = None,
-    ) -> TaskCommand:
+        *,
+        strict: bool = False,
+    ) -> Write:
         """The write of one task's decided command (`stored`: its whole hash, when the
-        caller read it already). Raises a DeployerError when the run cannot be prepared."""
+        caller read it already), with a rollback's services it cannot restore. Raises a
+        DeployerError when the run cannot be prepared (or, `strict`, not restore all)."""
         event = EVENT[(command, decision.effect)]
         # resume, retry and rollback say, on the task, whether the run may apply its config
         # over a newer task's (stage_begin.lua reads it when the run takes the tenant).
@@ -499,20 +515,22 @@ class Controller:
             if force:
                 reason = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
-            return TaskCommand(task, event, control=PLAN_FLAG[command], by=by, reason=reason)
+            return Write(TaskCommand(task, event, control=PLAN_FLAG[command], by=by, reason=reason))
         if decision.effect is Effect.WITHDRAW:
-            return TaskCommand(task, event, control="CLEAR", by=by, reason=reason,
-                               fields=forced or None)  # fmt: skip
+            return Write(TaskCommand(task, event, control="CLEAR", by=by, reason=reason,
+                                     fields=forced or None))  # fmt: skip
         status = decision.to.value if decision.to else ""
         default_op, invalidate, control = IMMEDIATE[command]
         fields: dict[str, str] | None = forced or None
+        unrestored: list[Unrestored] = []
         if command is Command.RETRY:
             fields = {**self._retry_fields(task, from_checkpoint, stored), **forced}
             plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
             reason = f"forced: {reason or plain}" if force else (reason or plain)
         elif command is Command.ROLLBACK:
-            fields = {**self._rollback_fields(task, stored), **forced}
-        return TaskCommand(
+            rollback, unrestored = self._rollback_fields(task, stored, strict)
+            fields = {**rollback, **forced}
+        return Write(TaskCommand(
             task,
             event,
             new_status=status,
@@ -524,7 +542,7 @@ class Controller:
             fields=fields,
             # whose tenant is it? a rollback never writes over a newer task's deployment
             check_newer=command is Command.ROLLBACK and not force,
-        )
+        ), unrestored)
 
     def _retry_fields(
         self, task: TaskRecord, from_checkpoint: bool, stored: TaskRecord | None = None
@@ -553,10 +571,12 @@ class Controller:
         return update.to_hash(written + ([] if stored.run else [F.RUN]))
 
     def _rollback_fields(
-        self, task: TaskRecord, stored: TaskRecord | None = None
-    ) -> dict[str, str]:
+        self, task: TaskRecord, stored: TaskRecord | None = None, strict: bool = False
+    ) -> tuple[dict[str, str], list[Unrestored]]:
         stored = stored or self._whole(task)
-        run = prepare_rollback(stored, self.planner.stored_run(stored), self.planner.settings)
+        run = prepare_rollback(
+            stored, self.planner.stored_run(stored), self.planner.settings, strict=strict
+        )
         update = TaskRecord(
             run=run.model_dump_json(by_alias=True),
             ctx=run.context.to_json(),
@@ -568,10 +588,44 @@ class Controller:
             last_error="",
             failure_code="",
         )
-        return update.to_hash(
+        fields = update.to_hash(
             [F.RUN, F.CTX, F.RUN_ID, F.RUN_KIND, F.CHECKPOINT, F.TOTAL_STAGES, F.RETRY_COUNT,
              F.LAST_ERROR, F.FAILURE_CODE]
         )  # fmt: skip
+        return fields, run.unrestored
+
+    def written(
+        self,
+        decision: Decision,
+        detail: str,
+        task: TaskRecord,
+        unrestored: list[Unrestored],
+        by: str,
+    ) -> Decision:
+        """The decision as written: a rollback that found a newer task's deployment ended
+        SUPERSEDED; one applied that cannot restore every service says which (and records
+        ROLLBACK_INCOMPLETE)."""
+        decision = as_written(decision, detail)
+        if decision.to is _SUPERSEDED or not unrestored:
+            return decision
+        self._record_unrestored(task, unrestored, by)
+        return replace(decision, unrestored=tuple(unrestored))
+
+    def _record_unrestored(self, task: TaskRecord, unrestored: list[Unrestored], by: str) -> None:
+        """The event of a rollback that cannot restore every service (after TASK_ROLLBACK)."""
+        audit.record(
+            self.store.r,
+            {
+                "type": "ROLLBACK_INCOMPLETE",
+                "planId": task.plan_id,
+                "taskId": task.task_id,
+                "tenantId": task.tenant_id,
+                "services": ",".join(u.service for u in unrestored),
+                "reason": "; ".join(f"{u.service}: {u.reason}" for u in unrestored)[:1000],
+                "by": by,
+            },
+            self.store.settings,
+        )
 
     def _whole(self, task: TaskRecord) -> TaskRecord:
         """The whole hash of a task a command decided on (its run, context and config)."""
@@ -583,6 +637,28 @@ class Controller:
 
 #: Marks a decision whose write found the tenant deployed by a newer task (SUPERSEDED).
 _SUPERSEDED = TaskStatus.SUPERSEDED
+
+
+@dataclass(frozen=True)
+class Write:
+    """One task's write of a decided command, and the services a rollback it prepares
+    cannot restore (named in the answer and a ROLLBACK_INCOMPLETE event once written)."""
+
+    command: TaskCommand
+    unrestored: list[Unrestored] = field(default_factory=list)
+
+
+def unrestored_answer(
+    target: Target, unrestored: list[dict[str, str]], message: str
+) -> dict[str, Any]:
+    """What a rollback's answer adds when some services cannot be restored: each (tenant,
+    service, reason), and the message says so."""
+    if target.is_plan:
+        tenants = len({u["tenantId"] for u in unrestored})
+        said = f"{tenants} tenant(s) cannot restore every service (see unrestored)"
+    else:
+        said = "cannot restore " + "; ".join(f"{u['service']} ({u['reason']})" for u in unrestored)
+    return {"message": f"{message}; {said}", "unrestored": unrestored[:100]}
 
 
 def as_written(decision: Decision, detail: str) -> Decision:

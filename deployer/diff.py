@@ -3,8 +3,13 @@ field by field, against what the target Redis holds now. Reads only; writes noth
 
 The plan is validated by `deployer.intake.validate_plan` with submit's own `task_row`, so a
 plan the diff accepts is a plan submit accepts. The would-be values come from the same
-factory and assemblers a forward run uses, serialized as KeyValueWrite writes them; values
-that carry a time (ob-campaign's `timestamp`) differ on every run and show as changed.
+factory and assemblers a forward run uses, serialized as KeyValueWrite writes them. Parts of
+a value that every run sets anew (ob-campaign's `timestamp`: an assembler's `volatile`
+paths) are not a change: a field that differs only there is `volatile`.
+
+`diff_rollback` does the same for a rollback of a tenant's task or a plan's: the run that
+`deployer rollback` would prepare (`deployer.planner.prepare_rollback`), its writes and the
+fields it deletes, and the services it cannot restore, each with why.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from typing import Any
 
 import redis
 
-from deployer import keys
-from deployer.errors import Code
+from deployer import jsondiff, keys
+from deployer.errors import Code, DeployerError, NotFound
 from deployer.intake import plan_digest, task_row, validate_plan
-from deployer.models import StageSpec, TenantConfig
-from deployer.record import Field
+from deployer.lifecycle import Command, Effect, decide
+from deployer.models import StageSpec, TenantConfig, task_id_for
+from deployer.planner import forward_run, prepare_rollback, written_fields
+from deployer.record import Field, TaskRecord
 from deployer.settings import Settings
-from deployer.store import read_tasks
+from deployer.store import Store, read_tasks
 from deployer.strategy import plan_waves
 from stages import registry
 from stages.factory import forward_stages
@@ -29,13 +36,18 @@ from stages.steps.key_value_write import compact
 
 def would_write(config: TenantConfig, stages: list[StageSpec]) -> dict[str, str | None]:
     """Field -> the value a forward run writes (None: the field is deleted)."""
-    out: dict[str, str | None] = {}
+    return _writes(config.plan_version, stages)
+
+
+def _writes(
+    version: int | None, stages: list[StageSpec], deleted: frozenset[str] = frozenset()
+) -> dict[str, str | None]:
+    out: dict[str, str | None] = dict.fromkeys(sorted(deleted))
     for stage in stages:
         for step in stage.steps:
             for field, value in registry.step(step.type).writes(step).items():
                 out[field] = compact(value)
     if out:
-        version = config.plan_version
         out["metadata"] = compact({"version": version}) if version is not None else None
     return out
 
@@ -57,7 +69,23 @@ def version_change(before: int | None, after: int | None) -> str:
     return "up" if after > before else "down" if after < before else "same"
 
 
-def field_changes(current: dict[str, str], target: dict[str, str | None]) -> list[dict[str, Any]]:
+def volatile_paths() -> dict[str, frozenset[str]]:
+    """Hash field -> the JSON paths of its value every run sets anew (assemblers declare)."""
+    out: dict[str, frozenset[str]] = {}
+    for a in registry.assemblers():
+        for field, paths in a.volatile.items():
+            out[field] = out.get(field, frozenset()) | frozenset(paths)
+    return out
+
+
+def field_changes(
+    current: dict[str, str],
+    target: dict[str, str | None],
+    volatile: dict[str, frozenset[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Per field: added, removed, changed, or `volatile` (it differs only at paths every run
+    sets anew, listed in `volatile`; not a change)."""
+    volatile = volatile_paths() if volatile is None else volatile
     changes: list[dict[str, Any]] = []
     for field, after in target.items():
         before = current.get(field)
@@ -68,8 +96,23 @@ def field_changes(current: dict[str, str], target: dict[str, str | None]) -> lis
         if before is None:
             changes.append({"field": field, "change": "added", "after": after})
         elif before != after:
-            changes.append({"field": field, "change": "changed", "before": before, "after": after})
+            entry: dict[str, Any] = {
+                "field": field, "change": "changed", "before": before, "after": after
+            }
+            moving = volatile.get(field)
+            differs = jsondiff.text_paths(before, after) if moving else None
+            if differs:
+                regenerated = [d.path for d in differs if d.path in moving]  # type: ignore[operator]
+                if regenerated:
+                    entry["volatile"] = regenerated
+                if len(regenerated) == len(differs):
+                    entry["change"] = "volatile"
+            changes.append(entry)
     return changes
+
+
+def is_change(entry: dict[str, Any]) -> bool:
+    return bool(entry["change"] != "volatile")
 
 
 def diff_plan(
@@ -105,7 +148,7 @@ def diff_plan(
         if other:
             entry["otherPlan"] = other
             summary["ownedElsewhere"] += 1
-        summary["changing" if changes else "unchanged"] += 1
+        summary["changing" if any(map(is_change, changes)) else "unchanged"] += 1
         tenants.append(entry)
     stored = state.hget(keys.plan(head.plan_id), "digest")
     exists = bool(state.exists(keys.plan(head.plan_id)))
@@ -145,3 +188,97 @@ def _other_plan(state: redis.Redis, task_id: Any, plan_id: str) -> dict[str, Any
         "running": task.in_flight,
         "newer": bool(mine) and (task.created_at or 0) > int(mine or 0),
     }
+
+
+def diff_rollback(
+    state: Store,
+    settings: Settings,
+    target: redis.Redis,
+    plan_id: str | None,
+    tenant_id: str | None,
+) -> dict[str, Any]:
+    """What `deployer rollback` of this target would do, per tenant, against the live hashes:
+    the same run the command prepares (never sent; nothing is written). A task the command
+    would refuse says why (`refused`: code and message); a plan's tasks that never started
+    are left out, as the plan's rollback leaves them."""
+    tasks = _rollback_tasks(state, plan_id, tenant_id)
+    if plan_id and not tenant_id:
+        tasks = [t for t in tasks if t.started_at]
+    pipe = target.pipeline(transaction=False)
+    for task in tasks:
+        pipe.hgetall(keys.config_hash(settings.key_prefix, task.tenant_id))
+    currents = pipe.execute()
+    volatile = volatile_paths()
+    summary = {"tenants": len(tasks), "changing": 0, "unchanged": 0, "unrestorable": 0,
+               "refused": 0}  # fmt: skip
+    tenants = [
+        _rollback_entry(task, current, settings, volatile)
+        for task, current in zip(tasks, currents, strict=True)
+    ]
+    for entry in tenants:
+        if "refused" in entry:
+            summary["refused"] += 1
+            continue
+        summary["changing" if any(map(is_change, entry["changes"])) else "unchanged"] += 1
+        summary["unrestorable"] += bool(entry["unrestored"])
+    return {
+        "ok": True,
+        "rollback": {k: v for k, v in (("planId", plan_id), ("tenantId", tenant_id)) if v},
+        "summary": summary,
+        "tenants": tenants,
+    }
+
+
+def _rollback_entry(
+    task: TaskRecord,
+    current: dict[str, str],
+    settings: Settings,
+    volatile: dict[str, frozenset[str]],
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "tenantId": task.tenant_id,
+        "taskId": task.task_id,
+        "status": task.status.value if task.status else None,
+    }
+    try:
+        if task.status is None:
+            raise DeployerError("the task has no status", code=Code.TASK_NOT_FOUND)
+        decided = decide(Command.ROLLBACK, task.status, task.control or None)
+        if decided.effect is not Effect.NOW:
+            raise DeployerError(decided.note, code=decided.code)
+        previous = task.run_model() or forward_run(
+            task.plan_id, task.task_id, task.tenant_config(), task.run_id, settings
+        )
+        run = prepare_rollback(task, previous, settings)
+    except DeployerError as exc:
+        return {**entry, "refused": {"code": exc.code, "message": exc.message}}
+    version = run.context.plan_version
+    deleted = frozenset(written_fields(previous.stages) - written_fields(run.stages))
+    before = _version(current.get("metadata"))
+    return {
+        **entry,
+        "changes": field_changes(current, _writes(version, run.stages, deleted), volatile),
+        "version": {"before": before, "after": version, "change": version_change(before, version)},
+        "unrestored": [u.wire() for u in run.unrestored],
+    }
+
+
+def _rollback_tasks(state: Store, plan_id: str | None, tenant_id: str | None) -> list[TaskRecord]:
+    """The whole records of the tasks a rollback of this target decides on."""
+    if plan_id and tenant_id:
+        ids = [task_id_for(plan_id, tenant_id)]
+    elif tenant_id:
+        latest = state.task_id_for_tenant(tenant_id)
+        if not latest:
+            raise NotFound(f"no task for tenant {tenant_id}", code=Code.TASK_NOT_FOUND)
+        ids = [latest]
+    elif plan_id:
+        if not state.plan_exists(plan_id):
+            raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
+        ids = state.plan_task_ids(plan_id)
+    else:
+        raise NotFound("a rollback diff needs --tenant and/or --plan", code=Code.TARGET_INVALID)
+    tasks = [t for t in (state.get_task(i) for i in ids) if t is not None]
+    if tenant_id and not tasks:
+        raise NotFound(f"no task for tenant {tenant_id}", code=Code.TASK_NOT_FOUND)
+    return tasks

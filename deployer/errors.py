@@ -16,6 +16,8 @@ DeployerError
  │    ├── TargetInvalid          (TARGET_INVALID: a command's target has no valid shape;
  │    │                           WAVE_REQUIRED, BUDGET_INVALID: a command argument)
  │    ├── NoPreviousConfig       (NO_PREVIOUS_CONFIG: nothing to roll back to)
+ │    ├── RollbackIncomplete     (ROLLBACK_INCOMPLETE: strict, and a service cannot be
+ │    │                           restored from the previous config)
  │    ├── ConfigError            (CONFIG_INVALID: a TenantConfig cannot produce a stage)
  │    ├── NamespaceNotAllowed    (NAMESPACE_NOT_ALLOWED)
  │    ├── DiscoveryError         (NO_INSTANCES: no instance of a service to deploy to)
@@ -97,6 +99,8 @@ class Code(StrEnum):
     APPROVE_PLAN_ONLY = "APPROVE_PLAN_ONLY"
     RETRY_LIMIT_REACHED = "RETRY_LIMIT_REACHED"
     NO_PREVIOUS_CONFIG = "NO_PREVIOUS_CONFIG"
+    #: A strict rollback refused: it could not restore every service the forward run changed.
+    ROLLBACK_INCOMPLETE = "ROLLBACK_INCOMPLETE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     # ---- runs, stages and steps (a failed task's `failureCode`)
     CONFIG_INVALID = "CONFIG_INVALID"
@@ -251,6 +255,13 @@ class NoPreviousConfig(PermanentError):
     """rollback: the task has no previous config snapshot to go back to."""
 
     code = Code.NO_PREVIOUS_CONFIG
+
+
+class RollbackIncomplete(PermanentError):
+    """rollback with `strict`: the previous config cannot restore every service the forward
+    run changed (`unrestored` names each and why)."""
+
+    code = Code.ROLLBACK_INCOMPLETE
 
 
 class ConfigError(PermanentError):

@@ -344,18 +344,28 @@ class Fleet:
         self._broadcasts: dict[tuple[str, str], int] = {}
         self._requests: list[dict[str, Any]] = []
         self._threads: list[threading.Thread] = []
-        self.instances = [
-            Instance(self, service, address)
-            for service, addresses in instances.items()
-            for address in addresses
-        ]
+        self.instances: list[Instance] = []
+        for service, addresses in instances.items():
+            for address in addresses:
+                try:
+                    self.instances.append(Instance(self, service, address))
+                except OSError as exc:  # a taken port: say which, and release the others
+                    for inst in self.instances:
+                        inst.server.server_close()
+                    self.redis.close()
+                    raise OSError(exc.errno, f"{address} ({service}): {exc.strerror}") from exc
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, default: Behaviour | None = None, acks: bool | None = None
+        cls,
+        settings: Settings,
+        default: Behaviour | None = None,
+        acks: bool | None = None,
+        instances: dict[str, list[str]] | None = None,
     ) -> Fleet:
+        """The fleet of `settings` (its instances, or `instances` when given)."""
         return cls(
-            settings.instances,
+            settings.instances if instances is None else instances,
             settings.target_url,
             settings.key_prefix,
             settings.pubsub_topic,

@@ -22,6 +22,9 @@ EVENTS = "deployer:events"  # stream, bounded
 EVENTS_PLAN = "deployer:events:plan:{plan_id}"  # stream: the plan's events, same ids
 EVENTS_TENANT = "deployer:events:tenant:{tenant_id}"  # list of 'entryId planId' references
 EVENTS_TENANT_TRIMMED = "deployer:events:tenant:{tenant_id}:trimmed"  # set when refs were dropped
+#: The first reference the tenant's history ever had (never expires): history older than the
+#: oldest kept reference is gone when this one is older.
+EVENTS_TENANT_BEGAN = "deployer:events:tenant:{tenant_id}:began"
 REJECTIONS = "deployer:rejections"  # public stream of rejected submissions, bounded
 WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname:main pid:start id)
 WORKER_HOLDS = "deployer:worker-holds:{node}"  # hash task id -> token of messages it holds

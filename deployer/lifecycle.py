@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from deployer.context import Unrestored
 from deployer.errors import Code
 from deployer.models import PlanStatus
 from deployer.models import TaskStatus as S
@@ -89,6 +90,8 @@ class Decision:
     to: S | None = None
     code: str = ""
     note: str = ""
+    #: A rollback applied: the services it cannot restore (deployer.planner.unrestorable).
+    unrestored: tuple[Unrestored, ...] = ()
 
 
 TERMINAL = frozenset({S.COMPLETED, S.CANCELLED, S.ROLLED_BACK, S.SUPERSEDED})

@@ -31,7 +31,15 @@ from typing import Any
 from redis.exceptions import LockError
 
 from deployer import keys, scripts
-from deployer.control import SUPERSEDED, TASK_FIELDS, Controller, Target, as_written, decide_task
+from deployer.control import (
+    SUPERSEDED,
+    TASK_FIELDS,
+    Controller,
+    Target,
+    Write,
+    decide_task,
+    unrestored_answer,
+)
 from deployer.errors import Code, DeployerError, NotFound
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
@@ -92,6 +100,10 @@ class Job:
     #: Tasks decided so far (counted, or cancelled by a rollback before they started).
     seen: int = 0
     done: bool = False
+    #: rollback: refuse a task's rollback that cannot restore every service.
+    strict: bool = False
+    #: rollback: the first (tenant, service, reason) it cannot restore.
+    unrestored: list[dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_hash(cls, plan_id: str, job: dict[str, str]) -> Job | None:
@@ -114,6 +126,8 @@ class Job:
                 notes=json.loads(job.get("notes") or "[]"),
                 seen=int(job.get("seen") or 0),
                 done=job.get("done") == "1",
+                strict=job.get("strict") == "1",
+                unrestored=json.loads(job.get("unrestored") or "[]"),
             )
         except (KeyError, ValueError):
             return None
@@ -126,6 +140,7 @@ class Job:
             "refused": json.dumps(self.refused[:LISTED]),
             "notes": json.dumps(self.notes[:5]),
             "seen": self.seen,
+            "unrestored": json.dumps(self.unrestored[:100]),
         }
 
     def add(self, outcomes: Counter[str], refused: list[dict[str, str]], notes: list[str]) -> None:
@@ -158,6 +173,7 @@ class PlanCommands:
         force: bool,
         from_checkpoint: bool,
         budget_seconds: float | None = None,
+        strict: bool = False,
     ) -> dict[str, Any]:
         """Take the plan-wide part at once, then work through the tasks for at most
         `budget_seconds` (default SYNC_SECONDS) and answer what was done, or that the rest
@@ -180,7 +196,7 @@ class PlanCommands:
                                 code=Code.TASK_BUSY)  # fmt: skip
         try:
             gen = self.store.plan_job_start(plan_id, command.value, by, reason, force,
-                                            from_checkpoint, total)  # fmt: skip
+                                            from_checkpoint, total, strict)  # fmt: skip
         finally:
             _release(lock)
         seconds = SYNC_SECONDS if budget_seconds is None else budget_seconds
@@ -198,7 +214,10 @@ class PlanCommands:
         counts = Counter({k: v for k, v in job.counts.items() if k != NEVER_STARTED})
         skipped = job.counts[Effect.REFUSE.value] + job.counts[NEVER_STARTED]
         if job.done:
-            return self.c.answer(command, target, counts, job.refused, job.notes, skipped)
+            answer = self.c.answer(command, target, counts, job.refused, job.notes, skipped)
+            if job.unrestored and answer["ok"]:
+                answer.update(unrestored_answer(target, job.unrestored, answer["message"]))
+            return answer
         pending = max(0, total - job.seen)
         acted = sum(job.counts.get(e.value, 0) for e in (Effect.NOW, Effect.REQUEST,
                                                          Effect.WITHDRAW))  # fmt: skip
@@ -474,7 +493,7 @@ class PlanCommands:
         acting = [(t, d) for t, d in decided if d.effect not in (Effect.ALREADY, Effect.REFUSE)]
         whole = self._whole([t for t, d in acting if d.effect is Effect.NOW]
                             if command in (Command.RETRY, Command.ROLLBACK) else [])  # fmt: skip
-        writes: list[TaskCommand] = []
+        writes: list[Write] = []
         pending: list[tuple[TaskRecord, Decision]] = []
         for task, decision in decided:
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
@@ -483,20 +502,24 @@ class PlanCommands:
             try:
                 writes.append(self.c.task_command(
                     command, decision, task, job.by, job.reason, job.from_checkpoint,
-                    job.force, queue_op, whole.get(task.task_id)))  # fmt: skip
+                    job.force, queue_op, whole.get(task.task_id), strict=job.strict))  # fmt: skip
                 pending.append((task, decision))
             except DeployerError as exc:
                 refusal = Decision(Effect.REFUSE, code=exc.code, note=exc.message)
                 self._count(outcomes, refused, notes, task, refusal)
-        for (task, decision), (applied, detail) in zip(
-            pending, self.store.task_commands(writes), strict=True
+        results = self.store.task_commands([w.command for w in writes])
+        for (task, decision), write, (applied, detail) in zip(
+            pending, writes, results, strict=True
         ):
             if applied:
-                decision = as_written(decision, detail)
+                decision = self.c.written(decision, detail, task, write.unrestored, job.by)
             else:
                 fresh = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
-                decision = self.c.apply(command, fresh, job.by, job.reason,
-                                         job.from_checkpoint, job.force, queue_op)  # fmt: skip
+                decision = self.c.apply(command, fresh, job.by, job.reason, job.from_checkpoint,
+                                        job.force, queue_op, strict=job.strict)  # fmt: skip
+            if len(job.unrestored) < 100:
+                job.unrestored += [{"tenantId": task.tenant_id, **u.wire()}
+                                   for u in decision.unrestored]  # fmt: skip
             if decision.to is TaskStatus.SUPERSEDED and command is Command.ROLLBACK:
                 outcomes[SUPERSEDED] += 1
                 notes.append(decision.note)

@@ -25,13 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployer.context import Run, TaskRuntimeContext
+from deployer.context import Run, TaskRuntimeContext, Unrestored
 from deployer.errors import (
     Code,
     NoPreviousConfig,
     PermanentError,
     PlanConflict,
     PlanValidationError,
+    RollbackIncomplete,
     code_of,
 )
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
@@ -301,7 +302,7 @@ class Planner:
         self.store.fail(ctx, "", reason, code_of(exc, Code.RUN_UNPREPARABLE))
 
 
-def _written_fields(stages: list[StageSpec]) -> set[str]:
+def written_fields(stages: list[StageSpec]) -> set[str]:
     """The service fields these stages write into the tenant's hash (each step says)."""
     return {
         field
@@ -323,11 +324,17 @@ def prepare_retry(
     return run.model_copy(update={"context": ctx, "start_index": ctx.stage_index})
 
 
-def prepare_rollback(task: TaskRecord, previous_run: Run, settings: Settings) -> Run:
+def prepare_rollback(
+    task: TaskRecord, previous_run: Run, settings: Settings, *, strict: bool = False
+) -> Run:
     """The snapshot becomes the config, the same factory builds the stages,
     and a fresh context carries the old planVersion. Fields the old config does not
     produce are deleted by its first write, in the same transaction (the first step that
     can delete fields: `Step.deleting`).
+
+    The services the forward run changed that the rollback cannot restore are named in the
+    run (`unrestored`, `unrestorable`); with `strict` such a rollback is refused instead
+    (ROLLBACK_INCOMPLETE).
     """
     config = task.tenant_config()
     previous = config.previous_config
@@ -342,12 +349,54 @@ def prepare_rollback(task: TaskRecord, previous_run: Run, settings: Settings) ->
         }
     )
     stages = build_stages(old, config, settings)
-    stale = sorted(_written_fields(previous_run.stages) - _written_fields(stages))
+    stale = sorted(written_fields(previous_run.stages) - written_fields(stages))
     if stale:
         _delete_on_first_write(stages, stale)
+    unrestored = unrestorable(previous_run.stages, stages, old)
+    if unrestored and strict:
+        lines = "; ".join(f"{u.service}: {u.reason}" for u in unrestored)
+        raise RollbackIncomplete(
+            f"task {task.task_id}: the rollback cannot restore {lines} (refused: strict)",
+            unrestored=[u.wire() for u in unrestored],
+        )
     run_id = new_run_id()
     ctx = initial_context(task.plan_id, task.task_id, old, RunKind.ROLLBACK, run_id, len(stages))
-    return Run(run_id=run_id, kind=RunKind.ROLLBACK, stages=stages, context=ctx)
+    return Run(
+        run_id=run_id, kind=RunKind.ROLLBACK, stages=stages, context=ctx, unrestored=unrestored
+    )
+
+
+def unrestorable(
+    forward: list[StageSpec], rollback: list[StageSpec], old: TenantConfig
+) -> list[Unrestored]:
+    """The services the forward run changed that this rollback leaves as they are: it has no
+    stage for them (its config lacks what their stage needs, or its serviceNames leave them
+    out), and deleting the fields it does not produce does not undo them either (a service
+    called over HTTP, e.g. asbc-gateway's traffic switch, writes no field). Each with why."""
+    covered = {stage.service for stage in rollback}
+    deleted = written_fields(forward) - written_fields(rollback)
+    by_service = {a.service: a for a in registry.assemblers()}
+    out: list[Unrestored] = []
+    for stage in forward:
+        if stage.service in covered or stage.service in {u.service for u in out}:
+            continue
+        writes = written_fields([stage])
+        if writes and writes <= deleted:
+            continue  # its fields are deleted: the service reads the old (no) config again
+        assembler = by_service.get(stage.service)
+        if old.service_names is not None and stage.service not in old.service_names:
+            why = "the previous config's serviceNames leave it out"
+        elif assembler is not None:
+            why = f"the previous config has no {assembler.missing(old)}"
+        else:
+            why = "no installed assembler builds its stage"
+        undone = (
+            f"fields {sorted(writes - deleted)} keep the forward run's values"
+            if writes
+            else "what the forward run applied there stays"
+        )
+        out.append(Unrestored(service=stage.service, reason=f"{why}; {undone}"))
+    return out
 
 
 def _delete_on_first_write(stages: list[StageSpec], fields: list[str]) -> None:

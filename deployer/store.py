@@ -578,12 +578,14 @@ class Store:
         force: bool,
         from_checkpoint: bool,
         total: int,
+        strict: bool = False,
     ) -> int:
         """Start a plan command's job (replacing any earlier one); its generation."""
         raw = self._plan_job(
             keys=self._job_keys(plan_id),
             args=["START", plan_id, now_ms(), self.settings.events_maxlen, command, by, reason,
-                  "1" if force else "0", "1" if from_checkpoint else "0", total],
+                  "1" if force else "0", "1" if from_checkpoint else "0", total,
+                  "1" if strict else "0"],
         )  # fmt: skip
         return int(raw[0])
 

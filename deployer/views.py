@@ -255,6 +255,7 @@ def task_view(
     out["failure"] = failure(task)
     out["stages"] = _stages(task)
     out["commands"] = task_commands(task)
+    out["unrestored"] = unrestored(task)
     if with_context:
         # None until the task is first sent: its run and context are built then
         out["context"] = json.loads(task.ctx) if task.ctx else None
@@ -263,6 +264,16 @@ def task_view(
     if with_hash and task.tenant_id:
         out["hash"] = config_hash(store, task.tenant_id)
     return redact(out)  # type: ignore[no-any-return]
+
+
+def unrestored(task: TaskRecord) -> list[dict[str, str]]:
+    """The services the current run (a rollback) cannot restore, each with why ([]: none,
+    or not a rollback)."""
+    try:
+        run = task.run_model()
+    except ValueError:
+        return []
+    return [u.wire() for u in run.unrestored] if run is not None else []
 
 
 def config_hash(store: Store, tenant_id: str) -> dict[str, str] | None:

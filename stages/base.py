@@ -41,6 +41,9 @@ class Assembler(ABC):
 
     #: The wire fields `supports` needs, in the order a missing one is reported.
     requires: ClassVar[tuple[str, ...]] = ()
+    #: Hash field -> JSON paths of its value that every run sets anew (a timestamp): a diff
+    #: shows a difference there as volatile, not as a change (deployer/diff.py).
+    volatile: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @abstractmethod
     def supports(self, config: TenantConfig) -> bool:

@@ -47,6 +47,7 @@ def run_command(
     reason: str | None = None,
     from_checkpoint: bool = False,
     force: bool = False,
+    strict: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Run `command` on `target` in this process and answer `{"ok", "code", "message", ...}`.
@@ -64,6 +65,7 @@ def run_command(
             reason=reason,
             from_checkpoint=from_checkpoint,
             force=force,
+            strict=strict,
             **options,
         )
     except DeployerError as exc:
@@ -120,11 +122,19 @@ def retry(
 
 @app.task(name="deployer.rollback", bind=True, ignore_result=False)
 def rollback(
-    self: Task, target: Any, by: Any = None, reason: Any = None, force: Any = False
+    self: Task,
+    target: Any,
+    by: Any = None,
+    reason: Any = None,
+    force: Any = False,
+    strict: Any = False,
 ) -> dict[str, Any]:
     """`force`: roll back even a tenant that a newer task deployed since (else that task
-    ends SUPERSEDED and the newer config stays); recorded in the events."""
-    return _command(Command.ROLLBACK, target, by, reason, force=force is True)
+    ends SUPERSEDED and the newer config stays); recorded in the events. `strict`: refuse
+    (ROLLBACK_INCOMPLETE) a task's rollback that cannot restore every service its forward
+    run changed, instead of naming them in the answer."""
+    return _command(Command.ROLLBACK, target, by, reason, force=force is True,
+                    strict=strict is True)  # fmt: skip
 
 
 @app.task(name="deployer.approve", bind=True, ignore_result=False)

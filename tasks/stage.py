@@ -16,6 +16,7 @@ from deployer.errors import StageFailed
 from deployer.models import StageSpec
 from tasks import runtime, tokens  # noqa: F401 - tokens: the log filter
 from tasks.app import app
+from tasks.attempts import resent
 
 log = logging.getLogger("deployer.tasks")
 
@@ -40,7 +41,8 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     retry count included) without raising: a raised Retry makes Celery build an
     ExceptionInfo that copies every traceback frame's code positions (billiard, Python
     3.11+), ~100 KB per poll that piled up to 0.9 GB in a pool process supervising 10,000
-    waiting tenants. The attempt then ends as SUCCESS, so the chain is stopped here.
+    waiting tenants. The attempt then returns normally, so the chain is stopped here, and
+    it returns `resent(...)` so that its event is a `task-waiting` (tasks/attempts.py).
     """
     task.retry(args=args, countdown=countdown, throw=False)
     stop_chain(task)
@@ -73,11 +75,11 @@ def park(task: Task, args: tuple[Any, ...], outcome: executor.Reschedule) -> str
         return None
     if verdict == "NOW":  # an instance acked while this poll ran: poll again at once
         reschedule(task, args, 0.0)
-        return f"{outcome.why or 'waiting'}; acked meanwhile, stage re-sent at once"
+        return resent(f"{outcome.why or 'waiting'}; acked meanwhile, stage re-sent at once")
     stop_chain(task)
     if verdict == "STALE":
         return HALTED["stale"]
-    return (
+    return resent(
         f"{outcome.why or 'waiting'}; stage parked, polled again in {outcome.countdown:g}s "
         f"or when an instance acks (attempt {ctx.attempt})"
     )
@@ -92,12 +94,14 @@ def park(task: Task, args: tuple[Any, ...], outcome: executor.Reschedule) -> str
     # retried (no autoretry_for), logged on one INFO line without a traceback (throws).
     acks_on_failure_or_timeout=True,
     throws=(StageFailed,),
-    Request="tasks.tokens:StageRequest",  # the success event shows no fence token
+    Request="tasks.attempts:StageRequest",  # events: re-sends WAITING, no token
     ignore_result=True,
 )
 def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     """Returns the context for the next stage, or (chain stopped) what happened, in words:
-    that is what Flower's Result column and the worker's log show for the attempt."""
+    that is what Flower's Result column and the worker's log show for the attempt. An
+    attempt that re-sent its stage is WAITING in Flower, one that failed its task a FAILURE
+    (StageFailed), any other a SUCCESS."""
     try:
         context = TaskRuntimeContext.from_wire(ctx)
         stage = StageSpec.model_validate(spec)
@@ -112,7 +116,7 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("run_stage %s: redis unavailable (%s); re-sending", context.task_id, exc)
         reschedule(self, (ctx, spec), REDIS_DOWN_COUNTDOWN)
-        return f"redis unavailable: stage re-sent, again in {REDIS_DOWN_COUNTDOWN:g}s"
+        return resent(f"redis unavailable: stage re-sent, again in {REDIS_DOWN_COUNTDOWN:g}s")
     if isinstance(outcome, executor.Proceed):
         return outcome.ctx.to_wire()
     if isinstance(outcome, executor.Reschedule):
@@ -122,7 +126,7 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
             if parked is not None:
                 return parked
         reschedule(self, args, outcome.countdown)
-        return waiting_summary(outcome)
+        return resent(waiting_summary(outcome))
     stop_chain(self)
     if outcome.plan_slot_freed:
         runtime.planner().dispatch(context.plan_id)
@@ -136,7 +140,8 @@ def run_stage(self: Task, ctx: Any, spec: Any) -> dict[str, Any] | str:
 FAILING = frozenset({"failed", "redelivered"})
 
 
-#: What a stage attempt that ended its chain did, as Flower shows it (SUCCESS + this).
+#: What a stage attempt that ended its chain did, as Flower shows it (SUCCESS + this; the
+#: FAILING ones as the text of a StageFailed).
 HALTED: dict[executor.HaltReason, str] = {
     "done": "last stage done: task finished",
     "failed": "stage failed: task FAILED",
@@ -150,6 +155,6 @@ HALTED: dict[executor.HaltReason, str] = {
 
 
 def waiting_summary(outcome: executor.Reschedule) -> str:
-    """A poll attempt is a SUCCESS in Flower (see `reschedule`): say that it waits, and why."""
+    """A poll attempt is WAITING in Flower (see `reschedule`): say that it waits, and why."""
     why = outcome.why or "waiting"
     return f"{why}; stage re-sent, again in {outcome.countdown:g}s (attempt {outcome.ctx.attempt})"

@@ -5,22 +5,18 @@ fences every write), so it must travel in the message. But Celery prints that re
 in its success log line (`Task deployer.run_stage[...] succeeded in 0.1s: {...}`) and sends
 it as the `result` of the `task-succeeded` event that Flower shows. A token read there could
 be replayed in a hand-made stage message. Both texts are built by Celery from
-`saferepr(retval)`; this module rewrites them: a log filter on Celery's trace logger, and a
-Request class for the stage task whose success event carries the redacted text.
+`saferepr(retval)`; this module rewrites them: a log filter on Celery's trace logger here, and
+the stage task's Request class (tasks/attempts.py) for every event a stage attempt sends.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any
-
-from celery.utils.imports import symbol_by_name
-
-from tasks.app import app
 
 MASK = "***"
-_TOKEN = re.compile(r"""(['"]token['"]\s*:\s*)(['"])(?:(?!\2).)*\2""")
+#: A token's value, also one cut short at the end of a text bounded by saferepr.
+_TOKEN = re.compile(r"""(['"]token['"]\s*:\s*)(['"])(?:(?!\2).)*(?:\2|$)""")
 
 
 def redact_tokens(text: str) -> str:
@@ -45,20 +41,6 @@ def install_log_filter() -> None:
     logger = logging.getLogger("celery.app.trace")
     if not any(isinstance(f, TokenFilter) for f in logger.filters):
         logger.addFilter(TokenFilter())
-
-
-#: The Request class the app's tasks use (a project-wide one, if any, is kept underneath).
-_BaseRequest: Any = symbol_by_name(app.Task.Request)
-
-
-class StageRequest(_BaseRequest):
-    """The stage task's request: its `task-succeeded` event shows the result redacted."""
-
-    def on_success(self, failed__retval__runtime: Any, **kwargs: Any) -> Any:
-        failed, retval, runtime = failed__retval__runtime
-        if not failed and isinstance(retval, str):
-            failed__retval__runtime = (failed, redact_tokens(retval), runtime)
-        return super().on_success(failed__retval__runtime, **kwargs)
 
 
 install_log_filter()

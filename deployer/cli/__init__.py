@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from deployer.cli import commands, demo, fleet, metrics, plans, serve  # noqa: F401  (commands)
+from deployer.cli import (  # noqa: F401  (commands)
+    commands,
+    demo,
+    diffs,
+    fleet,
+    metrics,
+    plans,
+    serve,
+)
 from deployer.cli.app import app
 
 

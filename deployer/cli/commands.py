@@ -67,9 +67,13 @@ def _run(
         print_json(result)
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
-        console.print(f"{note}{result['message']}", highlight=False)
+        console.print(f"{note}{result['message']}", highlight=False, soft_wrap=True)
         for skipped in result.get("skipped", [])[:10]:
             console.print(f"  skipped {skipped['tenantId']}: {skipped['code']}")
+        if "skipped" in result:  # a plan's answer: its message only counts them
+            for u in result.get("unrestored", [])[:20]:
+                line = f"{u['tenantId']} {u['service']}: {u['reason']}"
+                console.print(f"  [yellow]not restored[/] {line}", soft_wrap=True)
     return result
 
 
@@ -164,6 +168,8 @@ def resume(
 
     A task whose tenant a newer task deployed meanwhile ends SUPERSEDED, unless --force.
     With --budget / --reset-budget (a plan with a failure budget) the budget changes first.
+    One task (--tenant, with or without --plan) of a plan paused as a whole is refused
+    PLAN_PAUSED: resume the plan (--plan P alone).
     """
     if (budget is not None or reset_budget) and (tenant or not plan):
         refuse(Code.TARGET_INVALID, "--budget and --reset-budget take --plan alone",
@@ -302,14 +308,25 @@ def rollback(
             "SUPERSEDED and the newer config stays); recorded in the events.",
         ),
     ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot restore every "
+            "service its forward run changed.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy each task's previous config snapshot again, through a new chain.
 
     A tenant that a newer task deployed since is left alone (SUPERSEDED), unless --force.
+    A service the forward run changed that the snapshot cannot restore (it lacks the
+    service's fields, e.g. no trunkGroup for asbc-gateway) is named with why; --strict
+    refuses such a rollback instead. `deployer diff --rollback` shows it beforehand.
     """
     target = _target(plan, tenant, as_json)
-    _run(Command.ROLLBACK, target, by, reason, as_json, force=force)
+    _run(Command.ROLLBACK, target, by, reason, as_json, force=force, strict=strict)
     _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 
@@ -338,14 +355,21 @@ def events(
     ] = False,
     plan: PlanOpt = None,
     tenant: TenantOpt = None,
-    count: Annotated[int, typer.Option("--count", "-n", help="How many recent events.")] = 50,
+    count: Annotated[
+        int, typer.Option("--count", "-n", min=0, help="How many of the newest events.")
+    ] = 50,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Every kept event, oldest first (ignores -n).")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent events (transitions, stage starts and ends, refusals), optionally following.
+    """Events (transitions, stage starts and ends, refusals), newest last, optionally following.
 
-    With --plan and/or --tenant the history is complete (read from the plan's or the
-    tenant's own stream, kept DEPLOYER_EVENTS_RETENTION_SECONDS); a line says when older
-    entries were trimmed. Without them: the newest entries of the bounded global stream.
+    With --plan and/or --tenant: that history, read from the plan's or the tenant's own
+    stream, kept DEPLOYER_EVENTS_RETENTION_SECONDS (7 days). The newest -n (50) are printed,
+    with a line saying how many older ones were left out (--all prints them all) and, when
+    older history is gone (retention), since when it is kept. Without them: the newest
+    entries of the bounded global stream.
     """
     r = client().store.r
 
@@ -356,21 +380,25 @@ def events(
         console.print(f"{_clock(fields.get('ts'))} [bold]{fields.get('type', '?')}[/] "
                       f"{_rest(fields)}", soft_wrap=True, highlight=False)  # fmt: skip
 
+    def note(message: str, **data: Any) -> None:  # stderr: stdout holds the events only
+        if as_json:
+            err.print(json.dumps({**data, "message": message}), soft_wrap=True, highlight=False)
+        else:
+            err.print(f"[yellow]note[/]: {message}", soft_wrap=True, highlight=False)
+
     # followed afterwards: the plan's own stream, else the global one filtered (the live
     # feed keeps up); its newest id is taken first, so nothing between the two reads is lost
     follow_key = keys.events_plan(plan) if plan and not tenant else keys.EVENTS
     last = _last_id(r, follow_key)
-    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=count)
-    if page.reaches_trimmed_part and (plan or tenant):
-        since = _clock(page.oldest_kept.split("-")[0]) if page.oldest_kept else "now"
-        note = f"older history of {target_label(plan, tenant)} was trimmed (kept from {since})"
-        if as_json:
-            console.print(json.dumps({"trimmed": True, "message": note}), soft_wrap=True)
-        else:
-            err.print(f"[yellow]note[/]: {note}", soft_wrap=True)
-    for entry_id, fields in reversed(page.events):
+    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=0 if all_ else count)
+    label = target_label(plan, tenant) if plan or tenant else "the global stream"
+    for message, data in history_notes(page, label, count, all_, bool(plan or tenant)):
+        note(message, **data)
+    shown = (0, 0)
+    entries = audit.iter_history(r, plan, tenant) if all_ else reversed(page.events)
+    for entry_id, fields in entries:
         show(entry_id, fields)
-    shown = audit.id_key(page.events[0][0]) if page.events else (0, 0)
+        shown = max(shown, audit.id_key(entry_id))
     while follow_:
         batch: Any = r.xread({follow_key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
@@ -382,6 +410,45 @@ def events(
                     not tenant or fields.get("tenantId") == tenant
                 ):
                     show(entry_id, fields)
+
+
+def history_notes(
+    page: audit.History, label: str, count: int, all_: bool, filtered: bool
+) -> list[tuple[str, dict[str, Any]]]:
+    """What a history print leaves out, in words (and as data for --json): the older events
+    not shown, and older history that is gone (said whenever the print reaches back to it)."""
+    notes: list[tuple[str, dict[str, Any]]] = []
+    if page.trimmed and filtered and (all_ or not page.more):
+        message, since = trimmed_note(label, page.oldest_kept)
+        notes.append((message, {"trimmed": True, "since": since}))
+    if page.more and not all_:
+        older = page.older
+        more = f"{older} older" if older is not None else "older"
+        wider = f"-n {count + older}" if older is not None else "a larger -n"
+        notes.append((f"{more} events of {label} not shown: use {wider} or --all", {"more": older}))
+    return notes
+
+
+def trimmed_note(label: str, oldest_kept: str) -> tuple[str, str | None]:
+    """What to say when older history is gone: since when it is kept (ISO-8601 UTC too)."""
+    from deployer.settings import get_settings
+
+    kept = _duration(get_settings().events_retention_seconds)
+    why = f"events are kept {kept} (DEPLOYER_EVENTS_RETENTION_SECONDS)"
+    if not oldest_kept:
+        return f"older history of {label} was trimmed: none of it is kept; {why}", None
+    ms = int(oldest_kept.split("-")[0])
+    since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms / 1000))
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+    return f"older history of {label} was trimmed: it is kept since {since}; {why}", iso
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds:g} s"
 
 
 def target_label(plan: str | None, tenant: str | None) -> str:

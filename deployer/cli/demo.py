@@ -6,6 +6,7 @@ An embedded server (never a real Redis unless --redis-url is given), a real
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -16,8 +17,9 @@ import time
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
+import redis
 import typer
 
 from deployer import keys
@@ -25,7 +27,8 @@ from deployer.cli.app import Exit, app, console, err
 from deployer.cli.progress import follow
 from deployer.client import DeployerClient
 from deployer.fleet import Fleet
-from deployer.settings import get_settings, redact_url
+from deployer.redis_client import client_for
+from deployer.settings import DEFAULT_INSTANCES, get_settings, redact_url
 
 DEMO_PLAN = "examples/demo-plan.json"
 
@@ -36,9 +39,54 @@ def demo_plan() -> dict[str, Any]:
     return plan
 
 
-def _port_free(port: int) -> bool:
+#: Flower's port when --flower-port is not given (another is picked when it is taken).
+FLOWER_PORT = 5555
+
+
+def _bindable(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now (as Flower would: reusing a
+    port in TIME_WAIT, never one another socket holds)."""
     with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _stop_here(message: str, code: Exit = Exit.REFUSED) -> NoReturn:
+    """An expected condition ends the demo in one line (never a traceback)."""
+    err.print(f"[bold red]deployer demo[/]: {message}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def choose_flower_port(requested: int | None) -> int:
+    """The port Flower will use: the one asked for (refused in one line when taken), else
+    5555, else (taken) a free one, said in one line."""
+    if requested is not None:
+        if requested and not _bindable(requested):
+            _stop_here(
+                f"port {requested} on 127.0.0.1 is taken; choose another with "
+                "--flower-port PORT (0: no Flower)"
+            )
+        return requested
+    if _bindable(FLOWER_PORT):
+        return FLOWER_PORT
+    port = _free_port()
+    console.print(
+        f"[yellow]port {FLOWER_PORT} is taken[/]: Flower listens on {port} instead "
+        "(--flower-port PORT chooses, 0: no Flower)",
+        soft_wrap=True,
+    )
+    return port
 
 
 def _wait_log(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -67,8 +115,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_fleet(stack: ExitStack) -> str:
-    """Start the simulated fleet; returns a one-line description."""
-    fleet = stack.enter_context(Fleet.from_settings(get_settings()))
+    """Start the simulated fleet, and point DEPLOYER_INSTANCES (read by the worker started
+    next) at it; returns a one-line description.
+
+    On the default addresses (settings.DEFAULT_INSTANCES) when they are free; when one is
+    taken, on free ports, said in one line. Addresses set in DEPLOYER_INSTANCES are the
+    operator's choice: a taken one ends the demo in one line."""
+    settings = get_settings()
+    try:
+        fleet = Fleet.from_settings(settings)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or settings.instances != DEFAULT_INSTANCES:
+            _stop_here(
+                f"cannot serve the simulated fleet: {exc.strerror}; set DEPLOYER_INSTANCES "
+                "to free addresses (unset, the demo picks free ports itself)"
+            )
+        anywhere = {s: ["127.0.0.1:0"] * len(a) for s, a in settings.instances.items()}
+        fleet = Fleet.from_settings(settings, instances=anywhere)
+        console.print(
+            f"[yellow]fleet port taken[/]: {exc.strerror}; the simulated fleet listens on "
+            "free ports instead (DEPLOYER_INSTANCES chooses them)",
+            soft_wrap=True,
+        )
+    stack.enter_context(fleet)
+    os.environ["DEPLOYER_INSTANCES"] = json.dumps(fleet.addresses)
+    get_settings.cache_clear()
     return str(fleet.describe())
 
 
@@ -86,7 +157,7 @@ def start_worker(stack: ExitStack, env: dict[str, str], workdir: Path) -> None:
 
 
 def start_flower(stack: ExitStack, env: dict[str, str], workdir: Path, port: int) -> None:
-    if not port or not _port_free(port):
+    if not port:
         return
     args = [sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}",
             "--address=127.0.0.1"]  # fmt: skip
@@ -104,11 +175,32 @@ def demo(
         bool, typer.Option(help="Keep worker, Flower, fleet and server up until Ctrl-C.")
     ] = False,
     flower_port: Annotated[
-        int, typer.Option(help="Flower port on 127.0.0.1 (0: no Flower).")
-    ] = 5555,
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help=f"Flower port on 127.0.0.1 (0: no Flower). Default {FLOWER_PORT}, or a free "
+            "one when that is taken.",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after S seconds.")] = 120.0,
 ) -> None:
-    """Roll out the canonical demo plan end to end and exit 0 when it is done."""
+    """Roll out the canonical demo plan end to end and exit 0 when it is done.
+
+    Flower listens on 5555 and the simulated fleet on 18101-18401 unless those are taken:
+    then on free ports, said in one line (--flower-port and DEPLOYER_INSTANCES choose).
+    """
+    try:
+        _demo(redis_url, keep_running, choose_flower_port(flower_port), timeout)
+    except KeyboardInterrupt:
+        _stop_here("interrupted; everything it started is stopped", Exit.ENDED_OTHERWISE)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        where = redact_url(redis_url) if redis_url else "the embedded server"
+        _stop_here(f"cannot reach Redis at {where}: {exc}", Exit.ENDED_OTHERWISE)
+
+
+def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:
         if redis_url is None:
@@ -118,12 +210,14 @@ def demo(
             stack.callback(server.stop)
             redis_url = server.url
             console.print(f"[bold]embedded server[/] {redis_url} (data in a temporary folder)")
+        else:
+            client_for(redis_url).ping()  # unreachable: one line, before anything starts
         for name in ("DEPLOYER_BROKER_URL", "DEPLOYER_REDIS_URL", "DEPLOYER_TARGET_REDIS_URL"):
             os.environ[name] = redis_url
         get_settings.cache_clear()
-        env = dict(os.environ)
 
         console.print(f"[bold]simulated fleet[/] {start_fleet(stack)}")
+        env = dict(os.environ)  # after the fleet: DEPLOYER_INSTANCES names its addresses
 
         start_worker(stack, env, workdir)
         start_flower(stack, env, workdir, flower_port)
@@ -138,8 +232,6 @@ def demo(
             f"submitted plan {plan['planId']} ({len(plan['tenants'])} tenants) "
             f"to {redact_url(redis_url)}"
         )
-        from deployer.redis_client import client_for
-
         settings = get_settings()
         final = follow(client.store, plan["planId"], timeout)
         tenant_id = plan["tenants"][0]["tenantId"]

@@ -14,12 +14,11 @@ from rich.table import Table
 
 from deployer import views
 from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
+from deployer.cli.diffs import plan_diff, print_diff
 from deployer.cli.progress import follow, report_failures, report_unfinished
 from deployer.client import DeployerClient, PlanStatus, Rejection
-from deployer.diff import diff_plan
 from deployer.errors import Code, PlanUnreadable, PlanValidationError
 from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
-from deployer.redis_client import client_for
 from deployer.settings import get_settings
 from deployer.store import Store
 from stages.factory import forward_stages
@@ -78,14 +77,14 @@ def submit(
     rows = [row for row, _ in checked]
     digest = plan_digest(plan, (config for _, config in checked))
     if dry_run:
-        changes = _diff(text, as_json)
+        changes = plan_diff(text, as_json)
         if as_json:
             print_json({"ok": True, "planId": plan.plan_id, "tasks": rows, "diff": changes})
         else:
             console.print(f"plan {plan.plan_id}: {len(rows)} task(s) valid")
             for row in rows[:20]:
                 console.print(f"  {row['tenantId']}: {' → '.join(row['stages'])}")
-            _print_diff(changes)
+            print_diff(changes)
         raise typer.Exit(Exit.OK)
     deployer = client()
     since = f"{int(time.time() * 1000) - 1000}-0"
@@ -141,60 +140,6 @@ def report_end(
     if final is None:
         return [], report_unfinished(store, plan_id, timeout)
     return report_failures(store, plan_id), []
-
-
-def _diff(text: str, as_json: bool) -> dict[str, Any]:
-    settings = get_settings()
-    try:
-        return diff_plan(
-            text, settings, client_for(settings.state_url), client_for(settings.target_url)
-        )
-    except PlanValidationError as exc:
-        refuse(exc.code, exc.message, exc.errors, as_json)
-
-
-def _print_diff(d: dict[str, Any], limit: int = 50) -> None:
-    s = d["summary"]
-    console.print(
-        f"[bold]diff[/] against the live hashes: {s['changing']} tenant(s) change, "
-        f"{s['unchanged']} unchanged, {s['ownedElsewhere']} last deployed by another plan"
-    )
-    for t in d["tenants"][:limit]:
-        v = t["version"]
-        console.print(
-            f"  [bold]{t['tenantId']}[/]  version {v['before']} → {v['after']} ({v['change']})"
-        )
-        if "otherPlan" in t:
-            o = t["otherPlan"]
-            state = "still running" if o["running"] else o["taskStatus"]
-            console.print(f"    [yellow]latest task is plan {o['planId']}'s ({state})[/]")
-        for c in t["changes"]:
-            if c["change"] == "removed":
-                console.print(f"    - {c['field']}")
-            elif c["change"] == "added":
-                console.print(f"    + {c['field']} = {c['after'][:120]}")
-            else:
-                console.print(f"    ~ {c['field']}: {c['before'][:60]} → {c['after'][:60]}")
-    if len(d["tenants"]) > limit:
-        console.print(f"  ... {len(d['tenants']) - limit} more (--json for all)")
-    for w in d.get("waves", []):
-        names = ", ".join(w["tenants"][:8]) + (" ..." if len(w["tenants"]) > 8 else "")
-        console.print(f"  wave {w['index']}: {len(w['tenants'])} tenant(s): {names}")
-
-
-@app.command()
-def diff(
-    plan_file: Annotated[Path, typer.Argument(help="Plan JSON file ('-' for stdin).")],
-    as_json: JsonOpt = False,
-) -> None:
-    """What the plan would change, per tenant and field, against the live config hashes
-    (validated exactly as submit does; writes nothing), and its wave plan."""
-    changes = _diff(read_plan_file(plan_file, as_json), as_json)
-    if as_json:
-        print_json(changes)
-    else:
-        console.print(f"plan {changes['planId']}: {changes['summary']['tenants']} tenant(s)")
-        _print_diff(changes)
 
 
 def _accepted(
@@ -356,8 +301,10 @@ def task(
         print_json(out)
         return
     for k, v in out.items():
-        if k not in ("context", "hash", "stages", "failure", "progress"):
+        if k not in ("context", "hash", "stages", "failure", "progress", "unrestored"):
             console.print(f"[bold]{k}[/]: {v}")
+    for u in out["unrestored"]:  # a rollback's services it cannot restore
+        console.print(f"[bold yellow]not restored[/] {u['service']}: {u['reason']}", soft_wrap=True)
     if out.get("progress"):
         console.print(f"[bold]progress[/]: {out['progress']}")
     stages = "  ".join(f"{st['name'] or st['index']}={st['state']}" for st in out["stages"])

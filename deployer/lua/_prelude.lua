@@ -62,6 +62,10 @@ end
 local function index_tenant(key, ref, cutoff)
   local length = redis.call('RPUSH', key, ref)
   redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
+  -- where the tenant's history began, kept for good (one short key per tenant): a list that
+  -- expired whole and is created again by a later event then still says that older history
+  -- is gone, and since when (a plan's history begins with PLAN_CREATED, so it needs none)
+  if length == 1 then redis.call('SET', key .. ':began', ref, 'NX') end
   local popped
   for _ = 1, 16 do  -- a few per append: old references go as new ones come
     local head = redis.call('LINDEX', key, 0)

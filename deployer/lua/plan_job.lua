@@ -2,7 +2,7 @@
 -- (replacing any other: a newer command decides), or end it.
 -- KEYS: plan, job, job order, plan jobs zset, events, plan queue
 -- ARGV: op (START | DONE | DROP), plan_id, now_ms, events_maxlen, then
---   START: command, by, reason, force, from_checkpoint, total  -> {gen}
+--   START: command, by, reason, force, from_checkpoint, total, strict  -> {gen}
 --   DONE:  gen, acted, already, skipped, superseded, unlink_queue ('1': only if the plan is
 --          still paused)  -> {'DONE', plan status} | {'STALE'} (a newer command took over)
 --   DROP:  gen as last read ('' when there was no record): a job whose record is gone or
@@ -21,7 +21,7 @@ if op == 'START' then
   redis.call('DEL', job_key, order_key)
   redis.call('HSET', job_key, 'gen', gen, 'command', ARGV[5], 'by', ARGV[6], 'reason', ARGV[7],
     'force', ARGV[8], 'fromCheckpoint', ARGV[9], 'total', ARGV[10], 'fwd', 0, 'back', 0,
-    'phase', '', 'startedAt', now)
+    'phase', '', 'startedAt', now, 'strict', ARGV[11] or '0')
   redis.call('HSET', plan_key, 'job', ARGV[5])
   redis.call('ZADD', jobs_key, now, plan_id)
   derive_plan(plan_key)

@@ -54,6 +54,11 @@ class CommandBody(BaseModel):
     reset: bool = Field(
         False, description="budget, resume: the failures so far no longer count against it."
     )
+    strict: bool = Field(
+        False,
+        description="rollback: refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot "
+        "restore every service its forward run changed.",
+    )
 
 
 COMMAND_STATUS: dict[str, int] = {
@@ -98,6 +103,7 @@ def _execute(
         reason=body.reason,
         from_checkpoint=body.from_checkpoint and command is Command.RETRY,
         force=body.force,
+        strict=body.strict and command is Command.ROLLBACK,
         **options,
     )
     if answer.get("ok"):

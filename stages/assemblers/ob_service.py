@@ -20,6 +20,7 @@ class ObServiceAssembler(Assembler):
     service = "ob-service"
     order = 40
     requires = ("deployUnitName",)
+    volatile = {FIELD: ("$.timestamp",)}  # set when each run is planned
 
     def supports(self, config: TenantConfig) -> bool:
         return config.deploy_unit_name is not None

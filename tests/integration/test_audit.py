@@ -41,7 +41,8 @@ def flood(r, n: int = 2000) -> None:
 
 def cli_events(*args: str) -> tuple[int, list[dict]]:
     result = runner.invoke(app, ["events", "--json", *args], catch_exceptions=False)
-    return result.exit_code, [json.loads(line) for line in result.output.splitlines() if line]
+    # stdout: the events, one per line (notes on what was left out go to stderr)
+    return result.exit_code, [json.loads(line) for line in result.stdout.splitlines() if line]
 
 
 def test_plan_history_is_complete_after_the_global_stream_moved_on(worker, r):
@@ -168,3 +169,71 @@ def test_a_plan_command_is_recorded_after_its_tasks_with_what_it_did(worker, r, 
     assert newest["type"] == "PLAN_CANCEL" and newest["by"] == "ops"
     assert int(newest["acted"]) == 1 and int(newest["skipped"]) == 1
     wait_for(lambda: r.hget(keys.plan(plan_id), "status") == "CANCELLED", what="CANCELLED")
+
+
+def cli_notes(*args: str) -> tuple[int, list[dict], str]:
+    """`deployer events ARGS`: exit code, the events (stdout), what stderr said."""
+    result = runner.invoke(app, ["events", *args], catch_exceptions=False)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line]
+    return result.exit_code, lines, result.stderr
+
+
+def test_events_say_how_many_older_ones_are_left_out_and_all_prints_them(worker, r):
+    plan_id = unique()
+    submit_and_finish(worker, r, plan_id, [bg_tenant(unique("t")) for _ in range(3)])
+    recorded = [i for i, f in r.xrange(keys.EVENTS) if f.get("planId") == plan_id]
+    total = len(recorded)
+    assert total > 10
+
+    code, lines, said = cli_notes("--plan", plan_id, "-n", "5", "--json")
+    assert code == 0 and [e["id"] for e in lines] == recorded[-5:]
+    note = json.loads(said)
+    assert note["more"] == total - 5
+    assert note["message"] == (
+        f"{total - 5} older events of plan {plan_id} not shown: use -n {total} or --all"
+    )
+    text = runner.invoke(app, ["events", "--plan", plan_id, "-n", "5"])
+    assert f"note: {total - 5} older events of plan {plan_id} not shown" in text.stderr
+
+    code, lines, said = cli_notes("--plan", plan_id, "--all", "--json")
+    assert code == 0 and [e["id"] for e in lines] == recorded and said == ""  # nothing left out
+    code, lines, said = cli_notes("--plan", plan_id, "-n", str(total), "--json")
+    assert len(lines) == total and said == ""
+    # one task of the plan (both filters): counted among the tenant's references
+    tenant = next(e["tenantId"] for e in lines if "tenantId" in e)
+    mine = [e["id"] for e in lines if e.get("tenantId") == tenant]
+    code, lines, said = cli_notes("--plan", plan_id, "--tenant", tenant, "-n", "1", "--json")
+    assert [e["id"] for e in lines] == mine[-1:]
+    assert json.loads(said)["more"] == len(mine) - 1
+    code, lines, said = cli_notes("--tenant", tenant, "--all", "--json")
+    assert [e["id"] for e in lines] == mine and said == ""
+
+
+def test_a_history_that_expired_whole_and_began_again_says_since_when(worker, r, plan_file):
+    """A plan rolled back after its history expired: before, only the rollback's events
+    were printed, with no word that the rest was gone."""
+    plan_id, tenant = unique(), unique("t")
+    submit_and_finish(worker, r, plan_id, [bg_tenant(tenant)])
+    code, lines, said = cli_notes("--plan", plan_id, "--json")
+    assert lines[0]["type"] == "PLAN_CREATED" and said == ""  # whole: nothing to say
+    # Retention: the idle plan's and tenant's histories expire whole (their PEXPIRE).
+    for key in (keys.events_plan(plan_id), keys.events_tenant(tenant)):
+        r.pexpire(key, 1)
+    wait_for(lambda: not r.exists(keys.events_plan(plan_id), keys.events_tenant(tenant)))
+
+    rolled = runner.invoke(app, ["rollback", "--tenant", tenant, "--wait", "--timeout", "60"])
+    assert rolled.exit_code == 0, rolled.output
+    for target in (["--plan", plan_id], ["--tenant", tenant]):
+        code, lines, said = cli_notes(*target, "--json")
+        assert code == 0 and "TASK_ROLLED_BACK" in [e["type"] for e in lines]
+        assert "PLAN_CREATED" not in [e["type"] for e in lines]  # what expired
+        note = json.loads(said)
+        first_ms = int(lines[0]["id"].split("-")[0])
+        assert note["trimmed"] is True
+        assert note["since"] == time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.gmtime(first_ms / 1000)
+        ) + f".{first_ms % 1000:03d}Z"
+        assert "was trimmed: it is kept since" in note["message"]
+        assert "events are kept 7 days (DEPLOYER_EVENTS_RETENTION_SECONDS)" in note["message"]
+        text = runner.invoke(app, ["events", *target])
+        assert "older history of" in text.stderr and "it is kept since" in text.stderr

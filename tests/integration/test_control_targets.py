@@ -188,3 +188,33 @@ def test_a_tenant_run_under_a_paused_or_cancelled_plan_is_refused_not_stranded(
     assert "rollback --plan" in refused["message"]
     assert task(r, plan_id, tenants[1])["status"] == "CANCELLED"
     session_fleet.behave(tenants[0], Behaviour())
+
+
+def test_resume_of_one_plan_tenant_task_as_the_readme_says(worker, r, session_fleet):
+    """`resume --plan P --tenant T` resumes a task paused by itself; when plan P is paused
+    as a whole it is refused PLAN_PAUSED (the task would wait for the plan), naming the way
+    on. Before, the README's example named no such rule."""
+    plan_id, tenant, other = unique(), unique("t"), unique("t")
+    for t in (tenant, other):
+        session_fleet.behave(t, Behaviour(never=True))  # both wait in their HealthCheck
+    submit(worker, r, plan_id, [bg_tenant(tenant), bg_tenant(other)])
+    for t in (tenant, other):
+        wait_for(lambda t=t: task(r, plan_id, t).get("status") == "RUNNING", what="RUNNING")
+    one = ["--plan", plan_id, "--tenant", tenant]
+
+    assert runner.invoke(app, ["pause", *one]).exit_code == 0  # this task alone
+    wait_for(lambda: task(r, plan_id, tenant).get("status") == "PAUSED", what="task PAUSED")
+    resumed = runner.invoke(app, ["resume", *one])
+    assert resumed.exit_code == 0, resumed.output
+    assert task(r, plan_id, tenant)["status"] in ("PENDING", "RUNNING")
+
+    assert runner.invoke(app, ["pause", "--plan", plan_id]).exit_code == 0  # the whole plan
+    for t in (tenant, other):
+        wait_for(lambda t=t: task(r, plan_id, t).get("status") == "PAUSED", what="PAUSED")
+    refused = runner.invoke(app, ["resume", *one])
+    assert refused.exit_code == 2
+    assert "PLAN_PAUSED" in refused.output and f"resume --plan {plan_id}" in refused.output
+    assert task(r, plan_id, tenant)["status"] == "PAUSED"
+    assert runner.invoke(app, ["cancel", "--plan", plan_id]).exit_code == 0
+    for t in (tenant, other):
+        session_fleet.behave(t, Behaviour())
