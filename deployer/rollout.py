@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from deployer.errors import (
@@ -340,11 +340,7 @@ def _with_window(op: WaveOp, window: str) -> WaveOp:
     return WaveOp(op.op, op.by, op.reason, op.wave, window, op.a1, op.a2)
 
 
-@lru_cache(maxsize=1)
-def _percent() -> Any:
-    import re
-
-    return re.compile(PERCENT_PATTERN)
+_PERCENT = re.compile(PERCENT_PATTERN)
 
 
 def parse_budget(value: Any) -> int | str:
@@ -357,7 +353,7 @@ def parse_budget(value: Any) -> int | str:
         text = value.strip()
         if text.isdigit():
             return int(text)
-        if _percent().match(text):
+        if _PERCENT.match(text):
             return text
     raise BudgetInvalid(f"budget: {value!r} is not a count (0, 1, ...) or a share like \"5%\"")
 
