@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kombu.entity import Exchange, Queue
 
+from deployer import tracing
 from deployer.settings import get_settings
 
 CONTROL_QUEUE = "deployer.control"
@@ -61,6 +62,16 @@ task_routes = {"deployer.run_stage": {"queue": STAGES_QUEUE, "routing_key": STAG
 worker_send_task_events = True
 task_send_sent_event = _settings.task_sent_events
 worker_hijack_root_logger = False
+if tracing.wanted():
+    # log lines carry the trace and span of the work they are about (deployer/tracing.py)
+    worker_log_format = (
+        "[%(asctime)s: %(levelname)s/%(processName)s] trace_id=%(otelTraceID)s "
+        "span_id=%(otelSpanID)s %(message)s"
+    )
+    worker_task_log_format = (
+        "[%(asctime)s: %(levelname)s/%(processName)s] %(task_name)s[%(task_id)s] "
+        "trace_id=%(otelTraceID)s span_id=%(otelSpanID)s %(message)s"
+    )
 
 # A malformed message is logged and acknowledged instead of killing the worker (tasks/guard.py).
 worker_consumer = "tasks.guard:GuardedConsumer"

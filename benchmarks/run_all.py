@@ -26,6 +26,7 @@ SCRIPTS = [
     ("handwritten", 600),  # deployer beside hand-written plain Celery
     ("worker_death", 600),  # a dead worker's tenants back within 15 s
     ("growth", 600),  # Redis bytes per tenant-task and at 1,000,000
+    ("observability", 600),  # CLI start-up per command; /metrics with 200 plans x 500 tenants
 ]
 
 

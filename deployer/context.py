@@ -104,6 +104,11 @@ class TaskRuntimeContext(WireModel):
         """The same position under the fence token of a new send (slot, re-drive)."""
         return self._evolve(token=token)
 
+    def with_additional(self, key: str, value: Any) -> TaskRuntimeContext:
+        """A run-wide value added to `additionalData` (the run's trace, deployer/tracing.py):
+        set when the run is prepared, kept by every transition."""
+        return self._evolve(additional_data={**self.additional_data, key: value})
+
     def with_lease_epoch(self, epoch: int) -> TaskRuntimeContext:
         """This run (re)took the tenant's lease: its acquisition count now."""
         return self._evolve(lease_epoch=epoch)

@@ -557,7 +557,7 @@ class Controller:
         run = self.planner.stored_run(stored)
         checkpoint = stored.last_checkpoint
         ctx = stored.context() or run.context
-        retried = prepare_retry(run, ctx, checkpoint, from_checkpoint)
+        retried = prepare_retry(run, ctx, checkpoint, from_checkpoint, stored.wave)
         update = TaskRecord(
             ctx=retried.context.to_json(),
             checkpoint=retried.context.checkpoint,

@@ -213,6 +213,19 @@ def _short(value: object) -> str:
     return text if len(text) <= _FIELD_MAX else text[: _FIELD_MAX - 3] + "..."
 
 
+#: What a refusal's reason starts with (tasks/guard.py, tasks/transport.py), as the bounded
+#: `kind` label of `deployer_dead_letters_total`; anything else is "other".
+DEAD_LETTER_KINDS = frozenset({
+    "envelope", "header", "body", "args", "kwargs", "embed", "compressed", "content",
+    "larger", "nested", "unknown", "worker",
+})  # fmt: skip
+
+
+def dead_letter_kind(reason: str) -> str:
+    first = reason.split(" ", 1)[0].split(".", 1)[0].lower()
+    return first if first in DEAD_LETTER_KINDS else "other"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One refused message: what and why, never more than a redacted head of its bytes."""
@@ -253,12 +266,15 @@ class DeadLetters:
             _short(letter.task),
         )
         try:
-            self.r.xadd(
+            pipe = self.r.pipeline(transaction=True)
+            pipe.xadd(
                 keys.DEAD_LETTERS,
                 letter.fields(int(time.time() * 1000)),  # type: ignore[arg-type]
                 maxlen=self.maxlen,
                 approximate=True,
             )
+            pipe.hincrby(keys.STATS, f"dl|{dead_letter_kind(letter.reason)}", 1)
+            pipe.execute()
         except Exception as exc:  # noqa: BLE001 - logged; the message is dropped regardless
             log.warning("dead letter not stored (%s)", type(exc).__name__)
 

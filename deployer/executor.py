@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, assert_never
 
 import redis
 
+from deployer import tracing
 from deployer.context import TaskRuntimeContext
 from deployer.errors import Code, StaleRun, code_of
 from deployer.models import StageSpec
@@ -90,6 +91,46 @@ def reraise_transient(exc: Exception) -> None:
 def run_stage(
     store: StageStore, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
 ) -> Outcome:
+    """One attempt at `stage` (a span of the run's trace when tracing is on)."""
+    with tracing.span(
+        f"deployer.stage {stage.name}",
+        ctx,
+        **{
+            "deployer.stage": stage.name,
+            "deployer.stage_index": ctx.stage_index,
+            "deployer.step_index": ctx.step_index,
+            "deployer.attempt": ctx.attempt,
+            "deployer.worker": worker or None,
+        },
+    ) as span:
+        outcome = _run_stage(store, env, ctx, stage, worker)
+        if span is not None:
+            _describe(span, outcome)
+        return outcome
+
+
+def _describe(span: object, outcome: Outcome) -> None:
+    """What the attempt did, on its span."""
+    if isinstance(outcome, Proceed):
+        tracing.set_attributes(span, **{"deployer.outcome": "proceed"})
+    elif isinstance(outcome, Reschedule):
+        tracing.set_attributes(
+            span,
+            **{
+                "deployer.outcome": "parked" if outcome.wake is not None else "wait",
+                "deployer.wait_seconds": outcome.countdown,
+                "deployer.progress": outcome.why,
+            },
+        )
+    else:
+        tracing.set_attributes(
+            span, **{"deployer.outcome": outcome.why, "deployer.reason": outcome.reason or None}
+        )
+
+
+def _run_stage(
+    store: StageStore, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str
+) -> Outcome:
     gate = store.begin_stage(ctx, stage, worker)
     refused = _refused(store, ctx, stage, gate)
     if refused is not None:
@@ -101,7 +142,11 @@ def run_stage(
     for i in range(ctx.step_index, last + 1):
         spec = stage.steps[i]
         try:
-            result = registry.step(spec.type).run(spec, ctx, env)
+            with tracing.span(
+                f"deployer.step {spec.name}",
+                **{"deployer.step": spec.name, "deployer.step_type": spec.type},
+            ):
+                result = registry.step(spec.type).run(spec, ctx, env)
         except StaleRun as exc:
             log.warning("task %s: %s", ctx.task_id, exc)
             return Halt("stale")

@@ -30,6 +30,11 @@ WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname
 WORKER_HOLDS = "deployer:worker-holds:{node}"  # hash task id -> token of messages it holds
 DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded
 WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
+#: Counters the exporter reads (deployer/metrics.py), kept by the scripts that write the
+#: events (the Lua prelude's `observe`) and by the rejection and dead-letter writers.
+STATS = "deployer:stats"
+#: zset plan id -> ms since its current wave waits for approval (the prelude keeps it).
+AWAITING_APPROVAL = "deployer:awaiting-approval"
 
 
 def plan(plan_id: str) -> str:
@@ -133,3 +138,21 @@ def plan_job_order(plan_id: str) -> str:
 
 def plan_job_lock(plan_id: str) -> str:
     return PLAN_JOB_LOCK.format(plan_id=plan_id)
+
+#: Notifications (deployer/notify). zset event id -> ms: events queued by the Lua prelude in
+#: the script that wrote them, not yet handed to the receivers' queues:
+NOTIFY_OUTBOX = "deployer:notify:outbox"
+#: Set by every claim of a worker that delivers notifications, with a TTL: the outbox is
+#: kept only while it exists (no receivers anywhere: nothing queued, nothing replayed later).
+NOTIFY_ACTIVE = "deployer:notify:active"
+NOTIFY_EVENT = "deployer:notify:event:{event_id}"  # hash: the event's fields, plan snapshot
+#: zset event id -> ms when its next delivery to that receiver is due (or its claim lapses)
+NOTIFY_DUE = "deployer:notify:due:{receiver}"
+
+
+def notify_event(event_id: str) -> str:
+    return NOTIFY_EVENT.format(event_id=event_id)
+
+
+def notify_due(receiver: str) -> str:
+    return NOTIFY_DUE.format(receiver=receiver)

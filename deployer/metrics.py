@@ -1,133 +1,265 @@
-"""Prometheus metrics derived from deployer's Redis state (no worker changes needed).
+"""Prometheus metrics read from deployer's Redis state at each scrape, in a few round trips.
 
-Scraped on demand by `deployer metrics`: each scrape reads the plan hashes (their
-counters), the inflight watch list and the new part of the `deployer:events` stream.
+Nothing here reads the event stream or scans tasks: the counters are kept in the hash
+`deployer:stats` by the code that writes what they count, in the same round trip (the Lua
+prelude's `observe` for every event, failures by stage and code, stage durations and
+re-drives; `Store.reject` for rejections; `DeadLetters.record`; the notification scripts),
+so a scrape costs the same with 10 plans or 100,000 tenants, and the counters survive an
+exporter restart. Per-plan series come from the newest plans' hashes (their counters).
 
-Each metric and what it means is listed in docs/operators.md ("Metrics"): tasks by
-status per plan (plan counters `c:<STATUS>`), stage durations (STAGE_STARTED to
-STAGE_COMPLETED events), task transitions, rollbacks, lease re-drives, inflight tasks.
-
-HealthCheck attempts and lease conflicts are the plan hash counters
-`m:healthCheckAttempts` / `m:leaseConflicts` (lua/stage_begin.lua keeps them).
+Each metric and what it answers is listed in docs/operators.md ("Metrics"); deploy/grafana
+and deploy/prometheus use them (a test under tests/deploy checks every name they use).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter as Counter_
-from collections import OrderedDict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from deployer import keys
-from deployer.lifecycle import ENDED
 from deployer.models import TaskStatus
 from deployer.record import Field
 from deployer.store import read_tasks
-from deployer.waves import WAVE_STATES, waves_of
+from deployer.waves import WAVE_STATES, Rollout
 
+#: Stage duration buckets in seconds: the Lua prelude's STAGE_BUCKETS_MS (tested equal).
 STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
-#: A task in one of these has no stage open (its open stage timings are dropped).
-TERMINAL_TASK = ENDED | {TaskStatus.PAUSED}
+#: Plans whose approval wait is shown at most (the zset holds only plans waiting now).
+MAX_AWAITING = 1000
+
+#: Every metric family this module exports (name without `_total`; docs and deploy/ use them).
+METRIC_NAMES = (
+    "deployer_plan_tasks",
+    "deployer_plan_info",
+    "deployer_plan_max_concurrency",
+    "deployer_plan_waves",
+    "deployer_plan_budget_exceeded",
+    "deployer_plan_healthcheck_attempts",
+    "deployer_lease_conflicts",
+    "deployer_plan_awaiting_approval_seconds",
+    "deployer_plans_awaiting_approval",
+    "deployer_inflight_tasks",
+    "deployer_healthcheck_waiting_tasks",
+    "deployer_parked_tasks",
+    "deployer_parked_overdue_seconds",
+    "deployer_workers_alive",
+    "deployer_worker_last_heartbeat_timestamp_seconds",
+    "deployer_events",
+    "deployer_task_transitions",
+    "deployer_rollbacks",
+    "deployer_lease_redrives",
+    "deployer_redrives",
+    "deployer_task_failures",
+    "deployer_rejections",
+    "deployer_dead_letters",
+    "deployer_gate_answers",
+    "deployer_notifications",
+    "deployer_notifications_queued",
+    "deployer_stage_duration_seconds",
+)
 
 
-class EventFollower:
-    """Reads `deployer:events` incrementally and turns it into counters and a histogram."""
+class StatsCollector(Collector):
+    """The counters of `deployer:stats` (one HGETALL) and the cheap gauges (cardinalities
+    and extremes of the zsets the workers keep), in one pipeline."""
 
-    def __init__(self, r: redis.Redis, batch: int = 10_000, max_batches: int = 20) -> None:
+    def __init__(self, r: redis.Redis, receivers: Iterable[str] = (), heartbeat_s: float = 5.0):
         self.r = r
-        self.last_id = "0-0"
-        self.batch, self.max_batches = batch, max_batches
-        self._open: OrderedDict[str, dict[str, tuple[str, int]]] = OrderedDict()
-        self.stage_seconds = Histogram(
-            "deployer_stage_duration_seconds",
-            "Seconds from STAGE_STARTED to STAGE_COMPLETED of one stage (polls included).",
-            ["stage"],
-            buckets=STAGE_BUCKETS,
-            registry=None,
-        )
-        self.transitions = Counter(
-            "deployer_task_transitions",
-            "Task status changes seen in deployer:events (TASK_<STATUS>).",
-            ["status"],
-            registry=None,
-        )
-        self.rollbacks = Counter(
-            "deployer_rollbacks",
-            "Rollbacks by outcome: started, rolled_back, failed.",
-            ["outcome"],
-            registry=None,
-        )
-        self.redrives = Counter(
-            "deployer_lease_redrives",
-            "Tenants re-driven by the reconciler after their lease expired.",
-            registry=None,
-        )
-        self.read = Counter("deployer_events_read", "Events read by this exporter.", registry=None)
-
-    def poll(self) -> None:
-        for _ in range(self.max_batches):
-            entries: list[tuple[str, dict[str, str]]] = self.r.xrange(  # type: ignore[assignment]
-                keys.EVENTS, min=f"({self.last_id}", max="+", count=self.batch
-            )
-            for entry_id, fields in entries:
-                self.observe(fields)
-                self.last_id = entry_id
-            self.read.inc(len(entries))
-            if len(entries) < self.batch:
-                return
-
-    def observe(self, e: dict[str, str]) -> None:
-        kind, task_id = e.get("type", ""), e.get("taskId", "")
-        if kind == "STAGE_STARTED":
-            self._open.setdefault(task_id, {})[e.get("stageIndex", "")] = (
-                e.get("stage", ""),
-                int(e.get("ts", 0)),
-            )
-            self._open.move_to_end(task_id)
-            while len(self._open) > 200_000:  # runs that never finished: forget the oldest
-                self._open.popitem(last=False)
-        elif kind == "STAGE_COMPLETED":
-            started = self._open.get(task_id, {}).pop(e.get("stageIndex", ""), None)
-            if started is not None:
-                stage, ts = started
-                self.stage_seconds.labels(stage).observe(max(0, int(e.get("ts", 0)) - ts) / 1000)
-        elif kind == "TASK_REDRIVEN":
-            self.redrives.inc()
-        elif kind.startswith("TASK_"):
-            status = kind[5:]
-            self.transitions.labels(status).inc()
-            if status == "ROLLING_BACK":
-                self.rollbacks.labels("started").inc()
-            elif status in ("ROLLED_BACK", "ROLLBACK_FAILED"):
-                self.rollbacks.labels("rolled_back" if status == "ROLLED_BACK" else "failed").inc()
-            if status in TERMINAL_TASK:
-                self._open.pop(task_id, None)
+        self.receivers = tuple(receivers)
+        self.heartbeat_ms = int(heartbeat_s * 1000)
 
     def collect(self) -> Iterator[Metric]:
-        for m in (self.stage_seconds, self.transitions, self.rollbacks, self.redrives, self.read):
-            yield from m.collect()
+        now = int(time.time() * 1000)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(keys.STATS)
+        pipe.zcard(keys.PARKED)
+        pipe.zrange(keys.PARKED, 0, 0, withscores=True)
+        pipe.zcount(keys.WORKERS, now - self.heartbeat_ms, "+inf")
+        pipe.zrange(keys.WORKERS, -1, -1, withscores=True)
+        pipe.zcard(keys.NOTIFY_OUTBOX)
+        for name in self.receivers:
+            pipe.zcard(keys.notify_due(name))
+        stats, parked, oldest, alive, newest, outbox, *queued = pipe.execute()
+        yield from counters(stats)
+        yield GaugeMetricFamily(
+            "deployer_parked_tasks", "HealthChecks parked in Redis (acks expected).", value=parked
+        )
+        overdue = max(0.0, (now - float(oldest[0][1])) / 1000) if oldest else 0.0
+        yield GaugeMetricFamily(
+            "deployer_parked_overdue_seconds",
+            "How long the most overdue parked re-send is past its due time (0: none overdue).",
+            value=overdue,
+        )
+        yield GaugeMetricFamily(
+            "deployer_workers_alive",
+            "Workers whose heartbeat is fresher than DEPLOYER_WORKER_HEARTBEAT_SECONDS.",
+            value=alive,
+        )
+        last = GaugeMetricFamily(
+            "deployer_worker_last_heartbeat_timestamp_seconds",
+            "Unix time of the newest worker heartbeat (absent: no worker ever beat).",
+        )
+        if newest:
+            last.add_metric([], float(newest[0][1]) / 1000)
+        yield last
+        pending = GaugeMetricFamily(
+            "deployer_notifications_queued",
+            "Notifications waiting: the outbox (receiver '-') and each receiver's queue.",
+            labels=["receiver"],
+        )
+        pending.add_metric(["-"], outbox)
+        for name, n in zip(self.receivers, queued, strict=True):
+            pending.add_metric([name], n)
+        yield pending
+
+
+def _grouped(stats: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
+    """`deployer:stats` fields `kind|rest` -> {kind: [(rest, count), ...]}."""
+    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for field, raw in stats.items():
+        kind, _, rest = field.partition("|")
+        try:
+            groups[kind].append((rest, int(raw)))
+        except ValueError:
+            continue
+    return groups
+
+
+def _family(
+    name: str, doc: str, labels: list[str], rows: Iterable[tuple[list[str], int]]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for values, n in rows:
+        family.add_metric(values, n)
+    return family
+
+
+#: Task events that are rollback outcomes (deployer_rollbacks_total) and gate answers.
+ROLLBACK_EVENTS = {"TASK_ROLLING_BACK": "started", "TASK_ROLLED_BACK": "rolled_back",
+                   "TASK_ROLLBACK_FAILED": "failed"}  # fmt: skip
+GATE_EVENTS = {"WAVE_GATE_PASSED": "passed", "GATE_REFUSED": "refused"}
+
+
+def counters(stats: dict[str, str]) -> Iterator[Metric]:
+    """The metric families of the `deployer:stats` hash (its field names: the Lua prelude)."""
+    g = _grouped(stats)
+    events = dict(g["ev"])
+    yield _family("deployer_events", "Events written to deployer:events, by type.", ["type"],
+                  (([t], n) for t, n in events.items()))  # fmt: skip
+    yield _family(
+        "deployer_task_transitions",
+        "Task status changes (TASK_<STATUS> events).",
+        ["status"],
+        (([t[5:]], n) for t, n in events.items() if t.startswith("TASK_") and t != "TASK_REDRIVEN"),
+    )
+    yield _family(
+        "deployer_rollbacks",
+        "Rollbacks by outcome: started, rolled_back, failed.",
+        ["outcome"],
+        (([o], events.get(t, 0)) for t, o in ROLLBACK_EVENTS.items()),
+    )
+    yield _family(
+        "deployer_lease_redrives",
+        "Tenants re-driven by a reconciler (every reason).",
+        [],
+        [([], events.get("TASK_REDRIVEN", 0))],
+    )
+    yield _family(
+        "deployer_redrives",
+        "Tenants re-driven by a reconciler: lease_expired, worker_lost.",
+        ["reason"],
+        (([r], n) for r, n in g["rd"]),
+    )
+    yield _family(
+        "deployer_task_failures",
+        "Runs that failed (FAILED, ROLLBACK_FAILED), by stage and failure code.",
+        ["stage", "code"],
+        (([*rest.rpartition("|")[::2]], n) for rest, n in g["fail"]),
+    )
+    yield _family(
+        "deployer_rejections",
+        "Refused submissions (deployer:rejections), by code.",
+        ["code"],
+        (([c], n) for c, n in g["rej"]),
+    )
+    yield _family(
+        "deployer_dead_letters",
+        "Broker messages refused and dead-lettered (deployer:dead-letters), by kind.",
+        ["kind"],
+        (([k], n) for k, n in g["dl"]),
+    )
+    yield _family(
+        "deployer_gate_answers",
+        "Gate webhook answers: passed, refused.",
+        ["answer"],
+        (([a], events.get(t, 0)) for t, a in GATE_EVENTS.items()),
+    )
+    yield _family(
+        "deployer_notifications",
+        "Notification deliveries by receiver, event and outcome: delivered, failed (an "
+        "attempt refused or unanswered; retried), dropped (given up).",
+        ["receiver", "event", "outcome"],
+        (((rest.split("|") + ["", "", ""])[:3], n) for rest, n in g["nt"]),
+    )
+    buckets: dict[str, dict[str, int]] = defaultdict(dict)
+    for rest, n in g["sd"]:
+        stage, _, le = rest.rpartition("|")
+        buckets[stage][le] = n
+    yield _durations(buckets, {stage: n / 1000 for stage, n in g["sds"]})
+
+
+def _durations(buckets: dict[str, dict[str, int]], sums: dict[str, float]) -> Metric:
+    family = HistogramMetricFamily(
+        "deployer_stage_duration_seconds",
+        "Seconds from a stage's start to its checkpoint (HealthCheck waits included).",
+        labels=["stage"],
+    )
+    for stage, counts in sorted(buckets.items()):
+        cumulative, rows = 0, []
+        for b in STAGE_BUCKETS:
+            cumulative += counts.get(str(int(b * 1000)), 0)
+            rows.append((repr(b), cumulative))
+        cumulative += counts.get("inf", 0)
+        rows.append(("+Inf", cumulative))
+        family.add_metric([stage], rows, sum_value=sums.get(stage, 0.0))
+    return family
 
 
 class DeployerCollector(Collector):
-    """Everything in the module docstring, read from Redis at each scrape."""
+    """Per-plan series of the newest plans, the inflight and approval gauges, and the
+    counters (`StatsCollector`)."""
 
-    def __init__(self, r: redis.Redis, recent_plans: int = 50, inflight_sample: int = 5000) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        recent_plans: int = 50,
+        inflight_sample: int = 5000,
+        receivers: Iterable[str] = (),
+        heartbeat_s: float = 5.0,
+    ) -> None:
         self.r = r
         self.recent_plans = recent_plans
         self.inflight_sample = inflight_sample
-        self.events = EventFollower(r)
+        self.stats = StatsCollector(r, receivers, heartbeat_s)
 
     def collect(self) -> Iterable[Metric]:
-        self.events.poll()
         yield from self._plans()
+        yield from self._awaiting()
         yield from self._inflight()
-        yield from self.events.collect()
+        yield from self.stats.collect()
 
     def _plans(self) -> Iterator[Metric]:
         tasks = GaugeMetricFamily(
@@ -157,6 +289,11 @@ class DeployerCollector(Collector):
             "AWAITING_APPROVAL, AWAITING_WINDOW, AWAITING_GATE, DONE, HALTED).",
             labels=["plan_id", "state"],
         )
+        budget = GaugeMetricFamily(
+            "deployer_plan_budget_exceeded",
+            "1 when a plan's failure budget is exceeded (plans with a budget only).",
+            labels=["plan_id"],
+        )
         plan_ids = [str(p) for p in self.r.zrevrange(keys.PLANS, 0, self.recent_plans - 1)]
         pipe = self.r.pipeline(transaction=False)
         for plan_id in plan_ids:
@@ -170,11 +307,45 @@ class DeployerCollector(Collector):
                 tasks.add_metric([plan_id, status.value], float(plan.get(f"c:{status.value}", 0)))
             conflicts.add_metric([plan_id], float(plan.get("m:leaseConflicts", 0) or 0))
             attempts.add_metric([plan_id], float(plan.get("m:healthCheckAttempts", 0) or 0))
-            if plan.get("strategy"):
-                states = Counter_(w["state"] for w in waves_of(plan))
+            rollout = Rollout.from_hash(plan)
+            if rollout is not None:
+                states = Counter_(w.state for w in rollout.waves)
                 for state in WAVE_STATES:
                     waves.add_metric([plan_id, state], float(states.get(state, 0)))
-        yield from (tasks, info, conc, conflicts, attempts, waves)
+                b = rollout.budget()
+                if b is not None:
+                    budget.add_metric([plan_id], 1.0 if b["exceeded"] else 0.0)
+        yield from (tasks, info, conc, conflicts, attempts, waves, budget)
+
+    def _awaiting(self) -> Iterator[Metric]:
+        """Plans whose wave waits for approval, and since when (the prelude adds a plan at
+        WAVE_AWAITING_APPROVAL and removes it at WAVE_APPROVED / WAVE_HALTED; one that moved
+        on otherwise — cancelled, expired — is dropped here)."""
+        waiting: list[tuple[str, float]] = self.r.zrange(  # type: ignore[assignment]
+            keys.AWAITING_APPROVAL, 0, MAX_AWAITING - 1, withscores=True
+        )
+        pipe = self.r.pipeline(transaction=False)
+        for plan_id, _ in waiting:
+            pipe.hget(keys.plan(plan_id), "waveState")
+        states = pipe.execute() if waiting else []
+        gone = [p for (p, _), s in zip(waiting, states, strict=True) if s != "AWAITING_APPROVAL"]
+        if gone:
+            self.r.zrem(keys.AWAITING_APPROVAL, *gone)
+        now = time.time()
+        seconds = GaugeMetricFamily(
+            "deployer_plan_awaiting_approval_seconds",
+            "How long a plan's current wave has waited for `deployer approve`.",
+            labels=["plan_id"],
+        )
+        count = 0
+        for (plan_id, since), state in zip(waiting, states, strict=True):
+            if state == "AWAITING_APPROVAL":
+                seconds.add_metric([plan_id], max(0.0, now - since / 1000))
+                count += 1
+        yield seconds
+        yield GaugeMetricFamily(
+            "deployer_plans_awaiting_approval", "Plans whose wave waits for approval.", count
+        )
 
     def _inflight(self) -> Iterator[Metric]:
         ids = [str(t) for t in self.r.zrange(keys.INFLIGHT, 0, self.inflight_sample - 1)]
@@ -190,17 +361,30 @@ class DeployerCollector(Collector):
         )
 
 
-def registry_for(r: redis.Redis, recent_plans: int = 50) -> CollectorRegistry:
+def registry_for(
+    r: redis.Redis,
+    recent_plans: int = 50,
+    receivers: Iterable[str] = (),
+    heartbeat_s: float = 5.0,
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DeployerCollector(r, recent_plans))
+    registry.register(DeployerCollector(r, recent_plans, 5000, receivers, heartbeat_s))
     return registry
+
+
+def registry_from_settings(r: redis.Redis, recent_plans: int = 50) -> CollectorRegistry:
+    """The registry with the receivers and heartbeat of this process's settings."""
+    from deployer.settings import get_settings
+
+    s = get_settings()
+    return registry_for(r, recent_plans, s.notify, s.worker_heartbeat_seconds or 5.0)
 
 
 def serve(r: redis.Redis, address: str, port: int, recent_plans: int = 50) -> Any:
     """Start the HTTP endpoint (a daemon thread); returns (server, thread)."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=address, registry=registry_for(r, recent_plans))
+    return start_http_server(port, addr=address, registry=registry_from_settings(r, recent_plans))
 
 
 def run_forever() -> None:  # pragma: no cover - the CLI's loop

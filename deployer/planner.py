@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer import tracing
 from deployer.context import Run, TaskRuntimeContext, Unrestored
 from deployer.errors import (
     Code,
@@ -93,11 +94,18 @@ def initial_context(
 
 
 def forward_run(
-    plan_id: str, task_id: str, config: TenantConfig, run_id: str, settings: Settings
+    plan_id: str,
+    task_id: str,
+    config: TenantConfig,
+    run_id: str,
+    settings: Settings,
+    wave: int | None = None,
 ) -> Run:
-    """A task's first run, from the caller's config (built when the task is first sent)."""
+    """A task's first run, from the caller's config (built when the task is first sent);
+    with tracing on, its context carries the run's new trace (deployer/tracing.py)."""
     stages = forward_stages(config, settings)
     ctx = initial_context(plan_id, task_id, config, RunKind.FORWARD, run_id, len(stages))
+    ctx = tracing.start_run(ctx, wave)
     return Run(run_id=run_id, kind=RunKind.FORWARD, stages=stages, context=ctx)
 
 
@@ -235,6 +243,7 @@ class Planner:
         """
         ready: list[Dispatch] = []
         built: list[Run] = []
+        waves = self._waves(slots) if tracing.enabled() else {}
         for slot in slots:
             try:
                 if slot.run_json:
@@ -245,7 +254,7 @@ class Planner:
                         else run.context
                     )
                 else:
-                    run = self._first_run(slot)
+                    run = self._first_run(slot, waves.get(slot.task_id))
                     built.append(run)
                     ctx = run.context
                 if not 0 <= ctx.stage_index < len(run.stages):
@@ -273,9 +282,16 @@ class Planner:
                 ready = [d for d in ready if id(d) not in failed]
         return ready
 
-    def _first_run(self, slot: Slot) -> Run:
+    def _first_run(self, slot: Slot, wave: int | None = None) -> Run:
         config = TenantConfig.model_validate_json(slot.config_json)
-        return forward_run(slot.plan_id, slot.task_id, config, slot.run_id, self.settings)
+        return forward_run(slot.plan_id, slot.task_id, config, slot.run_id, self.settings, wave)
+
+    def _waves(self, slots: list[Slot]) -> dict[str, int]:
+        """The wave of each task sent for the first time (its trace's attribute): one read
+        for the batch, made only when tracing is on."""
+        ids = [s.task_id for s in slots if not s.run_json]
+        rows = self.store.get_tasks(ids, (Field.WAVE,)) if ids else []
+        return {i: row.wave for i, row in zip(ids, rows, strict=True) if row.wave is not None}
 
     def stored_run(self, task: TaskRecord) -> Run:
         """A task's stored run; for a task whose first dispatch never stored one (its
@@ -313,14 +329,19 @@ def written_fields(stages: list[StageSpec]) -> set[str]:
 
 
 def prepare_retry(
-    run: Run, checkpoint_ctx: TaskRuntimeContext, checkpoint: int, from_checkpoint: bool
+    run: Run,
+    checkpoint_ctx: TaskRuntimeContext,
+    checkpoint: int,
+    from_checkpoint: bool,
+    wave: int | None = None,
 ) -> Run:
     """The task's last run again, same stages and context, per-step scratch cleared.
 
     From the checkpoint it starts after the last completed stage; otherwise at stage 0.
+    With tracing on it is a new trace (a retry is a run of its own).
     """
     base = checkpoint_ctx if from_checkpoint else run.context
-    ctx = base.for_retry(checkpoint + 1 if from_checkpoint else 0)
+    ctx = tracing.start_run(base.for_retry(checkpoint + 1 if from_checkpoint else 0), wave)
     return run.model_copy(update={"context": ctx, "start_index": ctx.stage_index})
 
 
@@ -361,6 +382,7 @@ def prepare_rollback(
         )
     run_id = new_run_id()
     ctx = initial_context(task.plan_id, task.task_id, old, RunKind.ROLLBACK, run_id, len(stages))
+    ctx = tracing.start_run(ctx, task.wave)
     return Run(
         run_id=run_id, kind=RunKind.ROLLBACK, stages=stages, context=ctx, unrestored=unrestored
     )

@@ -62,6 +62,7 @@ class Field(StrEnum):
     DISPATCHED_AT = "dispatchedAt"
     STARTED_AT = "startedAt"
     ENDED_AT = "endedAt"
+    STAGE_STARTED_AT = "stageStartedAt"  # when the current stage started (its duration metric)
 
 
 class Cursor(NamedTuple):
@@ -148,6 +149,7 @@ class TaskRecord:
     dispatched_at: int | None = None
     started_at: int | None = None
     ended_at: int | None = None
+    stage_started_at: int | None = None
     #: The text as read (what `stored` answers with); not part of the record's value.
     raw: Mapping[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 

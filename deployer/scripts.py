@@ -18,13 +18,15 @@ from typing import Any, Literal, TypeVar
 import redis
 from redis.commands.core import Script
 
-from deployer import audit
+from deployer import audit, tracing
 from deployer.errors import ScriptReplyError
 
 #: Every script in deployer/lua (the prelude is no script of its own).
 ScriptName = Literal[
     "event_record",
     "kv_write",
+    "notify_claim",
+    "notify_settle",
     "orphan_claim",
     "park",
     "park_tick",
@@ -68,8 +70,24 @@ def source(name: ScriptName) -> str:
 
 def load(client: redis.Redis, name: ScriptName) -> Script:
     """Register script `name` on `client` (no round trip: redis-py sends EVALSHA, and the
-    text once if the server does not know it yet)."""
+    text once if the server does not know it yet). With tracing on, each call is a span
+    named for the script (deployer/tracing.py)."""
+    if tracing.enabled():
+        return TracedScript(client, source(name), name)
     return client.register_script(source(name))
+
+
+class TracedScript(Script):
+    """A script whose every call is a `deployer.script <name>` span (the redis
+    instrumentation's EVALSHA span inside it)."""
+
+    def __init__(self, client: redis.Redis, text: str, name: str) -> None:
+        super().__init__(client, text)
+        self.name = name
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        with tracing.span(f"deployer.script {self.name}", **{"deployer.script": self.name}):
+            return super().__call__(keys=keys, args=args, client=client)
 
 
 # ---- replies -------------------------------------------------------------------------------

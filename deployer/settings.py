@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from deployer.notify.events import ALL as NOTIFY_EVENT_NAMES
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KEY_PREFIX = "icc_ai_ops_srv:tenant_config:"
@@ -28,6 +31,35 @@ DEFAULT_NACOS_SERVICES: dict[str, str] = {
     "blue-green-gateway": "icc-bg-gateway",
     "ob-service": "ob-campaign",
 }
+
+
+RECEIVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+class NotifyReceiver(BaseModel):
+    """One receiver of DEPLOYER_NOTIFY: where to POST which events, in which format. URLs
+    come from settings only (a plan never names one); headers (a token) are never shown."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(pattern=r"^https?://[^\s]+$")
+    #: Event names (deployer/notify/events.py), or "*" for all of them.
+    events: tuple[str, ...] = Field(min_length=1)
+    format: Literal["json", "slack"] = "json"
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+
+    @field_validator("events")
+    @classmethod
+    def _known(cls, events: tuple[str, ...]) -> tuple[str, ...]:
+        if "*" in events:
+            return NOTIFY_EVENT_NAMES
+        unknown = sorted(set(events) - set(NOTIFY_EVENT_NAMES))
+        if unknown:
+            raise ValueError(f"unknown events {unknown}; known: {list(NOTIFY_EVENT_NAMES)}")
+        return events
+
+    def wants(self, event: str) -> bool:
+        return event in self.events
 
 
 class Settings(BaseSettings):
@@ -156,6 +188,29 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_read_token: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
+    # Where people open the dashboard (`deployer serve`), for links in notifications.
+    public_url: str = "http://127.0.0.1:8000"
+
+    # Notifications (deployer/notify): receivers by name. Every worker delivers the outbox
+    # with its own thread, each call bounded by `notify_timeout_seconds` (whole exchange) and
+    # an answer cap; a refused or failed delivery is tried again after `notify_backoff_seconds`
+    # doubling up to 5 minutes, at most `notify_max_attempts` times, and a queued event is
+    # dropped after `notify_retention_seconds`.
+    notify: dict[str, NotifyReceiver] = Field(default_factory=dict)
+    notify_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    notify_backoff_seconds: float = Field(1.0, gt=0)
+    notify_max_attempts: int = Field(20, ge=1)
+    notify_interval_seconds: float = Field(1.0, gt=0)
+    notify_retention_seconds: float = Field(86400.0, ge=60)
+
+    @field_validator("notify")
+    @classmethod
+    def _receiver_names(cls, notify: dict[str, NotifyReceiver]) -> dict[str, NotifyReceiver]:
+        # a name is a Redis key part and a metric label: an id, never free text
+        bad = [n for n in notify if not RECEIVER_NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"receiver names must match {RECEIVER_NAME.pattern}: {bad}")
+        return notify
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:

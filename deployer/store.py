@@ -398,16 +398,20 @@ class Store:
         error_count: int | None = None,
     ) -> None:
         """Append a refusal to the public stream `deployer:rejections`, bounded: the
-        stream by count (`rejections_maxlen`), an entry by `max_rejection_bytes`."""
+        stream by count (`rejections_maxlen`), an entry by `max_rejection_bytes`; counted
+        by code for the exporter in the same round trip (`deployer:stats`)."""
         entry: dict[Any, Any] = rejection_entry(
             plan_id, code, message, errors, error_count, self.settings
         )
-        self.r.xadd(
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(
             keys.REJECTIONS,
             entry,
             maxlen=self.settings.rejections_maxlen,
             approximate=True,
         )
+        pipe.hincrby(keys.STATS, f"rej|{entry.get('code') or code}", 1)
+        pipe.execute()
 
     # ---- stages ------------------------------------------------------------------------
 

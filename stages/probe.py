@@ -15,6 +15,7 @@ costs one timeout per breaker period, not one per poll of every tenant.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import threading
@@ -317,12 +318,18 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _submit(call: Callable[[], Answer]) -> Future[Answer]:
+    """Run `call` in the pool in a copy of the caller's context: the request is then part
+    of the caller's trace (its step's span), like a call made in the caller's thread."""
+    return _executor().submit(contextvars.copy_context().run, call)
+
+
 def gather(calls: Mapping[str, Callable[[], Answer]]) -> dict[str, Answer]:
     """Run every call concurrently; each is bounded by its own request deadline."""
     if len(calls) == 1:
         ((key, call),) = calls.items()
         return {key: call()}
-    futures = {key: _executor().submit(call) for key, call in calls.items()}
+    futures = {key: _submit(call) for key, call in calls.items()}
     return {key: future.result() for key, future in futures.items()}
 
 
@@ -349,7 +356,7 @@ class _InFlight:
             hit = self._futures.get(key)
             if hit is not None:
                 return hit[1]
-            future = _executor().submit(call)
+            future = _submit(call)
             self._futures[key] = (now, future)
             return future
 

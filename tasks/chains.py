@@ -6,6 +6,7 @@ from celery import chain
 from celery.canvas import Signature
 
 from celeryconfig import STAGES_QUEUE
+from deployer import tracing
 from deployer.context import TaskRuntimeContext
 from deployer.models import StageSpec
 from deployer.store import Dispatch
@@ -83,5 +84,6 @@ def send_dispatches(dispatches: list[Dispatch]) -> list[tuple[Dispatch, str]]:
             except Exception as exc:  # reported per task to the caller, which fails it
                 unsent.append((d, f"cannot build its chain: {exc!r}"))
                 continue
-            first.apply_async(producer=producer, chain=list(reversed(rest)) or None)
+            with tracing.run_context(d.context):  # the publish joins the run's trace
+                first.apply_async(producer=producer, chain=list(reversed(rest)) or None)
     return unsent

@@ -15,9 +15,12 @@ from celery import bootsteps
 from celery.signals import worker_init
 from celery.worker import state as worker_state
 from kombu.utils import json as kombu_json
+from pydantic import ValidationError
 
-from deployer import worker_id
+from deployer import tracing, worker_id
+from deployer.context import TaskRuntimeContext
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
+from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
 from deployer.redis_client import client_for
@@ -163,6 +166,36 @@ class ParkingStep(bootsteps.StartStopStep):
 app.steps["worker"].add(ParkingStep)
 
 
+class NotifyStep(bootsteps.StartStopStep):
+    """Delivers the notification outbox to the receivers of DEPLOYER_NOTIFY (deployer/notify),
+    in the main process, on threads of its own: never in a stage, never in the reconciler's
+    tick. Off when no receiver is configured."""
+
+    label = "deployer notifications"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: NotifyThread | None = None
+
+    def start(self, worker: Any) -> None:
+        s = runtime.settings()
+        if not s.notify:
+            return
+        self.thread = NotifyThread(runtime.store().r, s)
+        self.thread.start()
+        log.info("notifications to %s", describe(s.notify))
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(NotifyStep)
+
+
 def send_parked(sig: str) -> None:
     """Send a parked stage re-send: the signature `retry` would have sent, at the first
     priority step (Redis broker): a poll that an ack woke, or a due one, is a tenant about
@@ -171,7 +204,16 @@ def send_parked(sig: str) -> None:
     resend = app.signature(kombu_json.loads(sig))
     if stage_priority(0) is not None:
         resend.options["priority"] = 0
-    resend.apply_async()
+    if not tracing.enabled():
+        resend.apply_async()
+        return
+    try:  # the re-send joins its run's trace (its context says which)
+        ctx = TaskRuntimeContext.from_wire(resend.args[0])
+    except (ValidationError, IndexError, TypeError):
+        resend.apply_async()
+        return
+    with tracing.run_context(ctx):
+        resend.apply_async()
 
 
 def held_stages() -> dict[str, str]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from enum import IntEnum
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from deployer.client import DeployerClient
-from deployer.settings import get_settings
+if TYPE_CHECKING:
+    from deployer.client import DeployerClient
+    from deployer.store import Store
 
 app = typer.Typer(
     name="deployer",
@@ -37,8 +38,23 @@ class Exit(IntEnum):
 
 
 def client() -> DeployerClient:
-    """What a verb submits, commands and reads through (`.store` for the task hashes)."""
+    """What a verb submits, commands and reads through (`.store` for the task hashes).
+    A verb that acts through it is traced when the OTEL_* variables ask (deployer/tracing.py)."""
+    from deployer import tracing
+    from deployer.client import DeployerClient
+    from deployer.settings import get_settings
+
+    tracing.setup("deployer-cli")
+
     return DeployerClient(get_settings())
+
+
+def store() -> Store:
+    """The state store alone, for verbs that only read it (no Celery app, no broker)."""
+    from deployer.redis_client import state_store
+    from deployer.settings import get_settings
+
+    return state_store(get_settings())
 
 
 def print_json(data: Any) -> None:

@@ -8,20 +8,23 @@ import getpass
 import json
 import socket
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployer import audit, keys, views
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
 from deployer.cli.plans import JsonOpt, TimeoutOpt, exit_for_plan, report_end
-from deployer.cli.progress import follow
-from deployer.client import target
 from deployer.errors import Code
-from deployer.lifecycle import ENDED, Command
-from deployer.models import task_id_for
-from deployer.record import Field
-from deployer.store import Store
+
+# What a verb acts with is imported when it runs (see deployer/cli/plans.py).
+if TYPE_CHECKING:
+    from deployer import audit
+    from deployer.lifecycle import Command
+    from deployer.store import Store
+
+#: The verbs registered here, by their `deployer.lifecycle.Command` values (the enum's module
+#: loads the plan models: a verb converts its name when it runs).
+PAUSE, RESUME, CANCEL = "pause", "resume", "cancel"
 
 PlanOpt = Annotated[
     str | None, typer.Option("--plan", help="Every task of this plan (with --tenant: one task).")
@@ -45,29 +48,33 @@ ForceOpt = Annotated[
 
 def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, str]:
     """--plan: every task of the plan; --tenant: its latest task; both: that one task."""
+    from deployer.client import target
+
     if not plan and not tenant:
         refuse(Code.TARGET_INVALID, "give --plan, --tenant, or both (one task)", as_json=as_json)
     return target(plan or None, tenant or None)
 
 
 def _run(
-    command: Command,
+    command: Command | str,
     target: dict[str, Any],
     by: str | None,
     reason: str | None,
     as_json: bool,
     **kw: Any,
 ) -> dict[str, Any]:
+    from deployer.lifecycle import Command
+
     who = by or f"{getpass.getuser()}@{socket.gethostname()}"
     # acts here and now (the workers' code, DeployerClient.execute): the answer is printed
-    result = client().execute(command, target, by=who, reason=reason, **kw)
+    result = client().execute(Command(command), target, by=who, reason=reason, **kw)
     if not result["ok"]:
         refuse(result["code"], result.get("message", ""), as_json=as_json)
     if as_json:
         print_json(result)
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
-        console.print(f"{note}{result['message']}", highlight=False, soft_wrap=True)
+        console.print(f"{note}{result['message']}", soft_wrap=True, highlight=False)
         for skipped in result.get("skipped", [])[:10]:
             console.print(f"  skipped {skipped['tenantId']}: {skipped['code']}")
         if "skipped" in result:  # a plan's answer: its message only counts them
@@ -77,20 +84,21 @@ def _run(
     return result
 
 
-#: What waiting on one tenant's task reads of it.
-WAITED = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
-
-
 def _wait_task(
     s: Store, tenant: str, plan: str | None, success: str, timeout: float | None
 ) -> Exit:
     """Until the tenant's task ENDED (deployer.lifecycle); exit 0 when it ended `success`."""
+    from deployer.lifecycle import ENDED
+    from deployer.models import task_id_for
+    from deployer.record import Field
+
+    waited = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
     deadline = time.monotonic() + timeout if timeout else None
     status = ""
     with console.status(f"waiting for tenant {tenant}") as spinner:
         while True:
             task_id = task_id_for(plan, tenant) if plan else s.task_id_for_tenant(tenant) or ""
-            task = s.get_tasks([task_id], WAITED)[0]
+            task = s.get_tasks([task_id], waited)[0]
             status = task.status.value if task.status else ""
             spinner.update(f"tenant {tenant}: {status} {task.stage_name} {task.progress}")
             if task.status in ENDED:
@@ -108,7 +116,7 @@ def _wait_task(
 
 
 def _simple(
-    command: Command,
+    command: str,
     plan: str | None,
     tenant: str | None,
     by: str | None,
@@ -118,7 +126,7 @@ def _simple(
     _run(command, _target(plan, tenant, as_json), by, reason, as_json)
 
 
-def _simple_verb(command: Command, doc: str) -> None:
+def _simple_verb(command: str, doc: str) -> None:
     """pause, resume and cancel share their options; each is registered from here."""
 
     def verb(
@@ -131,11 +139,11 @@ def _simple_verb(command: Command, doc: str) -> None:
         _simple(command, plan, tenant, by, reason, as_json)
 
     verb.__doc__ = doc
-    app.command(name=command.value)(verb)
+    app.command(name=command)(verb)
 
 
 _simple_verb(
-    Command.PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
+    PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
 )
 
 
@@ -153,7 +161,7 @@ ResetOpt = Annotated[
 ]
 
 
-@app.command(name=Command.RESUME.value)
+@app.command(name=RESUME)
 def resume(
     plan: PlanOpt = None,
     tenant: TenantOpt = None,
@@ -174,11 +182,11 @@ def resume(
     if (budget is not None or reset_budget) and (tenant or not plan):
         refuse(Code.TARGET_INVALID, "--budget and --reset-budget take --plan alone",
                as_json=as_json)  # fmt: skip
-    _run(Command.RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force,
+    _run(RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force,
          budget=budget, reset=reset_budget)  # fmt: skip
 
 
-@app.command(name=Command.BUDGET.value)
+@app.command(name="budget")
 def budget(
     plan: Annotated[str, typer.Option("--plan", help="The plan whose failure budget changes.")],
     maximum: Annotated[
@@ -194,11 +202,11 @@ def budget(
 ) -> None:
     """Raise, lower or reset a plan's failure budget (recorded); `resume --budget` also
     resumes a plan the budget paused."""
-    _run(Command.BUDGET, {"planId": plan}, by, reason, as_json, budget=maximum, reset=reset)
+    _run("budget", {"planId": plan}, by, reason, as_json, budget=maximum, reset=reset)
 
 
 _simple_verb(
-    Command.CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
+    CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
 )
 
 
@@ -219,12 +227,14 @@ def approve(
     first/every). Without --wave: the wave waiting now, shown before it is approved."""
     if wave is None:
         wave = _waiting_wave(plan, as_json)
-    _run(Command.APPROVE, {"planId": plan, "wave": wave}, by, reason, as_json)
+    _run("approve", {"planId": plan, "wave": wave}, by, reason, as_json)
 
 
 def _waiting_wave(plan: str, as_json: bool) -> int:
     """The wave that awaits approval, shown to the operator (what they approve)."""
-    s = client().store
+    from deployer import views
+
+    s = store()
     summary = views.plan_view(s, plan, sample=0)
     if summary is None:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan}", as_json=as_json)
@@ -267,7 +277,7 @@ def promote(
     where: dict[str, Any] = {"planId": plan}
     if wave is not None:
         where["wave"] = wave
-    _run(Command.PROMOTE, where, by, reason, as_json, all_waves=all_waves, approve=approve_too)
+    _run("promote", where, by, reason, as_json, all_waves=all_waves, approve=approve_too)
 
 
 @app.command()
@@ -288,7 +298,7 @@ def retry(
     SUPERSEDED tasks only with --force.
     """
     target = _target(plan, tenant, as_json)
-    _run(Command.RETRY, target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
+    _run("retry", target, by, None, as_json, from_checkpoint=from_checkpoint, force=force)
     _finish(plan, tenant, wait, timeout, "COMPLETED")
 
 
@@ -326,7 +336,7 @@ def rollback(
     refuses such a rollback instead. `deployer diff --rollback` shows it beforehand.
     """
     target = _target(plan, tenant, as_json)
-    _run(Command.ROLLBACK, target, by, reason, as_json, force=force, strict=strict)
+    _run("rollback", target, by, reason, as_json, force=force, strict=strict)
     _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 
@@ -337,9 +347,11 @@ def _finish(
     timeout: float | None,
     success: str,
 ) -> None:
+    from deployer.cli.progress import follow
+
     if not wait:
         raise typer.Exit(Exit.OK)
-    s = client().store
+    s = store()
     if tenant:
         raise typer.Exit(_wait_task(s, tenant, plan, success, timeout))
     assert plan is not None
@@ -371,7 +383,9 @@ def events(
     older history is gone (retention), since when it is kept. Without them: the newest
     entries of the bounded global stream.
     """
-    r = client().store.r
+    from deployer import audit, keys
+
+    r = store().r
 
     def show(entry_id: str, fields: dict[str, str]) -> None:
         if as_json:

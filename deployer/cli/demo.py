@@ -19,16 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import redis
 import typer
 
-from deployer import keys
 from deployer.cli.app import Exit, app, console, err
-from deployer.cli.progress import follow
-from deployer.client import DeployerClient
-from deployer.fleet import Fleet
-from deployer.redis_client import client_for
-from deployer.settings import DEFAULT_INSTANCES, get_settings, redact_url
 
 DEMO_PLAN = "examples/demo-plan.json"
 
@@ -121,6 +114,9 @@ def start_fleet(stack: ExitStack) -> str:
     On the default addresses (settings.DEFAULT_INSTANCES) when they are free; when one is
     taken, on free ports, said in one line. Addresses set in DEPLOYER_INSTANCES are the
     operator's choice: a taken one ends the demo in one line."""
+    from deployer.fleet import Fleet  # the demo's parts load when it runs, not with the CLI
+    from deployer.settings import DEFAULT_INSTANCES, get_settings
+
     settings = get_settings()
     try:
         fleet = Fleet.from_settings(settings)
@@ -191,6 +187,10 @@ def demo(
     Flower listens on 5555 and the simulated fleet on 18101-18401 unless those are taken:
     then on free ports, said in one line (--flower-port and DEPLOYER_INSTANCES choose).
     """
+    import redis
+
+    from deployer.settings import redact_url
+
     try:
         _demo(redis_url, keep_running, choose_flower_port(flower_port), timeout)
     except KeyboardInterrupt:
@@ -201,6 +201,12 @@ def demo(
 
 
 def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: float) -> None:
+    from deployer import keys
+    from deployer.cli.progress import follow
+    from deployer.client import DeployerClient
+    from deployer.redis_client import client_for
+    from deployer.settings import get_settings, redact_url
+
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:
         if redis_url is None:
@@ -251,6 +257,8 @@ def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: 
 
 def _hold(redis_url: str) -> None:
     """--keep-running: stay in the foreground (the stack is torn down on Ctrl-C)."""
+    from deployer.settings import redact_url
+
     console.print(
         f"[bold]--keep-running[/]: worker, Flower, fleet and server are up; try\n"
         f"  DEPLOYER_BROKER_URL={redact_url(redis_url)} deployer status <planId>\n"

@@ -15,11 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from deployer.cli.app import app, console, print_json, refuse
-from deployer.diff import diff_plan, diff_rollback
 from deployer.errors import Code, DeployerError, PlanValidationError
 from deployer.jsondiff import ABSENT, around, text_paths
-from deployer.redis_client import client_for, state_store
-from deployer.settings import get_settings
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 #: Nested fields listed per changed field before "… N more".
@@ -29,6 +26,10 @@ WIDTH = 72
 
 
 def plan_diff(text: str, as_json: bool) -> dict[str, Any]:
+    from deployer.diff import diff_plan  # what a verb uses is imported when it runs
+    from deployer.redis_client import client_for
+    from deployer.settings import get_settings
+
     settings = get_settings()
     try:
         return diff_plan(
@@ -94,6 +95,10 @@ def diff(
 def rollback_diff(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, Any]:
     if not plan and not tenant:
         refuse(Code.TARGET_INVALID, "--rollback needs --tenant and/or --plan", as_json=as_json)
+    from deployer.diff import diff_rollback
+    from deployer.redis_client import client_for, state_store
+    from deployer.settings import get_settings
+
     settings = get_settings()
     try:
         return diff_rollback(

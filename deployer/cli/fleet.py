@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 
 from deployer.cli.app import Exit, app, console, err
-from deployer.settings import get_settings
 
 FAULTS = ("never", "500", "hang", "lose-broadcast", "reject")
 
@@ -50,6 +49,7 @@ def fleet(
 ) -> None:
     """Run real HTTP servers + pub/sub listeners standing in for the services."""
     from deployer.fleet import Behaviour, Fleet
+    from deployer.settings import get_settings
 
     settings = get_settings()
     unknown = sorted(set(fault or []) - set(FAULTS))

@@ -7,9 +7,6 @@ from typing import Annotated
 import typer
 
 from deployer.cli.app import app, console, err
-from deployer.metrics import run_forever, serve
-from deployer.redis_client import client_for
-from deployer.settings import get_settings, redact_url
 
 LOOPBACK = ("127.", "::1", "localhost")
 
@@ -24,6 +21,10 @@ def metrics(
 ) -> None:
     """Serve Prometheus metrics: tasks by status per plan, stage durations, HealthCheck
     attempts, rollbacks, lease conflicts (docs/operators.md)."""
+    from deployer.metrics import run_forever, serve
+    from deployer.redis_client import client_for
+    from deployer.settings import get_settings, redact_url
+
     settings = get_settings()
     if not address.startswith(LOOPBACK):
         err.print(

@@ -5,23 +5,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from deployer import views
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse
-from deployer.cli.diffs import plan_diff, print_diff
-from deployer.cli.progress import follow, report_failures, report_unfinished
-from deployer.client import DeployerClient, PlanStatus, Rejection
+from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
 from deployer.errors import Code, PlanUnreadable, PlanValidationError
-from deployer.intake import config_json, plan_digest, plan_schema, validate_plan
-from deployer.settings import get_settings
-from deployer.store import Store
-from stages.factory import forward_stages
+
+# A command imports what it uses when it runs (`deployer status` must not pay for the
+# intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
+if TYPE_CHECKING:
+    from deployer.client import DeployerClient
+    from deployer.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimeoutOpt = Annotated[
@@ -38,6 +34,9 @@ def exit_for_plan(status: str | None, success: str = "COMPLETED") -> Exit:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of a plan (camelCase, as other services send it)."""
+    from deployer.intake import plan_schema
+    from deployer.settings import get_settings
+
     print_json(plan_schema(get_settings()))
 
 
@@ -59,6 +58,12 @@ def submit(
     still runs is printed).
     """
     text = read_plan_file(plan_file, as_json)
+    from deployer.cli.diffs import plan_diff, print_diff
+    from deployer.cli.progress import follow
+    from deployer.intake import config_json, plan_digest, validate_plan
+    from deployer.settings import get_settings
+    from stages.factory import forward_stages
+
     settings = get_settings()
     try:
         plan, checked = validate_plan(
@@ -138,7 +143,11 @@ def report_end(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """After --wait: name what failed, or (on --timeout) what is still running."""
     if final is None:
+        from deployer.cli.progress import report_unfinished
+
         return [], report_unfinished(store, plan_id, timeout)
+    from deployer.cli.progress import report_failures
+
     return report_failures(store, plan_id), []
 
 
@@ -153,6 +162,8 @@ def _accepted(
     """The plan's status once a worker accepted it (`DeployerClient.wait_accepted`); a
     refusal, PLAN_CONFLICT included, exits 2 with its code; no answer in time exits 3."""
     found = deployer.wait_accepted(plan_id, since, timeout=timeout, digest=digest)
+    from deployer.client import PlanStatus, Rejection
+
     if isinstance(found, PlanStatus):
         return found.status
     if isinstance(found, Rejection):
@@ -163,6 +174,8 @@ def _accepted(
 
 def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]:
     """The plan's read model (deployer/views.py), {} if there is no such plan."""
+    from deployer import views
+
     return views.plan_view(store, plan_id, sample) or {}
 
 
@@ -183,7 +196,7 @@ def status(
 
     With --wave N: that wave and a page of its tenants (--limit, --cursor from nextCursor).
     """
-    s = client().store
+    s = store()
     summary = plan_summary(s, plan_id)
     if not summary:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
@@ -203,14 +216,17 @@ def status(
                       "tasks[/]")  # fmt: skip
     if summary.get("waves"):
         _print_waves(summary)
+    _print_rows(summary["tasks"])
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table("tenant", "status", "stage", "error / progress", box=None)
-    for t in summary["tasks"]:
-        table.add_row(
-            t.get("tenantId", ""),
-            t.get("status", ""),
-            t.get("stageName") or "",
-            ((t.get("failure") or {}).get("error") or t.get("progress") or "")[:80],
-        )
+    for t in rows:
+        said = (t.get("failure") or {}).get("error") or t.get("progress") or ""
+        table.add_row(t.get("tenantId", ""), t.get("status", ""), t.get("stageName") or "",
+                      said[:80])  # fmt: skip
     console.print(table)
 
 
@@ -223,6 +239,8 @@ def _status_of_wave(
     cursor: str | None,
     as_json: bool,
 ) -> None:
+    from deployer import views
+
     if not summary.get("waves"):
         refuse(Code.PLAN_HAS_NO_STRATEGY, f"plan {plan_id} has no waves", as_json=as_json)
     if wave >= len(summary["waves"]):
@@ -235,18 +253,15 @@ def _status_of_wave(
     w = page["wave"]
     console.print(f"[bold]plan[/] {plan_id}  wave {wave}: {w['state']}, {w['tenants']} tenant(s), "
                   f"{w['done']} done, {w['failed']} failed")  # fmt: skip
-    table = Table("tenant", "status", "stage", "error / progress", box=None)
-    for t in page["items"]:
-        said = (t.get("failure") or {}).get("error") or t.get("progress") or ""
-        table.add_row(t.get("tenantId", ""), t.get("status", ""), t.get("stageName") or "",
-                      said[:80])  # fmt: skip
-    console.print(table)
+    _print_rows(page["items"])
     if page["nextCursor"]:
         console.print(f"  more: --cursor {page['nextCursor']}")
 
 
 def _clock(stamp: str | None) -> str:
     """An ISO-8601 time from status as local HH:MM:SS."""
+    from datetime import datetime
+
     if not stamp:
         return "?"
     when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
@@ -254,6 +269,8 @@ def _clock(stamp: str | None) -> str:
 
 
 def _print_waves(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     waves = Table("wave", "state", "tenants", "done", "failed", box=None)
     for w in summary["waves"]:
         state = w["state"]
@@ -292,7 +309,9 @@ def task(
 ) -> None:
     """The tenant's latest task (or its task in --plan): status, stage, live progress,
     the current run's failure, context and the written hash."""
-    s = client().store
+    from deployer import views
+
+    s = store()
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
     if not out:
         where = f" in plan {plan}" if plan else ""

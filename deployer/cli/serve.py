@@ -8,7 +8,6 @@ import typer
 
 from deployer.cli.app import Exit, app, err
 from deployer.errors import InsecureBind
-from deployer.settings import get_settings
 
 
 @app.command()
@@ -25,7 +24,11 @@ def serve(
     """
     import uvicorn
 
+    from deployer import tracing
+    from deployer.settings import get_settings
     from deployer.web import create_app
+
+    tracing.setup("deployer-api")
     from deployer.web.security import check_bind
 
     settings = get_settings()

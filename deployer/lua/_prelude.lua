@@ -1,12 +1,14 @@
 -- Shared helpers, prepended to every script (Redis scripts cannot import).
+-- A plan's status moved (defined below, after emit): its PLAN_<STATUS> event when it ended.
+local plan_status_moved
 -- The plan status an operator reads from its tasks' counters: the table in
 -- deployer/lifecycle.py (derive_plan_status is its Python mirror, tested against this).
 local function derive_plan(plan_key)
   local c = redis.call('HMGET', plan_key, 'c:RUNNING', 'c:ROLLING_BACK', 'c:PENDING', 'c:PAUSED',
     'c:FAILED', 'c:ROLLBACK_FAILED', 'c:CANCELLED', 'c:ROLLED_BACK', 'c:COMPLETED', 'c:SUPERSEDED',
-    'control', 'waveState', 'pendingRollback', 'job')
+    'control', 'status', 'waveState', 'pendingRollback', 'job')
   local function n(i) return tonumber(c[i] or '0') or 0 end
-  local control, wave_state, rolling, job = c[11], c[12], c[13] == '1', c[14]
+  local control, wave_state, rolling, job = c[11], c[13], c[14] == '1', c[15]
   -- the failure budget's rollback is decided: the plan is on its way back, not paused
   if rolling and control == 'PAUSE' then control = nil end
   local status
@@ -32,6 +34,7 @@ local function derive_plan(plan_key)
     if control == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
   end
   redis.call('HSET', plan_key, 'status', status)
+  if c[12] ~= status then plan_status_moved(plan_key, c[12], status) end
   return status
 end
 
@@ -80,13 +83,97 @@ local function index_tenant(key, ref, cutoff)
   if popped then redis.call('SET', key .. ':trimmed', popped, 'PX', EVENTS_RETENTION_MS) end
 end
 
+-- Observability, kept by the script that writes the event (deployer/metrics.py reads the
+-- counters with one HGETALL, never the stream; deployer/notify delivers the outbox), so a
+-- counter or a notification exists exactly when its event does. `configure_prelude` writes
+-- the settings and the notification event names (deployer/notify/events.py) into these lines.
+local STATS_KEY = 'deployer:stats'
+local EVENTS_MAXLEN = 100000
+local NOTIFY_EVENTS = {}
+local NOTIFY_RETENTION_MS = 86400000
+local NOTIFY_OUTBOX_MAX = 10000
+
+local function stat(field, by)
+  redis.call('HINCRBY', STATS_KEY, field, by or 1)
+end
+
+-- A notification-worthy event joins the outbox: its fields and the plan's counts and stop
+-- reason as they are now (deployer/notify reads them when it delivers, however late).
+local function enqueue_notification(id, fields, plan_id)
+  local key = 'deployer:notify:event:' .. id
+  redis.call('HSET', key, 'id', id, unpack(fields))
+  if plan_id and plan_id ~= '' then
+    local p = redis.call('HMGET', 'deployer:plan:' .. plan_id, 'status', 'total', 'stopReason',
+      'c:PENDING', 'c:RUNNING', 'c:PAUSED', 'c:COMPLETED', 'c:FAILED', 'c:CANCELLED',
+      'c:ROLLING_BACK', 'c:ROLLED_BACK', 'c:ROLLBACK_FAILED', 'c:SUPERSEDED', 'wave', 'waves')
+    local names = {'plan.status', 'plan.total', 'plan.stopReason', 'plan.c:PENDING',
+      'plan.c:RUNNING', 'plan.c:PAUSED', 'plan.c:COMPLETED', 'plan.c:FAILED', 'plan.c:CANCELLED',
+      'plan.c:ROLLING_BACK', 'plan.c:ROLLED_BACK', 'plan.c:ROLLBACK_FAILED', 'plan.c:SUPERSEDED',
+      'plan.wave', 'plan.waves'}
+    for i, name in ipairs(names) do
+      if p[i] then redis.call('HSET', key, name, p[i]) end
+    end
+  end
+  redis.call('PEXPIRE', key, NOTIFY_RETENTION_MS)
+  redis.call('ZADD', 'deployer:notify:outbox', string.match(id, '^%d+'), id)
+  if redis.call('ZCARD', 'deployer:notify:outbox') > NOTIFY_OUTBOX_MAX then
+    -- nobody delivers (no worker has DEPLOYER_NOTIFY): the oldest go, counted
+    redis.call('ZPOPMIN', 'deployer:notify:outbox')
+    stat('nt|-|-|dropped')
+  end
+end
+
+-- Stage durations, as a histogram the exporter reads (deployer/metrics.py STAGE_BUCKETS is
+-- this list in seconds): per stage name, the count of durations in each bucket (not
+-- cumulative; 'inf' past the last), their sum in ms and their count.
+local STAGE_BUCKETS_MS = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000,
+  300000, 600000}
+local function stage_timed(stage, started, now)
+  local ms = now - (tonumber(started) or now)
+  if ms < 0 then ms = 0 end
+  local le = 'inf'
+  for _, b in ipairs(STAGE_BUCKETS_MS) do
+    if ms <= b then
+      le = tostring(b)
+      break
+    end
+  end
+  stat('sd|' .. stage .. '|' .. le)
+  stat('sds|' .. stage, ms)
+  stat('sdc|' .. stage)
+end
+
+local function observe(id, kind, fields, plan_id, reason)
+  stat('ev|' .. kind)
+  if kind == 'TASK_REDRIVEN' then
+    if reason and string.sub(reason, 1, 11) == 'worker lost' then
+      stat('rd|worker_lost')
+    else
+      stat('rd|lease_expired')
+    end
+  elseif kind == 'WAVE_AWAITING_APPROVAL' and plan_id then
+    redis.call('ZADD', 'deployer:awaiting-approval', string.match(id, '^%d+'), plan_id)
+  elseif (kind == 'WAVE_APPROVED' or kind == 'WAVE_HALTED') and plan_id then
+    redis.call('ZREM', 'deployer:awaiting-approval', plan_id)
+  end
+  -- queued while some worker delivers notifications (its claims keep the key alive): a
+  -- Redis whose workers never had receivers keeps no outbox, and enabling them later does
+  -- not replay a day of old events
+  if NOTIFY_EVENTS[kind] and redis.call('EXISTS', 'deployer:notify:active') == 1 then
+    enqueue_notification(id, fields, plan_id)
+  end
+end
+
 local function emit(events_key, maxlen, fields)
   local id = redis.call('XADD', events_key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
-  local plan_id, tenant_id
+  local plan_id, tenant_id, kind, reason
   for i = 1, #fields - 1, 2 do
     if fields[i] == 'planId' then plan_id = fields[i + 1]
-    elseif fields[i] == 'tenantId' then tenant_id = fields[i + 1] end
+    elseif fields[i] == 'tenantId' then tenant_id = fields[i + 1]
+    elseif fields[i] == 'type' then kind = fields[i + 1]
+    elseif fields[i] == 'reason' then reason = fields[i + 1] end
   end
+  if kind then observe(id, kind, fields, plan_id, reason) end
   if not plan_id or plan_id == '' then return id end
   local ms = tonumber(string.match(id, '^%d+'))
   local cutoff = ms - EVENTS_RETENTION_MS
@@ -96,6 +183,29 @@ local function emit(events_key, maxlen, fields)
     index_tenant(events_key .. ':tenant:' .. tenant_id, plan_entry .. ' ' .. plan_id, cutoff)
   end
   return id
+end
+
+-- A plan that reached an end (COMPLETED, FAILED, CANCELLED, ROLLED_BACK) says so once per
+-- time it gets there: PLAN_<STATUS> with its counts (a retried plan that ends again says it
+-- again). Whatever script moved it: a task's end, a plan cancel, a control flag.
+local PLAN_ENDS = {COMPLETED = true, FAILED = true, CANCELLED = true, ROLLED_BACK = true}
+plan_status_moved = function(plan_key, before, after)
+  if not PLAN_ENDS[after] then return end
+  local p = redis.call('HMGET', plan_key, 'planId', 'total', 'c:COMPLETED', 'c:FAILED',
+    'c:ROLLBACK_FAILED', 'c:CANCELLED', 'c:ROLLED_BACK', 'c:SUPERSEDED', 'stopReason')
+  if not p[1] then return end
+  local t = redis.call('TIME')
+  local fields = {'type', 'PLAN_' .. after, 'planId', p[1], 'from', before or '', 'to', after,
+    'total', p[2] or '0', 'completed', p[3] or '0', 'failed', (tonumber(p[4] or '0') or 0) +
+    (tonumber(p[5] or '0') or 0), 'cancelled', p[6] or '0', 'rolledBack', p[7] or '0',
+    'superseded', p[8] or '0'}
+  if p[9] then
+    fields[#fields + 1] = 'reason'
+    fields[#fields + 1] = p[9]
+  end
+  fields[#fields + 1] = 'ts'
+  fields[#fields + 1] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  emit('deployer:events', EVENTS_MAXLEN, fields)
 end
 
 -- Progressive rollout (deployer/waves.py): a task of a plan with a strategy
@@ -245,6 +355,11 @@ local function fail_task(k, task_id, plan_id, tenant_id, new_status, stage, reas
   release(k[1], k[3], k[4], k[2], token, task_id)
   local fields = {'type', 'TASK_' .. new_status, 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage, 'from', old, 'to', new_status, 'reason', reason}
+  if code ~= '' then
+    fields[#fields + 1] = 'code'
+    fields[#fields + 1] = code
+  end
+  stat('fail|' .. stage .. '|' .. (code ~= '' and code or 'UNKNOWN'))
   if by ~= '' then
     fields[#fields + 1] = 'by'
     fields[#fields + 1] = by

@@ -91,6 +91,7 @@ if attempt ~= '0' then redis.call('HINCRBY', plan_key, 'm:healthCheckAttempts', 
 redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
   'updatedAt', now, 'worker', worker, 'progress', progress)
 if attempt == '0' and step_index == '0' then
+  redis.call('HSET', task_key, 'stageStartedAt', now)
   emit(events_key, maxlen, {'type', 'STAGE_STARTED', 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'worker', worker, 'ts', now})
 end

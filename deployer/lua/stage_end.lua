@@ -6,7 +6,8 @@ local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ctx_json, is_last, final_status, maxlen, ttl = ARGV[5], ARGV[6], ARGV[7], ARGV[8], tonumber(ARGV[9])
 
-local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId', 'planId')
+local t = redis.call('HMGET', task_key, 'token', 'status', 'taskId', 'tenantId', 'planId',
+  'stageStartedAt')
 if forged(t[3], t[5], t[4], ARGV[10], ARGV[11]) then return {'FORGED', (t[5] or '') .. '/' .. (t[4] or '')} end
 if t[1] ~= token then return {'STALE', t[2] or ''} end
 if t[2] ~= 'RUNNING' and t[2] ~= 'ROLLING_BACK' then return {'STALE', t[2]} end
@@ -21,6 +22,7 @@ elseif holder ~= token then
   return {'STALE', 'lease lost'}
 end
 redis.call('HSET', task_key, 'checkpoint', stage_index, 'ctx', ctx_json, 'updatedAt', now)
+if t[6] then stage_timed(stage_name, t[6], now) end
 emit(events_key, maxlen, {'type', 'STAGE_COMPLETED', 'planId', plan_id, 'taskId', task_id,
   'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'ts', now})
 if is_last ~= '1' then

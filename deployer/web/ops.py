@@ -11,12 +11,12 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from deployer.errors import Code
-from deployer.metrics import registry_for
+from deployer.metrics import registry_from_settings
 from deployer.web.app import RedactedJSON, error
 from deployer.web.deps import can_read, store
 
 router = APIRouter(tags=["operations"])
-_scrape = threading.Lock()  # the collector follows the event stream: one scrape at a time
+_scrape = threading.Lock()  # one scrape at a time: a second one would only repeat the reads
 
 
 @router.get("/healthz", summary="Liveness and readiness: Redis answers PING")
@@ -29,10 +29,9 @@ def healthz(request: Request) -> RedactedJSON:
 
 
 def _registry(request: Request) -> CollectorRegistry:
-    # one collector per process: it follows the event stream incrementally
     registry: CollectorRegistry | None = getattr(request.app.state, "metrics", None)
     if registry is None:
-        registry = registry_for(store(request).r)
+        registry = registry_from_settings(store(request).r)
         request.app.state.metrics = registry
     return registry
 

@@ -27,6 +27,7 @@ FULL = {
     "cancelledBy": "ops", "supersededBy": "task-q:t1", "createdAt": "1764000000000",
     "updatedAt": "1764000000001", "dispatchedAt": "1764000000002",
     "startedAt": "1764000000003", "endedAt": "1764000000004",
+    "stageStartedAt": "1764000000005",
 }  # fmt: skip
 
 
