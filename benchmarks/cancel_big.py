@@ -1,8 +1,10 @@
 """Cancelling a big plan from the CLI's code path (`Controller.execute`), no worker needed.
 
 The plan is created through the store (its tasks PENDING, a first wave holding slots), then
-`deployer cancel --plan P` runs exactly what the CLI runs. Version 0.1 took 2 min 19 s for 100,000
-tenants when every task was its own compare-and-set round trip. Usage:
+`deployer cancel --plan P` runs exactly what the CLI runs: it answers once the plan's flag is
+set and a few slices are done (`answer_s`); the rest of the slices are driven here as every
+worker's plan-timer loop drives them (`cancel_s`: until every task is cancelled). Version 0.1
+took 2 min 19 s for 100,000 tenants when every task was its own compare-and-set round trip. Usage:
 `python -m benchmarks.cancel_big [TENANTS]` (default 100,000).
 """
 
@@ -36,6 +38,10 @@ def main(tenants: int) -> None:
     server.r.config_resetstat()
     started = time.perf_counter()
     result = controller.execute(Command.CANCEL, {"planId": "big"}, by="bench", reason="bench")
+    answered = time.perf_counter() - started
+    # the rest of the slices, as every worker's plan-timer loop does them
+    while server.r.hget("deployer:plan:big", "job"):
+        controller.plans.continue_jobs(0.2)
     elapsed = time.perf_counter() - started
     plan = server.r.hgetall("deployer:plan:big")
     scripts = server.r.info("commandstats").get("cmdstat_evalsha", {})
@@ -43,6 +49,7 @@ def main(tenants: int) -> None:
         "cancel_big",
         tenants=tenants,
         create_s=round(created, 2),
+        answer_s=round(answered, 2),
         cancel_s=round(elapsed, 2),
         answer=result["code"],
         status=plan.get("status"),

@@ -32,8 +32,10 @@ CONTROL_QUEUE = "deployer.control"
 #: The plan statuses `wait` stops at (deployer.lifecycle.PLAN_ENDED, as plain strings).
 TERMINAL_PLAN = frozenset(str(s) for s in PLAN_ENDED)
 #: Public task names (docs/contracts.md §5).
-SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK = (
-    f"deployer.{v}" for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback")
+SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK, APPROVE, PROMOTE, BUDGET = (
+    f"deployer.{v}"
+    for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback", "approve",
+              "promote", "budget")  # fmt: skip
 )
 
 
@@ -135,10 +137,12 @@ class DeployerClient:
         return self.send(PAUSE, target(plan, tenant), by=by, reason=reason)
 
     def resume(self, *, plan: str | None = None, tenant: str | None = None,
-               by: str | None = None, reason: str | None = None,
-               force: bool = False) -> str:  # fmt: skip
-        """`force`: apply even where a newer task deployed the tenant since (else SUPERSEDED)."""
-        return self.send(RESUME, target(plan, tenant), by=by, reason=reason, force=force or None)
+               by: str | None = None, reason: str | None = None, force: bool = False,
+               budget: int | str | None = None, reset: bool = False) -> str:  # fmt: skip
+        """`force`: apply even where a newer task deployed the tenant since (else SUPERSEDED).
+        `budget` / `reset`: change the plan's failure budget first, then resume."""
+        return self.send(RESUME, target(plan, tenant), by=by, reason=reason, force=force or None,
+                         budget=budget, reset=reset or None)  # fmt: skip
 
     def cancel(self, *, plan: str | None = None, tenant: str | None = None,
                by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
@@ -152,8 +156,35 @@ class DeployerClient:
         )
 
     def rollback(self, *, plan: str | None = None, tenant: str | None = None,
-                 by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
-        return self.send(ROLLBACK, target(plan, tenant), by=by, reason=reason)
+                 by: str | None = None, reason: str | None = None,
+                 force: bool = False) -> str:  # fmt: skip
+        """`force`: roll back even a tenant a newer task deployed since (else that task ends
+        SUPERSEDED and the newer config stays)."""
+        return self.send(ROLLBACK, target(plan, tenant), by=by, reason=reason, force=force or None)
+
+    def approve(self, plan: str, wave: int, *, by: str | None = None,
+                reason: str | None = None) -> str:  # fmt: skip
+        """Approve wave `wave` of `plan`: refused (WAVE_NOT_AWAITING_APPROVAL) unless it is
+        the wave waiting, so a late or repeated approval never approves the next one."""
+        return self.send(APPROVE, {"planId": str(plan), "wave": wave}, by=by, reason=reason)
+
+    def promote(self, plan: str, wave: int | None = None, *, all_waves: bool = False,
+                approve: bool = False, by: str | None = None,
+                reason: str | None = None) -> str:  # fmt: skip
+        """Skip the current wave's bake (`wave`: it must be the current one); `all_waves`:
+        every remaining wave's; `approve`: approve a wave that waits for it too."""
+        where: dict[str, Any] = {"planId": str(plan)}
+        if wave is not None:
+            where["wave"] = wave
+        return self.send(PROMOTE, where, by=by, reason=reason, all=all_waves or None,
+                         approve=approve or None)  # fmt: skip
+
+    def budget(self, plan: str, maximum: int | str | None = None, *, reset: bool = False,
+               by: str | None = None, reason: str | None = None) -> str:  # fmt: skip
+        """Change the plan's failure budget: a new `maximum` (a count or "5%"), and/or
+        `reset` (the failures so far no longer count)."""
+        return self.send(BUDGET, {"planId": str(plan)}, max=maximum, reset=reset or None,
+                         by=by, reason=reason)  # fmt: skip
 
     def command(self, verb: str, target: dict[str, str], **kwargs: Any) -> str:
         """Any control verb by its short name (`pause`, `retry`, ...)."""
@@ -162,19 +193,22 @@ class DeployerClient:
     def execute(
         self,
         command: Command | str,
-        target: Mapping[str, str],
+        target: Mapping[str, Any],
         *,
         by: str | None = None,
         reason: str | None = None,
         from_checkpoint: bool = False,
         force: bool = False,
         strict: bool = False,
+        **options: Any,
     ) -> dict[str, Any]:
         """Run a control verb here and now; its answer `{"ok", "code", "message", ...}`.
 
         The same code as the verb's control task (tasks.control.run_command), so the answer
         is the one a worker would give, with no worker needed: what the CLI and the HTTP
-        API do. It acts on the process's settings (DEPLOYER_*), as a worker does.
+        API do. It acts on the process's settings (DEPLOYER_*), as a worker does. `target`
+        may carry a `wave` (approve, promote); `options`: `all_waves`, `approve` (promote),
+        `budget`, `reset` (budget, resume).
         """
         from tasks.control import run_command  # the workers' code, only for this path
 
@@ -186,6 +220,7 @@ class DeployerClient:
             from_checkpoint=from_checkpoint,
             force=force,
             strict=strict,
+            **options,
         )
 
     def result(self, task_id: str, timeout: float = 30.0) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Operator commands (pause, resume, cancel, retry, rollback) for a tenant or a whole plan.
+"""Operator commands (pause, resume, cancel, retry, rollback) for a tenant or a whole plan,
+and the wave commands (approve, promote, budget) that the rollout service answers.
 
 Each task's command is decided by `lifecycle.decide` and applied by one compare-and-set
 script; if a stage changed the status in between, the command is decided again. Runs
-that a command makes ready (resume, retry, rollback) go to the front of their plan's
-queue and start through the same slot-filling path as a new plan.
+that a command makes ready (resume, retry, rollback) go to their plan's queue and start
+through the same slot-filling path as a new plan. A command for a whole plan sets the plan's
+flag at once and works through its tasks in bounded slices (deployer/plan_commands.py).
 """
 
 from __future__ import annotations
@@ -11,28 +13,29 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
 
-from deployer import audit, keys, scripts
+from deployer import audit, keys
 from deployer.context import Unrestored
 from deployer.errors import (
     Code,
     DeployerError,
     IllegalTransition,
     NotFound,
-    PlanHasNoStrategy,
-    PlanNotAwaitingApproval,
     TargetInvalid,
+    WaveRequired,
 )
-from deployer.lifecycle import Command, Decision, Effect, decide
+from deployer.lifecycle import WAVE_COMMANDS, Command, Decision, Effect, decide
 from deployer.models import TaskStatus, is_id, task_id_for
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.record import Field as F
 from deployer.record import TaskRecord
-from deployer.store import Store, now_ms
+from deployer.rollout import RolloutService, parse_budget
+from deployer.store import Store, TaskCommand
+from deployer.strategy import MAX_WAVES
 
 log = logging.getLogger("deployer.control")
 
@@ -46,29 +49,36 @@ MAX_CAS_ATTEMPTS = 5
 class Target:
     """What a command acts on: every task of a plan, a tenant's latest task, or with both
     ids exactly that one (plan, tenant) task (e.g. an older plan's paused task of a tenant
-    that a newer plan has deployed since)."""
+    that a newer plan has deployed since). approve and promote name a plan's `wave`."""
 
     plan_id: str | None = None
     tenant_id: str | None = None
+    wave: int | None = None
 
     @classmethod
-    def parse(cls, raw: Any) -> Target:
-        """`{"planId": P}`, `{"tenantId": T}` or both (a JSON string is accepted too)."""
+    def parse(cls, raw: Any, waves: bool = False) -> Target:
+        """`{"planId": P}`, `{"tenantId": T}` or both (a JSON string is accepted too);
+        with `waves` (approve, promote) `{"planId": P, "wave": N}`."""
         if isinstance(raw, str):
             try:
                 raw = json.loads(raw)
             except ValueError:
                 raise TargetInvalid(TARGET_SHAPES) from None
-        if not isinstance(raw, dict) or not raw or set(raw) - {"planId", "tenantId"}:
-            raise TargetInvalid(TARGET_SHAPES)
+        allowed = {"planId", "tenantId"} | ({"wave"} if waves else set())
+        if not isinstance(raw, dict) or not raw or set(raw) - allowed:
+            raise TargetInvalid(WAVE_SHAPES if waves else TARGET_SHAPES)
         ids: dict[str, str] = {}
+        wave: int | None = None
         for name, value in raw.items():
+            if name == "wave":
+                wave = _wave_number(value)
+                continue
             if isinstance(value, int) and not isinstance(value, bool) and name == "planId":
                 value = str(value)
             if not is_id(value):
                 raise TargetInvalid(f"{name}: not a valid id")
             ids[name] = value
-        return cls(plan_id=ids.get("planId"), tenant_id=ids.get("tenantId"))
+        return cls(plan_id=ids.get("planId"), tenant_id=ids.get("tenantId"), wave=wave)
 
     @property
     def is_plan(self) -> bool:
@@ -81,11 +91,17 @@ class Target:
         return f"plan {self.plan_id}" if self.plan_id else f"tenant {self.tenant_id}"
 
 
+def _wave_number(value: Any) -> int:
+    """A wave index as a client sends it: a JSON integer (a string of digits is accepted)."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAVES:
+        raise TargetInvalid(f"wave: a wave index (0 to {MAX_WAVES}), not {value!r}")
+    return value
+
+
 TARGET_SHAPES = 'target must be {"planId": P}, {"tenantId": T} or both (that one task)'
-#: Tasks per round trip of a whole-plan cancel (plan_cancel_slice.lua): each slice holds
-#: Redis ~60 ms on a busy 2-core machine (1,000: ~110 ms), so workers' stage scripts wait
-#: at most that long behind it; a 100,000-task plan is 200 round trips (~10 s).
-CANCEL_SLICE = 500
+WAVE_SHAPES = 'target must be {"planId": P, "wave": N}'
 
 
 PLAN_FLAG = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}
@@ -104,11 +120,13 @@ EVENT = {
 
 
 ACTING = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW)
+#: A rollback's outcome count for tasks whose tenant a newer task deployed since.
+SUPERSEDED = "SUPERSEDED"
 
 
 def resume_order(tasks: list[TaskRecord]) -> list[TaskRecord]:
-    """The order to resume a plan's tasks in, so that its queue ends up holding the tenants
-    paused mid-flight (a stage started: they hold half-applied work) before those never
+    """The order to resume tasks in, so that the queue ends up holding the tenants paused
+    mid-flight (a stage had started: they hold half-applied work) before those never
     started, each group in submission order. Every resumed task is pushed to the queue's
     front, so the wanted queue order is applied back to front."""
     mid_flight = [t for t in tasks if t.started]
@@ -131,9 +149,21 @@ IMMEDIATE: dict[Command, tuple[str, bool, str]] = {
 class Controller:
     planner: Planner
 
+    def __post_init__(self) -> None:
+        # the rollout service rolls a plan back for its failure budget through this
+        # controller's plan rollback: injected here, so it never imports the controller
+        self.rollout.rollback = self.budget_rollback
+        from deployer.plan_commands import PlanCommands  # it works through this class
+
+        self.plans = PlanCommands(self)
+
     @property
     def store(self) -> Store:
         return self.planner.store
+
+    @property
+    def rollout(self) -> RolloutService:
+        return self.planner.rollout
 
     def execute(
         self,
@@ -144,40 +174,101 @@ class Controller:
         from_checkpoint: bool = False,
         force: bool = False,
         strict: bool = False,
+        *,
+        all_waves: bool = False,
+        approve: bool = False,
+        budget: Any = None,
+        reset: bool = False,
+        budget_seconds: float | None = None,
     ) -> dict[str, Any]:
-        """`force` (resume, retry): the runs may apply their config even where a newer task
-        deployed the tenant since (else they end SUPERSEDED); recorded in the events.
-        `strict` (rollback): refuse a task's rollback that cannot restore every service the
-        forward run changed (ROLLBACK_INCOMPLETE) instead of naming them in the answer."""
-        target = Target.parse(raw_target)
+        """`force` (resume, retry, rollback): the runs may apply their config even where a
+        newer task deployed the tenant since (else they end SUPERSEDED); recorded in the
+        events. `strict` (rollback): refuse a task's rollback that cannot restore every
+        service the forward run changed (ROLLBACK_INCOMPLETE) instead of naming them in the
+        answer. `all_waves`, `approve` (promote), `budget`, `reset` (budget, resume) shape
+        the wave commands. A plan command answers once its flag is set and as many slices
+        of its tasks as fit in `budget_seconds` are done (the rest follow in the
+        background)."""
+        target = Target.parse(raw_target, waves=command in (Command.APPROVE, Command.PROMOTE))
         by, reason = (by or "")[:200], (reason or "")[:1000]
         try:
-            if command is Command.APPROVE:
-                answer = self._approve(target, by, reason)
-            elif target.is_plan and command is Command.CANCEL:
-                answer = self._cancel_plan(target, by, reason)
+            if command in WAVE_COMMANDS:
+                answer = self._wave_command(command, target, by, reason, all_waves, approve,
+                                            budget, reset)  # fmt: skip
+            elif target.is_plan:
+                assert target.plan_id is not None
+                if command is Command.RESUME and (budget is not None or reset):
+                    self._budget(target, by, reason, budget, reset)
+                answer = self.plans.run(command, target.plan_id, by, reason, force,
+                                        from_checkpoint, budget_seconds, strict)  # fmt: skip
             else:
-                answer = self._execute(
-                    command, target, by, reason, from_checkpoint, force, strict=strict
-                )
+                answer = self._execute(command, target, by, reason, from_checkpoint, force,
+                                       strict)  # fmt: skip
         except DeployerError as exc:
             answer = exc.as_result()
         if not answer["ok"]:
             self._record_refusal(command, target, by, reason, answer)
-        elif (
-            target.is_plan
-            and target.plan_id
-            and command
-            not in (
-                Command.ROLLBACK,
-                Command.APPROVE,
-            )
-        ):
+        elif target.is_plan and target.plan_id and command not in (Command.ROLLBACK,
+                                                                   *WAVE_COMMANDS):  # fmt: skip
             # a plan with waves: resume continues the current wave (and a bake that ended
             # meanwhile), cancel ends the waves; the wave step sees the plan's control flag
             # (a plan rollback ended them already; the budget's rollback runs inside a step)
-            self.planner.advance(target.plan_id)
+            self.rollout.advance(target.plan_id)
         return answer
+
+    def budget_rollback(self, plan_id: str) -> dict[str, Any]:
+        """onExceed rollback: every tenant this plan started goes back to its previous
+        config through the operator's plan rollback, newest first; a tenant a newer task
+        deployed since is left alone (SUPERSEDED). Called from a wave step, so it answers
+        soon and leaves the slices to the plan-timer loops."""
+        result = self.execute(
+            Command.ROLLBACK,
+            {"planId": plan_id},
+            by="failure-budget",
+            reason="failure budget exceeded",
+            budget_seconds=0.2,
+        )
+        log.warning("plan %s: failure budget exceeded, rollback: %s", plan_id, result["message"])
+        return result
+
+    # ---- wave commands (deployer/rollout.py) ---------------------------------------------
+
+    def _wave_command(
+        self,
+        command: Command,
+        target: Target,
+        by: str,
+        reason: str,
+        all_waves: bool,
+        approve: bool,
+        budget: Any,
+        reset: bool,
+    ) -> dict[str, Any]:
+        if not target.is_plan or not target.plan_id:
+            raise TargetInvalid(f'{command.value} takes a plan: {{"planId": ...}}')
+        plan_id = target.plan_id
+        if command is Command.APPROVE:
+            if target.wave is None:
+                waiting = self.rollout.awaiting_approval(plan_id)
+                where = f"wave {waiting} awaits approval" if waiting is not None else (
+                    "no wave awaits approval now")  # fmt: skip
+                raise WaveRequired(
+                    f'approve names the wave it approves: {{"planId": "{plan_id}", "wave": N}} '
+                    f"({where})"
+                )
+            return self.rollout.approve(plan_id, target.wave, by, reason)
+        if command is Command.PROMOTE:
+            return self.rollout.promote(plan_id, target.wave, all_waves, approve, by, reason)
+        return self._budget(target, by, reason, budget, reset)
+
+    def _budget(
+        self, target: Target, by: str, reason: str, budget: Any, reset: bool
+    ) -> dict[str, Any]:
+        assert target.plan_id is not None
+        maximum = None if budget is None else parse_budget(budget)
+        return self.rollout.set_budget(target.plan_id, maximum, reset, by, reason)
+
+    # ---- one tenant's task ----------------------------------------------------------------
 
     def _execute(
         self,
@@ -187,68 +278,34 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
-        *,
         strict: bool = False,
     ) -> dict[str, Any]:
-        tasks = self._resolve(target)
-        if not target.is_plan and command in STARTS_A_RUN:
-            self._refuse_if_plan_halted(command, tasks[0], force)
-        if target.is_plan:
-            assert target.plan_id is not None
-            if not any(self._preview(command, t, force).effect is not Effect.REFUSE for t in tasks):
-                # every task refuses: a refusal, so no plan flag and no PLAN_ event
-                everyone = [self._refusal(command, t, force) for t in tasks]
-                return self._answer(
-                    command, target, Counter({Effect.REFUSE.value: len(tasks)}), everyone, []
-                )
-            tasks = self._plan_wide(command, target.plan_id, tasks, by, reason)
+        task = self._resolve(target)
+        if command in STARTS_A_RUN:
+            self._refuse_if_plan_halted(command, task, force)
+        decision = self.apply(command, task, by, reason, from_checkpoint, force, strict=strict)
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
-        unrestored: list[dict[str, str]] = []
-        plans: set[str] = set()
-        for task in tasks:
-            if command is Command.ROLLBACK and target.is_plan and not task.started_at:
-                # A whole-plan rollback covers the tasks that changed something.
-                refused.append(self._refusal(command, task, force))
-                continue
-            decision = self._apply(
-                command, task, by, reason, from_checkpoint, force, strict=strict
+        outcomes[decision.effect.value if decision.to is not _SUPERSEDED else SUPERSEDED] += 1
+        if decision.effect is Effect.REFUSE:
+            refused.append(
+                {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
             )
-            outcomes[decision.effect.value] += 1
-            unrestored += [{"tenantId": task.tenant_id, **u.wire()} for u in decision.unrestored]
-            if decision.effect is Effect.REFUSE:
-                refused.append(
-                    {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
-                )
-            elif decision.note:
-                notes.append(decision.note)
-            if decision.effect is Effect.NOW:
-                plans.add(task.plan_id)
-        for plan_id in sorted(plans):
-            self.planner.dispatch(plan_id)
-        answer = self._answer(command, target, outcomes, refused, notes)
+        elif decision.note:
+            notes.append(decision.note)
+        if decision.effect is Effect.NOW:
+            self.planner.dispatch(task.plan_id)
+        answer = self.answer(command, target, outcomes, refused, notes)
+        unrestored = [{"tenantId": task.tenant_id, **u.wire()} for u in decision.unrestored]
         if unrestored and answer["ok"]:
             answer.update(unrestored_answer(target, unrestored, answer["message"]))
-        if target.is_plan and answer["ok"]:
-            self._record_plan_command(command, target, by, reason, answer, len(refused))
         return answer
-
-    def _plan_wide(
-        self, command: Command, plan_id: str, tasks: list[TaskRecord], by: str, reason: str
-    ) -> list[TaskRecord]:
-        """The plan's own part of a plan command, before its tasks': a rollback of a plan
-        with waves ends them first (`_end_waves`), then the plan flag; the tasks in the
-        order the command takes them."""
-        if command is Command.ROLLBACK and self.store.get_plan_field(plan_id, "strategy"):
-            tasks = self._end_waves(plan_id, tasks, by, reason)
-        self.store.plan_control(plan_id, PLAN_FLAG.get(command, ""), by, reason, "")
-        return resume_order(tasks) if command is Command.RESUME else tasks
 
     def _refuse_if_plan_halted(self, command: Command, task: TaskRecord, force: bool) -> None:
         """A tenant's run queued under a plan-wide PAUSE or CANCEL flag would wait forever
         (no slot is filled and a stage start obeys the flag): refuse it, naming the way on."""
-        if _decide(command, task, force).effect is not Effect.NOW:
+        if decide_task(command, task, force).effect is not Effect.NOW:
             return
         plan_id = task.plan_id
         flag = self.store.r.hget(keys.plan(plan_id), "control")
@@ -265,72 +322,20 @@ class Controller:
                 code=Code.PLAN_PAUSED,
             )
 
-    def _preview(self, command: Command, task: TaskRecord, force: bool = False) -> Decision:
-        """What the command would do to `task` as last read (nothing is written)."""
+    def preview(self, command: Command, task: TaskRecord, force: bool = False) -> Decision:
+        """What a plan command would do to `task` as last read (nothing is written): a
+        whole-plan rollback covers the tasks that changed something."""
         if command is Command.ROLLBACK and not task.started_at:
             return Decision(
                 Effect.REFUSE, code=Code.TASK_NEVER_STARTED, note="nothing to roll back"
             )
-        return _decide(command, task, force)
+        return decide_task(command, task, force)
 
-    def _refusal(self, command: Command, task: TaskRecord, force: bool = False) -> dict[str, str]:
-        decision = self._preview(command, task, force)
+    def refusal(self, command: Command, task: TaskRecord, force: bool = False) -> dict[str, str]:
+        decision = self.preview(command, task, force)
         return {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
 
-    def _cancel_plan(self, target: Target, by: str, reason: str) -> dict[str, Any]:
-        """Cancel every task of a plan in slices of CANCEL_SLICE tasks per round trip.
-
-        The plan's CANCEL flag goes first (no slot is filled again, a running stage cancels
-        itself at its next start or poll); then each slice decides its tasks in one script.
-        A plan with no task left to cancel is refused without setting the flag.
-        """
-        plan_id = target.plan_id
-        assert plan_id is not None
-        plan = self.store.get_plan(plan_id)
-        if not plan:
-            raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
-        cancellable = ("PENDING", "RUNNING", "ROLLING_BACK", "PAUSED", "FAILED",
-                       "ROLLBACK_FAILED", "CANCELLED")  # fmt: skip
-        if not any(int(plan.get(f"c:{s}") or 0) for s in cancellable):
-            first = self.store.get_tasks(
-                self.store.plan_task_ids(plan_id, 0, 49), (F.TENANT_ID, F.STATUS)
-            )
-            finished = [
-                {
-                    "tenantId": t.tenant_id,
-                    "code": Code.TASK_ALREADY_FINISHED,
-                    "message": f"task is {t.status.value if t.status else None}",
-                }
-                for t in first
-            ]
-            everyone = Counter({Effect.REFUSE.value: int(plan.get("total") or 0)})
-            return self._answer(Command.CANCEL, target, everyone, finished, [])
-        self.store.plan_control(plan_id, "CANCEL", by, reason, "")
-        total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
-        script = scripts.load(self.store.r, "plan_cancel_slice")
-        outcomes = Counter[str]()
-        refused: list[dict[str, str]] = []
-        for start in range(0, max(total, 1), CANCEL_SLICE):
-            raw = script(
-                keys=[keys.plan(plan_id), keys.plan_tenants(plan_id), keys.plan_queue(plan_id),
-                      keys.INFLIGHT, keys.EVENTS],
-                args=[start, start + CANCEL_SLICE - 1, now_ms(), by, reason,
-                      self.store.settings.events_maxlen, keys.task(""), keys.lease(""),
-                      "1" if start + CANCEL_SLICE >= total else "0", 50],
-            )  # fmt: skip
-            for effect, n in zip((Effect.NOW, Effect.REQUEST, Effect.ALREADY, Effect.REFUSE),
-                                 raw[1:5], strict=True):  # fmt: skip
-                outcomes[effect.value] += int(n)
-            for tenant_id, status in zip(raw[5::2], raw[6::2], strict=True):
-                if len(refused) < 50:
-                    refused.append({"tenantId": tenant_id, "code": Code.TASK_ALREADY_FINISHED,
-                                    "message": f"task is {status}"})  # fmt: skip
-        answer = self._answer(Command.CANCEL, target, outcomes, refused, [])
-        skipped = outcomes[Effect.REFUSE.value]
-        self._record_plan_command(Command.CANCEL, target, by, reason, answer, skipped)
-        return answer
-
-    def _record_plan_command(
+    def record_plan_command(
         self,
         command: Command,
         target: Target,
@@ -375,6 +380,10 @@ class Controller:
                 "reason": reason,
                 "message": str(answer.get("message", ""))[:500],
             }
+            # a wave command's refusal says which wave it named and which one waits
+            for name in ("wave", "awaitingWave", "currentWave"):
+                if isinstance(answer.get(name), int):
+                    fields[name] = answer[name]
             audit.record(self.store.r, fields, self.store.settings)
         except redis.RedisError:  # the refusal is still answered; the audit line is lost
             log.warning("could not record refused %s of %s", command.value, target.describe())
@@ -386,67 +395,33 @@ class Controller:
         plan_id = self.store.get_tasks([task_id], (F.PLAN_ID,))[0].plan_id if task_id else None
         return plan_id or None
 
-    def _approve(self, target: Target, by: str, reason: str) -> dict[str, Any]:
-        """Start the plan's wave that waits for approval (a stored decision: it holds even
-        if every worker is down; they send the wave's chains when they are back)."""
-        if not target.is_plan or not target.plan_id:
-            raise TargetInvalid('approve takes a plan: {"planId": ...}')
-        if not self.store.plan_exists(target.plan_id):
-            raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
-        outcome = self.planner.advance(target.plan_id, "APPROVE", by, reason)
-        if outcome.outcome == "NONE":
-            raise PlanHasNoStrategy(f"plan {target.plan_id} has no strategy: nothing to approve")
-        if outcome.outcome == "REFUSED":
-            raise PlanNotAwaitingApproval(
-                f"plan {target.plan_id}: wave {outcome.wave} is {outcome.gate or 'not waiting'}"
-                ", not awaiting approval"
-            )
-        return {
-            "ok": True,
-            "code": Code.OK,
-            "message": f"approve plan {target.plan_id}: wave {outcome.wave} approved "
-            f"({outcome.outcome.lower()})",
-            "wave": outcome.wave,
-            "waveState": outcome.outcome,
-        }
-
-    def _end_waves(
-        self,
-        plan_id: str,
-        tasks: list[TaskRecord],
-        by: str,
-        reason: str,
-    ) -> list[TaskRecord]:
-        """A rollback of a plan with waves ends them: no later wave starts, tenants that never
-        started are cancelled (their old config is still live), and the started ones roll
-        back newest first (each goes to the front of the queue, the newest last)."""
-        self.store.wave_step(plan_id, "HALT", by, reason or "plan rolled back")
-        started: list[TaskRecord] = []
-        for task in tasks:
-            if task.started_at:
-                started.append(task)
-            elif task.status in (TaskStatus.PENDING, TaskStatus.PAUSED):
-                self._apply(
-                    Command.CANCEL, task, by, "plan rolled back before this tenant started", False
-                )
-        return sorted(started, key=lambda t: t.started_at or 0)
-
-    def _answer(
+    def answer(
         self,
         command: Command,
         target: Target,
         outcomes: Counter[str],
         refused: list[dict[str, str]],
         notes: list[str],
+        skipped: int | None = None,
     ) -> dict[str, Any]:
+        """The answer to a command from what it did (`skipped`: how many tasks it left
+        alone, when more than the `refused` listed)."""
         acted = outcomes[Effect.NOW] + outcomes[Effect.REQUEST] + outcomes[Effect.WITHDRAW]
-        done = acted + outcomes[Effect.ALREADY]
+        superseded = outcomes[SUPERSEDED]
+        done = acted + outcomes[Effect.ALREADY] + superseded
         counts = {k: v for k, v in outcomes.items() if v}
+        left = (
+            f"; {superseded} superseded (a newer task deployed the tenant since: left alone; "
+            f"--force {command.value}s it anyway)"
+            if superseded
+            else ""
+        )
         if not target.is_plan:
             if refused:
                 return {"ok": False, **refused[0], "counts": counts}
-            code: str = Code.OK if acted else Code.ALREADY
-            message = f"{command.value} {target.describe()}: {notes[0] if notes else 'done'}"
+            code: str = Code.OK if acted or superseded else Code.ALREADY
+            what = notes[0] if notes else ("superseded" if superseded else "done")
+            message = f"{command.value} {target.describe()}: {what}{left}"
             return {"ok": True, "code": code, "message": message, "counts": counts}
         if done == 0 and refused:
             code = Counter(r["code"] for r in refused).most_common(1)[0][0]
@@ -459,34 +434,31 @@ class Controller:
             }
         return {
             "ok": True,
-            "code": Code.OK if acted else Code.ALREADY,
+            "code": Code.OK if acted or superseded else Code.ALREADY,
             "message": f"{command.value} {target.describe()}: {acted} task(s) acted on, "
-            f"{outcomes[Effect.ALREADY]} already so, {len(refused)} skipped",
+            f"{outcomes[Effect.ALREADY]} already so, "
+            f"{len(refused) if skipped is None else skipped} skipped{left}",
             "counts": counts,
             "skipped": refused[:50],
         }
 
-    def _resolve(self, target: Target) -> list[TaskRecord]:
-        """The tasks a command decides on (TASK_FIELDS), each with a readable status."""
+    def _resolve(self, target: Target) -> TaskRecord:
+        """The task a tenant command decides on (TASK_FIELDS), with a readable status."""
         if target.plan_id and target.tenant_id:
             ids = [task_id_for(target.plan_id, target.tenant_id)]
             found = [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
             if not found:
                 raise NotFound(f"no task for {target.describe()}", code=Code.TASK_NOT_FOUND)
-            return found
-        if target.tenant_id:
-            task_id = self.store.task_id_for_tenant(target.tenant_id)
-            if not task_id:
-                raise NotFound(f"no task for tenant {target.tenant_id}", code=Code.TASK_NOT_FOUND)
-            ids = [task_id]
-        else:
-            assert target.plan_id is not None
-            if not self.store.plan_exists(target.plan_id):
-                raise NotFound(f"no plan {target.plan_id}", code=Code.PLAN_NOT_FOUND)
-            ids = self.store.plan_task_ids(target.plan_id)
-        return [t for t in self.store.get_tasks(ids, TASK_FIELDS) if t.status]
+            return found[0]
+        assert target.tenant_id is not None
+        task_id = self.store.task_id_for_tenant(target.tenant_id)
+        found = [t for t in self.store.get_tasks([task_id], TASK_FIELDS) if t.status] if (
+            task_id) else []  # fmt: skip
+        if not found:
+            raise NotFound(f"no task for tenant {target.tenant_id}", code=Code.TASK_NOT_FOUND)
+        return found[0]
 
-    def _apply(
+    def apply(
         self,
         command: Command,
         task: TaskRecord,
@@ -494,25 +466,30 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
+        queue_op: str | None = None,
         *,
         strict: bool = False,
     ) -> Decision:
+        """Decide and write one task's part, again while its status keeps changing (CAS).
+        `queue_op` overrides the queue operation of an immediate change (a plan command's
+        slices push without scanning the queue). A rollback applied says which services it
+        cannot restore (`Decision.unrestored`, and a ROLLBACK_INCOMPLETE event)."""
         for _ in range(MAX_CAS_ATTEMPTS):
-            decision = _decide(command, task, force)
+            decision = decide_task(command, task, force)
             if decision.effect in (Effect.ALREADY, Effect.REFUSE):
                 return decision
             try:
-                applied, _current, unrestored = self._write(
-                    command, decision, task, by, reason, from_checkpoint, force, strict=strict
-                )
+                write = self.task_command(command, decision, task, by, reason, from_checkpoint,
+                                          force, queue_op, strict=strict)  # fmt: skip
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
+            applied, detail = self.store.task_commands([write.command])[0]
             if applied:
-                return replace(decision, unrestored=tuple(unrestored))
+                return self.written(decision, detail, task, write.unrestored, by)
             task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
         return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 
-    def _write(
+    def task_command(
         self,
         command: Command,
         decision: Decision,
@@ -521,58 +498,62 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
+        queue_op: str | None = None,
+        stored: TaskRecord | None = None,
         *,
         strict: bool = False,
-    ) -> tuple[bool, str, list[Unrestored]]:
-        """Write the decided change; (applied, the status found, a rollback's services it
-        cannot restore)."""
+    ) -> Write:
+        """The write of one task's decided command (`stored`: its whole hash, when the
+        caller read it already), with a rollback's services it cannot restore. Raises a
+        DeployerError when the run cannot be prepared (or, `strict`, not restore all)."""
         event = EVENT[(command, decision.effect)]
-        common: dict[str, Any] = {"by": by, "reason": reason, "event": event}
-        # resume and retry say, on the task, whether the run may apply its config over a
-        # newer task's (stage_begin.lua reads it when the run takes the tenant).
+        # resume, retry and rollback say, on the task, whether the run may apply its config
+        # over a newer task's (stage_begin.lua reads it when the run takes the tenant).
         forced: dict[str, str] = {}
-        if command in (Command.RESUME, Command.RETRY):
+        if command in STARTS_A_RUN:
             forced = TaskRecord(force="1" if force else "0").to_hash([F.FORCE])
             if force:
-                common["reason"] = f"forced{': ' + reason if reason else ''}"
+                reason = f"forced{': ' + reason if reason else ''}"
         if decision.effect is Effect.REQUEST:
-            return (*self.store.task_command(task, control=PLAN_FLAG[command], **common), [])
+            return Write(TaskCommand(task, event, control=PLAN_FLAG[command], by=by, reason=reason))
         if decision.effect is Effect.WITHDRAW:
-            written = self.store.task_command(task, control="CLEAR", fields=forced, **common)
-            return (*written, [])
+            return Write(TaskCommand(task, event, control="CLEAR", by=by, reason=reason,
+                                     fields=forced or None))  # fmt: skip
         status = decision.to.value if decision.to else ""
-        queue_op, invalidate, control = IMMEDIATE[command]
+        default_op, invalidate, control = IMMEDIATE[command]
         fields: dict[str, str] | None = forced or None
-        if command is Command.RETRY:
-            fields = {**self._retry_fields(task, from_checkpoint), **forced}
-            plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
-            common["reason"] = reason or plain
-            if force:
-                common["reason"] = f"forced: {reason or plain}"
         unrestored: list[Unrestored] = []
-        if command is Command.ROLLBACK:
-            fields, unrestored = self._rollback_fields(task, strict)
-        applied, current = self.store.task_command(
+        if command is Command.RETRY:
+            fields = {**self._retry_fields(task, from_checkpoint, stored), **forced}
+            plain = f"fromCheckpoint={str(from_checkpoint).lower()}"
+            reason = f"forced: {reason or plain}" if force else (reason or plain)
+        elif command is Command.ROLLBACK:
+            rollback, unrestored = self._rollback_fields(task, stored, strict)
+            fields = {**rollback, **forced}
+        return Write(TaskCommand(
             task,
+            event,
             new_status=status,
-            queue_op=queue_op,
-            invalidate=invalidate,
             control=control,
+            queue_op=default_op if queue_op is None else queue_op,
+            invalidate=invalidate,
+            by=by,
+            reason=reason,
             fields=fields,
-            **common,
-        )
-        if applied and unrestored:
-            self._record_unrestored(task, unrestored, by)
-        return applied, current, unrestored if applied else []
+            # whose tenant is it? a rollback never writes over a newer task's deployment
+            check_newer=command is Command.ROLLBACK and not force,
+        ), unrestored)
 
-    def _retry_fields(self, task: TaskRecord, from_checkpoint: bool) -> dict[str, str]:
+    def _retry_fields(
+        self, task: TaskRecord, from_checkpoint: bool, stored: TaskRecord | None = None
+    ) -> dict[str, str]:
         retries = task.retry_count or 0
         limit = self.planner.settings.max_retries
         if retries >= limit:
             raise IllegalTransition(
                 f"retried {retries} time(s); the limit is {limit}", code=Code.RETRY_LIMIT_REACHED
             )
-        stored = self._whole(task)
+        stored = stored or self._whole(task)
         run = self.planner.stored_run(stored)
         checkpoint = stored.last_checkpoint
         ctx = stored.context() or run.context
@@ -590,9 +571,9 @@ class Controller:
         return update.to_hash(written + ([] if stored.run else [F.RUN]))
 
     def _rollback_fields(
-        self, task: TaskRecord, strict: bool = False
+        self, task: TaskRecord, stored: TaskRecord | None = None, strict: bool = False
     ) -> tuple[dict[str, str], list[Unrestored]]:
-        stored = self._whole(task)
+        stored = stored or self._whole(task)
         run = prepare_rollback(
             stored, self.planner.stored_run(stored), self.planner.settings, strict=strict
         )
@@ -612,6 +593,23 @@ class Controller:
              F.LAST_ERROR, F.FAILURE_CODE]
         )  # fmt: skip
         return fields, run.unrestored
+
+    def written(
+        self,
+        decision: Decision,
+        detail: str,
+        task: TaskRecord,
+        unrestored: list[Unrestored],
+        by: str,
+    ) -> Decision:
+        """The decision as written: a rollback that found a newer task's deployment ended
+        SUPERSEDED; one applied that cannot restore every service says which (and records
+        ROLLBACK_INCOMPLETE)."""
+        decision = as_written(decision, detail)
+        if decision.to is _SUPERSEDED or not unrestored:
+            return decision
+        self._record_unrestored(task, unrestored, by)
+        return replace(decision, unrestored=tuple(unrestored))
 
     def _record_unrestored(self, task: TaskRecord, unrestored: list[Unrestored], by: str) -> None:
         """The event of a rollback that cannot restore every service (after TASK_ROLLBACK)."""
@@ -637,6 +635,19 @@ class Controller:
         return stored
 
 
+#: Marks a decision whose write found the tenant deployed by a newer task (SUPERSEDED).
+_SUPERSEDED = TaskStatus.SUPERSEDED
+
+
+@dataclass(frozen=True)
+class Write:
+    """One task's write of a decided command, and the services a rollback it prepares
+    cannot restore (named in the answer and a ROLLBACK_INCOMPLETE event once written)."""
+
+    command: TaskCommand
+    unrestored: list[Unrestored] = field(default_factory=list)
+
+
 def unrestored_answer(
     target: Target, unrestored: list[dict[str, str]], message: str
 ) -> dict[str, Any]:
@@ -650,11 +661,29 @@ def unrestored_answer(
     return {"message": f"{message}; {said}", "unrestored": unrestored[:100]}
 
 
-def _decide(command: Command, task: TaskRecord, force: bool) -> Decision:
+def as_written(decision: Decision, detail: str) -> Decision:
+    """The decision as written: a rollback that found a newer task's deployment ended
+    SUPERSEDED instead."""
+    if detail.startswith("SUPERSEDED:"):
+        newer = detail.split(":", 1)[1]
+        return Decision(
+            Effect.NOW,
+            _SUPERSEDED,
+            note=f"tenant deployed by newer task {newer} since: left alone (superseded)",
+        )
+    return decision
+
+
+def decide_task(command: Command, task: TaskRecord, force: bool) -> Decision:
     """`lifecycle.decide` on a task as read; one whose status is gone or unreadable (deleted
-    or corrupted since `_resolve` kept it) is refused rather than guessed at."""
+    or corrupted since it was read) is refused rather than guessed at. A superseded task
+    that never started has nothing to roll back, forced or not."""
     if task.status is None:
         return Decision(Effect.REFUSE, code=Code.TASK_NOT_FOUND, note="the task has no status")
+    if command is Command.ROLLBACK and task.status is TaskStatus.SUPERSEDED and not task.started:
+        return Decision(Effect.REFUSE, code=Code.TASK_SUPERSEDED,
+                        note="the tenant was deployed by a newer task before this one started: "
+                        "nothing to roll back")  # fmt: skip
     return decide(command, task.status, task.control or None, force)
 
 

@@ -8,10 +8,13 @@ DeployerError
  │    ├── PlanConflict           (PLAN_CONFLICT: the planId exists with another body)
  │    ├── PlanUnreadable         (PLAN_UNREADABLE: a plan file that cannot be read)
  │    ├── IllegalTransition      (e.g. TASK_NOT_PAUSED)
- │    │    ├── PlanNotAwaitingApproval  (PLAN_NOT_AWAITING_APPROVAL)
+ │    │    ├── PlanNotAwaitingApproval  (PLAN_NOT_AWAITING_APPROVAL, WAVE_NOT_AWAITING_APPROVAL,
+ │    │    │                             WAVE_NOT_CURRENT, APPROVAL_REQUIRED, NOTHING_TO_PROMOTE,
+ │    │    │                             PLAN_ROLLING_BACK, NO_FAILURE_BUDGET)
  │    │    └── PlanHasNoStrategy        (PLAN_HAS_NO_STRATEGY)
  │    ├── NotFound               (PLAN_NOT_FOUND, TASK_NOT_FOUND)
- │    ├── TargetInvalid          (TARGET_INVALID: a command's target has no valid shape)
+ │    ├── TargetInvalid          (TARGET_INVALID: a command's target has no valid shape;
+ │    │                           WAVE_REQUIRED, BUDGET_INVALID: a command argument)
  │    ├── NoPreviousConfig       (NO_PREVIOUS_CONFIG: nothing to roll back to)
  │    ├── RollbackIncomplete     (ROLLBACK_INCOMPLETE: strict, and a service cannot be
  │    │                           restored from the previous config)
@@ -63,6 +66,20 @@ class Code(StrEnum):
     PLAN_PAUSED = "PLAN_PAUSED"
     PLAN_NOT_AWAITING_APPROVAL = "PLAN_NOT_AWAITING_APPROVAL"
     PLAN_HAS_NO_STRATEGY = "PLAN_HAS_NO_STRATEGY"
+    #: approve/promote of a wave that is not the one waiting (or current): both are named.
+    WAVE_NOT_AWAITING_APPROVAL = "WAVE_NOT_AWAITING_APPROVAL"
+    WAVE_NOT_CURRENT = "WAVE_NOT_CURRENT"
+    #: A task message or API call approving without the wave it approves.
+    WAVE_REQUIRED = "WAVE_REQUIRED"
+    #: promote of a wave that still waits for an approval, without `approve`.
+    APPROVAL_REQUIRED = "APPROVAL_REQUIRED"
+    #: promote of a plan whose waves are over (DONE or HALTED).
+    NOTHING_TO_PROMOTE = "NOTHING_TO_PROMOTE"
+    #: budget/resume --budget of a plan without a failure budget.
+    NO_FAILURE_BUDGET = "NO_FAILURE_BUDGET"
+    BUDGET_INVALID = "BUDGET_INVALID"
+    #: approve, promote or budget while the failure budget's rollback is under way.
+    PLAN_ROLLING_BACK = "PLAN_ROLLING_BACK"
     MESSAGE_REFUSED = "MESSAGE_REFUSED"
     # ---- commands (deployer/lifecycle.py, deployer/control.py)
     NOT_FOUND = "NOT_FOUND"
@@ -279,7 +296,8 @@ class NamespaceNotAllowed(PermanentError):
 
 
 class PlanNotAwaitingApproval(IllegalTransition):
-    """approve: the plan's current wave does not wait for an approval."""
+    """approve, promote, budget: the plan's waves are not where the command needs them (the
+    code says how: no wave awaits approval, another wave does, ...)."""
 
     code = Code.PLAN_NOT_AWAITING_APPROVAL
 
@@ -288,3 +306,16 @@ class PlanHasNoStrategy(IllegalTransition):
     """approve: the plan has no waves to approve."""
 
     code = Code.PLAN_HAS_NO_STRATEGY
+
+
+class WaveRequired(TargetInvalid):
+    """approve without the wave it approves (a task message or an API call): an approval
+    must name its wave, so a late or redelivered one cannot approve the next."""
+
+    code = Code.WAVE_REQUIRED
+
+
+class BudgetInvalid(PermanentError):
+    """budget / resume --budget: the new maximum is not a count or a share."""
+
+    code = Code.BUDGET_INVALID

@@ -15,9 +15,12 @@ Task transitions (who causes them):
     FAILED, ROLLBACK_FAILED -> PENDING          retry (the last run again)
     FAILED, ROLLBACK_FAILED -> CANCELLED        cancel (give up)
     FAILED, PAUSED, CANCELLED, COMPLETED -> PENDING   rollback (a new run, old config)
-    PENDING, RUNNING -> SUPERSEDED              a forward/retry run takes the tenant after a
-                                                newer task deployed it (unless forced)
-    SUPERSEDED   -> PENDING                     retry --force (re-apply the older config)
+    PENDING, RUNNING -> SUPERSEDED              a run (forward, retry or rollback) takes the
+                                                tenant after a newer task deployed it (unless
+                                                forced); a rollback command finds it so at once
+    COMPLETED, FAILED, PAUSED, CANCELLED -> SUPERSEDED   ditto (rollback, decided at once)
+    SUPERSEDED   -> PENDING                     retry --force (re-apply the older config),
+                                                rollback --force of one that had started
 
 A plan's status is derived from its tasks' counters, the way an operator reads it, in the
 same script that changes a task (deployer/lua/_prelude.lua, derive_plan; `derive_plan_status`
@@ -37,11 +40,16 @@ below is its pure mirror, and tests check both against one table). First rule th
 So 5 completed + 1 cancelled is COMPLETED (the counts say the rest), not CANCELLED: one
 tenant cancelled on its own does not make the rollout a cancelled one. SUPERSEDED (a newer
 run deployed the tenant since) is finished and not a failure.
+
+Then two holds: a plan with a strategy reads RUNNING (PAUSED when paused) instead of a
+finished status until its waves are DONE or HALTED (its last bake included), and so does a
+plan whose command still works through its tasks in slices (plan field `job`); a plan whose
+failure budget decided a rollback (`pendingRollback`) reads RUNNING, not PAUSED.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -57,9 +65,15 @@ class Command(StrEnum):
     CANCEL = "cancel"
     RETRY = "retry"
     ROLLBACK = "rollback"
-    #: Start the wave of a plan that waits for approval: acts on the plan's
-    #: waves, never on a task (deployer/control.py handles it before any task is decided).
+    #: The plan's waves, never a task (deployer/rollout.py, before any task is decided):
+    #: start the wave that waits for approval; skip bakes; change the failure budget.
     APPROVE = "approve"
+    PROMOTE = "promote"
+    BUDGET = "budget"
+
+
+#: Commands that act on a plan's waves (a strategy), not on its tasks.
+WAVE_COMMANDS = frozenset({Command.APPROVE, Command.PROMOTE, Command.BUDGET})
 
 
 class Effect(StrEnum):
@@ -109,8 +123,8 @@ COMMAND_TRANSITIONS = frozenset(
     }
 )
 
-#: Why a superseded task is not retried or rolled back without more (it never applied).
-SUPERSEDED_NOTE = "the tenant was deployed by a newer task since; this task never applied"
+#: Why a superseded task is not retried or rolled back without more.
+SUPERSEDED_NOTE = "the tenant was deployed by a newer task since"
 
 
 def _pause(status: S, control: str | None) -> Decision:
@@ -167,9 +181,9 @@ def _rollback(status: S, control: str | None) -> Decision:
     )
 
 
-def _approve(status: S, control: str | None) -> Decision:
+def _waves_only(status: S, control: str | None) -> Decision:
     return Decision(
-        Effect.REFUSE, code=Code.APPROVE_PLAN_ONLY, note="approve acts on a plan's waves"
+        Effect.REFUSE, code=Code.APPROVE_PLAN_ONLY, note="this command acts on a plan's waves"
     )
 
 
@@ -179,17 +193,46 @@ _DECIDERS = {
     Command.CANCEL: _cancel,
     Command.RETRY: _retry,
     Command.ROLLBACK: _rollback,
-    Command.APPROVE: _approve,
+    Command.APPROVE: _waves_only,
+    Command.PROMOTE: _waves_only,
+    Command.BUDGET: _waves_only,
 }
 
 
-def derive_plan_status(counts: Mapping[str, int], control: str | None = None) -> PlanStatus:
+def derive_plan_status(
+    counts: Mapping[str, int],
+    control: str | None = None,
+    wave_state: str | None = None,
+    rolling: bool = False,
+    job: bool = False,
+) -> PlanStatus:
     """The plan status for its tasks' `counts` by status and the plan's `control` flag
-    (PAUSE, CANCEL or none): the table in this module's docstring, as derive_plan applies it."""
+    (PAUSE, CANCEL or none): the table in this module's docstring, as derive_plan applies it.
+
+    Two holds come after the table: a plan with a strategy is not over before its waves are
+    (`wave_state` DONE or HALTED: the last bake protects whoever waits on the plan), nor while
+    a plan command still works through its tasks in slices (`job`); and a plan whose failure
+    budget decided a rollback (`rolling`) is on its way back, RUNNING, not PAUSED.
+    """
 
     def n(*statuses: S) -> int:
         return sum(int(counts.get(s.value, 0) or 0) for s in statuses)
 
+    if rolling and control == "PAUSE":
+        control = None
+    status = _table_status(counts, control, n)
+    if rolling:
+        status = PlanStatus.RUNNING
+    unfinished_waves = wave_state is not None and wave_state not in ("DONE", "HALTED")
+    held = status not in (PlanStatus.RUNNING, PlanStatus.PAUSED) and control != "CANCEL"
+    if held and (job or unfinished_waves):
+        status = PlanStatus.PAUSED if control == "PAUSE" else PlanStatus.RUNNING
+    return status
+
+
+def _table_status(
+    counts: Mapping[str, int], control: str | None, n: Callable[..., int]
+) -> PlanStatus:
     total = n(*S)
     if n(S.RUNNING, S.ROLLING_BACK):
         return PlanStatus.RUNNING
@@ -210,15 +253,16 @@ def decide(
     command: Command, status: S, control: str | None = None, force: bool = False
 ) -> Decision:
     """What `command` does to a task in `status` with a pending `control` flag; `force`
-    (resume, retry) lets the run apply its config over a newer task's."""
+    (resume, retry, rollback) lets the run apply its config over a newer task's."""
     if status is S.SUPERSEDED and command in (Command.RETRY, Command.ROLLBACK):
         return _superseded(command, force)
     return _DECIDERS[command](status, control)
 
 
 def _superseded(command: Command, force: bool) -> Decision:
-    """A superseded task never applied: nothing to roll back; a retry only when forced."""
-    if command is Command.RETRY and force:
-        return Decision(Effect.NOW, S.PENDING, note="forced: re-applies the older config")
-    hint = "; retry --force applies it" if command is Command.RETRY else ""
+    """A superseded task's tenant belongs to a newer task: retry or roll it back only when
+    forced (the operator's decision, recorded)."""
+    if force:
+        return Decision(Effect.NOW, S.PENDING, note="forced: applies over the newer task")
+    hint = f"; {command.value} --force applies it anyway"
     return Decision(Effect.REFUSE, code=Code.TASK_SUPERSEDED, note=SUPERSEDED_NOTE + hint)

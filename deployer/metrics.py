@@ -285,8 +285,8 @@ class DeployerCollector(Collector):
         )
         waves = GaugeMetricFamily(
             "deployer_plan_waves",
-            "Waves of a plan with a strategy by state (PENDING, RUNNING, BAKING, "
-            "AWAITING_APPROVAL, AWAITING_GATE, DONE, HALTED).",
+            "Waves of a plan with a strategy by state (PENDING, RUNNING, PAUSED, BAKING, "
+            "AWAITING_APPROVAL, AWAITING_WINDOW, AWAITING_GATE, DONE, HALTED).",
             labels=["plan_id", "state"],
         )
         budget = GaugeMetricFamily(

@@ -1,5 +1,9 @@
 """The producer: persist a validated plan, prepare runs (create, retry, rollback), send them.
 
+A plan's waves after submit belong to the rollout service (deployer/rollout.py): the planner
+hands it every "the wave step is due" its fills report, and it calls back `fill_all` to send
+a wave it started.
+
 Validation at the edge is `deployer.intake`. Create, retry and rollback all end in a `Run`
 (stage specs + a TaskRuntimeContext) that the one stage task executes; only where the config
 and the context come from differs (docs/contracts.md §4). Sending is injected (`Sender`) so
@@ -18,7 +22,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deployer import tracing
@@ -35,9 +39,10 @@ from deployer.errors import (
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
 from deployer.models import RunKind, StageSpec, TenantConfig, tenant_of_task
 from deployer.record import Field, TaskRecord
+from deployer.rollout import RolloutService
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store, TaskRow, WaveOutcome
-from deployer.waves import MAX_STEPS, call_gate, wave_plan
+from deployer.store import Dispatch, Slot, Store, TaskRow
+from deployer.waves import wave_plan
 from stages import registry
 from stages.base import ConfigError
 from stages.discovery import Resolver
@@ -114,6 +119,11 @@ class Planner:
     #: Where a submit checks that every service its plan uses has an instance (preflight);
     #: None skips the check (the worker passes its step environment's resolver).
     resolver: Resolver | None = None
+    #: The plan's waves after submit (its `rollback` is injected by the controller).
+    rollout: RolloutService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rollout = RolloutService(self.store, self.settings, self.fill_all)
 
     def submit(self, payload: Any) -> dict[str, Any]:
         """Validate the whole plan, store it in one round trip, send its first wave."""
@@ -214,66 +224,19 @@ class Planner:
             slots, due = self.store.fill_due(plan_id, max_batch=DISPATCH_BATCH)
             sent += len(self.launch(slots))
             if due:
-                # its fill said the plan's wave step is due (a wave just ended): take it,
-                # then fill the slots of a wave it started
-                self.advance(plan_id)
+                # its fill said the plan's wave step is due (a wave just ended): take it
+                # (deployer/rollout.py), which fills the slots of a wave it started
+                self.rollout.advance(plan_id)
             if len(slots) < DISPATCH_BATCH:
                 return sent
 
-    def advance(
-        self, plan_id: str, op: str = "", by: str = "", reason: str = "", ask_gates: bool = False
-    ) -> WaveOutcome:
-        """Run a plan's wave step (deployer/waves.py) and do what it asks: ask a gate,
-        roll back on an exceeded failure budget, send the wave it started. Safe to call
-        from any number of workers at once; a plan without a strategy answers NONE.
-
-        Only the reconciler tick asks gate webhooks (`ask_gates`): a stage task, a submit or
-        an operator's command never waits on someone else's HTTP server; the wave's due time
-        is set to now instead, so the next tick asks.
-        """
-        outcome = self.store.wave_step(plan_id, op, by, reason)
-        for _ in range(MAX_STEPS):
-            if outcome.outcome == "GATE" and not ask_gates:
-                self.store.due_now(plan_id)
-                break
-            if outcome.outcome == "GATE":
-                url = self.settings.gates.get(outcome.gate)
-                ok = url is not None and call_gate(
-                    url, plan_id, outcome.wave, self.settings.gate_timeout_seconds
-                )
-                outcome = self.store.wave_step(
-                    plan_id, "GATE_OK" if ok else "GATE_FAIL", op_wave=str(outcome.wave)
-                )
-                continue
-            if outcome.outcome == "ROLLBACK":
-                self._budget_rollback(plan_id)
-                outcome = self.store.wave_step(plan_id, "ROLLBACK_DONE")
-                continue
-            break
-        if outcome.started or outcome.outcome == "RUNNING":
-            self._fill_all(plan_id)
-        return outcome
-
-    def _fill_all(self, plan_id: str) -> None:
+    def fill_all(self, plan_id: str) -> None:
+        """Fill every free slot of the plan and send those chains (a wave just started)."""
         while True:
             slots = self.store.fill(plan_id, max_batch=DISPATCH_BATCH)
             self.launch(slots)
             if len(slots) < DISPATCH_BATCH:
                 return
-
-    def _budget_rollback(self, plan_id: str) -> None:
-        """onExceed rollback: every tenant this plan started goes back to its previous
-        config through the operator's rollback path (deployer/control.py), newest first."""
-        from deployer.control import Controller  # it is built on this class
-        from deployer.lifecycle import Command
-
-        result = Controller(self).execute(
-            Command.ROLLBACK,
-            {"planId": plan_id},
-            by="failure-budget",
-            reason="failure budget exceeded",
-        )
-        log.warning("plan %s: failure budget exceeded, rollback: %s", plan_id, result["message"])
 
     def launch(self, slots: list[Slot]) -> list[Dispatch]:
         """Send the chains of tasks given a slot (or re-driven); returns what was sent.

@@ -71,8 +71,10 @@ class SweepResult:
 class Reconciler:
     """Finds and re-drives stuck tasks; `launch` sends their chains (`Planner.launch`, which
     also builds a run never stored and fails a task whose record is unreadable), `refill`
-    fills a plan's slots, `advance` runs the wave step of a plan whose due time in
-    `deployer:plan-timers` passed (`Planner.advance`: bake ends, gate re-checks)."""
+    fills a plan's slots. `advance` (optional) also runs, at each sweep, the wave step of
+    every plan whose due time in `deployer:plan-timers` passed; a worker leaves that to its
+    plan-timer loop (deployer/timers.py), which wakes when a time is due instead of at the
+    next sweep."""
 
     def __init__(
         self,

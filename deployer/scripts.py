@@ -36,6 +36,8 @@ ScriptName = Literal[
     "plan_create",
     "plan_fill",
     "plan_finish",
+    "plan_job",
+    "plan_pause_slice",
     "plan_slice",
     "reconcile_claim",
     "stage_begin",

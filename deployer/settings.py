@@ -165,9 +165,14 @@ class Settings(BaseSettings):
 
     # Progressive rollout (a plan's `strategy`): gate webhooks by name (a plan names one,
     # never a URL), how long one call may take, and how soon a gate that said no is asked again.
+    # A gate call is over within its timeout (wall clock, answer included), keeps at most
+    # `gate_max_answer_bytes` of the answer, and runs in a pool of `gate_workers` threads in
+    # each worker's main process (never in a timer, a stage or a command).
     gates: dict[str, str] = Field(default_factory=dict)
-    gate_timeout_seconds: float = Field(3.0, gt=0)
+    gate_timeout_seconds: float = Field(3.0, gt=0, le=600)
     gate_recheck_seconds: float = Field(10.0, gt=0)
+    gate_max_answer_bytes: int = Field(16_384, ge=256, le=1024 * 1024)
+    gate_workers: int = Field(4, ge=1, le=64)
 
     # Observability
     events_maxlen: int = Field(100_000, ge=100)

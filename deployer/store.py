@@ -18,7 +18,7 @@ import redis
 
 from deployer import keys, scripts
 from deployer.context import Run, TaskRuntimeContext
-from deployer.errors import Code, PlanBusy
+from deployer.errors import Code, PlanBusy, ScriptReplyError
 from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.record import Field, TaskRecord, field_names
 from deployer.scripts import EndVerdict, FailVerdict, Gate
@@ -129,7 +129,41 @@ class WaveOutcome:
     #: A wave's tasks were queued: the caller fills the plan's slots.
     started: bool
     wave: int
-    gate: str
+    #: GATE: the gate's name; REFUSED/WRONG_WAVE: the current wave's state; ALREADY: who
+    #: approved; BUDGET: the new max.
+    detail: str
+
+
+@dataclass(frozen=True)
+class WaveOp:
+    """An operator's or a gate's input to the wave step (lua/wave_step.lua, its ARGV)."""
+
+    op: str = ""
+    by: str = ""
+    reason: str = ""
+    #: The wave the op is for ('' = none given).
+    wave: str = ""
+    #: '' (no window), 'OPEN' or 'CLOSED:<ms it opens>' (deployer/window.py).
+    window: str = ""
+    a1: str = ""
+    a2: str = ""
+
+
+@dataclass(frozen=True)
+class TaskCommand:
+    """One task's part of an operator's command, for `Store.task_command(s)`."""
+
+    task: TaskRecord
+    event: str
+    new_status: str = ""
+    control: str = ""
+    queue_op: str = ""
+    invalidate: bool = False
+    by: str = ""
+    reason: str = ""
+    fields: dict[str, str] | None = None
+    #: A run going back (rollback): SUPERSEDED instead if a newer task deployed the tenant.
+    check_newer: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,6 +223,7 @@ class Store:
         self._command = scripts.load(client, "task_command")
         self._plan_control = scripts.load(client, "plan_control")
         self._wave_step = scripts.load(client, "wave_step")
+        self._plan_job = scripts.load(client, "plan_job")
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -482,37 +517,110 @@ class Store:
         reason: str = "",
         event: str,
         fields: dict[str, str] | None = None,
+        check_newer: bool = False,
     ) -> tuple[bool, str]:
         """Apply one command to a task if its status is still `task.status` (CAS);
-        `fields` (TaskRecord.to_hash) are written with it."""
-        pairs: list[str | int] = []
-        for k, v in (fields or {}).items():
-            pairs += [k, v]
-        raw = self._command(
-            keys=[
-                keys.task(task.task_id),
-                keys.plan(task.plan_id),
-                keys.plan_queue(task.plan_id),
-                keys.lease(task.tenant_id),
-                keys.INFLIGHT,
-                keys.EVENTS,
-            ],
-            args=[
-                task.status.value if task.status else "",
-                new_status,
-                control,
-                queue_op,
-                "1" if invalidate else "0",
-                now_ms(),
-                by,
-                reason,
-                event,
-                self.settings.events_maxlen,
-                len(pairs) // 2,
-                *pairs,
-            ],
-        )
-        return raw[0] == "OK", str(raw[1])
+        `fields` (TaskRecord.to_hash) are written with it. Answers (applied, detail): the
+        status before, the status now (CAS lost), or 'SUPERSEDED:<newer task id>'."""
+        command = TaskCommand(task, event, new_status, control, queue_op, invalidate, by,
+                              reason, fields, check_newer)  # fmt: skip
+        return self.task_commands([command])[0]
+
+    def task_commands(self, commands: list[TaskCommand]) -> list[tuple[bool, str]]:
+        """`task_command` for many tasks in one round trip (pipelined; each its own CAS)."""
+        pipe = self.r.pipeline(transaction=False)
+        now = now_ms()
+        for c in commands:
+            pairs: list[str | int] = []
+            for k, v in (c.fields or {}).items():
+                pairs += [k, v]
+            task = c.task
+            self._command(
+                keys=[
+                    keys.task(task.task_id),
+                    keys.plan(task.plan_id),
+                    keys.plan_queue(task.plan_id),
+                    keys.lease(task.tenant_id),
+                    keys.INFLIGHT,
+                    keys.EVENTS,
+                    keys.applied(task.tenant_id),
+                ],
+                args=[
+                    task.status.value if task.status else "",
+                    c.new_status,
+                    c.control,
+                    c.queue_op,
+                    "1" if c.invalidate else "0",
+                    now,
+                    c.by,
+                    c.reason,
+                    c.event,
+                    self.settings.events_maxlen,
+                    "1" if c.check_newer else "0",
+                    len(pairs) // 2,
+                    *pairs,
+                ],
+                client=pipe,
+            )
+        out: list[tuple[bool, str]] = []
+        for raw in pipe.execute() if commands else []:
+            verdict, detail = str(raw[0]), str(raw[1])
+            if verdict == "SUPERSEDED":
+                out.append((True, f"SUPERSEDED:{detail}"))
+            elif verdict in ("OK", "REFUSED"):
+                out.append((verdict == "OK", detail))
+            else:
+                raise ScriptReplyError(f"task_command.lua answered {verdict!r}")
+        return out
+
+    def plan_job_start(
+        self,
+        plan_id: str,
+        command: str,
+        by: str,
+        reason: str,
+        force: bool,
+        from_checkpoint: bool,
+        total: int,
+        strict: bool = False,
+    ) -> int:
+        """Start a plan command's job (replacing any earlier one); its generation."""
+        raw = self._plan_job(
+            keys=self._job_keys(plan_id),
+            args=["START", plan_id, now_ms(), self.settings.events_maxlen, command, by, reason,
+                  "1" if force else "0", "1" if from_checkpoint else "0", total,
+                  "1" if strict else "0"],
+        )  # fmt: skip
+        return int(raw[0])
+
+    def plan_job_done(
+        self,
+        plan_id: str,
+        gen: int,
+        acted: int,
+        already: int,
+        skipped: int,
+        superseded: int,
+        unlink_queue: bool,
+    ) -> str | None:
+        """End the job `gen` (PLAN_<COMMAND> recorded); the plan's status, or None when a
+        newer command took over meanwhile."""
+        raw = self._plan_job(
+            keys=self._job_keys(plan_id),
+            args=["DONE", plan_id, now_ms(), self.settings.events_maxlen, gen, acted, already,
+                  skipped, superseded, "1" if unlink_queue else "0"],
+        )  # fmt: skip
+        return str(raw[1]) if raw[0] == "DONE" else None
+
+    def plan_job_drop(self, plan_id: str, gen: str) -> None:
+        """Forget a job whose record is gone or unreadable (`gen` as read, '' for none),
+        unless another one started meanwhile: its plan is no longer held."""
+        args: list[str | int] = ["DROP", plan_id, now_ms(), self.settings.events_maxlen, gen]
+        self._plan_job(keys=self._job_keys(plan_id), args=args)
+
+    def _job_keys(self, plan_id: str) -> list[str]:
+        return [keys.plan(plan_id), keys.plan_job(plan_id), keys.plan_job_order(plan_id),
+                keys.PLAN_JOBS, keys.EVENTS, keys.plan_queue(plan_id)]  # fmt: skip
 
     def plan_control(self, plan_id: str, control: str, by: str, reason: str, event: str) -> bool:
         raw = self._plan_control(
@@ -523,25 +631,20 @@ class Store:
 
     # ---- waves ---------------------------------------------------------------
 
-    def wave_step(
-        self, plan_id: str, op: str = "", by: str = "", reason: str = "", op_wave: str = ""
-    ) -> WaveOutcome:
+    def wave_step(self, plan_id: str, op: WaveOp | None = None) -> WaveOutcome:
         """Move the plan's waves on as far as they go now (lua/wave_step.lua; atomic)."""
+        op = op or WaveOp()
+        s = self.settings
+        recheck = int(s.gate_recheck_seconds * 1000)
+        # nobody else asks the gate while a call may still be out (its deadline, and a second)
+        hold = max(recheck, int(s.gate_timeout_seconds * 1000) + 1000)
         raw = self._wave_step(
             keys=[keys.plan(plan_id), keys.PLAN_TIMERS, keys.EVENTS, keys.plan_queue(plan_id)],
-            args=[
-                plan_id,
-                now_ms(),
-                op,
-                by,
-                reason,
-                keys.plan_wave(plan_id, ""),
-                int(self.settings.gate_recheck_seconds * 1000),
-                op_wave,
-                keys.task(""),
-            ],
-        )
-        return WaveOutcome(str(raw[0]), raw[1] == "1", int(raw[2] or -1), str(raw[3]))
+            args=[plan_id, now_ms(), op.op, op.by, op.reason, keys.plan_wave(plan_id, ""),
+                  recheck, op.wave, keys.task(""), op.window, op.a1, op.a2, hold],
+        )  # fmt: skip
+        wave = int(raw[2]) if raw[2] not in ("", None) else -1
+        return WaveOutcome(str(raw[0]), raw[1] == "1", wave, str(raw[3]))
 
     def due_now(self, plan_id: str) -> None:
         """Make the plan's wave step due at once (the next reconciler tick runs it)."""
@@ -551,6 +654,11 @@ class Store:
         """Plans whose wave step is due (bake over, gate re-check, wave finished)."""
         stamp = now if now is not None else now_ms()
         return self.r.zrangebyscore(keys.PLAN_TIMERS, "-inf", stamp, 0, limit)  # type: ignore[return-value]
+
+    def next_due(self) -> int | None:
+        """When the earliest wave step is due (ms), None when no plan waits on a time."""
+        first = self.r.zrange(keys.PLAN_TIMERS, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -567,6 +675,15 @@ class Store:
         """The whole task hash; None when there is no such task."""
         raw: dict[str, str] = self.r.hgetall(keys.task(task_id))  # type: ignore[assignment]
         return TaskRecord.from_hash(raw) if raw else None
+
+    def get_whole_tasks(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        """Whole task hashes in one pipelined round trip; None for a task that is gone."""
+        if not task_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(keys.task(task_id))
+        return [TaskRecord.from_hash(raw) if raw else None for raw in pipe.execute()]
 
     def get_tasks(self, task_ids: list[str], fields: Iterable[Field]) -> list[TaskRecord]:
         return read_tasks(self.r, task_ids, fields)

@@ -18,6 +18,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from deployer.window import Window
+
 #: A share of the plan's tenants: "5%", "12.5%".
 PERCENT_PATTERN = r"^(100(\.0+)?|\d{1,2}(\.\d+)?)%$"
 _PERCENT = re.compile(PERCENT_PATTERN)
@@ -78,6 +80,8 @@ class Strategy(StrategyModel):
     approval: Literal["none", "first", "every"] = "none"
     gate: str | None = Field(None, pattern=GATE_PATTERN)
     failure_budget: FailureBudget | None = None
+    #: When waves may start (deployer/window.py); absent = any time.
+    window: Window | None = None
 
     @field_validator("canary")
     @classmethod

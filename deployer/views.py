@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
 from deployer import keys, scripts
+from deployer.isotime import iso
+from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
 from deployer.record import Field as F
 from deployer.record import TaskRecord
@@ -37,19 +38,7 @@ FAILING = frozenset({TaskStatus.FAILED, TaskStatus.ROLLBACK_FAILED})
 #: What a row of a task table reads of each task hash.
 ROW_FIELDS = (F.TASK_ID, F.TENANT_ID, F.STATUS, F.STAGE_NAME, F.STAGE_INDEX, F.TOTAL_STAGES,
               F.PROGRESS, F.LAST_ERROR, F.FAILED_STAGE, F.FAILURE_CODE,
-              F.UPDATED_AT)  # fmt: skip
-
-
-def iso(ms: Any) -> str | None:
-    """Milliseconds since the epoch (as stored) to ISO-8601 UTC; None when unset."""
-    if ms in (None, ""):
-        return None
-    try:
-        value = int(ms)
-    except (TypeError, ValueError):
-        return None
-    stamp = datetime.fromtimestamp(value / 1000, tz=UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+              F.UPDATED_AT, F.WAVE)  # fmt: skip
 
 
 def _int(value: Any) -> int | None:
@@ -101,6 +90,8 @@ def task_row(task: TaskRecord) -> dict[str, Any]:
         "progress": progress(task),
         "failure": failure(task),
         "updatedAt": iso(task.updated_at),
+        # a plan with a strategy: the wave the tenant is in (None otherwise)
+        "wave": task.wave,
     }
 
 
@@ -108,6 +99,58 @@ def waves(plan: dict[str, str]) -> list[dict[str, Any]] | None:
     """Per-wave progress when the plan has a strategy (deployer/waves.py reads the plan
     hash: [{"index", "state", "tenants", "done", "failed", ...}]); else None."""
     return waves_of(plan) if plan.get("strategy") else None
+
+
+#: Effects of a command that change something (an ALREADY is legal but does nothing).
+_ACTS = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW)
+PLAN_COMMANDS = ("pause", "resume", "cancel", "retry", "rollback", "approve", "promote", "budget")
+TASK_COMMANDS = ("pause", "resume", "cancel", "retry", "rollback")
+
+
+def plan_commands(plan: dict[str, str]) -> list[str]:
+    """The commands that would act on the plan now, from its counters, flag and waves (what
+    the dashboard offers: no Pause on a finished plan, Approve only while a wave awaits
+    approval). A command left out would be refused or change nothing."""
+    by_status = {
+        s: _int(plan.get(f"c:{s.value}")) or 0 for s in TaskStatus if plan.get(f"c:{s.value}")
+    }
+
+    def acts(command: Command) -> bool:
+        return any(n and decide(command, s).effect in _ACTS for s, n in by_status.items())
+
+    control = plan.get("control") or None
+    rolling = plan.get("pendingRollback") == "1"
+    live = sum(by_status.get(s, 0) for s in (TaskStatus.PENDING, TaskStatus.RUNNING,
+                                             TaskStatus.ROLLING_BACK))  # fmt: skip
+    out: list[str] = []
+    if control not in ("PAUSE", "CANCEL") and live and not rolling:
+        out.append("pause")
+    if (control == "PAUSE" and not rolling) or by_status.get(TaskStatus.PAUSED):
+        out.append("resume")
+    if control != "CANCEL" and acts(Command.CANCEL):
+        out.append("cancel")
+    if acts(Command.RETRY):
+        out.append("retry")
+    if not rolling and acts(Command.ROLLBACK):
+        out.append("rollback")
+    if plan.get("strategy") and not rolling:
+        state = plan.get("waveState")
+        if state == "AWAITING_APPROVAL":
+            out.append("approve")
+        if state in ("RUNNING", "BAKING") and int(plan.get("bakeMs") or 0) > 0 and (
+                plan.get("promoteAll") != "1"):  # fmt: skip
+            out.append("promote")
+        if plan.get("budgetMax") is not None and state not in ("DONE", "HALTED"):
+            out.append("budget")
+    return out
+
+
+def task_commands(task: TaskRecord) -> list[str]:
+    """The commands that would act on this task now (its page's buttons)."""
+    if task.status is None:
+        return []
+    control = task.control or None
+    return [c for c in TASK_COMMANDS if decide(Command(c), task.status, control).effect in _ACTS]
 
 
 def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | None:
@@ -126,8 +169,11 @@ def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | 
         "updatedAt": iso(plan.get("updatedAt")),
     }
     # a plan with a strategy: "strategy", "waves" [{"index", "state", "tenants", "done",
-    # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "stopReason"
+    # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "gate", "stopReason"
     out.update(rollout_view(plan))
+    if plan.get("job"):
+        out["commandInProgress"] = plan["job"]
+    out["commands"] = plan_commands(plan)
     if sample:
         ids = store.plan_task_ids(plan_id, 0, sample - 1)
         out["tasks"] = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
@@ -179,6 +225,7 @@ _SHOWN: tuple[tuple[str, Callable[[TaskRecord], Any]], ...] = (
     ("supersededBy", lambda t: t.superseded_by or None),
     ("worker", lambda t: t.worker or None),
     ("control", lambda t: t.control or None),
+    ("wave", lambda t: t.wave),
     ("stageIndex", lambda t: t.stage_index),
     ("totalStages", lambda t: t.total_stages),
     ("checkpoint", lambda t: t.checkpoint),
@@ -207,6 +254,7 @@ def task_view(
     out["progress"] = progress(task)
     out["failure"] = failure(task)
     out["stages"] = _stages(task)
+    out["commands"] = task_commands(task)
     out["unrestored"] = unrestored(task)
     if with_context:
         # None until the task is first sent: its run and context are built then
@@ -260,34 +308,55 @@ def task_page(
     limit: int = 50,
     cursor: str | int | None = None,
     scan_limit: int = SCAN_LIMIT,
+    wave: int | None = None,
 ) -> dict[str, Any]:
-    """A page of a plan's tasks in submission order, optionally only one status and/or
-    tenant ids containing `search`.
+    """A page of a plan's tasks in submission order (`wave`: of that wave's tasks, in the
+    wave's order), optionally only one status and/or tenant ids containing `search`.
 
-    The cursor is a position in the plan's tenant list. Unfiltered pages read exactly
-    `limit` tasks; filtered pages scan at most `scan_limit` tasks server-side (one read-only
-    script, lua/task_scan.lua), so a rare status in a huge plan answers quickly with fewer
-    items and a `nextCursor` to continue from.
+    The cursor is a position in the plan's (or the wave's) tenant list. Unfiltered pages
+    read exactly `limit` tasks; filtered pages scan at most `scan_limit` tasks server-side
+    (one read-only script, lua/task_scan.lua), so a rare status in a huge plan answers
+    quickly with fewer items and a `nextCursor` to continue from.
     `nextCursor` is None at the end of the plan.
     """
     limit = max(1, min(limit, MAX_PAGE))
     start = _cursor(cursor)
-    total = store.r.llen(keys.plan_tenants(plan_id))
+    listed = keys.plan_tenants(plan_id) if wave is None else keys.plan_wave(plan_id, wave)
+    total = store.r.llen(listed)
     items: list[dict[str, Any]] = []
     if not status and not search:
-        ids = store.plan_task_ids(plan_id, start, start + limit - 1)
+        ids = [str(i) for i in store.r.lrange(listed, start, start + limit - 1)]
         items = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
         end = start + len(ids)
         return _page(items, end, total, scanned=len(ids))
     position, stop = start, min(total, start + max(1, scan_limit))
     raw = _scan_script(store)(
-        keys=[keys.plan_tenants(plan_id)],
+        keys=[listed],
         args=[start, stop - 1, limit, status or "", (search or "").lower(),
               keys.task(""), task_id_for(plan_id, "")],
     )  # fmt: skip
     position, found = int(raw[0]), [str(t) for t in raw[1:]]
     full = store.get_tasks(found, ROW_FIELDS) if found else []
     return _page([task_row(t) for t in full], position, total, scanned=position - start)
+
+
+def wave_page(
+    store: Store,
+    plan_id: str,
+    wave: int,
+    *,
+    status: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    cursor: str | int | None = None,
+) -> dict[str, Any]:
+    """Which tenants are in wave `wave` (fixed at submit), a page at a time, with the wave
+    itself (`deployer status P --wave N`, `GET /api/v1/plans/{P}/waves/{N}/tenants`)."""
+    page = task_page(store, plan_id, status=status, search=search, limit=limit, cursor=cursor,
+                     wave=wave)  # fmt: skip
+    all_waves = waves(store.get_plan(plan_id)) or []
+    page["wave"] = all_waves[wave] if 0 <= wave < len(all_waves) else None
+    return page
 
 
 _SCAN: list[Any] = []

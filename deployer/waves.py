@@ -1,37 +1,41 @@
-"""Waves in Redis: what a plan with a strategy stores, how it moves on, and how
-it reads back.
+"""Waves in Redis: what a plan with a strategy stores, and how it reads back.
 
-Moving on is one atomic script (lua/wave_step.lua) run whenever it may be due: by the stage
-that finished a wave (its fill reports the plan's step as due), by every worker's reconciler
-for due times in `deployer:plan-timers` (bake ends, gate re-checks), and by the operator's
-approve/resume. Nothing waits in a worker, and nothing is lost with one: the state and the
-due times live in Redis, so a bake that ended while every worker was down moves on when one
-comes back, and an approval given meanwhile is already recorded.
+Moving on is one atomic script (lua/wave_step.lua), run by deployer/rollout.py whenever it
+may be due: by the stage that finished a wave (its fill reports the plan's step as due), by
+every worker's plan-timer loop for due times in `deployer:plan-timers` (bake ends, window
+openings, gate re-checks), and by the operator's approve/promote/resume. Nothing waits in
+a worker, and nothing is lost with one: the state and the due times live in Redis, so a bake
+that ended while every worker was down moves on when one comes back, and an approval given
+meanwhile is already recorded.
 
 Per plan hash (fields beside the task counters): `strategy` (JSON), `waves` (how many),
 `wave` (current index), `waveState`, `bakeUntil`, `bakeMs`, `approval`, `gate`, budget
-(`budgetMax`, `budgetScope`, `budgetOnExceed`), `stopReason`, and per wave `w:{i}:n`,
-`w:{i}:c:{STATUS}`, `w:{i}:budget`, `w:{i}:startedAt`, `w:{i}:endedAt`, `w:{i}:approvedBy`.
-Each task hash has `wave`; list `deployer:plan:{P}:wave:{i}` holds a wave's task ids.
+(`budgetMax`, `budgetScope`, `budgetOnExceed`, `budgetForgiven`, `budgetExceeded*`),
+`stopReason`, `promoteAll`, the gate's last refusal (`gateStatus`, `gateAnswer`,
+`gateCheckedAt`, `gateNextAt`, `gateRefusals`), `windowOpensAt`, and per wave `w:{i}:n`,
+`w:{i}:c:{STATUS}`, `w:{i}:budget`, `w:{i}:forgiven`, `w:{i}:startedAt`, `w:{i}:endedAt`,
+`w:{i}:approvedBy`, `w:{i}:approvedAt`, `w:{i}:promotedBy`, `w:{i}:promotedAt`,
+`w:{i}:noBake`. Each task hash has `wave`; list `deployer:plan:{P}:wave:{i}` holds a wave's
+task ids.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from typing import Any
 
+from deployer.isotime import iso
 from deployer.models import TaskStatus
 from deployer.settings import Settings
 from deployer.store import Store, WaveOutcome, WavePlan, now_ms
 from deployer.strategy import Strategy, budget_limit, plan_waves
+from deployer.window import window_arg
 
-log = logging.getLogger("deployer.waves")
-
-#: Wave states shown by status, events and metrics.
-WAVE_STATES = ("PENDING", "RUNNING", "BAKING", "AWAITING_APPROVAL", "AWAITING_GATE", "DONE",
-               "HALTED")  # fmt: skip
+#: Wave states shown by status, events and metrics (PAUSED: the current wave of a paused
+#: plan, which the stored state still calls RUNNING).
+WAVE_STATES = ("PENDING", "RUNNING", "PAUSED", "BAKING", "AWAITING_APPROVAL", "AWAITING_WINDOW",
+               "AWAITING_GATE", "DONE", "HALTED")  # fmt: skip
 FAILED_STATES = (TaskStatus.FAILED.value, TaskStatus.ROLLBACK_FAILED.value)
 DONE_STATES = (
     TaskStatus.COMPLETED.value,
@@ -49,11 +53,14 @@ def wave_plan(
     """The waves fixed at submit: each task's wave and the plan hash's wave fields."""
     waves = plan_waves(tenant_ids, strategy)
     index = {t: i for i, wave in enumerate(waves) for t in wave}
+    now = now_ms()
+    closed = window_arg(strategy.window, now).startswith("CLOSED")
+    first = "AWAITING_WINDOW" if closed else "AWAITING_GATE" if strategy.gate else "RUNNING"
     fields: dict[str, str | int] = {
         "strategy": strategy.model_dump_json(by_alias=True, exclude_none=True),
         "waves": len(waves),
         "wave": 0,
-        "waveState": "AWAITING_GATE" if strategy.gate else "RUNNING",
+        "waveState": first,
         "bakeMs": strategy.bake_seconds * 1000,
         "approval": strategy.approval,
         "gate": strategy.gate or "",
@@ -64,33 +71,14 @@ def wave_plan(
         fields["budgetMax"] = budget_limit(budget, len(tenant_ids))
         fields["budgetScope"] = budget.scope
         fields["budgetOnExceed"] = budget.on_exceed
-    now = now_ms()
     for i, wave in enumerate(waves):
         fields[f"w:{i}:n"] = len(wave)
         fields[f"w:{i}:c:PENDING"] = len(wave)
         if budget is not None:
             fields[f"w:{i}:budget"] = budget_limit(budget, len(wave))
-    if not strategy.gate:
+    if first == "RUNNING":
         fields["w:0:startedAt"] = now
     return WavePlan([index[t] for t in tenant_ids], fields)
-
-
-def call_gate(url: str, plan_id: str, wave: int, timeout: float) -> bool:
-    """Ask the operator's gate webhook whether wave `wave` may start: 2xx = yes, anything
-    else (an error, a timeout, no answer) = not yet. The URL comes from settings only."""
-    import httpx  # only a worker's reconciler asks gates: readers of waves never load it
-
-    try:
-        answer = httpx.post(
-            url, json={"planId": plan_id, "wave": wave}, timeout=timeout, follow_redirects=False
-        )
-    except httpx.HTTPError as exc:
-        log.warning("gate for plan %s wave %d unreachable: %s", plan_id, wave, type(exc).__name__)
-        return False
-    ok = 200 <= answer.status_code < 300
-    if not ok:
-        log.info("gate for plan %s wave %d said %d: holding", plan_id, wave, answer.status_code)
-    return ok
 
 
 @dataclass(frozen=True)
@@ -107,6 +95,8 @@ class Wave:
     ended_at: int | None = None
     approved_by: str | None = None
     approved_at: int | None = None
+    promoted_by: str | None = None
+    promoted_at: int | None = None
 
     @property
     def done(self) -> int:
@@ -117,7 +107,8 @@ class Wave:
         return sum(self.counts.get(s, 0) for s in FAILED_STATES)
 
     def view(self) -> dict[str, Any]:
-        """The wave in `deployer status --json` (public: index, state, tenants, done, failed)."""
+        """The wave in `deployer status --json` (public: index, state, tenants, done, failed;
+        times ISO-8601 like every other time in status)."""
         row: dict[str, Any] = {
             "index": self.index,
             "state": self.state,
@@ -127,11 +118,13 @@ class Wave:
             "counts": self.counts,
         }
         extra = {
-            "bakeUntil": self.bake_until,
-            "startedAt": self.started_at,
-            "endedAt": self.ended_at,
+            "bakeUntil": iso(self.bake_until),
+            "startedAt": iso(self.started_at),
+            "endedAt": iso(self.ended_at),
             "approvedBy": self.approved_by,
-            "approvedAt": self.approved_at,
+            "approvedAt": iso(self.approved_at),
+            "promotedBy": self.promoted_by,
+            "promotedAt": iso(self.promoted_at),
         }
         row.update({k: v for k, v in extra.items() if v is not None})
         return row
@@ -150,8 +143,8 @@ class Rollout:
     budget_max: int | None
     budget_scope: str
     on_exceed: str
-    plan_failed: int
     stop_reason: str | None
+    plan: dict[str, str]
 
     @classmethod
     def from_hash(cls, plan: dict[str, str]) -> Rollout | None:
@@ -160,6 +153,8 @@ class Rollout:
         current = int(plan.get("wave", 0))
         state = plan.get("waveState", "RUNNING")
         state = "RUNNING" if state == "APPROVED" else state
+        if state == "RUNNING" and plan.get("control") == "PAUSE":
+            state = "PAUSED"  # an auto-paused (or paused) plan's wave is not running
         bake_until = _int(plan.get("bakeUntil"))
         waves = []
         for i in range(int(plan.get("waves", 0) or 0)):
@@ -185,6 +180,8 @@ class Rollout:
                     ended_at=_int(plan.get(f"w:{i}:endedAt")),
                     approved_by=plan.get(f"w:{i}:approvedBy"),
                     approved_at=_int(plan.get(f"w:{i}:approvedAt")),
+                    promoted_by=plan.get(f"w:{i}:promotedBy"),
+                    promoted_at=_int(plan.get(f"w:{i}:promotedAt")),
                 )
             )
         return cls(
@@ -196,26 +193,62 @@ class Rollout:
             budget_max=_int(plan.get("budgetMax")),
             budget_scope=plan.get("budgetScope", "plan"),
             on_exceed=plan.get("budgetOnExceed", "pause"),
-            plan_failed=int(plan.get("c:FAILED", 0)),
             stop_reason=plan.get("stopReason") or None,
+            plan=plan,
         )
 
     def budget(self) -> dict[str, Any] | None:
-        """The failure budget now: per plan, or the current wave's for scope wave."""
+        """The failure budget now: per plan, or the current wave's for scope wave.
+
+        `used` counts the failed tenants (less those an operator's `budget --reset`
+        forgave); once the budget was exceeded it keeps the count it was exceeded with, so
+        a rollback that turned the failed tenants ROLLED_BACK does not read "0 used, not
+        exceeded" beside a stop reason that says otherwise. An operator's budget change
+        clears that record.
+        """
         if self.budget_max is None:
             return None
+        p = self.plan
         if self.budget_scope == "wave" and self.wave < len(self.waves):
             w = self.waves[self.wave]
-            used, limit = w.counts.get("FAILED", 0), w.budget or 0
+            used = w.counts.get("FAILED", 0) - (_int(p.get(f"w:{self.wave}:forgiven")) or 0)
+            limit = w.budget or 0
         else:
-            used, limit = self.plan_failed, self.budget_max
-        return {
+            used = int(p.get("c:FAILED", 0) or 0) - (_int(p.get("budgetForgiven")) or 0)
+            limit = self.budget_max
+        out: dict[str, Any] = {
             "max": limit,
-            "used": used,
+            "used": max(used, 0),
             "scope": self.budget_scope,
             "onExceed": self.on_exceed,
             "exceeded": used > limit,
         }
+        record_wave = _int(p.get("budgetExceededWave"))
+        if record_wave is not None and (self.budget_scope == "plan" or record_wave == self.wave):
+            out["used"] = max(out["used"], _int(p.get("budgetExceededUsed")) or 0)
+            out["exceeded"] = True
+            out["exceededAt"] = iso(p.get("budgetExceededAt"))
+        return out
+
+    def gate(self) -> dict[str, Any] | None:
+        """The gate of the current wave: its name, and its last refusal while it holds the
+        wave (HTTP status or error, an excerpt of its answer, when it is asked again)."""
+        name = self.strategy.get("gate")
+        if not name:
+            return None
+        p = self.plan
+        out: dict[str, Any] = {"name": name, "waiting": self.state == "AWAITING_GATE"}
+        if p.get("gateStatus") is not None and self.state == "AWAITING_GATE":
+            out.update(
+                {
+                    "status": p.get("gateStatus"),
+                    "answer": p.get("gateAnswer") or "",
+                    "checkedAt": iso(p.get("gateCheckedAt")),
+                    "nextCheckAt": iso(p.get("gateNextAt")),
+                    "refusals": _int(p.get("gateRefusals")) or 0,
+                }
+            )
+        return out
 
     def view(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -224,18 +257,28 @@ class Rollout:
             "waveState": self.state,
             "waves": [w.view() for w in self.waves],
         }
-        if self.bake_until is not None:
-            out["bakeUntil"] = self.bake_until
+        if self.bake_until is not None and self.state == "BAKING":
+            out["bakeUntil"] = iso(self.bake_until)
         budget = self.budget()
         if budget is not None:
             out["budget"] = budget
+        gate = self.gate()
+        if gate is not None:
+            out["gate"] = gate
+        if self.state == "AWAITING_WINDOW" and self.plan.get("windowOpensAt"):
+            out["windowOpensAt"] = iso(self.plan.get("windowOpensAt"))
+        if self.plan.get("promoteAll") == "1":
+            out["promotedAll"] = True
         if self.stop_reason:
             out["stopReason"] = self.stop_reason
         return out
 
 
 def _int(value: str | None) -> int | None:
-    return int(value) if value not in (None, "") else None
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
 
 
 def waves_of(plan: dict[str, str]) -> list[dict[str, Any]]:
@@ -260,7 +303,6 @@ __all__ = [
     "Rollout",
     "Wave",
     "WaveOutcome",
-    "call_gate",
     "rollout_view",
     "wave_plan",
     "wave_summary",

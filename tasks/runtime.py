@@ -31,24 +31,25 @@ def step_env() -> StepEnv:
     return StepEnv(settings=s, target=client_for(s.target_url))
 
 
-@per_process
 def planner() -> Planner:
-    from tasks.chains import send_dispatches
-
-    return Planner(store(), settings(), send_dispatches, step_env().discovery)
+    """The process's planner: the controller's, so its rollout service always has the
+    controller's budget rollback injected (deployer/rollout.py)."""
+    return controller().planner
 
 
 def reset() -> None:
     """Forget cached objects (tests that change the environment)."""
     get_settings.cache_clear()
     client_for.cache_clear()
-    for fn in (store, step_env, planner, controller, dead_letters, parking):
+    for fn in (store, step_env, controller, dead_letters, parking):
         fn.cache_clear()
 
 
 @per_process
 def controller() -> Controller:
-    return Controller(planner())
+    from tasks.chains import send_dispatches
+
+    return Controller(Planner(store(), settings(), send_dispatches, step_env().discovery))
 
 
 @per_process

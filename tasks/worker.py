@@ -24,6 +24,8 @@ from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
 from deployer.redis_client import client_for
+from deployer.rollout import GateRunner
+from deployer.timers import PlanTimers
 from stages import registry
 from tasks import amqp, runtime
 from tasks.app import app
@@ -34,12 +36,7 @@ log = logging.getLogger("deployer.reconciler")
 
 def build_reconciler() -> Reconciler:
     planner = runtime.planner()
-    return Reconciler(
-        runtime.store(),
-        planner.launch,
-        planner.dispatch,
-        lambda plan_id: planner.advance(plan_id, ask_gates=True),
-    )
+    return Reconciler(runtime.store(), planner.launch, planner.dispatch)
 
 
 class ReconcilerStep(bootsteps.StartStopStep):
@@ -64,6 +61,43 @@ class ReconcilerStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(ReconcilerStep)
+
+
+class PlanTimersStep(bootsteps.StartStopStep):
+    """The plan-timer loop (deployer/timers.py: due wave steps, plan commands' slices) and
+    the gate pool (deployer/rollout.py) of this worker, in the main process: gate calls run
+    there, never in a stage, a command or the loop itself."""
+
+    label = "deployer plan timers"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: PlanTimers | None = None
+        self.gates: GateRunner | None = None
+
+    def start(self, worker: Any) -> None:
+        control = runtime.controller()
+        rollout = control.rollout
+        s = runtime.settings()
+        self.gates = GateRunner(rollout.gate_answered, s, workers=s.gate_workers)
+        rollout.gates = self.gates
+        self.thread = PlanTimers(runtime.store(), rollout.advance, control.plans.continue_jobs)
+        self.thread.start()
+        log.info("plan timers started (gate pool of %d)", s.gate_workers)
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+        if self.gates is not None:
+            runtime.controller().rollout.gates = None
+            self.gates.shutdown()
+            self.gates = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(PlanTimersStep)
 
 
 class LivenessStep(bootsteps.StartStopStep):

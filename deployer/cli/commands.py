@@ -1,5 +1,6 @@
-"""Command verbs (deployer.lifecycle.Command): pause, resume, cancel, retry, rollback, approve
-for a tenant or a plan, and the event history they leave."""
+"""Command verbs (deployer.lifecycle.Command): pause, resume, cancel, retry, rollback for a
+tenant or a plan, the wave verbs approve, promote and budget, and the event history they
+leave."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def _target(plan: str | None, tenant: str | None, as_json: bool) -> dict[str, st
 
 def _run(
     command: Command | str,
-    target: dict[str, str],
+    target: dict[str, Any],
     by: str | None,
     reason: str | None,
     as_json: bool,
@@ -73,7 +74,7 @@ def _run(
         print_json(result)
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
-        console.print(f"{note}{result['message']}", soft_wrap=True)
+        console.print(f"{note}{result['message']}", soft_wrap=True, highlight=False)
         for skipped in result.get("skipped", [])[:10]:
             console.print(f"  skipped {skipped['tenantId']}: {skipped['code']}")
         if "skipped" in result:  # a plan's answer: its message only counts them
@@ -146,6 +147,20 @@ _simple_verb(
 )
 
 
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        help="A new failure budget for the plan (a count, or a share like 5%) before it "
+        "resumes: an auto-paused plan goes on on purpose.",
+    ),
+]
+ResetOpt = Annotated[
+    bool,
+    typer.Option("--reset-budget", help="The failures so far no longer count against the budget."),
+]
+
+
 @app.command(name=RESUME)
 def resume(
     plan: PlanOpt = None,
@@ -153,15 +168,41 @@ def resume(
     by: ByOpt = None,
     reason: ReasonOpt = None,
     force: ForceOpt = False,
+    budget: BudgetOpt = None,
+    reset_budget: ResetOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Continue paused tasks where they stopped, without redoing completed stages.
 
     A task whose tenant a newer task deployed meanwhile ends SUPERSEDED, unless --force.
+    With --budget / --reset-budget (a plan with a failure budget) the budget changes first.
     One task (--tenant, with or without --plan) of a plan paused as a whole is refused
     PLAN_PAUSED: resume the plan (--plan P alone).
     """
-    _run(RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force)
+    if (budget is not None or reset_budget) and (tenant or not plan):
+        refuse(Code.TARGET_INVALID, "--budget and --reset-budget take --plan alone",
+               as_json=as_json)  # fmt: skip
+    _run(RESUME, _target(plan, tenant, as_json), by, reason, as_json, force=force,
+         budget=budget, reset=reset_budget)  # fmt: skip
+
+
+@app.command(name="budget")
+def budget(
+    plan: Annotated[str, typer.Option("--plan", help="The plan whose failure budget changes.")],
+    maximum: Annotated[
+        str | None,
+        typer.Option("--max", help="Failed tenants tolerated: a count, or a share like 5%."),
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="The failures so far no longer count.")
+    ] = False,
+    by: ByOpt = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Raise, lower or reset a plan's failure budget (recorded); `resume --budget` also
+    resumes a plan the budget paused."""
+    _run("budget", {"planId": plan}, by, reason, as_json, budget=maximum, reset=reset)
 
 
 _simple_verb(
@@ -169,15 +210,74 @@ _simple_verb(
 )
 
 
+WaveOpt = Annotated[
+    int | None, typer.Option("--wave", min=0, help="The wave (its index, as status shows it).")
+]
+
+
 @app.command()
 def approve(
     plan: Annotated[str, typer.Option("--plan", help="The plan whose wave waits.")],
+    wave: WaveOpt = None,
     by: ByOpt = None,
     reason: ReasonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the plan's wave that waits for approval (strategy approval first/every)."""
-    _run("approve", {"planId": plan}, by, reason, as_json)
+    """Start wave N of the plan if it is the one waiting for approval (strategy approval
+    first/every). Without --wave: the wave waiting now, shown before it is approved."""
+    if wave is None:
+        wave = _waiting_wave(plan, as_json)
+    _run("approve", {"planId": plan, "wave": wave}, by, reason, as_json)
+
+
+def _waiting_wave(plan: str, as_json: bool) -> int:
+    """The wave that awaits approval, shown to the operator (what they approve)."""
+    from deployer import views
+
+    s = store()
+    summary = views.plan_view(s, plan, sample=0)
+    if summary is None:
+        refuse(Code.PLAN_NOT_FOUND, f"no plan {plan}", as_json=as_json)
+    if not summary.get("waves"):
+        refuse(Code.PLAN_HAS_NO_STRATEGY, f"plan {plan} has no strategy: nothing to approve",
+               as_json=as_json)  # fmt: skip
+    if summary.get("waveState") != "AWAITING_APPROVAL":
+        refuse(Code.PLAN_NOT_AWAITING_APPROVAL,
+               f"plan {plan}: no wave awaits approval (wave {summary.get('wave')} is "
+               f"{summary.get('waveState')})", as_json=as_json)  # fmt: skip
+    wave = int(summary["wave"])
+    page = views.wave_page(s, plan, wave, limit=5)
+    names = ", ".join(str(item["tenantId"]) for item in page["items"])
+    more = f" and {page['total'] - len(page['items'])} more" if page["total"] > 5 else ""
+    (err if as_json else console).print(
+        f"plan {plan}: wave {wave} awaits approval ({page['total']} tenant(s): {names}{more})",
+        highlight=False,
+    )
+    return wave
+
+
+@app.command()
+def promote(
+    plan: Annotated[str, typer.Option("--plan", help="The plan to promote.")],
+    wave: WaveOpt = None,
+    all_waves: Annotated[
+        bool, typer.Option("--all", help="Skip every remaining wave's bake, not only this one.")
+    ] = False,
+    approve_too: Annotated[
+        bool,
+        typer.Option("--approve", help="Also approve a wave that waits for approval (recorded)."),
+    ] = False,
+    by: ByOpt = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End the current wave's bake now (or skip it when it comes); --all: every remaining
+    wave's too. A wave waiting for approval is refused unless --approve (gates and
+    maintenance windows still hold)."""
+    where: dict[str, Any] = {"planId": plan}
+    if wave is not None:
+        where["wave"] = wave
+    _run("promote", where, by, reason, as_json, all_waves=all_waves, approve=approve_too)
 
 
 @app.command()
@@ -210,6 +310,14 @@ def rollback(
     timeout: TimeoutOpt = None,
     by: ByOpt = None,
     reason: ReasonOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Roll back even a tenant a newer task deployed since (else that task ends "
+            "SUPERSEDED and the newer config stays); recorded in the events.",
+        ),
+    ] = False,
     strict: Annotated[
         bool,
         typer.Option(
@@ -222,12 +330,13 @@ def rollback(
 ) -> None:
     """Deploy each task's previous config snapshot again, through a new chain.
 
+    A tenant that a newer task deployed since is left alone (SUPERSEDED), unless --force.
     A service the forward run changed that the snapshot cannot restore (it lacks the
     service's fields, e.g. no trunkGroup for asbc-gateway) is named with why; --strict
     refuses such a rollback instead. `deployer diff --rollback` shows it beforehand.
     """
     target = _target(plan, tenant, as_json)
-    _run("rollback", target, by, reason, as_json, strict=strict)
+    _run("rollback", target, by, reason, as_json, force=force, strict=strict)
     _finish(plan, tenant, wait, timeout, "ROLLED_BACK")
 
 

@@ -180,11 +180,29 @@ def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]
 
 
 @app.command()
-def status(plan_id: str, as_json: JsonOpt = False) -> None:
-    """Where is plan P? Status, counts by task status, the first tasks."""
-    summary = plan_summary(store(), plan_id)
+def status(
+    plan_id: str,
+    wave: Annotated[
+        int | None,
+        typer.Option("--wave", min=0, help="List this wave's tenants (a page at a time)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Tenants per page.")] = 50,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", help="Where the page starts (nextCursor).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where is plan P? Status, counts by task status, its waves, the first tasks.
+
+    With --wave N: that wave and a page of its tenants (--limit, --cursor from nextCursor).
+    """
+    s = store()
+    summary = plan_summary(s, plan_id)
     if not summary:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
+    if wave is not None:
+        _status_of_wave(s, plan_id, summary, wave, limit, cursor, as_json)
+        return
     if as_json:
         print_json(summary)
         return
@@ -193,19 +211,61 @@ def status(plan_id: str, as_json: JsonOpt = False) -> None:
         f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
     )
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
+    if summary.get("commandInProgress"):
+        console.print(f"  [yellow]{summary['commandInProgress']} still working through its "
+                      "tasks[/]")  # fmt: skip
     if summary.get("waves"):
         _print_waves(summary)
+    _print_rows(summary["tasks"])
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table("tenant", "status", "stage", "error / progress", box=None)
-    for t in summary["tasks"]:
-        table.add_row(
-            t.get("tenantId", ""),
-            t.get("status", ""),
-            t.get("stageName") or "",
-            ((t.get("failure") or {}).get("error") or t.get("progress") or "")[:80],
-        )
+    for t in rows:
+        said = (t.get("failure") or {}).get("error") or t.get("progress") or ""
+        table.add_row(t.get("tenantId", ""), t.get("status", ""), t.get("stageName") or "",
+                      said[:80])  # fmt: skip
     console.print(table)
+
+
+def _status_of_wave(
+    s: Store,
+    plan_id: str,
+    summary: dict[str, Any],
+    wave: int,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    from deployer import views
+
+    if not summary.get("waves"):
+        refuse(Code.PLAN_HAS_NO_STRATEGY, f"plan {plan_id} has no waves", as_json=as_json)
+    if wave >= len(summary["waves"]):
+        refuse(Code.REQUEST_INVALID, f"plan {plan_id} has {len(summary['waves'])} wave(s), "
+               f"numbered from 0", as_json=as_json)  # fmt: skip
+    page = views.wave_page(s, plan_id, wave, limit=limit, cursor=cursor)
+    if as_json:
+        print_json({"planId": plan_id, **page})
+        return
+    w = page["wave"]
+    console.print(f"[bold]plan[/] {plan_id}  wave {wave}: {w['state']}, {w['tenants']} tenant(s), "
+                  f"{w['done']} done, {w['failed']} failed")  # fmt: skip
+    _print_rows(page["items"])
+    if page["nextCursor"]:
+        console.print(f"  more: --cursor {page['nextCursor']}")
+
+
+def _clock(stamp: str | None) -> str:
+    """An ISO-8601 time from status as local HH:MM:SS."""
+    from datetime import datetime
+
+    if not stamp:
+        return "?"
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return when.astimezone().strftime("%H:%M:%S")
 
 
 def _print_waves(summary: dict[str, Any]) -> None:
@@ -215,16 +275,26 @@ def _print_waves(summary: dict[str, Any]) -> None:
     for w in summary["waves"]:
         state = w["state"]
         if "bakeUntil" in w:
-            until = time.strftime("%H:%M:%S", time.localtime(w["bakeUntil"] / 1000))
-            state = f"BAKING until {until}"
+            state = f"BAKING until {_clock(w['bakeUntil'])}"
         waves.add_row(str(w["index"]), state, str(w["tenants"]), str(w["done"]), str(w["failed"]))
     console.print(waves)
     budget = summary.get("budget")
     if budget:
+        exceeded = " [red]exceeded[/]" if budget.get("exceeded") else ""
         console.print(
             f"  failure budget: {budget['used']}/{budget['max']} ({budget['scope']}, "
-            f"on exceed {budget['onExceed']})"
+            f"on exceed {budget['onExceed']}){exceeded}"
         )
+    gate = summary.get("gate")
+    if gate and gate.get("status") is not None:
+        console.print(
+            f"  gate {gate['name']}: held ({gate['status']}: {gate.get('answer') or '-'}), "
+            f"asked again at {_clock(gate.get('nextCheckAt'))}, {gate.get('refusals')} refusal(s)",
+            highlight=False,
+        )
+    if summary.get("windowOpensAt"):
+        console.print(f"  outside its window: the next wave starts at "
+                      f"{_clock(summary['windowOpensAt'])}")  # fmt: skip
     if summary.get("stopReason"):
         console.print(f"  [yellow]stopped[/]: {summary['stopReason']}")
 

@@ -6,11 +6,13 @@ local plan_status_moved
 local function derive_plan(plan_key)
   local c = redis.call('HMGET', plan_key, 'c:RUNNING', 'c:ROLLING_BACK', 'c:PENDING', 'c:PAUSED',
     'c:FAILED', 'c:ROLLBACK_FAILED', 'c:CANCELLED', 'c:ROLLED_BACK', 'c:COMPLETED', 'c:SUPERSEDED',
-    'control', 'status')
+    'control', 'status', 'waveState', 'pendingRollback', 'job')
   local function n(i) return tonumber(c[i] or '0') or 0 end
-  local control = c[11]
+  local control, wave_state, rolling, job = c[11], c[13], c[14] == '1', c[15]
+  -- the failure budget's rollback is decided: the plan is on its way back, not paused
+  if rolling and control == 'PAUSE' then control = nil end
   local status
-  if n(1) + n(2) > 0 then
+  if rolling or n(1) + n(2) > 0 then
     status = 'RUNNING'
   elseif n(3) > 0 then
     if control == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
@@ -24,6 +26,12 @@ local function derive_plan(plan_key)
     status = 'ROLLED_BACK'
   else
     status = 'COMPLETED'
+  end
+  -- Not over while its waves are not (the last bake protects whoever waits on the plan) or
+  -- while a plan command is still working through its tasks in slices.
+  if status ~= 'RUNNING' and status ~= 'PAUSED' and control ~= 'CANCEL' and (job or (wave_state
+      and wave_state ~= 'DONE' and wave_state ~= 'HALTED')) then
+    if control == 'PAUSE' then status = 'PAUSED' else status = 'RUNNING' end
   end
   redis.call('HSET', plan_key, 'status', status)
   if c[12] ~= status then plan_status_moved(plan_key, c[12], status) end
@@ -212,22 +220,24 @@ local function wave_moved(task_key, plan_key, old, new_status, now)
   redis.call('HINCRBY', plan_key, c .. new_status, 1)
   local p = redis.call('HMGET', plan_key, 'wave', 'waveState', 'planId', 'budgetMax',
     'budgetScope', 'budgetOnExceed', 'control', 'pendingRollback', 'eventsMaxlen',
-    'w:' .. w .. ':budget')
+    'w:' .. w .. ':budget', 'budgetForgiven', 'w:' .. w .. ':forgiven')
   local plan_id = p[3]
   if new_status == 'FAILED' and p[4] and p[7] ~= 'CANCEL' and p[8] ~= '1' then
+    -- failures forgiven by an operator's budget reset (deployer budget --reset) do not count
     local used, limit
     if p[5] == 'wave' then
-      used = tonumber(redis.call('HGET', plan_key, c .. 'FAILED') or '0')
+      used = tonumber(redis.call('HGET', plan_key, c .. 'FAILED') or '0') - tonumber(p[12] or '0')
       limit = tonumber(p[10] or '0')
     else
-      used = tonumber(redis.call('HGET', plan_key, 'c:FAILED') or '0')
+      used = tonumber(redis.call('HGET', plan_key, 'c:FAILED') or '0') - tonumber(p[11] or '0')
       limit = tonumber(p[4])
     end
     if used > limit and (p[7] ~= 'PAUSE' or p[6] == 'rollback') then
       local why = 'failure budget exceeded: ' .. used .. ' failed, at most ' .. limit ..
         ' allowed (' .. p[5] .. ' scope, wave ' .. w .. ')'
       redis.call('HSET', plan_key, 'control', 'PAUSE', 'controlBy', 'failure-budget',
-        'controlReason', why, 'stopReason', why)
+        'controlReason', why, 'stopReason', why, 'budgetExceededUsed', used,
+        'budgetExceededMax', limit, 'budgetExceededWave', w, 'budgetExceededAt', now)
       emit('deployer:events', p[9], {'type', 'BUDGET_EXCEEDED', 'planId', plan_id, 'wave', w,
         'failed', used, 'max', limit, 'scope', p[5], 'onExceed', p[6], 'ts', now})
       if p[6] == 'rollback' then

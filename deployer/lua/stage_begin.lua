@@ -18,12 +18,18 @@ if forged(t[4], t[6], t[5], ARGV[14], ARGV[15]) then return {'FORGED', (t[6] or 
 if cur_token ~= token then return {'STALE', status or ''} end
 if status ~= 'PENDING' and status ~= 'RUNNING' and status ~= 'ROLLING_BACK' then return {'STALE', status} end
 
-local plan_control = redis.call('HGET', plan_key, 'control')
-if control == 'CANCEL' or plan_control == 'CANCEL' or control == 'PAUSE' or plan_control == 'PAUSE' then
+local pc = redis.call('HMGET', plan_key, 'control', 'waveState')
+local plan_control = pc[1]
+-- A plan whose waves were halted (rolled back, or its budget's rollback decided) starts no
+-- tenant that never started: its old config is still live, and it is cancelled instead.
+local halted = pc[2] == 'HALTED' and status == 'PENDING' and t[9] ~= 'ROLLBACK'
+  and not redis.call('HGET', task_key, 'startedAt')
+if halted or control == 'CANCEL' or plan_control == 'CANCEL' or control == 'PAUSE' or plan_control == 'PAUSE' then
   local new_status = 'PAUSED'
-  if control == 'CANCEL' or plan_control == 'CANCEL' then new_status = 'CANCELLED' end
+  if halted or control == 'CANCEL' or plan_control == 'CANCEL' then new_status = 'CANCELLED' end
   local by = redis.call('HGET', task_key, 'controlBy') or redis.call('HGET', plan_key, 'controlBy') or ''
   local reason = redis.call('HGET', task_key, 'controlReason') or redis.call('HGET', plan_key, 'controlReason') or ''
+  if halted then by, reason = 'rollout', 'plan halted before this tenant started' end
   local old = change_status(task_key, plan_key, new_status, now)
   redis.call('HDEL', task_key, 'control', 'controlBy', 'controlReason')
   if new_status == 'PAUSED' then redis.call('HSET', task_key, 'ctx', ctx_json) end
@@ -38,11 +44,11 @@ end
 local holder = redis.call('GET', lease_key)
 local acquired, epoch = '0', '0'
 if not holder then
-  -- Taking the tenant (again): a forward or retry run never applies its config over a newer
-  -- task's (a resumed old plan once regressed the version). A rollback is the way
-  -- back and always runs; an operator's --force is recorded on the task.
+  -- Taking the tenant (again): no run applies its config over a newer task's, a rollback's
+  -- older config neither (a resumed old plan once regressed the version; a failure budget's
+  -- rollback once wrote over a newer plan). An operator's --force is recorded on the task.
   local rank = (t[8] or '0') .. '|' .. task_id
-  if t[9] ~= 'ROLLBACK' and t[10] ~= '1' then
+  if t[10] ~= '1' then
     local newer = newer_task(redis.call('GET', KEYS[7]), t[8] or '0', task_id)
     if newer then
       local old = change_status(task_key, plan_key, 'SUPERSEDED', now)
@@ -50,7 +56,7 @@ if not holder then
       release(task_key, lease_key, inflight_key, plan_key, token, task_id)
       emit(events_key, maxlen, {'type', 'TASK_SUPERSEDED', 'planId', plan_id, 'taskId', task_id,
         'tenantId', tenant_id, 'stage', stage_name, 'from', old, 'to', 'SUPERSEDED',
-        'supersededBy', newer, 'reason', 'tenant deployed by newer task ' .. newer .. ' since', 'ts', now})
+        'supersededBy', newer, 'reason', 'tenant deployed by newer task ' .. newer .. ' since: left alone', 'ts', now})
       return {'SUPERSEDED', newer}
     end
   end

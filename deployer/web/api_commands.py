@@ -1,20 +1,21 @@
-"""`/api/v1/.../{command}`: pause, resume, cancel, retry, rollback (approve) for a plan, a
-tenant's latest task or one (plan, tenant) task, run here as the CLI runs them
-(`DeployerClient.execute`: the control tasks' own code).
+"""`/api/v1/.../{command}`: pause, resume, cancel, retry, rollback for a plan, a tenant's
+latest task or one (plan, tenant) task, and approve, promote, budget for a plan's waves, run
+here as the CLI runs them (`DeployerClient.execute`: the control tasks' own code).
 
 The answer is the Controller's `{"ok", "code", "message", ...}`: 200 done or already so,
-404 unknown plan/tenant/command, 409 refused (the code says why), 422 invalid target.
+404 unknown plan/tenant/command, 409 refused (the code says why), 422 invalid target or
+argument (an approve without its `wave`: WAVE_REQUIRED).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployer.errors import Code
-from deployer.lifecycle import Command
+from deployer.lifecycle import WAVE_COMMANDS, Command
 from deployer.web.app import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, client, valid_id
 
@@ -31,7 +32,28 @@ class CommandBody(BaseModel):
     from_checkpoint: bool = Field(
         False, alias="fromCheckpoint", description="retry: skip the stages already done."
     )
-    force: bool = Field(False, description="Re-apply even if a newer run deployed the tenant.")
+    force: bool = Field(
+        False,
+        description="resume, retry, rollback: apply even where a newer run deployed the tenant "
+        "since (else that task ends SUPERSEDED).",
+    )
+    wave: int | None = Field(
+        None,
+        ge=0,
+        description="approve (required): the wave approved; promote: the wave promoted, which "
+        "must be the current one.",
+    )
+    all: bool = Field(False, description="promote: skip every remaining wave's bake.")
+    approve: bool = Field(False, description="promote: approve a wave that waits for it too.")
+    budget: int | str | None = Field(
+        None, description='resume: a new failure budget first (a count, or a share "5%").'
+    )
+    max: int | str | None = Field(
+        None, description='budget: the new failure budget (a count, or a share "5%").'
+    )
+    reset: bool = Field(
+        False, description="budget, resume: the failures so far no longer count against it."
+    )
     strict: bool = Field(
         False,
         description="rollback: refuse (ROLLBACK_INCOMPLETE) a task's rollback that cannot "
@@ -44,6 +66,8 @@ COMMAND_STATUS: dict[str, int] = {
     Code.TASK_NOT_FOUND: 404,
     Code.NOT_FOUND: 404,
     Code.TARGET_INVALID: 422,
+    Code.WAVE_REQUIRED: 422,
+    Code.BUDGET_INVALID: 422,
     Code.INTERNAL_ERROR: 500,
 }
 
@@ -53,16 +77,25 @@ def _command(value: str, plan: bool) -> Command:
         command = Command(value)
     except ValueError:
         raise ApiError(404, Code.UNKNOWN_COMMAND, f"no command {value}") from None
-    if command.value == "approve" and not plan:
-        raise ApiError(404, Code.UNKNOWN_COMMAND, "approve applies to a plan")
+    if command in WAVE_COMMANDS and not plan:
+        raise ApiError(404, Code.UNKNOWN_COMMAND, f"{command.value} applies to a plan")
     return command
 
 
 def _execute(
-    request: Request, command: Command, target: dict[str, str], body: CommandBody | None
+    request: Request, command: Command, target: dict[str, Any], body: CommandBody | None
 ) -> RedactedJSON:
     body = body or CommandBody()
     who = body.by or f"api@{request.client.host if request.client else 'unknown'}"
+    options: dict[str, Any] = {}
+    if command in (Command.APPROVE, Command.PROMOTE) and body.wave is not None:
+        target = {**target, "wave": body.wave}
+    if command is Command.PROMOTE:
+        options = {"all_waves": body.all, "approve": body.approve}
+    elif command is Command.BUDGET:
+        options = {"budget": body.max, "reset": body.reset}
+    elif command is Command.RESUME and "tenantId" not in target:
+        options = {"budget": body.budget, "reset": body.reset}
     answer = client(request).execute(
         command,
         target,
@@ -71,6 +104,7 @@ def _execute(
         from_checkpoint=body.from_checkpoint and command is Command.RETRY,
         force=body.force,
         strict=body.strict and command is Command.ROLLBACK,
+        **options,
     )
     if answer.get("ok"):
         return RedactedJSON(answer, 200)
@@ -79,9 +113,10 @@ def _execute(
 
 CommandIn = Annotated[CommandBody | None, Body()]
 COMMAND_DOC = (
-    "pause, resume, cancel, retry, rollback (approve: plans with a strategy). Answers the "
-    "Controller's {ok, code, message, ...}: 200 done or already so, 404 unknown, 409 refused "
-    "(the code says why), 422 invalid target."
+    "pause, resume, cancel, retry, rollback; for plans with a strategy also approve (body "
+    '{"wave": N}, required), promote ({"wave"?, "all"?, "approve"?}) and budget ({"max"?, '
+    '"reset"?}). Answers the Controller\'s {ok, code, message, ...}: 200 done or already so, '
+    "404 unknown, 409 refused (the code says why), 422 invalid target or argument."
 )
 
 

@@ -28,6 +28,7 @@ def plan_tasks(
     q: Annotated[str | None, Query(max_length=128, description="Tenant id contains.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
+    wave: Annotated[int | None, Query(ge=0, description="Only this wave's tenants.")] = None,
 ) -> dict[str, Any]:
     s = store(request)
     if status is not None:
@@ -37,7 +38,37 @@ def plan_tasks(
             raise ApiError(422, Code.STATUS_INVALID, f"unknown task status {status}") from None
     if not s.plan_exists(valid_id(planId, "planId")):
         raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
-    return views.task_page(s, planId, status=status, search=q, limit=limit, cursor=cursor)
+    return views.task_page(
+        s, planId, status=status, search=q, limit=limit, cursor=cursor, wave=wave
+    )
+
+
+@router.get(
+    "/plans/{planId}/waves/{wave}/tenants",
+    summary="Which tenants are in a wave (fixed at submit), a page at a time, with the wave",
+    dependencies=READ,
+)
+def wave_tenants(
+    request: Request,
+    planId: str,
+    wave: int,
+    status: Annotated[str | None, Query(description="A task status, e.g. FAILED.")] = None,
+    q: Annotated[str | None, Query(max_length=128, description="Tenant id contains.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    s = store(request)
+    plan = s.get_plan(valid_id(planId, "planId"))
+    if not plan:
+        raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
+    if not 0 <= wave < int(plan.get("waves") or 0):
+        raise ApiError(404, Code.NOT_FOUND, f"plan {planId} has no wave {wave}")
+    if status is not None:
+        try:
+            status = TaskStatus(status.upper()).value
+        except ValueError:
+            raise ApiError(422, Code.STATUS_INVALID, f"unknown task status {status}") from None
+    return views.wave_page(s, planId, wave, status=status, search=q, limit=limit, cursor=cursor)
 
 
 @router.get(

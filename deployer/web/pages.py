@@ -21,8 +21,8 @@ router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 read = [Depends(can_read)]
 
-PLAN_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback", "approve"]
-TASK_COMMANDS = ["pause", "resume", "cancel", "retry", "rollback"]
+#: Button labels; which buttons a page shows is the view's `commands` (legal right now).
+LABELS = {c: c.capitalize() for c in views.PLAN_COMMANDS} | {"budget": "Budget…"}
 
 
 def flower_search(flower_url: str) -> str:
@@ -65,7 +65,7 @@ def plan(request: Request, plan_id: str) -> HTMLResponse:
     view = views.plan_view(store(request), plan_id, sample=0)
     if view is None:
         raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {plan_id}")
-    return _page(request, "plan.html", plan=view, commands=PLAN_COMMANDS)
+    return _page(request, "plan.html", plan=view, labels=LABELS)
 
 
 @router.get("/plans/{plan_id}/tenants/{tenant_id}", response_class=HTMLResponse, dependencies=read)
@@ -75,4 +75,4 @@ def task(request: Request, plan_id: str, tenant_id: str) -> HTMLResponse:
         raise ApiError(
             404, Code.TASK_NOT_FOUND, f"no task for tenant {tenant_id} in plan {plan_id}"
         )
-    return _page(request, "task.html", task=view, commands=TASK_COMMANDS)
+    return _page(request, "task.html", task=view, labels=LABELS)

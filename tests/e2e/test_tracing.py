@@ -246,12 +246,19 @@ def test_a_parked_wait_woken_by_an_ack_stays_in_the_tenants_trace(spawn_worker, 
             wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED",
                      timeout=60, interval=0.2, what="plan COMPLETED")  # fmt: skip
 
+            def closed(members: list[Span]) -> bool:
+                """Every span's parent is in the trace: a batch exporter may send a child
+                before the span it hangs from, so completeness is waited for, not assumed."""
+                ids = {s.span_id for s in members}
+                return all(s.parent == "" or s.parent in ids for s in members)
+
             def exported() -> bool:
                 found = traces_of(receiver.snapshot(), plan_id)
                 return len(found) == 2 and all(
                     len(t) == 1 and sum(s.name == "deployer.stage ob-service"
                                         and s.attributes.get("deployer.outcome") == "done"
                                         for s in next(iter(t.values()))) == 1
+                    and closed(next(iter(t.values())))
                     for t in found.values()
                 )  # fmt: skip
 

@@ -55,6 +55,24 @@ def test_every_public_verb_is_sent_by_name_with_the_documented_arguments(offline
     assert "pw" not in messages[0][3]["argsrepr"]  # what monitoring shows is redacted
 
 
+def test_the_wave_verbs_are_sent_with_their_wave_and_options(offline):
+    client, raw = offline
+    client.approve("p1", 2, by="qa", reason="canary fine")
+    client.promote("p1", all_waves=True, approve=True)
+    client.promote("p1", 1)
+    client.budget("p1", "5%", reset=True, by="ops")
+    client.rollback(plan="p1", force=True)
+    client.resume(plan="p1", budget=3)
+    assert [(m[0], m[1], m[2]) for m in sent(raw)] == [
+        ("deployer.approve", [{"planId": "p1", "wave": 2}], {"by": "qa", "reason": "canary fine"}),
+        ("deployer.promote", [{"planId": "p1"}], {"all": True, "approve": True}),
+        ("deployer.promote", [{"planId": "p1", "wave": 1}], {}),
+        ("deployer.budget", [{"planId": "p1"}], {"max": "5%", "reset": True, "by": "ops"}),
+        ("deployer.rollback", [{"planId": "p1"}], {"force": True}),
+        ("deployer.resume", [{"planId": "p1"}], {"budget": 3}),
+    ]  # fmt: skip
+
+
 def test_a_target_is_a_plan_a_tenant_or_both_for_one_task(offline):
     client, raw = offline
     client.pause(plan="p", tenant="t")

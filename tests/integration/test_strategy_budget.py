@@ -74,9 +74,10 @@ def test_exceeding_the_budget_pauses_the_plan_and_resume_continues_the_wave(
     assert types.count("BUDGET_EXCEEDED") == 1 and types.count("PLAN_AUTO_PAUSED") == 1
     v = view(plan_id)
     assert v["budget"] == {"max": 1, "used": 2, "scope": "plan", "onExceed": "pause",
-                           "exceeded": True}  # fmt: skip
+                           "exceeded": True, "exceededAt": v["budget"]["exceededAt"]}  # fmt: skip
     assert "failure budget exceeded" in v["stopReason"]
-    assert [w["state"] for w in v["waves"]] == ["RUNNING", "PENDING"]
+    # an auto-paused plan's current wave is not RUNNING
+    assert [w["state"] for w in v["waves"]] == ["PAUSED", "PENDING"]
 
     # the operator resumes: wave 0 continues with ok1, then wave 1 runs
     assert control.execute(Command.RESUME, {"planId": plan_id}, by="ops")["ok"]

@@ -129,21 +129,24 @@ def test_an_unapproved_wave_never_starts_and_approval_starts_it(worker, r, contr
     assert [w["state"] for w in summary(plan_id)] == ["DONE", "AWAITING_APPROVAL"]
 
     result = worker.send_task(
-        "deployer.approve", [{"planId": plan_id}], kwargs={"by": "ops", "reason": "canary ok"}
+        "deployer.approve", [{"planId": plan_id, "wave": 1}],
+        kwargs={"by": "ops", "reason": "canary ok"},
     )
     if worker.conf.result_backend:
         assert result.get(timeout=20)["ok"] is True
     wait_for(lambda: status(r, plan_id) == "COMPLETED", timeout=60, what="plan COMPLETED")
     approved = [e for _, e in plan_events(r, plan_id) if e["type"] == "WAVE_APPROVED"]
     assert [(e["wave"], e["by"], e["reason"]) for e in approved] == [("1", "ops", "canary ok")]
-    again = control.execute(Command.APPROVE, {"planId": plan_id})
-    assert (again["ok"], again["code"]) == (False, "PLAN_NOT_AWAITING_APPROVAL")
+    again = control.execute(Command.APPROVE, {"planId": plan_id, "wave": 1})
+    assert (again["ok"], again["code"]) == (True, "ALREADY")  # a repeat: in effect
+    later = control.execute(Command.APPROVE, {"planId": plan_id, "wave": 5})
+    assert (later["ok"], later["code"]) == (False, "PLAN_NOT_AWAITING_APPROVAL")
 
 
 def test_approving_a_plan_without_a_strategy_is_refused(worker, r, control):
     plan_id = unique("noapp")
     submit(worker, r, plan_id, [bg_tenant(unique("na"))])
-    refused = control.execute(Command.APPROVE, {"planId": plan_id})
+    refused = control.execute(Command.APPROVE, {"planId": plan_id, "wave": 1})
     assert (refused["ok"], refused["code"]) == (False, "PLAN_HAS_NO_STRATEGY")
 
 
@@ -211,7 +214,7 @@ def test_a_plan_rollback_ends_its_waves_and_cancel_halts_them(worker, r, control
     for t in tenants[1:]:  # wave 1 never started: cancelled, never written
         assert task(t)["status"] == "CANCELLED" and not r.exists(PREFIX + t)
     assert [w["state"] for w in summary(plan_id)] == ["DONE", "HALTED"]
-    refused = control.execute(Command.APPROVE, {"planId": plan_id})
+    refused = control.execute(Command.APPROVE, {"planId": plan_id, "wave": 1})
     assert (refused["ok"], refused["code"]) == (False, "PLAN_NOT_AWAITING_APPROVAL")
 
     other = unique("cxw")

@@ -34,7 +34,9 @@ SUPERSEDED_TABLE = [
     (Command.RETRY, False, Effect.REFUSE, "TASK_SUPERSEDED"),
     (Command.RETRY, True, Effect.NOW, ""),
     (Command.ROLLBACK, False, Effect.REFUSE, "TASK_SUPERSEDED"),
-    (Command.ROLLBACK, True, Effect.REFUSE, "TASK_SUPERSEDED"),
+    # a tenant a newer task deployed since is rolled back only by the operator's decision
+    # (a task superseded before it ever started is refused by the controller: it has none)
+    (Command.ROLLBACK, True, Effect.NOW, ""),
     (Command.PAUSE, False, Effect.REFUSE, "TASK_NOT_RUNNING"),
     (Command.RESUME, False, Effect.REFUSE, "TASK_NOT_PAUSED"),
     (Command.CANCEL, False, Effect.REFUSE, "TASK_ALREADY_FINISHED"),

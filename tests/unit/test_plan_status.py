@@ -47,3 +47,41 @@ def test_plan_status_is_read_the_way_an_operator_reads_it(counts, control, expec
 
 def test_zero_counters_and_unknown_statuses_are_ignored():
     assert derive_plan_status({"COMPLETED": 2, "RUNNING": 0, "FAILED": 0}) == "COMPLETED"
+
+
+#: (tasks by status, plan hash fields, plan status): the holds after the table. A plan is not
+#: over while its waves are not (the last bake), or while a command still works through its
+#: tasks (`job`); a decided budget rollback reads RUNNING, not PAUSED.
+HOLDS: list[tuple[dict[str, int], dict[str, str], str]] = [
+    ({"COMPLETED": 3}, {"waveState": "BAKING"}, "RUNNING"),  # the final bake still runs
+    ({"COMPLETED": 3}, {"waveState": "DONE"}, "COMPLETED"),
+    ({"COMPLETED": 2, "FAILED": 1}, {"waveState": "BAKING"}, "RUNNING"),
+    ({"COMPLETED": 3}, {"waveState": "BAKING", "control": "PAUSE"}, "PAUSED"),
+    ({"CANCELLED": 3}, {"waveState": "RUNNING", "control": "CANCEL"}, "CANCELLED"),
+    ({"ROLLED_BACK": 3}, {"waveState": "HALTED"}, "ROLLED_BACK"),
+    ({"COMPLETED": 3, "PENDING": 2}, {"control": "PAUSE", "pendingRollback": "1",
+                                      "waveState": "HALTED"}, "RUNNING"),  # fmt: skip
+    ({"FAILED": 1, "COMPLETED": 2}, {"control": "PAUSE", "pendingRollback": "1",
+                                     "waveState": "HALTED"}, "RUNNING"),  # fmt: skip
+    ({"ROLLED_BACK": 1, "COMPLETED": 4}, {"job": "rollback"}, "RUNNING"),  # slices to go
+    ({"ROLLED_BACK": 5}, {}, "ROLLED_BACK"),
+    ({"PENDING": 4}, {"control": "PAUSE", "job": "pause"}, "PAUSED"),
+]
+
+
+def hold_id(row: tuple[dict[str, int], dict[str, str], str]) -> str:
+    counts, fields, expected = row
+    spec = "+".join(f"{n}{s}" for s, n in counts.items())
+    return f"{spec}/{','.join(f'{k}={v}' for k, v in fields.items())}->{expected}"
+
+
+@pytest.mark.parametrize(("counts", "fields", "expected"), HOLDS, ids=map(hold_id, HOLDS))
+def test_a_plan_is_not_over_before_its_waves_and_commands_are(counts, fields, expected):
+    status = derive_plan_status(
+        counts,
+        fields.get("control"),
+        fields.get("waveState"),
+        rolling=fields.get("pendingRollback") == "1",
+        job=bool(fields.get("job")),
+    )
+    assert status == expected

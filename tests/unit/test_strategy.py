@@ -133,6 +133,7 @@ def test_the_plan_schema_covers_the_strategy():
     schema = Plan.model_json_schema(by_alias=True)
     assert "strategy" in schema["properties"]
     props = schema["$defs"]["Strategy"]["properties"]
-    assert set(props) == {"canary", "waves", "bakeSeconds", "approval", "gate", "failureBudget"}
+    assert set(props) == {"canary", "waves", "bakeSeconds", "approval", "gate", "failureBudget",
+                          "window"}  # fmt: skip
     assert set(schema["$defs"]["FailureBudget"]["properties"]) == {"max", "scope", "onExceed"}
     assert schema["$defs"]["Strategy"]["additionalProperties"] is False

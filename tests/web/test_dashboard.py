@@ -132,6 +132,9 @@ def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, 
     assert page.inner_text("#failure-stage") == "blue-green-gateway"
     assert page.inner_text("#failure-code") == "STEP_FAILED"
     assert page.locator(".stage.st-FAILED").count() == 1
+    # only what a FAILED task allows: no Pause, no Resume
+    shown = {b.get_attribute("data-command") for b in page.locator("button.cmd").all()}
+    assert shown == {"cancel", "retry", "rollback"}, shown
     flower = str(page.get_attribute("a.button", "href"))  # Flower, searched for its stages
     assert flower.endswith(f"/tasks?name={bad}"), flower
     shot(page, tmp_path, "6-task-failed")
@@ -144,6 +147,9 @@ def test_a_failed_tenants_error_is_on_its_page_and_retry_fixes_it(page, api, r, 
     )
     assert page.locator("#failure").is_hidden()
     assert page.evaluate("window.__sameDocument") == 7
+    page.wait_for_function("!document.querySelector('button.cmd-retry')")  # redrawn, no reload
+    assert {b.get_attribute("data-command") for b in page.locator("button.cmd").all()} == {
+        "rollback"}  # fmt: skip
     shot(page, tmp_path, "7-task-completed")
 
 
@@ -222,3 +228,115 @@ def test_with_a_token_the_dashboard_and_docs_work_after_login_and_nothing_withou
     page.goto(f"{base}/docs")
     page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
     assert refused == []
+
+
+def commands(page: Any) -> set[str]:
+    return {str(b.get_attribute("data-command")) for b in page.locator("#actions button.cmd").all()}
+
+
+def test_the_strategy_panel_and_buttons_follow_the_rollout(page, api, r, tmp_path):
+    """Strategy, budget, bake countdown and stop reason on the plan page; a button only
+    where its command is legal now (Approve only while a wave awaits approval)."""
+    plan_id = unique("dash-waves")
+    tenants = [unique("dw") for _ in range(3)]
+    strategy = {"canary": 1, "waves": {"type": "linear", "size": 1}, "bakeSeconds": 600,
+                "approval": "first",
+                "failureBudget": {"max": 1, "scope": "plan", "onExceed": "rollback"}}  # fmt: skip
+    body = plan(plan_id, [bg_tenant(t) for t in tenants], strategy=strategy)
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "BAKING", timeout=30, what="wave 0 baking")
+
+    page.goto(f"{api}/plans/{plan_id}")
+    page.wait_for_selector("#live.on")
+    spec = page.inner_text("#strategy")
+    assert "600 s after each wave" in spec and "first" in spec
+    assert "at most 1 failed per plan, then rollback" in spec
+    assert page.inner_text("#budget") == "0 / 1 failed (plan, on exceed rollback)"
+    page.wait_for_function("document.querySelector('#bake').textContent.includes('left')")
+    first = page.inner_text("#bake")
+    assert first.startswith(("9:", "10:")), first  # 600 s bake, counting down
+    page.wait_for_function(f"document.querySelector('#bake').textContent !== {first!r}")
+    assert page.inner_text("#wave-state") == "BAKING"
+    # the canary is COMPLETED (roll it back), nothing FAILED (no retry), nothing awaits
+    # approval (no approve), a wave bakes (promote); not paused (no resume)
+    assert commands(page) == {"pause", "cancel", "rollback", "promote", "budget"}
+    page.click(".wave-link[data-wave='1']")  # the waves table filters the tenant table
+    page.wait_for_function(
+        "[...document.querySelectorAll('#tasks tbody td.wave')].map(td => td.textContent)"
+        ".join() === '1'"
+    )
+    shot(page, tmp_path, "10-strategy-baking")
+
+    assert "OK" in confirm(page, "promote", "canary looks fine")
+    page.wait_for_function("document.querySelector('#wave-state').textContent === "
+                           "'AWAITING_APPROVAL'")  # fmt: skip
+    page.wait_for_selector("#actions button.cmd-approve")
+    assert "promote" not in commands(page) and "approve" in commands(page)
+    assert page.get_attribute("button.cmd-approve", "data-wave") == "1"
+    shot(page, tmp_path, "11-awaiting-approval")
+    assert "OK" in confirm(page, "approve", "go")
+    page.wait_for_function("document.querySelector('#wave-now').textContent === 'wave 1' && "
+                           "document.querySelector('#wave-state').textContent === 'BAKING'",
+                           timeout=60_000)  # fmt: skip
+    assert "approve" not in commands(page)
+    assert "approved: dashboard" in page.inner_text("#waves tr[data-wave='1']")
+
+    page.click("button.cmd-budget")
+    assert page.locator("#confirm-budget").is_visible()
+    page.fill("#confirm-budget", "2")
+    page.click("#confirm-yes")
+    page.wait_for_function("document.querySelector('#budget').textContent.startsWith('0 / 2')")
+    assert "OK" in confirm(page, "pause", "hold on")
+    page.wait_for_function("document.querySelector('#plan-status').textContent === 'PAUSED'")
+    page.wait_for_selector("#actions button.cmd-resume")
+    assert "pause" not in commands(page) and "resume" in commands(page)
+    shot(page, tmp_path, "12-paused")
+    assert "OK" in confirm(page, "cancel", "done here")
+    page.wait_for_function("document.querySelector('#plan-status').textContent === 'CANCELLED'")
+    page.wait_for_function("document.querySelector('#stop-reason').textContent === "
+                           "'plan cancelled'")  # fmt: skip
+    assert commands(page) <= {"rollback"}
+    shot(page, tmp_path, "13-cancelled")
+
+
+def test_a_held_gate_shows_its_answer_on_the_plan_page(page, api, r, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tasks.runtime import settings
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            answer = b"waiting for QA sign-off"
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    s = settings()
+    s.gates["dash-gate"] = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        plan_id = unique("dash-gate")
+        body = plan(plan_id, [bg_tenant(unique("dg"))], strategy={"gate": "dash-gate"})
+        assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+        wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "gateStatus") == "503",
+                 timeout=30, what="the gate refused")  # fmt: skip
+        page.goto(f"{api}/plans/{plan_id}")
+        page.wait_for_function("document.querySelector('#gate').textContent.includes('held')")
+        text = page.inner_text("#gate")
+        assert "dash-gate: held — 503 “waiting for QA sign-off”" in text, text
+        assert "asked again at" in text
+        assert page.inner_text("#wave-state") == "AWAITING_GATE"
+        assert "approve" not in commands(page) and "promote" not in commands(page)
+        shot(page, tmp_path, "14-gate-held")
+        assert httpx.post(f"{api}/api/v1/plans/{plan_id}/cancel", json={}).status_code == 200
+    finally:
+        s.gates.pop("dash-gate", None)
+        server.shutdown()

@@ -47,7 +47,7 @@ def test_every_worker_killed_during_a_bake_then_restarted_continues_once(supervi
     # the bake ends while no worker runs: nothing moves...
     wait_for(lambda: time.time() * 1000 > bake_until + 1500, timeout=10, what="bake over")
     assert (r.hget(key, "waveState"), r.hget(key, "wave")) == ("BAKING", "0")
-    # ...until a worker comes back: its reconciler finds the due bake and starts wave 1
+    # ...until a worker comes back: its plan-timer loop finds the due bake and starts wave 1
     supervisor.start("w2")
     wait_for(lambda: r.hget(key, "waveState") == "DONE", timeout=60, what="waves DONE")
     _no_double_runs(r, plan_id, 3)
@@ -67,7 +67,7 @@ def test_an_approval_given_while_every_worker_is_down_is_acted_on(supervisor, r)
              what="wave 1 awaiting approval")  # fmt: skip
     supervisor.kill("w1")
     # the operator approves (the CLI's path) while no worker runs: stored, wave 1 queued
-    answer = controller().execute(Command.APPROVE, {"planId": plan_id}, by="ops")
+    answer = controller().execute(Command.APPROVE, {"planId": plan_id, "wave": 1}, by="ops")
     assert answer["ok"] and answer["wave"] == 1
     assert r.hget(key, "waveState") == "RUNNING" and r.hget(key, "wave") == "1"
     assert r.hget(key, "status") == "RUNNING"
