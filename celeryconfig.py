@@ -17,6 +17,12 @@ if broker_url.startswith(("redis://", "rediss://")):
     # kombu's Redis transport, guarded where it parses messages (tasks/transport.py): a
     # malformed envelope is dead-lettered instead of stopping the worker.
     broker_transport = "tasks.transport:GuardedTransport"
+elif broker_url.startswith(("amqp://", "pyamqp://")):
+    # py-amqp, guarded where a delivery's frames are decoded (tasks/amqp.py): a message whose
+    # properties or headers cannot be decoded is rejected and dead-lettered, not fatal.
+    broker_transport = "tasks.amqp:GuardedTransport"
+elif broker_url.startswith("amqps://"):
+    broker_transport = "tasks.amqp:GuardedSSLTransport"
 broker_connection_retry_on_startup = True
 # A killed worker's unacked message comes back after this; longer than any countdown we use.
 broker_transport_options: dict[str, object] = {

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from deployer.deadletter import json_depth_exceeds
 from deployer.errors import PlanTooDeep, PlanTooLarge, PlanValidationError
+from deployer.jsonshape import Shape, json_shape
 from deployer.models import (
     MAX_VERSION,
     NetworkEndpoint,
@@ -36,6 +36,7 @@ from deployer.models import (
 from deployer.settings import Settings
 from deployer.store import TaskRow
 from deployer.strategy import strategy_errors
+from deployer.text import encodable
 from stages import registry
 from stages.base import ConfigError
 from stages.discovery import Resolver
@@ -65,7 +66,7 @@ def sniff_plan_id(payload: Any) -> str | None:
     if isinstance(payload, dict):
         value = payload.get("planId")
         if isinstance(value, str) and 0 < len(value) <= 128:
-            return value
+            return encodable(value)
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
     if isinstance(payload, bytes | bytearray):
         payload = bytes(payload[:SNIFF_BYTES]).decode("utf-8", errors="replace")
@@ -140,6 +141,35 @@ def _nested(plan_id: str | None) -> PlanValidationError:
     )
 
 
+def shape_refusal(
+    shape: Shape, settings: Settings, plan_id: str | None
+) -> PlanValidationError | None:
+    """The refusal of a plan's text of this shape (too deep, too many values), or None:
+    the bounds a plan sent as an object meets in the worker's guard (tasks/guard.py), so
+    the CLI's dry run, the HTTP API and the worker agree."""
+    depth, elements = settings.max_message_depth, settings.max_message_elements
+    if shape.depth > depth:
+        return _nested(plan_id)
+    if shape.elements > elements:
+        return PlanTooLarge(
+            "plan too large",
+            [{"field": "(plan)", "reason": f"more than {elements} JSON values"}],
+            plan_id=plan_id,
+        )
+    return None
+
+
+def _measure(text: str, settings: Settings, raw: Any) -> None:
+    """Refuse a plan's text before it is parsed when parsing would nest too deep or build
+    too many values."""
+    depth, elements = settings.max_message_depth, settings.max_message_elements
+    shape = json_shape(text, stop_depth=depth, stop_elements=elements)
+    refusal = shape_refusal(shape, settings, None)
+    if refusal is not None:
+        refusal.plan_id = sniff_plan_id(raw)
+        raise refusal
+
+
 def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
     """The payload as a JSON object within the size limits, or PlanValidationError.
 
@@ -158,6 +188,7 @@ def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
                 plan_id=sniff_plan_id(payload),
             )
         text = payload
+        _measure(text, settings, raw)
         try:
             payload = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         except RecursionError:
@@ -174,10 +205,6 @@ def _plan_object(payload: Any, settings: Settings) -> dict[str, Any]:
                 [{"field": "(plan)", "reason": f"not valid JSON: {exc}"}],
                 plan_id=sniff_plan_id(raw),
             ) from None
-        # The same bound as a plan sent as an object (the worker's guard, tasks/guard.py),
-        # so the CLI's dry run and the worker agree on a deep plan.
-        if json_depth_exceeds(text, settings.max_message_depth):
-            raise _nested(sniff_plan_id(raw))
     if not isinstance(payload, dict):
         raise PlanValidationError(
             "plan must be a JSON object",

@@ -150,7 +150,7 @@ class Planner:
             if self.resolver is not None and self.store.plan_digest(head.plan_id) is None:
                 preflight(head.plan_id, services, self.resolver)
         except PlanValidationError as exc:
-            return self._refuse(exc.plan_id, exc, exc.errors, exc.error_count)
+            return self.refuse(exc)
         concurrency = head.max_concurrency or self.settings.max_concurrency
         waves = (
             wave_plan(head.plan_id, [row.tenant_id for row in rows], head.strategy, self.settings)
@@ -171,6 +171,11 @@ class Planner:
         if waves:
             answer["waves"] = int(waves.fields["waves"])
         return answer
+
+    def refuse(self, exc: PlanValidationError) -> dict[str, Any]:
+        """Record and answer an invalid plan (also one refused before it reached `submit`:
+        the HTTP API measures a body while it reads it)."""
+        return self._refuse(exc.plan_id, exc, exc.errors, exc.error_count)
 
     def _refuse(
         self,

@@ -3,11 +3,17 @@
 Only an explicit list of field names is redacted (compared case-insensitively, ignoring
 `_` and `-`, so `apiKey`, `api_key` and `API-KEY` are one name). A field that merely ends
 in "key" (`deployUnitKey`, the endpoint `key`) is data, not a secret, and stays visible.
+
+Text that is not JSON (a message body that did not parse, a log line) also hides secrets
+without a field name: `mask_patterns` masks what has the shape of one (an Authorization
+scheme and its credentials, a password in a URL, a JWT, a private key, well-known token
+formats).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -59,3 +65,30 @@ def _redact(obj: Any, names: frozenset[str], depth: int) -> Any:
             return obj
         return json.dumps(_redact(parsed, names, depth + 1), separators=(",", ":"))
     return obj
+
+
+_SCHEMES = r"(?:Bearer|Basic|Digest|Token|Negotiate|Bot)"
+#: Secrets recognised by their shape in free text; group `keep` (when present) stays.
+SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # an HTTP Authorization scheme and its credentials: `Bearer eyJ...`, `Basic dXNlcjpw...`
+    re.compile(
+        rf"(?P<keep>\b{_SCHEMES}\s+)(?!{_SCHEMES}\b)[A-Za-z0-9._~+/=:\-]{{4,}}", re.IGNORECASE
+    ),
+    # user:password@ in a URL (redis://:pw@host, amqp://user:pw@host)
+    re.compile(r"(?P<keep>\b[a-z][a-z0-9+.\-]*://[^\s:/@]*:)[^\s@/]+(?=@)", re.IGNORECASE),
+    # a JSON Web Token
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
+    # a PEM private key, to its end or the end of the text
+    re.compile(
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)", re.S
+    ),
+    # GitHub, Slack and AWS access key formats
+    re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b"),
+)
+
+
+def mask_patterns(text: str) -> str:
+    """`text` with every secret recognised by its shape masked (SECRET_PATTERNS)."""
+    for pattern in SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.groupdict().get("keep") or "") + MASK, text)
+    return text

@@ -55,6 +55,10 @@ def client_for(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         decode_responses=True,
+        # A lone surrogate (valid in JSON text) is written as its `\uXXXX` escape instead of
+        # raising UnicodeEncodeError mid-command (deployer/text.py); invalid UTF-8 read back
+        # becomes `\xNN` instead of failing the read.
+        encoding_errors="backslashreplace",
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
         health_check_interval=30,

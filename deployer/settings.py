@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from deployer.notify.events import ALL as NOTIFY_EVENT_NAMES
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+#: The longest fixed countdown a stage re-sends itself with (Redis unreachable, a tenant's
+#: lease busy): the ETA horizon never refuses deployer's own messages.
+OWN_COUNTDOWN_SECONDS = 2.0
 DEFAULT_KEY_PREFIX = "icc_ai_ops_srv:tenant_config:"
 DEFAULT_PUBSUB_TOPIC = "icc_ai_ops_srv:tenant_config:topic"
 
@@ -89,6 +92,18 @@ class Settings(BaseSettings):
     # worker while it was pickled for the pool).
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_message_depth: int = Field(64, ge=8, le=500)
+    # JSON values (arrays, objects, strings, numbers, literals) a message or a plan's text
+    # may hold, counted on the text before it is decoded (deployer/jsonshape.py): what
+    # decoding builds, which bytes alone do not bound (13 MB of nested empty lists decoded
+    # to 1 GB). A tenant of the demo plan is ~26 values: 3,000,000 admits 100,000 of them.
+    max_message_elements: int = Field(3_000_000, ge=1000)
+
+    # A message whose ETA (or countdown) lies further ahead is dead-lettered: Celery holds an
+    # ETA message unacknowledged in worker memory until it is due, and the Redis transport
+    # restores it every visibility timeout meanwhile (one envelope years ahead: 11 copies
+    # held after 36 minutes). deployer's own countdowns are seconds; never below them
+    # (`eta_horizon_seconds`).
+    max_eta_seconds: float = Field(60.0, gt=0)
 
     # Leases, redelivery and reconciliation
     lease_ttl_seconds: float = Field(60.0, gt=0)
@@ -188,6 +203,21 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_read_token: SecretStr | None = None
     flower_url: str = "http://127.0.0.1:5555"
+    # Connections (deployer/web/server.py): a request's headers, then its body, must arrive
+    # within these; a kept-alive connection closes after `api_idle_timeout_seconds` idle;
+    # at most `api_max_connections` are open (never more than the descriptor limit allows):
+    # over it, the oldest one still waiting for a request is closed, so /healthz answers
+    # through a flood of half-open connections (slow-loris).
+    api_header_timeout_seconds: float = Field(10.0, gt=0)
+    api_body_timeout_seconds: float = Field(60.0, gt=0)
+    api_idle_timeout_seconds: int = Field(5, ge=1)
+    api_max_connections: int = Field(1000, ge=16)
+    # Live event streams (SSE, deployer/web/stream.py): one Redis reader per server process
+    # serves them all; at most this many at once (503 STREAMS_FULL), and per token (429
+    # TOO_MANY_STREAMS).
+    api_max_streams: int = Field(256, ge=1)
+    api_max_streams_per_token: int = Field(32, ge=1)
+
     # Where people open the dashboard (`deployer serve`), for links in notifications.
     public_url: str = "http://127.0.0.1:8000"
 
@@ -233,6 +263,18 @@ class Settings(BaseSettings):
     def target_url(self) -> str:
         assert self.target_redis_url is not None
         return self.target_redis_url
+
+    @property
+    def eta_horizon_seconds(self) -> float:
+        """How far ahead a message's ETA may be: `max_eta_seconds`, never below the longest
+        countdown deployer sends itself (a HealthCheck re-poll waits up to the verify
+        interval, a parked one re-sent as a countdown up to half the lease)."""
+        return max(
+            self.max_eta_seconds,
+            self.verify_interval_seconds,
+            self.lease_ttl_seconds / 2,
+            OWN_COUNTDOWN_SECONDS,
+        )
 
     @property
     def acks_channel(self) -> str:

@@ -8,9 +8,10 @@ server trickling one byte every 2 s never trips a 5 s read timeout), so every re
 here carries a **deadline** for the whole exchange — connect, headers and body — that the
 client's network layer (`_DeadlineBackend`) enforces on each read and write. The body is
 streamed and dropped past `max_bytes`, so a huge answer costs at most that much memory.
-An instance that timed out is not waited on again for a while in this process (its
-*circuit* is open): the answer says so and counts as "not yet", so a hanging instance
-costs one timeout per breaker period, not one per poll of every tenant.
+A URL that timed out is not asked again for a while in this process (its *circuit* is
+open), nor is an instance from which nothing came back lately: the answer says so and
+counts as "not yet", so a hanging instance costs a timeout per trial, not one per poll of
+every tenant, while one tenant's hanging path never holds the other tenants (`Breaker`).
 """
 
 from __future__ import annotations
@@ -188,44 +189,89 @@ def new_client(timeout: float) -> httpx.Client:
 # -- the circuit breaker -------------------------------------------------------------------
 
 
+@dataclass
+class _Circuit:
+    since: float  # when it first timed out (this time)
+    until: float  # not asked before this, but for trials
+    trial_at: float  # the next trial may start at this time
+
+
 class Breaker:
-    """Instances that timed out recently, per process: not waited on again until `until`."""
+    """Circuits of what timed out recently, per process: a URL, and a whole instance.
+
+    A timeout opens the circuit of the URL that timed out (one tenant's health path that
+    hangs holds only that path: other tenants on the instance are asked as usual). It opens
+    the instance's circuit too, but only when nothing came back from the instance for
+    `seconds`: a whole instance that hangs is then skipped, probed by one request at a time
+    (a trial every `trial` seconds), and any answer from it closes its circuit. Before, one
+    circuit per instance, opened by one tenant's timeouts, held every tenant on it: healthy
+    tenants took 4.5-18.2 s instead of 1.0 s.
+    """
 
     def __init__(self) -> None:
-        self._open: dict[str, tuple[float, float]] = {}  # instance -> (since, until)
+        self._urls: dict[str, _Circuit] = {}
+        self._instances: dict[str, _Circuit] = {}
+        self._answered: dict[str, float] = {}  # instance -> when it last answered
         self._lock = threading.Lock()
 
-    def blocked(self, instance: str, trial: float) -> str | None:
-        """Why not to ask `instance` now; None lets the caller ask (reserving a trial of
-        `trial` seconds when the circuit was open, so one caller probes, not all)."""
+    def blocked(self, instance: str, trial: float, url: str = "") -> str | None:
+        """Why not to ask `url` on `instance` now; None lets the caller ask (as the trial of
+        an open circuit it reserves the next `trial` seconds, so one caller probes, not all)."""
         now = time.monotonic()
         with self._lock:
-            hit = self._open.get(instance)
-            if hit is None:
-                return None
-            since, until = hit
-            if now < until:
-                return (
-                    f"timed out {now - since:.0f}s ago; not asked again for "
-                    f"{until - now:.0f}s (circuit open)"
-                )
-            self._open[instance] = (since, now + trial)
+            path = self._urls.get(url)
+            if path is not None and now < path.until:
+                return _why(now, path, "this path", path.until)
+            inst = self._instances.get(instance)
+            if inst is not None and now < inst.trial_at:
+                return _why(now, inst, "the instance", inst.trial_at)
+            if path is not None:
+                path.until = now + trial
+            if inst is not None:
+                inst.trial_at = now + trial
             return None
 
-    def trip(self, instance: str, seconds: float) -> None:
+    def trip(self, instance: str, seconds: float, url: str = "") -> None:
         if seconds <= 0:
             return
         now = time.monotonic()
         with self._lock:
-            since = self._open.get(instance, (now, now))[0]
-            self._open[instance] = (since, now + seconds)
+            _open(self._urls, url, now, now + seconds)
+            if now - self._answered.get(instance, -seconds - 1) > seconds:
+                # Nothing from the instance for a while: it hangs, not one path. Its circuit
+                # stays open until it answers; a trial every third of the period finds out.
+                _open(self._instances, instance, now, now + seconds / 3)
+
+    def answered(self, instance: str, url: str = "") -> None:
+        """An answer came: the instance lives, and this path works."""
+        with self._lock:
+            self._answered[instance] = time.monotonic()
+            self._instances.pop(instance, None)
+            self._urls.pop(url, None)
 
     def reset(self, instance: str | None = None) -> None:
         with self._lock:
             if instance is None:
-                self._open.clear()
+                self._urls.clear()
+                self._instances.clear()
+                self._answered.clear()
             else:
-                self._open.pop(instance, None)
+                self._instances.pop(instance, None)
+                self._answered.pop(instance, None)
+                for url in [u for u in self._urls if f"//{instance}/" in u or u == instance]:
+                    del self._urls[url]
+
+
+def _open(circuits: dict[str, _Circuit], key: str, now: float, until: float) -> None:
+    old = circuits.get(key)
+    circuits[key] = _Circuit(old.since if old else now, until, until)
+
+
+def _why(now: float, circuit: _Circuit, what: str, next_ask: float) -> str:
+    return (
+        f"timed out {now - circuit.since:.0f}s ago; {what} not asked again for "
+        f"{next_ask - now:.0f}s (circuit open)"
+    )
 
 
 breaker = Breaker()
@@ -271,9 +317,10 @@ def request(
 ) -> Answer:
     """One exchange, over within `timeout` seconds (wall clock, body included).
 
-    A timeout opens `instance`'s circuit for `breaker_seconds` (0: no breaker).
+    A timeout opens the circuit of `url` (and of `instance` when nothing else came back
+    from it lately) for `breaker_seconds` (0: no breaker); an answer closes both.
     """
-    why = breaker.blocked(instance, timeout) if breaker_seconds > 0 else None
+    why = breaker.blocked(instance, timeout, url) if breaker_seconds > 0 else None
     if why is not None:
         return Answer(instance, error=why)
     headers = dict(kwargs.pop("headers", None) or {})
@@ -285,7 +332,7 @@ def request(
         ):
             raw = _read_body(reply, max_bytes)
     except httpx.TimeoutException:
-        breaker.trip(instance, breaker_seconds)
+        breaker.trip(instance, breaker_seconds, url)
         return Answer(instance, error=f"timed out after {timeout:g}s")
     except _TooLarge as exc:
         return Answer(instance, error=str(exc))
@@ -295,7 +342,7 @@ def request(
     except (httpx.HTTPError, zlib.error) as exc:
         return Answer(instance, error=f"{type(exc).__name__}: {exc}")
     if breaker_seconds > 0:
-        breaker.reset(instance)
+        breaker.answered(instance, url)
     try:
         body = json.loads(raw) if raw else None
     except ValueError:

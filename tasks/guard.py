@@ -11,12 +11,16 @@ it (what kombu's Redis transport fails on earlier is guarded in tasks/transport.
 - the task is one of deployer's own (`deployer.*`, registered here): Celery's built-ins
   (`celery.chord_unlock` sent by hand looped at 100 % CPU) are refused;
 - every header Celery reads has the type it expects; compressed messages are refused;
+- an ETA no further ahead than the horizon (`max_eta_seconds`): Celery would hold a later
+  one unacknowledged in memory, and Redis restore a copy of it every visibility timeout;
 - content type JSON (a pickle message is refused, not decoded);
 - the body is at most `max_message_bytes` and nests at most `max_message_depth` levels;
 - the body decodes and is `[args(list), kwargs(dict), embed(dict|None)]`;
+- it makes the worker send nothing on but deployer's own stage chain (tasks/relays.py);
 - the arguments bind to the task's signature.
 
-A message failing any check is acknowledged (so it cannot loop), kept in the bounded stream
+A message failing any check is rejected without requeue (acknowledged on Redis, handed to
+the queue's dead-letter exchange on RabbitMQ: it cannot loop), kept in the bounded stream
 `deployer:dead-letters` (reason, queue, task, id, size, a redacted head) and logged once at
 WARNING with its id, task name and the reason only: never its body, which may hold
 secrets. A refused `deployer.submit_plan` whose planId can be read is also rejected in
@@ -32,16 +36,21 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from celery.utils.saferepr import saferepr
+from celery.utils.time import maybe_iso8601
 from celery.worker.consumer import Consumer
 
-from deployer.deadletter import DeadLetter, as_text, head, json_depth_exceeds, peek_plan_id
+from deployer.deadletter import DeadLetter, as_text, head, peek_plan_id
 from deployer.errors import Code, MessageRefused, PlanTooDeep, PlanTooLarge
+from deployer.jsonshape import Shape, json_shape
 from deployer.redact import redact
+from deployer.settings import Settings
 from tasks import runtime
+from tasks.relays import relay_problem
 from tasks.reprs import REPR_MAXSIZE, reprs
 
 log = logging.getLogger("deployer.guard")
@@ -88,6 +97,17 @@ def _shown(value: object) -> str:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _reject_raw(message: Any) -> None:
+    try:
+        message.channel.basic_reject(message.delivery_tag, requeue=False)
+    except Exception as exc:  # noqa: BLE001 - logged; RabbitMQ requeues it on reconnect
+        log.warning("could not reject a refused message (%s)", type(exc).__name__)
 
 
 def _int(value: Any) -> bool:
@@ -143,6 +163,31 @@ def _check_headers(headers: Mapping[str, Any]) -> str | None:
     return None
 
 
+def check_times(headers: Mapping[str, Any], horizon: float) -> str | None:
+    """An `eta` or `expires` header Celery cannot parse, or an ETA further ahead than
+    `horizon` seconds: Celery would hold that message unacknowledged until then (and the
+    Redis transport restore a copy of it every visibility timeout)."""
+    for name in ("eta", "expires"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            when = maybe_iso8601(value)
+        except (ValueError, TypeError, OverflowError):
+            when = None
+        if when is None:
+            return f"header {name} is not an ISO 8601 time"
+        if name == "eta":
+            aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+            try:
+                ahead = (aware - datetime.now(UTC)).total_seconds()
+            except OverflowError:
+                ahead = float("inf")
+            if ahead > horizon:
+                return f"eta {ahead:.0f}s ahead, beyond the {horizon:g}s horizon"
+    return None
+
+
 def check_body(body: Any) -> tuple[list[Any], dict[str, Any]] | str:
     """`(args, kwargs)` of a protocol-2 body, or why it is not one."""
     if not isinstance(body, list | tuple) or len(body) != 3:
@@ -183,34 +228,58 @@ def allowed(name: str, tasks: Mapping[str, Any]) -> bool:
 
 
 def _decode(message: Any) -> Any:
-    """The decoded body, or a Refusal: JSON only, measured first, depth checked after."""
+    """The decoded body, or a Refusal: JSON only, measured before it is decoded (bytes,
+    then the values and the depth decoding would build: deployer/jsonshape.py)."""
     if message.content_type not in JSON_TYPES:
         return Refusal(f"content type {_shown(message.content_type)} refused (JSON only)")
     settings = runtime.settings()
-    if len(message.body or b"") > settings.max_message_bytes:
+    raw = message.body or b""
+    if len(raw) > settings.max_message_bytes:
         return Refusal(f"larger than {settings.max_message_bytes} bytes", PlanTooLarge.code)
-    too_deep = Refusal(f"nested deeper than {settings.max_message_depth} levels", PlanTooDeep.code)
+    shape = json_shape(raw, settings.max_message_depth, settings.max_message_elements)
+    problem = _shape_problem(shape, settings)
+    if problem is not None:
+        return problem
     try:
-        body = message.decode()
+        return message.decode()
     except Exception as exc:  # kombu raises DecodeError, ContentDisallowed, ...
-        if "recursion" in str(exc).lower():  # DecodeError(RecursionError): ~1,000 levels
-            return too_deep
         return Refusal(f"body cannot be decoded: {type(exc).__name__}")
-    # On the text (valid JSON by now, so the scan is linear), without recursion.
-    if json_depth_exceeds(message.body or b"", settings.max_message_depth):
-        return too_deep
-    return body
 
 
-def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
-    """Why `message` must not reach Celery's handler, or None when it is well formed.
+def _shape_problem(shape: Shape, settings: Settings) -> Refusal | None:
+    depth, elements = settings.max_message_depth, settings.max_message_elements
+    why = shape.problem(depth, elements)
+    if why is None:
+        return None
+    if shape.depth > depth:
+        return Refusal(why, PlanTooDeep.code)
+    if shape.elements > elements:
+        return Refusal(why, PlanTooLarge.code)
+    return Refusal(f"body cannot be decoded: {why}")
 
-    Cheap checks first: the body is measured before it is decoded, and its depth is
-    measured (on the text, without recursion) before Celery or billiard walk it.
-    """
-    headers = message.headers
-    if not isinstance(headers, dict):
-        return Refusal("headers are not a mapping")
+
+def _headers_problem(headers: Mapping[str, Any], settings: Settings) -> Refusal | None:
+    """Headers nested or as large as a body may not be (walked without recursion, at most
+    `max_message_elements` values: AMQP tables come decoded, Redis ones were measured
+    on the envelope's text)."""
+    depth, elements = settings.max_message_depth, settings.max_message_elements
+    stack: list[tuple[Any, int]] = [(headers, 1)]
+    seen = 0
+    while stack:
+        value, level = stack.pop()
+        seen += 1
+        if level > depth:
+            return Refusal(f"headers nested deeper than {depth} levels", PlanTooDeep.code)
+        if seen > elements:
+            return Refusal(f"headers hold more than {elements} values", PlanTooLarge.code)
+        if isinstance(value, Mapping):
+            stack.extend((v, level + 1) for v in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((v, level + 1) for v in value)
+    return None
+
+
+def _header_refusal(headers: dict[str, Any], tasks: Mapping[str, Any]) -> Refusal | None:
     name, task_id = headers.get("task"), headers.get("id")
     if not isinstance(name, str) or not name:
         return Refusal("no task name in the headers (only task protocol 2 is accepted)")
@@ -218,16 +287,27 @@ def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
         return Refusal("no task id in the headers")
     if not allowed(name, tasks):
         return Refusal(f"unknown task {_shown(name)}")
-    task = tasks[name]
     problem = _check_headers(headers)
     if problem:
         return Refusal(problem)
+    settings = runtime.settings()
+    too_much = _headers_problem(headers, settings)
+    if too_much is not None:
+        return too_much
+    problem = check_times(headers, settings.eta_horizon_seconds)
+    return Refusal(problem) if problem else None
+
+
+def _body_refusal(message: Any, name: str, task: Any, headers: dict[str, Any]) -> Refusal | None:
     decoded = _decode(message)
     if isinstance(decoded, Refusal):
         return decoded
     checked = check_body(decoded)
     if isinstance(checked, str):
         return Refusal(checked)
+    relay = relay_problem(name, decoded[2], headers)
+    if relay:
+        return Refusal(relay)
     args, kwargs = checked
     sig = _signature(task)
     if sig is not None:
@@ -236,6 +316,22 @@ def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
         except TypeError as exc:
             return Refusal(f"arguments do not match {name}: {exc}")
     return None
+
+
+def check_message(message: Any, tasks: Mapping[str, Any]) -> Refusal | None:
+    """Why `message` must not reach Celery's handler, or None when it is well formed.
+
+    Cheap checks first: the headers, then the body measured before it is decoded (its
+    size, and the values and depth decoding would build) before Celery or billiard walk it.
+    """
+    headers = message.headers
+    if not isinstance(headers, dict):
+        return Refusal("headers are not a mapping")
+    refusal = _header_refusal(headers, tasks)
+    if refusal is not None:
+        return refusal
+    name = headers["task"]
+    return _body_refusal(message, name, tasks[name], headers)
 
 
 def worker_reprs(name: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[str, str]:
@@ -334,14 +430,18 @@ class GuardedConsumer(Consumer):
     dropped = 0
 
     def _drop(self, message: Any, reason: str, code: str = Code.MESSAGE_REFUSED) -> None:
+        """Dead-letter `message`: recorded, then rejected without requeue (acknowledged on
+        Redis; on RabbitMQ handed to the queue's dead-letter exchange, if a policy names
+        one). `message` may be a transport's raw message when kombu could not wrap it."""
         GuardedConsumer.dropped += 1
         try:
-            headers = message.headers if isinstance(message.headers, dict) else {}
-            delivery = message.delivery_info if isinstance(message.delivery_info, dict) else {}
-            body = message.body if isinstance(message.body, bytes | str) else b""
+            headers = _mapping(getattr(message, "headers", None))
+            delivery = _mapping(getattr(message, "delivery_info", None))
+            body = getattr(message, "body", b"")
+            body = body if isinstance(body, bytes | str) else b""
             letter = DeadLetter(
                 reason=reason,
-                queue=str(delivery.get("routing_key") or delivery.get("queue") or ""),
+                queue=_str(delivery.get("routing_key") or delivery.get("queue")),
                 task=_str(headers.get("task")),
                 id=_str(headers.get("id")),
                 size=len(body),
@@ -349,8 +449,11 @@ class GuardedConsumer(Consumer):
             )
             refuse(letter, as_text(body, 8192), code)
         finally:
-            harden(message)
-            message.ack_log_error(log, self.connection_errors)
+            if hasattr(message, "reject_log_error"):
+                harden(message)
+                message.reject_log_error(log, self.connection_errors, requeue=False)
+            else:  # py-amqp's own message (kombu failed to wrap it)
+                _reject_raw(message)
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)

@@ -44,6 +44,8 @@ def reschedule(task: Task, args: tuple[Any, ...], countdown: float) -> None:
     waiting tenants. The attempt then returns normally, so the chain is stopped here, and
     it returns `resent(...)` so that its event is a `task-waiting` (tasks/attempts.py).
     """
+    # A step plugin's longer wait would be refused by the guard's ETA horizon: poll sooner.
+    countdown = min(countdown, runtime.settings().eta_horizon_seconds)
     task.retry(args=args, countdown=countdown, throw=False)
     stop_chain(task)
 

@@ -11,7 +11,8 @@ line in the log. Missing properties made the consumer reconnect forever.
 kombu's code and adds three checks where it parses:
 
 - the raw reply of BRPOP is measured before it is parsed (`max_message_bytes`, with room
-  for base64 and the envelope): larger ones are dead-lettered unread;
+  for base64 and the envelope; the values and depth its JSON would decode to, so headers
+  cannot carry what a body may not): larger ones are dead-lettered unread;
 - an envelope that does not parse is dead-lettered with the raw head;
 - a parsed envelope is checked (`check_envelope`) before kombu builds a `Message` from it,
   and anything the consumer chain still raises is caught here, acknowledged and
@@ -37,7 +38,9 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
 from deployer.deadletter import DeadLetter, Peek, as_text, head, peek_raw
-from deployer.errors import Code, PlanTooLarge
+from deployer.errors import Code, PlanTooDeep, PlanTooLarge
+from deployer.jsonshape import FEED_SLICE, Meter, json_shape
+from deployer.settings import Settings
 
 log = logging.getLogger("deployer.guard")
 
@@ -161,16 +164,72 @@ def raw_letter(raw: bytes | str, queue: str, reason: str) -> tuple[DeadLetter, s
     return letter, peek.body
 
 
+#: Envelopes up to this size are parsed without being measured first (a stage message is
+#: ~3 KB: measuring it would cost more than parsing it).
+MEASURE_FROM = 64 * 1024
+#: Levels and values an envelope adds around its headers (the body is one base64 string).
+_ENVELOPE_DEPTH, _ENVELOPE_VALUES = 2, 64
+
+
+def envelope_refusal(raw: bytes) -> tuple[str, str] | None:
+    """(why, code) when a raw envelope must not be parsed: larger than the limit, or its
+    headers would decode to more values or nest deeper than a message may."""
+    s = _settings()
+    limit = raw_limit(s.max_message_bytes)
+    if len(raw) > limit:
+        return f"message larger than {limit} bytes", PlanTooLarge.code
+    if len(raw) <= MEASURE_FROM:
+        return None  # parsing it costs little whatever it holds; the consumer guard checks it
+    depth, values = s.max_message_depth + _ENVELOPE_DEPTH, s.max_message_elements + _ENVELOPE_VALUES
+    shape = json_shape(raw, stop_depth=depth, stop_elements=values)
+    if shape.depth > depth:
+        return f"envelope nested deeper than {depth} levels", PlanTooDeep.code
+    if shape.elements > values:
+        return f"envelope holds more than {values} JSON values", PlanTooLarge.code
+    return body_refusal(raw, s.max_message_depth, s.max_message_elements)
+
+
+_BODY = re.compile(rb'"body"\s*:\s*"')
+
+
+def body_refusal(raw: bytes, depth: int, values: int) -> tuple[str, str] | None:
+    """(why, code) when the base64 body of a raw envelope would decode to more values or
+    nest deeper than a message may, measured slice by slice (never decoded whole), before
+    kombu parses the envelope: a 13 MB body of nested empty lists cost the main process
+    ~130 MB in the copies parsing makes. kombu and celery-node write the body first; a body
+    that is not plain base64 there is left to the consumer guard's check."""
+    m = _BODY.search(raw, 0, 4096)
+    end = raw.find(b'"', m.end()) if m else -1
+    if m is None or end < 0:
+        return None
+    meter = Meter(depth, values)
+    view = memoryview(raw)
+    for start in range(m.end(), end, FEED_SLICE):  # a multiple of 4: whole base64 quanta
+        try:
+            piece = view[start : min(start + FEED_SLICE, end)]
+            chunk = binascii.a2b_base64(piece, strict_mode=True)
+        except binascii.Error:
+            return None
+        if meter.feed(chunk).exceeded:
+            break
+    shape = meter.shape()
+    if shape.depth > depth:
+        return f"nested deeper than {depth} levels", PlanTooDeep.code
+    if shape.elements > values:
+        return f"more than {values} JSON values", PlanTooLarge.code
+    return None
+
+
 def _refuse(letter: DeadLetter, text: str, code: str = Code.MESSAGE_REFUSED) -> None:
     from tasks.guard import refuse  # the guard imports the worker's app: load it lazily
 
     refuse(letter, text, code)
 
 
-def _max_message_bytes() -> int:
+def _settings() -> Settings:
     from tasks import runtime
 
-    return runtime.settings().max_message_bytes
+    return runtime.settings()
 
 
 class GuardedChannel(kombu_redis.Channel):
@@ -191,12 +250,12 @@ class GuardedChannel(kombu_redis.Channel):
                 return response
             dest, item = response
             self._last_raw = item
-            limit = raw_limit(_max_message_bytes())
-            if len(item) > limit:
+            refusal = envelope_refusal(item)
+            if refusal is not None:
                 self._last_raw = None
                 queue = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-                letter, text = raw_letter(item, queue, f"message larger than {limit} bytes")
-                _refuse(letter, text, PlanTooLarge.code)
+                letter, text = raw_letter(item, queue, refusal[0])
+                _refuse(letter, text, refusal[1])
                 return None  # kombu reads "nothing popped" (Empty): the loop goes on
             return response
 

@@ -27,7 +27,7 @@ from deployer.redis_client import client_for
 from deployer.rollout import GateRunner
 from deployer.timers import PlanTimers
 from stages import registry
-from tasks import runtime
+from tasks import amqp, runtime
 from tasks.app import app
 from tasks.chains import stage_priority
 
@@ -164,6 +164,25 @@ class ParkingStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(ParkingStep)
+
+
+class DeadLetterStep(bootsteps.StartStopStep):
+    """RabbitMQ: declare the dead-letter exchange and queue (tasks/amqp.py) once the
+    consumer is connected (again after every reconnect: declaring is idempotent)."""
+
+    label = "deployer dead letters"
+    requires = ("celery.worker.consumer.connection:Connection",)
+
+    def start(self, c: Any) -> None:
+        if not amqp.is_amqp(c.connection):
+            return
+        try:
+            amqp.declare_dead_letters(c.connection, runtime.settings().dead_letters_maxlen)
+        except Exception as exc:  # noqa: BLE001 - refused messages are still recorded
+            log.warning("dead-letter queue not declared (%s): %s", type(exc).__name__, exc)
+
+
+app.steps["consumer"].add(DeadLetterStep)
 
 
 class NotifyStep(bootsteps.StartStopStep):

@@ -22,6 +22,9 @@ from tests.helpers import ROOT, Planted, unique, wait_for, worker_argv, worker_e
 
 _server: Any = None
 _fleet: Any = None
+_rabbit: Any = None
+#: Why the session has no RabbitMQ (tests/rabbit.py), once one was looked for.
+_rabbit_missing: str | None = None
 
 #: Short intervals so waiting steps and leases move at test speed.
 TEST_ENV = {
@@ -69,10 +72,41 @@ def _start_fleet(url: str) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _rabbit is not None:
+        _rabbit.stop()
     if _fleet is not None:
         _fleet.stop()
     if _server is not None:
         _server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly, not only in the skip list, that RabbitMQ was not tested and why."""
+    if _rabbit_missing is not None:
+        terminalreporter.write_sep("!", "RabbitMQ tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"no RabbitMQ for the tests: {_rabbit_missing}", red=True)
+        terminalreporter.write_line(
+            "install RabbitMQ (rabbitmq-server + rabbitmqctl) or set DEPLOYER_TEST_AMQP_URL",
+            red=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def rabbit() -> Any:
+    """A real RabbitMQ vhost of the session's own (tests/rabbit.py), or a loud skip."""
+    global _rabbit, _rabbit_missing
+    if _rabbit is None and _rabbit_missing is None:
+        from tests.rabbit import find_or_start
+
+        found = find_or_start()
+        if isinstance(found, str):
+            _rabbit_missing = found
+            print(f"\nSKIP reason: no RabbitMQ ({found})")
+        else:
+            _rabbit = found
+    if _rabbit is None:
+        pytest.skip(f"RabbitMQ unavailable: {_rabbit_missing}")
+    return _rabbit
 
 
 @pytest.fixture(scope="session")

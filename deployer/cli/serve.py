@@ -30,6 +30,7 @@ def serve(
 
     tracing.setup("deployer-api")
     from deployer.web.security import check_bind
+    from deployer.web.server import uvicorn_config
 
     settings = get_settings()
     try:
@@ -37,4 +38,7 @@ def serve(
     except InsecureBind as exc:
         err.print(f"[bold red]refused[/] {exc.code}: {exc.message}")
         raise typer.Exit(Exit.REFUSED) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn_config(
+        create_app(settings), settings, host=host, port=port, log_level="info", access_log=False
+    )
+    uvicorn.Server(config).run()

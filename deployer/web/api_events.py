@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from deployer.web import history, stream
-from deployer.web.deps import PROBLEMS, READ, settings, store
+from deployer.web.app import ApiError
+from deployer.web.deps import PROBLEMS, READ, Problem, holder, store
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["events"])
 
@@ -35,13 +37,27 @@ def event_history(
     summary="Live events as Server-Sent Events, filtered by plan and/or tenant",
     dependencies=READ,
     response_class=StreamingResponse,
+    responses={
+        429: {"model": Problem, "description": "TOO_MANY_STREAMS: this token's streams"},
+        503: {"model": Problem, "description": "STREAMS_FULL: the server's streams"},
+    },
 )
-def event_stream(
+async def event_stream(
     request: Request, plan: str | None = None, tenant: str | None = None
 ) -> StreamingResponse:
     last = request.headers.get("last-event-id")
     if last is not None and not re.fullmatch(r"\d{1,20}-\d{1,20}", last):
         last = None
-    body = stream.events(settings(request).state_url, plan, tenant, last, request.is_disconnected)
+    hub: stream.Hub = request.app.state.hub
+    try:
+        sub = await hub.subscribe(holder(request), plan, tenant, last)
+    except stream.StreamRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from None
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        hub.events(sub),
+        media_type="text/event-stream",
+        headers=headers,
+        # also when the client left before the stream began (the generator never ran)
+        background=BackgroundTask(hub.release, sub),
+    )

@@ -15,9 +15,11 @@ from starlette.concurrency import run_in_threadpool
 
 from deployer import views
 from deployer.errors import Code
+from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
+from deployer.jsonshape import Meter
 from deployer.models import Plan
 from deployer.web.app import ApiError, RedactedJSON
-from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, store, valid_id
+from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, settings, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])
 
@@ -57,9 +59,23 @@ def _planner() -> Any:
     },
 )
 async def submit_plan(request: Request) -> RedactedJSON:
-    body = await request.body()
-    text = body.decode("utf-8", "replace")
-    answer: dict[str, Any] = await run_in_threadpool(_planner().submit, text)
+    s = settings(request)
+    meter = Meter(s.max_message_depth, s.max_message_elements)
+    chunks: list[bytes] = []
+    head = b""  # where the planId is looked for when the plan is refused unparsed
+    async for chunk in request.stream():
+        # Measured while it arrives: a body that would parse too deep or into too many
+        # values is refused there, unread beyond (the byte limit is BodyLimit's).
+        chunks.append(chunk)
+        head += chunk[: SNIFF_BYTES - len(head)]
+        if meter.feed(chunk).exceeded:
+            refusal = shape_refusal(meter.shape(), s, sniff_plan_id(head))
+            assert refusal is not None
+            answer = await run_in_threadpool(_planner().refuse, refusal)
+            return RedactedJSON(answer, submit_status(answer))
+    text = b"".join(chunks).decode("utf-8", "replace")
+    del chunks
+    answer = await run_in_threadpool(_planner().submit, text)
     return RedactedJSON(answer, submit_status(answer))
 
 

@@ -8,14 +8,15 @@ shape the Celery tasks and the CLI use), so a client handles one format.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +26,7 @@ from deployer.errors import Code
 from deployer.redact import redact
 from deployer.settings import Settings, get_settings
 from deployer.web.security import auth_enabled
+from deployer.web.stream import Hub
 
 HERE = Path(__file__).resolve().parent
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
@@ -34,9 +36,9 @@ class RedactedJSON(JSONResponse):
     """Every JSON answer goes through deployer.redact: no secret leaves the API."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(
-            redact(content), ensure_ascii=False, separators=(",", ":"), default=str
-        ).encode("utf-8")
+        text = json.dumps(redact(content), ensure_ascii=False, separators=(",", ":"), default=str)
+        # a lone surrogate (only ever inside a JSON string) becomes its `\uXXXX` escape
+        return text.encode("utf-8", "backslashreplace")
 
 
 class ApiError(Exception):
@@ -91,42 +93,32 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
-def _docs(app: FastAPI) -> None:
-    """`/docs`: Swagger UI from the swagger-ui-bundle package's files (FastAPI's default
-    page loads it from a CDN, and a deployer host may have no internet)."""
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
-
-    app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
-
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="deployer API",
-            swagger_js_url="/static/swagger/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger/swagger-ui.css",
-            swagger_favicon_url="/static/swagger/favicon-32x32.png",
-        )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from deployer.web import api_commands, api_events, api_plans, api_tasks, ops, pages
+    from deployer.web import api_commands, api_events, api_plans, api_tasks, docs, ops, pages
 
     settings = settings or get_settings()
+    hub = Hub(settings.state_url, settings.api_max_streams, settings.api_max_streams_per_token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await hub.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="deployer",
         version="1",
         description="Plans, tasks, commands and events of deployer (the same operations "
         "as the CLI and the Celery tasks). Errors: {ok: false, code, message}.",
         default_response_class=RedactedJSON,
-        docs_url=None,  # served below from local files: no CDN at run time
-        openapi_url="/openapi.json",
+        docs_url=None,  # deployer/web/docs.py: local files, behind the token
+        openapi_url=None,
         redoc_url=None,
     )
     app.state.settings = settings
     app.state.client = DeployerClient(settings)  # commands, as the CLI runs them
     app.state.store = app.state.client.store
+    app.state.hub = hub  # the one reader of the event stream (deployer/web/stream.py)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> RedactedJSON:
@@ -149,8 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):
         app.include_router(module.router)
-    _docs(app)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    docs.mount(app, HERE / "static")
     if not auth_enabled(settings):
         # Without a token the server is loopback-only; a Host header naming anything else is
         # a DNS-rebinding page reaching it through the operator's browser.

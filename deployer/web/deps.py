@@ -3,6 +3,7 @@ the documented error shape."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -17,7 +18,7 @@ from deployer.models import ID_PATTERN
 from deployer.settings import Settings
 from deployer.store import Store
 from deployer.web.app import ApiError
-from deployer.web.security import Access, access_of, presented_token
+from deployer.web.security import Access, access_of, auth_enabled, presented_token
 
 
 def store(request: Request) -> Store:
@@ -34,6 +35,15 @@ def settings(request: Request) -> Settings:
 
 def access(request: Request) -> Access:
     return access_of(presented_token(request), settings(request))
+
+
+def holder(request: Request) -> str | None:
+    """Who holds a stream, for the per-token cap: a digest of the token presented (never
+    the token itself); None without a token configured (loopback: only the total counts)."""
+    if not auth_enabled(settings(request)):
+        return None
+    token = presented_token(request) or ""
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def can_read(request: Request) -> None:

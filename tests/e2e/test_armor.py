@@ -27,11 +27,12 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from deployer import deadletter
+from tests.e2e.conftest import Broker
 from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
+from tests.rabbit import QUEUES, Publisher
 
 pytestmark = pytest.mark.e2e
 
-QUEUES = ("deployer.control", "deployer.stages")
 SECRETS = {"password": "hunter2-pw", "apiKey": "k-123-api", "token": "t0k3n-value"}
 
 
@@ -134,20 +135,14 @@ def completed(r: redis.Redis, plan_id: str) -> bool:
     return r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED"
 
 
-def queues_drained(r: redis.Redis) -> bool:
-    """Nothing waiting on our queues (any priority) and nothing unacked."""
-    waiting = sum(r.llen(k) for q in QUEUES for k in r.scan_iter(match=f"{q}*"))
-    return waiting == 0 and r.hlen("unacked") == 0
-
-
-def a_valid_plan_completes(r: redis.Redis, redis_url: str) -> str:
+def a_valid_plan_completes(r: redis.Redis, broker_url: str) -> str:
     plan_id = unique()
-    bare_send(redis_url, "deployer.submit_plan", [plan(plan_id, [bg_tenant(f"{plan_id}-t0")])])
+    bare_send(broker_url, "deployer.submit_plan", [plan(plan_id, [bg_tenant(f"{plan_id}-t0")])])
     wait_for(lambda: completed(r, plan_id), timeout=60, what="a valid plan after the garbage")
     return plan_id
 
 
-def bare_send(redis_url: str, task: str, args: list[Any], queue: str = "deployer.control") -> str:
+def bare_send(broker_url: str, task: str, args: list[Any], queue: str = "deployer.control") -> str:
     """`Celery(broker=...).send_task` from a process that imports no deployer code, so no
     `before_task_publish` redaction or other help from the project touches the message."""
     task_id = str(uuid.uuid4())
@@ -160,7 +155,7 @@ def bare_send(redis_url: str, task: str, args: list[Any], queue: str = "deployer
         "assert not any(m.startswith(('deployer', 'tasks')) for m in sys.modules)\n"
     )
     subprocess.run(
-        [sys.executable, "-c", script, redis_url, task, queue, task_id],
+        [sys.executable, "-c", script, broker_url, task, queue, task_id],
         input=json.dumps(args),
         text=True,
         check=True,
@@ -175,29 +170,36 @@ def letters(r: redis.Redis) -> list[dict[str, Any]]:
     return deadletter.read(r, count=100_000)
 
 
-@pytest.fixture()
-def armored(spawn_worker: Callable[..., Any], r: redis.Redis) -> Callable[..., Any]:
-    """A worker subprocess (env overrides allowed), after an empty dead-letter stream and
-    empty broker queues: an earlier test's killed worker may have left a message unacked
-    (restored after the visibility timeout), which is not this test's to drain."""
-    r.delete("deployer:dead-letters", "unacked", "unacked_index", "unacked_mutex")
-    for q in QUEUES:
-        for key in r.scan_iter(match=f"{q}*"):
-            r.delete(key)
+def _armor(spawn_worker: Callable[..., Any], broker: Broker) -> Callable[..., Any]:
+    broker.clear()
 
     def start(**env: str) -> Any:
-        return spawn_worker(f"armor{uuid.uuid4().hex[:6]}", concurrency=2, env=worker_env(**env))
+        name = f"armor{uuid.uuid4().hex[:6]}"
+        return spawn_worker(name, concurrency=2, env=broker.worker_env(**env))
 
     return start
+
+
+@pytest.fixture()
+def armored(spawn_worker: Callable[..., Any], broker: Broker) -> Callable[..., Any]:
+    """A worker subprocess on each broker (env overrides allowed), after an empty
+    dead-letter stream and empty broker queues."""
+    return _armor(spawn_worker, broker)
+
+
+@pytest.fixture()
+def armored_redis(spawn_worker: Callable[..., Any], redis_broker: Broker) -> Callable[..., Any]:
+    """The same, on the Redis broker only (raw Redis envelopes)."""
+    return _armor(spawn_worker, redis_broker)
 
 
 # ---- the tests --------------------------------------------------------------------------
 
 
 def test_malformed_envelopes_on_both_queues_are_dead_lettered_and_the_worker_lives(
-    armored, r, redis_url
+    armored_redis, redis_broker, r, redis_url
 ):
-    worker = armored()
+    worker = armored_redis()
     pid = worker.pid
     sent: list[tuple[str, str]] = []
     for queue in QUEUES:
@@ -205,7 +207,7 @@ def test_malformed_envelopes_on_both_queues_are_dead_lettered_and_the_worker_liv
             push(r, queue, raw)
             sent.append((queue, what))
     wait_for(lambda: len(letters(r)) >= len(sent), timeout=60, what="every envelope refused")
-    wait_for(lambda: queues_drained(r), timeout=30, what="queues and unacked empty")
+    wait_for(redis_broker.drained, timeout=30, what="queues and unacked empty")
     assert worker.poll() is None and worker.pid == pid, "the worker died"
     log = worker.log.read_text()
     assert "Unrecoverable error" not in log and "Traceback" not in log, log[-3000:]
@@ -247,12 +249,12 @@ def test_malformed_envelopes_on_both_queues_are_dead_lettered_and_the_worker_liv
 
 
 def test_a_deep_plan_sent_with_send_task_is_dead_lettered_and_its_caller_answered(
-    armored, r, redis_url
+    armored, broker, r
 ):
     worker = armored()
     plan_id = unique()
     deep = plan(plan_id, [bg_tenant(f"{plan_id}-t0", networkEndpoints=[nested(500)])])
-    task_id = bare_send(redis_url, "deployer.submit_plan", [deep])
+    task_id = bare_send(broker.url, "deployer.submit_plan", [deep])
     wait_for(lambda: any(f["id"] == task_id for f in letters(r)), what="deep plan refused")
     letter = next(f for f in letters(r) if f["id"] == task_id)
     assert letter["reason"] == "nested deeper than 64 levels"
@@ -262,20 +264,20 @@ def test_a_deep_plan_sent_with_send_task_is_dead_lettered_and_its_caller_answere
     assert json.loads(rejection[-1]["errors"]) == [
         {"field": "(plan)", "reason": "nested deeper than 64 levels"}
     ]
-    wait_for(lambda: queues_drained(r), what="nothing left to be restored")
+    wait_for(broker.drained, what="nothing left to be restored")
     assert not r.exists(f"deployer:plan:{plan_id}")
     # A second worker started now finds nothing that kills it.
     second = armored()
-    a_valid_plan_completes(r, redis_url)
+    a_valid_plan_completes(r, broker.url)
     assert worker.poll() is None and second.poll() is None
 
 
-def test_celery_builtins_sent_by_hand_are_refused(armored, r, redis_url):
+def test_celery_builtins_sent_by_hand_are_refused(armored, broker, r):
     worker = armored()
     ids = [
-        bare_send(redis_url, "celery.chord_unlock", [str(uuid.uuid4()), []]),
-        bare_send(redis_url, "celery.backend_cleanup", []),
-        bare_send(redis_url, "deployer.no_such_task", [], queue="deployer.stages"),
+        bare_send(broker.url, "celery.chord_unlock", [str(uuid.uuid4()), []]),
+        bare_send(broker.url, "celery.backend_cleanup", []),
+        bare_send(broker.url, "deployer.no_such_task", [], queue="deployer.stages"),
     ]
     wait_for(lambda: {f["id"] for f in letters(r)} >= set(ids), what="built-ins refused")
     reasons = {f["id"]: f["reason"] for f in letters(r)}
@@ -284,16 +286,16 @@ def test_celery_builtins_sent_by_hand_are_refused(armored, r, redis_url):
         "unknown task celery.backend_cleanup",
         "unknown task deployer.no_such_task",
     ]
-    wait_for(lambda: queues_drained(r), what="nothing left looping")
+    wait_for(broker.drained, what="nothing left looping")
     assert "celery.chord_unlock[" not in worker.log.read_text()  # never ran
-    a_valid_plan_completes(r, redis_url)
+    a_valid_plan_completes(r, broker.url)
 
 
-def test_an_oversized_plan_object_is_dead_lettered_unread(armored, r, redis_url):
+def test_an_oversized_plan_object_is_dead_lettered_unread(armored, broker, r):
     worker = armored(DEPLOYER_MAX_MESSAGE_BYTES=str(256 * 1024))
     plan_id = unique()
     tenants = [bg_tenant(f"{plan_id}-t{i}", deployUnitName="x" * 100) for i in range(1500)]
-    task_id = bare_send(redis_url, "deployer.submit_plan", [plan(plan_id, tenants)])
+    task_id = bare_send(broker.url, "deployer.submit_plan", [plan(plan_id, tenants)])
     wait_for(lambda: any(f["id"] == task_id for f in letters(r)), what="oversized refused")
     letter = next(f for f in letters(r) if f["id"] == task_id)
     assert letter["reason"].startswith("message larger than") and int(letter["size"]) > 256 * 1024
@@ -301,14 +303,14 @@ def test_an_oversized_plan_object_is_dead_lettered_unread(armored, r, redis_url)
     rejection = [f for _, f in r.xrange("deployer:rejections") if f["planId"] == plan_id]
     assert rejection and rejection[-1]["code"] == "PLAN_TOO_LARGE"
     assert worker.poll() is None
-    a_valid_plan_completes(r, redis_url)
+    a_valid_plan_completes(r, broker.url)
 
 
 @pytest.fixture()
-def task_events(redis_url: str) -> Iterator[list[dict[str, Any]]]:
+def task_events(broker: Broker) -> Iterator[list[dict[str, Any]]]:
     """Every task event the workers send, captured by a real event receiver (one
     subscription for the whole test: events are pub/sub, a reconnect would miss some)."""
-    app = Celery(broker=redis_url)
+    app = Celery(broker=broker.url)
     seen: list[dict[str, Any]] = []
     receivers: list[Any] = []
 
@@ -326,13 +328,11 @@ def task_events(redis_url: str) -> Iterator[list[dict[str, Any]]]:
     thread.join(2)
 
 
-def test_a_bare_send_task_with_secrets_shows_none_in_task_events(
-    armored, r, redis_url, task_events
-):
+def test_a_bare_send_task_with_secrets_shows_none_in_task_events(armored, broker, r, task_events):
     armored()
 
     def listening() -> bool:  # the receiver subscribes asynchronously: probe until it hears
-        canary = bare_send(redis_url, "deployer.pause", [{"planId": "canary"}])
+        canary = bare_send(broker.url, "deployer.pause", [{"planId": "canary"}])
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
             if any(e.get("uuid") == canary for e in list(task_events)):
@@ -344,16 +344,16 @@ def test_a_bare_send_task_with_secrets_shows_none_in_task_events(
     as_dict, as_text = unique(), unique()
     ids = {
         bare_send(
-            redis_url,
+            broker.url,
             "deployer.submit_plan",
             [plan(as_dict, [bg_tenant(f"{as_dict}-t0", **SECRETS)], **SECRETS)],
         ): as_dict,
         bare_send(
-            redis_url,
+            broker.url,
             "deployer.submit_plan",
             [json.dumps(plan(as_text, [bg_tenant(f"{as_text}-t0", **SECRETS)]))],
         ): as_text,
-        bare_send(redis_url, "deployer.pause", [{"planId": as_dict, **SECRETS}]): as_dict,
+        bare_send(broker.url, "deployer.pause", [{"planId": as_dict, **SECRETS}]): as_dict,
     }
 
     def received() -> dict[str, dict[str, Any]]:
@@ -449,11 +449,78 @@ def fuzz_envelope(draw: Any) -> tuple[str, bytes, bool]:
     return queue, json.dumps(env).encode(), surely
 
 
+def as_amqp(raw: bytes) -> Any:
+    """The AMQP message carrying what a raw Redis envelope says: its decoded body, headers
+    (as the application headers table), content type and encoding, priority. A raw string
+    that is no envelope becomes a body without headers."""
+    import amqp
+
+    try:
+        env = json.loads(raw)
+    except ValueError:
+        env = None
+    if not isinstance(env, dict):
+        return amqp.Message(raw, content_type="application/json", content_encoding="utf-8")
+    props = env.get("properties") if isinstance(env.get("properties"), dict) else {}
+    body = env.get("body")
+    if isinstance(body, str) and props.get("body_encoding") == "base64":
+        try:
+            data = base64.b64decode(body, validate=True)
+        except ValueError:
+            data = body.encode()
+    else:
+        data = json.dumps(body).encode()
+
+    def short(name: str) -> str | None:
+        value = env.get(name)
+        return value.encode()[:255].decode("utf-8", "ignore") if isinstance(value, str) else None
+
+    priority = props.get("priority")
+    ok_priority = type(priority) is int and 0 <= priority < 256
+    headers = env.get("headers")
+    return amqp.Message(
+        data,
+        content_type=short("content-type"),
+        content_encoding=short("content-encoding"),
+        application_headers=headers if isinstance(headers, dict) else None,
+        priority=priority if ok_priority else None,
+    )
+
+
+class Sender:
+    """Sends fuzzed envelopes to both queues of a broker; counts what the broker took."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.n = self.refused = 0
+        self.publisher = Publisher(broker.rabbit) if broker.rabbit is not None else None
+
+    def send(self, batch: list[tuple[str, bytes, bool]]) -> None:
+        if self.publisher is None:
+            with self.broker.r.pipeline(transaction=False) as pipe:
+                for _queue, raw, surely in batch:
+                    for queue in QUEUES:  # every envelope on both queues
+                        pipe.lpush(queue, raw)
+                        self.n += 1
+                        self.refused += surely
+                pipe.execute()
+            return
+        for _queue, raw, surely in batch:
+            for queue in QUEUES:
+                if self.publisher.publish(as_amqp(raw), queue):  # confirmed by the broker
+                    self.n += 1
+                    self.refused += surely
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+
+
 @pytest.mark.timeout(400)
-def test_fuzz_thousands_of_envelopes_and_plans_leave_the_worker_alive(armored, r, redis_url):
+def test_fuzz_thousands_of_envelopes_and_plans_leave_the_worker_alive(armored, broker, r):
     worker = armored()
     pid = worker.pid
-    pushed = {"n": 0, "refused": 0}
+    sender = Sender(broker)
     budget = time.monotonic() + 50
 
     @settings(
@@ -467,27 +534,24 @@ def test_fuzz_thousands_of_envelopes_and_plans_leave_the_worker_alive(armored, r
     def send(batch: list[tuple[str, bytes, bool]]) -> None:
         if time.monotonic() > budget:
             return  # bounded in time whatever the machine's load
-        with r.pipeline(transaction=False) as pipe:
-            for _queue, raw, surely in batch:
-                for queue in QUEUES:  # every envelope on both queues
-                    pipe.lpush(queue, raw)
-                    pushed["n"] += 1
-                    pushed["refused"] += surely
-            pipe.execute()
+        sender.send(batch)
 
-    send()
-    assert pushed["n"] >= 1000, pushed
-    wait_for(lambda: queues_drained(r), timeout=120, interval=0.5, what="fuzz drained")
+    try:
+        send()
+    finally:
+        sender.close()
+    assert sender.n >= 1000, (sender.n, sender.refused)
+    wait_for(broker.drained, timeout=120, interval=0.5, what="fuzz drained")
     assert worker.poll() is None and worker.pid == pid, "the worker died"
     log = worker.log.read_text()
     assert "Unrecoverable error" not in log
     refused = len(letters(r))
-    assert refused >= pushed["refused"], (refused, pushed)
-    plan_id = a_valid_plan_completes(r, redis_url)
+    assert refused >= sender.refused, (refused, sender.n, sender.refused)
+    plan_id = a_valid_plan_completes(r, broker.url)
     assert worker.poll() is None and worker.pid == pid
     print(
-        f"\nfuzz: {pushed['n']} envelopes pushed, {refused} dead-lettered, worker {pid} alive, "
-        f"plan {plan_id} completed"
+        f"\nfuzz over {broker.name}: {sender.n} envelopes sent, {refused} dead-lettered, "
+        f"worker {pid} alive, plan {plan_id} completed"
     )
 
 

@@ -24,6 +24,7 @@ from deployer.models import task_id_for
 # Flower's fixture and helpers, shared with tests/integration/test_flower.py; a fixture is
 # imported by name and requested as a parameter (hence F401/F811 for this module).
 # ruff: noqa: F401, F811
+from tests.e2e.conftest import Broker
 from tests.helpers import FLOWER_AUTH as AUTH
 from tests.helpers import bg_tenant, plan, serve_flower, unique, wait_for
 
@@ -33,9 +34,10 @@ TWO_STAGES = ["blue-green-gateway", "ob-service"]
 
 
 @pytest.fixture()
-def client(redis_url: str) -> Celery:
-    """A bare client: what a hostile or buggy sender has, no project code."""
-    app = Celery("forger", broker=redis_url, set_as_current=False)
+def client(broker: Broker) -> Celery:
+    """A bare client on each broker: what a hostile or buggy sender has, no project code."""
+    broker.clear()
+    app = Celery("forger", broker=broker.url, set_as_current=False)
     app.conf.update(task_serializer="json", task_ignore_result=True)
     return app
 
@@ -55,9 +57,9 @@ def snapshot(r: Any, plan_id: str, tenant: str) -> dict[str, Any]:
 
 
 def test_forged_stage_messages_touch_no_other_tenant_or_plan(
-    spawn_worker, client, r, session_fleet
+    spawn_worker, broker, client, r, session_fleet
 ):
-    worker = spawn_worker("forged", concurrency=2)
+    worker = spawn_worker("forged", concurrency=2, env=broker.worker_env())
     victim, victim_plan = unique("victim"), unique()
     submit(client, r, victim_plan, [bg_tenant(victim, version=20)])
     wait_for(lambda: r.hget(f"deployer:plan:{victim_plan}", "status") == "COMPLETED", timeout=30)
@@ -135,9 +137,9 @@ def events(client: Celery) -> Iterator[Events]:
 
 
 def test_a_stage_that_fails_its_task_is_a_celery_failure_acked_and_its_chain_stopped(
-    spawn_worker, client, r, session_fleet, events
+    spawn_worker, broker, client, r, session_fleet, events
 ):
-    worker = spawn_worker("failing", concurrency=2)
+    worker = spawn_worker("failing", concurrency=2, env=broker.worker_env())
     wait_for(lambda: any(e["type"] == "worker-heartbeat" for e in events.seen), what="events")
     tenant, plan_id = unique("fails"), unique()
     session_fleet.behave(tenant, Behaviour(never=True))  # the first stage's HealthCheck gives up
@@ -170,8 +172,7 @@ def test_a_stage_that_fails_its_task_is_a_celery_failure_acked_and_its_chain_sto
     name = next(e["name"] for e in events.by_uuid(uuid) if e["type"] == "task-received")
     assert name == f"stage blue-green-gateway · {tenant}"
     # Acknowledged: nothing of it is left unacked or queued, and it never came back.
-    assert not any(uuid in v for v in r.hvals("unacked"))
-    assert not any(uuid in m for m in r.lrange("deployer.stages", 0, -1))
+    wait_for(broker.drained, what="nothing unacked or queued")
     # Its last event is the failure (Flower's state: FAILURE); Celery never retried it.
     assert events.by_uuid(uuid)[-1]["type"] == "task-failed"
     assert not [e for e in events.by_uuid(uuid) if e["type"] == "task-retried"]
@@ -186,8 +187,8 @@ def test_a_stage_that_fails_its_task_is_a_celery_failure_acked_and_its_chain_sto
     assert "raised expected: StageFailed" in log and "Traceback" not in log
 
 
-def test_no_fence_token_reaches_the_worker_log(spawn_worker, client, r):
-    worker = spawn_worker("tokens", concurrency=2)
+def test_no_fence_token_reaches_the_worker_log(spawn_worker, broker, client, r):
+    worker = spawn_worker("tokens", concurrency=2, env=broker.worker_env())
     plan_id = unique()
     tenants = [unique("tok") for _ in range(3)]
     submit(client, r, plan_id, [bg_tenant(t, serviceNames=TWO_STAGES) for t in tenants])
@@ -202,6 +203,7 @@ def test_no_fence_token_reaches_the_worker_log(spawn_worker, client, r):
 
 def test_flower_finds_a_failed_stage_with_state_failure(
     spawn_worker,
+    broker,
     client,
     r,
     start_flower,
@@ -210,8 +212,9 @@ def test_flower_finds_a_failed_stage_with_state_failure(
     """Before: `/api/tasks?state=FAILURE` found nothing; the failed stage was a SUCCESS."""
     import httpx
 
-    spawn_worker("flowerfail", concurrency=2)
-    base = serve_flower(start_flower, {"FLOWER_BASIC_AUTH": ":".join(AUTH)})
+    spawn_worker("flowerfail", concurrency=2, env=broker.worker_env())
+    flower_env = {"FLOWER_BASIC_AUTH": ":".join(AUTH), "DEPLOYER_BROKER_URL": broker.url}
+    base = serve_flower(start_flower, flower_env)
 
     def flower_sees_events() -> bool:  # its event receiver connects after the HTTP server
         client.send_task("deployer.submit_plan", [{"planId": "canary"}], queue="deployer.control")

@@ -195,6 +195,46 @@ def test_an_open_circuit_lets_one_trial_through_when_it_expires(fleet):
     assert fleet.hits(hung) == 1
 
 
+def get_path(address: str, tenant: str, **kwargs: object) -> probe.Answer:
+    client = probe.new_client(5.0)
+    try:
+        url = f"http://{address}/actuator/bg-sdk/{tenant}"
+        return probe.request(client, "GET", url, address, 0.3, **kwargs)  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+def test_one_tenants_hanging_path_holds_only_that_path(fleet):
+    """Before: its timeouts opened the instance's circuit for every tenant on it."""
+    inst = fleet.addresses["portal"][0]
+    hanging = unique("hang")
+    fleet.behave(hanging, Behaviour(hang=True))
+    healthy = [unique("ok") for _ in range(4)]
+    assert all(get_path(inst, t, breaker_seconds=60).ok for t in healthy)  # it answers
+    assert get_path(inst, hanging, breaker_seconds=60).error == "timed out after 0.3s"
+    hits = fleet.hits(inst)
+    answers = [get_path(inst, t, breaker_seconds=60) for t in healthy * 3]
+    assert all(a.ok for a in answers), [a.error for a in answers]  # never "circuit open"
+    blocked = get_path(inst, hanging, breaker_seconds=60)
+    assert "this path not asked again" in (blocked.error or "")
+    assert fleet.hits(inst) == hits + len(answers)  # the hanging path was not asked again
+
+
+def test_a_whole_hanging_instance_is_asked_once_then_by_trials_and_an_answer_closes_it(fleet):
+    inst = fleet.addresses["portal"][1]
+    fleet.behave_instance(inst, Behaviour(hang=True))
+    tenants = [unique("t") for _ in range(10)]
+    first = get_path(inst, tenants[0], breaker_seconds=3)
+    assert first.error == "timed out after 0.3s"
+    others = [get_path(inst, t, breaker_seconds=3) for t in tenants[1:]]
+    assert all("the instance not asked again" in (a.error or "") for a in others)
+    assert fleet.hits(inst) == 1  # one timeout for ten tenants
+    fleet.behave_instance(inst, None)  # it recovers: the next trial's answer closes it
+    wait_for(lambda: get_path(inst, tenants[1], breaker_seconds=3).ok, timeout=10,
+             interval=0.2, what="a trial that is answered")  # fmt: skip
+    assert all(get_path(inst, t, breaker_seconds=3).ok for t in tenants[2:])
+
+
 def test_a_health_check_names_the_slow_instance_and_never_waits_past_its_deadline(fleet, r):
     tenant = unique("sloris")
     healthy, slow = fleet.addresses["portal"]

@@ -250,3 +250,30 @@ def test_a_plan_sent_as_a_json_string_has_the_same_depth_bound_as_an_object():
     assert info.value.errors == [{"field": "(plan)", "reason": "nested too deeply"}]
     shallow = plan("p-ok", [bg_tenant("t1")])
     assert parse_plan(json.dumps(shallow), Settings()).plan_id == "p-ok"
+
+
+@pytest.mark.parametrize(
+    ("body", "secret"),
+    [
+        ("GET / HTTP/1.1\r\nAuthorization: Bearer abc.def-ghi_123\r\n", "abc.def-ghi_123"),
+        ("curl -H 'X-Forward: Bearer s3cr3t-t0ken.v2' http://x", "s3cr3t-t0ken.v2"),
+        ("call with token bearer qwerty~uiop/1 please", "qwerty~uiop/1"),
+        ("proxy: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
+        ("broker amqp://deployer:hunter2-pw@rabbit:5672//", "hunter2-pw"),
+        ("redis://:r3dis-pass@10.0.0.1:6379/0 down", "r3dis-pass"),
+        ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig-nature_x end", "eyJzdWIiOiIxIn0"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow-key-body\n", "MIIEow-key-body"),
+        ("gh token ghp_abcdefghijklmnopqrstuvwxyz0123 in a log", "ghp_abcdefghijklmnop"),
+        ("slack xoxb-123456789012-abcdefghij ok", "xoxb-123456789012"),
+        ("aws AKIAABCDEFGHIJKLMNOP key", "AKIAABCDEFGHIJKLMNOP"),
+    ],
+)
+def test_heads_of_bodies_that_are_not_json_mask_secrets_by_their_shape(body, secret):
+    shown = head(body.encode())
+    assert secret not in shown, shown
+    assert "***" in shown
+
+
+def test_text_without_secrets_stays_readable():
+    text = "planId p-1 tenant t-9 stage portal: version 20, see https://example.com/a?b=1"
+    assert head(text.encode()) == text

@@ -18,16 +18,16 @@ def serve_app() -> Iterator[Callable[..., str]]:
 
     from deployer.settings import Settings
     from deployer.web import create_app
+    from deployer.web.server import uvicorn_config
 
     servers: list[tuple[Any, threading.Thread]] = []
 
     def start(settings: Settings | None = None) -> str:
         sock = listening_socket()  # uvicorn serves on it: no port to lose to another process
         port = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            create_app(settings or Settings()),
-            log_level="warning",
-            timeout_graceful_shutdown=2,
+        settings = settings or Settings()
+        config = uvicorn_config(
+            create_app(settings), settings, log_level="warning", timeout_graceful_shutdown=2
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(

@@ -324,3 +324,16 @@ def test_a_plan_with_waves_shows_them_in_json_and_on_its_page(api, r):
     assert [{k: w[k] for k in waves[0]} for w in got] == waves
     page = httpx.get(f"{api}/plans/{plan_id}").text
     assert "AWAITING_APPROVAL" in page and 'id="waves-box" hidden' not in page
+
+
+def test_a_lone_surrogate_in_a_plan_id_is_answered_and_recorded(api, r):
+    """JSON can write `\\ud800`; UTF-8 cannot carry it. Before: UnicodeEncodeError, no answer
+    and no rejection. Now the planId is answered and recorded as JSON writes it."""
+    body = b'{"planId": "p-\\ud800-s", "tenants": [{"tenantId": "t"}]}'
+    res = httpx.post(f"{api}/api/v1/plans", content=body,
+                     headers={"Content-Type": "application/json"})  # fmt: skip
+    assert res.status_code == 422
+    answer = res.json()
+    assert answer["code"] == "PLAN_INVALID" and answer["planId"] == "p-\\ud800-s"  # escaped
+    rejected = [f for _, f in r.xrange("deployer:rejections") if f["planId"] == "p-\\ud800-s"]
+    assert rejected and rejected[-1]["code"] == "PLAN_INVALID"

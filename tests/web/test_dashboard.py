@@ -209,6 +209,27 @@ def test_the_api_docs_render_from_local_files_only(page, api, tmp_path):
     shot(page, tmp_path, "9-docs")
 
 
+def test_with_a_token_the_dashboard_and_docs_work_after_login_and_nothing_without(
+    page, serve_app, worker, tmp_path
+):
+    """With a token configured, the page's files and the API description need it too; a
+    browser that logged in (the cookie) loads them all, so the dashboard stays live."""
+    from deployer.settings import Settings
+
+    base = serve_app(Settings(api_token="full-token-x", api_read_token="read-token-x"))
+    for path in ("/openapi.json", "/docs", "/static/app.js", "/static/swagger/swagger-ui.css"):
+        res = httpx.get(base + path)
+        assert (res.status_code, res.json()["code"]) == (401, "UNAUTHORIZED"), path
+    refused: list[str] = []
+    page.on("response", lambda res: refused.append(res.url) if res.status >= 400 else None)
+    page.goto(f"{base}/login?token=read-token-x")  # redirected to the plans page
+    page.wait_for_selector("#live.live.on")  # app.js ran and its event stream is open
+    shot(page, tmp_path, "10-token-dashboard")
+    page.goto(f"{base}/docs")
+    page.wait_for_selector(".swagger-ui .opblock-summary-path", timeout=30_000)
+    assert refused == []
+
+
 def commands(page: Any) -> set[str]:
     return {str(b.get_attribute("data-command")) for b in page.locator("#actions button.cmd").all()}
 

@@ -67,16 +67,23 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_without_a_token_only_healthz_answers(guarded):
     assert httpx.get(f"{guarded}/healthz").status_code == 200
-    for path in ("/api/v1/plans", "/", "/metrics", "/api/v1/events"):
+    for path in ("/api/v1/plans", "/", "/metrics", "/api/v1/events", *DESCRIBED):
         res = httpx.get(guarded + path)
         assert (res.status_code, res.json()["code"]) == (401, "UNAUTHORIZED"), path
     res = httpx.get(f"{guarded}/api/v1/plans", headers=bearer("wrong"))
     assert res.status_code == 401
 
 
+#: The API's description and the dashboard's files: as protected as the rest.
+DESCRIBED = ("/openapi.json", "/docs", "/static/app.js", "/static/app.css",
+             "/static/swagger/swagger-ui-bundle.js")  # fmt: skip
+
+
 def test_a_read_token_reads_but_cannot_command(guarded):
     read = bearer("read-token")
     assert httpx.get(f"{guarded}/api/v1/plans", headers=read).status_code == 200
+    for path in DESCRIBED:
+        assert httpx.get(guarded + path, headers=read).status_code == 200, path
     assert httpx.get(f"{guarded}/metrics", headers=read).status_code == 200
     for path in ("/api/v1/plans/p1/pause", "/api/v1/tenants/t1/cancel", "/api/v1/plans"):
         res = httpx.post(guarded + path, headers=read, json={})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +16,6 @@ from tests.helpers import bg_tenant, plan, unique, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(240)]
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def _fleet_on(url: str) -> Fleet:
@@ -74,23 +72,14 @@ def test_plan_completes_across_two_restarts_of_its_redis(private_stack, supervis
     print(f"\nredis restarts survived={server.restarts} tenants={n} redriven={got.redriven} lost=0")
 
 
-def _rabbit_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5672), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def test_rabbitmq_broker_with_redis_state_survives_a_worker_kill(supervisor, r):
-    if not _rabbit_up():
-        print("\nSKIP reason: no RabbitMQ on 127.0.0.1:5672")
-        pytest.skip("RabbitMQ is not running on 127.0.0.1:5672")
-    supervisor.env["DEPLOYER_BROKER_URL"] = RABBIT_URL
+def test_rabbitmq_broker_with_redis_state_survives_a_worker_kill(supervisor, r, rabbit):
+    # a vhost of the session's own (tests/rabbit.py): nobody else's queues are touched
+    rabbit_url = rabbit.url
+    supervisor.env["DEPLOYER_BROKER_URL"] = rabbit_url
     supervisor.start("w1")
     supervisor.start("w2")
     plan_id, n = unique(), 100
-    client = DeployerClient(Settings(broker_url=RABBIT_URL))
+    client = DeployerClient(Settings(broker_url=rabbit_url))
     client.submit(
         plan(plan_id, [bg_tenant(f"{plan_id}-t{i}") for i in range(n)], maxConcurrency=10)
     )
