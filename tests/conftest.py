@@ -49,6 +49,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = url
     for name, value in TEST_ENV.items():
         os.environ.setdefault(name, value)
+    # the archive of this session (workers, CLI and tests share it), never ~/.local/share
+    import tempfile
+
+    archive_dir = tempfile.mkdtemp(prefix="deployer-archive-")
+    os.environ.setdefault("DEPLOYER_ARCHIVE_URL", f"sqlite:///{archive_dir}/archive.sqlite3")
     redis.Redis.from_url(url).flushdb()
     _start_fleet(url)
 

@@ -9,6 +9,7 @@ from Redis by deployer/retention.py. Nothing here knows Redis.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
@@ -60,6 +61,17 @@ class Archive:
     @classmethod
     def open(cls, settings: Settings) -> Archive:
         return cls(engine_for(archive_url(settings)))
+
+    @classmethod
+    def open_existing(cls, settings: Settings) -> Archive | None:
+        """The archive for reading, None when the embedded SQLite file was never created
+        (nothing archived yet): a read never creates a database as a side effect."""
+        url = archive_url(settings)
+        if url.startswith("sqlite") and "///" in url:
+            path = url.split("///", 1)[1]
+            if path != ":memory:" and not Path(path).exists():
+                return None
+        return cls(engine_for(url))
 
     # ---- writes ----------------------------------------------------------------------------
 
