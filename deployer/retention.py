@@ -193,6 +193,12 @@ def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
     return entry
 
 
+def _unchanged_since_archived(plan: dict[str, str]) -> bool:
+    """Archived before, and nothing moved in the plan since (its updatedAt is older)."""
+    archived = _int(plan.get("archivedAt"))
+    return bool(archived) and _int(plan.get("updatedAt")) <= archived
+
+
 def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen = {(e.get("type"), e.get("ts"), e.get("stage")) for e in old}
     return [*old, *(e for e in new if (e.get("type"), e.get("ts"), e.get("stage")) not in seen)]
@@ -290,7 +296,12 @@ class Retention:
             if not plan:
                 return "GONE"
             if plan.get("archiving") != "1":
-                outcome = self._copy(plan_id, plan, token, report)
+                if _unchanged_since_archived(plan):
+                    # archived before and not changed since (a newer plan replaced some of
+                    # its kept tasks): the archive already holds it, only removal is left
+                    outcome = self._mark_archived(plan_id, plan, token)
+                else:
+                    outcome = self._copy(plan_id, plan, token, report)
                 if outcome != "OK":
                     return outcome
             return self._remove(plan_id, token, report)
@@ -343,13 +354,16 @@ class Retention:
             if len(ids) < _BATCH:
                 break
             at += _BATCH
-        now = self.clock()
-        self.archive.write(plan=plan_row(plan, plan_id, ended or None, now))
+        self.archive.write(plan=plan_row(plan, plan_id, ended or None, self.clock()))
+        return self._mark_archived(plan_id, plan, token)
+
+    def _mark_archived(self, plan_id: str, plan: dict[str, str], token: str) -> str:
+        """Step 2 (lua/archive_mark.lua): 'OK' when the plan may now be removed."""
         outcome = str(
             self._mark(
                 keys=[keys.plan(plan_id), keys.plan_archiving(plan_id), keys.PLAN_TIMERS,
                       keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id)],
-                args=[token, plan_id, plan.get("updatedAt", ""), now],
+                args=[token, plan_id, plan.get("updatedAt", ""), self.clock()],
             )  # fmt: skip
         )
         if outcome != "OK":

@@ -144,3 +144,14 @@ def test_removal_interrupted_after_the_mark_is_finished_by_the_next_pass(worker,
     assert first in retention.run_pass(older_than=0).archived
     assert plan_keys(r, first) == []
     assert archive.task_count(first) == 5
+
+
+def test_the_schema_head_the_code_skips_alembic_for_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from deployer.archive import db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", db.SCRIPT_LOCATION)
+    assert ScriptDirectory.from_config(cfg).get_current_head() == db.HEAD
