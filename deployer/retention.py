@@ -36,16 +36,18 @@ import redis
 
 from deployer import keys, scripts
 from deployer.archive import Archive
+from deployer.record import Field, TaskRecord
 from deployer.redact import mask_patterns, redact
 from deployer.settings import Settings
-from deployer.store import now_ms
+from deployer.store import Store, now_ms
 
 log = logging.getLogger("deployer.retention")
 
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
 LIVE_COUNTERS = ("c:PENDING", "c:RUNNING", "c:PAUSED", "c:ROLLING_BACK")
 #: Task-hash fields not kept in a task row's `fields` (kept elsewhere, or secrets/plumbing).
-_NOT_KEPT = frozenset({"config", "run", "ctx", "token", "cursor", "slot", "lastError"})
+_NOT_KEPT = frozenset(f.value for f in (Field.CONFIG, Field.RUN, Field.CTX, Field.TOKEN,
+                                         Field.CURSOR, Field.SLOT, Field.LAST_ERROR))
 #: Plan-hash fields read to decide whether a plan is due.
 _DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", "archivedAt",
                "archiving", "keptCheckedAt")  # fmt: skip
@@ -111,37 +113,37 @@ def due_reason(plan: dict[str, str], cutoff_ms: int, newest_plan_ms: int) -> str
     return None
 
 
-def task_row(raw: dict[str, str], stages: list[dict[str, Any]]) -> dict[str, Any]:
+def task_row(task: TaskRecord, stages: list[dict[str, Any]]) -> dict[str, Any]:
     """The archive row of one task hash (secrets redacted as everywhere)."""
     config: Any = None
     version = None
-    if raw.get("config"):
+    if task.config:
         try:
-            parsed = json.loads(raw["config"])
+            parsed = json.loads(task.config)
         except ValueError:
             parsed = {"unreadable": True}
         if isinstance(parsed, dict):
             version = parsed.get("planVersion")
         config = redact(parsed)
-    kept = {k: v for k, v in raw.items() if k not in _NOT_KEPT}
+    kept = {k: v for k, v in task.raw.items() if k not in _NOT_KEPT and v is not None}
     return {
-        "task_id": raw.get("taskId", ""),
-        "plan_id": raw.get("planId", ""),
-        "tenant_id": raw.get("tenantId", ""),
+        "task_id": task.task_id,
+        "plan_id": task.plan_id,
+        "tenant_id": task.tenant_id,
         "plan_version": version if isinstance(version, int) else None,
-        "status": raw.get("status") or "",
-        "run_kind": raw.get("runKind") or None,
-        "run_id": raw.get("runId", ""),
-        "failure_code": raw.get("failureCode", ""),
-        "last_error": mask_patterns(raw.get("lastError", "")),
-        "failed_stage": raw.get("failedStage", ""),
+        "status": task.status.value if task.status else "",
+        "run_kind": task.run_kind.value if task.run_kind else None,
+        "run_id": task.run_id,
+        "failure_code": task.failure_code,
+        "last_error": mask_patterns(task.last_error),
+        "failed_stage": task.failed_stage,
         "stages": stages,
         "config": config,
         "fields": redact(kept),
-        "created_at": _int(raw.get("createdAt")) or None,
-        "started_at": _int(raw.get("startedAt")) or None,
-        "ended_at": _int(raw.get("endedAt")) or None,
-        "updated_at": _int(raw.get("updatedAt")) or None,
+        "created_at": task.created_at,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "updated_at": task.updated_at,
     }
 
 
@@ -216,6 +218,7 @@ class Retention:
     ) -> None:
         self.r = r
         self.settings = settings
+        self.store = Store(r, settings)
         self._archive = archive
         self.clock = clock
         self._mark = scripts.load(r, "archive_mark")
@@ -337,11 +340,9 @@ class Retention:
             ids: list[str] = self._timed(
                 report, partial(self.r.lrange, tenants, at, at + _BATCH - 1)
             )
-            pipe = self.r.pipeline(transaction=False)
-            for task_id in ids:
-                pipe.hgetall(keys.task(task_id))
-            hashes = self._timed(report, pipe.execute) if ids else []
-            rows = [task_row(h, timeline.get(h.get("tenantId", ""), [])) for h in hashes if h]
+            whole = self._timed(report, partial(self.store.get_whole_tasks, ids))
+            records = [t for t in whole if t is not None]
+            rows = [task_row(t, timeline.get(t.tenant_id, [])) for t in records]
             if plan.get("archivedAt"):  # again: its older events are in the archive only
                 for row in rows:
                     before = self.archive.task(row["task_id"])

@@ -16,6 +16,7 @@ from deployer.archive.store import Archive
 from deployer.isotime import iso
 from deployer.models import task_id_for
 from deployer.record import Field as F
+from deployer.record import TaskRecord
 from deployer.redact import redact
 from deployer.store import Store
 
@@ -102,12 +103,12 @@ def archived_task_view(archive: Archive, task_id: str) -> dict[str, Any] | None:
     if row is None:
         return None
     out = archived_task_row(row)
-    fields = row["fields"] or {}
+    kept = TaskRecord.from_hash(row["fields"] or {})  # the task hash's other fields, as kept
     out.update({
         "runId": row["run_id"] or None,
-        "retryCount": int(fields.get("retryCount") or 0),
-        "cancelledBy": fields.get("cancelledBy") or None,
-        "supersededBy": fields.get("supersededBy") or None,
+        "retryCount": kept.retry_count or 0,
+        "cancelledBy": kept.cancelled_by or None,
+        "supersededBy": kept.superseded_by or None,
         "updatedAt": iso(row["updated_at"]),
         "timeline": [{**e, "ts": iso(e.get("ts"))} for e in row["stages"] or []],
         "config": row["config"],
