@@ -228,7 +228,7 @@ class Settings(BaseSettings):
     retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     archive_url: str | None = None
     retention_interval_seconds: float = Field(60.0, ge=0)
-    retention_slice: int = Field(500, ge=1, le=5000)
+    retention_slice: int = Field(200, ge=1, le=5000)
     retention_lock_seconds: float = Field(120.0, gt=0)
 
     # Where people open the dashboard (`deployer serve`), for links in notifications.
