@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -232,14 +232,20 @@ class Retention:
 
     # ---- a pass ----------------------------------------------------------------------------
 
-    def due_plans(self, older_than: float | None = None) -> list[str]:
-        """Plans due now (oldest first), `older_than` seconds instead of the setting."""
+    def due_plans(
+        self, older_than: float | None = None, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Plans due now (oldest first), `older_than` seconds instead of the setting;
+        `only`: among these plans only."""
         age = self.settings.retention_seconds if older_than is None else older_than
         now = self.clock()
         cutoff = now - int(age * 1000)
         newest = self.r.zrevrange(keys.PLANS, 0, 0, withscores=True)
         newest_ms = int(newest[0][1]) if newest else 0
         candidates = [str(p) for p in self.r.zrangebyscore(keys.PLANS, "-inf", cutoff)]
+        if only is not None:
+            wanted = set(only)
+            candidates = [p for p in candidates if p in wanted]
         due: list[str] = []
         for start in range(0, len(candidates), _SCAN_PAGE):
             page = candidates[start : start + _SCAN_PAGE]
@@ -266,11 +272,13 @@ class Retention:
         dry_run: bool = False,
         deadline: float | None = None,
         stopped: threading.Event | None = None,
+        only: Collection[str] | None = None,
     ) -> PassReport:
-        """Archive and remove every due plan (dry: only name them). Stops early at
-        `deadline` (monotonic) or when `stopped` is set; the rest wait for the next pass."""
+        """Archive and remove every due plan (dry: only name them; `only`: of these plans).
+        Stops early at `deadline` (monotonic) or when `stopped` is set; the rest wait for
+        the next pass."""
         report = PassReport()
-        for plan_id in self.due_plans(older_than):
+        for plan_id in self.due_plans(older_than, only):
             if dry_run:
                 report.archived.append(plan_id)
                 continue

@@ -128,6 +128,9 @@ def archive_now(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only list the plans that would be archived.")
     ] = False,
+    plan: Annotated[
+        list[str] | None, typer.Option("--plan", help="Only this plan (repeatable).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Archive every finished plan that is due, and remove it from Redis (each tenant's
@@ -143,7 +146,8 @@ def archive_now(
     except ValueError as exc:
         refuse(Code.REQUEST_INVALID, f"--older-than: {exc}", as_json=as_json)
     s = store()
-    report = Retention(s.r, get_settings()).run_pass(older_than=seconds, dry_run=dry_run)
+    report = Retention(s.r, get_settings()).run_pass(older_than=seconds, dry_run=dry_run,
+                                                     only=plan or None)  # fmt: skip
     out = {"dryRun": dry_run, "archive": describe(archive_url(get_settings())),
            **report.as_dict()}  # fmt: skip
     if as_json:

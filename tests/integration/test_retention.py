@@ -35,7 +35,7 @@ def test_a_finished_plan_leaves_redis_for_the_archive_but_each_tenants_newest_ta
     first = run_plan(worker, r, tenants, 21)
     second = run_plan(worker, r, tenants, 22)
     retention = Retention(r, get_settings(), archive)
-    report = retention.run_pass(older_than=0)
+    report = retention.run_pass(older_than=0, only=[first, second])
     assert first in report.archived and second in report.archived
     # the first plan is gone whole: no task of it is any tenant's newest
     assert plan_keys(r, first) == []
@@ -71,13 +71,13 @@ def test_a_third_plan_lets_the_second_go_and_archiving_again_duplicates_nothing(
     tenants = [unique("t") for _ in range(2)]
     first = run_plan(worker, r, tenants, 31)
     retention = Retention(r, get_settings(), archive)
-    retention.run_pass(older_than=0)
+    retention.run_pass(older_than=0, only=[first])
     counts = archive.counts()
     # nothing changed: the kept plan is not archived again
-    again = retention.run_pass(older_than=0)
+    again = retention.run_pass(older_than=0, only=[first])
     assert first not in again.archived and archive.counts() == counts
     second = run_plan(worker, r, tenants, 32)
-    retention.run_pass(older_than=0)
+    retention.run_pass(older_than=0, only=[first, second])
     assert plan_keys(r, first) == []
     assert r.hget(keys.plan(second), "archivedAt")
     assert archive.task_count(first) == 2 and archive.task_count(second) == 2
@@ -141,7 +141,7 @@ def test_removal_interrupted_after_the_mark_is_finished_by_the_next_pass(worker,
     assert r.hget(keys.plan(first), "archiving") == "1"
     assert r.llen(keys.plan_tenants(first)) == 3  # one slice of two went
     retention._drop = drop  # type: ignore[method-assign]
-    assert first in retention.run_pass(older_than=0).archived
+    assert first in retention.run_pass(older_than=0, only=[first]).archived
     assert plan_keys(r, first) == []
     assert archive.task_count(first) == 5
 
@@ -155,3 +155,30 @@ def test_the_schema_head_the_code_skips_alembic_for_is_alembics_head():
     cfg = Config()
     cfg.set_main_option("script_location", db.SCRIPT_LOCATION)
     assert ScriptDirectory.from_config(cfg).get_current_head() == db.HEAD
+
+
+def test_the_cli_archives_a_plan_now_lists_it_and_exports_it(worker, r):
+    """`deployer archive --plan P`, `plans --status`, `archive export` on the session's
+    archive (DEPLOYER_ARCHIVE_URL, tests/conftest.py)."""
+    import json
+
+    from tests.helpers import run_cli
+
+    tenants = [unique("t") for _ in range(2)]
+    first = run_plan(worker, r, tenants, 81)
+    run_plan(worker, r, tenants, 82)
+    dry = run_cli("archive", "--older-than", "0", "--plan", first, "--dry-run", "--json")
+    assert json.loads(dry.output)["archived"] == [first] and r.exists(keys.plan(first))
+    done = json.loads(run_cli("archive", "--older-than", "0", "--plan", first, "--json").output)
+    assert done["archived"] == [first] and done["tasksRemoved"] == 2
+    assert not r.exists(keys.plan(first))
+    listed = json.loads(run_cli("plans", "--status", "COMPLETED", "--since", "1h", "--limit",
+                                "500", "--json").output)  # fmt: skip
+    assert any(p["planId"] == first and p["archived"] for p in listed["items"])
+    exported = run_cli("archive", "export", "--plan", first)
+    doc = json.loads(exported.stdout)
+    assert doc["plan"]["planId"] == first and len(doc["tasks"]) == 2
+    assert doc["events"][0]["type"] == "PLAN_CREATED"
+    assert {t["planVersion"] for t in doc["tasks"]} == {81}
+    missing = run_cli("archive", "export", "--plan", unique())
+    assert missing.exit_code == 2 and "PLAN_NOT_FOUND" in missing.output
