@@ -407,6 +407,8 @@ def events(
         return
     last = _last_id(r, follow_key)
     shown = _print_history(r, plan, tenant, count, all_, show, note)
+    if tenant and not plan:
+        _note_archived_plans(tenant, note)
     while follow_:
         batch: Any = r.xread({follow_key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
@@ -436,6 +438,18 @@ def _print_history(
         show(entry_id, fields)
         shown = max(shown, audit.id_key(entry_id))
     return shown
+
+
+def _note_archived_plans(tenant: str, note: Any) -> None:
+    """A tenant's events of archived plans live in the archive only: say where."""
+    from deployer.cli.app import archive
+
+    stored = archive()
+    rows = stored.history(tenant, limit=1) if stored else []
+    if rows:
+        note(f"events of tenant {tenant} in archived plans are not above: `deployer history "
+             f"--tenant {tenant}` lists its plans, `deployer events --plan P` reads one",
+             archived=True)  # fmt: skip
 
 
 def _archived_events(

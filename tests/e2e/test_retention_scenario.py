@@ -74,6 +74,7 @@ def test_three_plans_on_the_same_tenants_leave_one_plans_worth_of_state_in_redis
     wait_for(lambda: gone(first) and gone(second), timeout=60, what="first two plans gone")
     wait_for(lambda: r.hget(keys.plan(third), "archivedAt"), timeout=30, what="third archived")
     after_three = state_bytes(r)
+    print(f"deployer state in Redis: {after_one} B after one plan, {after_three} B after three")
     assert after_three <= 1.5 * after_one, (after_one, after_three)
 
     history = cli_json("history", "--tenant", tenants[7])

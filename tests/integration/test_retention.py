@@ -180,5 +180,7 @@ def test_the_cli_archives_a_plan_now_lists_it_and_exports_it(worker, r):
     assert doc["plan"]["planId"] == first and len(doc["tasks"]) == 2
     assert doc["events"][0]["type"] == "PLAN_CREATED"
     assert {t["planVersion"] for t in doc["tasks"]} == {81}
+    tenant_events = run_cli("events", "--tenant", tenants[0])
+    assert "archived plans are not above" in tenant_events.output
     missing = run_cli("archive", "export", "--plan", unique())
     assert missing.exit_code == 2 and "PLAN_NOT_FOUND" in missing.output
