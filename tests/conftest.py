@@ -37,8 +37,22 @@ TEST_ENV = {
 }
 
 
+def _import_anyio_eagerly() -> None:
+    """anyio imports its modules on first use; pytest rewrites them (anyio ships a pytest
+    plugin), and CPython 3.11's `ast.parse` run from a server thread while another thread
+    parses fails ("AST constructor recursion depth mismatch"). Import them all up front."""
+    import anyio
+
+    for name in dir(anyio):
+        try:
+            getattr(anyio, name)
+        except (AttributeError, ImportError):
+            pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _server
+    _import_anyio_eagerly()
     url = os.environ.get("DEPLOYER_TEST_REDIS_URL")
     if not url:
         from deployer.embedded import EmbeddedRedis
