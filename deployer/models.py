@@ -7,7 +7,6 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -16,6 +15,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from deployer.specs import RunKind as RunKind  # re-exported: models is their public home
+from deployer.specs import StageSpec as StageSpec
+from deployer.specs import StepSpec as StepSpec
+from deployer.specs import WireModel as WireModel
 from deployer.strategy import Strategy
 
 #: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
@@ -66,23 +69,6 @@ class TaskStatus(StrEnum):
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
     #: Not applied: the tenant was deployed by a newer task since (field `supersededBy`).
     SUPERSEDED = "SUPERSEDED"
-
-
-class RunKind(StrEnum):
-    FORWARD = "FORWARD"
-    RETRY = "RETRY"
-    ROLLBACK = "ROLLBACK"
-
-
-class WireModel(BaseModel):
-    """camelCase aliases, snake_case names, both accepted on input."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
-    )
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class EdgeModel(WireModel):
@@ -314,22 +300,6 @@ class Plan(PlanHead):
             if conflict:
                 raise ValueError(conflict)
         return self
-
-
-class StepSpec(WireModel):
-    """One step of a stage: a registered step type and its JSON parameters."""
-
-    type: str
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class StageSpec(WireModel):
-    """One stage = one Celery task; built by an assembler, stored with the run."""
-
-    name: str
-    service: str
-    steps: list[StepSpec]
 
 
 #: Between plan and tenant in a task id: ID_PATTERN allows it in neither, so no two

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
-from deployer.errors import Code, PlanUnreadable, PlanValidationError
+from deployer.cli.app import (
+    Exit,
+    app,
+    client,
+    console,
+    err,
+    print_json,
+    read_plan_file,
+    refuse,
+    store,
+)
+from deployer.errors import Code, PlanValidationError
 
 # A command imports what it uses when it runs (`deployer status` must not pay for the
 # intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
@@ -122,20 +131,6 @@ def submit(
             }
         )
     raise typer.Exit(exit_for_plan(final))
-
-
-def read_plan_file(path: Path, as_json: bool = False) -> str:
-    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
-    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
-    if str(path) == "-":
-        return sys.stdin.read()
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-    except UnicodeDecodeError as exc:
-        why = f"not UTF-8 ({exc.reason})"
-    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)
 
 
 def report_end(

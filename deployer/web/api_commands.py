@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployer.errors import Code
 from deployer.lifecycle import WAVE_COMMANDS, Command
-from deployer.web.app import ApiError, RedactedJSON
+from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, client, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["commands"])

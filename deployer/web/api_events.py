@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 from deployer.web import history, stream
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.deps import PROBLEMS, READ, Problem, holder, store
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["events"])

@@ -18,7 +18,7 @@ from deployer.errors import Code
 from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
 from deployer.jsonshape import Meter
 from deployer.models import Plan
-from deployer.web.app import ApiError, RedactedJSON
+from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, settings, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 from deployer import views
 from deployer.errors import Code
 from deployer.models import TaskStatus, task_id_for
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.deps import PROBLEMS, READ, Cursor, Limit, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["tasks"])

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from deployer.errors import Code
 from deployer.metrics import registry_from_settings
-from deployer.web.app import RedactedJSON, error
+from deployer.web.answers import RedactedJSON, error
 from deployer.web.deps import can_read, store
 
 router = APIRouter(tags=["operations"])

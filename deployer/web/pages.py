@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from deployer import views
 from deployer.errors import Code
 from deployer.models import TaskStatus
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.deps import can_read, settings, store
 from deployer.web.security import COOKIE, Access, access_of
 
