@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
@@ -265,6 +265,11 @@ class PlanHead(EdgeModel):
     """
 
     plan_id: WirePlanId
+    #: The public contract this plan is written to (deployer/contract.py); absent: 1. A
+    #: version this deployer does not know is a field error, never misread.
+    contract_version: Literal[1] | None = Field(
+        None, description="The contract version the plan is written to; absent means 1."
+    )
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
     #: Progressive rollout: canary, waves, bake, approval, gate, failure budget.
     strategy: Strategy | None = None
@@ -274,6 +279,13 @@ class PlanHead(EdgeModel):
     @classmethod
     def _plan_id(cls, v: Any) -> str:
         return _coerce_plan_id(v)
+
+    @field_validator("contract_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # True == 1 to Python, not to the contract
+            raise ValueError("a version number, not a boolean")
+        return v
 
 
 def tenant_conflict(index: int, tenant: TenantConfig, plan_id: str, seen: set[str]) -> str | None:

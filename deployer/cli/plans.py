@@ -199,7 +199,9 @@ def status(
         _status_of_wave(s, plan_id, summary, wave, limit, cursor, as_json)
         return
     if as_json:
-        print_json(summary)
+        from deployer.public import PlanView, conform
+
+        print_json(conform(PlanView, summary))
         return
     console.print(
         f"[bold]plan[/] {plan_id}  [bold]{summary['status']}[/]  "
@@ -243,7 +245,9 @@ def _status_of_wave(
                f"numbered from 0", as_json=as_json)  # fmt: skip
     page = views.wave_page(s, plan_id, wave, limit=limit, cursor=cursor)
     if as_json:
-        print_json({"planId": plan_id, **page})
+        from deployer.public import WavePage, conform
+
+        print_json(conform(WavePage, {"planId": plan_id, **page}))
         return
     w = page["wave"]
     console.print(f"[bold]plan[/] {plan_id}  wave {wave}: {w['state']}, {w['tenants']} tenant(s), "
@@ -312,7 +316,9 @@ def task(
         where = f" in plan {plan}" if plan else ""
         refuse(Code.TASK_NOT_FOUND, f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
-        print_json(out)
+        from deployer.public import TaskView, conform
+
+        print_json(conform(TaskView, out))
         return
     for k, v in out.items():
         if k not in ("context", "hash", "stages", "failure", "progress", "unrestored"):

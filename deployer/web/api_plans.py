@@ -18,6 +18,7 @@ from deployer.errors import Code
 from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
 from deployer.jsonshape import Meter
 from deployer.models import Plan
+from deployer.public import PlanPage, PlanView, SubmitResult
 from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, settings, store, valid_id
 
@@ -49,13 +50,17 @@ def _planner() -> Any:
     summary="Submit a plan (as deployer.submit_plan does)",
     status_code=201,
     dependencies=COMMAND,
+    response_model=SubmitResult,
+    responses={
+        200: {"model": SubmitResult, "description": "the same plan was already accepted"},
+        500: {"model": SubmitResult, "description": "INTERNAL_ERROR"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "description": "A plan; its full JSON Schema is GET /api/v1/schema.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
-        "responses": {"200": {"description": "the same plan was already accepted (duplicate)"}},
     },
 )
 async def submit_plan(request: Request) -> RedactedJSON:
@@ -79,13 +84,25 @@ async def submit_plan(request: Request) -> RedactedJSON:
     return RedactedJSON(answer, submit_status(answer))
 
 
-@router.get("/schema", summary="JSON Schema of a plan", dependencies=READ)
+@router.get(
+    "/schema",
+    summary="JSON Schema of a plan",
+    dependencies=READ,
+    response_model=dict[str, Any],
+    response_description="A JSON Schema (draft 2020-12) of a plan, as `deployer schema` prints",
+)
 def plan_schema() -> JSONResponse:
     # a schema names fields (`password` may be one): it holds no values to redact
     return JSONResponse(Plan.model_json_schema(by_alias=True))
 
 
-@router.get("/plans", summary="Plans, newest first", dependencies=READ)
+@router.get(
+    "/plans",
+    summary="Plans, newest first",
+    dependencies=READ,
+    response_model=PlanPage,
+    response_model_exclude_unset=True,
+)
 def list_plans(request: Request, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     return views.plans_page(store(request), limit, cursor)
 
@@ -94,6 +111,8 @@ def list_plans(request: Request, limit: Limit = 50, cursor: Cursor = None) -> di
     "/plans/{planId}",
     summary="One plan (the JSON of `deployer status P --json`)",
     dependencies=READ,
+    response_model=PlanView,
+    response_model_exclude_unset=True,
 )
 def get_plan(
     request: Request,
