@@ -101,3 +101,20 @@ def test_a_command_answer_keeps_its_json_through_the_command_result_model(finish
     done = cli_json("pause", "--tenant", tenants[0], "--plan", waved, "--json")
     assert set(done) >= {"ok", "code", "message"}
     assert public.conform(public.CommandResult, done) == done
+
+
+def test_the_client_reads_typed_views_that_dump_back_to_the_same_json(finished_plans):
+    from deployer.client import DeployerClient
+
+    store = Store(client_for(get_settings().state_url), get_settings())
+    client = DeployerClient()
+    waved, tenants = finished_plans["waved"]
+    typed = client.plan_view(waved)
+    assert isinstance(typed, public.PlanView) and typed.waves and typed.budget is not None
+    assert typed.model_dump(mode="json", by_alias=True, exclude_unset=True) == (
+        views.plan_view(store, waved)
+    )
+    task = client.task_view(tenants[0], waved)
+    assert isinstance(task, public.TaskView) and task.tenant_id == tenants[0]
+    assert client.plan_view(unique("absent")) is None
+    assert client.task_view(unique("absent")) is None
