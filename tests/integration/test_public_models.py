@@ -5,6 +5,7 @@ unchanged, and `deployer status/task --json` print exactly the read models' JSON
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ def same(model: type[public.PublicModel], data: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def finished_plans(worker: Any, redis_url: str) -> dict[str, Any]:
+def finished_plans(worker: Any, redis_url: str) -> Iterator[dict[str, Any]]:
     """A plain plan and a plan with waves, a bake and a failure budget, both finished or
     baking, and their tenants."""
     r = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -55,7 +56,13 @@ def finished_plans(worker: Any, redis_url: str) -> dict[str, Any]:
              what="plain plan COMPLETED")  # fmt: skip
     wait_for(lambda: r.hget(f"deployer:plan:{waved}", "waveState") == "BAKING", timeout=60,
              what="waved plan baking")  # fmt: skip
-    return {"plain": (plain, plain_tenants), "waved": (waved, waved_tenants)}
+    yield {"plain": (plain, plain_tenants), "waved": (waved, waved_tenants)}
+    # no bake left behind: later tests wait for every plan timer to be done
+    runner.invoke(app, ["promote", "--plan", waved, "--all"], catch_exceptions=False)
+    wait_for(lambda: r.hget(f"deployer:plan:{waved}", "status") == "COMPLETED", timeout=60,
+             what="waved plan COMPLETED")  # fmt: skip
+    wait_for(lambda: r.zscore("deployer:plan-timers", waved) is None, timeout=30,
+             what="no timer of the waved plan")  # fmt: skip
 
 
 def test_every_read_model_passes_through_its_public_model_unchanged(finished_plans):
