@@ -73,6 +73,9 @@ class SubmitResult(CommandResult):
     accepted, a duplicate of an accepted plan, or refused with its field errors."""
 
     plan_id: str | None = None
+    #: accepted: how many tasks, and how many waves for a plan with a strategy
+    tasks: int | None = None
+    waves: int | None = None
     duplicate: bool | None = None
     errors: list[dict[str, Any]] | None = None
 

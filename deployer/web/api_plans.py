@@ -18,7 +18,7 @@ from deployer.errors import Code
 from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
 from deployer.jsonshape import Meter
 from deployer.models import Plan
-from deployer.public import PlanPage, PlanView, SubmitResult
+from deployer.public import PlanPage, PlanView, SubmitResult, conform
 from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, settings, store, valid_id
 
@@ -77,11 +77,11 @@ async def submit_plan(request: Request) -> RedactedJSON:
             refusal = shape_refusal(meter.shape(), s, sniff_plan_id(head))
             assert refusal is not None
             answer = await run_in_threadpool(_planner().refuse, refusal)
-            return RedactedJSON(answer, submit_status(answer))
+            return RedactedJSON(conform(SubmitResult, answer), submit_status(answer))
     text = b"".join(chunks).decode("utf-8", "replace")
     del chunks
     answer = await run_in_threadpool(_planner().submit, text)
-    return RedactedJSON(answer, submit_status(answer))
+    return RedactedJSON(conform(SubmitResult, answer), submit_status(answer))
 
 
 @router.get(

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from deployer.errors import Code
 from deployer.metrics import registry_from_settings
-from deployer.public import Health, Problem
+from deployer.public import Health, Problem, conform
 from deployer.web.answers import RedactedJSON, error
 from deployer.web.deps import can_read, store
 
@@ -31,7 +31,8 @@ def healthz(request: Request) -> RedactedJSON:
         store(request).r.ping()
     except redis.RedisError as exc:
         return error(503, Code.REDIS_UNREACHABLE, f"state Redis unreachable: {type(exc).__name__}")
-    return RedactedJSON({"ok": True, "code": Code.OK, "message": "redis reachable"})
+    answer = {"ok": True, "code": Code.OK, "message": "redis reachable"}
+    return RedactedJSON(conform(Health, answer))
 
 
 def _registry(request: Request) -> CollectorRegistry:
