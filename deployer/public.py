@@ -92,7 +92,7 @@ class Failure(PublicModel):
     """The current run's failure: where, the error, its code, when."""
 
     stage: str | None = None
-    error: str
+    error: str | None = None
     code: str | None = None
     at: str | None = None
 
@@ -177,6 +177,8 @@ class PlanView(PublicModel):
     command_in_progress: str | None = None
     commands: list[str] = Field(default_factory=list)
     tasks: list[TaskRow] | None = None
+    #: an archived plan says so and offers no commands
+    archived: bool | None = None
 
 
 class PlanRow(PublicModel):
@@ -188,14 +190,18 @@ class PlanRow(PublicModel):
     counts: dict[str, int] = Field(default_factory=dict)
     created_at: str | None = None
     updated_at: str | None = None
+    ended_at: str | None = None
+    #: read from the archive (deployer/archive): history, no commands
+    archived: bool | None = None
+    archived_at: str | None = None
 
 
 class PlanPage(PublicModel):
-    """Plans newest first, a page at a time."""
+    """Plans, live and archived, newest first, a page at a time."""
 
     items: list[PlanRow]
     next_cursor: str | None = None
-    total: int
+    total: int | None = None
 
 
 class StageState(PublicModel):
@@ -241,6 +247,8 @@ class TaskView(PublicModel):
     unrestored: list[dict[str, Any]] = Field(default_factory=list)
     context: dict[str, Any] | None = None
     hash: dict[str, Any] | None = None
+    #: an archived task says so, with its stage timeline and the config it deployed
+    archived: bool | None = None
 
 
 class TaskPage(PublicModel):

@@ -23,6 +23,8 @@ from deployer.errors import ScriptReplyError
 
 #: Every script in deployer/lua (the prelude is no script of its own).
 ScriptName = Literal[
+    "archive_drop",
+    "archive_mark",
     "event_record",
     "kv_write",
     "notify_claim",

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from deployer.archive.store import Archive
     from deployer.client import DeployerClient
     from deployer.store import Store
 
@@ -57,6 +58,15 @@ def store() -> Store:
     from deployer.settings import get_settings
 
     return state_store(get_settings())
+
+
+def archive() -> Archive | None:
+    """The deployment archive for reading; None while nothing was ever archived (a read
+    never creates the embedded database)."""
+    from deployer.archive.store import Archive
+    from deployer.settings import get_settings
+
+    return Archive.open_existing(get_settings())
 
 
 def print_json(data: Any) -> None:

@@ -13,14 +13,16 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from deployer import views
+from deployer.archive.views import plan_view as plan_anywhere
+from deployer.archive.views import plans_page
 from deployer.errors import Code
 from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
 from deployer.jsonshape import Meter
 from deployer.models import Plan
 from deployer.public import PlanPage, PlanView, SubmitResult, conform
 from deployer.web.answers import ApiError, RedactedJSON
-from deployer.web.deps import COMMAND, PROBLEMS, READ, Cursor, Limit, settings, store, valid_id
+from deployer.web.api_history import HistoryCursor, archive_of
+from deployer.web.deps import COMMAND, PROBLEMS, READ, Limit, settings, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])
 
@@ -98,13 +100,20 @@ def plan_schema() -> JSONResponse:
 
 @router.get(
     "/plans",
-    summary="Plans, newest first",
+    summary="Plans, live and archived, newest first",
     dependencies=READ,
     response_model=PlanPage,
     response_model_exclude_unset=True,
 )
-def list_plans(request: Request, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
-    return views.plans_page(store(request), limit, cursor)
+def list_plans(
+    request: Request,
+    limit: Limit = 50,
+    cursor: HistoryCursor = None,
+    status: Annotated[str | None, Query(pattern=r"^[A-Z_]{1,32}$")] = None,
+    since: Annotated[int | None, Query(ge=0, description="created since (ms epoch)")] = None,
+) -> dict[str, Any]:
+    return plans_page(store(request), archive_of(request), status=status, since_ms=since,
+                      limit=limit, cursor=cursor)  # fmt: skip
 
 
 @router.get(
@@ -119,7 +128,7 @@ def get_plan(
     planId: str,
     sample: Annotated[int, Query(ge=0, le=100)] = 20,
 ) -> dict[str, Any]:
-    view = views.plan_view(store(request), valid_id(planId, "planId"), sample)
+    view = plan_anywhere(store(request), archive_of(request), valid_id(planId, "planId"), sample)
     if view is None:
         raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
     return view

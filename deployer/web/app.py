@@ -72,7 +72,16 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from deployer.web import api_commands, api_events, api_plans, api_tasks, docs, ops, pages
+    from deployer.web import (
+        api_commands,
+        api_events,
+        api_history,
+        api_plans,
+        api_tasks,
+        docs,
+        ops,
+        pages,
+    )
 
     settings = settings or get_settings()
     hub = Hub(settings.state_url, settings.api_max_streams, settings.api_max_streams_per_token)
@@ -117,7 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return error(exc.status_code, code, str(exc.detail))
 
-    for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):
+    for module in (api_plans, api_tasks, api_commands, api_events, api_history, ops, pages):
         app.include_router(module.router)
     docs.mount(app, HERE / "static")
     if not auth_enabled(settings):
