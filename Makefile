@@ -15,7 +15,7 @@ TEST_WORKERS ?= 4
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-faults lint lint-lowest lock lock-check bench clean
+.PHONY: demo test test-faults lint lint-lowest lock lock-check bench clean schema
 
 $(UV):
 	$(PY) -m venv $(VENV)
@@ -58,6 +58,10 @@ lint-lowest: | $(UV)
 	  $$($(UV) export -q --frozen --extra dev --no-hashes --no-emit-project \
 	     | grep -E '^(mypy|types-pyyaml)==' | tr '\n' ' ')
 	$(LOWEST)/bin/mypy
+
+# docs/schema/plan.v1.json from the models that validate plans (a test compares the two)
+schema: $(STAMP)
+	$(VENV)/bin/python -m deployer.contract --write
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -26,15 +26,14 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
 from deployer import keys, scripts
-from deployer.control import (
+from deployer.command_rules import (
     SUPERSEDED,
     TASK_FIELDS,
-    Controller,
     Target,
     Write,
     decide_task,
@@ -45,6 +44,9 @@ from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
 from deployer.record import TaskRecord
 from deployer.store import Store, TaskCommand, now_ms
+
+if TYPE_CHECKING:  # the controller builds this class and is called back through it
+    from deployer.control import Controller
 
 log = logging.getLogger("deployer.control")
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
@@ -83,3 +85,19 @@ def refuse(
         if errors and len(errors) > 50:
             err.print(f"  ... and {len(errors) - 50} more")
     raise typer.Exit(Exit.REFUSED)
+
+
+def read_plan_file(path: Path, as_json: bool = False) -> str:
+    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
+    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 ({exc.reason})"
+    from deployer.errors import PlanUnreadable
+
+    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)

@@ -71,7 +71,9 @@ def _run(
     if not result["ok"]:
         refuse(result["code"], result.get("message", ""), as_json=as_json)
     if as_json:
-        print_json(result)
+        from deployer.public import CommandResult, conform
+
+        print_json(conform(CommandResult, result))
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
         console.print(f"{note}{result['message']}", soft_wrap=True, highlight=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,10 +17,11 @@ from deployer.cli.app import (
     console,
     err,
     print_json,
+    read_plan_file,
     refuse,
     store,
 )
-from deployer.errors import Code, PlanUnreadable, PlanValidationError
+from deployer.errors import Code, PlanValidationError
 
 # A command imports what it uses when it runs (`deployer status` must not pay for the
 # intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
@@ -134,20 +134,6 @@ def submit(
     raise typer.Exit(exit_for_plan(final))
 
 
-def read_plan_file(path: Path, as_json: bool = False) -> str:
-    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
-    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
-    if str(path) == "-":
-        return sys.stdin.read()
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-    except UnicodeDecodeError as exc:
-        why = f"not UTF-8 ({exc.reason})"
-    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)
-
-
 def report_end(
     store: Store, plan_id: str, final: str | None, timeout: float | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -231,7 +217,9 @@ def status(
         _status_of_wave(s, plan_id, summary, wave, limit, cursor, as_json)
         return
     if as_json:
-        print_json(summary)
+        from deployer.public import PlanView, conform
+
+        print_json(conform(PlanView, summary))
         return
     console.print(
         f"[bold]plan[/] {plan_id}  [bold]{summary['status']}[/]  "
@@ -277,7 +265,9 @@ def _status_of_wave(
                f"numbered from 0", as_json=as_json)  # fmt: skip
     page = views.wave_page(s, plan_id, wave, limit=limit, cursor=cursor)
     if as_json:
-        print_json({"planId": plan_id, **page})
+        from deployer.public import WavePage, conform
+
+        print_json(conform(WavePage, {"planId": plan_id, **page}))
         return
     w = page["wave"]
     console.print(f"[bold]plan[/] {plan_id}  wave {wave}: {w['state']}, {w['tenants']} tenant(s), "
@@ -348,7 +338,9 @@ def task(
         where = f" in plan {plan}" if plan else ""
         refuse(Code.TASK_NOT_FOUND, f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
-        print_json(out)
+        from deployer.public import TaskView, conform
+
+        print_json(conform(TaskView, out))
         return
     for k, v in out.items():
         if k not in ("context", "hash", "stages", "failure", "progress", "unrestored"):

@@ -12,7 +12,7 @@ from deployer.archive.store import Archive
 from deployer.archive.views import archived_task_view, tenant_history
 from deployer.errors import Code
 from deployer.models import task_id_for
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.deps import PROBLEMS, READ, Limit, settings, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["history"])

@@ -19,8 +19,9 @@ from deployer.errors import Code
 from deployer.intake import SNIFF_BYTES, shape_refusal, sniff_plan_id
 from deployer.jsonshape import Meter
 from deployer.models import Plan
+from deployer.public import PlanPage, PlanView, SubmitResult, conform
+from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.api_history import HistoryCursor, archive_of
-from deployer.web.app import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, READ, Limit, settings, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["plans"])
@@ -51,13 +52,17 @@ def _planner() -> Any:
     summary="Submit a plan (as deployer.submit_plan does)",
     status_code=201,
     dependencies=COMMAND,
+    response_model=SubmitResult,
+    responses={
+        200: {"model": SubmitResult, "description": "the same plan was already accepted"},
+        500: {"model": SubmitResult, "description": "INTERNAL_ERROR"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "description": "A plan; its full JSON Schema is GET /api/v1/schema.",
             "content": {"application/json": {"schema": {"type": "object"}}},
         },
-        "responses": {"200": {"description": "the same plan was already accepted (duplicate)"}},
     },
 )
 async def submit_plan(request: Request) -> RedactedJSON:
@@ -74,20 +79,32 @@ async def submit_plan(request: Request) -> RedactedJSON:
             refusal = shape_refusal(meter.shape(), s, sniff_plan_id(head))
             assert refusal is not None
             answer = await run_in_threadpool(_planner().refuse, refusal)
-            return RedactedJSON(answer, submit_status(answer))
+            return RedactedJSON(conform(SubmitResult, answer), submit_status(answer))
     text = b"".join(chunks).decode("utf-8", "replace")
     del chunks
     answer = await run_in_threadpool(_planner().submit, text)
-    return RedactedJSON(answer, submit_status(answer))
+    return RedactedJSON(conform(SubmitResult, answer), submit_status(answer))
 
 
-@router.get("/schema", summary="JSON Schema of a plan", dependencies=READ)
+@router.get(
+    "/schema",
+    summary="JSON Schema of a plan",
+    dependencies=READ,
+    response_model=dict[str, Any],
+    response_description="A JSON Schema (draft 2020-12) of a plan, as `deployer schema` prints",
+)
 def plan_schema() -> JSONResponse:
     # a schema names fields (`password` may be one): it holds no values to redact
     return JSONResponse(Plan.model_json_schema(by_alias=True))
 
 
-@router.get("/plans", summary="Plans, live and archived, newest first", dependencies=READ)
+@router.get(
+    "/plans",
+    summary="Plans, live and archived, newest first",
+    dependencies=READ,
+    response_model=PlanPage,
+    response_model_exclude_unset=True,
+)
 def list_plans(
     request: Request,
     limit: Limit = 50,
@@ -103,6 +120,8 @@ def list_plans(
     "/plans/{planId}",
     summary="One plan (the JSON of `deployer status P --json`)",
     dependencies=READ,
+    response_model=PlanView,
+    response_model_exclude_unset=True,
 )
 def get_plan(
     request: Request,

@@ -14,8 +14,8 @@ from deployer import views
 from deployer.archive import views as history
 from deployer.errors import Code
 from deployer.models import TaskStatus, task_id_for
+from deployer.web.answers import ApiError
 from deployer.web.api_history import archive_of
-from deployer.web.app import ApiError
 from deployer.web.deps import can_read, settings, store
 from deployer.web.security import COOKIE, Access, access_of
 
