@@ -37,7 +37,7 @@ test: $(STAMP) lock-check
 	$(BIN)/pytest -m "e2e and not faults" -n $(E2E_WORKERS) --dist loadfile
 
 test-faults: $(STAMP)
-	$(BIN)/pytest -m faults
+	$(BIN)/pytest -m faults -n $(E2E_WORKERS) --dist loadfile
 
 lint: $(STAMP) lock-check
 	$(BIN)/ruff check .
