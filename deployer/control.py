@@ -530,19 +530,22 @@ class Controller:
         elif command is Command.ROLLBACK:
             rollback, unrestored = self._rollback_fields(task, stored, strict)
             fields = {**rollback, **forced}
-        return Write(TaskCommand(
-            task,
-            event,
-            new_status=status,
-            control=control,
-            queue_op=default_op if queue_op is None else queue_op,
-            invalidate=invalidate,
-            by=by,
-            reason=reason,
-            fields=fields,
-            # whose tenant is it? a rollback never writes over a newer task's deployment
-            check_newer=command is Command.ROLLBACK and not force,
-        ), unrestored)
+        return Write(
+            TaskCommand(
+                task,
+                event,
+                new_status=status,
+                control=control,
+                queue_op=default_op if queue_op is None else queue_op,
+                invalidate=invalidate,
+                by=by,
+                reason=reason,
+                fields=fields,
+                # whose tenant is it? a rollback never writes over a newer task's deployment
+                check_newer=command is Command.ROLLBACK and not force,
+            ),
+            unrestored,
+        )
 
     def _retry_fields(
         self, task: TaskRecord, from_checkpoint: bool, stored: TaskRecord | None = None

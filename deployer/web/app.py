@@ -97,7 +97,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from deployer.web import api_commands, api_events, api_plans, api_tasks, docs, ops, pages
 
     settings = settings or get_settings()
-    hub = Hub(settings.state_url, settings.api_max_streams, settings.api_max_streams_per_token)
+    hub = Hub(
+        settings.state_url,
+        settings.api_max_streams,
+        settings.api_max_streams_per_token,
+        settings=settings,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
