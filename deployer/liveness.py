@@ -25,6 +25,7 @@ import redis
 
 from deployer import keys, scripts
 from deployer.errors import Code
+from deployer.failover import FailoverWatch
 from deployer.reconciler import SweepResult
 from deployer.record import Cursor, Field
 from deployer.store import Dispatch, Slot, Store, now_ms
@@ -215,15 +216,20 @@ class LivenessThread(threading.Thread):
         orphans: OrphanReconciler,
         ttl: float,
         held: Callable[[], dict[str, str]] = dict,
+        failover: FailoverWatch | None = None,
     ) -> None:
         super().__init__(name="deployer-liveness", daemon=True)
         self.heartbeat, self.orphans, self.held = heartbeat, orphans, held
+        #: Looks at every beat whether the state Redis is another server (deployer/failover.py).
+        self.failover = failover
         self.interval = ttl / BEATS_PER_TTL
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while True:
             try:
+                if self.failover is not None:
+                    self.failover.check()
                 dead = self.heartbeat.beat(self.held())
                 if dead:
                     self.orphans.sweep(dead)

@@ -24,6 +24,7 @@ from deployer.errors import ScriptReplyError
 #: Every script in deployer/lua (the prelude is no script of its own).
 ScriptName = Literal[
     "event_record",
+    "failover_claim",
     "kv_write",
     "notify_claim",
     "notify_settle",

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from deployer import tracing, worker_id
 from deployer.context import TaskRuntimeContext
+from deployer.failover import FailoverWatch
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
 from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
@@ -119,7 +120,8 @@ class LivenessStep(bootsteps.StartStopStep):
         node = worker_id.node_name(worker.hostname)
         orphans = OrphanReconciler(store, planner.launch, planner.dispatch)
         heartbeat = Heartbeat(store.r, node, ttl, runtime.settings().lease_ttl_seconds * 2)
-        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages)
+        failover = FailoverWatch(store, planner.launch, planner.dispatch)
+        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages, failover)
         self.thread.start()
         log.info("heartbeat of %s started (ttl %.1fs)", node, ttl)
 
