@@ -13,6 +13,7 @@ to handle (a stage re-sends itself, the worker's threads retry at their next tic
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import Callable, Hashable
@@ -33,6 +34,8 @@ from deployer import redisurl
 from deployer.errors import Code, SettingsInvalid
 from deployer.settings import Settings, get_settings, redact_url
 from deployer.store import Store
+
+log = logging.getLogger("deployer.redis")
 
 #: Explicit timeouts: redis-py's default socket timeout would cut long blocking reads short,
 #: and no timeout at all would hang a worker on a dead server.
@@ -193,6 +196,27 @@ def check_reachable(url: str, settings: Settings, role: str) -> None:
         ) from None
     finally:
         client.close()
+
+
+def warm_up_tls(settings: Settings) -> None:
+    """Open one connection to each TLS Redis (state, target) now, in a worker's main process
+    before its pool forks and before its threads start.
+
+    Why: redis-py builds one SSL context per TLS setting and process-wide caches it. Built
+    first in a thread of the main process while the pool forked, its OpenSSL lock was
+    copied held: the pool process that built its own then hung for ever in
+    `load_default_certs` (seen: a `rediss://` demo whose submit never ran). Built here,
+    once, every later connection of the main process and of each forked pool process finds
+    it in the cache. A Redis that does not answer yet is only logged: the worker waits for
+    its broker anyway, and the first command retries."""
+    for url in dict.fromkeys((settings.state_url, settings.target_url)):
+        spec = redisurl.parse(url)
+        if not (spec.tls or (spec.sentinel and settings.sentinel_tls)):
+            continue
+        try:
+            client_for(url).ping()
+        except redis.RedisError as exc:
+            log.warning("TLS Redis %s not reached at start (%s)", redact_url(url), exc)
 
 
 @per_process

@@ -17,7 +17,7 @@ from celery.worker import state as worker_state
 from kombu.utils import json as kombu_json
 from pydantic import ValidationError
 
-from deployer import tracing, worker_id
+from deployer import redis_client, tracing, worker_id
 from deployer.context import TaskRuntimeContext
 from deployer.failover import FailoverWatch
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
@@ -280,6 +280,7 @@ def warm_up(**_: Any) -> None:
     registry.assemblers()
     registry.steps()
     runtime.store()
+    redis_client.warm_up_tls(runtime.settings())  # before the pool forks: it says why
     # What is loaded now lives as long as the worker: out of the collector's sight, so a
     # full collection in a pool process does not walk (and copy-on-write) all of it.
     gc.freeze()
