@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 
 from deployer import keys
-from deployer.settings import Settings, get_settings
+from deployer.settings import Settings
 
 log = logging.getLogger("deployer.fleet")
 
@@ -344,8 +344,10 @@ class Fleet:
     ) -> None:
         from deployer.redis_client import connect  # any URL form (Sentinel, TLS, ACL)
 
+        # Settings (Sentinel master, TLS files) read afresh when not given: never the cached
+        # get_settings(), which a caller may be about to change (DEPLOYER_INSTANCES).
         self.redis = connect(
-            redis_url, settings or get_settings(), socket_timeout=10, socket_connect_timeout=5
+            redis_url, settings or Settings(), socket_timeout=10, socket_connect_timeout=5
         )
         self.key_prefix, self.topic = key_prefix, topic
         #: Instances publish acks (docs/contracts.md §2.1) on this channel when on.
