@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from deployer import keys, scripts
 from deployer.reconciler import SweepResult
+from deployer.record import Field
 from deployer.store import Dispatch, Slot, Store, now_ms
 
 log = logging.getLogger("deployer.failover")
@@ -83,13 +84,9 @@ class FailoverWatch:
         ids = [m[0] if isinstance(m, tuple) else m for m in self.store.r.zscan_iter(keys.INFLIGHT)]
         out: list[tuple[str, str]] = []
         for i in range(0, len(ids), BATCH):
-            part = ids[i : i + BATCH]
-            pipe = self.store.r.pipeline(transaction=False)
-            for task_id in part:
-                pipe.hget(keys.task(task_id), "token")
-            for task_id, token in zip(part, pipe.execute(), strict=True):
-                if token:
-                    out.append((str(task_id), str(token)))
+            part = [str(task_id) for task_id in ids[i : i + BATCH]]
+            tasks = self.store.get_tasks(part, (Field.TOKEN,))
+            out += [(t, task.token) for t, task in zip(part, tasks, strict=True) if task.token]
         return out
 
     def sweep(self) -> SweepResult:
