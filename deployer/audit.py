@@ -23,43 +23,14 @@ from typing import Any
 
 import redis
 
-from deployer import keys
+from deployer import keys, scripts
+from deployer.prelude import configure_prelude as configure_prelude  # re-exported: its old home
 from deployer.settings import Settings, get_settings
 
-#: The lines of the prelude that `configure_prelude` rewrites from the settings.
-_RETENTION_LINE = "local EVENTS_RETENTION_MS = 604800000"
-_MAXLEN_LINE = "local EVENTS_INDEX_MAXLEN = 1000000"
-_EVENTS_MAXLEN_LINE = "local EVENTS_MAXLEN = 100000"
-_NOTIFY_EVENTS_LINE = "local NOTIFY_EVENTS = {}"
-_NOTIFY_RETENTION_LINE = "local NOTIFY_RETENTION_MS = 86400000"
 #: References read per LRANGE while walking a tenant's history back.
 _PAGE = 500
 
 Entry = tuple[str, dict[str, str]]
-
-
-def configure_prelude(prelude: str, settings: Settings | None = None) -> str:
-    """The Lua prelude with the history retention and bounds of `settings`, and the names
-    of the events that notify (deployer/notify/events.py), written in."""
-    from deployer.notify.events import ALL
-
-    s = settings or get_settings()
-    lines = {
-        _RETENTION_LINE: f"local EVENTS_RETENTION_MS = {int(s.events_retention_seconds * 1000)}",
-        _MAXLEN_LINE: f"local EVENTS_INDEX_MAXLEN = {int(s.events_index_maxlen)}",
-        _EVENTS_MAXLEN_LINE: f"local EVENTS_MAXLEN = {int(s.events_maxlen)}",
-        _NOTIFY_EVENTS_LINE: "local NOTIFY_EVENTS = {"
-        + ", ".join(f"{name} = true" for name in ALL)
-        + "}",
-        _NOTIFY_RETENTION_LINE: (
-            f"local NOTIFY_RETENTION_MS = {int(s.notify_retention_seconds * 1000)}"
-        ),
-    }
-    for line, configured in lines.items():
-        if line not in prelude:
-            raise RuntimeError(f"deployer/lua/_prelude.lua lost the line {line!r}")
-        prelude = prelude.replace(line, configured)
-    return prelude
 
 
 def record(r: redis.Redis, fields: dict[str, Any], settings: Settings | None = None) -> str:
@@ -75,8 +46,6 @@ def record(r: redis.Redis, fields: dict[str, Any], settings: Settings | None = N
             pairs += [k, v]
     if "ts" not in fields:
         pairs += ["ts", int(time.time() * 1000)]
-    from deployer import scripts  # the loader imports this module for its prelude
-
     script = scripts.load(r, "event_record")
     return str(script(keys=[keys.EVENTS], args=[s.events_maxlen, *pairs]))
 

@@ -7,6 +7,11 @@ public Redis contracts: hash `deployer:plan:{planId}` and stream `deployer:rejec
 
 `execute` is the exception: it runs a command in this process with the workers' code (it
 imports `tasks` then), which is how the CLI and the HTTP API answer a command at once.
+
+Answers stay plain JSON dicts (`execute`, `result`, `rejection`): every caller written for
+0.1 indexes them, and the field names are the contract. The typed form of each is in
+deployer/public.py (`CommandResult.model_validate(answer)`); the reads `plan_view` and
+`task_view` return those models directly.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.utils.saferepr import saferepr
@@ -27,6 +32,9 @@ from deployer.redact import redact
 from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
 from deployer.store import Store
+
+if TYPE_CHECKING:
+    from deployer.public import PlanView, TaskView
 
 CONTROL_QUEUE = "deployer.control"
 #: The plan statuses `wait` stops at (deployer.lifecycle.PLAN_ENDED, as plain strings).
@@ -257,6 +265,27 @@ class DeployerClient:
         return PlanStatus(
             plan_id, raw.get("status", ""), int(raw.get("total", 0)), counts, raw.get("digest", "")
         )
+
+    def plan_view(self, plan_id: str, sample: int = 20) -> PlanView | None:
+        """The plan as `deployer status P --json` and `GET /api/v1/plans/{planId}` show it,
+        typed (deployer/public.py); None if unknown. `.model_dump(by_alias=True,
+        exclude_unset=True)` gives back exactly that JSON."""
+        from deployer import views
+        from deployer.public import PlanView
+
+        view = views.plan_view(self.store, plan_id, sample)
+        return PlanView.model_validate(view) if view is not None else None
+
+    def task_view(self, tenant_id: str, plan_id: str | None = None) -> TaskView | None:
+        """The tenant's latest task (or its task in `plan_id`) as `deployer task --json`
+        shows it, typed; None if there is none."""
+        from deployer import views
+        from deployer.public import TaskView
+
+        s = self.store
+        view = (views.plan_task_view(s, plan_id, tenant_id) if plan_id
+                else views.latest_task_view(s, tenant_id))  # fmt: skip
+        return TaskView.model_validate(view) if view is not None else None
 
     def rejection(self, plan_id: str, since: str = "0-0") -> dict[str, str] | None:
         """The newest record of `plan_id` in the public rejections stream, if any."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic_core import to_json
 
-from deployer.models import RunKind, StageSpec, WireModel
+from deployer.specs import RunKind, StageSpec, WireModel
 
 
 class TaskRuntimeContext(WireModel):

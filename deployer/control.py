@@ -10,15 +10,26 @@ flag at once and works through its tasks in bounded slices (deployer/plan_comman
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
 
 from deployer import audit, keys
+from deployer.command_rules import (
+    SUPERSEDED,
+    SUPERSEDED_STATUS,
+    TARGET_SHAPES,
+    TASK_FIELDS,
+    WAVE_SHAPES,
+    Target,
+    Write,
+    as_written,
+    decide_task,
+    unrestored_answer,
+)
 from deployer.context import Unrestored
 from deployer.errors import (
     Code,
@@ -28,80 +39,18 @@ from deployer.errors import (
     TargetInvalid,
     WaveRequired,
 )
-from deployer.lifecycle import WAVE_COMMANDS, Command, Decision, Effect, decide
-from deployer.models import TaskStatus, is_id, task_id_for
+from deployer.lifecycle import WAVE_COMMANDS, Command, Decision, Effect
+from deployer.models import task_id_for
+from deployer.plan_commands import PlanCommands
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.record import Field as F
 from deployer.record import TaskRecord
 from deployer.rollout import RolloutService, parse_budget
 from deployer.store import Store, TaskCommand
-from deployer.strategy import MAX_WAVES
 
 log = logging.getLogger("deployer.control")
 
-#: What a command reads of each task it decides on.
-TASK_FIELDS = (F.TASK_ID, F.PLAN_ID, F.TENANT_ID, F.STATUS, F.CONTROL, F.RETRY_COUNT,
-               F.CHECKPOINT, F.STARTED_AT)  # fmt: skip
 MAX_CAS_ATTEMPTS = 5
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a command acts on: every task of a plan, a tenant's latest task, or with both
-    ids exactly that one (plan, tenant) task (e.g. an older plan's paused task of a tenant
-    that a newer plan has deployed since). approve and promote name a plan's `wave`."""
-
-    plan_id: str | None = None
-    tenant_id: str | None = None
-    wave: int | None = None
-
-    @classmethod
-    def parse(cls, raw: Any, waves: bool = False) -> Target:
-        """`{"planId": P}`, `{"tenantId": T}` or both (a JSON string is accepted too);
-        with `waves` (approve, promote) `{"planId": P, "wave": N}`."""
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw)
-            except ValueError:
-                raise TargetInvalid(TARGET_SHAPES) from None
-        allowed = {"planId", "tenantId"} | ({"wave"} if waves else set())
-        if not isinstance(raw, dict) or not raw or set(raw) - allowed:
-            raise TargetInvalid(WAVE_SHAPES if waves else TARGET_SHAPES)
-        ids: dict[str, str] = {}
-        wave: int | None = None
-        for name, value in raw.items():
-            if name == "wave":
-                wave = _wave_number(value)
-                continue
-            if isinstance(value, int) and not isinstance(value, bool) and name == "planId":
-                value = str(value)
-            if not is_id(value):
-                raise TargetInvalid(f"{name}: not a valid id")
-            ids[name] = value
-        return cls(plan_id=ids.get("planId"), tenant_id=ids.get("tenantId"), wave=wave)
-
-    @property
-    def is_plan(self) -> bool:
-        """Every task of a plan (not one task of it)."""
-        return bool(self.plan_id) and not self.tenant_id
-
-    def describe(self) -> str:
-        if self.plan_id and self.tenant_id:
-            return f"tenant {self.tenant_id} of plan {self.plan_id}"
-        return f"plan {self.plan_id}" if self.plan_id else f"tenant {self.tenant_id}"
-
-
-def _wave_number(value: Any) -> int:
-    """A wave index as a client sends it: a JSON integer (a string of digits is accepted)."""
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WAVES:
-        raise TargetInvalid(f"wave: a wave index (0 to {MAX_WAVES}), not {value!r}")
-    return value
-
-
-TARGET_SHAPES = 'target must be {"planId": P}, {"tenantId": T} or both (that one task)'
-WAVE_SHAPES = 'target must be {"planId": P, "wave": N}'
 
 
 PLAN_FLAG = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}
@@ -120,8 +69,6 @@ EVENT = {
 
 
 ACTING = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW)
-#: A rollback's outcome count for tasks whose tenant a newer task deployed since.
-SUPERSEDED = "SUPERSEDED"
 
 
 def resume_order(tasks: list[TaskRecord]) -> list[TaskRecord]:
@@ -153,8 +100,6 @@ class Controller:
         # the rollout service rolls a plan back for its failure budget through this
         # controller's plan rollback: injected here, so it never imports the controller
         self.rollout.rollback = self.budget_rollback
-        from deployer.plan_commands import PlanCommands  # it works through this class
-
         self.plans = PlanCommands(self)
 
     @property
@@ -287,7 +232,7 @@ class Controller:
         outcomes: Counter[str] = Counter()
         refused: list[dict[str, str]] = []
         notes: list[str] = []
-        outcomes[decision.effect.value if decision.to is not _SUPERSEDED else SUPERSEDED] += 1
+        outcomes[decision.effect.value if decision.to is not SUPERSEDED_STATUS else SUPERSEDED] += 1
         if decision.effect is Effect.REFUSE:
             refused.append(
                 {"tenantId": task.tenant_id, "code": decision.code, "message": decision.note}
@@ -609,7 +554,7 @@ class Controller:
         SUPERSEDED; one applied that cannot restore every service says which (and records
         ROLLBACK_INCOMPLETE)."""
         decision = as_written(decision, detail)
-        if decision.to is _SUPERSEDED or not unrestored:
+        if decision.to is SUPERSEDED_STATUS or not unrestored:
             return decision
         self._record_unrestored(task, unrestored, by)
         return replace(decision, unrestored=tuple(unrestored))
@@ -638,56 +583,17 @@ class Controller:
         return stored
 
 
-#: Marks a decision whose write found the tenant deployed by a newer task (SUPERSEDED).
-_SUPERSEDED = TaskStatus.SUPERSEDED
-
-
-@dataclass(frozen=True)
-class Write:
-    """One task's write of a decided command, and the services a rollback it prepares
-    cannot restore (named in the answer and a ROLLBACK_INCOMPLETE event once written)."""
-
-    command: TaskCommand
-    unrestored: list[Unrestored] = field(default_factory=list)
-
-
-def unrestored_answer(
-    target: Target, unrestored: list[dict[str, str]], message: str
-) -> dict[str, Any]:
-    """What a rollback's answer adds when some services cannot be restored: each (tenant,
-    service, reason), and the message says so."""
-    if target.is_plan:
-        tenants = len({u["tenantId"] for u in unrestored})
-        said = f"{tenants} tenant(s) cannot restore every service (see unrestored)"
-    else:
-        said = "cannot restore " + "; ".join(f"{u['service']} ({u['reason']})" for u in unrestored)
-    return {"message": f"{message}; {said}", "unrestored": unrestored[:100]}
-
-
-def as_written(decision: Decision, detail: str) -> Decision:
-    """The decision as written: a rollback that found a newer task's deployment ended
-    SUPERSEDED instead."""
-    if detail.startswith("SUPERSEDED:"):
-        newer = detail.split(":", 1)[1]
-        return Decision(
-            Effect.NOW,
-            _SUPERSEDED,
-            note=f"tenant deployed by newer task {newer} since: left alone (superseded)",
-        )
-    return decision
-
-
-def decide_task(command: Command, task: TaskRecord, force: bool) -> Decision:
-    """`lifecycle.decide` on a task as read; one whose status is gone or unreadable (deleted
-    or corrupted since it was read) is refused rather than guessed at. A superseded task
-    that never started has nothing to roll back, forced or not."""
-    if task.status is None:
-        return Decision(Effect.REFUSE, code=Code.TASK_NOT_FOUND, note="the task has no status")
-    if command is Command.ROLLBACK and task.status is TaskStatus.SUPERSEDED and not task.started:
-        return Decision(Effect.REFUSE, code=Code.TASK_SUPERSEDED,
-                        note="the tenant was deployed by a newer task before this one started: "
-                        "nothing to roll back")  # fmt: skip
-    return decide(command, task.status, task.control or None, force)
-
-
-__all__ = ["Command", "Controller", "Target", "TargetInvalid"]
+__all__ = [
+    "SUPERSEDED",
+    "TARGET_SHAPES",
+    "TASK_FIELDS",
+    "WAVE_SHAPES",
+    "Command",
+    "Controller",
+    "Target",
+    "TargetInvalid",
+    "Write",
+    "as_written",
+    "decide_task",
+    "unrestored_answer",
+]

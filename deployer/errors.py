@@ -65,6 +65,8 @@ class Code(StrEnum):
     PLAN_BUSY = "PLAN_BUSY"
     PLAN_NOT_FOUND = "PLAN_NOT_FOUND"
     PLAN_CANCELLED = "PLAN_CANCELLED"
+    #: A command for a plan that retention moved to the archive: history, nothing to act on.
+    PLAN_ARCHIVED = "PLAN_ARCHIVED"
     PLAN_PAUSED = "PLAN_PAUSED"
     PLAN_NOT_AWAITING_APPROVAL = "PLAN_NOT_AWAITING_APPROVAL"
     PLAN_HAS_NO_STRATEGY = "PLAN_HAS_NO_STRATEGY"

@@ -300,7 +300,10 @@ def plan_digest(head: PlanHead, config_jsons: Iterable[str]) -> str:
     kept in the plan hash, it tells an identical resubmit (a no-op) from a reused planId
     with another body (PLAN_CONFLICT).
     """
-    fields = head.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"tenants"})
+    # the contract version says how to read the plan, not what it is: a plan with and
+    # without `contractVersion: 1` is the same plan
+    fields = head.model_dump(mode="json", by_alias=True, exclude_none=True,
+                             exclude={"tenants", "contract_version"})  # fmt: skip
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
     for config_json in config_jsons:
         digest.update(b"\n")
@@ -318,7 +321,10 @@ def parse_plan(payload: Any, settings: Settings) -> Plan:
     field error."""
     head, tenants = validate_plan(payload, settings, lambda config: config)
     return Plan.model_construct(
-        plan_id=head.plan_id, max_concurrency=head.max_concurrency, tenants=tenants
+        plan_id=head.plan_id,
+        contract_version=head.contract_version,
+        max_concurrency=head.max_concurrency,
+        tenants=tenants,
     )
 
 

@@ -158,3 +158,17 @@ def notify_event(event_id: str) -> str:
 
 def notify_due(receiver: str) -> str:
     return NOTIFY_DUE.format(receiver=receiver)
+
+#: Retention (deployer/retention.py): the token of the worker archiving the plan, with a TTL.
+PLAN_ARCHIVING = "deployer:plan:{plan_id}:archiving"
+#: Task ids of an archived plan that stay live (each its tenant's newest task), while the
+#: rest of the plan's tasks are removed slice by slice.
+PLAN_KEPT = "deployer:plan:{plan_id}:kept"
+
+
+def plan_archiving(plan_id: str) -> str:
+    return PLAN_ARCHIVING.format(plan_id=plan_id)
+
+
+def plan_kept(plan_id: str) -> str:
+    return PLAN_KEPT.format(plan_id=plan_id)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -16,6 +15,10 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from deployer.specs import RunKind as RunKind  # re-exported: models is their public home
+from deployer.specs import StageSpec as StageSpec
+from deployer.specs import StepSpec as StepSpec
+from deployer.specs import WireModel as WireModel
 from deployer.strategy import Strategy
 
 #: Ids become parts of Redis keys and URLs: no separators, wildcards or white space.
@@ -66,23 +69,6 @@ class TaskStatus(StrEnum):
     ROLLBACK_FAILED = "ROLLBACK_FAILED"
     #: Not applied: the tenant was deployed by a newer task since (field `supersededBy`).
     SUPERSEDED = "SUPERSEDED"
-
-
-class RunKind(StrEnum):
-    FORWARD = "FORWARD"
-    RETRY = "RETRY"
-    ROLLBACK = "ROLLBACK"
-
-
-class WireModel(BaseModel):
-    """camelCase aliases, snake_case names, both accepted on input."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
-    )
-
-    def wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class EdgeModel(WireModel):
@@ -279,6 +265,11 @@ class PlanHead(EdgeModel):
     """
 
     plan_id: WirePlanId
+    #: The public contract this plan is written to (deployer/contract.py); absent: 1. A
+    #: version this deployer does not know is a field error, never misread.
+    contract_version: Literal[1] | None = Field(
+        None, description="The contract version the plan is written to; absent means 1."
+    )
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
     #: Progressive rollout: canary, waves, bake, approval, gate, failure budget.
     strategy: Strategy | None = None
@@ -288,6 +279,13 @@ class PlanHead(EdgeModel):
     @classmethod
     def _plan_id(cls, v: Any) -> str:
         return _coerce_plan_id(v)
+
+    @field_validator("contract_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # True == 1 to Python, not to the contract
+            raise ValueError("a version number, not a boolean")
+        return v
 
 
 def tenant_conflict(index: int, tenant: TenantConfig, plan_id: str, seen: set[str]) -> str | None:
@@ -314,22 +312,6 @@ class Plan(PlanHead):
             if conflict:
                 raise ValueError(conflict)
         return self
-
-
-class StepSpec(WireModel):
-    """One step of a stage: a registered step type and its JSON parameters."""
-
-    type: str
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class StageSpec(WireModel):
-    """One stage = one Celery task; built by an assembler, stored with the run."""
-
-    name: str
-    service: str
-    steps: list[StepSpec]
 
 
 #: Between plan and tenant in a task id: ID_PATTERN allows it in neither, so no two

@@ -32,7 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from deployer import keys, scripts
 from deployer.settings import Settings
 from deployer.store import now_ms
+from stages.types import WakeOn as WakeOn  # re-exported: the plugin interface owns it
 
 log = logging.getLogger("deployer.parking")
 
@@ -61,16 +62,6 @@ ACKS_TTL_MS = 30_000
 POINTER_GRACE_MS = 30_000
 #: How long a worker's sends record lives without a pop (it is cleared at the next tick).
 SENDS_TTL_MS = 120_000
-
-
-@dataclass(frozen=True)
-class WakeOn:
-    """What wakes a parked HealthCheck: an ack from one of `instances` of `service` for
-    `version` (None: the run has no planVersion, any version wakes it)."""
-
-    service: str
-    version: int | None
-    instances: list[str] = field(default_factory=list)
 
 
 class Ack(BaseModel):

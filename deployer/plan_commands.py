@@ -26,25 +26,27 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
 from deployer import keys, scripts
-from deployer.control import (
+from deployer.command_rules import (
     SUPERSEDED,
     TASK_FIELDS,
-    Controller,
     Target,
     Write,
     decide_task,
     unrestored_answer,
 )
-from deployer.errors import Code, DeployerError, NotFound
+from deployer.errors import Code, DeployerError, IllegalTransition, NotFound
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
 from deployer.record import TaskRecord
 from deployer.store import Store, TaskCommand, now_ms
+
+if TYPE_CHECKING:  # the controller builds this class and is called back through it
+    from deployer.control import Controller
 
 log = logging.getLogger("deployer.control")
 
@@ -179,6 +181,13 @@ class PlanCommands:
         `budget_seconds` (default SYNC_SECONDS) and answer what was done, or that the rest
         follows in the background."""
         plan = self.store.get_plan(plan_id)
+        if plan.get("archivedAt") or (not plan and _archived(self.store, plan_id)):
+            # what stays live of it is each tenant's newest task: `--tenant T` acts on those
+            raise IllegalTransition(
+                f"plan {plan_id} is archived (retention): its history reads, commands do not "
+                f"act on it; a tenant's newest task still takes --tenant T",
+                code=Code.PLAN_ARCHIVED,
+            )
         if not plan:
             raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
         refusal = self._refused_by_all(command, plan_id, plan, force)
@@ -558,3 +567,14 @@ def _release(lock: Any) -> None:
 
 
 __all__ = ["CANCEL_SLICE", "SLICE", "SYNC_SECONDS", "Job", "PlanCommands"]
+
+
+def _archived(store: Store, plan_id: str) -> bool:
+    """Whether the archive holds the plan (only asked once Redis has no such plan)."""
+    from deployer.archive.store import Archive
+
+    try:
+        archive = Archive.open_existing(store.settings)
+        return archive is not None and archive.plan(plan_id) is not None
+    except Exception:  # noqa: BLE001 - an unreachable archive: the plan is simply not found
+        return False

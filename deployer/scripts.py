@@ -18,11 +18,13 @@ from typing import Any, Literal, TypeVar
 import redis
 from redis.commands.core import Script
 
-from deployer import audit, tracing
+from deployer import prelude, tracing
 from deployer.errors import ScriptReplyError
 
 #: Every script in deployer/lua (the prelude is no script of its own).
 ScriptName = Literal[
+    "archive_drop",
+    "archive_mark",
     "event_record",
     "failover_claim",
     "kv_write",
@@ -65,8 +67,8 @@ def source(name: ScriptName) -> str:
     import). Cached: the settings it reads are fixed for a process."""
     if name in _BARE:
         return _read(name)
-    prelude = audit.configure_prelude(_read("_prelude"))  # history retention from the settings
-    return prelude + "\n" + _read(name)
+    text = prelude.configure_prelude(_read("_prelude"))  # history retention from the settings
+    return text + "\n" + _read(name)
 
 
 def load(client: redis.Redis, name: ScriptName) -> Script:

@@ -237,6 +237,19 @@ class Settings(BaseSettings):
     api_max_streams: int = Field(256, ge=1)
     api_max_streams_per_token: int = Field(32, ge=1)
 
+    # Retention and the archive (deployer/retention.py, deployer/archive): a finished plan
+    # not changed for `retention_seconds` is written to the archive (`archive_url`: any
+    # SQLAlchemy URL; unset, an embedded SQLite file under $XDG_DATA_HOME/deployer) and then
+    # removed from Redis, `retention_slice` keys per script, each tenant's newest task kept.
+    # Every worker runs a pass each `retention_interval_seconds` (0: never; `deployer archive`
+    # still does); one worker archives a plan at a time, under a lock of
+    # `retention_lock_seconds` (a killed worker's lock lapses then and another finishes).
+    retention_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    archive_url: str | None = None
+    retention_interval_seconds: float = Field(60.0, ge=0)
+    retention_slice: int = Field(200, ge=1, le=5000)
+    retention_lock_seconds: float = Field(120.0, gt=0)
+
     # Where people open the dashboard (`deployer serve`), for links in notifications.
     public_url: str = "http://127.0.0.1:8000"
 

@@ -7,8 +7,8 @@ from pydantic import ValidationError
 from deployer.models import StageSpec, TenantConfig
 from deployer.settings import Settings
 from stages import registry
-from stages.base import ConfigError
 from stages.discovery import namespace_refusal
+from stages.types import ConfigError
 
 
 def known_services() -> list[str]:

@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from deployer.errors import RegistryError as RegistryError  # re-exported
-from stages.base import Assembler, Step, StepParams
+from stages.types import Assembler, Step, StepParams
 
 ASSEMBLER_GROUP = "deployer.assemblers"
 #: Deprecated alias of ASSEMBLER_GROUP, still loaded (see the module docstring).

@@ -25,6 +25,7 @@ from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
 from deployer.reconciler import Reconciler, ReconcilerThread
 from deployer.redis_client import client_for
+from deployer.retention import Retention, RetentionThread
 from deployer.rollout import GateRunner
 from deployer.timers import PlanTimers
 from stages import registry
@@ -215,6 +216,38 @@ class NotifyStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(NotifyStep)
+
+
+class RetentionStep(bootsteps.StartStopStep):
+    """The periodic retention pass (deployer/retention.py): finished plans older than
+    DEPLOYER_RETENTION_SECONDS go to the archive and leave Redis, in the main process, on a
+    thread of its own. Off when DEPLOYER_RETENTION_INTERVAL_SECONDS is 0."""
+
+    label = "deployer retention"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self.thread: RetentionThread | None = None
+
+    def start(self, worker: Any) -> None:
+        s = runtime.settings()
+        if s.retention_interval_seconds <= 0:
+            return
+        self.thread = RetentionThread(Retention(runtime.store().r, s),
+                                      s.retention_interval_seconds)  # fmt: skip
+        self.thread.start()
+        log.info("retention every %.0fs (plans finished %.0fs ago leave Redis)",
+                 s.retention_interval_seconds, s.retention_seconds)  # fmt: skip
+
+    def stop(self, worker: Any) -> None:
+        if self.thread is not None:
+            self.thread.stop()
+            self.thread = None
+
+    shutdown = stop
+
+
+app.steps["worker"].add(RetentionStep)
 
 
 def send_parked(sig: str) -> None:

@@ -37,8 +37,22 @@ TEST_ENV = {
 }
 
 
+def _import_anyio_eagerly() -> None:
+    """anyio imports its modules on first use; pytest rewrites them (anyio ships a pytest
+    plugin), and CPython 3.11's `ast.parse` run from a server thread while another thread
+    parses fails ("AST constructor recursion depth mismatch"). Import them all up front."""
+    import anyio
+
+    for name in dir(anyio):
+        try:
+            getattr(anyio, name)
+        except (AttributeError, ImportError):
+            pass
+
+
 def pytest_configure(config: pytest.Config) -> None:
     global _server
+    _import_anyio_eagerly()
     url = os.environ.get("DEPLOYER_TEST_REDIS_URL")
     if not url:
         from deployer.embedded import EmbeddedRedis
@@ -49,6 +63,11 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = url
     for name, value in TEST_ENV.items():
         os.environ.setdefault(name, value)
+    # the archive of this session (workers, CLI and tests share it), never ~/.local/share
+    import tempfile
+
+    archive_dir = tempfile.mkdtemp(prefix="deployer-archive-")
+    os.environ.setdefault("DEPLOYER_ARCHIVE_URL", f"sqlite:///{archive_dir}/archive.sqlite3")
     redis.Redis.from_url(url).flushdb()
     _start_fleet(url)
 
@@ -72,6 +91,8 @@ def _start_fleet(url: str) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _pg is not None:
+        _pg.stop()
     if _rabbit is not None:
         _rabbit.stop()
     if _fleet is not None:
@@ -82,6 +103,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say loudly, not only in the skip list, that RabbitMQ was not tested and why."""
+    if _pg_missing is not None:
+        terminalreporter.write_sep("!", "PostgreSQL archive tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(f"no PostgreSQL for the tests: {_pg_missing}", red=True)
     if _rabbit_missing is not None:
         terminalreporter.write_sep("!", "RabbitMQ tests SKIPPED", red=True, bold=True)
         terminalreporter.write_line(f"no RabbitMQ for the tests: {_rabbit_missing}", red=True)
@@ -257,3 +281,48 @@ def _close_step_envs() -> Iterator[None]:
     stepkit = sys.modules.get("tests.stepkit")
     if stepkit is not None:
         stepkit.close_envs()
+
+
+_pg: Any = None
+#: Why the session has no PostgreSQL (tests/pg.py), once one was looked for.
+_pg_missing: str | None = None
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster's URL (tests/pg.py), or a loud skip."""
+    global _pg, _pg_missing
+    if _pg is None and _pg_missing is None:
+        from tests import pg
+
+        found = pg.start()
+        if isinstance(found, str):
+            _pg_missing = found
+            print(f"\nSKIP reason: no PostgreSQL ({found})")
+        else:
+            _pg = found
+    if _pg is None:
+        pytest.skip(f"PostgreSQL unavailable: {_pg_missing}")
+    yield _pg.url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def archive(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An empty archive (deployer/archive), migrated: an SQLite file, or a fresh database of
+    the session's PostgreSQL cluster."""
+    from deployer.archive import Archive
+    from deployer.archive.db import engine_for
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'archive.sqlite3'}"
+    else:
+        import sqlalchemy
+
+        base = request.getfixturevalue("pg_url")
+        name = unique("db").replace("-", "_")
+        admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        admin.dispose()
+        url = base.rsplit("/", 1)[0] + "/" + name
+    yield Archive(engine_for(url))

@@ -14,10 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from deployer.models import StageSpec, StepSpec, TenantConfig
-from deployer.settings import Settings
 from stages import registry
-from stages.base import Assembler
+from stages.types import Assembler, Settings, StageSpec, StepSpec, TenantConfig
 
 SERVICE = "typo-service"
 FIELD = "typo-field"

@@ -7,6 +7,7 @@ from deployer.cli import (  # noqa: F401  (commands)
     demo,
     diffs,
     fleet,
+    history,
     metrics,
     plans,
     serve,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import sys
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from deployer.archive.store import Archive
     from deployer.client import DeployerClient
     from deployer.store import Store
 
@@ -57,6 +60,15 @@ def store() -> Store:
     return state_store(get_settings())
 
 
+def archive() -> Archive | None:
+    """The deployment archive for reading; None while nothing was ever archived (a read
+    never creates the embedded database)."""
+    from deployer.archive.store import Archive
+    from deployer.settings import get_settings
+
+    return Archive.open_existing(get_settings())
+
+
 def print_json(data: Any) -> None:
     console.print_json(json.dumps(data, default=str))
 
@@ -73,3 +85,19 @@ def refuse(
         if errors and len(errors) > 50:
             err.print(f"  ... and {len(errors) - 50} more")
     raise typer.Exit(Exit.REFUSED)
+
+
+def read_plan_file(path: Path, as_json: bool = False) -> str:
+    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
+    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    except UnicodeDecodeError as exc:
+        why = f"not UTF-8 ({exc.reason})"
+    from deployer.errors import PlanUnreadable
+
+    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)

@@ -71,7 +71,9 @@ def _run(
     if not result["ok"]:
         refuse(result["code"], result.get("message", ""), as_json=as_json)
     if as_json:
-        print_json(result)
+        from deployer.public import CommandResult, conform
+
+        print_json(conform(CommandResult, result))
     else:
         note = "[yellow]already in effect[/] " if result["code"] == Code.ALREADY else ""
         console.print(f"{note}{result['message']}", soft_wrap=True, highlight=False)
@@ -399,16 +401,12 @@ def events(
     # followed afterwards: the plan's own stream, else the global one filtered (the live
     # feed keeps up); its newest id is taken first, so nothing between the two reads is lost
     follow_key = keys.events_plan(plan) if plan and not tenant else keys.EVENTS
+    if plan and _archived_events(r, plan, tenant, 0 if all_ else count, show, note):
+        return
     last = _last_id(r, follow_key)
-    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=0 if all_ else count)
-    label = target_label(plan, tenant) if plan or tenant else "the global stream"
-    for message, data in history_notes(page, label, count, all_, bool(plan or tenant)):
-        note(message, **data)
-    shown = (0, 0)
-    entries = audit.iter_history(r, plan, tenant) if all_ else reversed(page.events)
-    for entry_id, fields in entries:
-        show(entry_id, fields)
-        shown = max(shown, audit.id_key(entry_id))
+    shown = _print_history(r, plan, tenant, count, all_, show, note)
+    if tenant and not plan:
+        _note_archived_plans(tenant, note)
     while follow_:
         batch: Any = r.xread({follow_key: last}, block=1000, count=500)
         for _stream, entries in batch or []:
@@ -420,6 +418,56 @@ def events(
                     not tenant or fields.get("tenantId") == tenant
                 ):
                     show(entry_id, fields)
+
+
+def _print_history(
+    r: Any, plan: str | None, tenant: str | None, count: int, all_: bool, show: Any, note: Any
+) -> tuple[int, int]:
+    """Print the kept history (with its notes); the newest id printed, as `audit.id_key`."""
+    from deployer import audit
+
+    page = audit.history(r, plan_id=plan, tenant_id=tenant, count=0 if all_ else count)
+    label = target_label(plan, tenant) if plan or tenant else "the global stream"
+    for message, data in history_notes(page, label, count, all_, bool(plan or tenant)):
+        note(message, **data)
+    shown = (0, 0)
+    entries = audit.iter_history(r, plan, tenant) if all_ else reversed(page.events)
+    for entry_id, fields in entries:
+        show(entry_id, fields)
+        shown = max(shown, audit.id_key(entry_id))
+    return shown
+
+
+def _note_archived_plans(tenant: str, note: Any) -> None:
+    """A tenant's events of archived plans live in the archive only: say where."""
+    from deployer.cli.app import archive
+
+    stored = archive()
+    rows = stored.history(tenant, limit=1) if stored else []
+    if rows:
+        note(f"events of tenant {tenant} in archived plans are not above: `deployer history "
+             f"--tenant {tenant}` lists its plans, `deployer events --plan P` reads one",
+             archived=True)  # fmt: skip
+
+
+def _archived_events(
+    r: Any, plan: str, tenant: str | None, count: int, show: Any, note: Any
+) -> bool:
+    """Print an archived plan's events from the archive; False when the plan is live."""
+    from deployer import keys
+
+    if r.hget(keys.plan(plan), "archivedAt") is None and r.exists(keys.plan(plan)):
+        return False
+    from deployer.archive.views import archived_events
+    from deployer.cli.app import archive
+
+    stored = archive()
+    if stored is None or stored.plan(plan) is None:
+        return False
+    note(f"plan {plan} is archived: its events are read from the archive", archived=True)
+    for entry_id, fields in archived_events(stored, plan, count, tenant):
+        show(entry_id, fields)
+    return True
 
 
 def history_notes(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deployer.cli.app import app, console, print_json, refuse
+from deployer.cli.app import app, console, print_json, read_plan_file, refuse
 from deployer.errors import Code, DeployerError, PlanValidationError
 from deployer.jsondiff import ABSENT, around, text_paths
 
@@ -63,8 +63,6 @@ def diff(
     (validated exactly as submit does; writes nothing), and its wave plan. With --rollback:
     what `deployer rollback` of --tenant/--plan would change, and each service it cannot
     restore, with why."""
-    from deployer.cli.plans import read_plan_file
-
     if rollback:
         if plan_file is not None:
             refuse(

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployer.cli.app import Exit, app, client, console, err, print_json, refuse, store
-from deployer.errors import Code, PlanUnreadable, PlanValidationError
+from deployer.cli.app import (
+    Exit,
+    app,
+    archive,
+    client,
+    console,
+    err,
+    print_json,
+    read_plan_file,
+    refuse,
+    store,
+)
+from deployer.errors import Code, PlanValidationError
 
 # A command imports what it uses when it runs (`deployer status` must not pay for the
 # intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
@@ -124,20 +134,6 @@ def submit(
     raise typer.Exit(exit_for_plan(final))
 
 
-def read_plan_file(path: Path, as_json: bool = False) -> str:
-    """The text of a plan file ('-': stdin); a missing or unreadable one is a one-line
-    refusal (exit 2), never a traceback. Every verb that takes a plan file reads it here."""
-    if str(path) == "-":
-        return sys.stdin.read()
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-    except UnicodeDecodeError as exc:
-        why = f"not UTF-8 ({exc.reason})"
-    refuse(PlanUnreadable.code, f"cannot read {path}: {why}", as_json=as_json)
-
-
 def report_end(
     store: Store, plan_id: str, final: str | None, timeout: float | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -179,6 +175,20 @@ def plan_summary(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]
     return views.plan_view(store, plan_id, sample) or {}
 
 
+def plan_anywhere(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any]:
+    """The plan's read model, live or archived (deployer/archive/views.py), {} if unknown."""
+    from deployer import views
+
+    if store.get_plan_field(plan_id, "archivedAt") is None:
+        live = views.plan_view(store, plan_id, sample)
+        if live:
+            return live
+    from deployer.archive.views import archived_plan_view
+
+    stored = archive()
+    return (archived_plan_view(stored, plan_id, sample) if stored else None) or {}
+
+
 @app.command()
 def status(
     plan_id: str,
@@ -197,19 +207,26 @@ def status(
     With --wave N: that wave and a page of its tenants (--limit, --cursor from nextCursor).
     """
     s = store()
-    summary = plan_summary(s, plan_id)
+    summary = plan_anywhere(s, plan_id)
     if not summary:
         refuse(Code.PLAN_NOT_FOUND, f"no plan {plan_id}", as_json=as_json)
+    if summary.get("archived") and wave is not None:
+        refuse(Code.PLAN_ARCHIVED, f"plan {plan_id} is archived: its waves are in its export "
+               f"(deployer archive export --plan {plan_id})", as_json=as_json)  # fmt: skip
     if wave is not None:
         _status_of_wave(s, plan_id, summary, wave, limit, cursor, as_json)
         return
     if as_json:
-        print_json(summary)
+        from deployer.public import PlanView, conform
+
+        print_json(conform(PlanView, summary))
         return
     console.print(
         f"[bold]plan[/] {plan_id}  [bold]{summary['status']}[/]  "
         f"{summary['total']} task(s), maxConcurrency {summary['maxConcurrency']}"
     )
+    if summary.get("archived"):
+        console.print(f"  [cyan]archived[/] {summary.get('archivedAt')} (history: no commands)")
     console.print("  " + "  ".join(f"{k}={v}" for k, v in summary["counts"].items()))
     if summary.get("commandInProgress"):
         console.print(f"  [yellow]{summary['commandInProgress']} still working through its "
@@ -248,7 +265,9 @@ def _status_of_wave(
                f"numbered from 0", as_json=as_json)  # fmt: skip
     page = views.wave_page(s, plan_id, wave, limit=limit, cursor=cursor)
     if as_json:
-        print_json({"planId": plan_id, **page})
+        from deployer.public import WavePage, conform
+
+        print_json(conform(WavePage, {"planId": plan_id, **page}))
         return
     w = page["wave"]
     console.print(f"[bold]plan[/] {plan_id}  wave {wave}: {w['state']}, {w['tenants']} tenant(s), "
@@ -313,11 +332,15 @@ def task(
 
     s = store()
     out = views.plan_task_view(s, plan, tenant) if plan else views.latest_task_view(s, tenant)
+    if not out and plan and _print_archived_task(plan, tenant, as_json):
+        return
     if not out:
         where = f" in plan {plan}" if plan else ""
         refuse(Code.TASK_NOT_FOUND, f"no task for tenant {tenant}{where}", as_json=as_json)
     if as_json:
-        print_json(out)
+        from deployer.public import TaskView, conform
+
+        print_json(conform(TaskView, out))
         return
     for k, v in out.items():
         if k not in ("context", "hash", "stages", "failure", "progress", "unrestored"):
@@ -342,3 +365,26 @@ def task(
     console.print("[bold]config hash[/]:")
     for f_name, v in out["hash"].items():
         console.print(f"  {f_name} = {v}")
+
+
+def _print_archived_task(plan: str, tenant: str, as_json: bool) -> bool:
+    """Print the plan's task from the archive; False when the archive has none."""
+    from deployer.archive.views import archived_task_view
+    from deployer.models import task_id_for
+
+    stored = archive()
+    out = archived_task_view(stored, task_id_for(plan, tenant)) if stored else None
+    if not out:
+        return False
+    if as_json:
+        print_json(out)
+        return True
+    for k, v in out.items():
+        if k not in ("timeline", "config", "failure", "commands"):
+            console.print(f"[bold]{k}[/]: {v}")
+    if out["failure"]:
+        f = out["failure"]
+        console.print(f"[bold red]failed[/] at {f['stage'] or '?'} ({f['code']}): {f['error']}")
+    for e in out["timeline"]:
+        console.print(f"  {e['ts']} {e['type']} {e.get('stage') or ''}", highlight=False)
+    return True

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from deployer.errors import Code
 from deployer.lifecycle import WAVE_COMMANDS, Command
-from deployer.web.app import ApiError, RedactedJSON
+from deployer.public import CommandResult, conform
+from deployer.web.answers import ApiError, RedactedJSON
 from deployer.web.deps import COMMAND, PROBLEMS, client, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["commands"])
@@ -106,6 +107,7 @@ def _execute(
         strict=body.strict and command is Command.ROLLBACK,
         **options,
     )
+    answer = conform(CommandResult, answer)
     if answer.get("ok"):
         return RedactedJSON(answer, 200)
     return RedactedJSON(answer, COMMAND_STATUS.get(str(answer.get("code")), 409))
@@ -125,6 +127,8 @@ COMMAND_DOC = (
     summary="Command every task of a plan",
     description=COMMAND_DOC,
     dependencies=COMMAND,
+    response_model=CommandResult,
+    responses={409: {"model": CommandResult, "description": "refused: the code says why"}},
 )
 def plan_command(
     request: Request, planId: str, command: str, body: CommandIn = None
@@ -137,6 +141,8 @@ def plan_command(
     summary="Command a tenant's latest task",
     description=COMMAND_DOC,
     dependencies=COMMAND,
+    response_model=CommandResult,
+    responses={409: {"model": CommandResult, "description": "refused: the code says why"}},
 )
 def tenant_command(
     request: Request, tenantId: str, command: str, body: CommandIn = None
@@ -150,6 +156,8 @@ def tenant_command(
     summary="Command one (plan, tenant) task",
     description=COMMAND_DOC,
     dependencies=COMMAND,
+    response_model=CommandResult,
+    responses={409: {"model": CommandResult, "description": "refused: the code says why"}},
 )
 def task_command(
     request: Request, planId: str, tenantId: str, command: str, body: CommandIn = None

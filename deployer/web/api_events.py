@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from deployer.public import EventPage
 from deployer.web import history, stream
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.deps import PROBLEMS, READ, Problem, holder, store
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["events"])
@@ -21,6 +22,8 @@ router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["events"])
     "/events",
     summary="Event history, newest first, filtered by plan and/or tenant",
     dependencies=READ,
+    response_model=EventPage,
+    response_model_exclude_unset=True,
 )
 def event_history(
     request: Request,
@@ -38,6 +41,10 @@ def event_history(
     dependencies=READ,
     response_class=StreamingResponse,
     responses={
+        200: {
+            "description": "text/event-stream: `id`, `event` (the type), `data` (the event JSON)",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
         429: {"model": Problem, "description": "TOO_MANY_STREAMS: this token's streams"},
         503: {"model": Problem, "description": "STREAMS_FULL: the server's streams"},
     },

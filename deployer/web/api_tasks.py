@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query, Request
 from deployer import views
 from deployer.errors import Code
 from deployer.models import TaskStatus, task_id_for
-from deployer.web.app import ApiError
+from deployer.public import TaskPage, TaskView, TenantTasks, WavePage
+from deployer.web.answers import ApiError
 from deployer.web.deps import PROBLEMS, READ, Cursor, Limit, store, valid_id
 
 router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["tasks"])
@@ -20,6 +21,8 @@ router = APIRouter(prefix="/api/v1", responses=PROBLEMS, tags=["tasks"])
     "/plans/{planId}/tasks",
     summary="A page of a plan's tasks, optionally of one status or matching a tenant id",
     dependencies=READ,
+    response_model=TaskPage,
+    response_model_exclude_unset=True,
 )
 def plan_tasks(
     request: Request,
@@ -47,6 +50,8 @@ def plan_tasks(
     "/plans/{planId}/waves/{wave}/tenants",
     summary="Which tenants are in a wave (fixed at submit), a page at a time, with the wave",
     dependencies=READ,
+    response_model=WavePage,
+    response_model_exclude_unset=True,
 )
 def wave_tenants(
     request: Request,
@@ -75,13 +80,21 @@ def wave_tenants(
     "/plans/{planId}/tenants/{tenantId}",
     summary="One (plan, tenant) task: stages, checkpoint, progress, failure, written hash",
     dependencies=READ,
+    response_model=TaskView,
+    response_model_exclude_unset=True,
 )
 def plan_tenant_task(request: Request, planId: str, tenantId: str) -> dict[str, Any]:
     task_id = task_id_for(valid_id(planId, "planId"), valid_id(tenantId, "tenantId"))
     return _task(request, task_id, f"no task for tenant {tenantId} in plan {planId}")
 
 
-@router.get("/tasks/{taskId}", summary="One task by id", dependencies=READ)
+@router.get(
+    "/tasks/{taskId}",
+    summary="One task by id",
+    dependencies=READ,
+    response_model=TaskView,
+    response_model_exclude_unset=True,
+)
 def get_task(request: Request, taskId: str) -> dict[str, Any]:
     return _task(request, taskId, f"no task {taskId}")
 
@@ -97,6 +110,8 @@ def _task(request: Request, task_id: str, missing: str) -> dict[str, Any]:
     "/tenants/{tenantId}/tasks",
     summary="Every task of a tenant (newest plan first) and which one is its latest",
     dependencies=READ,
+    response_model=TenantTasks,
+    response_model_exclude_unset=True,
 )
 def tenant_tasks(request: Request, tenantId: str) -> dict[str, Any]:
     out = views.tenant_tasks(store(request), valid_id(tenantId, "tenantId"))

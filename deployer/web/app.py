@@ -7,50 +7,28 @@ shape the Celery tasks and the CLI use), so a client handles one format.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deployer.client import DeployerClient
 from deployer.errors import Code
-from deployer.redact import redact
 from deployer.settings import Settings, get_settings
+from deployer.web.answers import ApiError as ApiError  # re-exported: their first home
+from deployer.web.answers import RedactedJSON as RedactedJSON
+from deployer.web.answers import error as error
 from deployer.web.security import auth_enabled
 from deployer.web.stream import Hub
 
 HERE = Path(__file__).resolve().parent
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
-
-
-class RedactedJSON(JSONResponse):
-    """Every JSON answer goes through deployer.redact: no secret leaves the API."""
-
-    def render(self, content: Any) -> bytes:
-        text = json.dumps(redact(content), ensure_ascii=False, separators=(",", ":"), default=str)
-        # a lone surrogate (only ever inside a JSON string) becomes its `\uXXXX` escape
-        return text.encode("utf-8", "backslashreplace")
-
-
-class ApiError(Exception):
-    """A refusal with an HTTP status and a stable code."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.extra = status, code, message, extra
-
-
-def error(status: int, code: str, message: str, **extra: Any) -> RedactedJSON:
-    return RedactedJSON({"ok": False, "code": code, "message": message, **extra}, status)
 
 
 class BodyLimit:
@@ -94,7 +72,16 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    from deployer.web import api_commands, api_events, api_plans, api_tasks, docs, ops, pages
+    from deployer.web import (
+        api_commands,
+        api_events,
+        api_history,
+        api_plans,
+        api_tasks,
+        docs,
+        ops,
+        pages,
+    )
 
     settings = settings or get_settings()
     hub = Hub(
@@ -144,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return error(exc.status_code, code, str(exc.detail))
 
-    for module in (api_plans, api_tasks, api_commands, api_events, ops, pages):
+    for module in (api_plans, api_tasks, api_commands, api_events, api_history, ops, pages):
         app.include_router(module.router)
     docs.mount(app, HERE / "static")
     if not auth_enabled(settings):

@@ -9,15 +9,15 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Query, Request
-from pydantic import BaseModel, Field
 
 from deployer import views
 from deployer.client import DeployerClient
 from deployer.errors import Code
 from deployer.models import ID_PATTERN
+from deployer.public import Problem as Problem  # re-exported: its first home
 from deployer.settings import Settings
 from deployer.store import Store
-from deployer.web.app import ApiError
+from deployer.web.answers import ApiError
 from deployer.web.security import Access, access_of, auth_enabled, presented_token
 
 
@@ -92,15 +92,6 @@ def valid_id(value: str, what: str) -> str:
     if not _ID.fullmatch(value):
         raise ApiError(422, Code.TARGET_INVALID, f"{what}: not a valid id")
     return value
-
-
-class Problem(BaseModel):
-    """Every refusal: a stable `code`, a message, and field errors when input was invalid."""
-
-    ok: bool = False
-    code: str = Field(examples=["PLAN_NOT_FOUND"])
-    message: str
-    errors: list[dict[str, str]] | None = Field(None, description="[{field, reason}]")
 
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {

@@ -19,7 +19,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from deployer.errors import Code
-from deployer.web.app import error
+from deployer.web.answers import error
 from deployer.web.deps import READ
 from deployer.web.security import Access, access_of, presented_token
 

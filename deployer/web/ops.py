@@ -12,20 +12,27 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from deployer.errors import Code
 from deployer.metrics import registry_from_settings
-from deployer.web.app import RedactedJSON, error
+from deployer.public import Health, Problem, conform
+from deployer.web.answers import RedactedJSON, error
 from deployer.web.deps import can_read, store
 
 router = APIRouter(tags=["operations"])
 _scrape = threading.Lock()  # one scrape at a time: a second one would only repeat the reads
 
 
-@router.get("/healthz", summary="Liveness and readiness: Redis answers PING")
+@router.get(
+    "/healthz",
+    summary="Liveness and readiness: Redis answers PING",
+    response_model=Health,
+    responses={503: {"model": Problem, "description": "REDIS_UNREACHABLE"}},
+)
 def healthz(request: Request) -> RedactedJSON:
     try:
         store(request).r.ping()
     except redis.RedisError as exc:
         return error(503, Code.REDIS_UNREACHABLE, f"state Redis unreachable: {type(exc).__name__}")
-    return RedactedJSON({"ok": True, "code": Code.OK, "message": "redis reachable"})
+    answer = {"ok": True, "code": Code.OK, "message": "redis reachable"}
+    return RedactedJSON(conform(Health, answer))
 
 
 def _registry(request: Request) -> CollectorRegistry:
@@ -36,7 +43,19 @@ def _registry(request: Request) -> CollectorRegistry:
     return registry
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(can_read)])
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Depends(can_read)],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        },
+        401: {"model": Problem, "description": "UNAUTHORIZED: a token is required"},
+    },
+)
 def metrics(request: Request) -> Response:
     with _scrape:
         body = generate_latest(_registry(request))

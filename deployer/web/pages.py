@@ -11,9 +11,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from deployer import views
+from deployer.archive import views as history
 from deployer.errors import Code
-from deployer.models import TaskStatus
-from deployer.web.app import ApiError
+from deployer.models import TaskStatus, task_id_for
+from deployer.web.answers import ApiError
+from deployer.web.api_history import archive_of
 from deployer.web.deps import can_read, settings, store
 from deployer.web.security import COOKIE, Access, access_of
 
@@ -56,21 +58,38 @@ def login(request: Request, token: str) -> Response:
 
 @router.get("/", response_class=HTMLResponse, dependencies=read)
 def plans(request: Request, cursor: str | None = None) -> HTMLResponse:
-    page = views.plans_page(store(request), 50, cursor)
+    page = history.plans_page(store(request), archive_of(request), limit=50, cursor=cursor)
     return _page(request, "plans.html", page=page)
 
 
 @router.get("/plans/{plan_id}", response_class=HTMLResponse, dependencies=read)
 def plan(request: Request, plan_id: str) -> HTMLResponse:
-    view = views.plan_view(store(request), plan_id, sample=0)
+    view = history.plan_view(store(request), archive_of(request), plan_id, sample=0)
     if view is None:
         raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {plan_id}")
+    if view.get("archived"):
+        archive = archive_of(request)
+        assert archive is not None
+        rows = [history.archived_task_row(t) for t in archive.tasks(plan_id, 0, views.MAX_PAGE)]
+        return _page(request, "archived_plan.html", plan=view, tasks=rows)
     return _page(request, "plan.html", plan=view, labels=LABELS)
+
+
+@router.get("/tenants/{tenant_id}/history", response_class=HTMLResponse, dependencies=read)
+def tenant_history(request: Request, tenant_id: str, cursor: str | None = None) -> HTMLResponse:
+    page = history.tenant_history(store(request), archive_of(request), tenant_id, 100, cursor)
+    return _page(request, "history.html", page=page)
 
 
 @router.get("/plans/{plan_id}/tenants/{tenant_id}", response_class=HTMLResponse, dependencies=read)
 def task(request: Request, plan_id: str, tenant_id: str) -> HTMLResponse:
     view = views.plan_task_view(store(request), plan_id, tenant_id)
+    if view is None:
+        archive = archive_of(request)
+        stored = history.archived_task_view(archive, task_id_for(plan_id, tenant_id)) if (
+            archive) else None  # fmt: skip
+        if stored is not None:
+            return _page(request, "archived_task.html", task=stored)
     if view is None:
         raise ApiError(
             404, Code.TASK_NOT_FOUND, f"no task for tenant {tenant_id} in plan {plan_id}"

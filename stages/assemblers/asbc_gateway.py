@@ -9,7 +9,7 @@ from __future__ import annotations
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
 from stages.assemblers.common import post_json_params
-from stages.base import Assembler, ConfigError
+from stages.types import Assembler, ConfigError
 
 PATH = "/api/sbc/traffic-switch"
 

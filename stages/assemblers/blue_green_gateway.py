@@ -5,7 +5,7 @@ from __future__ import annotations
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
 from stages.assemblers.common import unit_names, unit_value, verify_params
-from stages.base import Assembler
+from stages.types import Assembler
 
 FIELD = "icc-bg-gateway"
 

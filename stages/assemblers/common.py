@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deployer.models import TenantConfig
-from stages.base import ConfigError
+from stages.types import ConfigError
 
 
 def unit_names(config: TenantConfig, replacing: TenantConfig | None) -> tuple[str, str]:

@@ -11,7 +11,7 @@ import time
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
 from stages.assemblers.common import unit_value, verify_params
-from stages.base import Assembler
+from stages.types import Assembler
 
 FIELD = "ob-campaign"
 

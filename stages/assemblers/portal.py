@@ -5,7 +5,7 @@ from __future__ import annotations
 from deployer.models import StageSpec, StepSpec, TenantConfig
 from deployer.settings import Settings
 from stages.assemblers.common import post_json_params
-from stages.base import Assembler
+from stages.types import Assembler
 
 PATH = "/icc-agent-portal/inner/v1/notify/bgSwitch"
 

@@ -7,7 +7,8 @@ import time
 
 from deployer.context import TaskRuntimeContext
 from deployer.models import StepSpec
-from stages.base import Done, Step, StepEnv, StepParams, StepResult
+from stages.base import StepEnv
+from stages.types import Done, Step, StepParams, StepResult
 
 
 class BroadcastParams(StepParams):

@@ -25,11 +25,12 @@ from typing import Any
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StepFailed
 from deployer.models import StepSpec, is_safe_path
-from deployer.parking import WakeOn, ack_countdown
+from deployer.parking import ack_countdown
 from deployer.settings import Settings
-from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait
+from stages.base import StepEnv
 from stages.discovery import Selection, instances_for
 from stages.probe import extract, poll, request
+from stages.types import Done, Step, StepParams, StepResult, Wait, WakeOn
 
 
 def url_path(template: str, tenant_id: str) -> str:

@@ -17,10 +17,11 @@ from typing import Any
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StepFailed
 from deployer.models import StepSpec
-from stages.base import Done, Step, StepEnv, StepParams, StepResult, Wait
+from stages.base import StepEnv
 from stages.discovery import Selection, instances_for
 from stages.probe import Answer, extract, gather, request
 from stages.steps.health_check import url_path
+from stages.types import Done, Step, StepParams, StepResult, Wait
 
 METHODS = {"GET", "POST", "PUT", "DELETE", "PATCH"}
 BODY_SNIPPET = 300

@@ -17,7 +17,8 @@ from deployer import keys, scripts
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
 from deployer.models import StepSpec
-from stages.base import Done, Step, StepEnv, StepParams, StepResult
+from stages.base import StepEnv
+from stages.types import Done, Step, StepParams, StepResult
 
 
 @lru_cache(maxsize=8)

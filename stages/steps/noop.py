@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from deployer.context import TaskRuntimeContext
 from deployer.models import StepSpec
-from stages.base import Done, Step, StepEnv, StepParams, StepResult
+from stages.base import StepEnv
+from stages.types import Done, Step, StepParams, StepResult
 
 
 class NoopParams(StepParams):

@@ -12,10 +12,11 @@ from typing import Any
 
 from deployer.context import TaskRuntimeContext
 from deployer.models import StepSpec
-from stages.base import Step, StepEnv, StepResult, Wait
+from stages.base import StepEnv
 from stages.steps.broadcast import Broadcast, BroadcastParams
 from stages.steps.health_check import HealthCheck, HealthCheckParams
 from stages.steps.key_value_write import KeyValueWrite, KeyValueWriteParams
+from stages.types import Step, StepResult, Wait
 
 
 class RedisAckParams(KeyValueWriteParams, BroadcastParams, HealthCheckParams):

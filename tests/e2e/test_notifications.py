@@ -93,7 +93,11 @@ def test_notifications_arrive_after_500s_once_per_event_key(spawn_worker, r, fla
     assert all(waiting not in q.body.get("text", "") for q in chat.seen())  # not its event
 
     # visible: counted, and the failed attempts are events in the plan's history
-    stats = r.hgetall("deployer:stats")
+    # the receiver answers before the worker counts the answer: wait for the count
+    stats = wait_for(
+        lambda: (s := r.hgetall("deployer:stats")).get("nt|ops|PLAN_COMPLETED|delivered") and s,
+        timeout=20, what="the delivery counted",
+    )  # fmt: skip
     assert int(stats["nt|ops|PLAN_COMPLETED|failed"]) >= 1
     assert int(stats["nt|ops|PLAN_COMPLETED|delivered"]) >= 1
     failed = [f for _, f in r.xrange(f"deployer:events:plan:{done}")

@@ -63,7 +63,11 @@ def test_wheel_installs_and_imports_outside_the_repo(tmp_path):
         # the dashboard's templates and static files ship in the wheel
         "import deployer.web.app as web; web.create_app();"
         "assert (web.HERE / 'templates' / 'plan.html').is_file(), web.HERE;"
-        "assert (web.HERE / 'static' / 'app.js').is_file(), web.HERE"
+        "assert (web.HERE / 'static' / 'app.js').is_file(), web.HERE;"
+        # the archive's migrations ship in the wheel and run from it
+        "from deployer.archive import Archive; from deployer.archive.db import engine_for;"
+        "a = Archive(engine_for('sqlite:///' + __import__('tempfile').mkdtemp() + '/a.db'));"
+        "assert a.counts() == {'plans': 0, 'tasks': 0, 'events': 0}, a.counts()"
     )
     out = subprocess.run(
         [str(py), "-c", probe],

@@ -190,7 +190,9 @@ def test_a_gate_refusal_is_in_status_and_events_with_its_answer(worker, r, gate)
         plan_id, [bg_tenant(unique("rf"))], strategy={"gate": "qa-gate"})])  # fmt: skip
     wait_for(lambda: len([c for c in gate.calls if c["planId"] == plan_id]) >= 3, timeout=30,
              what="asked three times")  # fmt: skip
-    shown = _gate_view(plan_id)
+    # the gate has answered before the worker records the answer: wait for the record
+    shown = wait_for(lambda: (g := _gate_view(plan_id)).get("refusals", 0) >= 3 and g,
+                     what="three refusals recorded")  # fmt: skip
     assert (shown["status"], shown["answer"]) == ("503", "waiting for QA sign-off")
     assert shown["refusals"] >= 3 and shown["checkedAt"] < shown["nextCheckAt"]
     refused = [e for e in events_of(r, plan_id) if e["type"] == "WAVE_GATE_REFUSED"]

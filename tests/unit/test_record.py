@@ -129,6 +129,17 @@ NOT_THE_HASH = {
     ("deployer/client.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "tenantId"),
+    ("deployer/retention.py", "fields", "tenantId"),  # event stream fields
+    # rows of the archive's tables and of the history read model (deployer/archive)
+    ("deployer/archive/views.py", "row", "status"),
+    ("deployer/archive/views.py", "row", "config"),
+    ("deployer/archive/views.py", "row", "taskId"),
+    ("deployer/archive/views.py", "fields", "control"),  # the archived plan hash
+    ("deployer/cli/history.py", "t", "planId"),
+    ("deployer/cli/history.py", "t", "status"),
+    ("deployer/cli/history.py", "t", "runKind"),
+    ("deployer/cli/history.py", "t", "startedAt"),
+    ("deployer/cli/history.py", "t", "endedAt"),
 }
 
 

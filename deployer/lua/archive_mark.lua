@@ -1,0 +1,26 @@
+-- Retention (deployer/retention.py): mark a plan whose archive copy was just committed as
+-- archived, if it is still what was archived: finished, nothing in progress, not changed
+-- since. Only then may its keys be removed (archive_drop.lua); a plan that moved meanwhile
+-- (a rollback of one of its tasks) is left live and archived again later.
+-- KEYS: plan, archiving lock, plan timers, plan jobs, awaiting approval, creation claim
+-- ARGV: lock token, plan id, updatedAt as archived, now_ms
+-- Reply: 'OK' | 'LOCK' (our lock is gone) | 'GONE' | 'LIVE' (not finished) | 'CHANGED'
+local plan_key, lock_key = KEYS[1], KEYS[2]
+local token, plan_id, updated, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('GET', lock_key) ~= token then return 'LOCK' end
+if redis.call('EXISTS', plan_key) == 0 then return 'GONE' end
+local p = redis.call('HMGET', plan_key, 'status', 'c:PENDING', 'c:RUNNING', 'c:PAUSED',
+  'c:ROLLING_BACK', 'job', 'pendingRollback', 'updatedAt')
+local ENDED = {COMPLETED = true, FAILED = true, CANCELLED = true, ROLLED_BACK = true}
+if not ENDED[p[1]] then return 'LIVE' end
+for i = 2, 5 do
+  if (tonumber(p[i] or '0') or 0) ~= 0 then return 'LIVE' end
+end
+if p[6] or p[7] == '1' then return 'LIVE' end
+if redis.call('ZSCORE', KEYS[3], plan_id) or redis.call('ZSCORE', KEYS[4], plan_id)
+    or redis.call('ZSCORE', KEYS[5], plan_id) or redis.call('EXISTS', KEYS[6]) == 1 then
+  return 'LIVE'
+end
+if (p[8] or '') ~= updated then return 'CHANGED' end
+redis.call('HSET', plan_key, 'archivedAt', now, 'archiving', '1')
+return 'OK'

@@ -1,0 +1,464 @@
+"""Retention: finished plans leave Redis for the archive, a bounded slice at a time.
+
+A plan is due when it has ended (status COMPLETED, FAILED, CANCELLED or ROLLED_BACK, no task
+pending, running, paused or rolling back), nothing is in progress for it (no plan command's
+job, no due timer, no approval or rollback pending, not being created) and it has not
+changed for `DEPLOYER_RETENTION_SECONDS`. For such a plan, under a lock of its own
+(`deployer:plan:{P}:archiving`, one worker at a time):
+
+1. its plan hash, every task hash and every event of its stream are written to the archive
+   (deployer/archive; idempotent upserts) and committed, the plan row last;
+2. lua/archive_mark.lua marks the plan archived in Redis, if it is still what was written;
+3. lua/archive_drop.lua removes it `retention_slice` tasks per script (never a long one):
+   task hashes, the tenants' event references to it, then its stream, queue, waves, job keys
+   and the plan hash itself. Each tenant's newest task stays live (rollback, diff and the
+   superseded rule read it), and with it a small plan hash, until a newer task replaces it.
+
+A worker killed anywhere leaves the Redis copy, or both copies: before the mark, Redis is
+untouched and the next pass writes the same rows again; after it, the next pass (once the
+lock lapses) goes on removing. Nothing is removed before its archive copy is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import redis
+
+from deployer import keys, scripts
+from deployer.archive import Archive
+from deployer.record import Field, TaskRecord
+from deployer.redact import mask_patterns, redact
+from deployer.settings import Settings
+from deployer.store import Store, now_ms
+
+log = logging.getLogger("deployer.retention")
+
+ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
+LIVE_COUNTERS = ("c:PENDING", "c:RUNNING", "c:PAUSED", "c:ROLLING_BACK")
+#: Task-hash fields not kept in a task row's `fields` (kept elsewhere, or secrets/plumbing).
+_NOT_KEPT = frozenset(f.value for f in (Field.CONFIG, Field.RUN, Field.CTX, Field.TOKEN,
+                                         Field.CURSOR, Field.SLOT, Field.LAST_ERROR))
+#: Plan-hash fields read to decide whether a plan is due.
+_DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", "archivedAt",
+               "archiving", "keptCheckedAt")  # fmt: skip
+#: Plans read per pipeline while looking for due ones.
+_SCAN_PAGE = 500
+#: Events and tasks read from Redis (and written to the archive) per batch.
+_BATCH = 500
+
+
+@dataclass
+class PassReport:
+    """What one retention pass did (or, dry, would do)."""
+
+    archived: list[str] = field(default_factory=list)
+    tasks_archived: int = 0
+    events_archived: int = 0
+    tasks_removed: int = 0
+    tasks_kept: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: The longest single Redis script or pipeline of the pass, seconds.
+    longest_slice: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "archived": self.archived,
+            "tasksArchived": self.tasks_archived,
+            "eventsArchived": self.events_archived,
+            "tasksRemoved": self.tasks_removed,
+            "tasksKept": self.tasks_kept,
+            "skipped": self.skipped,
+            "longestSliceMs": round(self.longest_slice * 1000, 2),
+        }
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def due_reason(plan: dict[str, str], cutoff_ms: int, newest_plan_ms: int) -> str | None:
+    """None when the plan (its hash fields `_DUE_FIELDS`) is due now, else why not.
+
+    An archived plan that kept some tasks live is due again when it changed since (a
+    rollback of a kept task) or a newer plan may have replaced one of its tasks."""
+    if plan.get("archiving") == "1":
+        return None  # marked: its removal was interrupted, go on with it
+    if plan.get("status") not in ENDED:
+        return "not finished"
+    if any(_int(plan.get(c)) for c in LIVE_COUNTERS):
+        return "tasks not finished"
+    if plan.get("job"):
+        return "plan command in progress"
+    if plan.get("pendingRollback") == "1":
+        return "rollback pending"
+    updated = _int(plan.get("updatedAt"))
+    if updated > cutoff_ms:
+        return "changed recently"
+    checked = _int(plan.get("keptCheckedAt"))
+    if plan.get("archivedAt") and updated <= checked and newest_plan_ms <= checked:
+        return "archived; its kept tasks are still their tenants' newest"
+    return None
+
+
+def task_row(task: TaskRecord, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The archive row of one task hash (secrets redacted as everywhere)."""
+    config: Any = None
+    version = None
+    if task.config:
+        try:
+            parsed = json.loads(task.config)
+        except ValueError:
+            parsed = {"unreadable": True}
+        if isinstance(parsed, dict):
+            version = parsed.get("planVersion")
+        config = redact(parsed)
+    kept = {k: v for k, v in task.raw.items() if k not in _NOT_KEPT and v is not None}
+    return {
+        "task_id": task.task_id,
+        "plan_id": task.plan_id,
+        "tenant_id": task.tenant_id,
+        "plan_version": version if isinstance(version, int) else None,
+        "status": task.status.value if task.status else "",
+        "run_kind": task.run_kind.value if task.run_kind else None,
+        "run_id": task.run_id,
+        "failure_code": task.failure_code,
+        "last_error": mask_patterns(task.last_error),
+        "failed_stage": task.failed_stage,
+        "stages": stages,
+        "config": config,
+        "fields": redact(kept),
+        "created_at": task.created_at,
+        "started_at": task.started_at,
+        "ended_at": task.ended_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def plan_row(plan: dict[str, str], plan_id: str, ended_at: int | None, at: int) -> dict[str, Any]:
+    strategy: Any = None
+    if plan.get("strategy"):
+        try:
+            strategy = redact(json.loads(plan["strategy"]))
+        except ValueError:
+            strategy = None
+    counts = {k[2:]: _int(v) for k, v in plan.items() if k.startswith("c:") and _int(v)}
+    return {
+        "plan_id": plan_id,
+        "digest": plan.get("digest", ""),
+        "status": plan.get("status", ""),
+        "strategy": strategy,
+        "submitted_by": plan.get("submittedBy", ""),
+        "total": _int(plan.get("total")),
+        "counts": counts,
+        "fields": redact({k: v for k, v in plan.items() if k not in ("archiving",)}),
+        "created_at": _int(plan.get("createdAt")) or None,
+        "updated_at": _int(plan.get("updatedAt")) or None,
+        "ended_at": ended_at or _int(plan.get("updatedAt")) or None,
+        "archived_at": at,
+    }
+
+
+def event_row(plan_id: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    ms, _, seq = entry_id.partition("-")
+    return {
+        "plan_id": plan_id,
+        "event_id": entry_id,
+        "ms": int(ms),
+        "seq": int(seq or 0),
+        "type": fields.get("type", ""),
+        "tenant_id": fields.get("tenantId") or None,
+        "fields": redact(dict(fields)),
+    }
+
+
+def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
+    kind = fields.get("type", "")
+    if not kind.startswith(("STAGE_", "TASK_")):
+        return None
+    entry: dict[str, Any] = {"type": kind, "ts": _int(fields.get("ts"))}
+    for name in ("stage", "runKind", "code"):
+        if fields.get(name):
+            entry[name] = fields[name]
+    return entry
+
+
+def _unchanged_since_archived(plan: dict[str, str]) -> bool:
+    """Archived before, and nothing moved in the plan since (its updatedAt is older)."""
+    archived = _int(plan.get("archivedAt"))
+    return bool(archived) and _int(plan.get("updatedAt")) <= archived
+
+
+def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen = {(e.get("type"), e.get("ts"), e.get("stage")) for e in old}
+    return [*old, *(e for e in new if (e.get("type"), e.get("ts"), e.get("stage")) not in seen)]
+
+
+class Retention:
+    """Archives and removes finished plans (see the module docstring)."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        settings: Settings,
+        archive: Archive | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.r = r
+        self.settings = settings
+        self.store = Store(r, settings)
+        self._archive = archive
+        self.clock = clock
+        self._mark = scripts.load(r, "archive_mark")
+        self._drop = scripts.load(r, "archive_drop")
+
+    @property
+    def archive(self) -> Archive:
+        if self._archive is None:  # opened (and migrated) on first use only
+            self._archive = Archive.open(self.settings)
+        return self._archive
+
+    # ---- a pass ----------------------------------------------------------------------------
+
+    def due_plans(
+        self, older_than: float | None = None, only: Collection[str] | None = None
+    ) -> list[str]:
+        """Plans due now (oldest first), `older_than` seconds instead of the setting;
+        `only`: among these plans only."""
+        age = self.settings.retention_seconds if older_than is None else older_than
+        now = self.clock()
+        cutoff = now - int(age * 1000)
+        newest = self.r.zrevrange(keys.PLANS, 0, 0, withscores=True)
+        newest_ms = int(newest[0][1]) if newest else 0
+        candidates = [str(p) for p in self.r.zrangebyscore(keys.PLANS, "-inf", cutoff)]
+        if only is not None:
+            wanted = set(only)
+            candidates = [p for p in candidates if p in wanted]
+        due: list[str] = []
+        for start in range(0, len(candidates), _SCAN_PAGE):
+            page = candidates[start : start + _SCAN_PAGE]
+            pipe = self.r.pipeline(transaction=False)
+            for plan_id in page:
+                pipe.hmget(keys.plan(plan_id), _DUE_FIELDS)
+                pipe.zscore(keys.PLAN_TIMERS, plan_id)
+                pipe.zscore(keys.PLAN_JOBS, plan_id)
+                pipe.zscore(keys.AWAITING_APPROVAL, plan_id)
+            replies = pipe.execute()
+            for i, plan_id in enumerate(page):
+                values, timer, job, approval = replies[4 * i : 4 * i + 4]
+                plan = {k: v for k, v in zip(_DUE_FIELDS, values, strict=True) if v is not None}
+                busy = timer is not None or job is not None or approval is not None
+                if not plan or (busy and plan.get("archiving") != "1"):
+                    continue
+                if due_reason(plan, cutoff, newest_ms) is None:
+                    due.append(plan_id)
+        return due
+
+    def run_pass(
+        self,
+        older_than: float | None = None,
+        dry_run: bool = False,
+        deadline: float | None = None,
+        stopped: threading.Event | None = None,
+        only: Collection[str] | None = None,
+    ) -> PassReport:
+        """Archive and remove every due plan (dry: only name them; `only`: of these plans).
+        Stops early at `deadline` (monotonic) or when `stopped` is set; the rest wait for
+        the next pass."""
+        report = PassReport()
+        for plan_id in self.due_plans(older_than, only):
+            if dry_run:
+                report.archived.append(plan_id)
+                continue
+            if (deadline is not None and time.monotonic() > deadline) or (
+                stopped is not None and stopped.is_set()
+            ):
+                break
+            outcome = self.archive_plan(plan_id, report)
+            if outcome != "DONE" and outcome != "KEPT":
+                report.skipped[plan_id] = outcome
+        return report
+
+    # ---- one plan --------------------------------------------------------------------------
+
+    def archive_plan(self, plan_id: str, report: PassReport | None = None) -> str:
+        """Archive the plan and remove it from Redis; what happened ('DONE', 'KEPT' (some
+        tasks stay live), 'BUSY' (another worker has it), 'LIVE', 'CHANGED', 'GONE')."""
+        report = report if report is not None else PassReport()
+        token = uuid.uuid4().hex
+        lock = keys.plan_archiving(plan_id)
+        ttl = int(self.settings.retention_lock_seconds * 1000)
+        if not self.r.set(lock, token, nx=True, px=ttl):
+            return "BUSY"
+        try:
+            plan: dict[str, str] = self.r.hgetall(keys.plan(plan_id))  # type: ignore[assignment]
+            if not plan:
+                return "GONE"
+            if plan.get("archiving") != "1":
+                if _unchanged_since_archived(plan):
+                    # archived before and not changed since (a newer plan replaced some of
+                    # its kept tasks): the archive already holds it, only removal is left
+                    outcome = self._mark_archived(plan_id, plan, token)
+                else:
+                    outcome = self._copy(plan_id, plan, token, report)
+                if outcome != "OK":
+                    return outcome
+            return self._remove(plan_id, token, report)
+        finally:
+            self._unlock(lock, token)
+
+    def _copy(self, plan_id: str, plan: dict[str, str], token: str, report: PassReport) -> str:
+        """Steps 1 and 2: the archive copy, committed, then the mark in Redis."""
+        timeline: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        stream = keys.events_plan(plan_id)
+        start = "-"
+        while True:
+            entries: list[tuple[str, dict[str, str]]] = self._timed(
+                report, partial(self.r.xrange, stream, min=start, count=_BATCH)
+            )
+            rows = []
+            for entry_id, fields in entries:
+                rows.append(event_row(plan_id, entry_id, fields))
+                tenant = fields.get("tenantId")
+                step = _timeline_entry(fields)
+                if tenant and step is not None:
+                    timeline[tenant].append(step)
+            self.archive.write(events=rows)
+            report.events_archived += len(rows)
+            self._renew(plan_id, token)
+            if len(entries) < _BATCH:
+                break
+            start = f"({entries[-1][0]}"
+        ended = 0
+        tenants = keys.plan_tenants(plan_id)
+        at = 0
+        while True:
+            ids: list[str] = self._timed(
+                report, partial(self.r.lrange, tenants, at, at + _BATCH - 1)
+            )
+            whole = self._timed(report, partial(self.store.get_whole_tasks, ids))
+            records = [t for t in whole if t is not None]
+            rows = [task_row(t, timeline.get(t.tenant_id, [])) for t in records]
+            if plan.get("archivedAt"):  # again: its older events are in the archive only
+                for row in rows:
+                    before = self.archive.task(row["task_id"])
+                    if before:
+                        row["stages"] = _merged(before["stages"] or [], row["stages"])
+            ended = max([ended, *(r["ended_at"] or 0 for r in rows)])
+            self.archive.write(tasks=rows)
+            report.tasks_archived += len(rows)
+            self._renew(plan_id, token)
+            if len(ids) < _BATCH:
+                break
+            at += _BATCH
+        self.archive.write(plan=plan_row(plan, plan_id, ended or None, self.clock()))
+        return self._mark_archived(plan_id, plan, token)
+
+    def _mark_archived(self, plan_id: str, plan: dict[str, str], token: str) -> str:
+        """Step 2 (lua/archive_mark.lua): 'OK' when the plan may now be removed."""
+        outcome = str(
+            self._mark(
+                keys=[keys.plan(plan_id), keys.plan_archiving(plan_id), keys.PLAN_TIMERS,
+                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id)],
+                args=[token, plan_id, plan.get("updatedAt", ""), self.clock()],
+            )  # fmt: skip
+        )
+        if outcome != "OK":
+            log.info("plan %s archived but left in Redis: %s", plan_id, outcome)
+        return outcome
+
+    def _remove(self, plan_id: str, token: str, report: PassReport) -> str:
+        """Step 3: slices of archive_drop.lua until the plan is gone (or only kept tasks)."""
+        args: list[str | int] = [token, plan_id, self.settings.retention_slice, keys.task(""),
+                                 keys.tenant(""), keys.events_tenant(""),
+                                 keys.plan_wave(plan_id, "")]  # fmt: skip
+        script_keys = [keys.plan(plan_id), keys.plan_tenants(plan_id), keys.plan_kept(plan_id),
+                       keys.plan_archiving(plan_id), keys.events_plan(plan_id), keys.INFLIGHT,
+                       keys.PLANS, keys.PLAN_TIMERS, keys.PLAN_JOBS, keys.AWAITING_APPROVAL,
+                       keys.plan_queue(plan_id), keys.plan_job(plan_id),
+                       keys.plan_job_order(plan_id), keys.plan_job_lock(plan_id),
+                       keys.plan_claim(plan_id)]  # fmt: skip
+        while True:
+            raw = self._timed(report, lambda: self._drop(keys=script_keys, args=args))
+            verdict, removed, kept = str(raw[0]), int(raw[1]), int(raw[2])
+            report.tasks_removed += removed
+            if verdict == "MORE":
+                self._renew(plan_id, token)
+                continue
+            if verdict in ("DONE", "KEPT"):
+                report.tasks_kept += kept
+                report.archived.append(plan_id)
+                log.info("plan %s archived and removed from Redis (%d tasks kept live)",
+                         plan_id, kept)  # fmt: skip
+            return verdict
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _timed(self, report: PassReport, call: Callable[[], Any]) -> Any:
+        began = time.perf_counter()
+        try:
+            return call()
+        finally:
+            report.longest_slice = max(report.longest_slice, time.perf_counter() - began)
+
+    def _renew(self, plan_id: str, token: str) -> None:
+        lock = keys.plan_archiving(plan_id)
+        ttl = int(self.settings.retention_lock_seconds * 1000)
+        if self.r.get(lock) == token:
+            self.r.pexpire(lock, ttl)
+
+    def _unlock(self, lock: str, token: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        try:
+            pipe.watch(lock)
+            if pipe.get(lock) == token:
+                pipe.multi()
+                pipe.delete(lock)
+                pipe.execute()
+        except redis.WatchError:
+            pass
+        finally:
+            pipe.reset()
+
+
+class RetentionThread(threading.Thread):
+    """Every worker's periodic retention pass (main process), each at most a minute long so
+    a stop is prompt; any number of workers run it at once (one per plan, by the lock)."""
+
+    def __init__(self, retention: Retention, interval: float) -> None:
+        super().__init__(name="deployer-retention", daemon=True)
+        self.retention = retention
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.passes = 0
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval if self.passes else min(self.interval, 5.0)):
+            try:
+                report = self.retention.run_pass(
+                    deadline=time.monotonic() + 60, stopped=self.stopped
+                )
+                if report.archived:
+                    log.info("retention: %s", report.as_dict())
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                log.warning("retention: state store unavailable (%s); next pass later", exc)
+            except Exception:  # the loop must outlive any one bad pass (a database down)
+                log.exception("retention pass failed; next pass later")
+            self.passes += 1
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopped.set()
+        if self.is_alive():
+            self.join(timeout)

@@ -1,0 +1,186 @@
+"""Retention (deployer/retention.py) against a real Redis and a real archive (SQLite and
+PostgreSQL): finished plans leave Redis for the archive, each tenant's newest task stays,
+a live plan never moves, and archiving twice or after a crash duplicates nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deployer import keys
+from deployer.models import task_id_for
+from deployer.retention import Retention
+from deployer.settings import get_settings
+from tests.helpers import bg_tenant, plan, unique, wait_for
+
+
+def run_plan(worker: Any, r: Any, tenants: list[str], version: int) -> str:
+    plan_id = unique()
+    body = plan(plan_id, [bg_tenant(t, version=version, prev_version=version - 1) for t in tenants])
+    worker.send_task("deployer.submit_plan", [body])
+    wait_for(lambda: r.hget(keys.plan(plan_id), "status") == "COMPLETED", timeout=60,
+             what=f"plan {plan_id} COMPLETED")  # fmt: skip
+    return plan_id
+
+
+def plan_keys(r: Any, plan_id: str) -> list[str]:
+    return [k for k in r.scan_iter(f"deployer:plan:{plan_id}*", count=1000)]
+
+
+def test_a_finished_plan_leaves_redis_for_the_archive_but_each_tenants_newest_task_stays(
+    worker, r, archive
+):
+    tenants = [unique("t") for _ in range(3)]
+    first = run_plan(worker, r, tenants, 21)
+    second = run_plan(worker, r, tenants, 22)
+    retention = Retention(r, get_settings(), archive)
+    report = retention.run_pass(older_than=0, only=[first, second])
+    assert first in report.archived and second in report.archived
+    # the first plan is gone whole: no task of it is any tenant's newest
+    assert plan_keys(r, first) == []
+    assert not r.exists(keys.events_plan(first))
+    assert not any(r.exists(keys.task(task_id_for(first, t))) for t in tenants)
+    assert r.zscore(keys.PLANS, first) is None
+    # the second keeps its tasks (each its tenant's newest) and a small plan hash, marked
+    for t in tenants:
+        assert r.exists(keys.task(task_id_for(second, t)))
+    assert r.hget(keys.plan(second), "archivedAt")
+    assert not r.exists(keys.events_plan(second))
+    # the archive holds both, every task and event
+    row = archive.plan(first)
+    assert row["status"] == "COMPLETED" and row["total"] == 3
+    assert archive.task_count(first) == 3
+    task = archive.task(task_id_for(first, tenants[0]))
+    assert task["plan_version"] == 21 and task["status"] == "COMPLETED"
+    assert task["run_kind"] == "FORWARD"
+    assert [s["type"] for s in task["stages"]][:1] and any(
+        s.get("stage") == "blue-green-gateway" for s in task["stages"]
+    )
+    events = list(archive.iter_events(first))
+    assert events[0]["type"] == "PLAN_CREATED"
+    assert "PLAN_COMPLETED" in {e["type"] for e in events}
+    history = archive.history(tenants[0])
+    assert [h["plan_id"] for h in history] == [second, first]
+    assert [h["plan_version"] for h in history] == [22, 21]
+
+
+def test_a_third_plan_lets_the_second_go_and_archiving_again_duplicates_nothing(
+    worker, r, archive
+):
+    tenants = [unique("t") for _ in range(2)]
+    first = run_plan(worker, r, tenants, 31)
+    retention = Retention(r, get_settings(), archive)
+    retention.run_pass(older_than=0, only=[first])
+    counts = archive.counts()
+    # nothing changed: the kept plan is not archived again
+    again = retention.run_pass(older_than=0, only=[first])
+    assert first not in again.archived and archive.counts() == counts
+    second = run_plan(worker, r, tenants, 32)
+    retention.run_pass(older_than=0, only=[first, second])
+    assert plan_keys(r, first) == []
+    assert r.hget(keys.plan(second), "archivedAt")
+    assert archive.task_count(first) == 2 and archive.task_count(second) == 2
+
+
+def test_a_plan_that_is_not_finished_or_is_recent_is_never_archived(worker, r, archive):
+    tenant = unique("t")
+    done = run_plan(worker, r, [tenant], 41)
+    retention = Retention(r, get_settings(), archive)
+    assert done not in retention.due_plans()  # a week by default
+    r.hset(keys.plan(done), "job", "ROLLBACK")  # a plan command in progress
+    assert done not in retention.due_plans(older_than=0)
+    r.hdel(keys.plan(done), "job")
+    r.zadd(keys.PLAN_TIMERS, {done: 1})  # a due timer
+    assert done not in retention.due_plans(older_than=0)
+    r.zrem(keys.PLAN_TIMERS, done)
+    r.hset(keys.plan(done), "status", "PAUSED")
+    assert done not in retention.due_plans(older_than=0)
+    r.hset(keys.plan(done), "status", "COMPLETED")
+    assert done in retention.due_plans(older_than=0)
+
+
+def test_a_plan_that_changed_after_it_was_copied_is_left_live(worker, r, archive):
+    tenants = [unique("t")]
+    first = run_plan(worker, r, tenants, 51)
+    run_plan(worker, r, tenants, 52)
+    retention = Retention(r, get_settings(), archive)
+    original = retention.archive.write
+
+    def write_then_touch(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        if kwargs.get("plan"):
+            r.hset(keys.plan(first), "updatedAt", int(r.hget(keys.plan(first), "updatedAt")) + 1)
+
+    retention.archive.write = write_then_touch  # type: ignore[method-assign]
+    assert retention.archive_plan(first) == "CHANGED"
+    assert r.exists(keys.task(task_id_for(first, tenants[0])))
+    retention.archive.write = original  # type: ignore[method-assign]
+    assert retention.archive_plan(first) == "DONE"
+    assert plan_keys(r, first) == []
+
+
+def test_removal_interrupted_after_the_mark_is_finished_by_the_next_pass(worker, r, archive):
+    tenants = [unique("t") for _ in range(5)]
+    first = run_plan(worker, r, tenants, 61)
+    run_plan(worker, r, tenants, 62)
+    settings = get_settings().model_copy(update={"retention_slice": 2})
+    retention = Retention(r, settings, archive)
+    calls = []
+    drop = retention._drop
+
+    def dies_after_one_slice(**kw: Any) -> Any:
+        if calls:
+            raise ConnectionError("worker killed")
+        calls.append(1)
+        return drop(**kw)
+
+    retention._drop = dies_after_one_slice  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        retention.archive_plan(first)
+    assert r.hget(keys.plan(first), "archiving") == "1"
+    assert r.llen(keys.plan_tenants(first)) == 3  # one slice of two went
+    retention._drop = drop  # type: ignore[method-assign]
+    assert first in retention.run_pass(older_than=0, only=[first]).archived
+    assert plan_keys(r, first) == []
+    assert archive.task_count(first) == 5
+
+
+def test_the_schema_head_the_code_skips_alembic_for_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from deployer.archive import db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", db.SCRIPT_LOCATION)
+    assert ScriptDirectory.from_config(cfg).get_current_head() == db.HEAD
+
+
+def test_the_cli_archives_a_plan_now_lists_it_and_exports_it(worker, r):
+    """`deployer archive --plan P`, `plans --status`, `archive export` on the session's
+    archive (DEPLOYER_ARCHIVE_URL, tests/conftest.py)."""
+    import json
+
+    from tests.helpers import run_cli
+
+    tenants = [unique("t") for _ in range(2)]
+    first = run_plan(worker, r, tenants, 81)
+    run_plan(worker, r, tenants, 82)
+    dry = run_cli("archive", "--older-than", "0", "--plan", first, "--dry-run", "--json")
+    assert json.loads(dry.output)["archived"] == [first] and r.exists(keys.plan(first))
+    done = json.loads(run_cli("archive", "--older-than", "0", "--plan", first, "--json").output)
+    assert done["archived"] == [first] and done["tasksRemoved"] == 2
+    assert not r.exists(keys.plan(first))
+    listed = json.loads(run_cli("plans", "--status", "COMPLETED", "--since", "1h", "--limit",
+                                "500", "--json").output)  # fmt: skip
+    assert any(p["planId"] == first and p["archived"] for p in listed["items"])
+    exported = run_cli("archive", "export", "--plan", first)
+    doc = json.loads(exported.stdout)
+    assert doc["plan"]["planId"] == first and len(doc["tasks"]) == 2
+    assert doc["events"][0]["type"] == "PLAN_CREATED"
+    assert {t["planVersion"] for t in doc["tasks"]} == {81}
+    tenant_events = run_cli("events", "--tenant", tenants[0])
+    assert "archived plans are not above" in tenant_events.output
+    missing = run_cli("archive", "export", "--plan", unique())
+    assert missing.exit_code == 2 and "PLAN_NOT_FOUND" in missing.output
