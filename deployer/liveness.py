@@ -228,8 +228,7 @@ class LivenessThread(threading.Thread):
     def run(self) -> None:
         while True:
             try:
-                if self.failover is not None:
-                    self.failover.check()
+                self._check_failover()
                 dead = self.heartbeat.beat(self.held())
                 if dead:
                     self.orphans.sweep(dead)
@@ -239,6 +238,21 @@ class LivenessThread(threading.Thread):
                 log.exception("liveness sweep failed; next beat retries")
             if self.stopped.wait(self.interval):
                 return
+
+    def _check_failover(self) -> None:
+        """The failover watch, on its own: whatever it meets, the beat that follows happens
+        (a missed beat reads as this worker's death)."""
+        if self.failover is None:
+            return
+        try:
+            self.failover.check()
+        except redis.exceptions.NoPermissionError as exc:
+            log.warning("failover detection off: this Redis user may not run INFO (%s)", exc)
+            self.failover = None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("liveness: failover check deferred (%s)", exc)
+        except Exception:
+            log.exception("failover check failed; the next beat retries")
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped.set()

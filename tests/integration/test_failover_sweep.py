@@ -88,3 +88,27 @@ def test_finished_tasks_are_left_alone(private_db: str) -> None:
     result = watch.check()
     assert result is not None and result.redriven == []
     assert r.hget(f"deployer:task:{task.task_id}", "token") == task.token
+
+
+def test_a_failover_check_that_fails_never_costs_a_heartbeat(private_db: str) -> None:
+    """An ACL user without INFO: detection turns off with one line; the worker beats on."""
+    from deployer import worker_id
+    from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
+    from tests.helpers import wait_for
+
+    planner, _ = _planner(private_db)
+
+    class NoInfo(FailoverWatch):
+        def server_id(self) -> str:
+            raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions")
+
+    node = worker_id.node_name("acl@h")
+    heartbeat = Heartbeat(planner.store.r, node, ttl_seconds=5)
+    orphans = OrphanReconciler(planner.store, planner.launch, lambda plan_id: 0)
+    thread = LivenessThread(heartbeat, orphans, 5, failover=NoInfo(planner.store, planner.launch))
+    thread.start()
+    try:
+        wait_for(lambda: planner.store.r.exists(f"deployer:worker:{node}"), what="a beat")
+        assert thread.failover is None
+    finally:
+        thread.stop()
