@@ -11,6 +11,8 @@ LOWEST ?= .venv-lowest
 # The first test session waits on servers far more than it computes: four processes, each
 # with its own embedded Redis, fleet and in-process worker (tests/conftest.py), halve it.
 TEST_WORKERS ?= 4
+# The second session spawns `celery worker` processes: three test processes at a time.
+E2E_WORKERS ?= 3
 # uv installs into our .venv (not one of its own) and never downloads an interpreter.
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
@@ -32,7 +34,7 @@ test: $(STAMP) lock-check
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -m "not faults and not e2e" -n $(TEST_WORKERS) --dist loadfile
-	$(BIN)/pytest -m "e2e and not faults"
+	$(BIN)/pytest -m "e2e and not faults" -n $(E2E_WORKERS) --dist loadfile
 
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults

@@ -30,16 +30,19 @@ from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from deployer import keys, scripts
-from deployer.archive import Archive
 from deployer.record import Field, TaskRecord
 from deployer.redact import mask_patterns, redact
 from deployer.settings import Settings
 from deployer.store import Store, now_ms
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a pass has a plan to archive: it costs the
+    # worker's main process ≈ 10 MB, which its memory bound (tests/e2e/test_memory.py) counts
+    from deployer.archive import Archive
 
 log = logging.getLogger("deployer.retention")
 
@@ -227,6 +230,8 @@ class Retention:
     @property
     def archive(self) -> Archive:
         if self._archive is None:  # opened (and migrated) on first use only
+            from deployer.archive import Archive
+
             self._archive = Archive.open(self.settings)
         return self._archive
 
