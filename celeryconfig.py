@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from kombu.entity import Exchange, Queue
 
-from deployer import tracing
+from deployer import brokers, tracing
+from deployer.errors import SettingsInvalid
 from deployer.settings import get_settings
 
 CONTROL_QUEUE = "deployer.control"
 STAGES_QUEUE = "deployer.stages"
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+except SettingsInvalid as _exc:  # one line, not a traceback, and the worker does not start
+    raise SystemExit(f"deployer: {_exc.line()}") from None
 
 broker_url = _settings.broker_url
-if broker_url.startswith(("redis://", "rediss://")):
+_broker_scheme = brokers.scheme(broker_url)
+if _broker_scheme in ("redis", "rediss", "unix"):
     # kombu's Redis transport, guarded where it parses messages (tasks/transport.py): a
     # malformed envelope is dead-lettered instead of stopping the worker.
     broker_transport = "tasks.transport:GuardedTransport"
+elif _broker_scheme == "sentinel":
+    # The same guard over kombu's Sentinel transport (the master the sentinels name).
+    broker_transport = "tasks.transport:GuardedSentinelTransport"
 elif broker_url.startswith(("amqp://", "pyamqp://")):
     # py-amqp, guarded where a delivery's frames are decoded (tasks/amqp.py): a message whose
     # properties or headers cannot be decoded is rejected and dead-lettered, not fatal.
@@ -24,14 +32,19 @@ elif broker_url.startswith(("amqp://", "pyamqp://")):
 elif broker_url.startswith("amqps://"):
     broker_transport = "tasks.amqp:GuardedSSLTransport"
 broker_connection_retry_on_startup = True
-# A killed worker's unacked message comes back after this; longer than any countdown we use.
-broker_transport_options: dict[str, object] = {
-    "visibility_timeout": _settings.visibility_timeout_seconds
-}
-if broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
-    # RabbitMQ: a publish returns only once the broker has the message (queues are durable).
-    broker_transport_options["confirm_publish"] = True
-result_backend = _settings.result_backend
+# Transport options (visibility timeout; Sentinel's master; RabbitMQ confirms), TLS, the
+# publish retry policy and the result backend: deployer/brokers.py, shared with the client.
+_conf = brokers.celery_conf(_settings)
+broker_transport_options: dict[str, object] = _conf["broker_transport_options"]
+task_publish_retry = _conf["task_publish_retry"]
+task_publish_retry_policy = _conf["task_publish_retry_policy"]
+result_backend = _conf["result_backend"]
+if "broker_use_ssl" in _conf:
+    broker_use_ssl = _conf["broker_use_ssl"]
+if "result_backend_transport_options" in _conf:
+    result_backend_transport_options = _conf["result_backend_transport_options"]
+if "redis_backend_use_ssl" in _conf:
+    redis_backend_use_ssl = _conf["redis_backend_use_ssl"]
 result_expires = 86400
 
 # JSON only: a pickle message is refused, never executed.

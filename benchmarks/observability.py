@@ -124,8 +124,10 @@ def _busy_state(server: common.Server) -> None:
             task_id = f"task-{plan_id}:t{i:06d}"
             pipe.zadd("deployer:inflight", {task_id: now + 60_000})
             pipe.hset(f"deployer:task:{task_id}", "cursor", f"tok:0:1:{i % 3}")
-        pipe.hset(f"deployer:plan:{plan_id}", mapping={"c:COMPLETED": 200, "c:PENDING": 290,
-                                                         "c:RUNNING": 10, "status": "RUNNING"})
+        pipe.hset(
+            f"deployer:plan:{plan_id}",
+            mapping={"c:COMPLETED": 200, "c:PENDING": 290, "c:RUNNING": 10, "status": "RUNNING"},
+        )
         if p % 50 == 0:
             pipe.execute()
     pipe.execute()

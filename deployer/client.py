@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from celery.utils.saferepr import saferepr
 
-from deployer import keys
+from deployer import brokers, keys
 from deployer.lifecycle import PLAN_ENDED, Command
 from deployer.redact import redact
 from deployer.redis_client import client_for, state_store
@@ -42,8 +42,17 @@ TERMINAL_PLAN = frozenset(str(s) for s in PLAN_ENDED)
 #: Public task names (docs/contracts.md §5).
 SUBMIT, PAUSE, RESUME, CANCEL, RETRY, ROLLBACK, APPROVE, PROMOTE, BUDGET = (
     f"deployer.{v}"
-    for v in ("submit_plan", "pause", "resume", "cancel", "retry", "rollback", "approve",
-              "promote", "budget")  # fmt: skip
+    for v in (
+        "submit_plan",
+        "pause",
+        "resume",
+        "cancel",
+        "retry",
+        "rollback",
+        "approve",
+        "promote",
+        "budget",
+    )  # fmt: skip
 )
 
 
@@ -107,11 +116,9 @@ class DeployerClient:
             task_serializer="json",
             accept_content=["json"],
             task_ignore_result=self.settings.result_backend is None,
-            result_backend=self.settings.result_backend,
             broker_connection_retry_on_startup=True,
-            broker_transport_options={
-                "visibility_timeout": self.settings.visibility_timeout_seconds
-            },
+            # Sentinel's master, TLS, publish retries, result backend (deployer/brokers.py)
+            **brokers.celery_conf(self.settings),
         )
         self.redis = client_for(self.settings.state_url)
 

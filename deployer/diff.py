@@ -97,7 +97,10 @@ def field_changes(
             changes.append({"field": field, "change": "added", "after": after})
         elif before != after:
             entry: dict[str, Any] = {
-                "field": field, "change": "changed", "before": before, "after": after
+                "field": field,
+                "change": "changed",
+                "before": before,
+                "after": after,
             }
             moving = volatile.get(field)
             differs = jsondiff.text_paths(before, after) if moving else None

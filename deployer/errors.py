@@ -28,6 +28,8 @@ DeployerError
  │    │                           caller knows: code and scripts out of step)
  │    ├── StepFailed             (a step gave a definite no)
  │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
+ │    ├── SettingsInvalid        (REDIS_URL_INVALID, STATE_URL_REQUIRED, SENTINEL_MASTER_UNKNOWN,
+ │    │                           REDIS_TLS_INVALID: refused at start)
  ├── RegistryError           (REGISTRY_ERROR: the stage/step entry points are broken)
  └── TransientError          may succeed later
       └── PlanBusy               (PLAN_BUSY: another submit is writing the same planId)
@@ -132,6 +134,15 @@ class Code(StrEnum):
     REDIS_UNREACHABLE = "REDIS_UNREACHABLE"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
     HTTP_ERROR = "HTTP_ERROR"
+    # ---- settings, refused at start (one line, before anything runs)
+    #: A broker, state or target Redis URL that is no Redis URL deployer can use.
+    REDIS_URL_INVALID = "REDIS_URL_INVALID"
+    #: The broker is not Redis and DEPLOYER_REDIS_URL is unset: no state store is guessed.
+    STATE_URL_REQUIRED = "STATE_URL_REQUIRED"
+    #: DEPLOYER_SENTINEL_MASTER empty, or no sentinel knows that master.
+    SENTINEL_MASTER_UNKNOWN = "SENTINEL_MASTER_UNKNOWN"
+    #: A DEPLOYER_REDIS_TLS_* file that cannot be read, or a client cert without its key.
+    REDIS_TLS_INVALID = "REDIS_TLS_INVALID"
 
 
 class DeployerError(Exception):
@@ -321,3 +332,15 @@ class BudgetInvalid(PermanentError):
     """budget / resume --budget: the new maximum is not a count or a share."""
 
     code = Code.BUDGET_INVALID
+
+
+class SettingsInvalid(PermanentError):
+    """The settings cannot work (a Redis URL, Sentinel or TLS setting): refused at start with
+    one line naming the setting, never a guessed default. The message holds no secret."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+    def line(self) -> str:
+        """The one line a process prints before it exits."""
+        return f"refused {self.code}: {self.message}"

@@ -166,23 +166,43 @@ class Instance:
             return view.visible, view.pending is not None
 
     def listen(self, stop: threading.Event, ready: threading.Event) -> None:
+        """Follow the broadcast topic; a lost connection (a Redis failover) is subscribed
+        again, and what the instance knows is re-read, as a service's Redis client does:
+        a broadcast sent while it was away is not missed for good."""
         if self.field is None:
             ready.set()
             return
-        pubsub = self.fleet.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(self.fleet.topic)
-        pubsub.get_message(timeout=1.0)  # the subscription confirmation
-        ready.set()
-        try:
-            while not stop.is_set():
-                message = pubsub.get_message(timeout=0.2)
-                if message and message.get("type") == "message":
-                    self._on_message(message["data"])
-        except redis.ConnectionError:
-            if not stop.is_set():
-                log.warning("fleet instance %s lost its pub/sub connection", self.address)
-        finally:
-            pubsub.close()
+        lost = False
+        while not stop.is_set():
+            pubsub = self.fleet.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                pubsub.subscribe(self.fleet.topic)
+                pubsub.get_message(timeout=1.0)  # the subscription confirmation
+                ready.set()
+                if lost:
+                    log.warning("fleet instance %s subscribed again", self.address)
+                    self.refresh_known()
+                while not stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if message and message.get("type") == "message":
+                        self._on_message(message["data"])
+            except (redis.ConnectionError, redis.TimeoutError):
+                if not stop.is_set():
+                    if not lost:
+                        log.warning("fleet instance %s lost its pub/sub connection", self.address)
+                    lost = True
+                    stop.wait(0.5)
+            finally:
+                pubsub.close()
+
+    def refresh_known(self) -> None:
+        with self.lock:
+            known = [t for t, view in self.views.items() if view.loaded]
+        for tenant in known:
+            try:
+                self.refresh(tenant)
+            except redis.RedisError:
+                return  # the next reconnect tries again
 
     def _on_message(self, data: str) -> None:
         try:
@@ -320,9 +340,14 @@ class Fleet:
         default: Behaviour | None = None,
         acks: bool = False,
         ack_channel: str | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.redis = redis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
+        from deployer.redis_client import connect  # any URL form (Sentinel, TLS, ACL)
+
+        # Settings (Sentinel master, TLS files) read afresh when not given: never the cached
+        # get_settings(), which a caller may be about to change (DEPLOYER_INSTANCES).
+        self.redis = connect(
+            redis_url, settings or Settings(), socket_timeout=10, socket_connect_timeout=5
         )
         self.key_prefix, self.topic = key_prefix, topic
         #: Instances publish acks (docs/contracts.md §2.1) on this channel when on.
@@ -373,6 +398,7 @@ class Fleet:
             default or Behaviour(delay=settings.fleet_delay_seconds),
             acks=settings.fleet_acks if acks is None else acks,
             ack_channel=settings.acks_channel,
+            settings=settings,
         )
 
     # -- life cycle -------------------------------------------------------------------

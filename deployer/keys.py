@@ -121,6 +121,7 @@ PLAN_TIMERS = "deployer:plan-timers"
 def plan_wave(plan_id: str, index: int | str) -> str:
     return PLAN_WAVE.format(plan_id=plan_id, index=index)
 
+
 #: A plan command working through the plan's tasks in slices (deployer/plan_commands.py):
 PLAN_JOB = "deployer:plan:{plan_id}:job"  # hash: command, gen, cursors, counts so far
 PLAN_JOB_ORDER = "deployer:plan:{plan_id}:job:order"  # zset task id -> startedAt (rollback)
@@ -138,6 +139,7 @@ def plan_job_order(plan_id: str) -> str:
 
 def plan_job_lock(plan_id: str) -> str:
     return PLAN_JOB_LOCK.format(plan_id=plan_id)
+
 
 #: Notifications (deployer/notify). zset event id -> ms: events queued by the Lua prelude in
 #: the script that wrote them, not yet handed to the receivers' queues:

@@ -25,6 +25,7 @@ import redis
 
 from deployer import keys, scripts
 from deployer.errors import Code
+from deployer.failover import FailoverWatch
 from deployer.reconciler import SweepResult
 from deployer.record import Cursor, Field
 from deployer.store import Dispatch, Slot, Store, now_ms
@@ -215,15 +216,19 @@ class LivenessThread(threading.Thread):
         orphans: OrphanReconciler,
         ttl: float,
         held: Callable[[], dict[str, str]] = dict,
+        failover: FailoverWatch | None = None,
     ) -> None:
         super().__init__(name="deployer-liveness", daemon=True)
         self.heartbeat, self.orphans, self.held = heartbeat, orphans, held
+        #: Looks at every beat whether the state Redis is another server (deployer/failover.py).
+        self.failover = failover
         self.interval = ttl / BEATS_PER_TTL
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while True:
             try:
+                self._check_failover()
                 dead = self.heartbeat.beat(self.held())
                 if dead:
                     self.orphans.sweep(dead)
@@ -233,6 +238,21 @@ class LivenessThread(threading.Thread):
                 log.exception("liveness sweep failed; next beat retries")
             if self.stopped.wait(self.interval):
                 return
+
+    def _check_failover(self) -> None:
+        """The failover watch, on its own: whatever it meets, the beat that follows happens
+        (a missed beat reads as this worker's death)."""
+        if self.failover is None:
+            return
+        try:
+            self.failover.check()
+        except redis.exceptions.NoPermissionError as exc:
+            log.warning("failover detection off: this Redis user may not run INFO (%s)", exc)
+            self.failover = None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("liveness: failover check deferred (%s)", exc)
+        except Exception:
+            log.exception("failover check failed; the next beat retries")
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped.set()

@@ -179,7 +179,7 @@ def counters(stats: dict[str, str]) -> Iterator[Metric]:
     )
     yield _family(
         "deployer_redrives",
-        "Tenants re-driven by a reconciler: lease_expired, worker_lost.",
+        "Tenants re-driven by a reconciler: lease_expired, worker_lost, failover.",
         ["reason"],
         (([r], n) for r, n in g["rd"]),
     )

@@ -83,7 +83,9 @@ SECRET_PATTERNS: tuple[re.Pattern[str], ...] = (
         r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?:.*?-----END [A-Z ]*PRIVATE KEY-----|.*)", re.S
     ),
     # GitHub, Slack and AWS access key formats
-    re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b"),
+    re.compile(
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|xox[abposr]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})\b"
+    ),
 )
 
 

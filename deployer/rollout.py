@@ -346,7 +346,7 @@ _PERCENT = re.compile(PERCENT_PATTERN)
 def parse_budget(value: Any) -> int | str:
     """A budget maximum as given (CLI, task kwarg, API): a count ≥ 0 or a share "5%"."""
     if isinstance(value, bool):
-        raise BudgetInvalid("budget: a count or a share like \"5%\", not a boolean")
+        raise BudgetInvalid('budget: a count or a share like "5%", not a boolean')
     if isinstance(value, int) and value >= 0:
         return value
     if isinstance(value, str):
@@ -355,7 +355,7 @@ def parse_budget(value: Any) -> int | str:
             return int(text)
         if _PERCENT.match(text):
             return text
-    raise BudgetInvalid(f"budget: {value!r} is not a count (0, 1, ...) or a share like \"5%\"")
+    raise BudgetInvalid(f'budget: {value!r} is not a count (0, 1, ...) or a share like "5%"')
 
 
 def _limits(plan: dict[str, str], maximum: int | str) -> dict[str, Any]:

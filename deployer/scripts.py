@@ -26,6 +26,7 @@ ScriptName = Literal[
     "archive_drop",
     "archive_mark",
     "event_record",
+    "failover_claim",
     "kv_write",
     "notify_claim",
     "notify_settle",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from typing import Literal
@@ -10,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from deployer import redisurl
+from deployer.errors import Code, SettingsInvalid
 from deployer.notify.events import ALL as NOTIFY_EVENT_NAMES
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -74,6 +77,22 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     target_redis_url: str | None = None
     result_backend: str | None = None
+    # High availability (deployer/redisurl.py, deployer/redis_client.py): every Redis URL may
+    # be Celery's Sentinel form; the sentinels are asked for this master. TLS files serve
+    # every rediss:// URL (and TLS masters behind Sentinel: sentinel_tls).
+    sentinel_master: str = "mymaster"
+    sentinel_username: str | None = None
+    sentinel_password: SecretStr | None = None
+    sentinel_tls: bool = False
+    redis_tls_ca: str | None = None
+    redis_tls_cert: str | None = None
+    redis_tls_key: str | None = None
+    redis_tls_check_hostname: bool = True
+    # A plan's creation is acknowledged once this many replicas have it (WAIT), at most
+    # redis_wait_ms later: a failover right after "created" keeps the plan. None: 1 when the
+    # state URL is a Sentinel URL, else 0 (a lone Redis has no replica to wait for).
+    redis_wait_replicas: int | None = Field(None, ge=0, le=16)
+    redis_wait_ms: int = Field(1000, ge=1, le=60_000)
     key_prefix: str = DEFAULT_KEY_PREFIX
     pubsub_topic: str = DEFAULT_PUBSUB_TOPIC
 
@@ -257,15 +276,54 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _default_urls(self) -> Settings:
+        """The state store defaults to the broker's Redis, the target to the state store;
+        never to a guessed server. Every Redis URL is parsed here, so a bad one (or a bad
+        Sentinel or TLS setting) stops the process at start with one line
+        (errors.SettingsInvalid), not at its first command."""
         if self.redis_url is None:
-            self.redis_url = (
-                self.broker_url
-                if self.broker_url.startswith(("redis://", "rediss://", "unix://"))
-                else "redis://127.0.0.1:6379/0"
-            )
+            if not redisurl.is_redis(self.broker_url):
+                raise SettingsInvalid(
+                    Code.STATE_URL_REQUIRED,
+                    f"the broker ({redact_url(self.broker_url)}) is not Redis: set "
+                    "DEPLOYER_REDIS_URL to the Redis that keeps plans, tasks and leases",
+                )
+            self.redis_url = self.broker_url
         if self.target_redis_url is None:
             self.target_redis_url = self.redis_url
+        urls = [("DEPLOYER_REDIS_URL", self.redis_url)]
+        urls.append(("DEPLOYER_TARGET_REDIS_URL", self.target_redis_url))
+        if redisurl.is_redis(self.broker_url):
+            urls.append(("DEPLOYER_BROKER_URL", self.broker_url))
+        parsed = [redisurl.parse(url, role) for role, url in urls]
+        if any(p.sentinel for p in parsed) and not self.sentinel_master.strip():
+            raise SettingsInvalid(
+                Code.SENTINEL_MASTER_UNKNOWN,
+                "DEPLOYER_SENTINEL_MASTER is empty: name the master the sentinels monitor",
+            )
+        if any(p.tls for p in parsed) or self.sentinel_tls:
+            self._check_tls_files()
         return self
+
+    def _check_tls_files(self) -> None:
+        if self.redis_tls_cert and not self.redis_tls_key:
+            raise SettingsInvalid(
+                Code.REDIS_TLS_INVALID,
+                "DEPLOYER_REDIS_TLS_CERT is set without DEPLOYER_REDIS_TLS_KEY",
+            )
+        for name, path in (
+            ("DEPLOYER_REDIS_TLS_CA", self.redis_tls_ca),
+            ("DEPLOYER_REDIS_TLS_CERT", self.redis_tls_cert),
+            ("DEPLOYER_REDIS_TLS_KEY", self.redis_tls_key),
+        ):
+            if path is not None and not os.access(path, os.R_OK):
+                raise SettingsInvalid(Code.REDIS_TLS_INVALID, f"{name}: {path} cannot be read")
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas a plan's creation waits for (`redis_wait_replicas`, or its default)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if redisurl.is_sentinel(self.state_url) else 0
 
     @property
     def state_url(self) -> str:
@@ -302,12 +360,13 @@ def get_settings() -> Settings:
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a broker or Redis URL so it can be printed or logged."""
+    """Hide the password of a broker or Redis URL so it can be printed or logged (each
+    address of a Sentinel URL `sentinel://...;sentinel://...`)."""
+    if ";" in url:
+        return ";".join(redact_url(part) for part in url.split(";"))
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

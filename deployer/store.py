@@ -8,6 +8,7 @@ a task's status disagree with its plan's counters.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,6 +25,8 @@ from deployer.record import Field, TaskRecord, field_names
 from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings
 from deployer.worker_id import worker_label
+
+log = logging.getLogger("deployer.store")
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
 CLAIM_TTL_MS = 30_000
@@ -230,7 +233,30 @@ class Store:
     def plan_exists(self, plan_id: str) -> bool:
         return bool(self.r.exists(keys.plan(plan_id)))
 
-    def create_plan(
+    def create_plan(self, plan_id: str, *args: Any, **kwargs: Any) -> bool:
+        """`write_plan`, then (when it wrote) the wait for replicas: a plan reported created
+        is on `wait_replicas` replicas, or a warning says it may not survive a failover."""
+        created = self.write_plan(plan_id, *args, **kwargs)
+        if created:
+            self.await_replicas(f"plan {plan_id}")
+        return created
+
+    def await_replicas(self, what: str) -> int:
+        """WAIT for `settings.wait_replicas` replicas (0: no wait), at most `redis_wait_ms`.
+        Fewer in time is logged, not refused: the write is on the master, and the failover
+        sweep (deployer/failover.py) covers what a lost suffix of writes undoes."""
+        want = self.settings.wait_replicas
+        if want <= 0:
+            return 0
+        got = int(self.r.wait(want, self.settings.redis_wait_ms))
+        if got < want:
+            log.warning(
+                "%s reached %d of %d replica(s) within %d ms: a failover now could lose it",
+                what, got, want, self.settings.redis_wait_ms,
+            )  # fmt: skip
+        return got
+
+    def write_plan(
         self,
         plan_id: str,
         rows: list[TaskRow],

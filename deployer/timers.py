@@ -90,4 +90,3 @@ class PlanTimers(threading.Thread):
         self.stopped.set()
         if self.is_alive():
             self.join(timeout)
-

@@ -241,8 +241,9 @@ def start_run(ctx: TaskRuntimeContext, wave: int | None = None) -> TaskRuntimeCo
     span = tracer.start_span(
         name,
         context=trace.set_span_in_context(trace.INVALID_SPAN),  # a new trace per run
-        attributes=attributes(staged, **{"deployer.run_id": ctx.run_id,
-                                         "deployer.stage_count": ctx.stage_count}),  # fmt: skip
+        attributes=attributes(
+            staged, **{"deployer.run_id": ctx.run_id, "deployer.stage_count": ctx.stage_count}
+        ),  # fmt: skip
         links=links,
     )
     carrier: dict[str, str] = {}

@@ -330,3 +330,16 @@ class GuardedTransport(kombu_redis.Transport):
                     channel.basic_ack(tag)
             except Exception as exc:  # noqa: BLE001 - logged; nothing more can be done
                 log.warning("could not ack a refused message (%s)", type(exc).__name__)
+
+
+class GuardedSentinelChannel(GuardedChannel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the master the sentinels name, found again after a
+    failover) with GuardedChannel's checks: the same BRPOP replies, the same parsing."""
+
+
+class GuardedSentinelTransport(GuardedTransport):
+    """GuardedTransport over Sentinel (`sentinel://` broker URLs): kombu's SentinelTransport
+    is its Redis transport with another channel and default port, so is this one."""
+
+    Channel = GuardedSentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]

@@ -17,8 +17,9 @@ from celery.worker import state as worker_state
 from kombu.utils import json as kombu_json
 from pydantic import ValidationError
 
-from deployer import tracing, worker_id
+from deployer import redis_client, tracing, worker_id
 from deployer.context import TaskRuntimeContext
+from deployer.failover import FailoverWatch
 from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
 from deployer.notify.sender import NotifyThread, describe
 from deployer.parking import ParkingThread
@@ -120,7 +121,8 @@ class LivenessStep(bootsteps.StartStopStep):
         node = worker_id.node_name(worker.hostname)
         orphans = OrphanReconciler(store, planner.launch, planner.dispatch)
         heartbeat = Heartbeat(store.r, node, ttl, runtime.settings().lease_ttl_seconds * 2)
-        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages)
+        failover = FailoverWatch(store, planner.launch, planner.dispatch)
+        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages, failover)
         self.thread.start()
         log.info("heartbeat of %s started (ttl %.1fs)", node, ttl)
 
@@ -311,6 +313,7 @@ def warm_up(**_: Any) -> None:
     registry.assemblers()
     registry.steps()
     runtime.store()
+    redis_client.warm_up_tls(runtime.settings())  # before the pool forks: it says why
     # What is loaded now lives as long as the worker: out of the collector's sight, so a
     # full collection in a pool process does not walk (and copy-on-write) all of it.
     gc.freeze()

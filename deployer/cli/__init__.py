@@ -26,7 +26,25 @@ def main() -> None:
         # import is declined (a None entry makes `import` raise ImportError, which redis-py
         # expects when the SDK is absent).
         sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
-    app()
+    from redis.sentinel import MasterNotFoundError
+
+    from deployer.cli.app import Exit, err
+    from deployer.errors import Code, SettingsInvalid
+    from deployer.settings import get_settings
+
+    try:
+        app()
+    except SettingsInvalid as exc:  # settings that cannot work: one line, nothing started
+        err.print(exc.line(), soft_wrap=True, markup=False, highlight=False)
+        sys.exit(Exit.REFUSED)
+    except MasterNotFoundError:  # sentinels that do not answer, or know no such master
+        master = get_settings().sentinel_master
+        err.print(
+            f"refused {Code.SENTINEL_MASTER_UNKNOWN}: no sentinel answers for master "
+            f"{master!r} (DEPLOYER_SENTINEL_MASTER; sentinels in the sentinel:// URL)",
+            soft_wrap=True, markup=False, highlight=False,
+        )  # fmt: skip
+        sys.exit(Exit.REFUSED)
 
 
 __all__ = ["app", "main"]

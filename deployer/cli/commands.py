@@ -144,9 +144,7 @@ def _simple_verb(command: str, doc: str) -> None:
     app.command(name=command)(verb)
 
 
-_simple_verb(
-    PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once)."
-)
+_simple_verb(PAUSE, "Pause at the next stage start or HealthCheck poll (waiting tasks at once).")
 
 
 BudgetOpt = Annotated[
@@ -207,9 +205,7 @@ def budget(
     _run("budget", {"planId": plan}, by, reason, as_json, budget=maximum, reset=reset)
 
 
-_simple_verb(
-    CANCEL, "Stop tasks for good (running ones at their next stage start or poll)."
-)
+_simple_verb(CANCEL, "Stop tasks for good (running ones at their next stage start or poll).")
 
 
 WaveOpt = Annotated[

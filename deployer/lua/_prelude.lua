@@ -148,6 +148,8 @@ local function observe(id, kind, fields, plan_id, reason)
   if kind == 'TASK_REDRIVEN' then
     if reason and string.sub(reason, 1, 11) == 'worker lost' then
       stat('rd|worker_lost')
+    elseif reason and string.sub(reason, 1, 14) == 'redis failover' then
+      stat('rd|failover')
     else
       stat('rd|lease_expired')
     end

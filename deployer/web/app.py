@@ -84,7 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     settings = settings or get_settings()
-    hub = Hub(settings.state_url, settings.api_max_streams, settings.api_max_streams_per_token)
+    hub = Hub(
+        settings.state_url,
+        settings.api_max_streams,
+        settings.api_max_streams_per_token,
+        settings=settings,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

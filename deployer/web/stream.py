@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from deployer import keys
 from deployer.errors import Code
 from deployer.redact import redact
+from deployer.settings import Settings
 from deployer.web.history import matches
 
 log = logging.getLogger("deployer.web")
@@ -104,9 +105,15 @@ class Hub:
     """The process's one reader of `deployer:events`, and its streams."""
 
     def __init__(
-        self, url: str, max_streams: int, max_per_holder: int, block_ms: int = BLOCK_MS
+        self,
+        url: str,
+        max_streams: int,
+        max_per_holder: int,
+        block_ms: int = BLOCK_MS,
+        settings: Settings | None = None,
     ) -> None:
         self.url = url
+        self.settings = settings
         self.max_streams = max_streams
         self.max_per_holder = max_per_holder
         self.block_ms = block_ms
@@ -117,13 +124,21 @@ class Hub:
 
     def redis(self) -> aioredis.Redis:
         if self._redis is None:  # created in the server's loop, on first use
+            from deployer import redisurl
+            from deployer.redis_client import client_options, connect_async
+            from deployer.settings import get_settings
+
+            settings = self.settings or get_settings()
+            timeouts = {"socket_timeout": self.block_ms / 1000 + 10, "socket_connect_timeout": 5}
+            if redisurl.is_sentinel(self.url):  # a pool that follows the sentinels' master
+                self._redis = connect_async(
+                    self.url, settings, max_connections=CONNECTIONS, **timeouts
+                )
+                return self._redis
+            options = client_options(settings, redisurl.parse(self.url), **timeouts)
+            options.pop("retry_on_error")  # a blocking read is re-issued by the reader loop
             pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=CONNECTIONS,
-                timeout=30,
-                decode_responses=True,
-                socket_timeout=self.block_ms / 1000 + 10,
-                socket_connect_timeout=5,
+                self.url, max_connections=CONNECTIONS, timeout=30, **options
             )
             self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis

@@ -57,8 +57,16 @@ def relays() -> list[tuple[str, str, list[Any]]]:
         (
             "deployer.run_stage",
             "deployer.stages",
-            [[ctx, stage_spec()], {}, {"chain": [own_stage, own_stage | {"options": {
-                "queue": "deployer.stages", "link": [unlock]}}]}],
+            [
+                [ctx, stage_spec()],
+                {},
+                {
+                    "chain": [
+                        own_stage,
+                        own_stage | {"options": {"queue": "deployer.stages", "link": [unlock]}},
+                    ]
+                },
+            ],
         ),  # fmt: skip
         (
             "deployer.run_stage",

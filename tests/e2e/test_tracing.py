@@ -118,9 +118,11 @@ def traces_of(spans: list[Span], plan_id: str) -> dict[str, dict[str, list[Span]
 
 def complete(members: list[Span]) -> bool:
     names = {s.name for s in members}
-    return "deployer.submit" in names and all(
-        f"deployer.stage {stage}" in names for stage in STAGES
-    ) and any(s.name == "deployer.script stage_end" for s in members)
+    return (
+        "deployer.submit" in names
+        and all(f"deployer.stage {stage}" in names for stage in STAGES)
+        and any(s.name == "deployer.script stage_end" for s in members)
+    )
 
 
 def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_calls(
@@ -134,9 +136,7 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
     )
     workers = [spawn_worker(name, concurrency=1, env=env) for name in ("tw1", "tw2")]
     plan_id = unique("traced")
-    tenants = [
-        bg_tenant(f"{plan_id}-t{i}", serviceNames=list(STAGES)) for i in range(6)
-    ]
+    tenants = [bg_tenant(f"{plan_id}-t{i}", serviceNames=list(STAGES)) for i in range(6)]
     strategy = {"waves": {"type": "linear", "size": 3}}
     DeployerClient().submit(plan(plan_id, tenants, maxConcurrency=3, strategy=strategy))
     wait_for(lambda: r.hget(f"deployer:plan:{plan_id}", "status") == "COMPLETED", timeout=60,
@@ -153,7 +153,7 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
     found = traces_of(spans, plan_id)
     nodes: set[str] = set()
     for i, tenant in enumerate(t["tenantId"] for t in tenants):
-        (trace_id, members), = found[tenant].items()
+        ((trace_id, members),) = found[tenant].items()
         by_name = defaultdict(list)
         for s in members:
             by_name[s.name].append(s)
@@ -175,8 +175,11 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
                 assert s.attributes["deployer.run_kind"] == "FORWARD"
                 nodes.add(str(s.attributes["deployer.worker"]).split("@", 1)[0])
         # every step, inside its stage's span
-        stage_of = {s.span_id: s.attributes["deployer.stage"] for s in members
-                    if s.name.startswith("deployer.stage ")}  # fmt: skip (any attempt)
+        stage_of = {
+            s.span_id: s.attributes["deployer.stage"]
+            for s in members
+            if s.name.startswith("deployer.stage ")
+        }  # fmt: skip (any attempt)
         steps = {(stage_of.get(s.parent), s.attributes["deployer.step_type"]) for s in members
                  if s.name.startswith("deployer.step ")}  # fmt: skip
         assert {("portal", "http-request"), ("blue-green-gateway", "key-value-write"),
@@ -188,8 +191,17 @@ def test_a_plan_on_two_workers_is_one_trace_per_tenant_with_stages_and_http_call
         methods = {s.attributes.get("http.request.method") or s.attributes.get("http.method")
                    for s in http}  # fmt: skip
         assert {"POST", "GET"} <= methods, (tenant, methods)  # portal's POST, health GETs
-        assert len([s for s in http if (s.attributes.get("http.request.method")
-                                        or s.attributes.get("http.method")) == "GET"]) >= 3
+        assert (
+            len(
+                [
+                    s
+                    for s in http
+                    if (s.attributes.get("http.request.method") or s.attributes.get("http.method"))
+                    == "GET"
+                ]
+            )
+            >= 3
+        )
         # the Lua scripts, with the redis instrumentation's command inside
         scripts = {s.name for s in members if s.name.startswith("deployer.script ")}
         assert {"deployer.script stage_begin", "deployer.script stage_end",
@@ -270,7 +282,8 @@ def test_a_parked_wait_woken_by_an_ack_stays_in_the_tenants_trace(spawn_worker, 
                 for stage in stages:
                     attempts = sorted(
                         (s.attributes["deployer.attempt"], s.attributes["deployer.outcome"])
-                        for s in members if s.name == f"deployer.stage {stage}"
+                        for s in members
+                        if s.name == f"deployer.stage {stage}"
                     )
                     # parked at the first attempt, woken by the ack, done after it
                     assert attempts[0] == (0, "parked"), (tenant, stage, attempts)

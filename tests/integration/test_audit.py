@@ -230,9 +230,11 @@ def test_a_history_that_expired_whole_and_began_again_says_since_when(worker, r,
         note = json.loads(said)
         first_ms = int(lines[0]["id"].split("-")[0])
         assert note["trimmed"] is True
-        assert note["since"] == time.strftime(
-            "%Y-%m-%dT%H:%M:%S", time.gmtime(first_ms / 1000)
-        ) + f".{first_ms % 1000:03d}Z"
+        assert (
+            note["since"]
+            == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(first_ms / 1000))
+            + f".{first_ms % 1000:03d}Z"
+        )
         assert "was trimmed: it is kept since" in note["message"]
         assert "events are kept 7 days (DEPLOYER_EVENTS_RETENTION_SECONDS)" in note["message"]
         text = runner.invoke(app, ["events", *target])

@@ -44,9 +44,7 @@ def live(r, config: dict, **older: object) -> None:
     r.hset(PREFIX + config["tenantId"], mapping={k: v for k, v in writes.items() if v})
 
 
-def test_diff_shows_the_one_nested_field_that_changed_and_a_timestamp_as_volatile(
-    r, plan_file
-):
+def test_diff_shows_the_one_nested_field_that_changed_and_a_timestamp_as_volatile(r, plan_file):
     moved, same = unique("t"), unique("t")
     live(r, gateway_tenant(moved, "gw-7.blue.example"), timestamp=1)
     live(r, gateway_tenant(same, "gw-7.green.example"), timestamp=1)

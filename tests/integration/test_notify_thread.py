@@ -43,6 +43,7 @@ def test_a_hanging_receiver_holds_up_nothing_but_its_own_deliveries(r):
         wait_for(served, timeout=10, what="the healthy receiver served")
         # all three while the other receiver's first call still hung (its deadline is 2 s)
         assert len(hanging.seen()) == 1 and not hanging.accepted()
+
         # its calls end at their deadline, one after another, and are tried again (same key)
         def retried() -> bool:
             keys = Counter(q.key for q in hanging.seen())

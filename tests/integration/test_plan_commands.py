@@ -46,9 +46,7 @@ def test_a_sliced_pause_or_resume_decides_every_status_as_the_lifecycle_does(r, 
             r.hset(task_key, "control", CONTROLS[i])
         if i == 6:
             r.hset(task_key, "startedAt", 1)  # paused mid-flight
-    expected = [
-        decide(command, TaskStatus(s), CONTROLS.get(i)) for i, s in enumerate(STATUSES)
-    ]
+    expected = [decide(command, TaskStatus(s), CONTROLS.get(i)) for i, s in enumerate(STATUSES)]
     sent: list = []
     answer = Controller(Planner(store, get_settings(), sent.extend)).execute(
         command, {"planId": plan_id}, by="ops"

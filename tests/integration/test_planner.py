@@ -54,9 +54,7 @@ def test_tasks_beyond_the_first_wave_are_stored_as_configs_only(planner, sent, r
     assert len(run_ids) == 5
 
 
-def test_a_big_uncapped_plan_is_sent_in_bounded_batches_each_task_once(
-    planner, sent, monkeypatch
-):
+def test_a_big_uncapped_plan_is_sent_in_bounded_batches_each_task_once(planner, sent, monkeypatch):
     monkeypatch.setattr(planner_module, "DISPATCH_BATCH", 40)
     plan_id = unique()
     tenants = [bg_tenant(f"{plan_id}-t{i}") for i in range(100)]

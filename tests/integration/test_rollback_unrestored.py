@@ -60,9 +60,7 @@ def deployed(plan_file, tenants: list[str]) -> str:
     return plan_id
 
 
-def test_a_rollback_names_the_service_it_cannot_restore_and_strict_refuses_it(
-    worker, r, plan_file
-):
+def test_a_rollback_names_the_service_it_cannot_restore_and_strict_refuses_it(worker, r, plan_file):
     tenant, other = unique("t"), unique("t")
     plan_id = deployed(plan_file, [tenant, other])
     task_key = keys.task(task_id_for(plan_id, tenant))
@@ -92,8 +90,10 @@ def test_a_rollback_names_the_service_it_cannot_restore_and_strict_refuses_it(
     # ... as does the rollback task's own kwarg, sent by any client
     worker.send_task("deployer.rollback", [{"tenantId": other}], {"strict": True})
     wait_for(
-        lambda: audit.history(r, tenant_id=other, count=1).events[0][1].get("code")
-        == "ROLLBACK_INCOMPLETE",
+        lambda: (
+            audit.history(r, tenant_id=other, count=1).events[0][1].get("code")
+            == "ROLLBACK_INCOMPLETE"
+        ),
         what="the strict rollback task refused",
     )
     assert r.hget(keys.task(task_id_for(plan_id, other)), "status") == "COMPLETED"

@@ -27,11 +27,7 @@ def snapshot(url: str) -> dict[bytes, bytes | None]:
     """Every key of the test database (state and target alike) and its serialized value,
     but for the worker heartbeats."""
     raw = redis.Redis.from_url(url)
-    return {
-        k: raw.dump(k)
-        for k in sorted(raw.scan_iter(count=1000))
-        if not k.startswith(LIVENESS)
-    }
+    return {k: raw.dump(k) for k in sorted(raw.scan_iter(count=1000)) if not k.startswith(LIVENESS)}
 
 
 def test_diff_shows_exact_changes_owners_and_waves_and_writes_nothing(r, redis_url, tmp_path):

@@ -129,7 +129,8 @@ def test_an_unapproved_wave_never_starts_and_approval_starts_it(worker, r, contr
     assert [w["state"] for w in summary(plan_id)] == ["DONE", "AWAITING_APPROVAL"]
 
     result = worker.send_task(
-        "deployer.approve", [{"planId": plan_id, "wave": 1}],
+        "deployer.approve",
+        [{"planId": plan_id, "wave": 1}],
         kwargs={"by": "ops", "reason": "canary ok"},
     )
     if worker.conf.result_backend:

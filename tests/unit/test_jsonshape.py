@@ -14,9 +14,7 @@ from deployer.jsonshape import Meter, Shape, json_depth_exceeds, json_shape
 
 #: Strings full of what confuses a scanner: quotes, backslashes, brackets, commas.
 tricky = st.text(st.sampled_from('ab"\\[]{},:\n\u00e9\U0001f600 '), max_size=12)
-scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), tricky
-)
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), tricky)
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(tricky, inner, max_size=4),

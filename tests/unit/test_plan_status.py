@@ -59,10 +59,16 @@ HOLDS: list[tuple[dict[str, int], dict[str, str], str]] = [
     ({"COMPLETED": 3}, {"waveState": "BAKING", "control": "PAUSE"}, "PAUSED"),
     ({"CANCELLED": 3}, {"waveState": "RUNNING", "control": "CANCEL"}, "CANCELLED"),
     ({"ROLLED_BACK": 3}, {"waveState": "HALTED"}, "ROLLED_BACK"),
-    ({"COMPLETED": 3, "PENDING": 2}, {"control": "PAUSE", "pendingRollback": "1",
-                                      "waveState": "HALTED"}, "RUNNING"),  # fmt: skip
-    ({"FAILED": 1, "COMPLETED": 2}, {"control": "PAUSE", "pendingRollback": "1",
-                                     "waveState": "HALTED"}, "RUNNING"),  # fmt: skip
+    (
+        {"COMPLETED": 3, "PENDING": 2},
+        {"control": "PAUSE", "pendingRollback": "1", "waveState": "HALTED"},
+        "RUNNING",
+    ),  # fmt: skip
+    (
+        {"FAILED": 1, "COMPLETED": 2},
+        {"control": "PAUSE", "pendingRollback": "1", "waveState": "HALTED"},
+        "RUNNING",
+    ),  # fmt: skip
     ({"ROLLED_BACK": 1, "COMPLETED": 4}, {"job": "rollback"}, "RUNNING"),  # slices to go
     ({"ROLLED_BACK": 5}, {}, "ROLLED_BACK"),
     ({"PENDING": 4}, {"control": "PAUSE", "job": "pause"}, "PAUSED"),

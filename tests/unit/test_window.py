@@ -62,16 +62,22 @@ def test_a_whole_day_is_00_00_to_24_00():
 @pytest.mark.parametrize(
     ("window", "field"),
     [
-        ({"timeZone": "Mars/Olympus", "periods": [{"start": "01:00", "end": "02:00"}]},
-         "window.timeZone"),  # fmt: skip
+        (
+            {"timeZone": "Mars/Olympus", "periods": [{"start": "01:00", "end": "02:00"}]},
+            "window.timeZone",
+        ),  # fmt: skip
         ({"periods": [{"start": "01:00", "end": "01:00"}]}, "window.periods.0"),
         ({"periods": [{"start": "25:00", "end": "01:00"}]}, "window.periods.0.start"),
         ({"periods": [{"start": "24:00", "end": "01:00"}]}, "window.periods.0.start"),
         ({"periods": [{"start": "1:00", "end": "02:00"}]}, "window.periods.0.start"),
-        ({"periods": [{"days": ["mon", "mon"], "start": "01:00", "end": "02:00"}]},
-         "window.periods.0"),  # fmt: skip
-        ({"periods": [{"days": ["monday"], "start": "01:00", "end": "02:00"}]},
-         "window.periods.0.days.0"),  # fmt: skip
+        (
+            {"periods": [{"days": ["mon", "mon"], "start": "01:00", "end": "02:00"}]},
+            "window.periods.0",
+        ),  # fmt: skip
+        (
+            {"periods": [{"days": ["monday"], "start": "01:00", "end": "02:00"}]},
+            "window.periods.0.days.0",
+        ),  # fmt: skip
         ({"periods": []}, "window.periods"),
         ({"periods": [{"start": "01:00", "end": "02:00"}], "cron": "* * * * *"}, "window.cron"),
     ],

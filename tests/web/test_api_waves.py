@@ -48,5 +48,3 @@ def test_which_tenants_are_in_which_wave_in_status_and_the_api(worker, r, api):
     right = httpx.post(f"{api}/api/v1/plans/{plan_id}/approve", json={"wave": 1, "by": "qa"})
     assert right.status_code == 200, right.text
     wait_for(lambda: field(r, plan_id, "status") == "COMPLETED", timeout=60, what="COMPLETED")
-
-

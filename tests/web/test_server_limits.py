@@ -136,7 +136,7 @@ def test_slow_headers_slow_bodies_and_idle_connections_are_closed(serve):
     slow_body = connect(base)
     slow_body.sendall(
         b"POST /api/v1/plans HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 1000\r\n\r\n{\"planId\": "
+        b'Content-Length: 1000\r\n\r\n{"planId": '
     )
     kept = connect(base)
     kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -231,6 +231,7 @@ def test_200_streams_share_one_redis_reader_and_the_caps_answer_429_and_503(serv
     assert reached == 205
     for sock, _ in [*streams, *more, (over, b""), (full, b"")]:
         sock.close()
+
     # closed streams free their places
     def a_place_again() -> bool:
         sock, first = open_stream(base, READ)
