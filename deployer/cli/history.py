@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from typing import Annotated, Any
 
@@ -175,7 +176,7 @@ def export(
     row = stored.plan(plan) if stored else None
     if stored is None or row is None:
         refuse(Code.PLAN_NOT_FOUND, f"plan {plan} is not in the archive", as_json=True)
-    out = typer.get_text_stream("stdout")
+    out = sys.stdout  # typer.get_text_stream is untyped in the oldest typer admitted
     out.write('{"plan": ' + _dump(row) + ', "tasks": [')
     for i, task in enumerate(stored.iter_tasks(plan)):
         out.write(("," if i else "") + "\n" + _dump(task))
