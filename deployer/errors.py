@@ -217,6 +217,19 @@ class IllegalTransition(PermanentError):
     code = Code.ILLEGAL_TRANSITION
 
 
+class PlanArchived(IllegalTransition):
+    """A plan command on a plan retention has archived (or is removing from Redis)."""
+
+    code = Code.PLAN_ARCHIVED
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(
+            f"plan {plan_id} is archived (retention): its history reads, commands do not "
+            f"act on it; a tenant's newest task still takes --tenant T",
+            code=Code.PLAN_ARCHIVED,
+        )
+
+
 class NotFound(PermanentError):
     code = Code.NOT_FOUND
 

@@ -21,6 +21,7 @@ lock lapses) goes on removing. Nothing is removed before its archive copy is com
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -196,6 +197,14 @@ def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
         if fields.get(name):
             entry[name] = fields[name]
     return entry
+
+
+def plan_digest(plan: dict[str, str]) -> str:
+    """The plan hash's digest as lua/archive_mark.lua computes it (fields in `plan`'s order,
+    which the mark is given): a plan changed in any field after its copy was read is not
+    marked, nor removed."""
+    flat = b"".join(f"{k}\0{v}\0".encode() for k, v in plan.items())
+    return hashlib.sha1(flat, usedforsecurity=False).hexdigest()
 
 
 def _unchanged_since_archived(plan: dict[str, str]) -> bool:
@@ -376,8 +385,10 @@ class Retention:
         outcome = str(
             self._mark(
                 keys=[keys.plan(plan_id), keys.plan_archiving(plan_id), keys.PLAN_TIMERS,
-                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id)],
-                args=[token, plan_id, plan.get("updatedAt", ""), self.clock()],
+                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id),
+                      keys.plan_job(plan_id)],
+                args=[token, plan_id, plan.get("updatedAt", ""), self.clock(),
+                      plan_digest(plan), *plan],
             )  # fmt: skip
         )
         if outcome != "OK":
