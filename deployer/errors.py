@@ -67,6 +67,9 @@ class Code(StrEnum):
     PLAN_CANCELLED = "PLAN_CANCELLED"
     #: A command for a plan that retention moved to the archive: history, nothing to act on.
     PLAN_ARCHIVED = "PLAN_ARCHIVED"
+    #: `deployer archive`: the archive database (DEPLOYER_ARCHIVE_URL) refused the pass or
+    #: is unreachable; nothing was removed from Redis that is not in the archive.
+    ARCHIVE_UNAVAILABLE = "ARCHIVE_UNAVAILABLE"
     PLAN_PAUSED = "PLAN_PAUSED"
     PLAN_NOT_AWAITING_APPROVAL = "PLAN_NOT_AWAITING_APPROVAL"
     PLAN_HAS_NO_STRATEGY = "PLAN_HAS_NO_STRATEGY"

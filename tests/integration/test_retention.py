@@ -293,3 +293,71 @@ def test_any_change_of_the_plan_hash_after_the_copy_fails_the_mark(worker, r, ar
     assert retention.archive_plan(first) == "CHANGED"
     assert r.hget(keys.plan(first), "archivedAt") is None
     assert r.exists(keys.events_plan(first))
+
+
+@pytest.mark.parametrize("url", ["sqlite:////proc/deployer-no-such-dir/archive.sqlite3",
+                                 "postgresql+psycopg://deployer:secret@127.0.0.1:1/none"])
+def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_counter(
+    worker, r, url, caplog
+):
+    """The archive database down: the pass fails, Redis keeps the plan whole, the exporter's
+    deployer_retention_failures_total{reason="archive"} moves and the failure streak counts;
+    a later pass against a working archive ends the streak and stamps its success."""
+    from deployer.metrics import counters
+    from deployer.retention import failure_reason
+
+    def exported() -> dict[str, float]:
+        out = {}
+        for family in counters(r.hgetall(keys.STATS)):
+            for sample in family.samples:
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{label}}}"] = sample.value
+        return out
+
+    first = run_plan(worker, r, [unique("t")], 97)
+    before = exported()
+    settings = get_settings().model_copy(update={"archive_url": url})
+    with caplog.at_level("ERROR", logger="deployer.retention"):
+        with pytest.raises(Exception) as failed:
+            Retention(r, settings).run_pass(older_than=0, only=[first])
+    assert failure_reason(failed.value) == "archive"
+    after = exported()
+    key = 'deployer_retention_failures_total{reason=archive}'
+    assert after[key] == before.get(key, 0) + 1
+    # the first failure of a streak is logged with its cause (a worker's successful pass
+    # may end the streak at any time, so the streak gauge itself is asserted healed below)
+    assert any("retention pass failed (archive)" in m for m in caplog.messages), caplog.text
+    assert "secret" not in caplog.text
+    assert r.hget(keys.plan(first), "archivedAt") is None
+    assert r.llen(keys.plan_tenants(first)) == 1 and r.exists(keys.events_plan(first))
+
+    # the CLI says it in one line with a stable code (no traceback, no password)
+    import os
+
+    from tests.helpers import run_cli
+
+    old = os.environ.get("DEPLOYER_ARCHIVE_URL")
+    os.environ["DEPLOYER_ARCHIVE_URL"] = url
+    get_settings.cache_clear()
+    try:
+        refused = run_cli("archive", "--older-than", "0", "--plan", first)
+    finally:
+        if old is None:
+            del os.environ["DEPLOYER_ARCHIVE_URL"]
+        else:
+            os.environ["DEPLOYER_ARCHIVE_URL"] = old
+        get_settings.cache_clear()
+    assert refused.exit_code == 2, refused.output
+    assert "ARCHIVE_UNAVAILABLE" in refused.output and "Traceback" not in refused.output
+    assert "secret" not in refused.output
+    assert exported()[key] == after[key] + 1
+    assert r.exists(keys.plan(first))
+
+    # the database back (the session's archive): the plan goes, the streak ends
+    done = Retention(r, get_settings()).run_pass(older_than=0, only=[first])
+    assert done.archived == [first]
+    healed = exported()
+    assert healed["deployer_retention_failing_passes{}"] == 0
+    assert healed["deployer_retention_archived_total{}"] >= after.get(
+        "deployer_retention_archived_total{}", 0) + 1
+    assert healed["deployer_retention_last_success_timestamp_seconds{}"] > 0
