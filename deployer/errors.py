@@ -29,7 +29,7 @@ DeployerError
  │    ├── StepFailed             (a step gave a definite no)
  │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
  │    ├── SettingsInvalid        (REDIS_URL_INVALID, STATE_URL_REQUIRED, SENTINEL_MASTER_UNKNOWN,
- │    │                           REDIS_TLS_INVALID: refused at start)
+ │    │                           REDIS_TLS_INVALID, REDIS_TLS_REFUSED: refused at start)
  ├── RegistryError           (REGISTRY_ERROR: the stage/step entry points are broken)
  └── TransientError          may succeed later
       └── PlanBusy               (PLAN_BUSY: another submit is writing the same planId)
@@ -146,6 +146,9 @@ class Code(StrEnum):
     SENTINEL_MASTER_UNKNOWN = "SENTINEL_MASTER_UNKNOWN"
     #: A DEPLOYER_REDIS_TLS_* file that cannot be read, or a client cert without its key.
     REDIS_TLS_INVALID = "REDIS_TLS_INVALID"
+    #: A TLS Redis refused the handshake: it requires a client certificate
+    #: (DEPLOYER_REDIS_TLS_CERT/_KEY) or did not accept the one given.
+    REDIS_TLS_REFUSED = "REDIS_TLS_REFUSED"
 
 
 class DeployerError(Exception):
