@@ -46,7 +46,7 @@ from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.record import Field as F
 from deployer.record import TaskRecord
 from deployer.rollout import RolloutService, parse_budget
-from deployer.store import Store, TaskCommand
+from deployer.store import ARCHIVING, Store, TaskCommand
 
 log = logging.getLogger("deployer.control")
 
@@ -431,6 +431,10 @@ class Controller:
             applied, detail = self.store.task_commands([write.command])[0]
             if applied:
                 return self.written(decision, detail, task, write.unrestored, by)
+            if detail == ARCHIVING:
+                return Decision(Effect.REFUSE, code=Code.TASK_BUSY,
+                                note="its plan is being archived (retention); try again in a "
+                                "moment")  # fmt: skip
             task = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
         return Decision(Effect.REFUSE, code=Code.TASK_BUSY, note="status kept changing; try again")
 

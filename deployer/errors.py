@@ -29,7 +29,7 @@ DeployerError
  │    ├── StepFailed             (a step gave a definite no)
  │    └── StageFailed            (a stage ended its task FAILED: the Celery attempt fails)
  │    ├── SettingsInvalid        (REDIS_URL_INVALID, STATE_URL_REQUIRED, SENTINEL_MASTER_UNKNOWN,
- │    │                           REDIS_TLS_INVALID: refused at start)
+ │    │                           REDIS_TLS_INVALID, REDIS_TLS_REFUSED: refused at start)
  ├── RegistryError           (REGISTRY_ERROR: the stage/step entry points are broken)
  └── TransientError          may succeed later
       └── PlanBusy               (PLAN_BUSY: another submit is writing the same planId)
@@ -67,6 +67,9 @@ class Code(StrEnum):
     PLAN_CANCELLED = "PLAN_CANCELLED"
     #: A command for a plan that retention moved to the archive: history, nothing to act on.
     PLAN_ARCHIVED = "PLAN_ARCHIVED"
+    #: `deployer archive`: the archive database (DEPLOYER_ARCHIVE_URL) refused the pass or
+    #: is unreachable; nothing was removed from Redis that is not in the archive.
+    ARCHIVE_UNAVAILABLE = "ARCHIVE_UNAVAILABLE"
     PLAN_PAUSED = "PLAN_PAUSED"
     PLAN_NOT_AWAITING_APPROVAL = "PLAN_NOT_AWAITING_APPROVAL"
     PLAN_HAS_NO_STRATEGY = "PLAN_HAS_NO_STRATEGY"
@@ -143,6 +146,9 @@ class Code(StrEnum):
     SENTINEL_MASTER_UNKNOWN = "SENTINEL_MASTER_UNKNOWN"
     #: A DEPLOYER_REDIS_TLS_* file that cannot be read, or a client cert without its key.
     REDIS_TLS_INVALID = "REDIS_TLS_INVALID"
+    #: A TLS Redis refused the handshake: it requires a client certificate
+    #: (DEPLOYER_REDIS_TLS_CERT/_KEY) or did not accept the one given.
+    REDIS_TLS_REFUSED = "REDIS_TLS_REFUSED"
 
 
 class DeployerError(Exception):
@@ -215,6 +221,19 @@ class PlanUnreadable(PermanentError):
 
 class IllegalTransition(PermanentError):
     code = Code.ILLEGAL_TRANSITION
+
+
+class PlanArchived(IllegalTransition):
+    """A plan command on a plan retention has archived (or is removing from Redis)."""
+
+    code = Code.PLAN_ARCHIVED
+
+    def __init__(self, plan_id: str) -> None:
+        super().__init__(
+            f"plan {plan_id} is archived (retention): its history reads, commands do not "
+            f"act on it; a tenant's newest task still takes --tenant T",
+            code=Code.PLAN_ARCHIVED,
+        )
 
 
 class NotFound(PermanentError):

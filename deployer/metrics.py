@@ -214,11 +214,39 @@ def counters(stats: dict[str, str]) -> Iterator[Metric]:
         ["receiver", "event", "outcome"],
         (((rest.split("|") + ["", "", ""])[:3], n) for rest, n in g["nt"]),
     )
+    yield from _retention(g)
     buckets: dict[str, dict[str, int]] = defaultdict(dict)
     for rest, n in g["sd"]:
         stage, _, le = rest.rpartition("|")
         buckets[stage][le] = n
     yield _durations(buckets, {stage: n / 1000 for stage, n in g["sds"]})
+
+
+def _retention(g: dict[str, list[tuple[str, int]]]) -> Iterator[Metric]:
+    """Retention's passes (deployer/retention.py keeps `ret|…`, `retfail|…`, `retok|…`): an
+    archive database that is down shows as failures rising and the last success ageing."""
+    done = dict(g["ret"])
+    yield _family("deployer_retention_archived", "Plans retention archived and removed from "
+                  "Redis (each tenant's newest task kept live).", [],
+                  [([], done.get("archived", 0))])  # fmt: skip
+    yield _family("deployer_retention_tasks_archived", "Tasks written to the archive by "
+                  "retention passes.", [], [([], done.get("tasks", 0))])  # fmt: skip
+    yield _family("deployer_retention_failures", "Retention passes that failed, by reason: "
+                  "archive (its database refused or is unreachable), redis, error.",
+                  ["reason"], (([r], n) for r, n in g["retfail"]))  # fmt: skip
+    ok = dict(g["retok"])
+    last = GaugeMetricFamily(
+        "deployer_retention_last_success_timestamp_seconds",
+        "Unix time the last retention pass ended without error (absent: none yet).",
+    )
+    if ok.get("ms"):
+        last.add_metric([], ok["ms"] / 1000)
+    yield last
+    yield GaugeMetricFamily(
+        "deployer_retention_failing_passes",
+        "Retention passes failed in a row since the last success (0: healthy).",
+        value=ok.get("streak", 0),
+    )
 
 
 def _durations(buckets: dict[str, dict[str, int]], sums: dict[str, float]) -> Metric:

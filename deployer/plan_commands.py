@@ -39,7 +39,7 @@ from deployer.command_rules import (
     decide_task,
     unrestored_answer,
 )
-from deployer.errors import Code, DeployerError, IllegalTransition, NotFound
+from deployer.errors import Code, DeployerError, NotFound, PlanArchived
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
 from deployer.record import TaskRecord
@@ -182,12 +182,9 @@ class PlanCommands:
         follows in the background."""
         plan = self.store.get_plan(plan_id)
         if plan.get("archivedAt") or (not plan and _archived(self.store, plan_id)):
-            # what stays live of it is each tenant's newest task: `--tenant T` acts on those
-            raise IllegalTransition(
-                f"plan {plan_id} is archived (retention): its history reads, commands do not "
-                f"act on it; a tenant's newest task still takes --tenant T",
-                code=Code.PLAN_ARCHIVED,
-            )
+            # what stays live of it is each tenant's newest task: `--tenant T` acts on those.
+            # Marked after this read: plan_control.lua and plan_job.lua refuse it the same way
+            raise PlanArchived(plan_id)
         if not plan:
             raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
         refusal = self._refused_by_all(command, plan_id, plan, force)

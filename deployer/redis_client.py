@@ -177,6 +177,28 @@ def connect_async(url: str, settings: Settings, **overrides: Any) -> aioredis.Re
     )
 
 
+#: What OpenSSL says when the server asked for a client certificate and got none (TLS 1.3
+#: alert 116, TLS 1.2 handshake failure) or refused the one given.
+_CLIENT_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "certificate required", "BAD_CERTIFICATE",
+                        "bad certificate", "UNKNOWN_CA", "unknown ca")  # fmt: skip
+
+
+def tls_refusal(exc: BaseException) -> SettingsInvalid | None:
+    """The one-line refusal (REDIS_TLS_REFUSED) for a connection error that is a TLS Redis
+    refusing this client's certificate (none given, or not signed by a CA it trusts); None
+    for any other error. Mutual TLS (`--tls-auth-clients yes`) fails this way on the first
+    command, not at connect: without this, a raw OpenSSL alert (or a traceback)."""
+    text = str(exc)
+    if not any(mark in text for mark in _CLIENT_CERT_REFUSED):
+        return None
+    given = bool(os.environ.get("DEPLOYER_REDIS_TLS_CERT"))
+    hint = ("it did not accept the client certificate DEPLOYER_REDIS_TLS_CERT (signed by a "
+            "CA it trusts? its --tls-ca-cert-file)" if given else
+            "it requires a client certificate: set DEPLOYER_REDIS_TLS_CERT and "
+            "DEPLOYER_REDIS_TLS_KEY")  # fmt: skip
+    return SettingsInvalid(Code.REDIS_TLS_REFUSED, f"the TLS Redis refused this client: {hint}")
+
+
 def check_reachable(url: str, settings: Settings, role: str) -> None:
     """PING `url`'s Redis; one-line SettingsInvalid (REDIS_UNREACHABLE, or
     SENTINEL_MASTER_UNKNOWN when the sentinels answer but know no such master) if it
@@ -191,6 +213,9 @@ def check_reachable(url: str, settings: Settings, role: str) -> None:
             f"{settings.sentinel_master!r} (DEPLOYER_SENTINEL_MASTER), or none answers",
         ) from None
     except redis.RedisError as exc:
+        refused = tls_refusal(exc)
+        if refused is not None:
+            raise refused from None
         raise SettingsInvalid(
             Code.REDIS_UNREACHABLE, f"{role}: {redact_url(url)} does not answer ({exc})"
         ) from None

@@ -21,6 +21,7 @@ lock lapses) goes on removing. Nothing is removed before its archive copy is com
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -58,6 +59,27 @@ _DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", 
 _SCAN_PAGE = 500
 #: Events and tasks read from Redis (and written to the archive) per batch.
 _BATCH = 500
+
+
+#: `deployer:stats` fields (deployer/metrics.py exports them as deployer_retention_*).
+STAT_ARCHIVED = "ret|archived"
+STAT_TASKS = "ret|tasks"
+STAT_FAILURES = "retfail"
+STAT_LAST_SUCCESS = "retok|ms"
+STAT_STREAK = "retok|streak"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The `reason` label of a failed pass: `archive` (the archive database refused or is
+    unreachable), `redis` (the state store), else `error`."""
+    if isinstance(exc, redis.RedisError):
+        return "redis"
+    module = type(exc).__module__
+    if module.startswith(("sqlalchemy", "psycopg", "sqlite3", "alembic")) or isinstance(
+        exc, OSError
+    ):
+        return "archive"
+    return "error"
 
 
 @dataclass
@@ -198,6 +220,14 @@ def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
     return entry
 
 
+def plan_digest(plan: dict[str, str]) -> str:
+    """The plan hash's digest as lua/archive_mark.lua computes it (fields in `plan`'s order,
+    which the mark is given): a plan changed in any field after its copy was read is not
+    marked, nor removed."""
+    flat = b"".join(f"{k}\0{v}\0".encode() for k, v in plan.items())
+    return hashlib.sha1(flat, usedforsecurity=False).hexdigest()
+
+
 def _unchanged_since_archived(plan: dict[str, str]) -> bool:
     """Archived before, and nothing moved in the plan since (its updatedAt is older)."""
     archived = _int(plan.get("archivedAt"))
@@ -281,8 +311,29 @@ class Retention:
     ) -> PassReport:
         """Archive and remove every due plan (dry: only name them; `only`: of these plans).
         Stops early at `deadline` (monotonic) or when `stopped` is set; the rest wait for
-        the next pass."""
+        the next pass. A pass that raises (the archive database down, Redis gone) is counted
+        in `deployer:stats` (`record_failure`) and raised again; one that ends records its
+        plans and the time of its success there (the exporter's deployer_retention_*)."""
         report = PassReport()
+        try:
+            self._pass(report, older_than, dry_run, deadline, stopped, only)
+        except Exception as exc:
+            if not dry_run:
+                self.record_failure(exc)
+            raise
+        if not dry_run:
+            self.record_success(report)
+        return report
+
+    def _pass(
+        self,
+        report: PassReport,
+        older_than: float | None,
+        dry_run: bool,
+        deadline: float | None,
+        stopped: threading.Event | None,
+        only: Collection[str] | None,
+    ) -> None:
         for plan_id in self.due_plans(older_than, only):
             if dry_run:
                 report.archived.append(plan_id)
@@ -294,7 +345,42 @@ class Retention:
             outcome = self.archive_plan(plan_id, report)
             if outcome != "DONE" and outcome != "KEPT":
                 report.skipped[plan_id] = outcome
-        return report
+
+    # ---- what an operator sees -------------------------------------------------------------
+
+    def record_success(self, report: PassReport) -> None:
+        """Count the pass's plans and tasks, stamp its success and end a failure streak
+        (logged once when it ends)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(keys.STATS, STAT_ARCHIVED, len(report.archived))
+        pipe.hincrby(keys.STATS, STAT_TASKS, report.tasks_archived)
+        pipe.hset(keys.STATS, STAT_LAST_SUCCESS, self.clock())
+        pipe.hget(keys.STATS, STAT_STREAK)
+        pipe.hset(keys.STATS, STAT_STREAK, 0)
+        try:
+            streak = _int(pipe.execute()[3])
+        except redis.RedisError:
+            return
+        if streak:
+            log.warning("retention recovered after %d failed pass(es)", streak)
+
+    def record_failure(self, exc: BaseException) -> None:
+        """Count a failed pass; the first of a streak (across workers: the streak is in
+        Redis) is logged as an error with its cause, the others at debug level."""
+        reason = failure_reason(exc)
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hincrby(keys.STATS, f"{STAT_FAILURES}|{reason}", 1)
+            pipe.hincrby(keys.STATS, STAT_STREAK, 1)
+            streak = int(pipe.execute()[1])
+        except redis.RedisError:
+            streak = 1  # Redis itself is gone: say so every time
+        if streak == 1:
+            log.error("retention pass failed (%s): %s: %s; nothing is removed from Redis "
+                      "before its archive copy commits, the next pass tries again",
+                      reason, type(exc).__name__, exc)  # fmt: skip
+        else:
+            log.debug("retention pass failed again (%d in a row): %s", streak, exc)
 
     # ---- one plan --------------------------------------------------------------------------
 
@@ -376,8 +462,10 @@ class Retention:
         outcome = str(
             self._mark(
                 keys=[keys.plan(plan_id), keys.plan_archiving(plan_id), keys.PLAN_TIMERS,
-                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id)],
-                args=[token, plan_id, plan.get("updatedAt", ""), self.clock()],
+                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id),
+                      keys.plan_job(plan_id)],
+                args=[token, plan_id, plan.get("updatedAt", ""), self.clock(),
+                      plan_digest(plan), *plan],
             )  # fmt: skip
         )
         if outcome != "OK":
@@ -457,10 +545,8 @@ class RetentionThread(threading.Thread):
                 )
                 if report.archived:
                     log.info("retention: %s", report.as_dict())
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("retention: state store unavailable (%s); next pass later", exc)
-            except Exception:  # the loop must outlive any one bad pass (a database down)
-                log.exception("retention pass failed; next pass later")
+            except Exception:  # noqa: BLE001, S110 - counted and logged once per streak by
+                pass  # run_pass (record_failure); the loop outlives any bad pass
             self.passes += 1
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -19,7 +19,7 @@ import redis
 
 from deployer import keys, scripts
 from deployer.context import Run, TaskRuntimeContext
-from deployer.errors import Code, PlanBusy, ScriptReplyError
+from deployer.errors import Code, PlanArchived, PlanBusy, ScriptReplyError
 from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.record import Field, TaskRecord, field_names
 from deployer.scripts import EndVerdict, FailVerdict, Gate
@@ -30,6 +30,9 @@ log = logging.getLogger("deployer.store")
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
 CLAIM_TTL_MS = 30_000
+#: `task_commands`' detail for a command refused because retention is removing the task's
+#: plan from Redis (lua/task_command.lua): a moment later the task is gone or kept live.
+ARCHIVING = "ARCHIVING"
 
 
 def _busy(plan_id: str, what: str) -> PlanBusy:
@@ -593,6 +596,8 @@ class Store:
             verdict, detail = str(raw[0]), str(raw[1])
             if verdict == "SUPERSEDED":
                 out.append((True, f"SUPERSEDED:{detail}"))
+            elif verdict == "ARCHIVING":
+                out.append((False, ARCHIVING))
             elif verdict in ("OK", "REFUSED"):
                 out.append((verdict == "OK", detail))
             else:
@@ -610,13 +615,16 @@ class Store:
         total: int,
         strict: bool = False,
     ) -> int:
-        """Start a plan command's job (replacing any earlier one); its generation."""
+        """Start a plan command's job (replacing any earlier one); its generation.
+        Refused PLAN_ARCHIVED when retention marked the plan since the command read it."""
         raw = self._plan_job(
             keys=self._job_keys(plan_id),
             args=["START", plan_id, now_ms(), self.settings.events_maxlen, command, by, reason,
                   "1" if force else "0", "1" if from_checkpoint else "0", total,
                   "1" if strict else "0"],
         )  # fmt: skip
+        if raw[0] == "ARCHIVED":
+            raise PlanArchived(plan_id)
         return int(raw[0])
 
     def plan_job_done(
@@ -649,10 +657,14 @@ class Store:
                 keys.PLAN_JOBS, keys.EVENTS, keys.plan_queue(plan_id)]  # fmt: skip
 
     def plan_control(self, plan_id: str, control: str, by: str, reason: str, event: str) -> bool:
+        """Set or clear the plan's control flag (False: no such plan). Refused PLAN_ARCHIVED
+        when retention marked the plan (lua/archive_mark.lua) since the command read it."""
         raw = self._plan_control(
             keys=[keys.plan(plan_id), keys.EVENTS],
             args=[control, by, reason, now_ms(), event, self.settings.events_maxlen],
         )
+        if raw[0] == "ARCHIVED":
+            raise PlanArchived(plan_id)
         return bool(raw[0] == "OK")
 
     # ---- waves ---------------------------------------------------------------

@@ -26,6 +26,7 @@ def main() -> None:
         # import is declined (a None entry makes `import` raise ImportError, which redis-py
         # expects when the SDK is absent).
         sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[arg-type]
+    import redis
     from redis.sentinel import MasterNotFoundError
 
     from deployer.cli.app import Exit, err
@@ -36,6 +37,14 @@ def main() -> None:
         app()
     except SettingsInvalid as exc:  # settings that cannot work: one line, nothing started
         err.print(exc.line(), soft_wrap=True, markup=False, highlight=False)
+        sys.exit(Exit.REFUSED)
+    except redis.ConnectionError as exc:  # a TLS Redis refusing this client: one line
+        from deployer.redis_client import tls_refusal
+
+        refused = tls_refusal(exc)
+        if refused is None:
+            raise
+        err.print(refused.line(), soft_wrap=True, markup=False, highlight=False)
         sys.exit(Exit.REFUSED)
     except MasterNotFoundError:  # sentinels that do not answer, or know no such master
         master = get_settings().sentinel_master

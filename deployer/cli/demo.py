@@ -196,7 +196,13 @@ def demo(
     except KeyboardInterrupt:
         _stop_here("interrupted; everything it started is stopped", Exit.ENDED_OTHERWISE)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        from deployer.redis_client import tls_refusal
+
         where = redact_url(redis_url) if redis_url else "the embedded server"
+        refused = tls_refusal(exc)
+        if refused is not None:
+            _stop_here(f"{refused.code}: Redis at {where}: {refused.message}",
+                       Exit.ENDED_OTHERWISE)  # fmt: skip
         _stop_here(f"cannot reach Redis at {where}: {exc}", Exit.ENDED_OTHERWISE)
 
 

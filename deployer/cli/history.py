@@ -147,8 +147,20 @@ def archive_now(
     except ValueError as exc:
         refuse(Code.REQUEST_INVALID, f"--older-than: {exc}", as_json=as_json)
     s = store()
-    report = Retention(s.r, get_settings()).run_pass(older_than=seconds, dry_run=dry_run,
-                                                     only=plan or None)  # fmt: skip
+    try:
+        report = Retention(s.r, get_settings()).run_pass(older_than=seconds, dry_run=dry_run,
+                                                         only=plan or None)  # fmt: skip
+    except Exception as exc:
+        from deployer.retention import failure_reason
+
+        if failure_reason(exc) != "archive":
+            raise
+        cause = (str(exc).splitlines() or [""])[0][:200]
+        refuse(Code.ARCHIVE_UNAVAILABLE,
+               f"the archive {describe(archive_url(get_settings()))} failed: "
+               f"{type(exc).__name__}: {cause}; nothing was removed from Redis that it does "
+               "not hold (counted in deployer_retention_failures_total)",
+               as_json=as_json)  # fmt: skip
     out = {"dryRun": dry_run, "archive": describe(archive_url(get_settings())),
            **report.as_dict()}  # fmt: skip
     if as_json:

@@ -1,8 +1,11 @@
 -- Set or clear a plan-wide control flag and re-derive the plan's status.
 -- KEYS: plan, events   ARGV: control ('' clears), by, reason, now_ms, event_type ('' = none),
 --       events_maxlen
+-- {'ARCHIVED'}: retention marked the plan (archive_mark.lua): it takes no plan command.
 local plan_key, events_key = KEYS[1], KEYS[2]
 if redis.call('EXISTS', plan_key) == 0 then return {'MISSING'} end
+local mark = redis.call('HMGET', plan_key, 'archiving', 'archivedAt')
+if mark[1] or mark[2] then return {'ARCHIVED'} end
 local control, by, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 if control == '' then
   redis.call('HDEL', plan_key, 'control', 'controlBy', 'controlReason')

@@ -2,7 +2,8 @@
 -- (replacing any other: a newer command decides), or end it.
 -- KEYS: plan, job, job order, plan jobs zset, events, plan queue
 -- ARGV: op (START | DONE | DROP), plan_id, now_ms, events_maxlen, then
---   START: command, by, reason, force, from_checkpoint, total, strict  -> {gen}
+--   START: command, by, reason, force, from_checkpoint, total, strict  -> {gen} |
+--          {'ARCHIVED'} (retention marked the plan: it takes no plan command)
 --   DONE:  gen, acted, already, skipped, superseded, unlink_queue ('1': only if the plan is
 --          still paused)  -> {'DONE', plan status} | {'STALE'} (a newer command took over)
 --   DROP:  gen as last read ('' when there was no record): a job whose record is gone or
@@ -16,6 +17,9 @@ local plan_key, job_key, order_key, jobs_key, events_key, queue_key =
 local op, plan_id, now, maxlen = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 
 if op == 'START' then
+  -- retention marked the plan (archive_mark.lua) since the command read it: no job
+  local mark = redis.call('HMGET', plan_key, 'archiving', 'archivedAt')
+  if mark[1] or mark[2] then return {'ARCHIVED'} end
   -- a plan's jobs are numbered for its life (a job record outlives none of its slices)
   local gen = redis.call('HINCRBY', plan_key, 'jobGen', 1)
   redis.call('DEL', job_key, order_key)

@@ -8,7 +8,10 @@
 -- FRONT and REMOVE first take the task's id out of the queue (LREM: a scan of the queue);
 -- PUSH_FRONT and PUSH_BACK do not (a plan command working in slices: a stale entry is
 -- skipped by the fill, which hands slots to PENDING tasks only).
--- Returns {'OK', status before} | {'REFUSED', status now} | {'SUPERSEDED', newer task id}.
+-- Returns {'OK', status before} | {'REFUSED', status now} | {'SUPERSEDED', newer task id} |
+-- {'ARCHIVING', status now}: retention is removing the task's plan from Redis (its events
+-- stream goes last: an event written now would be lost); a moment later the task is gone
+-- or kept live, and the command can be tried again.
 local task_key, plan_key, queue_key, lease_key, inflight_key, events_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local expect, new_status, control, queue_op, invalidate = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -19,6 +22,7 @@ local t = redis.call('HMGET', task_key, 'status', 'token', 'taskId', 'tenantId',
   'createdAt')
 local status, token, task_id, tenant_id, plan_id = t[1], t[2] or '', t[3], t[4], t[5]
 if status ~= expect then return {'REFUSED', status or ''} end
+if redis.call('HGET', plan_key, 'archiving') == '1' then return {'ARCHIVING', status} end
 
 if check_newer then
   -- Whose tenant is it? A newer task deployed it since: going back would overwrite that

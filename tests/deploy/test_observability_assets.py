@@ -86,7 +86,7 @@ def exported(redis_url: str) -> set[str]:
 
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     r.hset("deployer:stats", mapping={"sd|assets-stage|50": 1, "sds|assets-stage": 10,
-                                       "sdc|assets-stage": 1})  # fmt: skip
+                                       "sdc|assets-stage": 1, "retok|ms": 1})  # fmt: skip
     names: set[str] = set()
     for family in registry_for(r, receivers=["ops"]).collect():
         if family.type == "counter":
@@ -123,7 +123,8 @@ def test_the_alert_rules_are_well_formed() -> None:
     # what an on-call engineer is paged for
     assert {"DeployerPlanFailing", "DeployerBudgetExceeded", "DeployerApprovalWaiting",
             "DeployerNoWorkerHeartbeat", "DeployerDeadLettersRising",
-            "DeployerParkedTasksStuck"} <= seen  # fmt: skip
+            "DeployerParkedTasksStuck", "DeployerRetentionFailing",
+            "DeployerRetentionStale"} <= seen  # fmt: skip
 
 
 def test_every_metric_a_rule_names_is_exported(exported: set[str]) -> None:

@@ -184,3 +184,180 @@ def test_the_cli_archives_a_plan_now_lists_it_and_exports_it(worker, r):
     assert "archived plans are not above" in tenant_events.output
     missing = run_cli("archive", "export", "--plan", unique())
     assert missing.exit_code == 2 and "PLAN_NOT_FOUND" in missing.output
+
+
+def test_a_plan_command_between_the_copy_and_the_mark_keeps_the_plan_live_and_correct(
+    worker, r, archive
+):
+    """The race: a rollback of the plan starts after retention copied it and before the mark.
+    The mark (lua/archive_mark.lua) sees the job or the changed hash: the plan stays whole in
+    Redis, rolls back, and a later pass archives it as it ended (ROLLED_BACK)."""
+    import json
+
+    from tests.helpers import run_cli
+
+    tenants = [unique("t") for _ in range(2)]
+    first = run_plan(worker, r, tenants, 91)
+    retention = Retention(r, get_settings(), archive)
+    mark = retention._mark_archived
+    answers: list[Any] = []
+
+    def command_then_mark(*args: Any) -> str:
+        answers.append(run_cli("rollback", "--plan", first, "--json"))
+        return mark(*args)
+
+    retention._mark_archived = command_then_mark  # type: ignore[method-assign]
+    outcome = retention.archive_plan(first)
+    assert answers[0].exit_code == 0, answers[0].output
+    assert outcome in ("LIVE", "CHANGED")
+    assert r.hget(keys.plan(first), "archivedAt") is None
+    assert r.hget(keys.plan(first), "archiving") is None
+    assert all(r.exists(keys.task(task_id_for(first, t))) for t in tenants)
+    wait_for(lambda: r.hget(keys.plan(first), "status") == "ROLLED_BACK", timeout=60,
+             what=f"plan {first} ROLLED_BACK")  # fmt: skip
+    for t in tenants:
+        assert r.hget(keys.task(task_id_for(first, t)), "status") == "ROLLED_BACK"
+    # the job of the command finished; the plan is due again and archived as it ended
+    wait_for(lambda: r.zscore(keys.PLAN_JOBS, first) is None, timeout=30, what="job done")
+    retention._mark_archived = mark  # type: ignore[method-assign]
+    assert retention.archive_plan(first) in ("DONE", "KEPT")
+    assert archive.plan(first)["status"] == "ROLLED_BACK"
+    kinds = {e["type"] for e in archive.iter_events(first)}
+    assert "PLAN_ROLLBACK" in kinds, kinds
+    assert json.loads(answers[0].output)["ok"] is True
+
+
+def test_a_command_after_the_mark_is_refused_and_the_removal_finishes(worker, r, archive):
+    """Marked (archive_mark.lua), the plan is being removed: a plan command is refused
+    PLAN_ARCHIVED by its own script (plan_control.lua / plan_job.lua) and writes nothing, a
+    task command TASK_BUSY (its event would go with the plan's stream); the removal
+    finishes and the archive holds the plan as it was."""
+    from deployer.control import Controller
+    from deployer.errors import Code, PlanArchived
+    from deployer.lifecycle import Command
+    from deployer.planner import Planner
+    from deployer.store import Store
+    from tests.helpers import run_cli
+
+    tenants = [unique("t") for _ in range(2)]
+    first = run_plan(worker, r, tenants, 93)
+    retention = Retention(r, get_settings(), archive)
+    remove = retention._remove
+    seen: dict[str, Any] = {}
+    store = Store(r, get_settings())
+    sent: list[Any] = []
+    controller = Controller(Planner(store, get_settings(), sent.extend))
+
+    def commands_then_remove(plan_id: str, *args: Any) -> str:
+        assert r.hget(keys.plan(plan_id), "archiving") == "1"
+        with pytest.raises(PlanArchived):  # the command's own check
+            controller.plans.run(Command.ROLLBACK, plan_id, "ops", "", False, False)
+        # a command that read the plan before the mark: its scripts refuse
+        with pytest.raises(PlanArchived) as refused:
+            store.plan_control(plan_id, "", "ops", "", "")
+        seen["plan"] = refused.value
+        with pytest.raises(PlanArchived):
+            store.plan_job_start(plan_id, "ROLLBACK", "ops", "", False, False, 2)
+        seen["task"] = run_cli("rollback", "--tenant", tenants[0], "--json")
+        seen["job"] = r.exists(keys.plan_job(plan_id)), r.zscore(keys.PLAN_JOBS, plan_id)
+        return remove(plan_id, *args)
+
+    retention._remove = commands_then_remove  # type: ignore[method-assign]
+    assert retention.archive_plan(first) == "KEPT"
+    assert getattr(seen["plan"], "code", None) == Code.PLAN_ARCHIVED, seen["plan"]
+    assert seen["task"].exit_code != 0 and "TASK_BUSY" in seen["task"].output, seen["task"].output
+    assert seen["job"] == (0, None)
+    assert sent == []
+    for t in tenants:  # each its tenant's newest: kept live, untouched
+        assert r.hget(keys.task(task_id_for(first, t)), "status") == "COMPLETED"
+    assert archive.plan(first)["status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("touch", ["control", "c:ROLLED_BACK", "drop"])
+def test_any_change_of_the_plan_hash_after_the_copy_fails_the_mark(worker, r, archive, touch):
+    """updatedAt aside: a field set, changed or removed after the copy was read (the digest
+    the mark compares) leaves the plan live."""
+    first = run_plan(worker, r, [unique("t")], 95)
+    retention = Retention(r, get_settings(), archive)
+    original = retention.archive.write
+
+    def write_then_touch(*args: Any, **kwargs: Any) -> None:
+        original(*args, **kwargs)
+        if kwargs.get("plan"):
+            if touch == "drop":
+                r.hdel(keys.plan(first), "submittedBy", "digest")
+            else:
+                r.hset(keys.plan(first), touch, "0" if touch.startswith("c:") else "X")
+
+    retention.archive.write = write_then_touch  # type: ignore[method-assign]
+    assert retention.archive_plan(first) == "CHANGED"
+    assert r.hget(keys.plan(first), "archivedAt") is None
+    assert r.exists(keys.events_plan(first))
+
+
+@pytest.mark.parametrize("url", ["sqlite:////proc/deployer-no-such-dir/archive.sqlite3",
+                                 "postgresql+psycopg://deployer:secret@127.0.0.1:1/none"])
+def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_counter(
+    worker, r, url, caplog
+):
+    """The archive database down: the pass fails, Redis keeps the plan whole, the exporter's
+    deployer_retention_failures_total{reason="archive"} moves and the failure streak counts;
+    a later pass against a working archive ends the streak and stamps its success."""
+    from deployer.metrics import counters
+    from deployer.retention import failure_reason
+
+    def exported() -> dict[str, float]:
+        out = {}
+        for family in counters(r.hgetall(keys.STATS)):
+            for sample in family.samples:
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{label}}}"] = sample.value
+        return out
+
+    first = run_plan(worker, r, [unique("t")], 97)
+    before = exported()
+    settings = get_settings().model_copy(update={"archive_url": url})
+    with caplog.at_level("ERROR", logger="deployer.retention"):
+        with pytest.raises(Exception) as failed:
+            Retention(r, settings).run_pass(older_than=0, only=[first])
+    assert failure_reason(failed.value) == "archive"
+    after = exported()
+    key = 'deployer_retention_failures_total{reason=archive}'
+    assert after[key] == before.get(key, 0) + 1
+    # the first failure of a streak is logged with its cause (a worker's successful pass
+    # may end the streak at any time, so the streak gauge itself is asserted healed below)
+    assert any("retention pass failed (archive)" in m for m in caplog.messages), caplog.text
+    assert "secret" not in caplog.text
+    assert r.hget(keys.plan(first), "archivedAt") is None
+    assert r.llen(keys.plan_tenants(first)) == 1 and r.exists(keys.events_plan(first))
+
+    # the CLI says it in one line with a stable code (no traceback, no password)
+    import os
+
+    from tests.helpers import run_cli
+
+    old = os.environ.get("DEPLOYER_ARCHIVE_URL")
+    os.environ["DEPLOYER_ARCHIVE_URL"] = url
+    get_settings.cache_clear()
+    try:
+        refused = run_cli("archive", "--older-than", "0", "--plan", first)
+    finally:
+        if old is None:
+            del os.environ["DEPLOYER_ARCHIVE_URL"]
+        else:
+            os.environ["DEPLOYER_ARCHIVE_URL"] = old
+        get_settings.cache_clear()
+    assert refused.exit_code == 2, refused.output
+    assert "ARCHIVE_UNAVAILABLE" in refused.output and "Traceback" not in refused.output
+    assert "secret" not in refused.output
+    assert exported()[key] == after[key] + 1
+    assert r.exists(keys.plan(first))
+
+    # the database back (the session's archive): the plan goes, the streak ends
+    done = Retention(r, get_settings()).run_pass(older_than=0, only=[first])
+    assert done.archived == [first]
+    healed = exported()
+    assert healed["deployer_retention_failing_passes{}"] == 0
+    assert healed["deployer_retention_archived_total{}"] >= after.get(
+        "deployer_retention_archived_total{}", 0) + 1
+    assert healed["deployer_retention_last_success_timestamp_seconds{}"] > 0
