@@ -181,6 +181,7 @@ def connect_async(url: str, settings: Settings, **overrides: Any) -> aioredis.Re
 #: alert 116, TLS 1.2 handshake failure) or refused the one given.
 _CLIENT_CERT_REFUSED = ("CERTIFICATE_REQUIRED", "certificate required", "BAD_CERTIFICATE",
                         "bad certificate", "UNKNOWN_CA", "unknown ca")  # fmt: skip
+_CLOSED_AFTER_HANDSHAKE = ("EOF occurred in violation of protocol",)
 
 
 def tls_refusal(exc: BaseException) -> SettingsInvalid | None:
@@ -189,11 +190,18 @@ def tls_refusal(exc: BaseException) -> SettingsInvalid | None:
     for any other error. Mutual TLS (`--tls-auth-clients yes`) fails this way on the first
     command, not at connect: without this, a raw OpenSSL alert (or a traceback)."""
     text = str(exc)
-    if not any(mark in text for mark in _CLIENT_CERT_REFUSED):
-        return None
     given = bool(os.environ.get("DEPLOYER_REDIS_TLS_CERT"))
+    # The server sends its alert and closes: a client that writes before it reads the alert
+    # sees only the close (OpenSSL: "EOF occurred in violation of protocol"). After a
+    # completed handshake and with no client certificate given, that is the same refusal.
+    closed = not given and any(mark in text for mark in _CLOSED_AFTER_HANDSHAKE)
+    if not closed and not any(mark in text for mark in _CLIENT_CERT_REFUSED):
+        return None
     hint = ("it did not accept the client certificate DEPLOYER_REDIS_TLS_CERT (signed by a "
             "CA it trusts? its --tls-ca-cert-file)" if given else
+            "it closed the connection after the TLS handshake, as a Redis that requires a "
+            "client certificate does: set DEPLOYER_REDIS_TLS_CERT and DEPLOYER_REDIS_TLS_KEY"
+            if closed else
             "it requires a client certificate: set DEPLOYER_REDIS_TLS_CERT and "
             "DEPLOYER_REDIS_TLS_KEY")  # fmt: skip
     return SettingsInvalid(Code.REDIS_TLS_REFUSED, f"the TLS Redis refused this client: {hint}")

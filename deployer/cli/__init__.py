@@ -38,6 +38,15 @@ def main() -> None:
     except SettingsInvalid as exc:  # settings that cannot work: one line, nothing started
         err.print(exc.line(), soft_wrap=True, markup=False, highlight=False)
         sys.exit(Exit.REFUSED)
+    except MasterNotFoundError:  # sentinels that do not answer, or know no such master
+        # (a ConnectionError too: it must come first)
+        master = get_settings().sentinel_master
+        err.print(
+            f"refused {Code.SENTINEL_MASTER_UNKNOWN}: no sentinel answers for master "
+            f"{master!r} (DEPLOYER_SENTINEL_MASTER; sentinels in the sentinel:// URL)",
+            soft_wrap=True, markup=False, highlight=False,
+        )  # fmt: skip
+        sys.exit(Exit.REFUSED)
     except redis.ConnectionError as exc:  # a TLS Redis refusing this client: one line
         from deployer.redis_client import tls_refusal
 
@@ -45,14 +54,6 @@ def main() -> None:
         if refused is None:
             raise
         err.print(refused.line(), soft_wrap=True, markup=False, highlight=False)
-        sys.exit(Exit.REFUSED)
-    except MasterNotFoundError:  # sentinels that do not answer, or know no such master
-        master = get_settings().sentinel_master
-        err.print(
-            f"refused {Code.SENTINEL_MASTER_UNKNOWN}: no sentinel answers for master "
-            f"{master!r} (DEPLOYER_SENTINEL_MASTER; sentinels in the sentinel:// URL)",
-            soft_wrap=True, markup=False, highlight=False,
-        )  # fmt: skip
         sys.exit(Exit.REFUSED)
 
 

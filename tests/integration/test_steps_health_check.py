@@ -93,7 +93,9 @@ def test_timeouts_errors_and_refused_connections_are_not_yet_then_named(session_
         reasons[name] = str(failed.value)
     assert reasons[tenant].startswith("1 of 3")
     assert f"{dead} answered connection refused" in reasons[tenant]
-    assert "timed out after 0.3s" in reasons[hang]
+    # the hanging request runs on past the step's patience: on a loaded machine its own 0.3 s
+    # timeout may not have fired yet when the last attempt reports; either way it is named
+    assert "timed out after 0.3s" in reasons[hang] or "no answer within 0.25s" in reasons[hang]
     assert "HTTP 500" in reasons[fail]
 
 
