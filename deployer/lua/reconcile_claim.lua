@@ -17,6 +17,15 @@ local task_prefix, lease_prefix, plan_prefix = ARGV[4], ARGV[5], ARGV[6]
 local max_batch, maxlen, grace = tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
 local failure_code = ARGV[10] or ''
 
+-- A sent task that has not started yet waits `grace`, doubled with every re-drive it had:
+-- each re-drive adds a message to the queue it is waiting in, so re-driving a backlogged
+-- task at a fixed period only lengthens the backlog (seen: 300 tasks re-driven every 4 s
+-- behind a 30 s queue, every message stale on arrival, until the cap failed them all).
+local function pending_grace(task_key)
+  local n = tonumber(redis.call('HGET', task_key, 'redeliveries') or '0')
+  return grace * 2 ^ math.min(n, 3)
+end
+
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', inflight_key, '-inf', now, 'LIMIT', 0, max_batch)
 for _, task_id in ipairs(due) do
@@ -38,12 +47,13 @@ for _, task_id in ipairs(due) do
       if left < 0 then left = ttl end
       redis.call('ZADD', inflight_key, now + left, task_id)
     elseif status == 'PENDING'
-        and tonumber(redis.call('HGET', task_key, 'dispatchedAt') or '0') + grace > now then
+        and tonumber(redis.call('HGET', task_key, 'dispatchedAt') or '0')
+            + pending_grace(task_key) > now then
       -- Sent but not started: its first stage may just be waiting its turn behind a long
       -- queue (first stages have the lowest priority). Re-driving it now would only add a
       -- duplicate to that queue, so it gets the grace period first.
       redis.call('ZADD', inflight_key,
-        tonumber(redis.call('HGET', task_key, 'dispatchedAt')) + grace, task_id)
+        tonumber(redis.call('HGET', task_key, 'dispatchedAt')) + pending_grace(task_key), task_id)
     else
       local n = redis.call('HINCRBY', task_key, 'redeliveries', 1)
       local stage = t[8] or ''
@@ -58,7 +68,9 @@ for _, task_id in ipairs(due) do
         local gen = redis.call('HINCRBY', task_key, 'gen', 1)
         local new_token = run_id .. '.' .. gen
         redis.call('HSET', task_key, 'token', new_token, 'updatedAt', now, 'dispatchedAt', now)
-        redis.call('ZADD', inflight_key, now + ttl, task_id)
+        local watch = ttl
+        if status == 'PENDING' then watch = math.max(ttl, pending_grace(task_key)) end
+        redis.call('ZADD', inflight_key, now + watch, task_id)
         emit(events_key, maxlen, {'type', 'TASK_REDRIVEN', 'planId', plan_id, 'taskId', task_id,
           'tenantId', tenant_id, 'stage', stage, 'from', token, 'to', new_token,
           'redeliveries', n, 'by', 'reconciler', 'ts', now})

@@ -141,3 +141,25 @@ def test_a_dispatched_task_that_never_started_gets_the_pending_grace(r, private_
     assert not reconciler.claim(now=now_ms() + ttl_ms + 1000).redriven  # lease gone, in grace
     claimed = reconciler.claim(now=now_ms() + grace_ms + 1000)
     assert {d.task_id for d in claimed.redriven} == {d.task_id for d in sent[:2]}
+
+
+def test_a_never_started_task_waits_twice_as_long_after_each_redrive(r, private_db):
+    """Each re-drive adds a message to the queue the task waits in: re-driving a backlogged
+    task at a fixed period only lengthens the backlog, so the grace doubles each time."""
+    store, sent, _plan_id = _submitted(private_db, 1)
+    task_id = sent[0].task_id
+    grace_ms = int(store.settings.pending_grace_seconds * 1000)
+    reconciler = Reconciler(store, _no_launch, lambda plan_id: 0)
+    start = now_ms()
+    first = reconciler.claim(now=start + grace_ms + 1000)
+    assert [d.task_id for d in first.redriven] == [task_id]
+    redriven_at = int(r.hget(f"deployer:task:{task_id}", "dispatchedAt"))
+    # one grace after the re-drive: still waiting (twice the grace now)
+    assert not reconciler.claim(now=redriven_at + grace_ms + 1000).redriven
+    second = reconciler.claim(now=redriven_at + 2 * grace_ms + 1000)
+    assert [d.task_id for d in second.redriven] == [task_id]
+    again = int(r.hget(f"deployer:task:{task_id}", "dispatchedAt"))
+    assert not reconciler.claim(now=again + 3 * grace_ms + 1000).redriven  # four graces now
+    assert [d.task_id for d in reconciler.claim(now=again + 4 * grace_ms + 1000).redriven] == [
+        task_id
+    ]
