@@ -332,21 +332,18 @@ def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_co
     assert r.llen(keys.plan_tenants(first)) == 1 and r.exists(keys.events_plan(first))
 
     # the CLI says it in one line with a stable code (no traceback, no password)
-    import os
 
     from tests.helpers import run_cli
 
-    old = os.environ.get("DEPLOYER_ARCHIVE_URL")
-    os.environ["DEPLOYER_ARCHIVE_URL"] = url
-    get_settings.cache_clear()
+    # the process's one Settings object is changed and restored, never replaced: the
+    # in-process worker and the API hold it (clearing the cache would leave them another)
+    shared = get_settings()
+    old = shared.archive_url
+    shared.archive_url = url
     try:
         refused = run_cli("archive", "--older-than", "0", "--plan", first)
     finally:
-        if old is None:
-            del os.environ["DEPLOYER_ARCHIVE_URL"]
-        else:
-            os.environ["DEPLOYER_ARCHIVE_URL"] = old
-        get_settings.cache_clear()
+        shared.archive_url = old
     assert refused.exit_code == 2, refused.output
     assert "ARCHIVE_UNAVAILABLE" in refused.output and "Traceback" not in refused.output
     assert "secret" not in refused.output

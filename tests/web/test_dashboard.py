@@ -304,7 +304,7 @@ def test_a_held_gate_shows_its_answer_on_the_plan_page(page, api, r, tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from tasks.runtime import settings
+    from tasks.runtime import planner, settings
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's name
@@ -320,8 +320,11 @@ def test_a_held_gate_shows_its_answer_on_the_plan_page(page, api, r, tmp_path):
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    s = settings()
-    s.gates["dash-gate"] = f"http://127.0.0.1:{server.server_address[1]}/"
+    # the process's settings and the planner's (made earlier: another test in this process may
+    # have cleared the settings cache since), so the intake and the gate caller both know it
+    held = {id(x): x for x in (settings(), planner().settings)}.values()
+    for s in held:
+        s.gates["dash-gate"] = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         plan_id = unique("dash-gate")
         body = plan(plan_id, [bg_tenant(unique("dg"))], strategy={"gate": "dash-gate"})
@@ -338,5 +341,6 @@ def test_a_held_gate_shows_its_answer_on_the_plan_page(page, api, r, tmp_path):
         shot(page, tmp_path, "14-gate-held")
         assert httpx.post(f"{api}/api/v1/plans/{plan_id}/cancel", json={}).status_code == 200
     finally:
-        s.gates.pop("dash-gate", None)
+        for s in held:
+            s.gates.pop("dash-gate", None)
         server.shutdown()
