@@ -91,3 +91,23 @@ def _allowed(name: str, tasks: Any) -> bool:
 
 
 guard.allowed = _allowed
+
+# Since the relay check (tasks/relays.py) a chain is let through only for `deployer.run_stage`:
+# the benchmarks' own chains of `bench.*`/`hand.*` tasks were dropped as malformed. Benchmark
+# workers let such a chain through when every task in it is a benchmark task; every other
+# check (groups, links, chords) still applies.
+from tasks.relays import relay_problem as _deployer_relays  # noqa: E402
+
+_BENCH = ("bench.", "hand.")
+
+
+def _relay_problem(task: str, embed: Any, headers: Any) -> str | None:
+    chain = (embed or {}).get("chain") or []
+    if task.startswith(_BENCH) and all(
+        isinstance(sig, dict) and str(sig.get("task", "")).startswith(_BENCH) for sig in chain
+    ):
+        embed = {k: v for k, v in (embed or {}).items() if k != "chain"}
+    return _deployer_relays(task, embed, headers)
+
+
+vars(guard)["relay_problem"] = _relay_problem  # the name guard.py calls
