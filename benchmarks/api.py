@@ -52,7 +52,7 @@ def big_plan(server: common.Server) -> str:
     from deployer.models import TenantConfig
     from deployer.redis_client import client_for
     from deployer.settings import get_settings
-    from deployer.store import Store, TaskRow
+    from deployer.state.store import Store, TaskRow
 
     settings = get_settings()
     store = Store(client_for(settings.state_url), settings)

@@ -19,7 +19,7 @@ import redis
 
 from deployer.embedded import EmbeddedRedis
 from deployer.settings import Settings
-from deployer.store import Store, TaskRow
+from deployer.state.store import Store, TaskRow
 
 CONFIG = '{"tenantId":"t","planVersion":20,"deployUnitName":"green"}'
 

@@ -62,11 +62,11 @@ def usage(server: common.Server, key: str) -> int:
 
 def create(server: common.Server, n: int) -> dict[str, Any]:
     """Create one plan of n tenants through the store; bytes in total and per key kind."""
-    from deployer import keys
     from deployer.intake import task_row, validate_plan
     from deployer.models import task_id_for
     from deployer.settings import Settings
-    from deployer.store import Store
+    from deployer.state import keys
+    from deployer.state.store import Store
 
     s = Settings()
     # One script writes the whole plan: 100,000 tenants outlast redis-py's 5 s default.
@@ -98,10 +98,10 @@ def create(server: common.Server, n: int) -> dict[str, Any]:
 
 def run_small(server: common.Server, n: int) -> dict[str, Any]:
     """Run n demo tenants through a real worker; what a finished tenant-task holds."""
-    from deployer import keys
     from deployer.models import task_id_for
-    from deployer.record import Field
-    from deployer.store import read_tasks
+    from deployer.state import keys
+    from deployer.state.record import Field
+    from deployer.state.store import read_tasks
 
     plan_id = f"grun-{uuid.uuid4().hex[:6]}"
     prefix = f"{plan_id}-t"

@@ -75,7 +75,7 @@ def _figure(name: str, argv: list[str], env: dict[str, str]) -> None:
 
 def _plan(store: Any, plan_id: str, n: int) -> None:
     from deployer.models import TenantConfig
-    from deployer.store import TaskRow
+    from deployer.state.store import TaskRow
 
     template = TenantConfig.model_validate(common.tenant(0, ["x"])).model_dump_json(by_alias=True)
     rows = [TaskRow(f"t{i:06d}", 1, template.replace("t000000", f"t{i:06d}")) for i in range(n)]
@@ -85,7 +85,7 @@ def _plan(store: Any, plan_id: str, n: int) -> None:
 def cli(server: common.Server) -> None:
     from deployer.redis_client import client_for
     from deployer.settings import get_settings
-    from deployer.store import Store
+    from deployer.state.store import Store
 
     settings = get_settings()
     store = Store(client_for(settings.state_url), settings)
@@ -108,7 +108,7 @@ def cli(server: common.Server) -> None:
 def _busy_state(server: common.Server) -> None:
     from deployer.redis_client import client_for
     from deployer.settings import get_settings
-    from deployer.store import Store
+    from deployer.state.store import Store
 
     settings = get_settings()
     store = Store(client_for(settings.state_url), settings)
@@ -154,7 +154,7 @@ def _add_events(r: Any, plan_ids: list[str], n: int) -> None:
 
     stages = ["asbc-gateway", "portal", "blue-green-gateway", "ob-service"]
     pipe = r.pipeline(transaction=False)
-    script = __import__("deployer.scripts", fromlist=["load"]).load(r, "event_record")
+    script = __import__("deployer.state.scripts", fromlist=["load"]).load(r, "event_record")
     for k in range(n):
         _seq += 1
         plan_id = plan_ids[_seq % len(plan_ids)]

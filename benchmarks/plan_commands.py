@@ -24,7 +24,7 @@ def main(tenants: int) -> None:
     from deployer.lifecycle import Command
     from deployer.planner import Planner
     from deployer.settings import Settings
-    from deployer.store import Store, TaskRow
+    from deployer.state.store import Store, TaskRow
 
     settings = Settings(redis_url=server.url)
     store = Store(server.r, settings)

@@ -62,9 +62,9 @@ def tenant_config(tenant_id: str, version: int) -> str:
 
 
 def finished_plan(server: Any, store: Any, script: Any, tenants: list[str], version: int) -> str:
-    from deployer import keys
     from deployer.models import task_id_for
-    from deployer.store import TaskRow
+    from deployer.state import keys
+    from deployer.state.store import TaskRow
 
     plan_id = f"ret-{version:03d}-{uuid.uuid4().hex[:6]}"
     rows = [TaskRow(t, 4, tenant_config(t, version)) for t in tenants]
@@ -105,12 +105,12 @@ def main() -> None:
     from deployer.archive.views import tenant_history
     from deployer.retention import PassReport, Retention
     from deployer.settings import get_settings
-    from deployer.store import Store
+    from deployer.state.store import Store
 
     get_settings.cache_clear()
     s = get_settings()
     store = Store(server.r, s)
-    prelude = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+    prelude = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     script = server.r.register_script(prelude + END)
     retention = Retention(server.r, s)
     tenants = [f"tenant-{i:06d}" for i in range(args.tenants)]

@@ -22,7 +22,7 @@ def main() -> None:
     server = common.Server()
     from deployer.models import StageSpec
     from deployer.settings import Settings
-    from deployer.store import Store, TaskRow
+    from deployer.state.store import Store, TaskRow
 
     store = Store(server.r, Settings(redis_url=server.url))
     config = json.dumps({"tenantId": "x"})

@@ -78,7 +78,7 @@ def run(
     """CPU microseconds per stage of a plan of TENANTS tasks x STAGES `kind` stages;
     `counts` counts the context's conversions, `profile` the function calls."""
     from deployer.context import TaskRuntimeContext
-    from deployer.store import TaskRow
+    from deployer.state.store import TaskRow
     from tasks import runtime
     from tasks.stage import run_stage
 

@@ -1,7 +1,7 @@
 """The audit trail: complete per-plan and per-tenant event history, and refusals recorded.
 
 Every event goes to the bounded global stream `deployer:events` (the live feed) and, in the
-same script (the Lua `emit` in deployer/lua/_prelude.lua), under the same entry id to the
+same script (the Lua `emit` in deployer/state/lua/_prelude.lua), under the same entry id to the
 stream `deployer:events:plan:{planId}`, with a reference `'entryId planId'` appended to the
 list `deployer:events:tenant:{tenantId}` (a list of references costs ~350 bytes for ten
 events where a stream of its own costs ~4.7 KB, times 100,000 tenants). The global stream is
@@ -23,9 +23,11 @@ from typing import Any
 
 import redis
 
-from deployer import keys, scripts
-from deployer.prelude import configure_prelude as configure_prelude  # re-exported: its old home
 from deployer.settings import Settings, get_settings
+from deployer.state import keys, scripts
+from deployer.state.prelude import (
+    configure_prelude as configure_prelude,  # re-exported: its old home
+)
 
 #: References read per LRANGE while walking a tenant's history back.
 _PAGE = 500

@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery
 from celery.utils.saferepr import saferepr
 
-from deployer import brokers, keys
+from deployer import brokers
 from deployer.lifecycle import PLAN_ENDED, Command
 from deployer.redact import redact
 from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
-from deployer.store import Store
+from deployer.state import keys
+from deployer.state.store import Store
 
 if TYPE_CHECKING:
     from deployer.public import PlanView, TaskView

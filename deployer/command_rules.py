@@ -15,9 +15,9 @@ from deployer.context import Unrestored
 from deployer.errors import Code, TargetInvalid
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import TaskStatus, is_id
-from deployer.record import Field as F
-from deployer.record import TaskRecord
-from deployer.store import TaskCommand
+from deployer.state.record import Field as F
+from deployer.state.record import TaskRecord
+from deployer.state.store import TaskCommand
 from deployer.strategy import MAX_WAVES
 
 #: What a command reads of each task it decides on.

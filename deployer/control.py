@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from deployer import audit, keys
+from deployer import audit
 from deployer.command_rules import (
     SUPERSEDED,
     SUPERSEDED_STATUS,
@@ -43,10 +43,11 @@ from deployer.lifecycle import WAVE_COMMANDS, Command, Decision, Effect
 from deployer.models import task_id_for
 from deployer.plan_commands import PlanCommands
 from deployer.planner import Planner, prepare_retry, prepare_rollback
-from deployer.record import Field as F
-from deployer.record import TaskRecord
 from deployer.rollout import RolloutService, parse_budget
-from deployer.store import ARCHIVING, Store, TaskCommand
+from deployer.state import keys
+from deployer.state.record import Field as F
+from deployer.state.record import TaskRecord
+from deployer.state.store import ARCHIVING, Store, TaskCommand
 
 log = logging.getLogger("deployer.control")
 

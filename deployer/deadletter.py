@@ -21,9 +21,9 @@ from typing import Any
 
 import redis
 
-from deployer import keys
 from deployer.jsonshape import json_depth_exceeds
 from deployer.redact import MASK, SECRET_FIELDS, mask_patterns, normalise
+from deployer.state import keys
 from deployer.text import encodable
 
 log = logging.getLogger("deployer.guard")

@@ -19,15 +19,16 @@ from typing import Any
 
 import redis
 
-from deployer import jsondiff, keys
+from deployer import jsondiff
 from deployer.errors import Code, DeployerError, NotFound
 from deployer.intake import plan_digest, task_row, validate_plan
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import StageSpec, TenantConfig, task_id_for
 from deployer.planner import forward_run, prepare_rollback, written_fields
-from deployer.record import Field, TaskRecord
 from deployer.settings import Settings
-from deployer.store import Store, read_tasks
+from deployer.state import keys
+from deployer.state.record import Field, TaskRecord
+from deployer.state.store import Store, read_tasks
 from deployer.strategy import plan_waves
 from stages import registry
 from stages.factory import forward_stages

@@ -273,7 +273,7 @@ class PlanBusy(TransientError):
 
 
 class ScriptReplyError(PermanentError):
-    """A Lua script answered what its caller does not know (deployer/scripts.py): the code
+    """A Lua script answered what its caller does not know (deployer/state/scripts.py): the code
     and the scripts are out of step. Loud, never read as any one answer."""
 
     code = Code.SCRIPT_REPLY_INVALID

@@ -18,8 +18,8 @@ from deployer.context import TaskRuntimeContext
 from deployer.errors import Code, StaleRun, code_of
 from deployer.models import StageSpec
 from deployer.parking import WakeOn
-from deployer.scripts import EndVerdict, FailVerdict, Gate
-from deployer.store import StageEnd, StageGate, Store
+from deployer.state.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state.store import StageEnd, StageGate, Store
 from stages import registry
 from stages.base import StepEnv, Wait
 
@@ -63,7 +63,7 @@ Outcome = Proceed | Reschedule | Halt
 
 class StageStore(Protocol):
     """What a stage needs of the store: the gate at its start, the checkpoint at its end,
-    and failing its task (deployer.store.Store; a stub in tests/unit/test_run_stage.py)."""
+    and failing its task (deployer.state.store.Store; a stub in tests/unit/test_run_stage.py)."""
 
     def begin_stage(
         self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""

@@ -17,7 +17,7 @@ The guarantee (docs/operators.md, "High availability"):
   written again: stages are idempotent), a message that was lost is sent again. No tenant
   ends at a version its plan did not ask for, and no plan waits on a lost message;
 - a plan's creation waits for `DEPLOYER_REDIS_WAIT_REPLICAS` replicas (WAIT) before it is
-  acknowledged, so a plan reported created survives the failover (deployer/store.py).
+  acknowledged, so a plan reported created survives the failover (deployer/state/store.py).
 
 The same holds for a lone Redis restarted from an older snapshot: a new `run_id` is a new
 server, whatever the cause.
@@ -28,10 +28,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from deployer import keys, scripts
 from deployer.reconciler import SweepResult
-from deployer.record import Field
-from deployer.store import Dispatch, Slot, Store, now_ms
+from deployer.state import keys, scripts
+from deployer.state.record import Field
+from deployer.state.store import Dispatch, Slot, Store, now_ms
 
 log = logging.getLogger("deployer.failover")
 

@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-from deployer import keys
 from deployer.settings import Settings
+from deployer.state import keys
 
 log = logging.getLogger("deployer.fleet")
 

@@ -34,7 +34,7 @@ from deployer.models import (
     tenant_conflict,
 )
 from deployer.settings import Settings
-from deployer.store import TaskRow
+from deployer.state.store import TaskRow
 from deployer.strategy import strategy_errors
 from deployer.text import encodable
 from stages import registry

@@ -23,7 +23,7 @@ Task transitions (who causes them):
                                                 rollback --force of one that had started
 
 A plan's status is derived from its tasks' counters, the way an operator reads it, in the
-same script that changes a task (deployer/lua/_prelude.lua, derive_plan; `derive_plan_status`
+same script that changes a task (deployer/state/lua/_prelude.lua, derive_plan; `derive_plan_status`
 below is its pure mirror, and tests check both against one table). First rule that holds:
 
     | # | the tasks' counters                                          | plan status |

@@ -6,7 +6,7 @@ process refreshes `deployer:worker:{node}` (node = Celery hostname, main pid and
 start id: deployer/worker_id.py) with a TTL of `DEPLOYER_WORKER_HEARTBEAT_SECONDS`, five
 times per TTL, and every stage records `{node}/{pid}` on its task (`worker`). A node still
 registered in `deployer:workers` whose key is gone died without a clean shutdown (which
-deletes both): its RUNNING tasks are claimed by deployer/lua/orphan_claim.lua — a new token
+deletes both): its RUNNING tasks are claimed by deployer/state/lua/orphan_claim.lua — a new token
 fences the dead run — and re-sent from their checkpoint at once. Tasks with no heartbeat
 information keep the lease TTL as their fallback.
 
@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from deployer import keys, scripts
 from deployer.errors import Code
 from deployer.failover import FailoverWatch
 from deployer.reconciler import SweepResult
-from deployer.record import Cursor, Field
-from deployer.store import Dispatch, Slot, Store, now_ms
+from deployer.state import keys, scripts
+from deployer.state.record import Cursor, Field
+from deployer.state.store import Dispatch, Slot, Store, now_ms
 from deployer.worker_id import node_of
 
 log = logging.getLogger("deployer.liveness")

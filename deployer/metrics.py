@@ -29,10 +29,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from deployer import keys
 from deployer.models import TaskStatus
-from deployer.record import Field
-from deployer.store import read_tasks
+from deployer.state import keys
+from deployer.state.record import Field
+from deployer.state.store import read_tasks
 from deployer.waves import WAVE_STATES, Rollout
 
 #: Stage duration buckets in seconds: the Lua prelude's STAGE_BUCKETS_MS (tested equal).

@@ -38,9 +38,9 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from deployer import keys, scripts
 from deployer.settings import Settings
-from deployer.store import now_ms
+from deployer.state import keys, scripts
+from deployer.state.store import now_ms
 from stages.types import WakeOn as WakeOn  # re-exported: the plugin interface owns it
 
 log = logging.getLogger("deployer.parking")

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
-from deployer import keys, scripts
 from deployer.command_rules import (
     SUPERSEDED,
     TASK_FIELDS,
@@ -42,8 +41,9 @@ from deployer.command_rules import (
 from deployer.errors import Code, DeployerError, NotFound, PlanArchived
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
-from deployer.record import TaskRecord
-from deployer.store import Store, TaskCommand, now_ms
+from deployer.state import keys, scripts
+from deployer.state.record import TaskRecord
+from deployer.state.store import Store, TaskCommand, now_ms
 
 if TYPE_CHECKING:  # the controller builds this class and is called back through it
     from deployer.control import Controller

@@ -38,10 +38,10 @@ from deployer.errors import (
 )
 from deployer.intake import plan_digest, preflight, task_row_and_services, validate_plan
 from deployer.models import RunKind, StageSpec, TenantConfig, tenant_of_task
-from deployer.record import Field, TaskRecord
 from deployer.rollout import RolloutService
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store, TaskRow
+from deployer.state.record import Field, TaskRecord
+from deployer.state.store import Dispatch, Slot, Store, TaskRow
 from deployer.waves import wave_plan
 from stages import registry
 from stages.base import ConfigError

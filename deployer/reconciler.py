@@ -2,7 +2,7 @@
 
 A worker killed with `kill -9`, a lost message or a stalled broker leaves a task RUNNING with
 nobody renewing its tenant lease. Every worker runs a `Reconciler` on a timer; its claim is
-one Lua script (deployer/lua/reconcile_claim.lua), so with many workers each stuck task is
+one Lua script (deployer/state/lua/reconcile_claim.lua), so with many workers each stuck task is
 claimed exactly once. A claim issues a new token, which fences off any straggler of the old
 run, counts a redelivery (capped by `max_redeliveries`; beyond it the task goes FAILED with
 the reason) and returns the stored checkpoint context for the caller to re-send.
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from deployer import keys, scripts
 from deployer.errors import Code, ScriptReplyError
-from deployer.store import Dispatch, Slot, Store, now_ms
+from deployer.state import keys, scripts
+from deployer.state.store import Dispatch, Slot, Store, now_ms
 
 log = logging.getLogger("deployer.reconciler")
 

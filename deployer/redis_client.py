@@ -33,7 +33,7 @@ from redis.sentinel import MasterNotFoundError, Sentinel
 from deployer import redisurl
 from deployer.errors import Code, SettingsInvalid
 from deployer.settings import Settings, get_settings, redact_url
-from deployer.store import Store
+from deployer.state.store import Store
 
 log = logging.getLogger("deployer.redis")
 

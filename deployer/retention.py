@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from deployer import keys, scripts
-from deployer.record import Field, TaskRecord
 from deployer.redact import mask_patterns, redact
 from deployer.settings import Settings
-from deployer.store import Store, now_ms
+from deployer.state import keys, scripts
+from deployer.state.record import Field, TaskRecord
+from deployer.state.store import Store, now_ms
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a pass has a plan to archive: it costs the
     # worker's main process ≈ 10 MB, which its memory bound (tests/e2e/test_memory.py) counts
@@ -50,8 +50,18 @@ log = logging.getLogger("deployer.retention")
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
 LIVE_COUNTERS = ("c:PENDING", "c:RUNNING", "c:PAUSED", "c:ROLLING_BACK")
 #: Task-hash fields not kept in a task row's `fields` (kept elsewhere, or secrets/plumbing).
-_NOT_KEPT = frozenset(f.value for f in (Field.CONFIG, Field.RUN, Field.CTX, Field.TOKEN,
-                                         Field.CURSOR, Field.SLOT, Field.LAST_ERROR))
+_NOT_KEPT = frozenset(
+    f.value
+    for f in (
+        Field.CONFIG,
+        Field.RUN,
+        Field.CTX,
+        Field.TOKEN,
+        Field.CURSOR,
+        Field.SLOT,
+        Field.LAST_ERROR,
+    )
+)
 #: Plan-hash fields read to decide whether a plan is due.
 _DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", "archivedAt",
                "archiving", "keptCheckedAt")  # fmt: skip
@@ -461,11 +471,23 @@ class Retention:
         """Step 2 (lua/archive_mark.lua): 'OK' when the plan may now be removed."""
         outcome = str(
             self._mark(
-                keys=[keys.plan(plan_id), keys.plan_archiving(plan_id), keys.PLAN_TIMERS,
-                      keys.PLAN_JOBS, keys.AWAITING_APPROVAL, keys.plan_claim(plan_id),
-                      keys.plan_job(plan_id)],
-                args=[token, plan_id, plan.get("updatedAt", ""), self.clock(),
-                      plan_digest(plan), *plan],
+                keys=[
+                    keys.plan(plan_id),
+                    keys.plan_archiving(plan_id),
+                    keys.PLAN_TIMERS,
+                    keys.PLAN_JOBS,
+                    keys.AWAITING_APPROVAL,
+                    keys.plan_claim(plan_id),
+                    keys.plan_job(plan_id),
+                ],
+                args=[
+                    token,
+                    plan_id,
+                    plan.get("updatedAt", ""),
+                    self.clock(),
+                    plan_digest(plan),
+                    *plan,
+                ],
             )  # fmt: skip
         )
         if outcome != "OK":

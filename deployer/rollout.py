@@ -33,7 +33,7 @@ from deployer.errors import (
     PlanNotAwaitingApproval,
 )
 from deployer.settings import Settings
-from deployer.store import Store, WaveOp, WaveOutcome, now_ms
+from deployer.state.store import Store, WaveOp, WaveOutcome, now_ms
 from deployer.strategy import PERCENT_PATTERN, share
 from deployer.webhook import WebhookAnswer, post_json
 from deployer.window import Window, window_arg

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import redis
 
-from deployer import keys
-from deployer.store import Store, now_ms
+from deployer.state import keys
+from deployer.state.store import Store, now_ms
 
 log = logging.getLogger("deployer.timers")
 

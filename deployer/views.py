@@ -18,14 +18,14 @@ from typing import Any
 
 import redis
 
-from deployer import keys, scripts
 from deployer.isotime import iso
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
-from deployer.record import Field as F
-from deployer.record import TaskRecord
 from deployer.redact import redact
-from deployer.store import Store
+from deployer.state import keys, scripts
+from deployer.state.record import Field as F
+from deployer.state.record import TaskRecord
+from deployer.state.store import Store
 from deployer.waves import rollout_view, waves_of
 
 #: Tasks a filtered page may look at per request before it answers with a cursor.

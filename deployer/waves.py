@@ -28,7 +28,7 @@ from typing import Any
 from deployer.isotime import iso
 from deployer.models import TaskStatus
 from deployer.settings import Settings
-from deployer.store import Store, WaveOutcome, WavePlan, now_ms
+from deployer.state.store import Store, WaveOutcome, WavePlan, now_ms
 from deployer.strategy import Strategy, budget_limit, plan_waves
 from deployer.window import window_arg
 

@@ -5,7 +5,7 @@ Pure: no Redis. A window is a time zone and one or more weekly periods ("mon-fri
 belongs to the day it starts on. Times are wall-clock times in the window's zone, so a
 window keeps its local hours across daylight-saving changes (zoneinfo does the arithmetic).
 Outside every period no wave starts; a wave that is running when the window closes
-finishes (deployer/lua/wave_step.lua asks `window_arg` before it starts a wave).
+finishes (deployer/state/lua/wave_step.lua asks `window_arg` before it starts a wave).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ from functools import cached_property
 import httpx
 import redis
 
-from deployer import keys
 from deployer.settings import Settings
+from deployer.state import keys
 from stages import probe
 from stages.discovery import Resolver, resolver_for
 from stages.types import (

@@ -9,7 +9,7 @@ from celeryconfig import STAGES_QUEUE
 from deployer import tracing
 from deployer.context import TaskRuntimeContext
 from deployer.models import StageSpec
-from deployer.store import Dispatch
+from deployer.state.store import Dispatch
 from tasks.app import app
 
 RUN_STAGE = "deployer.run_stage"

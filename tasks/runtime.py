@@ -12,7 +12,7 @@ from deployer.parking import Parking
 from deployer.planner import Planner
 from deployer.redis_client import client_for, per_process, state_store
 from deployer.settings import Settings, get_settings
-from deployer.store import Store
+from deployer.state.store import Store
 from stages.base import StepEnv
 
 

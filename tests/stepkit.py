@@ -14,11 +14,11 @@ from typing import Any
 
 import redis
 
-from deployer import keys
 from deployer.context import TaskRuntimeContext
 from deployer.fleet import Fleet
 from deployer.models import StepSpec, task_id_for
 from deployer.settings import Settings
+from deployer.state import keys
 from stages import registry
 from stages.base import Done, StepEnv, StepResult, Wait
 from tests.helpers import wait_for

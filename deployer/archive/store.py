@@ -159,9 +159,9 @@ class Archive:
     def task_count(self, plan_id: str) -> int:
         with self.engine.connect() as conn:
             value = conn.execute(
-                select(func.count()).select_from(schema.tasks).where(
-                    schema.tasks.c.plan_id == plan_id
-                )
+                select(func.count())
+                .select_from(schema.tasks)
+                .where(schema.tasks.c.plan_id == plan_id)
             ).scalar()
         return int(value or 0)
 
@@ -210,9 +210,7 @@ class Archive:
         while True:
             query = select(schema.events).where(e.plan_id == plan_id)
             if after is not None:
-                query = query.where(
-                    or_(e.ms > after[0], and_(e.ms == after[0], e.seq > after[1]))
-                )
+                query = query.where(or_(e.ms > after[0], and_(e.ms == after[0], e.seq > after[1])))
             query = query.order_by(e.ms, e.seq).limit(chunk)
             with self.engine.connect() as conn:
                 rows = [dict(r._mapping) for r in conn.execute(query)]

@@ -11,14 +11,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from deployer import keys, views
+from deployer import views
 from deployer.archive.store import Archive
 from deployer.isotime import iso
 from deployer.models import task_id_for
-from deployer.record import Field as F
-from deployer.record import TaskRecord
 from deployer.redact import redact
-from deployer.store import Store
+from deployer.state import keys
+from deployer.state.record import Field as F
+from deployer.state.record import TaskRecord
+from deployer.state.store import Store
 
 #: Live plans read per round trip while filling a filtered page.
 _LIVE_CHUNK = 200

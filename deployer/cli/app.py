@@ -14,7 +14,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from deployer.archive.store import Archive
     from deployer.client import DeployerClient
-    from deployer.store import Store
+    from deployer.state.store import Store
 
 app = typer.Typer(
     name="deployer",

@@ -20,7 +20,7 @@ from deployer.errors import Code
 if TYPE_CHECKING:
     from deployer import audit
     from deployer.lifecycle import Command
-    from deployer.store import Store
+    from deployer.state.store import Store
 
 #: The verbs registered here, by their `deployer.lifecycle.Command` values (the enum's module
 #: loads the plan models: a verb converts its name when it runs).
@@ -92,7 +92,7 @@ def _wait_task(
     """Until the tenant's task ENDED (deployer.lifecycle); exit 0 when it ended `success`."""
     from deployer.lifecycle import ENDED
     from deployer.models import task_id_for
-    from deployer.record import Field
+    from deployer.state.record import Field
 
     waited = (Field.STATUS, Field.STAGE_NAME, Field.PROGRESS, Field.LAST_ERROR)
     deadline = time.monotonic() + timeout if timeout else None
@@ -381,7 +381,8 @@ def events(
     older history is gone (retention), since when it is kept. Without them: the newest
     entries of the bounded global stream.
     """
-    from deployer import audit, keys
+    from deployer import audit
+    from deployer.state import keys
 
     r = store().r
 
@@ -454,7 +455,7 @@ def _archived_events(
     r: Any, plan: str, tenant: str | None, count: int, show: Any, note: Any
 ) -> bool:
     """Print an archived plan's events from the archive; False when the plan is live."""
-    from deployer import keys
+    from deployer.state import keys
 
     if r.hget(keys.plan(plan), "archivedAt") is None and r.exists(keys.plan(plan)):
         return False

@@ -207,11 +207,11 @@ def demo(
 
 
 def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: float) -> None:
-    from deployer import keys
     from deployer.cli.progress import follow
     from deployer.client import DeployerClient
     from deployer.redis_client import client_for
     from deployer.settings import get_settings, redact_url
+    from deployer.state import keys
 
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:

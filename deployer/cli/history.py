@@ -123,8 +123,11 @@ def archive_now(
     ctx: typer.Context,
     older_than: Annotated[
         str | None,
-        typer.Option("--older-than", help="Plans finished this long ago (default "
-                     "DEPLOYER_RETENTION_SECONDS); e.g. 12h, 3d, 0 for every finished plan."),
+        typer.Option(
+            "--older-than",
+            help="Plans finished this long ago (default "
+            "DEPLOYER_RETENTION_SECONDS); e.g. 12h, 3d, 0 for every finished plan.",
+        ),
     ] = None,  # fmt: skip
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only list the plans that would be archived.")

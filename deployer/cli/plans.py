@@ -27,7 +27,7 @@ from deployer.errors import Code, PlanValidationError
 # intake, the stage factory or Celery): only typer and the shared CLI pieces load here.
 if TYPE_CHECKING:
     from deployer.client import DeployerClient
-    from deployer.store import Store
+    from deployer.state.store import Store
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TimeoutOpt = Annotated[

@@ -13,13 +13,13 @@ from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from deployer import keys
 from deployer.cli.app import console, err
 from deployer.lifecycle import ENDED, PLAN_ENDED
 from deployer.models import TaskStatus, task_id_for
-from deployer.record import Field as F
-from deployer.record import TaskRecord
-from deployer.store import Store
+from deployer.state import keys
+from deployer.state.record import Field as F
+from deployer.state.record import TaskRecord
+from deployer.state.store import Store
 
 ACTIVE_ROWS = 12
 

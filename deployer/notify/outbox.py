@@ -1,5 +1,5 @@
 """The outbox's two scripts, typed: claim deliveries (fanning new events out first), and
-settle what the attempts did (deployer/lua/notify_claim.lua, notify_settle.lua)."""
+settle what the attempts did (deployer/state/lua/notify_claim.lua, notify_settle.lua)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import redis
 
-from deployer import keys, scripts
 from deployer.errors import ScriptReplyError
 from deployer.settings import NotifyReceiver, Settings
+from deployer.state import keys, scripts
 
 #: Deliveries a receiver's thread takes per claim (sent one after another).
 BATCH = 10

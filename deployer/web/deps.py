@@ -16,7 +16,7 @@ from deployer.errors import Code
 from deployer.models import ID_PATTERN
 from deployer.public import Problem as Problem  # re-exported: its first home
 from deployer.settings import Settings
-from deployer.store import Store
+from deployer.state.store import Store
 from deployer.web.answers import ApiError
 from deployer.web.security import Access, access_of, auth_enabled, presented_token
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from deployer import keys
 from deployer.errors import Code
 from deployer.redact import redact
 from deployer.settings import Settings
+from deployer.state import keys
 from deployer.web.history import matches
 
 log = logging.getLogger("deployer.web")

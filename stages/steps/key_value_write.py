@@ -13,10 +13,10 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from deployer import keys, scripts
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
 from deployer.models import StepSpec
+from deployer.state import keys, scripts
 from stages.base import StepEnv
 from stages.types import Done, Step, StepParams, StepResult
 

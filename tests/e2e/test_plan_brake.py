@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from deployer import keys
 from deployer.client import DeployerClient
 from deployer.lifecycle import Command
-from deployer.store import TaskRow, now_ms
+from deployer.state import keys
+from deployer.state.store import TaskRow, now_ms
 from tests.helpers import bg_tenant, unique, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import redis
 
-from deployer import keys
 from deployer.client import DeployerClient
 from deployer.embedded import EmbeddedRedis
 from deployer.fleet import Behaviour, Fleet
 from deployer.settings import Settings
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from deployer import keys
 from deployer.client import DeployerClient
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, run_cli, unique, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -57,9 +57,7 @@ def cli_json(*args: str) -> Any:
     return json.loads(result.output)
 
 
-def test_three_plans_on_the_same_tenants_leave_one_plans_worth_of_state_in_redis(
-    spawn_worker, r
-):
+def test_three_plans_on_the_same_tenants_leave_one_plans_worth_of_state_in_redis(spawn_worker, r):
     from tests.helpers import worker_env
 
     hold_other_plans(r)

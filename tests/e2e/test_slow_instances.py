@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from deployer import keys
 from deployer.client import DeployerClient
 from deployer.embedded import EmbeddedRedis
 from deployer.fleet import Behaviour, Fleet
 from deployer.models import task_id_for
 from deployer.settings import Settings
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, unique, wait_for, worker_env
 
 pytestmark = pytest.mark.e2e

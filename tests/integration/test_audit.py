@@ -13,9 +13,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from deployer import audit, keys
+from deployer import audit
 from deployer.cli import app
 from deployer.lifecycle import Command
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 runner = CliRunner()

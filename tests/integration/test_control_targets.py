@@ -94,7 +94,7 @@ def test_cancel_of_a_plan_in_slices_cancels_every_task_and_frees_every_slot(r):
     from deployer.control import Controller
     from deployer.planner import Planner
     from deployer.settings import get_settings
-    from deployer.store import Store, TaskRow
+    from deployer.state.store import Store, TaskRow
 
     store = Store(r, get_settings())
     plan_id = unique()
@@ -142,7 +142,7 @@ def test_resume_queues_mid_flight_tenants_first_each_group_in_submission_order(r
     from deployer.control import Controller
     from deployer.planner import Planner
     from deployer.settings import get_settings
-    from deployer.store import Store, TaskRow
+    from deployer.state.store import Store, TaskRow
 
     store = Store(r, get_settings())
     plan_id = unique()

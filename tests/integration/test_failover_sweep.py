@@ -11,7 +11,7 @@ from deployer.failover import GEN_STEP, RUN_ID_KEY, FailoverWatch
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store
+from deployer.state.store import Dispatch, Slot, Store
 from tests.helpers import bg_tenant, plan, unique
 
 

@@ -64,7 +64,7 @@ def test_a_task_whose_record_is_corrupt_fails_alone_and_the_sweep_redrives_the_o
     from deployer.reconciler import Reconciler
     from deployer.redis_client import client_for
     from deployer.settings import Settings
-    from deployer.store import Dispatch, Store, now_ms
+    from deployer.state.store import Dispatch, Store, now_ms
     from tasks.chains import build_chain
 
     url = redis_url.rsplit("/", 1)[0] + "/8"  # a database of its own: claims ten minutes on

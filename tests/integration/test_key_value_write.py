@@ -10,11 +10,11 @@ import logging
 import pytest
 import redis
 
-from deployer import keys
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
 from deployer.models import StepSpec, task_id_for
 from deployer.settings import get_settings
+from deployer.state import keys
 from stages.base import StepEnv
 from stages.steps.key_value_write import KeyValueWrite
 from tests.helpers import unique

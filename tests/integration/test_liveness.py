@@ -10,7 +10,7 @@ from deployer.liveness import Heartbeat, OrphanReconciler
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store
+from deployer.state.store import Dispatch, Slot, Store
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 

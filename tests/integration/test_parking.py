@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from deployer import keys
 from deployer.parking import Ack, Parking, WakeOn, ack_countdown, parse_ack
 from deployer.settings import Settings
+from deployer.state import keys
 from tests.helpers import unique
 
 INSTANCES = ["127.0.0.1:7001", "127.0.0.1:7002"]

@@ -8,11 +8,11 @@ from importlib import resources
 
 import pytest
 
-from deployer import keys
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
 from deployer.settings import get_settings
-from deployer.store import Store, TaskRow
+from deployer.state import keys
+from deployer.state.store import Store, TaskRow
 from tests.helpers import bg_tenant, unique
 
 MOVE = "\nreturn {change_status(KEYS[1], KEYS[2], ARGV[1], 1)}"
@@ -36,7 +36,7 @@ def test_a_sliced_pause_or_resume_decides_every_status_as_the_lifecycle_does(r, 
     tenants = [f"s{i}" for i in range(len(STATUSES))]
     rows = [TaskRow(t, 1, json.dumps(bg_tenant(t))) for t in tenants]
     store.create_plan(plan_id, rows, 100, "run-")
-    prelude = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+    prelude = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     move = r.register_script(prelude + MOVE)
     for i, (tenant, status) in enumerate(zip(tenants, STATUSES, strict=True)):
         task_key = keys.task(task_id_for(plan_id, tenant))

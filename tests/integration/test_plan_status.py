@@ -9,10 +9,10 @@ from importlib import resources
 
 import pytest
 
-from deployer import keys
 from deployer.models import task_id_for
 from deployer.settings import get_settings
-from deployer.store import Store, TaskRow
+from deployer.state import keys
+from deployer.state.store import Store, TaskRow
 from tests.helpers import unique
 from tests.unit.test_plan_status import HOLDS, TABLE, hold_id, row_id
 
@@ -26,7 +26,7 @@ def store(r):
 
 @pytest.mark.parametrize(("counts", "control", "expected"), TABLE, ids=map(row_id, TABLE))
 def test_derive_plan_in_lua_follows_the_table(r, store, counts, control, expected):
-    prelude = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+    prelude = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     move = r.register_script(prelude + MOVE)
     plan_id = unique()
     statuses = [s for s, n in counts.items() for _ in range(n)]
@@ -53,7 +53,7 @@ def test_derive_plan_in_lua_follows_the_table(r, store, counts, control, expecte
 def test_derive_plan_in_lua_holds_a_plan_whose_waves_or_command_are_not_over(
     r, store, counts, fields, expected
 ):
-    prelude = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+    prelude = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     move = r.register_script(prelude + MOVE)
     plan_id = unique()
     statuses = [s for s, n in counts.items() for _ in range(n)]

@@ -16,7 +16,7 @@ from deployer.models import task_id_for
 from deployer.planner import Planner
 from deployer.redis_client import client_for
 from deployer.settings import Settings
-from deployer.store import Dispatch, Store
+from deployer.state.store import Dispatch, Store
 from tests.helpers import bg_tenant, plan, task_rows, unique
 
 

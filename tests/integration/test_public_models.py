@@ -16,7 +16,7 @@ from deployer import public, views
 from deployer.cli import app
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
-from deployer.store import Store
+from deployer.state.store import Store
 from deployer.web import history
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
@@ -32,6 +32,7 @@ def same(model: type[public.PublicModel], data: dict[str, Any]) -> None:
     """`data` conforms to `model` and comes back as the same JSON (nothing added, nothing
     dropped, no value changed)."""
     assert public.conform(model, data) == data
+
     # and strictly: the model names every field the answer has (none only passes through)
     def unknown(m: public.PublicModel) -> set[str]:
         return set(m.model_extra or {})

@@ -13,7 +13,7 @@ from deployer.planner import Planner
 from deployer.reconciler import Reconciler
 from deployer.redis_client import client_for
 from deployer.settings import Settings
-from deployer.store import Dispatch, Slot, Store, now_ms
+from deployer.state.store import Dispatch, Slot, Store, now_ms
 from tests.helpers import bg_tenant, plan, task_rows, unique
 
 LATER = 10 * 60 * 1000  # ten minutes on: every lease has expired

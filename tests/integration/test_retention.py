@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from deployer import keys
 from deployer.models import task_id_for
 from deployer.retention import Retention
 from deployer.settings import get_settings
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 
@@ -65,9 +65,7 @@ def test_a_finished_plan_leaves_redis_for_the_archive_but_each_tenants_newest_ta
     assert [h["plan_version"] for h in history] == [22, 21]
 
 
-def test_a_third_plan_lets_the_second_go_and_archiving_again_duplicates_nothing(
-    worker, r, archive
-):
+def test_a_third_plan_lets_the_second_go_and_archiving_again_duplicates_nothing(worker, r, archive):
     tenants = [unique("t") for _ in range(2)]
     first = run_plan(worker, r, tenants, 31)
     retention = Retention(r, get_settings(), archive)
@@ -236,7 +234,7 @@ def test_a_command_after_the_mark_is_refused_and_the_removal_finishes(worker, r,
     from deployer.errors import Code, PlanArchived
     from deployer.lifecycle import Command
     from deployer.planner import Planner
-    from deployer.store import Store
+    from deployer.state.store import Store
     from tests.helpers import run_cli
 
     tenants = [unique("t") for _ in range(2)]
@@ -295,8 +293,13 @@ def test_any_change_of_the_plan_hash_after_the_copy_fails_the_mark(worker, r, ar
     assert r.exists(keys.events_plan(first))
 
 
-@pytest.mark.parametrize("url", ["sqlite:////proc/deployer-no-such-dir/archive.sqlite3",
-                                 "postgresql+psycopg://deployer:secret@127.0.0.1:1/none"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////proc/deployer-no-such-dir/archive.sqlite3",
+        "postgresql+psycopg://deployer:secret@127.0.0.1:1/none",
+    ],
+)
 def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_counter(
     worker, r, url, caplog
 ):
@@ -322,7 +325,7 @@ def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_co
             Retention(r, settings).run_pass(older_than=0, only=[first])
     assert failure_reason(failed.value) == "archive"
     after = exported()
-    key = 'deployer_retention_failures_total{reason=archive}'
+    key = "deployer_retention_failures_total{reason=archive}"
     assert after[key] == before.get(key, 0) + 1
     # the first failure of a streak is logged with its cause (a worker's successful pass
     # may end the streak at any time, so the streak gauge itself is asserted healed below)
@@ -355,6 +358,8 @@ def test_an_unreachable_archive_keeps_the_plan_in_redis_and_moves_the_failure_co
     assert done.archived == [first]
     healed = exported()
     assert healed["deployer_retention_failing_passes{}"] == 0
-    assert healed["deployer_retention_archived_total{}"] >= after.get(
-        "deployer_retention_archived_total{}", 0) + 1
+    assert (
+        healed["deployer_retention_archived_total{}"]
+        >= after.get("deployer_retention_archived_total{}", 0) + 1
+    )
     assert healed["deployer_retention_last_success_timestamp_seconds{}"] > 0

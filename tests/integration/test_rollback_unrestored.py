@@ -14,9 +14,10 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from deployer import audit, keys
+from deployer import audit
 from deployer.cli import app
 from deployer.models import task_id_for
+from deployer.state import keys
 from tests.helpers import plan, unique, wait_for
 
 runner = CliRunner()

@@ -50,7 +50,7 @@ def test_diff_shows_exact_changes_owners_and_waves_and_writes_nothing(r, redis_u
     r.hset(PREFIX + unversioned, mapping={"icc-bg-gateway": old_bg, "metadata": '{"version":3}'})
     r.hset(PREFIX + owned, "metadata", '{"version":19}')
     # another plan holds `owned` (stored, not started: still PENDING)
-    from deployer.store import Store
+    from deployer.state.store import Store
 
     other = unique("other")
     store = Store(r, settings)
@@ -61,6 +61,7 @@ def test_diff_shows_exact_changes_owners_and_waves_and_writes_nothing(r, redis_u
                                                                           "size": 2}})  # fmt: skip
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(payload))
+
     # Other tests' plans may still be moved on by the session worker (a wave step's due
     # time, a reconciler's re-drive): wait for that, and take the first of a few rounds in
     # which nothing else wrote. A diff that wrote would write in every round.

@@ -16,7 +16,7 @@ from deployer.lifecycle import Command
 from deployer.planner import Planner
 from deployer.reconciler import Reconciler
 from deployer.settings import get_settings
-from deployer.store import Dispatch, Store
+from deployer.state.store import Dispatch, Store
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 

@@ -12,7 +12,7 @@ from deployer import views
 from deployer.cli import app
 from deployer.redis_client import client_for
 from deployer.settings import get_settings
-from deployer.store import Store
+from deployer.state.store import Store
 from tests.helpers import bg_tenant, plan, task_rows, unique, wait_for
 
 PREFIX = "icc_ai_ops_srv:tenant_config:"

@@ -1,13 +1,14 @@
-"""The history settings reach the Lua prelude, and its index keys match deployer/keys.py."""
+"""The history settings reach the Lua prelude, and its index keys match deployer/state/keys.py."""
 
 from __future__ import annotations
 
 from importlib import resources
 
-from deployer import audit, keys
+from deployer import audit
 from deployer.settings import Settings
+from deployer.state import keys
 
-PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+PRELUDE = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
 
 
 def test_retention_and_bound_are_written_into_the_prelude():

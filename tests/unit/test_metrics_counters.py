@@ -8,7 +8,7 @@ from importlib import resources
 from deployer.deadletter import dead_letter_kind
 from deployer.metrics import STAGE_BUCKETS, counters
 
-PRELUDE = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+PRELUDE = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
 
 
 def samples(stats: dict[str, str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

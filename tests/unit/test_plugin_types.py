@@ -9,7 +9,12 @@ import sys
 
 #: What the interface must not drag into a plugin's process (top-level names, plus ours).
 FORBIDDEN = ("redis", "celery", "kombu", "httpx", "fastapi", "tasks")
-FORBIDDEN_MODULES = ("deployer.parking", "deployer.store", "deployer.scripts", "stages.base")
+FORBIDDEN_MODULES = (
+    "deployer.parking",
+    "deployer.state.store",
+    "deployer.state.scripts",
+    "stages.base",
+)
 
 
 def loaded_after(code: str) -> list[str]:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.models import RunKind, TaskStatus
-from deployer.record import Cursor, Field, TaskRecord
+from deployer.state.record import Cursor, Field, TaskRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = {
@@ -99,7 +99,7 @@ def test_any_hash_reads_without_raising(raw):
 
 def test_every_field_name_is_one_the_lua_scripts_use():
     lua = "".join(
-        p.read_text() for p in resources.files("deployer").joinpath("lua").iterdir()
+        p.read_text() for p in resources.files("deployer.state").joinpath("lua").iterdir()
         if p.name.endswith(".lua")
     )  # fmt: skip
     assert [f.value for f in Field if f"'{f.value}'" not in lua] == []
@@ -156,7 +156,7 @@ def violations(source: str, module: str) -> list[str]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
             args = node.args
             if node.func.attr in HASH_COMMANDS and args and _is_task_key(args[0]):
-                if module != "deployer/store.py":
+                if module != "deployer/state/store.py":
                     found.append(f"{module}:{node.lineno}: {node.func.attr} on a task key")
                 found += [
                     f"{module}:{node.lineno}: field {a.value!r} by name"
@@ -190,18 +190,18 @@ pipe.hmget(keys.task(task_id), ["cursor", "stageName"])
 """
     lines = {int(v.split(":")[1]) for v in violations(old, "deployer/views.py")}
     assert lines == {2, 3, 4, 5, 6}
-    assert violations("self.r.hgetall(keys.task(task_id))", "deployer/store.py") == []
+    assert violations("self.r.hgetall(keys.task(task_id))", "deployer/state/store.py") == []
     assert violations('plan.get("status"); event["taskId"]', "deployer/views.py") == []
 
 
 def test_no_module_reads_a_task_hash_field_by_name():
-    """The task hash's field names live in deployer/record.py (and the Lua scripts): every
+    """The task hash's field names live in deployer/state/record.py (and the Lua scripts): every
     other module reads a task through Store.get_task/get_tasks and TaskRecord."""
     sources = [p for d in ("deployer", "tasks", "stages") for p in (ROOT / d).rglob("*.py")]
     assert len(sources) > 50
     found = []
     for path in sources:
         module = path.relative_to(ROOT).as_posix()
-        if module != "deployer/record.py":
+        if module != "deployer/state/record.py":
             found += violations(path.read_text(), module)
     assert found == []

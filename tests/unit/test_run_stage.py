@@ -25,9 +25,9 @@ from deployer.errors import (
 )
 from deployer.executor import LEASE_WAIT_SECONDS, Halt, HaltReason, Outcome, Proceed, Reschedule
 from deployer.models import StageSpec, StepSpec
-from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings
-from deployer.store import StageEnd, StageGate
+from deployer.state.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state.store import StageEnd, StageGate
 from stages import registry
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 

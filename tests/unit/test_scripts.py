@@ -1,4 +1,4 @@
-"""The Lua boundary (deployer/scripts.py): every script has one loader, and replies decode
+"""The Lua boundary (deployer/state/scripts.py): every script has one loader, and replies decode
 into named values or fail loudly."""
 
 from __future__ import annotations
@@ -9,16 +9,16 @@ from typing import get_args
 
 import pytest
 
-from deployer import scripts
 from deployer.errors import Code, ScriptReplyError
 from deployer.reconciler import SweepResult
-from deployer.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state import scripts
+from deployer.state.scripts import EndVerdict, FailVerdict, Gate
 
 
 def test_the_loader_knows_every_script_in_deployer_lua() -> None:
     shipped = {
         p.name.removesuffix(".lua")
-        for p in resources.files("deployer").joinpath("lua").iterdir()
+        for p in resources.files("deployer.state").joinpath("lua").iterdir()
         if p.name.endswith(".lua") and not p.name.startswith("_")
     }
     assert shipped == set(get_args(scripts.ScriptName))

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from deployer import keys
 from deployer.retention import Retention
 from deployer.settings import get_settings
+from deployer.state import keys
 from tests.helpers import bg_tenant, plan, unique, wait_for
 
 

@@ -42,9 +42,7 @@ def test_every_operation_documents_a_2xx_answer_with_a_schema(spec):
     for path, method, op in ops:
         answers = {code: r for code, r in op["responses"].items() if code.startswith("2")}
         schemas = [
-            media.get("schema")
-            for r in answers.values()
-            for media in r.get("content", {}).values()
+            media.get("schema") for r in answers.values() for media in r.get("content", {}).values()
         ]
         if not any(schemas):
             missing.append(f"{method.upper()} {path}")

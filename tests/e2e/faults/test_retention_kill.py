@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from deployer import keys
 from deployer.models import task_id_for
 from deployer.settings import get_settings
-from deployer.store import Store, TaskRow
+from deployer.state import keys
+from deployer.state.store import Store, TaskRow
 from tests.helpers import unique, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -43,7 +43,7 @@ def finished_plan(r: Any, store: Store, tenants: list[str], version: int) -> str
 
 
 def end_all(r: Any, plan_id: str, tenants: list[str]) -> None:
-    prelude = resources.files("deployer").joinpath("lua/_prelude.lua").read_text()
+    prelude = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     script = r.register_script(prelude + END)
     for start in range(0, len(tenants), 1000):
         pipe = r.pipeline(transaction=False)
@@ -58,6 +58,7 @@ def archived_counts(url: str, plan_id: str) -> tuple[int, int, int]:
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
+
             def count(sql: str) -> int:
                 return int(conn.execute(text(sql), {"p": plan_id}).scalar() or 0)
 

@@ -1,6 +1,6 @@
 """The Redis repository: plans, tasks, leases, checkpoints and events.
 
-Every state change that must be atomic is one Lua script (deployer/lua), so a stage's
+Every state change that must be atomic is one Lua script (deployer/state/lua), so a stage's
 bookkeeping costs one round trip at its start and one at its end, and a reader never sees
 a task's status disagree with its plan's counters.
 """
@@ -17,13 +17,13 @@ from typing import Any, NamedTuple
 
 import redis
 
-from deployer import keys, scripts
 from deployer.context import Run, TaskRuntimeContext
 from deployer.errors import Code, PlanArchived, PlanBusy, ScriptReplyError
 from deployer.models import StageSpec, TaskStatus, task_id_for
-from deployer.record import Field, TaskRecord, field_names
-from deployer.scripts import EndVerdict, FailVerdict, Gate
 from deployer.settings import Settings
+from deployer.state import keys, scripts
+from deployer.state.record import Field, TaskRecord, field_names
+from deployer.state.scripts import EndVerdict, FailVerdict, Gate
 from deployer.worker_id import worker_label
 
 log = logging.getLogger("deployer.store")

@@ -1,4 +1,4 @@
--- Claim the creation of a plan too big for one script (deployer/store.py create_plan).
+-- Claim the creation of a plan too big for one script (deployer/state/store.py create_plan).
 -- Its tasks are then written in slices while the plan stays invisible, and plan_finish
 -- makes it visible at once; the claim makes one creator of a planId write at a time.
 -- KEYS: plan, claim, plan tenants list, plan queue

@@ -2,7 +2,7 @@
 
 Redis keeps a task as a flat hash of strings with camelCase field names; Python reads and
 writes it only through `TaskRecord` and the `Field` names here (the Lua scripts in
-deployer/lua use the same names: keep the two in step). `tests/unit/test_record.py` fails
+deployer/state/lua use the same names: keep the two in step). `tests/unit/test_record.py` fails
 if another module reads a task-hash field by its string name.
 
 Reading is lenient on purpose: a read model (views, CLI, web API) must show a task whose

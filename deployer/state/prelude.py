@@ -2,7 +2,7 @@
 that notify, written in from the settings before any script is registered.
 
 Apart from deployer/audit.py (which records events through the scripts) so that the script
-loader (deployer/scripts.py) can configure the prelude without importing the audit trail.
+loader (deployer/state/scripts.py) can configure the prelude without importing the audit trail.
 """
 
 from __future__ import annotations
@@ -36,6 +36,6 @@ def configure_prelude(prelude: str, settings: Settings | None = None) -> str:
     }
     for line, configured in lines.items():
         if line not in prelude:
-            raise RuntimeError(f"deployer/lua/_prelude.lua lost the line {line!r}")
+            raise RuntimeError(f"deployer/state/lua/_prelude.lua lost the line {line!r}")
         prelude = prelude.replace(line, configured)
     return prelude

@@ -213,7 +213,7 @@ end
 -- Progressive rollout (deployer/waves.py): a task of a plan with a strategy
 -- moves its wave's counters too; a failure beyond the failure budget pauses the plan (and,
 -- for onExceed rollback, marks the rollback due); a wave left with no live task wakes the
--- plan's wave step (zset deployer:plan-timers, run by deployer/lua/wave_step.lua).
+-- plan's wave step (zset deployer:plan-timers, run by deployer/state/lua/wave_step.lua).
 local function wave_moved(task_key, plan_key, old, new_status, now)
   local w = redis.call('HGET', task_key, 'wave')
   if not w then return end

@@ -7,7 +7,9 @@ PLAN_TENANTS = "deployer:plan:{plan_id}:tenants"  # list of task ids, submission
 PLAN_QUEUE = "deployer:plan:{plan_id}:queue"  # task ids waiting for a concurrency slot
 PLAN_CLAIM = "deployer:plan:{plan_id}:creating"  # token of the creator of a big plan, TTL
 PLANS = "deployer:plans"  # zset plan id -> created ms
-TASK = "deployer:task:{task_id}"  # hash: its fields are deployer/record.py (TaskRecord, Field)
+TASK = (
+    "deployer:task:{task_id}"  # hash: its fields are deployer/state/record.py (TaskRecord, Field)
+)
 TENANT = "deployer:tenant:{tenant_id}"  # latest task id of the tenant
 LEASE = "deployer:lease:{tenant_id}"  # token of the run that owns the tenant, with TTL
 LEASE_EPOCH = "deployer:lease-epoch:{tenant_id}"  # how many times any run took the tenant
@@ -158,6 +160,7 @@ def notify_event(event_id: str) -> str:
 
 def notify_due(receiver: str) -> str:
     return NOTIFY_DUE.format(receiver=receiver)
+
 
 #: Retention (deployer/retention.py): the token of the worker archiving the plan, with a TTL.
 PLAN_ARCHIVING = "deployer:plan:{plan_id}:archiving"

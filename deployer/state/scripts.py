@@ -1,4 +1,4 @@
-"""The Lua boundary: the one loader of deployer/lua, and the typed replies of its scripts.
+"""The Lua boundary: the one loader of deployer/state/lua, and the typed replies of its scripts.
 
 Every script is registered through `load` (the shared prelude in front, history retention
 from the settings written into it), and every reply a caller branches on is decoded here
@@ -18,10 +18,11 @@ from typing import Any, Literal, TypeVar
 import redis
 from redis.commands.core import Script
 
-from deployer import prelude, tracing
+from deployer import tracing
 from deployer.errors import ScriptReplyError
+from deployer.state import prelude
 
-#: Every script in deployer/lua (the prelude is no script of its own).
+#: Every script in deployer/state/lua (the prelude is no script of its own).
 ScriptName = Literal[
     "archive_drop",
     "archive_mark",
@@ -58,12 +59,12 @@ _BARE: frozenset[ScriptName] = frozenset({"kv_write"})
 
 
 def _read(name: str) -> str:
-    return resources.files("deployer").joinpath(f"lua/{name}.lua").read_text()
+    return resources.files("deployer.state").joinpath(f"lua/{name}.lua").read_text()
 
 
 @cache
 def source(name: ScriptName) -> str:
-    """The text of deployer/lua/{name}.lua with the shared helpers in front (scripts cannot
+    """The text of deployer/state/lua/{name}.lua with the shared helpers in front (scripts cannot
     import). Cached: the settings it reads are fixed for a process."""
     if name in _BARE:
         return _read(name)
