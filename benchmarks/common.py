@@ -137,6 +137,7 @@ class Worker:
         name: str = "bench",
         pool: str = "prefork",
         cwd: Path = ROOT,
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.log = _tmp / f"{name}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
@@ -144,7 +145,7 @@ class Worker:
                 sys.executable, "-m", "celery", "-A", app, "worker",
                 "-n", f"{name}@%h", "-c", str(concurrency), "-P", pool, "-Q", queues,
                 "--without-mingle", "--without-gossip", "-l", "WARNING",
-                "--logfile", str(self.log),
+                "--logfile", str(self.log), *extra,
             ],
             cwd=cwd,
             env=env or dict(os.environ),

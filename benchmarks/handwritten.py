@@ -1,22 +1,34 @@
-"""Deployer beside the same rollout written by hand with plain Celery.
+"""Deployer beside the same rollout written by hand with plain Celery, as a user would run it.
 
 The demo plan's 4 stages (ASBC POST, portal POST, blue-green-gateway write + publish +
 HealthCheck of 2 instances, ob-service write + publish + check) for N tenants against the
-simulated fleet with no delay (`deployer fleet --delay 0`), on one broker and one worker
-(prefork, `-c 2`) that runs both: deployer's plan (all tenants in flight) and the same
-stages as hand-written Celery chains (benchmarks/handwritten_tasks.py: same POST bodies, a
-MULTI HSET of field + metadata, the same PUBLISH, GETs until each instance reports the
-version, `self.retry(countdown=0.25)`; no lease, fencing, checkpoint or events). The
-hand-written side's clock starts before it builds its bodies (deployer builds its stages
-inside its measured time too). Goal: deployer <= 1.2x the hand-written wall time.
+simulated fleet with no delay, **served in its own process** (benchmarks/fleet_process.py),
+all on one Redis (broker and state; `INFO commandstats` counts both sides). Four sides per
+round, their order rotated round after round (deployer, hand-written, ..., then starting one
+later), each a fresh set of tenants:
 
-    python -m benchmarks.handwritten [--tenants 500,2000] [--pairs 1]
+- `deployer`: deployer's own worker as operators run it (`benchmarks.apps.deployer`, prefork
+  `-c 2`, task events on), the plan submitted with every tenant in flight;
+- `hand_events`: the same stages by hand (benchmarks/handwritten_rollout.py: same POST
+  bodies, a MULTI HSET of field + metadata, the same PUBLISH, GETs until each instance
+  reports the version, `self.retry(countdown=0.25)`; no lease, fencing, checkpoint or
+  events) as **their own plain Celery app and worker** (benchmarks/handwritten_app.py,
+  Celery's defaults, `-c 2`, task events on with `-E`): the goal's baseline;
+- `hand_quiet`: that plain worker with task events off (no `-E`);
+- `hand_on_deployer`: the same tasks registered on deployer's worker (the older figure:
+  behind the message guard and guarded transport, beside the maintenance threads).
 
-Wall time on a shared 2-core machine is noisy, so each run also reports what it cost: CPU
-seconds of the worker (main process + pool, from /proc) and of redis-server (INFO cpu), the
-Redis commands it sent (INFO commandstats) and the instance polls the fleet answered, per
-tenant. `--pairs N` runs N interleaved pairs (deployer first, then hand-written first, ...);
-the load average is printed beside every figure.
+The hand-written client sends its chains from this process, its clock starting before it
+builds its bodies (deployer builds its stages inside its measured time too). Goal (issue
+24): deployer <= 1.1x `hand_events` and <= 1.5x `hand_quiet`.
+
+    python -m benchmarks.handwritten [--tenants 500,2000] [--rounds 2]
+
+Wall time on a shared 2-core machine is noisy, so each side also reports what it cost per
+tenant: CPU seconds of its worker (main process + pool children, user + sys, from /proc),
+of redis-server (INFO cpu), the Redis commands run while it ran (INFO commandstats, commands
+inside scripts included; the idle workers' BRPOPs too, a few per second) and the instance
+polls the fleet answered; the 1-minute load average is printed beside every figure.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ import argparse
 import copy
 import json
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -86,13 +100,24 @@ def hand_args(config: dict[str, Any], instances: dict[str, list[str]]) -> dict[s
     return {"tenantId": tc.tenant_id, "version": tc.plan_version, "stages": out}
 
 
-def run_hand(server: common.Server, prefix: str, n: int, instances: dict[str, list[str]]) -> float:
+def run_hand(
+    server: common.Server, prefix: str, n: int, instances: dict[str, list[str]], plain: str | None
+) -> float:
+    """The hand-written chains, sent on the plain app to queue `plain`, or (None) on
+    deployer's app to its stages queue."""
     from celery import chain
 
-    from benchmarks.apps import deployer as app
-    from benchmarks.handwritten_tasks import post, write_verify
+    from benchmarks.handwritten_rollout import DONE
 
-    server.r.delete("bench:hand:done")
+    if plain is None:
+        from benchmarks.apps import deployer as app
+        from benchmarks.handwritten_tasks import post, write_verify
+        from celeryconfig import STAGES_QUEUE as queue
+    else:
+        from benchmarks.handwritten_app import app, post, write_verify
+
+        queue = plain
+    server.r.delete(DONE)
     t0 = time.time()
     with app.producer_or_acquire() as producer:
         for config in tenants(prefix, n):
@@ -102,10 +127,11 @@ def run_hand(server: common.Server, prefix: str, n: int, instances: dict[str, li
             sigs = []
             for i, name in enumerate(order):
                 task = post if "body" in t["stages"][name] else write_verify
-                sigs.append(task.s(t, name) if i == 0 else task.s(name))
+                sig = task.s(t, name) if i == 0 else task.s(name)
+                sigs.append(sig.set(queue=queue))
             chain(*sigs).apply_async(producer=producer)
-    common.wait_until(lambda: server.r.llen("bench:hand:done") >= n, 600, 0.02)
-    last = max(float(x) for x in server.r.lrange("bench:hand:done", 0, -1))
+    common.wait_until(lambda: server.r.llen(DONE) >= n, 600, 0.02)
+    last = max(float(x) for x in server.r.lrange(DONE, 0, -1))
     return last - t0
 
 
@@ -166,49 +192,105 @@ def measured(
     }  # fmt: skip
 
 
+class FleetProcess:
+    """The simulated fleet in its own process (benchmarks/fleet_process.py)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.fleet_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=common.ROOT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+        common._procs.append(self.proc)
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        self.addresses: dict[str, list[str]] = json.loads(self._out.readline())
+
+    def polls(self) -> int:
+        self._in.write(b"stats\n")
+        self._in.flush()
+        return int(json.loads(self._out.readline())["polls"])
+
+
+#: The sides of a round, in the order of the first round (later rounds start one later).
+SIDES = ("deployer", "hand_events", "hand_quiet", "hand_on_deployer")
+PLAIN_QUEUES = {"hand_events": "hand-events", "hand_quiet": "hand-quiet"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tenants", default="500,2000")
-    parser.add_argument("--pairs", type=int, default=1)
+    parser.add_argument("--rounds", "--pairs", type=int, default=2)
+    parser.add_argument("--sides", default=",".join(SIDES))
     args = parser.parse_args()
     server = common.setup(DEPLOYER_FLEET_DELAY_SECONDS="0")
+    sides_run = [s for s in SIDES if s in args.sides.split(",")]
 
-    from deployer.fleet import Behaviour, Fleet
-    from deployer.settings import DEFAULT_INSTANCES, Settings
+    fleet = FleetProcess()
+    os.environ["DEPLOYER_INSTANCES"] = json.dumps(fleet.addresses)
+    env = dict(os.environ)
+    with (
+        common.worker(concurrency=2, env=env) as dw,
+        common.worker(app="benchmarks.handwritten_app", concurrency=2, env=env,
+                      queues=PLAIN_QUEUES["hand_events"], name="hand-events",
+                      extra=("-E",)) as ew,
+        common.worker(app="benchmarks.handwritten_app", concurrency=2, env=env,
+                      queues=PLAIN_QUEUES["hand_quiet"], name="hand-quiet") as qw,
+    ):  # fmt: skip
+        workers = {"deployer": dw, "hand_events": ew, "hand_quiet": qw, "hand_on_deployer": dw}
 
-    s = Settings()
-    free = {svc: ["127.0.0.1:0"] * len(addrs) for svc, addrs in DEFAULT_INSTANCES.items()}
-    with Fleet(free, server.url, s.key_prefix, s.pubsub_topic, s.verify_path, Behaviour()) as f:
-        os.environ["DEPLOYER_INSTANCES"] = json.dumps(f.addresses)
-        with common.worker(concurrency=2, env=dict(os.environ)) as w:
-            run_deployer(server, "warm-d", 20)
-            run_hand(server, "warm-h", 20, f.addresses)
+        def runner(side: str, prefix: str, n: int) -> Callable[[], float]:
+            if side == "deployer":
+                return lambda: run_deployer(server, prefix, n)
+            plain = PLAIN_QUEUES.get(side)
+            return lambda: run_hand(server, prefix, n, fleet.addresses, plain)
 
-            def polls() -> int:
-                return f.stats()["polls"]
+        for side in sides_run:  # warm every worker (imports, connections, the pool)
+            runner(side, f"warm-{side[:6]}-", 20)()
 
-            for n in (int(x) for x in args.tenants.split(",")):
-                for pair in range(args.pairs):
-                    tag = uuid.uuid4().hex[:4]
-                    sides: dict[str, Callable[[], float]] = {
-                        "deployer": lambda tag=tag, n=n: run_deployer(server, f"d{tag}-", n),
-                        "handwritten": lambda tag=tag, n=n: run_hand(
-                            server, f"h{tag}-", n, f.addresses
-                        ),
-                    }
-                    order = ["deployer", "handwritten"][:: 1 if pair % 2 == 0 else -1]
-                    got = {side: measured(server, w, polls, n, sides[side]) for side in order}
-                    d, h = got["deployer"], got["handwritten"]
-                    common.emit(
-                        "handwritten.demo_plan", tenants=n, pair=pair, first=order[0],
-                        deployer_s=d["wall_s"], handwritten_s=h["wall_s"],
-                        ratio=round(d["wall_s"] / h["wall_s"], 2), goal_le=1.2,
-                        met=d["wall_s"] / h["wall_s"] <= 1.2,
-                        cpu_ratio=round(
+        summary: dict[int, dict[str, list[float]]] = {}
+        for n in (int(x) for x in args.tenants.split(",")):
+            for rnd in range(args.rounds):
+                tag = uuid.uuid4().hex[:4]
+                shift = rnd % len(sides_run)
+                order = sides_run[shift:] + sides_run[:shift]
+                got = {
+                    side: measured(
+                        server, workers[side], fleet.polls, n,
+                        runner(side, f"{side[:1]}{side[-3:]}{tag}-", n),
+                    )
+                    for side in order
+                }  # fmt: skip
+                d = got.get("deployer")
+                ratios: dict[str, Any] = {}
+                for side, h in got.items():
+                    if d is None or side == "deployer":
+                        continue
+                    ratios[side] = {
+                        "wall": round(d["wall_s"] / h["wall_s"], 2),
+                        "worker_cpu": round(
                             d["worker_cpu_ms_per_tenant"] / h["worker_cpu_ms_per_tenant"], 2
                         ),
-                        deployer=d, handwritten=h,
-                    )  # fmt: skip
+                        "redis_commands": round(
+                            d["redis_commands_per_tenant"] / h["redis_commands_per_tenant"], 2
+                        ),
+                    }
+                    for k, v in ratios[side].items():
+                        summary.setdefault(n, {}).setdefault(f"{side}.{k}", []).append(v)
+                common.emit(
+                    "handwritten.demo_plan", tenants=n, round=rnd, order=order,
+                    goal={"hand_events": 1.1, "hand_quiet": 1.5}, ratios=ratios,
+                    **{side: got[side] for side in sides_run},
+                )  # fmt: skip
+        for n, ratios_of in summary.items():
+            common.emit(
+                "handwritten.summary", tenants=n, rounds=args.rounds,
+                median={k: round(common.median(v), 2) for k, v in ratios_of.items()},
+                runs={k: v for k, v in ratios_of.items()},
+            )  # fmt: skip
 
 
 if __name__ == "__main__":

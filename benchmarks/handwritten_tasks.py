@@ -1,84 +1,25 @@
-"""The rollout written by hand with plain Celery: what deployer is measured against.
+"""The hand-written rollout registered on deployer's own app (the older, second figure).
 
-Same stages, bodies and checks as deployer's demo plan — ASBC POST, portal POST, then for
-blue-green-gateway and ob-service a MULTI/EXEC HSET of field + `metadata`, the same PUBLISH,
-and GETs of every instance until each reports the version, re-polled with
-`self.retry(countdown=0.25)` — and none of deployer's guarantees: no lease, no fencing, no
-checkpoint, no events, no pause/cancel. Registered on deployer's own app (benchmarks/apps.py)
-so both run on the very same worker with the very same Celery settings.
+The same task bodies as the plain Celery app (benchmarks/handwritten_rollout.py), here on
+`tasks.app` (benchmarks/apps.py imports this module), so both run on the very same worker
+with the very same Celery settings — behind the message guard and guarded transport, beside
+the worker's maintenance threads. `benchmarks/handwritten_app.py` is the figure the goal is
+about: the same bodies as their own plain Celery app and worker.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import time
-from functools import lru_cache
-from typing import Any
-
-import httpx
-import redis
-
+from benchmarks import handwritten_rollout as rollout
 from celeryconfig import STAGES_QUEUE
 from tasks import app
 
-TOPIC = "icc_ai_ops_srv:tenant_config:topic"
-PREFIX = "icc_ai_ops_srv:tenant_config:"
-
-
-@lru_cache(maxsize=1)
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(os.environ["DEPLOYER_REDIS_URL"], decode_responses=True)
-
-
-@lru_cache(maxsize=1)
-def _http() -> httpx.Client:
-    return httpx.Client(timeout=5.0, limits=httpx.Limits(max_keepalive_connections=20))
-
-
-@app.task(name="hand.post", bind=True, ignore_result=True, queue=STAGES_QUEUE, acks_late=True)
-def post(self: Any, tenant: dict[str, Any], stage: str) -> dict[str, Any]:
-    """POST the stage's body to one instance (RANDOM, as deployer's default) and check it."""
-    s = tenant["stages"][stage]
-    body = dict(s["body"])
-    if s.get("timestampField"):
-        body[s["timestampField"]] = str(int(time.time() * 1000))
-    url = f"http://{random.choice(s['instances'])}{s['path']}"
-    answer = _http().post(url, json=body, headers=s["headers"])
-    data = answer.json()
-    for path, want in s.get("expectJson", {}).items():  # "$.code" only, in the demo plan
-        if data.get(path.removeprefix("$.")) != want:
-            raise RuntimeError(f"{stage} answered {data}")
-    return tenant
-
-
-@app.task(
+post = app.task(name="hand.post", bind=True, ignore_result=True, queue=STAGES_QUEUE,
+                acks_late=True)(rollout.post)  # fmt: skip
+write_verify = app.task(
     name="hand.write_verify",
     bind=True,
     ignore_result=True,
     queue=STAGES_QUEUE,
     acks_late=True,
     max_retries=None,
-)
-def write_verify(
-    self: Any, tenant: dict[str, Any], stage: str, written: bool = False
-) -> dict[str, Any]:
-    """Write field + metadata atomically and publish once, then poll every instance."""
-    s, tid, version = tenant["stages"][stage], tenant["tenantId"], tenant["version"]
-    if not written:
-        pipe = _redis().pipeline(transaction=True)
-        pipe.hset(PREFIX + tid, mapping={s["field"]: s["value"], "metadata": s["metadata"]})
-        pipe.execute()
-        message = {"tenantId": tid, "appName": s["appName"], "version": version,
-                   "timestamp": int(time.time() * 1000)}  # fmt: skip
-        _redis().publish(TOPIC, json.dumps(message, separators=(",", ":")))
-    for inst in s["instances"]:
-        got = _http().get(f"http://{inst}{s['verifyPath']}").json().get("version")
-        if got != version:
-            raise self.retry(args=(tenant, stage, True), countdown=0.25)
-    if stage == next(reversed(tenant["stages"])):
-        # The rollout's end, recorded by its last stage with one command (as deployer's last
-        # stage records `endedAt` in its end-of-stage script): no extra task per tenant.
-        _redis().rpush("bench:hand:done", time.time())
-    return tenant
+)(rollout.write_verify)
