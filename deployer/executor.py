@@ -18,8 +18,7 @@ from deployer.context import TaskRuntimeContext
 from deployer.errors import Code, StaleRun, code_of
 from deployer.models import StageSpec
 from deployer.parking import WakeOn
-from deployer.state.scripts import EndVerdict, FailVerdict, Gate
-from deployer.state.store import StageEnd, StageGate, Store
+from deployer.state.replies import EndVerdict, FailVerdict, Gate, StageEnd, StageGate
 from stages import registry
 from stages.base import StepEnv, Wait
 
@@ -77,6 +76,7 @@ class StageStore(Protocol):
 
 
 if TYPE_CHECKING:
+    from deployer.state.store import Store
 
     def _store_is_a_stage_store(store: Store) -> StageStore:
         return store  # mypy holds Store to the protocol here

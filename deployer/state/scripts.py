@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from enum import StrEnum
 from functools import cache
 from importlib import resources
 from typing import Any, Literal, TypeVar
@@ -21,6 +20,10 @@ from redis.commands.core import Script
 from deployer import tracing
 from deployer.errors import ScriptReplyError
 from deployer.state import prelude
+from deployer.state.replies import EndVerdict as EndVerdict
+from deployer.state.replies import FailVerdict as FailVerdict
+from deployer.state.replies import Gate as Gate
+from deployer.state.replies import verdict as verdict
 
 #: Every script in deployer/state/lua (the prelude is no script of its own).
 ScriptName = Literal[
@@ -95,56 +98,9 @@ class TracedScript(Script):
 
 
 # ---- replies -------------------------------------------------------------------------------
-
-
-class Gate(StrEnum):
-    """What stage_begin.lua decided about a stage message."""
-
-    OK = "OK"
-    #: Another run owns the task now (token), or it is no longer in flight.
-    STALE = "STALE"
-    #: Another run holds the tenant lease: ask again in a moment.
-    BUSY = "BUSY"
-    PAUSED = "PAUSED"
-    CANCELLED = "CANCELLED"
-    #: This very step was delivered more than the redelivery cap: give up.
-    REDELIVERED = "REDELIVERED"
-    #: The message's plan or tenant is not its task's: nothing touched.
-    FORGED = "FORGED"
-    #: A newer task deployed the tenant since (detail: its id): not applied.
-    SUPERSEDED = "SUPERSEDED"
-
-
-class EndVerdict(StrEnum):
-    """What stage_end.lua did with a finished stage."""
-
-    #: Checkpointed; the chain goes on.
-    OK = "OK"
-    #: Checkpointed the last stage: the task finished.
-    DONE = "DONE"
-    STALE = "STALE"
-    FORGED = "FORGED"
-
-
-class FailVerdict(StrEnum):
-    """What task_fail.lua did: the task's new status, or why it left the task alone."""
-
-    FAILED = "FAILED"
-    ROLLBACK_FAILED = "ROLLBACK_FAILED"
-    STALE = "STALE"
-    FORGED = "FORGED"
-
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def verdict(kind: type[E], raw: Any, script: str) -> E:
-    """The enum member a script answered; ScriptReplyError for anything else."""
-    try:
-        return kind(str(raw))
-    except ValueError:
-        raise ScriptReplyError(f"{script}.lua answered {raw!r}: not a {kind.__name__}") from None
-
+# The stage scripts' verdicts and `verdict` itself live in replies.py, so a caller branches
+# on a reply without importing the loader; they are re-exported above for this module's
+# other callers.
 
 R = TypeVar("R")
 

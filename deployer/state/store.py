@@ -23,7 +23,7 @@ from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.settings import Settings
 from deployer.state import keys, scripts
 from deployer.state.record import Field, TaskRecord, field_names
-from deployer.state.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state.replies import FailVerdict, StageEnd, StageGate, fail_verdict
 from deployer.worker_id import worker_label
 
 log = logging.getLogger("deployer.store")
@@ -180,35 +180,6 @@ class Dispatch:
     token: str
     run: Run
     context: TaskRuntimeContext
-
-
-@dataclass(frozen=True)
-class StageGate:
-    """What the start-of-stage round trip decided (lua/stage_begin.lua)."""
-
-    verdict: Gate
-    #: STALE: the task's status; BUSY: the lease holder; REDELIVERED: the delivery count;
-    #: FORGED: the task's plan/tenant; SUPERSEDED: the newer task; OK: the status before.
-    detail: str = ""
-    #: OK: this stage (re)took the tenant lease.
-    acquired: bool = False
-    #: The tenant's acquisition count when this stage (re)took the lease, else 0.
-    epoch: int = 0
-
-    @classmethod
-    def from_reply(cls, raw: list[str]) -> StageGate:
-        """`{verdict, detail}`, and for OK also `acquired ('1'/'0'), epoch`."""
-        gate = scripts.verdict(Gate, raw[0] if raw else None, "stage_begin")
-        acquired = gate is Gate.OK and len(raw) > 3 and raw[2] == "1"
-        return cls(gate, raw[1] if len(raw) > 1 else "", acquired, int(raw[3]) if acquired else 0)
-
-
-class StageEnd(NamedTuple):
-    """What the end-of-stage round trip did (lua/stage_end.lua)."""
-
-    verdict: EndVerdict
-    #: DONE: tasks waiting in the plan's queue (+1 when its wave step is due), else 0.
-    waiting: int = 0
 
 
 class Store:
@@ -509,8 +480,7 @@ class Store:
                 ctx.tenant_id,
             ],
         )
-        end = scripts.verdict(EndVerdict, raw[0] if raw else None, "stage_end")
-        return StageEnd(end, int(raw[2]) if end is EndVerdict.DONE and len(raw) > 2 else 0)
+        return StageEnd.from_reply(raw)
 
     def fail(
         self, ctx: TaskRuntimeContext, stage_name: str, reason: str, code: str = Code.STEP_FAILED
@@ -530,7 +500,7 @@ class Store:
                 code,
             ],
         )
-        return scripts.verdict(FailVerdict, raw[0] if raw else None, "task_fail")
+        return fail_verdict(raw)
 
     # ---- commands ----------------------------------------------------------------------
 

@@ -26,8 +26,7 @@ from deployer.errors import (
 from deployer.executor import LEASE_WAIT_SECONDS, Halt, HaltReason, Outcome, Proceed, Reschedule
 from deployer.models import StageSpec, StepSpec
 from deployer.settings import Settings
-from deployer.state.scripts import EndVerdict, FailVerdict, Gate
-from deployer.state.store import StageEnd, StageGate
+from deployer.state.replies import EndVerdict, FailVerdict, Gate, StageEnd, StageGate
 from stages import registry
 from stages.base import Done, Step, StepEnv, StepResult, Wait
 

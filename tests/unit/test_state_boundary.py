@@ -50,7 +50,6 @@ NOT_YET: set[str] = {
     "deployer/control.py",
     "deployer/deadletter.py",
     "deployer/diff.py",
-    "deployer/executor.py",
     "deployer/failover.py",
     "deployer/fleet.py",
     "deployer/liveness.py",
