@@ -8,6 +8,7 @@ step never sleeps in a worker), `Halt` ends the chain here.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, assert_never
 
@@ -62,7 +63,13 @@ Outcome = Proceed | Reschedule | Halt
 
 class StageStore(Protocol):
     """What a stage needs of the store: the gate at its start, the checkpoint at its end,
-    and failing its task (deployer.state.store.Store; a stub in tests/unit/test_run_stage.py)."""
+    and failing its task (deployer.state.store.Store; a stub in tests/unit/test_run_stage.py).
+
+    A stage that is not the last and ran within `fold_window_seconds` leaves its end to the
+    next stage's `begin_stage` (one round trip per stage instead of two)."""
+
+    @property
+    def fold_window_seconds(self) -> float: ...
 
     def begin_stage(
         self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = ""
@@ -131,6 +138,7 @@ def _describe(span: object, outcome: Outcome) -> None:
 def _run_stage(
     store: StageStore, env: StepEnv, ctx: TaskRuntimeContext, stage: StageSpec, worker: str
 ) -> Outcome:
+    began = time.monotonic()  # before the begin: never later than the lease it sets
     gate = store.begin_stage(ctx, stage, worker)
     refused = _refused(store, ctx, stage, gate)
     if refused is not None:
@@ -164,14 +172,21 @@ def _run_stage(
         if i < last:
             ctx = ctx.next_step()  # (after the last one: next_stage)
 
-    return _end_stage(store, ctx.next_stage(), stage)
+    return _end_stage(store, ctx.next_stage(), stage, time.monotonic() - began)
 
 
-def _end_stage(store: StageStore, ctx: TaskRuntimeContext, stage: StageSpec) -> Outcome:
-    """Every step done: checkpoint, and hand the context to the next stage (or finish)."""
+def _end_stage(store: StageStore, ctx: TaskRuntimeContext, stage: StageSpec, ran: float) -> Outcome:
+    """Every step done: checkpoint, and hand the context to the next stage (or finish).
+
+    A stage that is not the last and ran (this attempt, since its begin) within the fold
+    window hands the context on at once: the next stage's begin records this end, and the
+    lease its begin set still covers the whole TTL for the wait in the queue. Otherwise it
+    ends on its own, renewing the lease for that wait (docs/reliability.md)."""
     is_last = ctx.stage_index >= ctx.stage_count
     if not is_last:
-        ctx.encode_for_next_stage()  # the checkpoint below is serialised from it
+        ctx.encode_for_next_stage()  # the message (and any checkpoint) is serialised from it
+        if ran <= store.fold_window_seconds:
+            return Proceed(ctx)
     end = store.end_stage(ctx, stage, is_last)
     match end.verdict:
         case EndVerdict.STALE | EndVerdict.FORGED:

@@ -28,6 +28,9 @@ from deployer.worker_id import worker_label
 
 log = logging.getLogger("deployer.store")
 
+#: A stage that ran at most this share of the lease TTL leaves its end to the next stage's
+#: begin (docs/reliability.md, "A stage's end"); every begin holds the lease that much longer.
+FOLD_WINDOW_SHARE = 0.1
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
 CLAIM_TTL_MS = 30_000
 #: `task_commands`' detail for a command refused because retention is removing the task's
@@ -418,6 +421,16 @@ class Store:
     def _lease_ms(self) -> int:
         return int(self.settings.lease_ttl_seconds * 1000)
 
+    @property
+    def fold_window_seconds(self) -> float:
+        """How long a stage may run and still leave its end to the next stage's begin.
+
+        Every begin sets the lease and the in-flight deadline for the lease TTL plus this
+        window, so a stage that ended within it still has the whole TTL left for its next
+        message's wait in the queue — the margin its own end used to renew. A stage that ran
+        longer ends on its own (`end_stage`), renewing them as before."""
+        return self.settings.lease_ttl_seconds * FOLD_WINDOW_SHARE
+
     def _task_keys(self, ctx: TaskRuntimeContext) -> list[str]:
         return [
             keys.task(ctx.task_id),
@@ -429,7 +442,11 @@ class Store:
 
     def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = "") -> StageGate:
         """`worker` (the Celery node name) is recorded on the task and its stage events, as
-        `{node}/{pid}` (deployer/worker_id.py): the node's heartbeat says if the run lives."""
+        `{node}/{pid}` (deployer/worker_id.py): the node's heartbeat says if the run lives.
+
+        The first message of a stage also records the previous stage's end when that stage
+        left it to this round trip (`fold_window_seconds`): checkpoint, context, duration
+        and STAGE_COMPLETED, once, before the control and lease checks."""
         running = TaskStatus.ROLLING_BACK if ctx.run_kind == "ROLLBACK" else TaskStatus.RUNNING
         raw = self._begin(
             keys=[
@@ -442,7 +459,7 @@ class Store:
                 ctx.stage_index,
                 stage.name,
                 now_ms(),
-                self._lease_ms(),
+                self._lease_ms() + int(self.fold_window_seconds * 1000),
                 ctx.attempt,
                 ctx.step_index,
                 running.value,
@@ -453,12 +470,15 @@ class Store:
                 str(ctx.scratch.get("progress", "")),
                 ctx.plan_id,
                 ctx.tenant_id,
+                ctx.lease_epoch,
             ],
         )
         return StageGate.from_reply(raw)
 
     def end_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, is_last: bool) -> StageEnd:
         """Checkpoint `ctx` (already pointing at the next stage); finish the task if last.
+        (A stage that is not the last and ended within the fold window leaves this to the
+        next stage's `begin_stage`.)
 
         Returns the verdict and, when the task finished, how many tasks wait in its plan's
         queue (so the caller skips the fill round trip when none does).

@@ -56,6 +56,7 @@ class StubStore:
     fail_verdict: FailVerdict = FailVerdict.FAILED
     ended: list[bool] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (reason, code)
+    fold_window_seconds: float = 60.0
 
     def begin_stage(self, ctx: TaskRuntimeContext, stage: StageSpec, worker: str = "") -> StageGate:
         return self.gate
@@ -166,7 +167,7 @@ def test_every_gate_verdict_with_every_step_result(
             assert isinstance(outcome, Proceed)
             assert (outcome.ctx.stage_index, outcome.ctx.step_index) == (1, 0)
             assert ctx.stage_index == 0, "the context is frozen: the next stage gets a new one"
-            assert store.ended == [False] and not store.failed
+            assert store.ended == [] and not store.failed, "its end is the next begin's"
         case "wait":
             assert isinstance(outcome, Reschedule)
             assert (outcome.countdown, outcome.why) == (1.5, "1/2 instances at v20")
@@ -239,3 +240,23 @@ def test_a_known_gate_reply_decodes_to_named_fields() -> None:
         Gate.OK, "PENDING", acquired=True, epoch=7
     )
     assert StageGate.from_reply(["BUSY", "r9.0"]) == StageGate(Gate.BUSY, "r9.0")
+
+
+@pytest.mark.parametrize(("window", "ends_on_its_own"), [(60.0, False), (0.0, True)])
+def test_a_stage_within_the_fold_window_leaves_its_end_to_the_next_begin(
+    window: float, ends_on_its_own: bool, step: Scripted, env: StepEnv
+) -> None:
+    """Within the window the next stage's begin records the end (no round trip here); a
+    stage that ran longer ends on its own, renewing the lease for its next message's wait.
+    Either way the next stage gets the same context."""
+    store = StubStore(StageGate(Gate.OK), fold_window_seconds=window)
+    outcome = executor.run_stage(store, env, _ctx(stage_count=2), STAGE)
+    assert isinstance(outcome, Proceed)
+    assert (outcome.ctx.stage_index, outcome.ctx.step_index, outcome.ctx.attempt) == (1, 0, 0)
+    assert store.ended == ([False] if ends_on_its_own else [])
+
+
+def test_the_last_stage_always_ends_on_its_own(step: Scripted, env: StepEnv) -> None:
+    store = StubStore(StageGate(Gate.OK), end=StageEnd(EndVerdict.DONE), fold_window_seconds=60)
+    assert executor.run_stage(store, env, _ctx(stage_count=1), STAGE) == Halt("done")
+    assert store.ended == [True]

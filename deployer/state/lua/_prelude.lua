@@ -49,11 +49,18 @@ end
 local EVENTS_RETENTION_MS = 604800000
 local EVENTS_INDEX_MAXLEN = 1000000
 
+-- An index key's upkeep (its expiry, trimming its old head) is done once per script: a
+-- second event of the same plan or tenant in one script (a stage's end and the next one's
+-- start) would set the same expiry at the same instant and find nothing older to trim.
+local upkept = {}
+
 local function index_plan(key, id, ms, cutoff, fields)
   local ok = redis.pcall('XADD', key, 'MINID', cutoff, id, unpack(fields))
   -- an index ahead of the global stream (it was deleted and the clock went back): keep the
   -- event under a fresh id rather than fail the script after its state writes
   if type(ok) == 'table' and ok.err then id = redis.call('XADD', key, '*', unpack(fields)) end
+  if upkept[key] then return id end
+  upkept[key] = true
   redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
   -- the count bound is a safety net, checked at one append in 16 (by time) to save a call
   if ms % 16 == 0 and redis.call('XLEN', key) > EVENTS_INDEX_MAXLEN then
@@ -64,15 +71,21 @@ end
 
 local function index_tenant(key, ref, cutoff)
   local length = redis.call('RPUSH', key, ref)
-  redis.call('PEXPIRE', key, EVENTS_RETENTION_MS)
   -- where the tenant's history began, kept for good (one short key per tenant): a list that
   -- expired whole and is created again by a later event then still says that older history
   -- is gone, and since when (a plan's history begins with PLAN_CREATED, so it needs none)
   if length == 1 then redis.call('SET', key .. ':began', ref, 'NX') end
+  -- (a head found young enough this script: nothing older is left to trim)
+  if upkept[key] == 'young' and length <= EVENTS_INDEX_MAXLEN then return end
+  if not upkept[key] then redis.call('PEXPIRE', key, EVENTS_RETENTION_MS) end
+  upkept[key] = 'old'
   local popped
   for _ = 1, 16 do  -- a few per append: old references go as new ones come
     local head = redis.call('LINDEX', key, 0)
-    if not head or tonumber(string.match(head, '^%d+')) >= cutoff then break end
+    if not head or tonumber(string.match(head, '^%d+')) >= cutoff then
+      upkept[key] = 'young'
+      break
+    end
     popped = redis.call('LPOP', key)
   end
   if length > EVENTS_INDEX_MAXLEN then

@@ -1,22 +1,63 @@
--- Start (or re-enter, after a poll) a stage: fence, control flags, lease, status, event.
+-- Start (or re-enter, after a poll) a stage: fence, the previous stage's end, control flags,
+-- lease, status, event.
 -- KEYS: task, plan, lease, inflight, events, lease epoch (counts acquisitions of the tenant),
 --       applied (rank of the last task that took the tenant: "createdAtMs|taskId")
--- ARGV: token, stage_index, stage_name, now_ms, lease_ttl_ms, attempt, step_index,
+-- ARGV: token, stage_index, stage_name, now_ms, hold_ms (the lease TTL plus the fold window:
+--       how long the lease and the in-flight deadline are set for), attempt, step_index,
 --       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress,
---       plan_id, tenant_id (as the message says: checked against the stored task)
+--       plan_id, tenant_id (as the message says: checked against the stored task),
+--       lease_epoch (the message context's: '0' when it never took the lease)
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl, attempt, step_index, running = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 local max_redeliveries, maxlen, ctx_json = tonumber(ARGV[9]), ARGV[10], ARGV[11]
-local worker, progress = ARGV[12], ARGV[13]
+local worker, progress, lease_epoch = ARGV[12], ARGV[13], ARGV[16] or '0'
 
 local t = redis.call('HMGET', task_key, 'token', 'status', 'control', 'taskId', 'tenantId', 'planId',
-  'cursor', 'createdAt', 'runKind', 'force')
+  'cursor', 'createdAt', 'runKind', 'force', 'checkpoint', 'stageStartedAt', 'stageName')
 local cur_token, status, control, task_id, tenant_id, plan_id, cursor = t[1], t[2], t[3], t[4], t[5], t[6], t[7]
 -- The keys above were built from the message's ids: nothing is touched unless they are the task's.
 if forged(t[4], t[6], t[5], ARGV[14], ARGV[15]) then return {'FORGED', (t[6] or '') .. '/' .. (t[5] or '')} end
 if cur_token ~= token then return {'STALE', status or ''} end
 if status ~= 'PENDING' and status ~= 'RUNNING' and status ~= 'ROLLING_BACK' then return {'STALE', status} end
+
+-- The previous stage's end, folded into this begin (docs/reliability.md, "A stage's end"):
+-- a stage that finished within the fold window sent its context on without a round trip of
+-- its own, and the first message of the next stage records that stage's checkpoint, context,
+-- duration and STAGE_COMPLETED here, before the control, lease and redelivery checks below,
+-- exactly as stage_end.lua would have. Only when this run's last start (cursor) lies in the
+-- previous stage and that stage's end is not recorded yet (a stage that ran longer ended on
+-- its own; a redelivered message finds the cursor in this stage): so once.
+if attempt == '0' and step_index == '0' and stage_index ~= '0' and status ~= 'PENDING' then
+  local prev = tostring(tonumber(stage_index) - 1)
+  local in_prev = token .. ':' .. prev .. ':'
+  local unended = cursor and string.sub(cursor, 1, #in_prev) == in_prev
+    and string.match(string.sub(cursor, #in_prev + 1), '^%d+:%d+$')
+  if unended and t[11] == prev then
+    -- that stage's own end (stage_end.lua) checkpointed it under this run's token
+    unended = not string.find(redis.call('HGET', task_key, 'ctx') or '',
+      '"token":"' .. token .. '"', 1, true)
+  end
+  if unended then
+    -- As stage_end.lua: a lease another run took (or held meanwhile: the tenant's epoch
+    -- moved) means that stage's work may be overwritten: nothing recorded, the task stays
+    -- in the reconciler's watch list and runs again from its checkpoint. Free and nobody
+    -- ran in between: take it back.
+    local holder = redis.call('GET', lease_key)
+    if not holder then
+      if lease_epoch ~= '0' and (redis.call('GET', KEYS[6]) or '0') ~= lease_epoch then
+        return {'STALE', 'lease lost'}
+      end
+      redis.call('SET', lease_key, token, 'PX', ttl)
+    elseif holder ~= token then
+      return {'STALE', 'lease lost'}
+    end
+    redis.call('HSET', task_key, 'checkpoint', prev, 'ctx', ctx_json)
+    if t[12] then stage_timed(t[13] or '', t[12], now) end
+    emit(events_key, maxlen, {'type', 'STAGE_COMPLETED', 'planId', plan_id, 'taskId', task_id,
+      'tenantId', tenant_id, 'stage', t[13] or '', 'stageIndex', prev, 'ts', now})
+  end
+end
 
 local pc = redis.call('HMGET', plan_key, 'control', 'waveState')
 local plan_control = pc[1]
