@@ -225,8 +225,8 @@ def test_a_task_paused_or_cancelled_between_stages_stops_at_the_boundary(
     r.hset(f"deployer:task:{d.task_id}", mapping={"control": control, "controlBy": "ops"})
 
     halted = executor.run_stage(store, env, outcome.ctx, second)
-    status = {"PAUSE": "PAUSED", "CANCEL": "CANCELLED"}[control]
-    assert halted == executor.Halt(status.lower(), plan_slot_freed=True)  # type: ignore[arg-type]
+    status, why = {"PAUSE": ("PAUSED", "paused"), "CANCEL": ("CANCELLED", "cancelled")}[control]
+    assert halted == executor.Halt(why, plan_slot_freed=True)
     task = _task(r, d)
     assert (task["status"], task["checkpoint"]) == (status, "0"), "the first stage is done"
     assert TaskRuntimeContext.from_json(task["ctx"]) == outcome.ctx  # resumes at the second
