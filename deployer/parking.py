@@ -68,6 +68,10 @@ class Ack(BaseModel):
     instance: StrictStr = Field(min_length=1, max_length=256)
     version: StrictInt | StrictStr | None = None
 
+    def args(self) -> list[str]:
+        """tenant, service, instance, version ('' for none), as the tick's script reads them."""
+        return list(self.acked())
+
     def acked(self) -> Acked:
         version = "" if self.version is None else str(self.version).strip()
         return Acked(self.tenant_id, self.service, self.instance, version)
