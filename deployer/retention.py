@@ -378,8 +378,8 @@ class Retention:
                 else:
                     outcome = self._copy(plan_id, plan, token, report)
                 if outcome != MarkVerdict.OK:
-                    return outcome
-            return self._remove(plan_id, token, report)
+                    return outcome.value
+            return self._remove(plan_id, token, report).value
         finally:
             self.plans.unlock(plan_id, token)
 
