@@ -1,7 +1,8 @@
 -- Cancel one slice of a plan's tasks (positions start..stop of its tenants list) in one
 -- round trip: a 100,000-task plan is 200 of these, not 100,000 compare-and-set scripts.
 -- The plan's CANCEL flag is already set (no slot is filled, a running stage cancels at its
--- next start or poll); this decides every task of the slice as lifecycle._cancel does:
+-- next start or poll); this decides every task of the slice as lifecycle._cancel does
+-- (tests/integration/test_command_parity.py checks the two agree):
 --   RUNNING, ROLLING_BACK           -> cancel requested (task flag), unless already
 --   PENDING, PAUSED, FAILED, ROLLBACK_FAILED -> CANCELLED now (new token, lease and slot freed)
 --   CANCELLED                       -> already; anything else is refused (finished)
@@ -10,6 +11,8 @@
 -- KEYS: plan, tenants list, queue, inflight, events
 -- ARGV: start, stop, now_ms, by, reason, events_maxlen, task_key_prefix, lease_key_prefix,
 --       last ('1': delete the queue), max_refused_listed
+-- Returns {plan status, now, request, already, refused, then tenant, code, status of the
+-- first max_refused_listed refused}.
 local plan_key, tenants_key, queue_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now, by, reason, maxlen = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6]
 local task_prefix, lease_prefix, max_listed = ARGV[7], ARGV[8], tonumber(ARGV[10])
@@ -47,8 +50,9 @@ for _, task_id in ipairs(redis.call('LRANGE', tenants_key, ARGV[1], ARGV[2])) do
     already_n = already_n + 1
   else
     refused_n = refused_n + 1
-    if #refused < 2 * max_listed then
+    if #refused < 3 * max_listed then
       refused[#refused + 1] = tenant_id
+      refused[#refused + 1] = 'TASK_ALREADY_FINISHED'
       refused[#refused + 1] = status
     end
   end
