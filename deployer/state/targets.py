@@ -28,14 +28,8 @@ def config_hash(prefix: str, tenant_id: str) -> str:
 def fence_key(tenant_id: str, same_server: bool) -> str:
     """The key whose value must equal the run's token for its config write to land: on
     deployer's own Redis the tenant lease itself (one key, no copy to keep in step); on
-    another server a fence key the run sets when it takes the tenant (`take_fence`)."""
+    another server a fence key the run sets to its token when it takes the tenant."""
     return keys.lease(tenant_id) if same_server else keys.fence(tenant_id)
-
-
-def take_fence(target: redis.Redis, tenant_id: str, token: str) -> None:
-    """A run that took the tenant lease on deployer's Redis makes the target's fence its own
-    (only when the target is another server: there the lease is the fence)."""
-    target.set(keys.fence(tenant_id), token)
 
 
 class WriteVerdict(StrEnum):
