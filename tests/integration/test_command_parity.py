@@ -29,6 +29,7 @@ from deployer.models import TaskStatus, task_id_for
 from deployer.planner import Planner
 from deployer.settings import get_settings
 from deployer.state import keys, prelude
+from deployer.state.record import TaskRecord
 from deployer.state.store import Store, TaskRow, now_ms
 from tests.helpers import bg_tenant, unique
 
@@ -65,12 +66,14 @@ def _plan_in(
     assert store.create_plan(plan_id, rows, 1000, f"{plan_id}-")
     text = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
     move = r.register_script(prelude.configure_prelude(text) + MOVE)
-    r.hset(keys.plan(plan_id), mapping={"maxConcurrency": slots, "w:0:c:PENDING": len(cases)})
+    # every task in wave 0, the current one: its counters move with the tasks
+    wave = {"wave": 0, "w:0:c:PENDING": len(cases)}
+    r.hset(keys.plan(plan_id), mapping={"maxConcurrency": slots, **wave})
     ids = [task_id_for(plan_id, t) for t in tenants]
     # parked, due in a day (no park record: a parking tick that pops one drops it)
     r.zadd(keys.PARKED, {task_id: now_ms() + DAY_MS for task_id in ids})
     for task_id, (status, control, started) in zip(ids, cases, strict=True):
-        r.hset(keys.task(task_id), "wave", "0")  # its wave's counters move with it
+        r.hset(keys.task(task_id), "wave", "0")
         if status is not TaskStatus.PENDING:
             move(keys=[keys.task(task_id), keys.plan(plan_id)], args=[status.value])
         fields = {"control": control} if control else {}
@@ -161,3 +164,27 @@ def test_a_slice_writes_what_one_tenants_command_writes(r, command):
         assert events[0].get(a) == events[1].get(b), (i, cases[i])
     assert _counters(r, one_plan) == _counters(r, whole_plan)
     r.zrem(keys.PARKED, *one, *whole)
+
+
+def test_a_resume_takes_first_the_tenants_a_stage_started_as_task_record_reads_started(r):
+    """Which pass of a plan's resume takes a task (plan_pause_slice.lua's `started`: the
+    mid-flight ones are queued first) is `TaskRecord.started`, however the task shows it."""
+    marks = [{}, {"startedAt": "1"}, {"checkpoint": "0"}, {"checkpoint": "-1"},
+             {"startedAt": "", "checkpoint": "2"},
+             {"startedAt": "5", "checkpoint": "-1"}]  # fmt: skip
+    ids = _plan_in(r, [(TaskStatus.PAUSED, None, False)] * len(marks), "started")
+    for task_id, mark in zip(ids, marks, strict=True):
+        if mark:
+            r.hset(keys.task(task_id), mapping=mark)
+    started = {t for t in ids if TaskRecord.from_hash(r.hgetall(keys.task(t))).started}
+    assert 0 < len(started) < len(ids)
+    controller, sent = _controller(r)
+
+    plan_id = r.hget(keys.task(ids[0]), "planId")
+    answer = controller.execute(Command.RESUME, {"planId": plan_id}, by="ops")
+
+    assert answer["ok"] and "pending" not in answer, answer
+    order = [d.task_id for d in sent]
+    assert sorted(order) == sorted(ids)
+    assert set(order[: len(started)]) == started, (order, started)
+    r.zrem(keys.PARKED, *ids)
