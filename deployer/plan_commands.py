@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 from redis.lock import Lock
@@ -42,7 +42,14 @@ from deployer.command_rules import (
 from deployer.errors import Code, DeployerError, NotFound, PlanArchived
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
-from deployer.state.commands import Commands, QueueOp, SliceDecided, TaskCommand, Which
+from deployer.state.commands import (
+    Commands,
+    QueueOp,
+    SliceDecided,
+    SliceQueueOp,
+    TaskCommand,
+    Which,
+)
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
 
@@ -389,7 +396,7 @@ class PlanCommands:
         start: int,
         stop: int,
         backward: bool,
-        queue_op: Literal["PUSH_FRONT", "PUSH_BACK"],
+        queue_op: SliceQueueOp,
         which: Which,
     ) -> None:
         """plan_pause_slice.lua: pause or resume the tasks at positions start..stop in one

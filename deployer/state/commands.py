@@ -30,6 +30,8 @@ from deployer.state.store import now_ms
 #: A queue operation of a task command (lua/task_command.lua): FRONT and REMOVE take the
 #: task's id out of the queue first (a scan); PUSH_FRONT and PUSH_BACK do not (slices).
 QueueOp = Literal["", "FRONT", "REMOVE", "PUSH_FRONT", "PUSH_BACK"]
+#: Where a slice puts a task it queues (no scan of the queue: a stale entry is skipped).
+SliceQueueOp = Literal["PUSH_FRONT", "PUSH_BACK"]
 #: Which tasks a pause or resume slice decides: all, those a stage ever started, the others.
 Which = Literal["ALL", "STARTED", "UNSTARTED"]
 
@@ -325,7 +327,7 @@ class Commands:
         stop: int,
         *,
         backward: bool,
-        queue_op: Literal["PUSH_FRONT", "PUSH_BACK"],
+        queue_op: SliceQueueOp,
         which: Which,
         by: str,
         reason: str,
@@ -365,11 +367,14 @@ class Commands:
 __all__ = [
     "Commands",
     "ControlVerdict",
+    "QueueOp",
     "JobDrop",
     "JobEnd",
     "Refusal",
     "SliceDecided",
+    "SliceQueueOp",
     "TaskCommand",
     "TaskVerdict",
     "TaskWritten",
+    "Which",
 ]
