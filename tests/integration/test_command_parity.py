@@ -11,6 +11,10 @@ and pending flag (none, PAUSE, CANCEL), started or not:
   HealthCheck sent at once, the plan's and its wave's counters) is what task_command.lua
   writes for the same decision.
 
+A failure budget is judged in Lua when a task fails (the prelude's wave_moved stops the
+plan) and read in Python by the plan's view (`Rollout.budget`): the view reads exceeded
+exactly when the script stopped the plan.
+
 (The plan status table, written in both, has its own: tests/integration/test_plan_status.py.)
 """
 
@@ -31,6 +35,8 @@ from deployer.settings import get_settings
 from deployer.state import keys, prelude
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store, TaskRow, now_ms
+from deployer.strategy import Strategy
+from deployer.waves import Rollout, wave_plan
 from tests.helpers import bg_tenant, unique
 
 DAY_MS = 86_400_000
@@ -188,3 +194,39 @@ def test_a_resume_takes_first_the_tenants_a_stage_started_as_task_record_reads_s
     assert sorted(order) == sorted(ids)
     assert set(order[: len(started)]) == started, (order, started)
     r.zrem(keys.PARKED, *ids)
+
+
+@pytest.mark.parametrize("scope", ["plan", "wave"])
+@pytest.mark.parametrize("limit", [0, 1, 2])
+@pytest.mark.parametrize("forgiven", [0, 1])
+def test_the_budget_stops_the_plan_exactly_when_the_plan_view_reads_it_exceeded(
+    r, scope, limit, forgiven
+):
+    """Tasks of the current wave fail one by one (at most four of its five: the wave never
+    runs out of live tasks, so its step never moves the plan to the next wave meanwhile)."""
+    strategy = Strategy.model_validate(
+        {"waves": {"type": "linear", "size": 5}, "failureBudget": {"max": limit, "scope": scope}}
+    )
+    store = Store(r, get_settings())
+    plan_id = unique("budget")
+    tenants = [unique(f"b{i}") for i in range(10)]
+    rows = [TaskRow(t, 1, json.dumps(bg_tenant(t))) for t in tenants]
+    waves = wave_plan(plan_id, tenants, strategy, get_settings())
+    assert store.create_plan(plan_id, rows, 10, f"{plan_id}-", waves=waves)
+    r.hset(keys.plan(plan_id), "budgetForgiven" if scope == "plan" else "w:0:forgiven", forgiven)
+    text = resources.files("deployer.state").joinpath("lua/_prelude.lua").read_text()
+    move = r.register_script(prelude.configure_prelude(text) + MOVE)
+    first_wave = [t for t, w in zip(tenants, waves.wave_of, strict=True) if w == 0]
+
+    for failed, tenant in enumerate(first_wave[:4], 1):
+        task_key = keys.task(task_id_for(plan_id, tenant))
+        move(keys=[task_key, keys.plan(plan_id)], args=["FAILED"])
+        plan = r.hgetall(keys.plan(plan_id))
+        stopped = "budgetExceededWave" in plan  # the script's record of its decision
+        unrecorded = {k: v for k, v in plan.items() if not k.startswith("budgetExceeded")}
+        rollout = Rollout.from_hash(unrecorded)
+        assert rollout is not None and rollout.wave == 0
+        budget = rollout.budget()
+        assert budget is not None
+        assert budget["exceeded"] is stopped, (failed, budget, plan.get("stopReason"))
+        assert stopped is (failed - forgiven > limit)
