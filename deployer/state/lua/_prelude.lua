@@ -65,9 +65,10 @@ end
 local EVENTS_RETENTION_MS = 604800000
 local EVENTS_INDEX_MAXLEN = 1000000
 
--- An index key's upkeep (its expiry, trimming its old head) is done once per script: a
--- second event of the same plan or tenant in one script (a stage's end and the next one's
--- start) would set the same expiry at the same instant and find nothing older to trim.
+-- An index key's upkeep is done once per script: a second event of the same plan or tenant
+-- in one script (a stage's end and the next one's start) would set the same expiry at the
+-- same instant, and a tenant list whose head was already found young enough has nothing
+-- older to trim (one that still had more old references than a pass takes is trimmed again).
 local upkept = {}
 
 local function index_plan(key, id, ms, cutoff, fields)
