@@ -23,7 +23,7 @@ SCRIPTS = [
     ("fleet_wait", 300),  # waiting on a slow fleet costs latency only
     ("api", 600),  # deployer serve on a 100,000-tenant plan, SSE keeping up
     ("sick_instances", 300),  # hanging instances never slow the healthy
-    ("handwritten", 600),  # deployer beside hand-written plain Celery
+    ("handwritten", 1500),  # deployer beside hand-written plain Celery (its own app and worker)
     ("worker_death", 600),  # a dead worker's tenants back within 15 s
     ("growth", 600),  # Redis bytes per tenant-task and at 1,000,000
     ("observability", 600),  # CLI start-up per command; /metrics with 200 plans x 500 tenants
