@@ -1,8 +1,9 @@
 """The Redis repository: plans, tasks, leases, checkpoints and events.
 
 Every state change that must be atomic is one Lua script (deployer/state/lua), so a stage's
-bookkeeping costs one round trip at its start and one at its end, and a reader never sees
-a task's status disagree with its plan's counters.
+bookkeeping costs one round trip at its start (which also records the previous stage's end,
+when that stage left it there) and one at the end of the last stage or of one that ran
+long, and a reader never sees a task's status disagree with its plan's counters.
 """
 
 from __future__ import annotations
