@@ -20,7 +20,7 @@ from deployer.isotime import iso
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
 from deployer.redact import redact
-from deployer.state.plans import PlanRecord, Plans, state_config
+from deployer.state.plans import PlanField, PlanRecord, Plans, state_config
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
@@ -325,6 +325,12 @@ def task_page(
     full = store.get_tasks(scan.task_ids, ROW_FIELDS) if scan.task_ids else []
     return _page([task_row(t) for t in full], scan.position, scan.total,
                  scanned=scan.position - start)  # fmt: skip
+
+
+def wave_count(store: Store, plan_id: str) -> int | None:
+    """How many waves the plan has (0 without a strategy); None when there is no plan."""
+    plan = Plans.of(store).fields(plan_id, PlanField.WAVES)
+    return None if plan is None else plan.waves or 0
 
 
 def wave_page(
