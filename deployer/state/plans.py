@@ -327,21 +327,20 @@ class Plans:
     ) -> ScanPage:
         """The first `limit` tasks of the plan (or wave) from position `start` whose status
         is `status` and whose tenant id contains `search` (lower case; '' for any), looking
-        at no more than `scan` tasks, server-side (lua/task_scan.lua, read-only) and with the
-        list's length in the same round trip."""
+        at no more than `scan` tasks, server-side (lua/task_scan.lua, read-only); with the
+        list's length."""
         if not _SCAN:
             _SCAN.append(scripts.load(self.r, "task_scan"))
         listed = _listed(plan_id, wave)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.llen(listed)
-        _SCAN[0](
+        total = int(self.r.llen(listed))
+        # a script in a pipeline costs a SCRIPT EXISTS round trip of its own: sent alone
+        raw = _SCAN[0](
             keys=[listed],
             args=[start, start + max(1, scan) - 1, limit, status, search, keys.task(""),
                   task_id_for(plan_id, "")],
-            client=pipe,
+            client=self.r,
         )  # fmt: skip
-        total, raw = pipe.execute()
-        return ScanPage(int(raw[0]), [str(t) for t in raw[1:]], int(total))
+        return ScanPage(int(raw[0]), [str(t) for t in raw[1:]], total)
 
     def in_flight_task_ids(self, plan_id: str, scan: int = 5000) -> list[str]:
         """The plan's tasks among the first `scan` tasks in flight anywhere (the reconciler's
