@@ -20,7 +20,8 @@ from deployer.isotime import iso
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
 from deployer.redact import redact
-from deployer.state.plans import PlanField, PlanRecord, Plans, state_config
+from deployer.redis_client import client_for
+from deployer.state.plans import PlanField, PlanRecord, Plans, written_config
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
@@ -274,8 +275,12 @@ def unrestored(task: TaskRecord) -> list[dict[str, str]]:
 
 
 def config_hash(store: Store, tenant_id: str) -> dict[str, str] | None:
-    """The tenant's written config; None when its key is not a hash (a write failed on it)."""
-    return state_config(store, tenant_id)
+    """The tenant's written config, on the target Redis where the runs write it and the
+    services read it (DEPLOYER_TARGET_REDIS_URL; the state Redis unless set); None when its
+    key is not a hash (a write failed on it)."""
+    s = store.settings
+    target = None if s.target_url == s.state_url else client_for(s.target_url)
+    return written_config(store, tenant_id, target)
 
 
 def latest_task_view(store: Store, tenant_id: str) -> dict[str, Any] | None:

@@ -402,8 +402,10 @@ def read_configs(
     return list(pipe.execute())
 
 
-def state_config(store: Store, tenant_id: str) -> dict[str, str] | None:
-    """The tenant's config hash as the *state* Redis holds it: what a task view shows as its
-    written `hash` (the same server as the target's unless DEPLOYER_TARGET_REDIS_URL names
-    another); None when the key is not a hash."""
-    return read_config(store.r, store.settings.key_prefix, tenant_id)
+def written_config(
+    store: Store, tenant_id: str, target: redis.Redis | None = None
+) -> dict[str, str] | None:
+    """The tenant's config hash on `target` (None: the target is the state Redis itself, as
+    it is unless DEPLOYER_TARGET_REDIS_URL names another server); None when the key is not a
+    hash (a write failed on it)."""
+    return read_config(target or store.r, store.settings.key_prefix, tenant_id)
