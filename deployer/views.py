@@ -96,7 +96,7 @@ def task_row(task: TaskRecord) -> dict[str, Any]:
 def waves(plan: PlanRecord) -> list[dict[str, Any]] | None:
     """Per-wave progress when the plan has a strategy (deployer/waves.py reads the plan
     hash: [{"index", "state", "tenants", "done", "failed", ...}]); else None."""
-    return waves_of(dict(plan.raw)) if plan.has_strategy else None
+    return waves_of(plan) if plan.has_strategy else None
 
 
 #: Effects of a command that change something (an ALREADY is legal but does nothing).
@@ -169,7 +169,7 @@ def plan_view(
     }
     # a plan with a strategy: "strategy", "waves" [{"index", "state", "tenants", "done",
     # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "gate", "stopReason"
-    out.update(rollout_view(dict(plan.raw)))
+    out.update(rollout_view(plan))
     if plan.job:
         out["commandInProgress"] = plan.job
     out["commands"] = plan_commands(plan)

@@ -2,11 +2,11 @@
 plans, their task lists and the tenants' latest tasks that the read models need.
 
 Redis keeps a plan as a flat hash of strings: named fields (`PlanField`), a counter of tasks
-per status (`c:{STATUS}`), per-wave fields (`w:{i}:*`, interpreted by deployer/waves.py
-from `PlanRecord.raw`) and metric counters (`m:*`). The Lua scripts in deployer/state/lua
-write it under the same names (keep the two in step: tests/unit/test_plan_record.py checks
-every `PlanField` is one the scripts use). Python outside deployer/state reads a plan only as
-a `PlanRecord`, never by a field's string name.
+per status (`c:{STATUS}`), each wave's fields (`w:{i}:{WaveField}` and its counters
+`w:{i}:c:{STATUS}`, read as `WaveRecord`s) and metric counters (`m:*`). The Lua scripts in
+deployer/state/lua write it under the same names (keep the two in step:
+tests/unit/test_plan_record.py checks every `PlanField` is one the scripts use). Python
+outside deployer/state reads a plan only as a `PlanRecord`, never by a field's string name.
 
 Reading is lenient, as `TaskRecord`'s is: a read model must show a plan whose hash holds a
 corrupt value, so an unreadable number reads as absent (None), absent text as "".
@@ -79,9 +79,33 @@ class PlanField(StrEnum):
     GATE_REFUSALS = "gateRefusals"
 
 
+class WaveField(StrEnum):
+    """Each wave's fields in the plan hash, stored as `w:{index}:{name}` (`wave_field`)."""
+
+    TENANTS = "n"  # how many tenants the wave holds (fixed at submit)
+    BUDGET = "budget"  # its failure budget (a strategy with a per-wave budget)
+    FORGIVEN = "forgiven"  # failures an operator's `budget --reset` forgave
+    STARTED_AT = "startedAt"
+    ENDED_AT = "endedAt"
+    APPROVED_BY = "approvedBy"
+    APPROVED_AT = "approvedAt"
+    PROMOTED_BY = "promotedBy"
+    PROMOTED_AT = "promotedAt"
+    NO_BAKE = "noBake"  # '1': promoted, its bake skipped
+
+
 def count_field(status: TaskStatus) -> str:
     """The plan hash's counter of tasks in `status` (kept by the scripts with each change)."""
     return f"c:{status.value}"
+
+
+def wave_field(index: int, name: WaveField) -> str:
+    return f"w:{index}:{name.value}"
+
+
+def wave_count_field(index: int, status: TaskStatus) -> str:
+    """Wave `index`'s counter of tasks in `status`."""
+    return f"w:{index}:c:{status.value}"
 
 
 def _int(text: str) -> int | None:
@@ -142,7 +166,8 @@ class PlanRecord:
     budget_exceeded_used: int | None = None
     budget_exceeded_max: int | None = None
     budget_exceeded_at: int | None = None
-    gate_status: str = ""
+    #: None when absent (an empty answer is a refusal too).
+    gate_status: str | None = None
     gate_answer: str = ""
     gate_checked_at: int | None = None
     gate_next_at: int | None = None
@@ -176,6 +201,21 @@ class PlanRecord:
         record.__dict__.update(values)
         return record
 
+    def wave_records(self) -> list[WaveRecord]:
+        """Each of the plan's `waves` as stored (in one pass over the hash)."""
+        count = self.waves or 0
+        counts: list[dict[str, int]] = [{} for _ in range(count)]
+        for name, text in self.raw.items():
+            if not name.startswith("w:"):
+                continue
+            index, _, rest = name[2:].partition(":")
+            if not rest.startswith("c:"):
+                continue
+            i, n = _int(index), _int(text)
+            if i is not None and 0 <= i < count and n:
+                counts[i][rest[2:]] = n
+        return [WaveRecord.read(self.raw, i, counts[i]) for i in range(count)]
+
     @property
     def has_strategy(self) -> bool:
         """Whether the plan rolls out in waves (its `strategy` is stored)."""
@@ -184,6 +224,51 @@ class PlanRecord:
     def count(self, status: TaskStatus) -> int:
         """Tasks in `status` (0 when none or unreadable)."""
         return self.counts.get(status, 0)
+
+
+@dataclass(frozen=True)
+class WaveRecord:
+    """One wave's fields of the plan hash (`PlanRecord.wave_records`): numbers and times
+    None when absent or unreadable; who approved or promoted None when nobody did ("" is an
+    approval without a name)."""
+
+    index: int
+    tenants: int = 0
+    #: Its tasks per status (non-zero counters, as the hash lists them).
+    counts: Mapping[str, int] = field(default_factory=dict)
+    budget: int | None = None
+    forgiven: int | None = None
+    started_at: int | None = None
+    ended_at: int | None = None
+    approved_by: str | None = None
+    approved_at: int | None = None
+    promoted_by: str | None = None
+    promoted_at: int | None = None
+    no_bake: bool = False
+
+    @classmethod
+    def read(cls, raw: Mapping[str, str], index: int, counts: Mapping[str, int]) -> WaveRecord:
+        def text(name: WaveField) -> str | None:
+            return raw.get(wave_field(index, name))
+
+        def number(name: WaveField) -> int | None:
+            value = text(name)
+            return _int(value) if value is not None else None
+
+        return cls(
+            index=index,
+            tenants=number(WaveField.TENANTS) or 0,
+            counts=counts,
+            budget=number(WaveField.BUDGET),
+            forgiven=number(WaveField.FORGIVEN),
+            started_at=number(WaveField.STARTED_AT),
+            ended_at=number(WaveField.ENDED_AT),
+            approved_by=text(WaveField.APPROVED_BY),
+            approved_at=number(WaveField.APPROVED_AT),
+            promoted_by=text(WaveField.PROMOTED_BY),
+            promoted_at=number(WaveField.PROMOTED_AT),
+            no_bake=text(WaveField.NO_BAKE) == "1",
+        )
 
 
 _ATTR: dict[PlanField, str] = {}

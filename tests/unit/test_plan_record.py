@@ -12,7 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from deployer.models import TaskStatus
-from deployer.state.plans import PlanField, PlanRecord, count_field
+from deployer.settings import get_settings
+from deployer.state.plans import (
+    PlanField,
+    PlanRecord,
+    WaveField,
+    count_field,
+    wave_count_field,
+    wave_field,
+)
+from deployer.strategy import Strategy
+from deployer.waves import wave_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL = {
@@ -104,6 +114,53 @@ def test_every_field_name_is_one_the_scripts_or_the_submit_write():
     assert [f.value for f in PlanField if f"'{f.value}'" not in lua] == ["strategy"]
 
 
+def test_every_wave_field_name_is_one_the_scripts_use():
+    lua = "".join(
+        p.read_text() for p in resources.files("deployer.state").joinpath("lua").iterdir()
+        if p.name.endswith(".lua")
+    )  # fmt: skip
+    # wkey(w, 'approvedBy') in the scripts; the tenants' count also as 'w:0:n'
+    missing = [f for f in WaveField if f"'{f.value}'" not in lua and f":{f.value}'" not in lua]
+    assert missing == []
+
+
+def test_each_wave_reads_back_its_fields_and_its_counters_in_the_hashs_order():
+    plan = PlanRecord.from_hash({
+        "strategy": "{}", "waves": "2",
+        "w:1:c:FAILED": "1", "w:0:c:RUNNING": "2", "w:0:c:PENDING": "3", "w:0:c:FAILED": "0",
+        "w:0:n": "5", "w:1:n": "x", "w:0:approvedBy": "", "w:0:approvedAt": "17",
+        "w:1:promotedBy": "ops", "w:1:noBake": "1", "w:1:budget": "2", "w:1:forgiven": "1",
+        "w:2:n": "9", "w:2:c:FAILED": "4",  # past `waves`: not a wave of the plan
+    })  # fmt: skip
+    first, second = plan.wave_records()
+    assert (first.index, first.tenants, dict(first.counts)) == (0, 5, {"RUNNING": 2, "PENDING": 3})
+    assert list(first.counts) == ["RUNNING", "PENDING"]  # as the hash lists them
+    assert first.approved_by == "" and first.approved_at == 17  # approved, by nobody named
+    assert first.promoted_by is None and not first.no_bake
+    assert (second.tenants, dict(second.counts), second.budget, second.forgiven) == (
+        0,
+        {"FAILED": 1},
+        2,
+        1,
+    )
+    assert second.promoted_by == "ops" and second.no_bake
+
+
+def test_what_a_strategy_stores_at_submit_reads_back_as_its_waves():
+    strategy = Strategy.model_validate(
+        {"waves": {"type": "linear", "size": 2}, "failureBudget": {"max": 1, "scope": "wave"}}
+    )
+    stored = wave_plan("p", ["a", "b", "c", "d", "e"], strategy, get_settings()).fields
+    plan = PlanRecord.from_hash({k: str(v) for k, v in stored.items()})
+    assert (plan.waves, plan.wave, plan.wave_state, plan.budget_scope) == (3, 0, "RUNNING", "wave")
+    waves = plan.wave_records()
+    assert [w.tenants for w in waves] == [2, 2, 1]
+    assert [dict(w.counts) for w in waves] == [{"PENDING": 2}, {"PENDING": 2}, {"PENDING": 1}]
+    assert [w.budget for w in waves] == [1, 1, 1] and waves[0].started_at is not None
+    assert wave_field(0, WaveField.TENANTS) == "w:0:n"
+    assert wave_count_field(2, TaskStatus.FAILED) == "w:2:c:FAILED"
+
+
 # ---- nobody else reads the plan hash by name -------------------------------------------
 
 #: Store's readers that hand out the plan hash as a dict (or one field of it by name).
@@ -112,14 +169,12 @@ RAW_READERS = {"get_plan", "get_plan_field"}
 COUNTER_PREFIXES = ("c:", "w:", "m:")
 PLAN_FIELDS = {f.value for f in PlanField}
 #: Modules that still read the plan hash as a dict (issue 24: each leaves this list when it
-#: reads a PlanRecord; the list only shrinks). deployer/waves.py interprets the per-wave
-#: fields (`w:{i}:*`) from the hash; the rollout service of step 2 is its next home.
+#: reads a PlanRecord; the list only shrinks).
 NOT_YET = {
     "deployer/metrics.py",
     "deployer/plan_commands.py",
     "deployer/retention.py",
     "deployer/rollout.py",
-    "deployer/waves.py",
 }
 
 
