@@ -174,7 +174,6 @@ NOT_YET = {
     "deployer/metrics.py",
     "deployer/plan_commands.py",
     "deployer/retention.py",
-    "deployer/rollout.py",
 }
 
 
