@@ -52,7 +52,6 @@ NOT_YET: set[str] = {
     "deployer/failover.py",
     "deployer/fleet.py",
     "deployer/liveness.py",
-    "deployer/metrics.py",
     "deployer/notify/outbox.py",
     "deployer/parking.py",
     "deployer/plan_commands.py",
