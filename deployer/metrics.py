@@ -1,4 +1,4 @@
-"""Prometheus metrics read from deployer's Redis state at each scrape, in two round trips.
+"""Prometheus metrics read from deployer's Redis state at each scrape, in three round trips.
 
 Nothing here reads the event stream or scans tasks: the counters are kept in the hash
 `deployer:stats` by the code that writes what they count, in the same round trip (the Lua

@@ -8,8 +8,10 @@ a field `kind|rest` holds one count (`ev|TASK_FAILED`, `fail|portal|STEP_FAILED`
 Nothing here scans tasks or reads the event stream, so a scrape costs the same with 10 plans
 or 100,000 tenants.
 
-A scrape is two round trips, whatever it shows: the indices and the gauges in one pipeline,
-then the hashes those indices name in another (it was seven, one per family of reads).
+A scrape is three round trips, whatever it shows: the indices and the gauges in one
+pipeline, then the plan hashes those indices name in another, then the inflight tasks'
+cursors (`read_tasks`: only store.py reads a task hash) — it was seven, two per family of
+reads and one for the gauges.
 deployer/metrics.py turns the snapshot into Prometheus families; what each number means to
 an operator is there and in docs/operators.md.
 """
@@ -24,7 +26,8 @@ from typing import Any
 import redis
 
 from deployer.state import keys
-from deployer.state.record import Field, TaskRecord, field_names
+from deployer.state.record import Field, TaskRecord
+from deployer.state.store import read_tasks
 
 #: A plan hash field the approval gauge checks (the plan record's, until it reads it).
 _WAVE_STATE = "waveState"
@@ -79,7 +82,7 @@ class Awaiting:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything one scrape shows, read in two round trips."""
+    """Everything one scrape shows, read in three round trips."""
 
     gauges: Gauges
     #: The newest plans that still exist, newest first: (plan id, its hash as stored).
@@ -89,8 +92,8 @@ class Snapshot:
     inflight: list[TaskRecord]
 
 
-def _ask_gauges(pipe: Any, receivers: Sequence[str], heartbeat_ms: int, now_ms: int) -> int:
-    """Queue the gauges' reads on `pipe`; how many replies they take."""
+def _ask_gauges(pipe: Any, receivers: Sequence[str], heartbeat_ms: int, now_ms: int) -> None:
+    """Queue the gauges' reads on `pipe` (`_gauges` reads their replies)."""
     pipe.hgetall(keys.STATS)
     pipe.zcard(keys.PARKED)
     pipe.zrange(keys.PARKED, 0, 0, withscores=True)
@@ -99,7 +102,6 @@ def _ask_gauges(pipe: Any, receivers: Sequence[str], heartbeat_ms: int, now_ms: 
     pipe.zcard(keys.NOTIFY_OUTBOX)
     for name in receivers:
         pipe.zcard(keys.notify_due(name))
-    return 6 + len(receivers)
 
 
 def _gauges(replies: Sequence[Any], receivers: Sequence[str], now_ms: int) -> Gauges:
@@ -136,8 +138,9 @@ def read_snapshot(
     heartbeat_ms: int,
     now_ms: int,
 ) -> Snapshot:
-    """What a scrape shows: the indices and the gauges, then the hashes they name (each
-    plan's whole hash, each awaiting plan's wave state, each inflight task's cursor)."""
+    """What a scrape shows: the indices and the gauges, then the plan hashes they name
+    (each recent plan's whole hash, each awaiting plan's wave state), then each inflight
+    task's cursor."""
     names = tuple(receivers)
     pipe = client.pipeline(transaction=False)
     pipe.zrevrange(keys.PLANS, 0, recent_plans - 1)
@@ -147,20 +150,16 @@ def read_snapshot(
     plan_ids, waiting, task_ids, *gauge_replies = pipe.execute()
     plan_ids = [str(p) for p in plan_ids]
     task_ids = [str(t) for t in task_ids]
-    cursor = field_names([Field.CURSOR])
     hashes: list[Any] = []
-    if plan_ids or waiting or task_ids:
+    if plan_ids or waiting:
         pipe = client.pipeline(transaction=False)
         for plan_id in plan_ids:
             pipe.hgetall(keys.plan(plan_id))
         for plan_id, _ in waiting:
             pipe.hget(keys.plan(plan_id), _WAVE_STATE)
-        for task_id in task_ids:
-            pipe.hmget(keys.task(task_id), cursor)
         hashes = pipe.execute()
-    plans = hashes[: len(plan_ids)]
-    states = hashes[len(plan_ids) : len(plan_ids) + len(waiting)]
-    cursors = hashes[len(plan_ids) + len(waiting) :]
+    plans, states = hashes[: len(plan_ids)], hashes[len(plan_ids) :]
+    inflight = read_tasks(client, task_ids, [Field.CURSOR]) if task_ids else []
     return Snapshot(
         gauges=_gauges(gauge_replies, names, now_ms),
         plans=[(p, dict(h)) for p, h in zip(plan_ids, plans, strict=True) if h],
@@ -168,7 +167,7 @@ def read_snapshot(
             Awaiting(str(p), float(since), str(state or ""))
             for (p, since), state in zip(waiting, states, strict=True)
         ],
-        inflight=[TaskRecord.from_hash(dict(zip(cursor, row, strict=True))) for row in cursors],
+        inflight=inflight,
     )
 
 
