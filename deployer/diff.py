@@ -26,9 +26,10 @@ from deployer.lifecycle import Command, Effect, decide
 from deployer.models import StageSpec, TenantConfig, task_id_for
 from deployer.planner import forward_run, prepare_rollback, written_fields
 from deployer.settings import Settings
-from deployer.state.plans import PlanField, PlanRecord, Plans, read_configs
+from deployer.state.plans import PlanField, PlanRecord, Plans
 from deployer.state.record import Field, TaskRecord
 from deployer.state.store import Store, read_tasks
+from deployer.state.targets import read_configs
 from deployer.strategy import plan_waves
 from stages import registry
 from stages.factory import forward_stages

@@ -211,7 +211,7 @@ def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: 
     from deployer.client import DeployerClient
     from deployer.redis_client import client_for
     from deployer.settings import get_settings, redact_url
-    from deployer.state.plans import config_key, read_config
+    from deployer.state.targets import config_hash, read_config
 
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:
@@ -247,7 +247,7 @@ def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: 
         settings = get_settings()
         final = follow(client.store, plan["planId"], timeout)
         tenant_id = plan["tenants"][0]["tenantId"]
-        hash_key = config_key(settings.key_prefix, tenant_id)
+        hash_key = config_hash(settings.key_prefix, tenant_id)
         console.print(f"\n[bold]HGETALL {hash_key}[/]")
         written = read_config(client_for(settings.target_url), settings.key_prefix, tenant_id)
         for field, value in sorted((written or {}).items()):

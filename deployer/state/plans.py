@@ -28,6 +28,7 @@ from redis.commands.core import Script
 from deployer.models import TaskStatus, task_id_for
 from deployer.state import keys, scripts
 from deployer.state.store import Store
+from deployer.state.targets import read_config
 
 
 class PlanField(StrEnum):
@@ -460,37 +461,11 @@ def _listed(plan_id: str, wave: int | None) -> str:
     return keys.plan_tenants(plan_id) if wave is None else keys.plan_wave(plan_id, wave)
 
 
-# ---- the tenants' written config (the target's hashes, docs/contracts.md §2) ----------------
-
-
-def config_key(prefix: str, tenant_id: str) -> str:
-    """The name of the tenant's config hash on the target (what `deployer demo` prints)."""
-    return keys.config_hash(prefix, tenant_id)
-
-
-def read_config(client: redis.Redis, prefix: str, tenant_id: str) -> dict[str, str] | None:
-    """The tenant's written config; None when its key is not a hash (a write failed on it)."""
-    try:
-        return client.hgetall(config_key(prefix, tenant_id))  # type: ignore[return-value]
-    except redis.ResponseError:
-        return None
-
-
-def read_configs(
-    client: redis.Redis, prefix: str, tenant_ids: Iterable[str]
-) -> list[dict[str, str]]:
-    """Each tenant's written config ({} when none), in one round trip. A key that is not a
-    hash raises redis.ResponseError."""
-    pipe = client.pipeline(transaction=False)
-    for tenant_id in tenant_ids:
-        pipe.hgetall(config_key(prefix, tenant_id))
-    return list(pipe.execute())
-
-
 def written_config(
     store: Store, tenant_id: str, target: redis.Redis | None = None
 ) -> dict[str, str] | None:
     """The tenant's config hash on `target` (None: the target is the state Redis itself, as
     it is unless DEPLOYER_TARGET_REDIS_URL names another server); None when the key is not a
     hash (a write failed on it)."""
-    return read_config(target or store.r, store.settings.key_prefix, tenant_id)
+    client = target if target is not None else store.r
+    return read_config(client, store.settings.key_prefix, tenant_id)
