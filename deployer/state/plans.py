@@ -345,9 +345,6 @@ class Plans:
             return None
         return PlanRecord.from_hash(dict(zip(names, values, strict=True)))
 
-    def exists(self, plan_id: str) -> bool:
-        return bool(self.r.exists(keys.plan(plan_id)))
-
     # ---- many plans -------------------------------------------------------------------
 
     def get_many(self, plan_ids: list[str]) -> list[PlanRecord | None]:
@@ -383,10 +380,6 @@ class Plans:
         return [(str(p), int(score)) for p, score in rows]
 
     # ---- a plan's tasks ---------------------------------------------------------------
-
-    def task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
-        """The plan's task ids in submission order, positions `start`..`end` inclusive."""
-        return [str(t) for t in self.r.lrange(keys.plan_tenants(plan_id), start, end)]
 
     def task_id_page(
         self, plan_id: str, start: int, count: int, wave: int | None = None
