@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 
 from deployer.errors import Code, ScriptReplyError
-from deployer.reconciler import SweepResult
+from deployer.redrive import SweepResult
 from deployer.state import scripts
 from deployer.state.scripts import EndVerdict, FailVerdict, Gate
 
