@@ -3,9 +3,10 @@
 Each duty (the heartbeat, the reconciler, the plan timers, the notification claim, the
 retention pass: tasks/worker.py lists them) has its own period and next-due time; the loop
 sleeps until the earliest one is due, runs what is due, and sets each duty's next time from
-its period (with jitter if it asks: workers then spread out) or from what the duty answered
-(the plan timers know when the next bake ends). A duty that fails is logged and counted
-(`failures`) and due again after its period; it never stops the others or the loop.
+its period (with jitter if it asks: workers then spread out) or, for a `paced` duty, from
+what its pass answered (the plan timers know when the next bake ends). A duty that fails is
+logged and counted (`failures`) and due again after its period; it never stops the others or
+the loop.
 
 Most duties are short (one script call, or a bounded slice of work) and run on the loop's
 own thread. A duty that may run long — a reconcile sweep of thousands of overdue tasks, a
@@ -38,10 +39,13 @@ class Duty:
     """One periodic duty of the loop."""
 
     name: str
-    #: One pass. Answers the seconds until it is due again, or None for its period.
-    run: Callable[[], float | None]
+    #: One pass (what it answers is ignored unless the duty is `paced`).
+    run: Callable[[], object]
     #: Seconds between two passes (and after a failed one).
     every: float
+    #: `run` answers the seconds until it is due again (the plan timers know when the next
+    #: bake ends); `every` only applies after a failed pass.
+    paced: bool = False
     #: Seconds before its first pass.
     first: float = 0.0
     #: Each period is drawn from every * [1 - jitter, 1 + jitter] (workers spread out).
@@ -137,7 +141,9 @@ class MaintenanceLoop(threading.Thread):
         """One pass of `duty`, whatever it raises; its next due time set after it."""
         after: float | None = None
         try:
-            after = duty.run()
+            answer = duty.run()
+            if duty.paced and isinstance(answer, int | float):
+                after = float(answer)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.failures[duty.name] += 1
             log.warning("%s: state store unavailable (%s); retrying", duty.name, exc)

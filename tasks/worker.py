@@ -53,12 +53,8 @@ def reconcile_duty(s: Settings) -> Duty:
     """Re-drive tasks whose lease expired (deployer/redrive.py), every
     DEPLOYER_RECONCILE_INTERVAL_SECONDS with jitter, so workers spread out; a sweep of
     thousands of tasks runs long, so on its own thread."""
-    reconciler = build_reconciler()
-
-    def sweep() -> None:
-        reconciler.sweep()
-
     interval = s.reconcile_interval_seconds
+    sweep = build_reconciler().sweep
     return Duty("reconciler", sweep, interval, first=interval, jitter=0.25, runs_long=True)
 
 
@@ -67,7 +63,7 @@ def plan_timers_duty() -> Duty:
     plan's time; short turns, so on the loop's thread."""
     control = runtime.controller()
     timers = PlanTimers(runtime.store(), control.rollout.advance, control.plans.continue_jobs)
-    return Duty("plan-timers", timers.tick, POLL_SECONDS)
+    return Duty("plan-timers", timers.tick, POLL_SECONDS, paced=True)
 
 
 def liveness_duty(s: Settings, node: str) -> Duty:
@@ -85,11 +81,7 @@ def liveness_duty(s: Settings, node: str) -> Duty:
         held_stages,
         FailoverWatch(store, planner.launch, planner.dispatch),
     )
-
-    def tick() -> None:
-        liveness.tick()
-
-    return Duty("liveness", tick, liveness.interval, runs_long=True, stop=liveness.stop)
+    return Duty("liveness", liveness.tick, liveness.interval, runs_long=True, stop=liveness.stop)
 
 
 def notify_duty(s: Settings) -> Duty:
@@ -98,11 +90,7 @@ def notify_duty(s: Settings) -> Duty:
     (the first claim marks the outbox as delivered, so events are queued from the moment a
     worker starts); the calls on each receiver's own thread, never in a stage or a sweep."""
     notifier = Notifier(runtime.store().r, s)
-
-    def tick() -> None:
-        notifier.tick()
-
-    return Duty("notify", tick, s.notify_interval_seconds, stop=notifier.stop)
+    return Duty("notify", notifier.tick, s.notify_interval_seconds, stop=notifier.stop)
 
 
 def retention_duty(s: Settings, stopped: threading.Event) -> Duty:
@@ -129,10 +117,10 @@ def retention_duty(s: Settings, stopped: threading.Event) -> Duty:
 def maintenance_duties(s: Settings, node: str, stopped: threading.Event) -> list[Duty]:
     """This worker's duties, as its settings enable them: DEPLOYER_WORKER_HEARTBEAT_SECONDS=0
     turns the heartbeat (and the failover watch) off, DEPLOYER_RETENTION_INTERVAL_SECONDS=0
-    the retention pass; notifications are off without a receiver in DEPLOYER_NOTIFY."""
-    duties = [reconcile_duty(s), plan_timers_duty()]
-    if s.worker_heartbeat_seconds > 0:
-        duties.append(liveness_duty(s, node))
+    the retention pass; notifications are off without a receiver in DEPLOYER_NOTIFY. The
+    liveness duty comes first: its stop hook (the heartbeat's removal) runs last."""
+    duties = [liveness_duty(s, node)] if s.worker_heartbeat_seconds > 0 else []
+    duties += [reconcile_duty(s), plan_timers_duty()]
     if s.notify:
         duties.append(notify_duty(s))
     if s.retention_interval_seconds > 0:

@@ -1,6 +1,6 @@
-"""The notification thread of a worker: claims deliveries and sends them, one thread per
-receiver, so a receiver that hangs or fails costs its own deliveries' time and nothing else
-(no stage, no other receiver, no reconciler tick waits on it)."""
+"""A worker's notifier (a duty of its maintenance loop): claims deliveries and sends them,
+one thread per receiver, so a receiver that hangs or fails costs its own deliveries' time
+and nothing else (no stage, no other receiver, no other duty of the loop waits on it)."""
 
 from __future__ import annotations
 
@@ -112,33 +112,6 @@ class Notifier:
         self.stopped.set()
         for pool in self.pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
-
-
-class NotifyThread(Notifier, threading.Thread):
-    """A `Notifier` ticked by a thread of its own, every `notify_interval_seconds`."""
-
-    def __init__(self, r: redis.Redis, settings: Settings) -> None:
-        threading.Thread.__init__(self, name="deployer-notify", daemon=True)
-        Notifier.__init__(self, r, settings)
-
-    def run(self) -> None:
-        # at once, then every interval: the first claim also marks the outbox as delivered
-        # (deployer:notify:active), so events are queued from the moment a worker starts
-        while True:
-            try:
-                self.tick()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("notifications: state store unavailable (%s); next tick retries", exc)
-            except Exception:  # the thread must outlive any one bad tick
-                log.exception("notification tick failed; next tick retries")
-            if self.stopped.wait(self.settings.notify_interval_seconds):
-                return
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self.stopped.set()
-        if self.is_alive():
-            self.join(timeout)
-        Notifier.stop(self)
 
 
 def describe(receivers: dict[str, NotifyReceiver]) -> Any:

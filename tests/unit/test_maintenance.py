@@ -57,7 +57,7 @@ def test_a_long_duty_runs_on_its_own_thread_while_the_short_ones_go_on() -> None
         loop.stop()
 
 
-def test_a_duty_is_due_again_when_it_says_or_after_its_period() -> None:
+def test_a_paced_duty_is_due_again_when_it_says_the_others_after_their_period() -> None:
     stamps: list[int] = []
 
     def paced() -> float:
@@ -65,15 +65,16 @@ def test_a_duty_is_due_again_when_it_says_or_after_its_period() -> None:
         return 0.0 if len(stamps) < 5 else 3600.0  # soon, soon, ..., then in an hour
 
     loop = MaintenanceLoop([
-        Duty("paced", paced, 3600.0),
+        Duty("paced", paced, 3600.0, paced=True),
         Duty("later", lambda: stamps.append(2), 1.0, first=3600.0),
+        Duty("counted", lambda: 0, 3600.0),  # a count it answers is no time
     ])  # fmt: skip
     loop.start()
     try:
         wait_for(lambda: loop.runs["paced"] == 5, what="five passes it asked for")
     finally:
         loop.stop()
-    assert loop.runs["paced"] == 5 and loop.runs["later"] == 0
+    assert loop.runs["paced"] == 5 and loop.runs["later"] == 0 and loop.runs["counted"] == 1
 
 
 def test_stop_ends_the_passes_then_runs_the_stop_hooks_last_duty_first() -> None:
