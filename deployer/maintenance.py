@@ -8,11 +8,13 @@ what its pass answered (the plan timers know when the next bake ends). A duty th
 logged and counted (`failures`) and due again after its period; it never stops the others or
 the loop.
 
-Most duties are short (one script call, or a bounded slice of work) and run on the loop's
-own thread. A duty that may run long — a reconcile sweep of thousands of overdue tasks, a
-retention pass of up to a minute, the heartbeat that must not wait behind either — is
-`runs_long`: it runs on a thread of its own, started and timed by the loop, while the
-loop goes on with the others; it is not started again before its run ends.
+A duty whose pass is short and bounded (one script call) runs on the loop's own thread. A
+duty whose pass may run long — a reconcile sweep of thousands of overdue tasks, a wave step
+that sends a wave's chains, a retention pass of up to a minute — or that must never wait
+behind another (the heartbeat: a late beat reads as a death) is `runs_long`: it runs on a
+thread of its own, started and timed by the loop, while the loop goes on with the others;
+it is not started again before its pass ends. So no duty's pass delays another's more than
+when each had a thread of its own: the loop only waits on the short ones.
 
 `stop()` ends the loop and waits for the duties running (each sees `stopped` and returns
 within its own bound), then runs the duties' `stop` hooks in reverse order (the heartbeat's

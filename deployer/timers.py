@@ -6,9 +6,10 @@ opening, a gate's re-check): this duty of each worker's maintenance loop
 away, so a time another worker wrote is seen soon) and runs the wave step of every plan
 that is due, so a bake ends within a second of its time, not at the next reconciler tick.
 It never calls a gate itself (the rollout service hands gate calls to its own pool) and
-never does more than a bounded slice of a plan command's job per turn (`JOB_SECONDS`), so
-the loop's other duties wait on it at most that long. Any number of workers run it at
-once: a wave step is one atomic script, a job's slice is taken under a lock.
+never does more than a bounded slice of a plan command's job per turn (`JOB_SECONDS`). A
+wave step may send a wave's chains, so the loop runs it on a thread of its own. Any number
+of workers run it at once: a wave step is one atomic script, a job's slice is taken under
+a lock.
 """
 
 from __future__ import annotations

@@ -60,10 +60,10 @@ def reconcile_duty(s: Settings) -> Duty:
 
 def plan_timers_duty() -> Duty:
     """Due wave steps and plan commands' slices (deployer/timers.py): due again at the next
-    plan's time; short turns, so on the loop's thread."""
+    plan's time. A wave step may send a whole wave's chains, so on its own thread."""
     control = runtime.controller()
     timers = PlanTimers(runtime.store(), control.rollout.advance, control.plans.continue_jobs)
-    return Duty("plan-timers", timers.tick, POLL_SECONDS, paced=True)
+    return Duty("plan-timers", timers.tick, POLL_SECONDS, paced=True, runs_long=True)
 
 
 def liveness_duty(s: Settings, node: str) -> Duty:

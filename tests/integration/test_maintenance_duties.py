@@ -38,7 +38,7 @@ def test_every_duty_with_its_period_from_the_environment(monkeypatch: pytest.Mon
         "liveness": (2.0, True),  # five beats per heartbeat TTL
         "retention": (120.0, True),
         "notify": (0.5, False),
-        "plan-timers": (0.5, False),
+        "plan-timers": (0.5, True),
     }
 
 
