@@ -38,9 +38,6 @@ from deployer.worker_id import node_of
 
 log = logging.getLogger("deployer.redrive")
 
-#: The reply of every claim (re-driven slots, failed tasks); the name the reconciler had.
-SweepResult = Claimed
-
 #: Tasks claimed per round trip; a lease sweep repeats while batches come back full.
 BATCH = 200
 #: Round trips per lease sweep at most (bounded loop): 200 * 50 = 10,000 tasks per tick.
