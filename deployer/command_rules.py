@@ -15,9 +15,9 @@ from deployer.context import Unrestored
 from deployer.errors import Code, TargetInvalid
 from deployer.lifecycle import Command, Decision, Effect, decide
 from deployer.models import TaskStatus, is_id
+from deployer.state.commands import TaskCommand, TaskVerdict, TaskWritten
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
-from deployer.state.store import TaskCommand
 from deployer.strategy import MAX_WAVES
 
 #: What a command reads of each task it decides on.
@@ -114,11 +114,11 @@ def unrestored_answer(
     return {"message": f"{message}; {said}", "unrestored": unrestored[:100]}
 
 
-def as_written(decision: Decision, detail: str) -> Decision:
+def as_written(decision: Decision, written: TaskWritten) -> Decision:
     """The decision as written: a rollback that found a newer task's deployment ended
     SUPERSEDED instead."""
-    if detail.startswith("SUPERSEDED:"):
-        newer = detail.split(":", 1)[1]
+    if written.verdict is TaskVerdict.SUPERSEDED:
+        newer = written.detail
         return Decision(
             Effect.NOW,
             SUPERSEDED_STATUS,

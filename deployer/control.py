@@ -44,10 +44,10 @@ from deployer.models import task_id_for
 from deployer.plan_commands import PlanCommands
 from deployer.planner import Planner, prepare_retry, prepare_rollback
 from deployer.rollout import RolloutService, parse_budget
-from deployer.state import keys
+from deployer.state.commands import Commands, QueueOp, TaskCommand, TaskVerdict, TaskWritten
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
-from deployer.state.store import ARCHIVING, Store, TaskCommand
+from deployer.state.store import Store
 
 log = logging.getLogger("deployer.control")
 
@@ -84,7 +84,7 @@ def resume_order(tasks: list[TaskRecord]) -> list[TaskRecord]:
 
 #: How an immediate (NOW) change is written: queue op, new token (fence off anything in
 #: flight, release lease and slot), pending control flag.
-IMMEDIATE: dict[Command, tuple[str, bool, str]] = {
+IMMEDIATE: dict[Command, tuple[QueueOp, bool, str]] = {
     Command.PAUSE: ("REMOVE", True, ""),
     Command.CANCEL: ("REMOVE", True, "CLEAR"),
     Command.RESUME: ("FRONT", False, "CLEAR"),
@@ -101,6 +101,7 @@ class Controller:
         # the rollout service rolls a plan back for its failure budget through this
         # controller's plan rollback: injected here, so it never imports the controller
         self.rollout.rollback = self.budget_rollback
+        self.commands = Commands(self.store.r, self.store.settings)
         self.plans = PlanCommands(self)
 
     @property
@@ -254,7 +255,7 @@ class Controller:
         if decide_task(command, task, force).effect is not Effect.NOW:
             return
         plan_id = task.plan_id
-        flag = self.store.r.hget(keys.plan(plan_id), "control")
+        flag = self.commands.plan_flag(plan_id)
         if flag == "CANCEL":
             raise IllegalTransition(
                 f"plan {plan_id} was cancelled: a {command.value} of one of its tenants would "
@@ -412,7 +413,7 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
-        queue_op: str | None = None,
+        queue_op: QueueOp | None = None,
         *,
         strict: bool = False,
     ) -> Decision:
@@ -429,10 +430,10 @@ class Controller:
                                           force, queue_op, strict=strict)  # fmt: skip
             except DeployerError as exc:
                 return Decision(Effect.REFUSE, code=exc.code, note=exc.message)
-            applied, detail = self.store.task_commands([write.command])[0]
-            if applied:
-                return self.written(decision, detail, task, write.unrestored, by)
-            if detail == ARCHIVING:
+            written = self.commands.task_commands([write.command])[0]
+            if written.applied:
+                return self.written(decision, written, task, write.unrestored, by)
+            if written.verdict is TaskVerdict.ARCHIVING:
                 return Decision(Effect.REFUSE, code=Code.TASK_BUSY,
                                 note="its plan is being archived (retention); try again in a "
                                 "moment")  # fmt: skip
@@ -448,7 +449,7 @@ class Controller:
         reason: str,
         from_checkpoint: bool,
         force: bool = False,
-        queue_op: str | None = None,
+        queue_op: QueueOp | None = None,
         stored: TaskRecord | None = None,
         *,
         strict: bool = False,
@@ -550,7 +551,7 @@ class Controller:
     def written(
         self,
         decision: Decision,
-        detail: str,
+        written: TaskWritten,
         task: TaskRecord,
         unrestored: list[Unrestored],
         by: str,
@@ -558,7 +559,7 @@ class Controller:
         """The decision as written: a rollback that found a newer task's deployment ended
         SUPERSEDED; one applied that cannot restore every service says which (and records
         ROLLBACK_INCOMPLETE)."""
-        decision = as_written(decision, detail)
+        decision = as_written(decision, written)
         if decision.to is SUPERSEDED_STATUS or not unrestored:
             return decision
         self._record_unrestored(task, unrestored, by)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 
 from deployer.settings import Settings
-from deployer.state import keys
+from deployer.state import targets
 
 log = logging.getLogger("deployer.fleet")
 
@@ -102,7 +102,7 @@ class Instance:
 
     def refresh(self, tenant: str) -> None:
         """Read the tenant's hash as the real service would, and schedule the new version."""
-        key = keys.config_hash(self.fleet.key_prefix, tenant)
+        key = targets.config_hash(self.fleet.key_prefix, tenant)
         data, meta = self.fleet.redis.hmget(key, [self.field or "metadata", "metadata"])
         version = None
         if data is not None and meta is not None:

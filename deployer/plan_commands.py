@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
+from redis.lock import Lock
 
 from deployer.command_rules import (
     SUPERSEDED,
@@ -41,9 +42,16 @@ from deployer.command_rules import (
 from deployer.errors import Code, DeployerError, NotFound, PlanArchived
 from deployer.lifecycle import Command, Decision, Effect
 from deployer.models import TaskStatus
-from deployer.state import keys, scripts
+from deployer.state.commands import (
+    Commands,
+    QueueOp,
+    SliceDecided,
+    SliceQueueOp,
+    TaskCommand,
+    Which,
+)
 from deployer.state.record import TaskRecord
-from deployer.state.store import Store, TaskCommand, now_ms
+from deployer.state.store import Store
 
 if TYPE_CHECKING:  # the controller builds this class and is called back through it
     from deployer.control import Controller
@@ -157,12 +165,14 @@ class PlanCommands:
 
     def __init__(self, controller: Controller) -> None:
         self.c = controller
-        self._cancel = scripts.load(controller.store.r, "plan_cancel_slice")
-        self._pause = scripts.load(controller.store.r, "plan_pause_slice")
 
     @property
     def store(self) -> Store:
         return self.c.store
+
+    @property
+    def commands(self) -> Commands:
+        return self.c.commands
 
     # ---- the command -------------------------------------------------------------------
 
@@ -193,16 +203,16 @@ class PlanCommands:
         if command is Command.ROLLBACK and plan.get("strategy"):
             self.c.rollout.halt(plan_id, by, reason or "plan rolled back")
         flag = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}.get(command, "")
-        self.store.plan_control(plan_id, flag, by, reason, "")
-        total = int(self.store.r.llen(keys.plan_tenants(plan_id)))
+        self.commands.plan_control(plan_id, flag, by, reason, "")
+        total = self.commands.tenant_count(plan_id)
         lock = self._lock(plan_id)
         # a slice of an earlier command may hold it for a few ms (a slice is short)
         if not lock.acquire(blocking=True, blocking_timeout=2.0):
             raise DeployerError(f"plan {plan_id}: another command holds it; try again",
                                 code=Code.TASK_BUSY)  # fmt: skip
         try:
-            gen = self.store.plan_job_start(plan_id, command.value, by, reason, force,
-                                            from_checkpoint, total, strict)  # fmt: skip
+            gen = self.commands.job_start(plan_id, command.value, by, reason, force,
+                                          from_checkpoint, total, strict)  # fmt: skip
         finally:
             _release(lock)
         seconds = SYNC_SECONDS if budget_seconds is None else budget_seconds
@@ -261,12 +271,12 @@ class PlanCommands:
         worker's plan-timer loop); the slices done."""
         deadline = time.monotonic() + seconds
         done = 0
-        for plan_id in [str(p) for p in self.store.r.zrange(keys.PLAN_JOBS, 0, 49)]:
+        for plan_id in self.commands.unfinished_jobs(50):
             if time.monotonic() > deadline:
                 break
             job_hash = self._job_hash(plan_id)
             if Job.from_hash(plan_id, job_hash) is None:
-                self.store.plan_job_drop(plan_id, job_hash.get("gen", ""))  # gone or unreadable
+                self.commands.job_drop(plan_id, job_hash.get("gen", ""))  # gone or unreadable
                 continue
             if self.work(plan_id, deadline, wait=False) is not None:
                 done += 1
@@ -299,8 +309,7 @@ class PlanCommands:
                 if job.done:
                     self._finish(job)
                 else:
-                    pairs = [x for kv in job.saved().items() for x in kv]
-                    self.store.r.hset(keys.plan_job(plan_id), items=pairs)
+                    self.commands.save_job(plan_id, job.saved())
             finally:
                 _release(lock)
             if job.command in QUEUES_RUNS:
@@ -314,22 +323,21 @@ class PlanCommands:
         return job if job is not None and (gen is None or job.gen == gen) else None
 
     def _job_hash(self, plan_id: str) -> dict[str, str]:
-        return self.store.r.hgetall(keys.plan_job(plan_id))  # type: ignore[return-value]
+        return self.commands.job_hash(plan_id)
 
     def _job(self, plan_id: str) -> Job | None:
         return Job.from_hash(plan_id, self._job_hash(plan_id))
 
-    def _lock(self, plan_id: str) -> Any:
-        return self.store.r.lock(keys.plan_job_lock(plan_id), timeout=LOCK_SECONDS, sleep=0.01)
+    def _lock(self, plan_id: str) -> Lock:
+        return self.commands.job_lock(plan_id, LOCK_SECONDS)
 
     def _finish(self, job: Job) -> None:
         """Record what the command did (PLAN_<COMMAND>) and release the plan; the job's
         record stays an hour, marked done, for a command still waiting on it."""
-        pairs = [x for kv in job.saved().items() for x in kv]
-        self.store.r.hset(keys.plan_job(job.plan_id), items=pairs)
+        self.commands.save_job(job.plan_id, job.saved())
         acted = sum(job.counts.get(e.value, 0) for e in (Effect.NOW, Effect.REQUEST,
                                                          Effect.WITHDRAW))  # fmt: skip
-        self.store.plan_job_done(
+        self.commands.job_done(
             job.plan_id,
             job.gen,
             acted,
@@ -366,7 +374,7 @@ class PlanCommands:
     def _forward(self, job: Job) -> bool:
         """pause: every task; resume: the tenants that never started (to the queue's back,
         behind the mid-flight ones, in submission order)."""
-        which = "UNSTARTED" if job.command is Command.RESUME else "ALL"
+        which: Which = "UNSTARTED" if job.command is Command.RESUME else "ALL"
         self._pause_slice(job, job.pos, job.pos + STATUS_SLICE - 1, False, "PUSH_BACK", which)
         job.pos += STATUS_SLICE
         return job.pos >= job.total
@@ -383,27 +391,21 @@ class PlanCommands:
         return job.pos >= job.total
 
     def _pause_slice(
-        self, job: Job, start: int, stop: int, backward: bool, queue_op: str, which: str
+        self,
+        job: Job,
+        start: int,
+        stop: int,
+        backward: bool,
+        queue_op: SliceQueueOp,
+        which: Which,
     ) -> None:
         """plan_pause_slice.lua: pause or resume the tasks at positions start..stop in one
         script, as lifecycle.decide would decide each."""
-        s = self.store.settings
-        raw = self._pause(
-            keys=[keys.plan(job.plan_id), keys.plan_tenants(job.plan_id),
-                  keys.plan_queue(job.plan_id), keys.INFLIGHT, keys.EVENTS],
-            args=[job.command.value.upper(), start, stop, "1" if backward else "0", now_ms(),
-                  job.by, job.reason, s.events_maxlen, keys.task(""), queue_op, which,
-                  keys.lease(""), "1" if job.force else "0"],
+        decided = self.commands.pause_slice(
+            job.plan_id, job.command is Command.RESUME, start, stop, backward=backward,
+            queue_op=queue_op, which=which, by=job.by, reason=job.reason, force=job.force,
         )  # fmt: skip
-        outcomes: Counter[str] = Counter()
-        effects = (Effect.NOW, Effect.REQUEST, Effect.WITHDRAW, Effect.ALREADY, Effect.REFUSE)
-        for effect, count in zip(effects, raw[:5], strict=True):
-            outcomes[effect.value] += int(count)
-        refused = [
-            {"tenantId": tenant, "code": code, "message": f"task is {status}"}
-            for tenant, code, status in zip(raw[5::3], raw[6::3], raw[7::3], strict=True)
-        ]
-        job.add(outcomes, refused, [])
+        _add_slice(job, decided)
 
     def _backward_ids(self, job: Job) -> list[str]:
         """The next slice from the end of the plan's tenants, last one first: each pushed to
@@ -423,23 +425,12 @@ class PlanCommands:
 
     def _cancel_slice(self, job: Job) -> bool:
         """cancel: plan_cancel_slice.lua decides a slice of tasks in one script."""
-        s = self.store.settings
         last = job.pos + CANCEL_SLICE >= job.total
-        raw = self._cancel(
-            keys=[keys.plan(job.plan_id), keys.plan_tenants(job.plan_id),
-                  keys.plan_queue(job.plan_id), keys.INFLIGHT, keys.EVENTS],
-            args=[job.pos, job.pos + CANCEL_SLICE - 1, now_ms(), job.by, job.reason,
-                  s.events_maxlen, keys.task(""), keys.lease(""), "1" if last else "0", LISTED],
+        decided = self.commands.cancel_slice(
+            job.plan_id, job.pos, job.pos + CANCEL_SLICE - 1, last=last, by=job.by,
+            reason=job.reason, listed=LISTED,
         )  # fmt: skip
-        outcomes: Counter[str] = Counter()
-        for effect, n in zip((Effect.NOW, Effect.REQUEST, Effect.ALREADY, Effect.REFUSE),
-                             raw[1:5], strict=True):  # fmt: skip
-            outcomes[effect.value] += int(n)
-        refused = [
-            {"tenantId": tenant, "code": Code.TASK_ALREADY_FINISHED, "message": f"task is {st}"}
-            for tenant, st in zip(raw[5::2], raw[6::2], strict=True)
-        ]
-        job.add(outcomes, refused, [])
+        _add_slice(job, decided)
         job.pos += CANCEL_SLICE
         return last
 
@@ -451,8 +442,7 @@ class PlanCommands:
         ids = self.store.plan_task_ids(job.plan_id, job.pos, job.pos + ORDER_SLICE - 1)
         tasks = self._tasks(ids)
         started = {t.task_id: t.started_at for t in tasks if t.started_at}
-        if started:
-            self.store.r.zadd(keys.plan_job_order(job.plan_id), started)
+        self.commands.order_add(job.plan_id, started)
         never = [t for t in tasks if not t.started_at]
         waves = bool(self.store.get_plan_field(job.plan_id, "strategy"))
         stopping = [t for t in never if waves and t.status in (TaskStatus.PENDING,
@@ -460,8 +450,8 @@ class PlanCommands:
         if stopping:
             why = "plan rolled back before this tenant started"
             writes = [self._cancel_write(t, job.by, why) for t in stopping]
-            for task, (applied, _) in zip(stopping, self.store.task_commands(writes), strict=True):
-                if not applied:  # its status moved on: decide it again on its own
+            for task, written in zip(stopping, self.commands.task_commands(writes), strict=True):
+                if not written.applied:  # its status moved on: decide it again on its own
                     self.c.apply(Command.CANCEL, task, job.by, why, False, queue_op="")
             job.seen += len(stopping)
         stopped = {t.task_id for t in stopping}
@@ -479,15 +469,14 @@ class PlanCommands:
 
     def _newest_first(self, job: Job) -> bool:
         """rollback, second pass: the started tenants newest first, to the queue's back."""
-        ids = [str(i) for i in self.store.r.zrevrange(
-            keys.plan_job_order(job.plan_id), job.pos, job.pos + SLICE - 1)]  # fmt: skip
+        ids = self.commands.order_newest(job.plan_id, job.pos, SLICE)
         self._decide_and_write(job, self._tasks(ids), "PUSH_BACK")
         job.pos += len(ids)
         return len(ids) < SLICE
 
     # ---- deciding and writing a slice ----------------------------------------------------
 
-    def _decide_and_write(self, job: Job, tasks: list[TaskRecord], queue_op: str) -> None:
+    def _decide_and_write(self, job: Job, tasks: list[TaskRecord], queue_op: QueueOp) -> None:
         """Each task's decision (lifecycle.decide), and every write of the slice in one
         pipelined round trip; a task whose status moved in between (its compare-and-set
         lost) is decided again on its own."""
@@ -513,12 +502,10 @@ class PlanCommands:
             except DeployerError as exc:
                 refusal = Decision(Effect.REFUSE, code=exc.code, note=exc.message)
                 self._count(outcomes, refused, notes, task, refusal)
-        results = self.store.task_commands([w.command for w in writes])
-        for (task, decision), write, (applied, detail) in zip(
-            pending, writes, results, strict=True
-        ):
-            if applied:
-                decision = self.c.written(decision, detail, task, write.unrestored, job.by)
+        results = self.commands.task_commands([w.command for w in writes])
+        for (task, decision), write, written in zip(pending, writes, results, strict=True):
+            if written.applied:
+                decision = self.c.written(decision, written, task, write.unrestored, job.by)
             else:
                 fresh = self.store.get_tasks([task.task_id], TASK_FIELDS)[0]
                 decision = self.c.apply(command, fresh, job.by, job.reason, job.from_checkpoint,
@@ -556,7 +543,15 @@ class PlanCommands:
         return {t.task_id: rec for t, rec in zip(tasks, records, strict=True) if rec}
 
 
-def _release(lock: Any) -> None:
+def _add_slice(job: Job, decided: SliceDecided) -> None:
+    """Count a slice decided in Redis into its job (a refused task's message: its status)."""
+    outcomes: Counter[str] = Counter({e.value: n for e, n in decided.counts.items()})
+    refused = [{"tenantId": r.tenant_id, "code": r.code, "message": f"task is {r.status}"}
+               for r in decided.refused]  # fmt: skip
+    job.add(outcomes, refused, [])
+
+
+def _release(lock: Lock) -> None:
     try:
         lock.release()
     except LockError:  # expired meanwhile (a very slow slice): the next holder goes on

@@ -16,7 +16,7 @@ import httpx
 import redis
 
 from deployer.settings import Settings
-from deployer.state import keys
+from deployer.state import targets
 from stages import probe
 from stages.discovery import Resolver, resolver_for
 from stages.types import (
@@ -49,7 +49,7 @@ class StepEnv:
 
     def fence_key(self, tenant_id: str) -> str:
         """The key whose value must equal the run's token for a config write to land."""
-        return keys.lease(tenant_id) if self.same_server else keys.fence(tenant_id)
+        return targets.fence_key(tenant_id, self.same_server)
 
     @cached_property
     def discovery(self) -> Resolver:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import redis
 
 from deployer.context import Run, TaskRuntimeContext
-from deployer.errors import Code, PlanArchived, PlanBusy, ScriptReplyError
+from deployer.errors import Code, PlanBusy
 from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.settings import Settings
 from deployer.state import keys, scripts
@@ -30,9 +30,6 @@ log = logging.getLogger("deployer.store")
 
 #: How long a big plan's creation claim lives without a slice written (renewed by each).
 CLAIM_TTL_MS = 30_000
-#: `task_commands`' detail for a command refused because retention is removing the task's
-#: plan from Redis (lua/task_command.lua): a moment later the task is gone or kept live.
-ARCHIVING = "ARCHIVING"
 
 
 def _busy(plan_id: str, what: str) -> PlanBusy:
@@ -156,23 +153,6 @@ class WaveOp:
 
 
 @dataclass(frozen=True)
-class TaskCommand:
-    """One task's part of an operator's command, for `Store.task_command(s)`."""
-
-    task: TaskRecord
-    event: str
-    new_status: str = ""
-    control: str = ""
-    queue_op: str = ""
-    invalidate: bool = False
-    by: str = ""
-    reason: str = ""
-    fields: dict[str, str] | None = None
-    #: A run going back (rollback): SUPERSEDED instead if a newer task deployed the tenant.
-    check_newer: bool = False
-
-
-@dataclass(frozen=True)
 class Dispatch:
     """A task given a concurrency slot: the caller sends its chain from `context`."""
 
@@ -226,10 +206,7 @@ class Store:
         self._finish = scripts.load(client, "plan_finish")
         self.claim_ttl_ms = CLAIM_TTL_MS
         self._fill = scripts.load(client, "plan_fill")
-        self._command = scripts.load(client, "task_command")
-        self._plan_control = scripts.load(client, "plan_control")
         self._wave_step = scripts.load(client, "wave_step")
-        self._plan_job = scripts.load(client, "plan_job")
 
     # ---- plans -------------------------------------------------------------------------
 
@@ -531,141 +508,6 @@ class Store:
             ],
         )
         return scripts.verdict(FailVerdict, raw[0] if raw else None, "task_fail")
-
-    # ---- commands ----------------------------------------------------------------------
-
-    def task_command(
-        self,
-        task: TaskRecord,
-        *,
-        new_status: str = "",
-        control: str = "",
-        queue_op: str = "",
-        invalidate: bool = False,
-        by: str = "",
-        reason: str = "",
-        event: str,
-        fields: dict[str, str] | None = None,
-        check_newer: bool = False,
-    ) -> tuple[bool, str]:
-        """Apply one command to a task if its status is still `task.status` (CAS);
-        `fields` (TaskRecord.to_hash) are written with it. Answers (applied, detail): the
-        status before, the status now (CAS lost), or 'SUPERSEDED:<newer task id>'."""
-        command = TaskCommand(task, event, new_status, control, queue_op, invalidate, by,
-                              reason, fields, check_newer)  # fmt: skip
-        return self.task_commands([command])[0]
-
-    def task_commands(self, commands: list[TaskCommand]) -> list[tuple[bool, str]]:
-        """`task_command` for many tasks in one round trip (pipelined; each its own CAS)."""
-        pipe = self.r.pipeline(transaction=False)
-        now = now_ms()
-        for c in commands:
-            pairs: list[str | int] = []
-            for k, v in (c.fields or {}).items():
-                pairs += [k, v]
-            task = c.task
-            self._command(
-                keys=[
-                    keys.task(task.task_id),
-                    keys.plan(task.plan_id),
-                    keys.plan_queue(task.plan_id),
-                    keys.lease(task.tenant_id),
-                    keys.INFLIGHT,
-                    keys.EVENTS,
-                    keys.applied(task.tenant_id),
-                ],
-                args=[
-                    task.status.value if task.status else "",
-                    c.new_status,
-                    c.control,
-                    c.queue_op,
-                    "1" if c.invalidate else "0",
-                    now,
-                    c.by,
-                    c.reason,
-                    c.event,
-                    self.settings.events_maxlen,
-                    "1" if c.check_newer else "0",
-                    len(pairs) // 2,
-                    *pairs,
-                ],
-                client=pipe,
-            )
-        out: list[tuple[bool, str]] = []
-        for raw in pipe.execute() if commands else []:
-            verdict, detail = str(raw[0]), str(raw[1])
-            if verdict == "SUPERSEDED":
-                out.append((True, f"SUPERSEDED:{detail}"))
-            elif verdict == "ARCHIVING":
-                out.append((False, ARCHIVING))
-            elif verdict in ("OK", "REFUSED"):
-                out.append((verdict == "OK", detail))
-            else:
-                raise ScriptReplyError(f"task_command.lua answered {verdict!r}")
-        return out
-
-    def plan_job_start(
-        self,
-        plan_id: str,
-        command: str,
-        by: str,
-        reason: str,
-        force: bool,
-        from_checkpoint: bool,
-        total: int,
-        strict: bool = False,
-    ) -> int:
-        """Start a plan command's job (replacing any earlier one); its generation.
-        Refused PLAN_ARCHIVED when retention marked the plan since the command read it."""
-        raw = self._plan_job(
-            keys=self._job_keys(plan_id),
-            args=["START", plan_id, now_ms(), self.settings.events_maxlen, command, by, reason,
-                  "1" if force else "0", "1" if from_checkpoint else "0", total,
-                  "1" if strict else "0"],
-        )  # fmt: skip
-        if raw[0] == "ARCHIVED":
-            raise PlanArchived(plan_id)
-        return int(raw[0])
-
-    def plan_job_done(
-        self,
-        plan_id: str,
-        gen: int,
-        acted: int,
-        already: int,
-        skipped: int,
-        superseded: int,
-        unlink_queue: bool,
-    ) -> str | None:
-        """End the job `gen` (PLAN_<COMMAND> recorded); the plan's status, or None when a
-        newer command took over meanwhile."""
-        raw = self._plan_job(
-            keys=self._job_keys(plan_id),
-            args=["DONE", plan_id, now_ms(), self.settings.events_maxlen, gen, acted, already,
-                  skipped, superseded, "1" if unlink_queue else "0"],
-        )  # fmt: skip
-        return str(raw[1]) if raw[0] == "DONE" else None
-
-    def plan_job_drop(self, plan_id: str, gen: str) -> None:
-        """Forget a job whose record is gone or unreadable (`gen` as read, '' for none),
-        unless another one started meanwhile: its plan is no longer held."""
-        args: list[str | int] = ["DROP", plan_id, now_ms(), self.settings.events_maxlen, gen]
-        self._plan_job(keys=self._job_keys(plan_id), args=args)
-
-    def _job_keys(self, plan_id: str) -> list[str]:
-        return [keys.plan(plan_id), keys.plan_job(plan_id), keys.plan_job_order(plan_id),
-                keys.PLAN_JOBS, keys.EVENTS, keys.plan_queue(plan_id)]  # fmt: skip
-
-    def plan_control(self, plan_id: str, control: str, by: str, reason: str, event: str) -> bool:
-        """Set or clear the plan's control flag (False: no such plan). Refused PLAN_ARCHIVED
-        when retention marked the plan (lua/archive_mark.lua) since the command read it."""
-        raw = self._plan_control(
-            keys=[keys.plan(plan_id), keys.EVENTS],
-            args=[control, by, reason, now_ms(), event, self.settings.events_maxlen],
-        )
-        if raw[0] == "ARCHIVED":
-            raise PlanArchived(plan_id)
-        return bool(raw[0] == "OK")
 
     # ---- waves ---------------------------------------------------------------
 

@@ -7,23 +7,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
-
-import redis
-from redis.commands.core import Script
 
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StaleRun
 from deployer.models import StepSpec
-from deployer.state import keys, scripts
+from deployer.state import targets
+from deployer.state.targets import WriteVerdict
 from stages.base import StepEnv
 from stages.types import Done, Step, StepParams, StepResult
-
-
-@lru_cache(maxsize=8)
-def _script_for(client: redis.Redis) -> Script:
-    return scripts.load(client, "kv_write")
 
 
 def compact(value: object) -> str:
@@ -76,14 +68,17 @@ class KeyValueWrite(Step[KeyValueWriteParams]):
             metadata = ""
         else:
             metadata = compact({"version": version})
-        script = _script_for(env.target)
-        verdict = script(
-            keys=[
-                keys.config_hash(env.settings.key_prefix, ctx.tenant_id),
-                env.fence_key(ctx.tenant_id),
-            ],
-            args=[ctx.token, field, value, metadata, len(delete), *delete, *(announce or ())],
+        verdict = targets.write_config(
+            env.target,
+            targets.config_hash(env.settings.key_prefix, ctx.tenant_id),
+            env.fence_key(ctx.tenant_id),
+            ctx.token,
+            field,
+            value,
+            metadata,
+            delete,
+            announce,
         )
-        if verdict != "OK":
+        if verdict is WriteVerdict.STALE:
             raise StaleRun(f"run {ctx.run_id} no longer owns tenant {ctx.tenant_id}; write refused")
         return Done()

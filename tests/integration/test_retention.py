@@ -252,10 +252,10 @@ def test_a_command_after_the_mark_is_refused_and_the_removal_finishes(worker, r,
             controller.plans.run(Command.ROLLBACK, plan_id, "ops", "", False, False)
         # a command that read the plan before the mark: its scripts refuse
         with pytest.raises(PlanArchived) as refused:
-            store.plan_control(plan_id, "", "ops", "", "")
+            controller.commands.plan_control(plan_id, "", "ops", "", "")
         seen["plan"] = refused.value
         with pytest.raises(PlanArchived):
-            store.plan_job_start(plan_id, "ROLLBACK", "ops", "", False, False, 2)
+            controller.commands.job_start(plan_id, "ROLLBACK", "ops", "", False, False, 2)
         seen["task"] = run_cli("rollback", "--tenant", tenants[0], "--json")
         seen["job"] = r.exists(keys.plan_job(plan_id)), r.zscore(keys.PLAN_JOBS, plan_id)
         return remove(plan_id, *args)

@@ -1,4 +1,20 @@
 -- Shared helpers, prepended to every script (Redis scripts cannot import).
+-- The key names the scripts build or use without being given them. deployer/state/keys.py
+-- owns them: deployer/state/prelude.py writes this block from it when a script is loaded
+-- (and tests/unit/test_lua_keys.py keeps the copy here the same; no other line of any
+-- script spells a key name).
+-- BEGIN KEYS
+local K_EVENTS = 'deployer:events'
+local K_STATS = 'deployer:stats'
+local K_PLAN_TIMERS = 'deployer:plan-timers'
+local K_PARKED = 'deployer:parked'
+local K_AWAITING_APPROVAL = 'deployer:awaiting-approval'
+local K_NOTIFY_OUTBOX = 'deployer:notify:outbox'
+local K_NOTIFY_ACTIVE = 'deployer:notify:active'
+local K_PLAN_PREFIX = 'deployer:plan:'
+local K_NOTIFY_EVENT_PREFIX = 'deployer:notify:event:'
+local K_NOTIFY_DUE_PREFIX = 'deployer:notify:due:'
+-- END KEYS
 -- A plan's status moved (defined below, after emit): its PLAN_<STATUS> event when it ended.
 local plan_status_moved
 -- The plan status an operator reads from its tasks' counters: the table in
@@ -87,23 +103,22 @@ end
 -- counters with one HGETALL, never the stream; deployer/notify delivers the outbox), so a
 -- counter or a notification exists exactly when its event does. `configure_prelude` writes
 -- the settings and the notification event names (deployer/notify/events.py) into these lines.
-local STATS_KEY = 'deployer:stats'
 local EVENTS_MAXLEN = 100000
 local NOTIFY_EVENTS = {}
 local NOTIFY_RETENTION_MS = 86400000
 local NOTIFY_OUTBOX_MAX = 10000
 
 local function stat(field, by)
-  redis.call('HINCRBY', STATS_KEY, field, by or 1)
+  redis.call('HINCRBY', K_STATS, field, by or 1)
 end
 
 -- A notification-worthy event joins the outbox: its fields and the plan's counts and stop
 -- reason as they are now (deployer/notify reads them when it delivers, however late).
 local function enqueue_notification(id, fields, plan_id)
-  local key = 'deployer:notify:event:' .. id
+  local key = K_NOTIFY_EVENT_PREFIX .. id
   redis.call('HSET', key, 'id', id, unpack(fields))
   if plan_id and plan_id ~= '' then
-    local p = redis.call('HMGET', 'deployer:plan:' .. plan_id, 'status', 'total', 'stopReason',
+    local p = redis.call('HMGET', K_PLAN_PREFIX .. plan_id, 'status', 'total', 'stopReason',
       'c:PENDING', 'c:RUNNING', 'c:PAUSED', 'c:COMPLETED', 'c:FAILED', 'c:CANCELLED',
       'c:ROLLING_BACK', 'c:ROLLED_BACK', 'c:ROLLBACK_FAILED', 'c:SUPERSEDED', 'wave', 'waves')
     local names = {'plan.status', 'plan.total', 'plan.stopReason', 'plan.c:PENDING',
@@ -115,10 +130,10 @@ local function enqueue_notification(id, fields, plan_id)
     end
   end
   redis.call('PEXPIRE', key, NOTIFY_RETENTION_MS)
-  redis.call('ZADD', 'deployer:notify:outbox', string.match(id, '^%d+'), id)
-  if redis.call('ZCARD', 'deployer:notify:outbox') > NOTIFY_OUTBOX_MAX then
+  redis.call('ZADD', K_NOTIFY_OUTBOX, string.match(id, '^%d+'), id)
+  if redis.call('ZCARD', K_NOTIFY_OUTBOX) > NOTIFY_OUTBOX_MAX then
     -- nobody delivers (no worker has DEPLOYER_NOTIFY): the oldest go, counted
-    redis.call('ZPOPMIN', 'deployer:notify:outbox')
+    redis.call('ZPOPMIN', K_NOTIFY_OUTBOX)
     stat('nt|-|-|dropped')
   end
 end
@@ -154,14 +169,14 @@ local function observe(id, kind, fields, plan_id, reason)
       stat('rd|lease_expired')
     end
   elseif kind == 'WAVE_AWAITING_APPROVAL' and plan_id then
-    redis.call('ZADD', 'deployer:awaiting-approval', string.match(id, '^%d+'), plan_id)
+    redis.call('ZADD', K_AWAITING_APPROVAL, string.match(id, '^%d+'), plan_id)
   elseif (kind == 'WAVE_APPROVED' or kind == 'WAVE_HALTED') and plan_id then
-    redis.call('ZREM', 'deployer:awaiting-approval', plan_id)
+    redis.call('ZREM', K_AWAITING_APPROVAL, plan_id)
   end
   -- queued while some worker delivers notifications (its claims keep the key alive): a
   -- Redis whose workers never had receivers keeps no outbox, and enabling them later does
   -- not replay a day of old events
-  if NOTIFY_EVENTS[kind] and redis.call('EXISTS', 'deployer:notify:active') == 1 then
+  if NOTIFY_EVENTS[kind] and redis.call('EXISTS', K_NOTIFY_ACTIVE) == 1 then
     enqueue_notification(id, fields, plan_id)
   end
 end
@@ -207,13 +222,13 @@ plan_status_moved = function(plan_key, before, after)
   end
   fields[#fields + 1] = 'ts'
   fields[#fields + 1] = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  emit('deployer:events', EVENTS_MAXLEN, fields)
+  emit(K_EVENTS, EVENTS_MAXLEN, fields)
 end
 
 -- Progressive rollout (deployer/waves.py): a task of a plan with a strategy
 -- moves its wave's counters too; a failure beyond the failure budget pauses the plan (and,
 -- for onExceed rollback, marks the rollback due); a wave left with no live task wakes the
--- plan's wave step (zset deployer:plan-timers, run by deployer/state/lua/wave_step.lua).
+-- plan's wave step (zset K_PLAN_TIMERS, run by deployer/state/lua/wave_step.lua).
 local function wave_moved(task_key, plan_key, old, new_status, now)
   local w = redis.call('HGET', task_key, 'wave')
   if not w then return end
@@ -240,15 +255,15 @@ local function wave_moved(task_key, plan_key, old, new_status, now)
       redis.call('HSET', plan_key, 'control', 'PAUSE', 'controlBy', 'failure-budget',
         'controlReason', why, 'stopReason', why, 'budgetExceededUsed', used,
         'budgetExceededMax', limit, 'budgetExceededWave', w, 'budgetExceededAt', now)
-      emit('deployer:events', p[9], {'type', 'BUDGET_EXCEEDED', 'planId', plan_id, 'wave', w,
+      emit(K_EVENTS, p[9], {'type', 'BUDGET_EXCEEDED', 'planId', plan_id, 'wave', w,
         'failed', used, 'max', limit, 'scope', p[5], 'onExceed', p[6], 'ts', now})
       if p[6] == 'rollback' then
         redis.call('HSET', plan_key, 'pendingRollback', '1', 'waveState', 'HALTED')
-        redis.call('ZADD', 'deployer:plan-timers', now, plan_id)
-        emit('deployer:events', p[9], {'type', 'PLAN_AUTO_ROLLBACK', 'planId', plan_id,
+        redis.call('ZADD', K_PLAN_TIMERS, now, plan_id)
+        emit(K_EVENTS, p[9], {'type', 'PLAN_AUTO_ROLLBACK', 'planId', plan_id,
           'wave', w, 'by', 'failure-budget', 'reason', why, 'ts', now})
       else
-        emit('deployer:events', p[9], {'type', 'PLAN_AUTO_PAUSED', 'planId', plan_id,
+        emit(K_EVENTS, p[9], {'type', 'PLAN_AUTO_PAUSED', 'planId', plan_id,
           'wave', w, 'by', 'failure-budget', 'reason', why, 'ts', now})
       end
     end
@@ -258,7 +273,7 @@ local function wave_moved(task_key, plan_key, old, new_status, now)
     for _, s in ipairs({'PENDING', 'RUNNING', 'ROLLING_BACK', 'PAUSED'}) do
       live = live + tonumber(redis.call('HGET', plan_key, c .. s) or '0')
     end
-    if live == 0 then redis.call('ZADD', 'deployer:plan-timers', now, plan_id) end
+    if live == 0 then redis.call('ZADD', K_PLAN_TIMERS, now, plan_id) end
   end
 end
 

@@ -3,7 +3,7 @@
 -- due time past the end of this worker's attempt (position in its batch x the call's
 -- deadline + a margin): a worker that dies mid-delivery leaves it due again then, for any
 -- worker to deliver (at least once; the receiver dedupes on the idempotency key).
--- Each claim also keeps `deployer:notify:active` alive for active_ms: events are queued
+-- Each claim also keeps K_NOTIFY_ACTIVE alive for active_ms: events are queued
 -- while it exists (the Lua prelude), so a worker restarted within that time misses nothing.
 -- KEYS: outbox, active
 -- ARGV: now_ms, batch, call_ms, margin_ms, active_ms, then per receiver: name, events (comma
@@ -18,8 +18,8 @@ for i = 6, #ARGV - 2, 3 do
   for name in string.gmatch(ARGV[i + 1], '[^,]+') do wants[name] = true end
   receivers[#receivers + 1] = {name = ARGV[i], wants = wants, claim = ARGV[i + 2] == '1'}
 end
-local function event_key(id) return 'deployer:notify:event:' .. id end
-local function due_key(name) return 'deployer:notify:due:' .. name end
+local function event_key(id) return K_NOTIFY_EVENT_PREFIX .. id end
+local function due_key(name) return K_NOTIFY_DUE_PREFIX .. name end
 
 -- 1. fan out: every new event to the queue of each receiver that wants its type
 for _, id in ipairs(redis.call('ZRANGE', outbox, 0, 499)) do
@@ -43,7 +43,7 @@ for _, r in ipairs(receivers) do
       if #fields == 0 then
         -- expired (DEPLOYER_NOTIFY_RETENTION_SECONDS) before it could be delivered
         redis.call('ZREM', due_key(r.name), id)
-        redis.call('HINCRBY', 'deployer:stats', 'nt|' .. r.name .. '|-|dropped', 1)
+        redis.call('HINCRBY', K_STATS, 'nt|' .. r.name .. '|-|dropped', 1)
       else
         n = n + 1
         redis.call('ZADD', due_key(r.name), 'XX', now + n * call_ms + margin_ms, id)

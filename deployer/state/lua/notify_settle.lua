@@ -1,7 +1,7 @@
 -- Notifications (deployer/notify): what this worker's attempts did. Delivered: the delivery
 -- leaves its receiver's queue. Failed (not 2xx, a timeout, refused): due again after the
 -- backoff (doubling from backoff_ms up to cap_ms), or given up after max_attempts; both
--- counted (deployer:stats) and recorded as events (NOTIFICATION_FAILED / _DROPPED, in the
+-- counted (K_STATS) and recorded as events (NOTIFICATION_FAILED / _DROPPED, in the
 -- plan's history). A delivery that another worker settled meanwhile (this one's claim had
 -- lapsed) is left as it is: it was delivered at least once.
 -- KEYS: events
@@ -12,8 +12,8 @@ local backoff, cap, maxlen = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local settled = 0
 for i = 6, #ARGV - 3, 4 do
   local name, id, outcome, detail = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local due_key = 'deployer:notify:due:' .. name
-  local key = 'deployer:notify:event:' .. id
+  local due_key = K_NOTIFY_DUE_PREFIX .. name
+  local key = K_NOTIFY_EVENT_PREFIX .. id
   if redis.call('ZSCORE', due_key, id) then
     local e = redis.call('HMGET', key, 'type', 'planId', 'a:' .. name)
     local kind, plan_id, attempt = e[1] or '-', e[2] or '', tonumber(e[3] or '1') or 1

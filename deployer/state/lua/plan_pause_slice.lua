@@ -59,8 +59,8 @@ for i = first, last, step do
         refuse(t[3], 'TASK_CANCELLING', status)
       else
         redis.call('HSET', task_key, 'control', 'PAUSE', 'controlBy', by, 'controlReason', reason)
-        local due = redis.call('ZSCORE', 'deployer:parked', task_id)
-        if due and tonumber(due) > now then redis.call('ZADD', 'deployer:parked', now, task_id) end
+        local due = redis.call('ZSCORE', K_PARKED, task_id)
+        if due and tonumber(due) > now then redis.call('ZADD', K_PARKED, now, task_id) end
         event('TASK_PAUSE_REQUESTED', t, task_id, status, status, reason)
         n.request = n.request + 1
       end

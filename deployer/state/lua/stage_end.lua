@@ -38,5 +38,5 @@ emit(events_key, maxlen, {'type', 'TASK_' .. final_status, 'planId', plan_id, 't
 -- Tell the caller whether a task waits for the slot just freed, or the plan's wave step is
 -- due (this task ended its wave): no fill round trip otherwise.
 local waiting = redis.call('LLEN', KEYS[6])
-if redis.call('ZSCORE', 'deployer:plan-timers', plan_id) then waiting = waiting + 1 end
+if redis.call('ZSCORE', K_PLAN_TIMERS, plan_id) then waiting = waiting + 1 end
 return {'DONE', old, tostring(waiting)}

@@ -1,5 +1,5 @@
 -- Apply an operator's command to one task, compare-and-set on the status it was decided from.
--- KEYS: task, plan, queue, lease, inflight, events, applied (the tenant's deployer:applied)
+-- KEYS: task, plan, queue, lease, inflight, events, applied (keys.APPLIED: who deployed the tenant last)
 -- ARGV: expect_status, new_status ('' = none), control ('' | PAUSE | CANCEL | CLEAR),
 --       queue_op ('' | FRONT | REMOVE | PUSH_FRONT | PUSH_BACK), invalidate ('1': new token,
 --       release lease and slot), now_ms, by, reason, event_type, events_maxlen,
@@ -55,8 +55,8 @@ if control == 'CLEAR' then
 elseif control ~= '' then
   redis.call('HSET', task_key, 'control', control, 'controlBy', by, 'controlReason', reason)
   -- A parked HealthCheck (deployer/parking.py) is sent now, so its gate sees the flag at once.
-  local due = redis.call('ZSCORE', 'deployer:parked', task_id)
-  if due and tonumber(due) > now then redis.call('ZADD', 'deployer:parked', now, task_id) end
+  local due = redis.call('ZSCORE', K_PARKED, task_id)
+  if due and tonumber(due) > now then redis.call('ZADD', K_PARKED, now, task_id) end
 end
 if queue_op == 'FRONT' or queue_op == 'REMOVE' then redis.call('LREM', queue_key, 0, task_id) end
 if queue_op == 'FRONT' or queue_op == 'PUSH_FRONT' then redis.call('LPUSH', queue_key, task_id) end
