@@ -6,7 +6,8 @@ worker again) and appended to the stream `deployer:dead-letters` with why, where
 from and the first bytes of it with secrets masked. The stream is capped by count
 (`MAXLEN ~`) and every field by length, so a flood of garbage costs bounded memory.
 
-Everything here is pure (no Celery, no kombu) except `DeadLetters.record`, which writes.
+Everything here is pure (no Celery, no kombu) except `DeadLetters.record`, which writes
+through deployer/state/deadletters.py (the stream and its count), and `read`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import redis
 
 from deployer.jsonshape import json_depth_exceeds
 from deployer.redact import MASK, SECRET_FIELDS, mask_patterns, normalise
-from deployer.state import keys
+from deployer.state import deadletters
 from deployer.text import encodable
 
 log = logging.getLogger("deployer.guard")
@@ -226,8 +227,7 @@ class DeadLetters:
     """Writes dead letters to the bounded stream and logs each once (WARNING, no body)."""
 
     def __init__(self, r: redis.Redis, maxlen: int) -> None:
-        self.r = r
-        self.maxlen = maxlen
+        self.stream = deadletters.DeadLetterStream(r, maxlen)
 
     def record(self, letter: DeadLetter) -> None:
         """Log and keep `letter`; never raises (a refused message must not become a crash
@@ -239,32 +239,16 @@ class DeadLetters:
             _short(letter.task),
         )
         try:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.xadd(
-                keys.DEAD_LETTERS,
-                letter.fields(int(time.time() * 1000)),  # type: ignore[arg-type]
-                maxlen=self.maxlen,
-                approximate=True,
+            self.stream.append(
+                letter.fields(int(time.time() * 1000)), dead_letter_kind(letter.reason)
             )
-            pipe.hincrby(keys.STATS, f"dl|{dead_letter_kind(letter.reason)}", 1)
-            pipe.execute()
         except Exception as exc:  # noqa: BLE001 - logged; the message is dropped regardless
             log.warning("dead letter not stored (%s)", type(exc).__name__)
 
 
 def read(r: redis.Redis, count: int = 100) -> list[dict[str, Any]]:
     """The newest `count` dead letters, oldest first (for tests and operators)."""
-    entries: Any = r.xrevrange(keys.DEAD_LETTERS, count=count)
-    out = []
-    for entry_id, fields in reversed(entries or []):
-        row = {_decoded(k): _decoded(v) for k, v in (fields or {}).items()}
-        row["entry"] = _decoded(entry_id)
-        out.append(row)
-    return out
-
-
-def _decoded(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
+    return deadletters.newest(r, count)
 
 
 __all__ = [

@@ -32,14 +32,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from deployer.settings import Settings
-from deployer.state import keys, scripts
+from deployer.state.parked import Acked, ParkedResends, ParkVerdict
+from deployer.state.parked import Tick as Tick  # re-exported: what `Parking.tick` answers
 from deployer.state.store import now_ms
 from stages.types import WakeOn as WakeOn  # re-exported: the plugin interface owns it
 
@@ -56,12 +56,6 @@ ACK_BATCH = 1000
 MAX_ACK_BYTES = 4096
 #: How soon a lost ack subscription is tried again.
 RESUBSCRIBE_SECONDS = 2.0
-#: How long an ack that found no parked re-send (its poll was running) is remembered.
-ACKS_TTL_MS = 30_000
-#: How long a tenant's park pointer outlives the due time (acks for it are recorded).
-POINTER_GRACE_MS = 30_000
-#: How long a worker's sends record lives without a pop (it is cleared at the next tick).
-SENDS_TTL_MS = 120_000
 
 
 class Ack(BaseModel):
@@ -75,8 +69,12 @@ class Ack(BaseModel):
     version: StrictInt | StrictStr | None = None
 
     def args(self) -> list[str]:
+        """tenant, service, instance, version ('' for none), as the tick's script reads them."""
+        return list(self.acked())
+
+    def acked(self) -> Acked:
         version = "" if self.version is None else str(self.version).strip()
-        return [self.tenant_id, self.service, self.instance, version]
+        return Acked(self.tenant_id, self.service, self.instance, version)
 
 
 def parse_ack(data: Any) -> Ack | None:
@@ -98,23 +96,12 @@ def ack_countdown(s: Settings, patience: float, waited: float) -> float:
     return max(0.0, min(step, patience - waited))
 
 
-@dataclass
-class Tick:
-    """What one tick did: re-sends to send (task id, signature JSON), acks that woke a
-    parked re-send, and when the next parked one is due (None: nothing parked)."""
-
-    sends: list[tuple[str, str]]
-    woken: int = 0
-    next_due_ms: int | None = None
-
-
 class Parking:
-    """The Redis side: park a re-send (a stage's pool process), tick (a worker's thread)."""
+    """Parks a stage's re-send (a stage's pool process) and ticks (a worker's thread), on
+    the clock of this process: the Redis side is deployer/state/parked.py."""
 
     def __init__(self, r: redis.Redis) -> None:
-        self.r = r
-        self._park = scripts.load(r, "park")
-        self._tick = scripts.load(r, "park_tick")
+        self.parked = ParkedResends(r)
 
     def park(
         self,
@@ -126,41 +113,20 @@ class Parking:
         countdown: float,
         wake: WakeOn,
         sig: str,
-    ) -> str:
-        """Park the stage's re-send: 'OK' parked, 'NOW' an awaited ack came while the poll
-        ran (nothing parked: re-send at once), 'STALE' the run lost the task (send nothing)."""
+    ) -> ParkVerdict:
+        """Park the stage's re-send, due in `countdown` seconds: OK parked, NOW an awaited
+        ack came while the poll ran (nothing parked: re-send at once), STALE the run lost
+        the task (send nothing)."""
         now = now_ms()
-        due = now + int(countdown * 1000)
-        raw = self._park(
-            keys=[
-                keys.task(task_id),
-                keys.PARKED,
-                keys.PARK.format(task_id=task_id),
-                keys.PARK_TENANT.format(tenant_id=tenant_id),
-                keys.PARK_ACKS.format(tenant_id=tenant_id),
-            ],
-            args=[
-                token, due, now, task_id, tenant_id, wake.service,
-                "" if wake.version is None else str(wake.version), position, sig,
-                due - now + POINTER_GRACE_MS, *wake.instances,
-            ],
+        return self.parked.park(
+            task_id=task_id, tenant_id=tenant_id, token=token, position=position, now_ms=now,
+            due_ms=now + int(countdown * 1000), wake=wake, sig=sig,
         )  # fmt: skip
-        return str(raw[0])
 
     def tick(self, node: str, sent: list[str], acks: list[Ack], limit: int = POP_LIMIT) -> Tick:
-        raw = self._tick(
-            keys=[keys.PARKED, keys.worker_sends(node)],
-            args=[
-                now_ms(), limit, SENDS_TTL_MS, keys.PARK.format(task_id=""),
-                keys.PARK_TENANT.format(tenant_id=""), keys.PARK_ACKS.format(tenant_id=""),
-                keys.TASK.format(task_id=""), ACKS_TTL_MS, len(sent), *sent,
-                *[a for ack in acks for a in ack.args()],
-            ],
-        )  # fmt: skip
-        pairs = raw[2:]
-        sends = [(str(pairs[i]), str(pairs[i + 1])) for i in range(0, len(pairs) - 1, 2)]
-        due = int(float(raw[1])) if raw[1] not in ("", None) else None
-        return Tick(sends, int(raw[0]), due)
+        return self.parked.tick(
+            node=node, now_ms=now_ms(), limit=limit, sent=sent, acks=[a.acked() for a in acks]
+        )
 
 
 class ParkingThread(threading.Thread):

@@ -21,7 +21,6 @@ lock lapses) goes on removing. Nothing is removed before its archive copy is com
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -37,8 +36,8 @@ import redis
 
 from deployer.redact import mask_patterns, redact
 from deployer.settings import Settings
-from deployer.state import keys, scripts
 from deployer.state.record import Field, TaskRecord
+from deployer.state.retained import DropSlice, DropVerdict, MarkVerdict, RetainedPlans
 from deployer.state.store import Store, now_ms
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a pass has a plan to archive: it costs the
@@ -69,14 +68,6 @@ _DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", 
 _SCAN_PAGE = 500
 #: Events and tasks read from Redis (and written to the archive) per batch.
 _BATCH = 500
-
-
-#: `deployer:stats` fields (deployer/metrics.py exports them as deployer_retention_*).
-STAT_ARCHIVED = "ret|archived"
-STAT_TASKS = "ret|tasks"
-STAT_FAILURES = "retfail"
-STAT_LAST_SUCCESS = "retok|ms"
-STAT_STREAK = "retok|streak"
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -230,14 +221,6 @@ def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
     return entry
 
 
-def plan_digest(plan: dict[str, str]) -> str:
-    """The plan hash's digest as lua/archive_mark.lua computes it (fields in `plan`'s order,
-    which the mark is given): a plan changed in any field after its copy was read is not
-    marked, nor removed."""
-    flat = b"".join(f"{k}\0{v}\0".encode() for k, v in plan.items())
-    return hashlib.sha1(flat, usedforsecurity=False).hexdigest()
-
-
 def _unchanged_since_archived(plan: dict[str, str]) -> bool:
     """Archived before, and nothing moved in the plan since (its updatedAt is older)."""
     archived = _int(plan.get("archivedAt"))
@@ -259,13 +242,13 @@ class Retention:
         archive: Archive | None = None,
         clock: Callable[[], int] = now_ms,
     ) -> None:
-        self.r = r
         self.settings = settings
         self.store = Store(r, settings)
+        self.plans = RetainedPlans(r)
         self._archive = archive
         self.clock = clock
-        self._mark = scripts.load(r, "archive_mark")
-        self._drop = scripts.load(r, "archive_drop")
+        #: One slice of a plan's removal (an attribute: a test stops a pass between two).
+        self._drop = self.plans.drop
 
     @property
     def archive(self) -> Archive:
@@ -285,30 +268,19 @@ class Retention:
         age = self.settings.retention_seconds if older_than is None else older_than
         now = self.clock()
         cutoff = now - int(age * 1000)
-        newest = self.r.zrevrange(keys.PLANS, 0, 0, withscores=True)
-        newest_ms = int(newest[0][1]) if newest else 0
-        candidates = [str(p) for p in self.r.zrangebyscore(keys.PLANS, "-inf", cutoff)]
+        newest_ms = self.plans.newest_plan_ms()
+        candidates = self.plans.created_before(cutoff)
         if only is not None:
             wanted = set(only)
             candidates = [p for p in candidates if p in wanted]
         due: list[str] = []
         for start in range(0, len(candidates), _SCAN_PAGE):
-            page = candidates[start : start + _SCAN_PAGE]
-            pipe = self.r.pipeline(transaction=False)
-            for plan_id in page:
-                pipe.hmget(keys.plan(plan_id), _DUE_FIELDS)
-                pipe.zscore(keys.PLAN_TIMERS, plan_id)
-                pipe.zscore(keys.PLAN_JOBS, plan_id)
-                pipe.zscore(keys.AWAITING_APPROVAL, plan_id)
-            replies = pipe.execute()
-            for i, plan_id in enumerate(page):
-                values, timer, job, approval = replies[4 * i : 4 * i + 4]
-                plan = {k: v for k, v in zip(_DUE_FIELDS, values, strict=True) if v is not None}
-                busy = timer is not None or job is not None or approval is not None
-                if not plan or (busy and plan.get("archiving") != "1"):
+            for c in self.plans.candidates(candidates[start : start + _SCAN_PAGE], _DUE_FIELDS):
+                plan = c.fields
+                if not plan or (c.busy and plan.get("archiving") != "1"):
                     continue
                 if due_reason(plan, cutoff, newest_ms) is None:
-                    due.append(plan_id)
+                    due.append(c.plan_id)
         return due
 
     def run_pass(
@@ -353,7 +325,7 @@ class Retention:
             ):
                 break
             outcome = self.archive_plan(plan_id, report)
-            if outcome != "DONE" and outcome != "KEPT":
+            if outcome not in (DropVerdict.DONE, DropVerdict.KEPT):
                 report.skipped[plan_id] = outcome
 
     # ---- what an operator sees -------------------------------------------------------------
@@ -361,14 +333,10 @@ class Retention:
     def record_success(self, report: PassReport) -> None:
         """Count the pass's plans and tasks, stamp its success and end a failure streak
         (logged once when it ends)."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hincrby(keys.STATS, STAT_ARCHIVED, len(report.archived))
-        pipe.hincrby(keys.STATS, STAT_TASKS, report.tasks_archived)
-        pipe.hset(keys.STATS, STAT_LAST_SUCCESS, self.clock())
-        pipe.hget(keys.STATS, STAT_STREAK)
-        pipe.hset(keys.STATS, STAT_STREAK, 0)
         try:
-            streak = _int(pipe.execute()[3])
+            streak = self.plans.count_success(
+                len(report.archived), report.tasks_archived, self.clock()
+            )
         except redis.RedisError:
             return
         if streak:
@@ -379,10 +347,7 @@ class Retention:
         Redis) is logged as an error with its cause, the others at debug level."""
         reason = failure_reason(exc)
         try:
-            pipe = self.r.pipeline(transaction=False)
-            pipe.hincrby(keys.STATS, f"{STAT_FAILURES}|{reason}", 1)
-            pipe.hincrby(keys.STATS, STAT_STREAK, 1)
-            streak = int(pipe.execute()[1])
+            streak = self.plans.count_failure(reason)
         except redis.RedisError:
             streak = 1  # Redis itself is gone: say so every time
         if streak == 1:
@@ -399,12 +364,10 @@ class Retention:
         tasks stay live), 'BUSY' (another worker has it), 'LIVE', 'CHANGED', 'GONE')."""
         report = report if report is not None else PassReport()
         token = uuid.uuid4().hex
-        lock = keys.plan_archiving(plan_id)
-        ttl = int(self.settings.retention_lock_seconds * 1000)
-        if not self.r.set(lock, token, nx=True, px=ttl):
+        if not self.plans.lock(plan_id, token, self._lock_ms()):
             return "BUSY"
         try:
-            plan: dict[str, str] = self.r.hgetall(keys.plan(plan_id))  # type: ignore[assignment]
+            plan = self.plans.plan_hash(plan_id)
             if not plan:
                 return "GONE"
             if plan.get("archiving") != "1":
@@ -414,21 +377,20 @@ class Retention:
                     outcome = self._mark_archived(plan_id, plan, token)
                 else:
                     outcome = self._copy(plan_id, plan, token, report)
-                if outcome != "OK":
-                    return outcome
-            return self._remove(plan_id, token, report)
+                if outcome != MarkVerdict.OK:
+                    return outcome.value
+            return self._remove(plan_id, token, report).value
         finally:
-            self._unlock(lock, token)
+            self.plans.unlock(plan_id, token)
 
-    def _copy(self, plan_id: str, plan: dict[str, str], token: str, report: PassReport) -> str:
+    def _copy(
+        self, plan_id: str, plan: dict[str, str], token: str, report: PassReport
+    ) -> MarkVerdict:
         """Steps 1 and 2: the archive copy, committed, then the mark in Redis."""
         timeline: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        stream = keys.events_plan(plan_id)
-        start = "-"
+        after: str | None = None
         while True:
-            entries: list[tuple[str, dict[str, str]]] = self._timed(
-                report, partial(self.r.xrange, stream, min=start, count=_BATCH)
-            )
+            entries = self._timed(report, partial(self.plans.plan_events, plan_id, after, _BATCH))
             rows = []
             for entry_id, fields in entries:
                 rows.append(event_row(plan_id, entry_id, fields))
@@ -441,14 +403,11 @@ class Retention:
             self._renew(plan_id, token)
             if len(entries) < _BATCH:
                 break
-            start = f"({entries[-1][0]}"
+            after = entries[-1][0]
         ended = 0
-        tenants = keys.plan_tenants(plan_id)
         at = 0
         while True:
-            ids: list[str] = self._timed(
-                report, partial(self.r.lrange, tenants, at, at + _BATCH - 1)
-            )
+            ids: list[str] = self._timed(report, partial(self.plans.task_ids, plan_id, at, _BATCH))
             whole = self._timed(report, partial(self.store.get_whole_tasks, ids))
             records = [t for t in whole if t is not None]
             rows = [task_row(t, timeline.get(t.tenant_id, [])) for t in records]
@@ -467,57 +426,30 @@ class Retention:
         self.archive.write(plan=plan_row(plan, plan_id, ended or None, self.clock()))
         return self._mark_archived(plan_id, plan, token)
 
-    def _mark_archived(self, plan_id: str, plan: dict[str, str], token: str) -> str:
-        """Step 2 (lua/archive_mark.lua): 'OK' when the plan may now be removed."""
-        outcome = str(
-            self._mark(
-                keys=[
-                    keys.plan(plan_id),
-                    keys.plan_archiving(plan_id),
-                    keys.PLAN_TIMERS,
-                    keys.PLAN_JOBS,
-                    keys.AWAITING_APPROVAL,
-                    keys.plan_claim(plan_id),
-                    keys.plan_job(plan_id),
-                ],
-                args=[
-                    token,
-                    plan_id,
-                    plan.get("updatedAt", ""),
-                    self.clock(),
-                    plan_digest(plan),
-                    *plan,
-                ],
-            )  # fmt: skip
-        )
-        if outcome != "OK":
+    def _mark_archived(self, plan_id: str, plan: dict[str, str], token: str) -> MarkVerdict:
+        """Step 2 (lua/archive_mark.lua): OK when the plan may now be removed."""
+        outcome = self.plans.mark(plan_id, token, plan, self.clock())
+        if outcome != MarkVerdict.OK:
             log.info("plan %s archived but left in Redis: %s", plan_id, outcome)
         return outcome
 
-    def _remove(self, plan_id: str, token: str, report: PassReport) -> str:
+    def _remove(self, plan_id: str, token: str, report: PassReport) -> DropVerdict:
         """Step 3: slices of archive_drop.lua until the plan is gone (or only kept tasks)."""
-        args: list[str | int] = [token, plan_id, self.settings.retention_slice, keys.task(""),
-                                 keys.tenant(""), keys.events_tenant(""),
-                                 keys.plan_wave(plan_id, "")]  # fmt: skip
-        script_keys = [keys.plan(plan_id), keys.plan_tenants(plan_id), keys.plan_kept(plan_id),
-                       keys.plan_archiving(plan_id), keys.events_plan(plan_id), keys.INFLIGHT,
-                       keys.PLANS, keys.PLAN_TIMERS, keys.PLAN_JOBS, keys.AWAITING_APPROVAL,
-                       keys.plan_queue(plan_id), keys.plan_job(plan_id),
-                       keys.plan_job_order(plan_id), keys.plan_job_lock(plan_id),
-                       keys.plan_claim(plan_id)]  # fmt: skip
+        size = self.settings.retention_slice
         while True:
-            raw = self._timed(report, lambda: self._drop(keys=script_keys, args=args))
-            verdict, removed, kept = str(raw[0]), int(raw[1]), int(raw[2])
-            report.tasks_removed += removed
-            if verdict == "MORE":
+            part: DropSlice = self._timed(
+                report, lambda: self._drop(plan_id=plan_id, token=token, count=size)
+            )
+            report.tasks_removed += part.removed
+            if part.verdict == DropVerdict.MORE:
                 self._renew(plan_id, token)
                 continue
-            if verdict in ("DONE", "KEPT"):
-                report.tasks_kept += kept
+            if part.verdict in (DropVerdict.DONE, DropVerdict.KEPT):
+                report.tasks_kept += part.kept
                 report.archived.append(plan_id)
                 log.info("plan %s archived and removed from Redis (%d tasks kept live)",
-                         plan_id, kept)  # fmt: skip
-            return verdict
+                         plan_id, part.kept)  # fmt: skip
+            return part.verdict
 
     # ---- plumbing --------------------------------------------------------------------------
 
@@ -528,21 +460,8 @@ class Retention:
         finally:
             report.longest_slice = max(report.longest_slice, time.perf_counter() - began)
 
-    def _renew(self, plan_id: str, token: str) -> None:
-        lock = keys.plan_archiving(plan_id)
-        ttl = int(self.settings.retention_lock_seconds * 1000)
-        if self.r.get(lock) == token:
-            self.r.pexpire(lock, ttl)
+    def _lock_ms(self) -> int:
+        return int(self.settings.retention_lock_seconds * 1000)
 
-    def _unlock(self, lock: str, token: str) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        try:
-            pipe.watch(lock)
-            if pipe.get(lock) == token:
-                pipe.multi()
-                pipe.delete(lock)
-                pipe.execute()
-        except redis.WatchError:
-            pass
-        finally:
-            pipe.reset()
+    def _renew(self, plan_id: str, token: str) -> None:
+        self.plans.renew(plan_id, token, self._lock_ms())

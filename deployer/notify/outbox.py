@@ -1,18 +1,18 @@
-"""The outbox's two scripts, typed: claim deliveries (fanning new events out first), and
-settle what the attempts did (deployer/state/lua/notify_claim.lua, notify_settle.lua)."""
+"""The outbox as the notification thread uses it: claim deliveries (fanning new events out
+first), and settle what the attempts did, with this module's batch, lease and backoff
+(the scripts and their typed replies: deployer/state/outbox.py)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import redis
 
-from deployer.errors import ScriptReplyError
 from deployer.settings import NotifyReceiver, Settings
-from deployer.state import keys, scripts
+from deployer.state.outbox import Attempt as Attempt  # re-exported: the thread builds them
+from deployer.state.outbox import Delivery as Delivery
+from deployer.state.outbox import DeliveryQueues, Receiver
 
 #: Deliveries a receiver's thread takes per claim (sent one after another).
 BATCH = 10
@@ -24,30 +24,10 @@ BACKOFF_CAP_MS = 300_000
 ACTIVE_MS = 3_600_000
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One attempt to claim: this event for this receiver, the how-many-th time."""
-
-    receiver: str
-    event_id: str
-    attempt: int
-    fields: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Attempt:
-    delivery: Delivery
-    ok: bool
-    #: What the receiver answered ("HTTP 500", "timed out after 5s", ...).
-    detail: str
-
-
 class Outbox:
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
-        self.r = r
         self.settings = settings
-        self._claim = scripts.load(r, "notify_claim")
-        self._settle = scripts.load(r, "notify_settle")
+        self.queues = DeliveryQueues(r)
 
     def claim(
         self, receivers: Mapping[str, NotifyReceiver], ready: Iterable[str], now: int | None = None
@@ -55,37 +35,25 @@ class Outbox:
         """Fan new events out to every receiver's queue; claim the due deliveries of the
         receivers in `ready` (their thread is free)."""
         free = set(ready)
-        args: list[str | int] = [
-            now if now is not None else int(time.time() * 1000),
-            BATCH,
-            int(self.settings.notify_timeout_seconds * 1000),
-            MARGIN_MS,
-            ACTIVE_MS,
-        ]
-        for name, receiver in receivers.items():
-            args += [name, ",".join(receiver.events), "1" if name in free else "0"]
-        raw = self._claim(keys=[keys.NOTIFY_OUTBOX, keys.NOTIFY_ACTIVE], args=args)
-        if len(raw) % 4:
-            raise ScriptReplyError(f"notify_claim.lua answered {len(raw)} values")
-        out = []
-        for i in range(0, len(raw), 4):
-            name, event_id, attempt, fields = raw[i : i + 4]
-            out.append(Delivery(str(name), str(event_id), int(attempt), json.loads(fields)))
-        return out
+        return self.queues.claim(
+            [Receiver(name, r.events, name in free) for name, r in receivers.items()],
+            now_ms=now if now is not None else int(time.time() * 1000),
+            batch=BATCH,
+            call_ms=int(self.settings.notify_timeout_seconds * 1000),
+            margin_ms=MARGIN_MS,
+            active_ms=ACTIVE_MS,
+        )
 
     def settle(self, attempts: list[Attempt], now: int | None = None) -> int:
         """Record what the attempts did; returns how many were still this worker's."""
         if not attempts:
             return 0
         s = self.settings
-        args: list[str | int] = [
-            now if now is not None else int(time.time() * 1000),
-            s.notify_max_attempts,
-            int(s.notify_backoff_seconds * 1000),
-            BACKOFF_CAP_MS,
-            s.events_maxlen,
-        ]
-        for a in attempts:
-            args += [a.delivery.receiver, a.delivery.event_id, "ok" if a.ok else "fail",
-                     a.detail[:300]]  # fmt: skip
-        return int(self._settle(keys=[keys.EVENTS], args=args))
+        return self.queues.settle(
+            attempts,
+            now_ms=now if now is not None else int(time.time() * 1000),
+            max_attempts=s.notify_max_attempts,
+            backoff_ms=int(s.notify_backoff_seconds * 1000),
+            backoff_cap_ms=BACKOFF_CAP_MS,
+            events_maxlen=s.events_maxlen,
+        )

@@ -46,13 +46,9 @@ NOT_YET: set[str] = {
     "deployer/cli/demo.py",
     "deployer/cli/progress.py",
     "deployer/client.py",
-    "deployer/deadletter.py",
     "deployer/diff.py",
     "deployer/executor.py",
     "deployer/metrics.py",
-    "deployer/notify/outbox.py",
-    "deployer/parking.py",
-    "deployer/retention.py",
     "deployer/views.py",
     "deployer/web/stream.py",
 }
