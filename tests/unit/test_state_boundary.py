@@ -41,16 +41,12 @@ TALKS_TO_TARGETS = {
 #: listed starts to, and when a listed one no longer does (so the list only shrinks).
 NOT_YET: set[str] = {
     "deployer/archive/views.py",
-    "deployer/audit.py",
-    "deployer/cli/commands.py",
     "deployer/cli/demo.py",
     "deployer/cli/progress.py",
     "deployer/client.py",
     "deployer/diff.py",
     "deployer/executor.py",
-    "deployer/metrics.py",
     "deployer/views.py",
-    "deployer/web/stream.py",
 }
 
 
