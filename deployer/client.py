@@ -31,7 +31,7 @@ from deployer.lifecycle import PLAN_ENDED, Command
 from deployer.redact import redact
 from deployer.redis_client import client_for, state_store
 from deployer.settings import Settings, get_settings
-from deployer.state import keys
+from deployer.state.plans import Plans
 from deployer.state.store import Store
 
 if TYPE_CHECKING:
@@ -253,19 +253,21 @@ class DeployerClient:
         """The state store (task hashes, indexes, events) for reads the public hashes lack."""
         return state_store(self.settings)
 
+    @cached_property
+    def plans(self) -> Plans:
+        """Reads of the public plan hash and the rejections stream."""
+        return Plans(self.redis)
+
     def plan_status(self, plan_id: str) -> str | None:
         """Field `status` of hash deployer:plan:{planId}; None until the plan is accepted."""
-        value = self.redis.hget(keys.plan(plan_id), "status")
-        return str(value) if value is not None else None
+        return self.plans.status(plan_id)
 
     def status(self, plan_id: str) -> PlanStatus | None:
-        raw: dict[str, str] = self.redis.hgetall(keys.plan(plan_id))  # type: ignore[assignment]
-        if not raw:
+        plan = self.plans.get(plan_id)
+        if plan is None:
             return None
-        counts = {k[2:]: int(v) for k, v in raw.items() if k.startswith("c:") and int(v)}
-        return PlanStatus(
-            plan_id, raw.get("status", ""), int(raw.get("total", 0)), counts, raw.get("digest", "")
-        )
+        counts = {s.value: n for s, n in plan.counts.items()}
+        return PlanStatus(plan_id, plan.status, plan.total or 0, counts, plan.digest)
 
     def plan_view(self, plan_id: str, sample: int = 20) -> PlanView | None:
         """The plan as `deployer status P --json` and `GET /api/v1/plans/{planId}` show it,
@@ -290,13 +292,7 @@ class DeployerClient:
 
     def rejection(self, plan_id: str, since: str = "0-0") -> dict[str, str] | None:
         """The newest record of `plan_id` in the public rejections stream, if any."""
-        entries: list[tuple[str, dict[str, str]]] = self.redis.xrange(  # type: ignore[assignment]
-            keys.REJECTIONS, min=since, max="+"
-        )
-        for entry_id, fields in reversed(entries):
-            if fields.get("planId") == plan_id:
-                return {**fields, "id": entry_id}
-        return None
+        return self.plans.rejection(plan_id, since)
 
     @staticmethod
     def digest(plan: Mapping[str, Any] | str) -> str | None:

@@ -26,13 +26,17 @@ from deployer.lifecycle import Command, Effect, decide
 from deployer.models import StageSpec, TenantConfig, task_id_for
 from deployer.planner import forward_run, prepare_rollback, written_fields
 from deployer.settings import Settings
-from deployer.state import keys
+from deployer.state.plans import PlanField, PlanRecord, Plans
 from deployer.state.record import Field, TaskRecord
 from deployer.state.store import Store, read_tasks
+from deployer.state.targets import read_configs
 from deployer.strategy import plan_waves
 from stages import registry
 from stages.factory import forward_stages
 from stages.steps.key_value_write import compact
+
+#: Whole task hashes read per round trip by a plan's rollback diff.
+_READ_CHUNK = 500
 
 
 def would_write(config: TenantConfig, stages: list[StageSpec]) -> dict[str, str | None]:
@@ -126,17 +130,14 @@ def diff_plan(
     head, kept = validate_plan(
         payload, settings, lambda config: (config, task_row(config, settings))
     )
+    tenant_ids = [config.tenant_id for config, _row in kept]
+    currents = read_configs(target, settings.key_prefix, tenant_ids)
+    plans = Plans(state)
+    plan = plans.fields(head.plan_id, PlanField.DIGEST, PlanField.CREATED_AT)
+    others = _other_plans(state, plans.latest_task_ids(tenant_ids), head.plan_id, plan)
     tenants: list[dict[str, Any]] = []
-    pipe = target.pipeline(transaction=False)
-    for config, _row in kept:
-        pipe.hgetall(keys.config_hash(settings.key_prefix, config.tenant_id))
-    currents = pipe.execute()
-    pipe = state.pipeline(transaction=False)
-    for config, _row in kept:
-        pipe.get(keys.tenant(config.tenant_id))
-    latest = pipe.execute()
     summary = {"tenants": len(kept), "changing": 0, "unchanged": 0, "ownedElsewhere": 0}
-    for (config, _row), current, task_id in zip(kept, currents, latest, strict=True):
+    for (config, _row), current, other in zip(kept, currents, others, strict=True):
         writes = would_write(config, forward_stages(config, settings))
         changes = field_changes(current, writes)
         entry: dict[str, Any] = {
@@ -148,14 +149,13 @@ def diff_plan(
                 "change": version_change(_version(current.get("metadata")), config.plan_version),
             },
         }
-        other = _other_plan(state, task_id, head.plan_id)
         if other:
             entry["otherPlan"] = other
             summary["ownedElsewhere"] += 1
         summary["changing" if any(map(is_change, changes)) else "unchanged"] += 1
         tenants.append(entry)
-    stored = state.hget(keys.plan(head.plan_id), "digest")
-    exists = bool(state.exists(keys.plan(head.plan_id)))
+    exists = plan is not None
+    stored = plan.digest if plan is not None else None
     digest = plan_digest(head, (row.config_json for _, row in kept))
     out: dict[str, Any] = {
         "ok": True,
@@ -177,21 +177,28 @@ def diff_plan(
     return out
 
 
-def _other_plan(state: redis.Redis, task_id: Any, plan_id: str) -> dict[str, Any] | None:
-    """The tenant's latest task when it belongs to another plan: is that plan still working
-    on it, and is it newer than this plan (if this plan exists)?"""
-    if not task_id:
-        return None
-    (task,) = read_tasks(state, [str(task_id)], (Field.PLAN_ID, Field.STATUS, Field.CREATED_AT))
-    if not task.plan_id or task.plan_id == plan_id:
-        return None
-    mine = state.hget(keys.plan(plan_id), "createdAt")
-    return {
-        "planId": task.plan_id,
-        "taskStatus": task.status.value if task.status else None,
-        "running": task.in_flight,
-        "newer": bool(mine) and (task.created_at or 0) > int(mine or 0),
-    }
+def _other_plans(
+    state: redis.Redis, latest: list[str | None], plan_id: str, plan: PlanRecord | None
+) -> list[dict[str, Any] | None]:
+    """For each tenant, its latest task when it belongs to another plan: is that plan still
+    working on it, and is it newer than this plan (if this plan exists)? One round trip."""
+    wanted = [task_id for task_id in latest if task_id]
+    read = read_tasks(state, wanted, (Field.PLAN_ID, Field.STATUS, Field.CREATED_AT))
+    found = dict(zip(wanted, read, strict=True))
+    mine = plan.created_at if plan is not None else None
+    out: list[dict[str, Any] | None] = []
+    for task_id in latest:
+        task = found[task_id] if task_id else None
+        if task is None or not task.plan_id or task.plan_id == plan_id:
+            out.append(None)
+            continue
+        out.append({
+            "planId": task.plan_id,
+            "taskStatus": task.status.value if task.status else None,
+            "running": task.in_flight,
+            "newer": mine is not None and (task.created_at or 0) > mine,
+        })  # fmt: skip
+    return out
 
 
 def diff_rollback(
@@ -208,10 +215,7 @@ def diff_rollback(
     tasks = _rollback_tasks(state, plan_id, tenant_id)
     if plan_id and not tenant_id:
         tasks = [t for t in tasks if t.started_at]
-    pipe = target.pipeline(transaction=False)
-    for task in tasks:
-        pipe.hgetall(keys.config_hash(settings.key_prefix, task.tenant_id))
-    currents = pipe.execute()
+    currents = read_configs(target, settings.key_prefix, [t.tenant_id for t in tasks])
     volatile = volatile_paths()
     summary = {"tenants": len(tasks), "changing": 0, "unchanged": 0, "unrestorable": 0,
                "refused": 0}  # fmt: skip
@@ -282,7 +286,12 @@ def _rollback_tasks(state: Store, plan_id: str | None, tenant_id: str | None) ->
         ids = state.plan_task_ids(plan_id)
     else:
         raise NotFound("a rollback diff needs --tenant and/or --plan", code=Code.TARGET_INVALID)
-    tasks = [t for t in (state.get_task(i) for i in ids) if t is not None]
+    tasks = [
+        t
+        for start in range(0, len(ids), _READ_CHUNK)  # a round trip per chunk, not per task
+        for t in state.get_whole_tasks(ids[start : start + _READ_CHUNK])
+        if t is not None
+    ]
     if tenant_id and not tasks:
         raise NotFound(f"no task for tenant {tenant_id}", code=Code.TASK_NOT_FOUND)
     return tasks

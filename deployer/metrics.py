@@ -1,4 +1,4 @@
-"""Prometheus metrics read from deployer's Redis state at each scrape, in a few round trips.
+"""Prometheus metrics read from deployer's Redis state at each scrape, in three round trips.
 
 Nothing here reads the event stream or scans tasks: the counters are kept in the hash
 `deployer:stats` by the code that writes what they count, in the same round trip (the Lua
@@ -6,6 +6,8 @@ prelude's `observe` for every event, failures by stage and code, stage durations
 re-drives; `Store.reject` for rejections; `DeadLetters.record`; the notification scripts),
 so a scrape costs the same with 10 plans or 100,000 tenants, and the counters survive an
 exporter restart. Per-plan series come from the newest plans' hashes (their counters).
+What is read, and how, is deployer/state/stats.py (one `Snapshot` a scrape); here is what
+Prometheus is shown of it.
 
 Each metric and what it answers is listed in docs/operators.md ("Metrics"); deploy/grafana
 and deploy/prometheus use them (a test under tests/deploy checks every name they use).
@@ -16,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter as Counter_
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import redis
@@ -30,9 +32,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from deployer.models import TaskStatus
-from deployer.state import keys
-from deployer.state.record import Field
-from deployer.state.store import read_tasks
+from deployer.state import stats as state
+from deployer.state.record import TaskRecord
 from deployer.waves import WAVE_STATES, Rollout
 
 #: Stage duration buckets in seconds: the Lua prelude's STAGE_BUCKETS_MS (tested equal).
@@ -83,21 +84,17 @@ class StatsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = int(time.time() * 1000)
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(keys.STATS)
-        pipe.zcard(keys.PARKED)
-        pipe.zrange(keys.PARKED, 0, 0, withscores=True)
-        pipe.zcount(keys.WORKERS, now - self.heartbeat_ms, "+inf")
-        pipe.zrange(keys.WORKERS, -1, -1, withscores=True)
-        pipe.zcard(keys.NOTIFY_OUTBOX)
-        for name in self.receivers:
-            pipe.zcard(keys.notify_due(name))
-        stats, parked, oldest, alive, newest, outbox, *queued = pipe.execute()
-        yield from counters(stats)
+        yield from self.families(state.read_gauges(self.r, self.receivers, self.heartbeat_ms, now))
+
+    @staticmethod
+    def families(g: state.Gauges) -> Iterator[Metric]:
+        """The counters' and the gauges' families of one reading."""
+        yield from counters(g.stats)
         yield GaugeMetricFamily(
-            "deployer_parked_tasks", "HealthChecks parked in Redis (acks expected).", value=parked
+            "deployer_parked_tasks", "HealthChecks parked in Redis (acks expected).", value=g.parked
         )
-        overdue = max(0.0, (now - float(oldest[0][1])) / 1000) if oldest else 0.0
+        oldest = g.oldest_parked_due_ms
+        overdue = max(0.0, (g.now_ms - oldest) / 1000) if oldest is not None else 0.0
         yield GaugeMetricFamily(
             "deployer_parked_overdue_seconds",
             "How long the most overdue parked re-send is past its due time (0: none overdue).",
@@ -106,36 +103,24 @@ class StatsCollector(Collector):
         yield GaugeMetricFamily(
             "deployer_workers_alive",
             "Workers whose heartbeat is fresher than DEPLOYER_WORKER_HEARTBEAT_SECONDS.",
-            value=alive,
+            value=g.workers_alive,
         )
         last = GaugeMetricFamily(
             "deployer_worker_last_heartbeat_timestamp_seconds",
             "Unix time of the newest worker heartbeat (absent: no worker ever beat).",
         )
-        if newest:
-            last.add_metric([], float(newest[0][1]) / 1000)
+        if g.newest_heartbeat_ms is not None:
+            last.add_metric([], g.newest_heartbeat_ms / 1000)
         yield last
         pending = GaugeMetricFamily(
             "deployer_notifications_queued",
             "Notifications waiting: the outbox (receiver '-') and each receiver's queue.",
             labels=["receiver"],
         )
-        pending.add_metric(["-"], outbox)
-        for name, n in zip(self.receivers, queued, strict=True):
+        pending.add_metric(["-"], g.outbox)
+        for name, n in g.queued.items():
             pending.add_metric([name], n)
         yield pending
-
-
-def _grouped(stats: dict[str, str]) -> dict[str, list[tuple[str, int]]]:
-    """`deployer:stats` fields `kind|rest` -> {kind: [(rest, count), ...]}."""
-    groups: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for field, raw in stats.items():
-        kind, _, rest = field.partition("|")
-        try:
-            groups[kind].append((rest, int(raw)))
-        except ValueError:
-            continue
-    return groups
 
 
 def _family(
@@ -153,9 +138,9 @@ ROLLBACK_EVENTS = {"TASK_ROLLING_BACK": "started", "TASK_ROLLED_BACK": "rolled_b
 GATE_EVENTS = {"WAVE_GATE_PASSED": "passed", "GATE_REFUSED": "refused"}
 
 
-def counters(stats: dict[str, str]) -> Iterator[Metric]:
+def counters(stats: Mapping[str, str]) -> Iterator[Metric]:
     """The metric families of the `deployer:stats` hash (its field names: the Lua prelude)."""
-    g = _grouped(stats)
+    g = state.grouped(stats)
     events = dict(g["ev"])
     yield _family("deployer_events", "Events written to deployer:events, by type.", ["type"],
                   (([t], n) for t, n in events.items()))  # fmt: skip
@@ -284,12 +269,21 @@ class DeployerCollector(Collector):
         self.stats = StatsCollector(r, receivers, heartbeat_s)
 
     def collect(self) -> Iterable[Metric]:
-        yield from self._plans()
-        yield from self._awaiting()
-        yield from self._inflight()
-        yield from self.stats.collect()
+        snapshot = state.read_snapshot(
+            self.r,
+            recent_plans=self.recent_plans,
+            awaiting_limit=MAX_AWAITING,
+            inflight_sample=self.inflight_sample,
+            receivers=self.stats.receivers,
+            heartbeat_ms=self.stats.heartbeat_ms,
+            now_ms=int(time.time() * 1000),
+        )
+        yield from self._plans(snapshot.plans)
+        yield from self._awaiting(snapshot.awaiting)
+        yield from self._inflight(snapshot.inflight)
+        yield from self.stats.families(snapshot.gauges)
 
-    def _plans(self) -> Iterator[Metric]:
+    def _plans(self, plans: list[tuple[str, dict[str, str]]]) -> Iterator[Metric]:
         tasks = GaugeMetricFamily(
             "deployer_plan_tasks", "Tasks of a plan by status.", labels=["plan_id", "status"]
         )
@@ -322,13 +316,7 @@ class DeployerCollector(Collector):
             "1 when a plan's failure budget is exceeded (plans with a budget only).",
             labels=["plan_id"],
         )
-        plan_ids = [str(p) for p in self.r.zrevrange(keys.PLANS, 0, self.recent_plans - 1)]
-        pipe = self.r.pipeline(transaction=False)
-        for plan_id in plan_ids:
-            pipe.hgetall(keys.plan(plan_id))
-        for plan_id, plan in zip(plan_ids, pipe.execute(), strict=True):
-            if not plan:
-                continue
+        for plan_id, plan in plans:
             info.add_metric([plan_id, plan.get("status", "")], 1)
             conc.add_metric([plan_id], float(plan.get("maxConcurrency", 0) or 0))
             for status in TaskStatus:
@@ -345,20 +333,12 @@ class DeployerCollector(Collector):
                     budget.add_metric([plan_id], 1.0 if b["exceeded"] else 0.0)
         yield from (tasks, info, conc, conflicts, attempts, waves, budget)
 
-    def _awaiting(self) -> Iterator[Metric]:
+    def _awaiting(self, waiting: list[state.Awaiting]) -> Iterator[Metric]:
         """Plans whose wave waits for approval, and since when (the prelude adds a plan at
         WAVE_AWAITING_APPROVAL and removes it at WAVE_APPROVED / WAVE_HALTED; one that moved
         on otherwise — cancelled, expired — is dropped here)."""
-        waiting: list[tuple[str, float]] = self.r.zrange(  # type: ignore[assignment]
-            keys.AWAITING_APPROVAL, 0, MAX_AWAITING - 1, withscores=True
-        )
-        pipe = self.r.pipeline(transaction=False)
-        for plan_id, _ in waiting:
-            pipe.hget(keys.plan(plan_id), "waveState")
-        states = pipe.execute() if waiting else []
-        gone = [p for (p, _), s in zip(waiting, states, strict=True) if s != "AWAITING_APPROVAL"]
-        if gone:
-            self.r.zrem(keys.AWAITING_APPROVAL, *gone)
+        gone = [w.plan_id for w in waiting if w.wave_state != "AWAITING_APPROVAL"]
+        state.forget_awaiting(self.r, gone)
         now = time.time()
         seconds = GaugeMetricFamily(
             "deployer_plan_awaiting_approval_seconds",
@@ -366,21 +346,20 @@ class DeployerCollector(Collector):
             labels=["plan_id"],
         )
         count = 0
-        for (plan_id, since), state in zip(waiting, states, strict=True):
-            if state == "AWAITING_APPROVAL":
-                seconds.add_metric([plan_id], max(0.0, now - since / 1000))
+        for w in waiting:
+            if w.wave_state == "AWAITING_APPROVAL":
+                seconds.add_metric([w.plan_id], max(0.0, now - w.since_ms / 1000))
                 count += 1
         yield seconds
         yield GaugeMetricFamily(
             "deployer_plans_awaiting_approval", "Plans whose wave waits for approval.", count
         )
 
-    def _inflight(self) -> Iterator[Metric]:
-        ids = [str(t) for t in self.r.zrange(keys.INFLIGHT, 0, self.inflight_sample - 1)]
-        cursors = [t.cursor for t in read_tasks(self.r, ids, [Field.CURSOR])]
+    def _inflight(self, sample: list[TaskRecord]) -> Iterator[Metric]:
+        cursors = [t.cursor for t in sample]
         waiting = sum(1 for c in cursors if c is not None and c.attempt > 0)
         yield GaugeMetricFamily(
-            "deployer_inflight_tasks", "Tasks holding a concurrency slot.", value=len(ids)
+            "deployer_inflight_tasks", "Tasks holding a concurrency slot.", value=len(sample)
         )
         yield GaugeMetricFamily(
             "deployer_healthcheck_waiting_tasks",

@@ -465,32 +465,3 @@ class Retention:
 
     def _renew(self, plan_id: str, token: str) -> None:
         self.plans.renew(plan_id, token, self._lock_ms())
-
-
-class RetentionThread(threading.Thread):
-    """Every worker's periodic retention pass (main process), each at most a minute long so
-    a stop is prompt; any number of workers run it at once (one per plan, by the lock)."""
-
-    def __init__(self, retention: Retention, interval: float) -> None:
-        super().__init__(name="deployer-retention", daemon=True)
-        self.retention = retention
-        self.interval = interval
-        self.stopped = threading.Event()
-        self.passes = 0
-
-    def run(self) -> None:
-        while not self.stopped.wait(self.interval if self.passes else min(self.interval, 5.0)):
-            try:
-                report = self.retention.run_pass(
-                    deadline=time.monotonic() + 60, stopped=self.stopped
-                )
-                if report.archived:
-                    log.info("retention: %s", report.as_dict())
-            except Exception:  # noqa: BLE001, S110 - counted and logged once per streak by
-                pass  # run_pass (record_failure); the loop outlives any bad pass
-            self.passes += 1
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stopped.set()
-        if self.is_alive():
-            self.join(timeout)

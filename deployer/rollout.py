@@ -33,6 +33,7 @@ from deployer.errors import (
     PlanNotAwaitingApproval,
 )
 from deployer.settings import Settings
+from deployer.state.plans import PlanField, PlanRecord, Plans
 from deployer.state.store import Store, WaveOp, WaveOutcome, now_ms
 from deployer.strategy import PERCENT_PATTERN, share
 from deployer.webhook import WebhookAnswer, post_json
@@ -152,7 +153,8 @@ class RolloutService:
         """The window argument of the wave step ('' when the plan has none); a plan's
         strategy never changes, so it is read once per process."""
         if plan_id not in self._windows:
-            raw = self.store.get_plan_field(plan_id, "strategy")
+            plan = Plans.of(self.store).fields(plan_id, PlanField.STRATEGY)
+            raw = plan.strategy if plan is not None else ""
             spec = json.loads(raw).get("window") if raw else None
             self._windows[plan_id] = Window.model_validate(spec) if spec else None
             if len(self._windows) > 10_000:  # bounded: forget the oldest plans
@@ -224,14 +226,14 @@ class RolloutService:
     def awaiting_approval(self, plan_id: str) -> int | None:
         """The wave that waits for approval now, if any (what `deployer approve` without
         --wave shows the operator before approving it)."""
-        plan = self.store.get_plan(plan_id)
-        if not plan:
+        plan = Plans.of(self.store).get(plan_id)
+        if plan is None:
             raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
-        if not plan.get("strategy"):
+        if not plan.has_strategy:
             raise PlanHasNoStrategy(f"plan {plan_id} has no strategy: nothing to approve")
-        if plan.get("waveState") != "AWAITING_APPROVAL":
+        if plan.wave_state != "AWAITING_APPROVAL":
             return None
-        return int(plan.get("wave", 0))
+        return plan.wave or 0
 
     def promote(
         self,
@@ -247,8 +249,9 @@ class RolloutService:
         `approve` (recorded as its approval); `all_waves` + `approve` approves the later
         ones too. Gates and windows still hold: they are outside checks, not waits."""
         self._exists(plan_id)
-        current = self.store.get_plan_field(plan_id, "wave")
-        promoted = wave if wave is not None else int(current or 0)
+        plan = Plans.of(self.store).fields(plan_id, PlanField.WAVE)
+        current = (plan.wave if plan is not None else None) or 0
+        promoted = wave if wave is not None else current
         op = WaveOp("PROMOTE", by, reason, "" if wave is None else str(wave),
                     a1="1" if all_waves else "0", a2="1" if approve else "0")  # fmt: skip
         outcome = self.advance(plan_id, op)
@@ -292,10 +295,10 @@ class RolloutService:
         of the plan's — scope wave: of each remaining wave's — tenants; `reset`: the
         failures so far no longer count). Recorded (BUDGET_CHANGED); the plan is not
         resumed here (`resume --budget` does both)."""
-        plan = self.store.get_plan(plan_id)
-        if not plan:
+        plan = Plans.of(self.store).get(plan_id)
+        if plan is None:
             raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
-        if not plan.get("strategy"):
+        if not plan.has_strategy:
             raise PlanHasNoStrategy(f"plan {plan_id} has no strategy: no failure budget")
         if maximum is None and not reset:
             raise BudgetInvalid("give a new maximum, a reset, or both")
@@ -358,17 +361,17 @@ def parse_budget(value: Any) -> int | str:
     raise BudgetInvalid(f'budget: {value!r} is not a count (0, 1, ...) or a share like "5%"')
 
 
-def _limits(plan: dict[str, str], maximum: int | str) -> dict[str, Any]:
+def _limits(plan: PlanRecord, maximum: int | str) -> dict[str, Any]:
     """The wave step's budget argument: the plan's limit, or each remaining wave's."""
-    if plan.get("budgetScope") == "wave":
-        current, waves = int(plan.get("wave", 0)), int(plan.get("waves", 0))
+    if plan.budget_scope == "wave":
+        current = plan.wave or 0
         return {
             "waves": {
-                str(i): share(maximum, int(plan.get(f"w:{i}:n", 0)), round_up=False)
-                for i in range(current, waves)
+                str(w.index): share(maximum, w.tenants, round_up=False)
+                for w in plan.wave_records()[current:]
             }
         }
-    return {"plan": share(maximum, int(plan.get("total", 0)), round_up=False)}
+    return {"plan": share(maximum, plan.total or 0, round_up=False)}
 
 
 __all__ = ["GateCall", "GateRunner", "RolloutService", "parse_budget"]

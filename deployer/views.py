@@ -16,13 +16,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 from deployer.isotime import iso
 from deployer.lifecycle import Command, Effect, decide
 from deployer.models import TaskStatus, task_id_for
 from deployer.redact import redact
-from deployer.state import keys, scripts
+from deployer.redis_client import client_for
+from deployer.state.plans import PlanField, PlanRecord, Plans, written_config
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
@@ -48,10 +47,9 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def counts(plan: dict[str, str]) -> dict[str, int]:
+def counts(plan: PlanRecord) -> dict[str, int]:
     """Tasks per status, from the plan's counters (only the non-zero ones)."""
-    out = {s.value: _int(plan.get(f"c:{s.value}")) or 0 for s in TaskStatus}
-    return {k: v for k, v in out.items() if v}
+    return {s.value: n for s, n in plan.counts.items()}
 
 
 def failure(task: TaskRecord) -> dict[str, Any] | None:
@@ -95,10 +93,10 @@ def task_row(task: TaskRecord) -> dict[str, Any]:
     }
 
 
-def waves(plan: dict[str, str]) -> list[dict[str, Any]] | None:
+def waves(plan: PlanRecord) -> list[dict[str, Any]] | None:
     """Per-wave progress when the plan has a strategy (deployer/waves.py reads the plan
     hash: [{"index", "state", "tenants", "done", "failed", ...}]); else None."""
-    return waves_of(plan) if plan.get("strategy") else None
+    return waves_of(plan) if plan.has_strategy else None
 
 
 #: Effects of a command that change something (an ALREADY is legal but does nothing).
@@ -107,19 +105,17 @@ PLAN_COMMANDS = ("pause", "resume", "cancel", "retry", "rollback", "approve", "p
 TASK_COMMANDS = ("pause", "resume", "cancel", "retry", "rollback")
 
 
-def plan_commands(plan: dict[str, str]) -> list[str]:
+def plan_commands(plan: PlanRecord) -> list[str]:
     """The commands that would act on the plan now, from its counters, flag and waves (what
     the dashboard offers: no Pause on a finished plan, Approve only while a wave awaits
     approval). A command left out would be refused or change nothing."""
-    by_status = {
-        s: _int(plan.get(f"c:{s.value}")) or 0 for s in TaskStatus if plan.get(f"c:{s.value}")
-    }
+    by_status = plan.counts
 
     def acts(command: Command) -> bool:
         return any(n and decide(command, s).effect in _ACTS for s, n in by_status.items())
 
-    control = plan.get("control") or None
-    rolling = plan.get("pendingRollback") == "1"
+    control = plan.control or None
+    rolling = plan.pending_rollback
     live = sum(by_status.get(s, 0) for s in (TaskStatus.PENDING, TaskStatus.RUNNING,
                                              TaskStatus.ROLLING_BACK))  # fmt: skip
     out: list[str] = []
@@ -133,14 +129,13 @@ def plan_commands(plan: dict[str, str]) -> list[str]:
         out.append("retry")
     if not rolling and acts(Command.ROLLBACK):
         out.append("rollback")
-    if plan.get("strategy") and not rolling:
-        state = plan.get("waveState")
+    if plan.has_strategy and not rolling:
+        state = plan.wave_state
         if state == "AWAITING_APPROVAL":
             out.append("approve")
-        if state in ("RUNNING", "BAKING") and int(plan.get("bakeMs") or 0) > 0 and (
-                plan.get("promoteAll") != "1"):  # fmt: skip
+        if state in ("RUNNING", "BAKING") and (plan.bake_ms or 0) > 0 and not plan.promote_all:
             out.append("promote")
-        if plan.get("budgetMax") is not None and state not in ("DONE", "HALTED"):
+        if plan.budget_max is not None and state not in ("DONE", "HALTED"):
             out.append("budget")
     return out
 
@@ -153,29 +148,32 @@ def task_commands(task: TaskRecord) -> list[str]:
     return [c for c in TASK_COMMANDS if decide(Command(c), task.status, control).effect in _ACTS]
 
 
-def plan_view(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any] | None:
-    """`deployer status P --json` and `GET /api/v1/plans/{planId}`; None if unknown."""
-    plan = store.get_plan(plan_id)
-    if not plan:
+def plan_view(
+    store: Store, plan_id: str, sample: int = 20, *, live_only: bool = False
+) -> dict[str, Any] | None:
+    """`deployer status P --json` and `GET /api/v1/plans/{planId}`; None if unknown (and,
+    with `live_only`, when retention marked the plan archived: its archive copy answers).
+    Two round trips: the plan with its first task ids, then those tasks' rows."""
+    plan, ids = Plans.of(store).get_with_task_ids(plan_id, sample)
+    if plan is None or (live_only and plan.archived_at is not None):
         return None
     out: dict[str, Any] = {
         "planId": plan_id,
-        "status": plan.get("status"),
-        "maxConcurrency": _int(plan.get("maxConcurrency")) or 0,
-        "total": _int(plan.get("total")) or 0,
+        "status": plan.status or None,
+        "maxConcurrency": plan.max_concurrency or 0,
+        "total": plan.total or 0,
         "counts": counts(plan),
-        "control": plan.get("control") or None,
-        "createdAt": iso(plan.get("createdAt")),
-        "updatedAt": iso(plan.get("updatedAt")),
+        "control": plan.control or None,
+        "createdAt": iso(plan.created_at),
+        "updatedAt": iso(plan.updated_at),
     }
     # a plan with a strategy: "strategy", "waves" [{"index", "state", "tenants", "done",
     # "failed", ...}], "wave", "waveState", "bakeUntil", "budget", "gate", "stopReason"
     out.update(rollout_view(plan))
-    if plan.get("job"):
-        out["commandInProgress"] = plan["job"]
+    if plan.job:
+        out["commandInProgress"] = plan.job
     out["commands"] = plan_commands(plan)
     if sample:
-        ids = store.plan_task_ids(plan_id, 0, sample - 1)
         out["tasks"] = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
     return redact(out)  # type: ignore[no-any-return]
 
@@ -277,11 +275,12 @@ def unrestored(task: TaskRecord) -> list[dict[str, str]]:
 
 
 def config_hash(store: Store, tenant_id: str) -> dict[str, str] | None:
-    """The tenant's written config; None when its key is not a hash (a write failed on it)."""
-    try:
-        return store.r.hgetall(keys.config_hash(store.settings.key_prefix, tenant_id))  # type: ignore[return-value]
-    except redis.ResponseError:
-        return None
+    """The tenant's written config, on the target Redis where the runs write it and the
+    services read it (DEPLOYER_TARGET_REDIS_URL; the state Redis unless set); None when its
+    key is not a hash (a write failed on it)."""
+    s = store.settings
+    target = None if s.target_url == s.state_url else client_for(s.target_url)
+    return written_config(store, tenant_id, target)
 
 
 def latest_task_view(store: Store, tenant_id: str) -> dict[str, Any] | None:
@@ -321,23 +320,22 @@ def task_page(
     """
     limit = max(1, min(limit, MAX_PAGE))
     start = _cursor(cursor)
-    listed = keys.plan_tenants(plan_id) if wave is None else keys.plan_wave(plan_id, wave)
-    total = store.r.llen(listed)
-    items: list[dict[str, Any]] = []
+    plans = Plans.of(store)
     if not status and not search:
-        ids = [str(i) for i in store.r.lrange(listed, start, start + limit - 1)]
+        ids, total = plans.task_id_page(plan_id, start, limit, wave)
         items = [task_row(t) for t in store.get_tasks(ids, ROW_FIELDS)]
-        end = start + len(ids)
-        return _page(items, end, total, scanned=len(ids))
-    position, stop = start, min(total, start + max(1, scan_limit))
-    raw = _scan_script(store)(
-        keys=[listed],
-        args=[start, stop - 1, limit, status or "", (search or "").lower(),
-              keys.task(""), task_id_for(plan_id, "")],
-    )  # fmt: skip
-    position, found = int(raw[0]), [str(t) for t in raw[1:]]
-    full = store.get_tasks(found, ROW_FIELDS) if found else []
-    return _page([task_row(t) for t in full], position, total, scanned=position - start)
+        return _page(items, start + len(ids), total, scanned=len(ids))
+    scan = plans.scan_task_ids(plan_id, start, scan_limit, limit, status=status or "",
+                               search=(search or "").lower(), wave=wave)  # fmt: skip
+    full = store.get_tasks(scan.task_ids, ROW_FIELDS) if scan.task_ids else []
+    return _page([task_row(t) for t in full], scan.position, scan.total,
+                 scanned=scan.position - start)  # fmt: skip
+
+
+def wave_count(store: Store, plan_id: str) -> int | None:
+    """How many waves the plan has (0 without a strategy); None when there is no plan."""
+    plan = Plans.of(store).fields(plan_id, PlanField.WAVES)
+    return None if plan is None else plan.waves or 0
 
 
 def wave_page(
@@ -354,20 +352,10 @@ def wave_page(
     itself (`deployer status P --wave N`, `GET /api/v1/plans/{P}/waves/{N}/tenants`)."""
     page = task_page(store, plan_id, status=status, search=search, limit=limit, cursor=cursor,
                      wave=wave)  # fmt: skip
-    all_waves = waves(store.get_plan(plan_id)) or []
+    plan = Plans.of(store).get(plan_id)
+    all_waves = (waves(plan) if plan is not None else None) or []
     page["wave"] = all_waves[wave] if 0 <= wave < len(all_waves) else None
     return page
-
-
-_SCAN: list[Any] = []
-
-
-def _scan_script(store: Store) -> Any:
-    """lua/task_scan.lua, registered once; called on `store`'s own client."""
-    if not _SCAN:
-        _SCAN.append(scripts.load(store.r, "task_scan"))
-    script = _SCAN[0]
-    return lambda **kw: script(client=store.r, **kw)
 
 
 def _page(items: list[dict[str, Any]], end: int, total: int, scanned: int) -> dict[str, Any]:
@@ -379,29 +367,26 @@ def _page(items: list[dict[str, Any]], end: int, total: int, scanned: int) -> di
     }
 
 
+def plan_row(plan_id: str, plan: PlanRecord) -> dict[str, Any]:
+    """One line of a plan table (`deployer plans`, `GET /api/v1/plans`)."""
+    return {
+        "planId": plan_id,
+        "status": plan.status or None,
+        "total": plan.total or 0,
+        "counts": counts(plan),
+        "createdAt": iso(plan.created_at),
+        "updatedAt": iso(plan.updated_at),
+    }
+
+
 def plans_page(store: Store, limit: int = 50, cursor: str | int | None = None) -> dict[str, Any]:
     """Plans newest first; the cursor is a position in that order."""
     limit = max(1, min(limit, MAX_PAGE))
     start = _cursor(cursor)
-    ids = [str(p) for p in store.r.zrevrange(keys.PLANS, start, start + limit - 1)]
-    total = store.r.zcard(keys.PLANS)
-    pipe = store.r.pipeline(transaction=False)
-    for plan_id in ids:
-        pipe.hgetall(keys.plan(plan_id))
-    items = []
-    for plan_id, plan in zip(ids, pipe.execute() if ids else [], strict=True):
-        if not plan:
-            continue
-        items.append(
-            {
-                "planId": plan_id,
-                "status": plan.get("status"),
-                "total": _int(plan.get("total")) or 0,
-                "counts": counts(plan),
-                "createdAt": iso(plan.get("createdAt")),
-                "updatedAt": iso(plan.get("updatedAt")),
-            }
-        )
+    plans = Plans.of(store)
+    ids, total = plans.newest(start, limit)
+    found = zip(ids, plans.get_many(ids), strict=True)
+    items = [plan_row(plan_id, plan) for plan_id, plan in found if plan is not None]
     end = start + len(ids)
     return {"items": redact(items), "nextCursor": str(end) if end < total else None, "total": total}
 
@@ -409,7 +394,7 @@ def plans_page(store: Store, limit: int = 50, cursor: str | int | None = None) -
 def tenant_tasks(store: Store, tenant_id: str, scan: int = TENANT_PLAN_SCAN) -> dict[str, Any]:
     """Every task of the tenant among the newest `scan` plans, newest plan first, and
     which one is the tenant's latest (the one commands without a plan act on)."""
-    plan_ids = [str(p) for p in store.r.zrevrange(keys.PLANS, 0, scan - 1)]
+    plan_ids = Plans.of(store).newest_ids(scan)
     task_ids = [task_id_for(p, tenant_id) for p in plan_ids]
     rows = store.get_tasks(task_ids, (F.PLAN_ID, *ROW_FIELDS)) if task_ids else []
     latest = store.task_id_for_tenant(tenant_id)

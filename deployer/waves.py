@@ -15,19 +15,29 @@ Per plan hash (fields beside the task counters): `strategy` (JSON), `waves` (how
 `gateCheckedAt`, `gateNextAt`, `gateRefusals`), `windowOpensAt`, and per wave `w:{i}:n`,
 `w:{i}:c:{STATUS}`, `w:{i}:budget`, `w:{i}:forgiven`, `w:{i}:startedAt`, `w:{i}:endedAt`,
 `w:{i}:approvedBy`, `w:{i}:approvedAt`, `w:{i}:promotedBy`, `w:{i}:promotedAt`,
-`w:{i}:noBake`. Each task hash has `wave`; list `deployer:plan:{P}:wave:{i}` holds a wave's
-task ids.
+`w:{i}:noBake` (their names, and how they read back: `PlanField`, `WaveField` and
+`PlanRecord` in deployer/state/plans.py). Each task hash has `wave`; list
+`deployer:plan:{P}:wave:{i}` holds a wave's task ids.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from deployer.isotime import iso
 from deployer.models import TaskStatus
 from deployer.settings import Settings
+from deployer.state.plans import (
+    PlanField,
+    PlanRecord,
+    Plans,
+    WaveField,
+    wave_count_field,
+    wave_field,
+)
 from deployer.state.store import Store, WaveOutcome, WavePlan, now_ms
 from deployer.strategy import Strategy, budget_limit, plan_waves
 from deployer.window import window_arg
@@ -57,27 +67,27 @@ def wave_plan(
     closed = window_arg(strategy.window, now).startswith("CLOSED")
     first = "AWAITING_WINDOW" if closed else "AWAITING_GATE" if strategy.gate else "RUNNING"
     fields: dict[str, str | int] = {
-        "strategy": strategy.model_dump_json(by_alias=True, exclude_none=True),
-        "waves": len(waves),
-        "wave": 0,
-        "waveState": first,
-        "bakeMs": strategy.bake_seconds * 1000,
-        "approval": strategy.approval,
-        "gate": strategy.gate or "",
-        "eventsMaxlen": settings.events_maxlen,
+        PlanField.STRATEGY.value: strategy.model_dump_json(by_alias=True, exclude_none=True),
+        PlanField.WAVES.value: len(waves),
+        PlanField.WAVE.value: 0,
+        PlanField.WAVE_STATE.value: first,
+        PlanField.BAKE_MS.value: strategy.bake_seconds * 1000,
+        PlanField.APPROVAL.value: strategy.approval,
+        PlanField.GATE.value: strategy.gate or "",
+        PlanField.EVENTS_MAXLEN.value: settings.events_maxlen,
     }
     budget = strategy.failure_budget
     if budget is not None:
-        fields["budgetMax"] = budget_limit(budget, len(tenant_ids))
-        fields["budgetScope"] = budget.scope
-        fields["budgetOnExceed"] = budget.on_exceed
+        fields[PlanField.BUDGET_MAX.value] = budget_limit(budget, len(tenant_ids))
+        fields[PlanField.BUDGET_SCOPE.value] = budget.scope
+        fields[PlanField.BUDGET_ON_EXCEED.value] = budget.on_exceed
     for i, wave in enumerate(waves):
-        fields[f"w:{i}:n"] = len(wave)
-        fields[f"w:{i}:c:PENDING"] = len(wave)
+        fields[wave_field(i, WaveField.TENANTS)] = len(wave)
+        fields[wave_count_field(i, TaskStatus.PENDING)] = len(wave)
         if budget is not None:
-            fields[f"w:{i}:budget"] = budget_limit(budget, len(wave))
+            fields[wave_field(i, WaveField.BUDGET)] = budget_limit(budget, len(wave))
     if first == "RUNNING":
-        fields["w:0:startedAt"] = now
+        fields[wave_field(0, WaveField.STARTED_AT)] = now
     return WavePlan([index[t] for t in tenant_ids], fields)
 
 
@@ -97,6 +107,8 @@ class Wave:
     approved_at: int | None = None
     promoted_by: str | None = None
     promoted_at: int | None = None
+    #: Failures of the wave an operator's `budget --reset` forgave.
+    forgiven: int | None = None
 
     @property
     def done(self) -> int:
@@ -132,8 +144,8 @@ class Wave:
 
 @dataclass(frozen=True)
 class Rollout:
-    """A plan's rollout state, read once from its hash into typed fields (the Lua scripts
-    keep the same fields; this is the one place Python interprets them)."""
+    """A plan's rollout state, read once from its hash (a PlanRecord) into typed fields: the
+    one place Python interprets what the wave scripts keep there."""
 
     strategy: dict[str, Any]
     wave: int
@@ -144,57 +156,55 @@ class Rollout:
     budget_scope: str
     on_exceed: str
     stop_reason: str | None
-    plan: dict[str, str]
+    plan: PlanRecord
 
     @classmethod
-    def from_hash(cls, plan: dict[str, str]) -> Rollout | None:
-        if not plan.get("strategy"):
+    def from_hash(cls, plan: Mapping[str, str] | PlanRecord) -> Rollout | None:
+        """From the plan (or its hash as HGETALL read it); None without a strategy."""
+        p = plan if isinstance(plan, PlanRecord) else PlanRecord.from_hash(plan)
+        if not p.has_strategy:
             return None
-        current = int(plan.get("wave", 0))
-        state = plan.get("waveState", "RUNNING")
+        current = p.wave or 0
+        state = p.wave_state or "RUNNING"
         state = "RUNNING" if state == "APPROVED" else state
-        if state == "RUNNING" and plan.get("control") == "PAUSE":
+        if state == "RUNNING" and p.control == "PAUSE":
             state = "PAUSED"  # an auto-paused (or paused) plan's wave is not running
-        bake_until = _int(plan.get("bakeUntil"))
         waves = []
-        for i in range(int(plan.get("waves", 0) or 0)):
-            if i < current:
+        for w in p.wave_records():
+            if w.index < current:
                 wave_state = "DONE"
-            elif i == current:
+            elif w.index == current:
                 wave_state = state
             else:
                 wave_state = "HALTED" if state == "HALTED" else "PENDING"
-            prefix = f"w:{i}:c:"
-            counts = {
-                k[len(prefix) :]: int(v) for k, v in plan.items() if k.startswith(prefix) and int(v)
-            }
             waves.append(
                 Wave(
-                    index=i,
+                    index=w.index,
                     state=wave_state,
-                    tenants=int(plan.get(f"w:{i}:n", 0)),
-                    counts=counts,
-                    budget=_int(plan.get(f"w:{i}:budget")),
-                    bake_until=bake_until if wave_state == "BAKING" else None,
-                    started_at=_int(plan.get(f"w:{i}:startedAt")),
-                    ended_at=_int(plan.get(f"w:{i}:endedAt")),
-                    approved_by=plan.get(f"w:{i}:approvedBy"),
-                    approved_at=_int(plan.get(f"w:{i}:approvedAt")),
-                    promoted_by=plan.get(f"w:{i}:promotedBy"),
-                    promoted_at=_int(plan.get(f"w:{i}:promotedAt")),
+                    tenants=w.tenants,
+                    counts=dict(w.counts),
+                    budget=w.budget,
+                    bake_until=p.bake_until if wave_state == "BAKING" else None,
+                    started_at=w.started_at,
+                    ended_at=w.ended_at,
+                    approved_by=w.approved_by,
+                    approved_at=w.approved_at,
+                    promoted_by=w.promoted_by,
+                    promoted_at=w.promoted_at,
+                    forgiven=w.forgiven,
                 )
             )
         return cls(
-            strategy=json.loads(plan["strategy"]),
+            strategy=json.loads(p.strategy),
             wave=current,
             state=waves[current].state if current < len(waves) else state,
             waves=tuple(waves),
-            bake_until=bake_until,
-            budget_max=_int(plan.get("budgetMax")),
-            budget_scope=plan.get("budgetScope", "plan"),
-            on_exceed=plan.get("budgetOnExceed", "pause"),
-            stop_reason=plan.get("stopReason") or None,
-            plan=plan,
+            bake_until=p.bake_until,
+            budget_max=p.budget_max,
+            budget_scope=p.budget_scope or "plan",
+            on_exceed=p.budget_on_exceed or "pause",
+            stop_reason=p.stop_reason or None,
+            plan=p,
         )
 
     def budget(self) -> dict[str, Any] | None:
@@ -211,10 +221,10 @@ class Rollout:
         p = self.plan
         if self.budget_scope == "wave" and self.wave < len(self.waves):
             w = self.waves[self.wave]
-            used = w.counts.get("FAILED", 0) - (_int(p.get(f"w:{self.wave}:forgiven")) or 0)
+            used = w.counts.get("FAILED", 0) - (w.forgiven or 0)
             limit = w.budget or 0
         else:
-            used = int(p.get("c:FAILED", 0) or 0) - (_int(p.get("budgetForgiven")) or 0)
+            used = p.count(TaskStatus.FAILED) - (p.budget_forgiven or 0)
             limit = self.budget_max
         out: dict[str, Any] = {
             "max": limit,
@@ -223,11 +233,11 @@ class Rollout:
             "onExceed": self.on_exceed,
             "exceeded": used > limit,
         }
-        record_wave = _int(p.get("budgetExceededWave"))
+        record_wave = p.budget_exceeded_wave
         if record_wave is not None and (self.budget_scope == "plan" or record_wave == self.wave):
-            out["used"] = max(out["used"], _int(p.get("budgetExceededUsed")) or 0)
+            out["used"] = max(out["used"], p.budget_exceeded_used or 0)
             out["exceeded"] = True
-            out["exceededAt"] = iso(p.get("budgetExceededAt"))
+            out["exceededAt"] = iso(p.budget_exceeded_at)
         return out
 
     def gate(self) -> dict[str, Any] | None:
@@ -238,14 +248,14 @@ class Rollout:
             return None
         p = self.plan
         out: dict[str, Any] = {"name": name, "waiting": self.state == "AWAITING_GATE"}
-        if p.get("gateStatus") is not None and self.state == "AWAITING_GATE":
+        if p.gate_status is not None and self.state == "AWAITING_GATE":
             out.update(
                 {
-                    "status": p.get("gateStatus"),
-                    "answer": p.get("gateAnswer") or "",
-                    "checkedAt": iso(p.get("gateCheckedAt")),
-                    "nextCheckAt": iso(p.get("gateNextAt")),
-                    "refusals": _int(p.get("gateRefusals")) or 0,
+                    "status": p.gate_status,
+                    "answer": p.gate_answer,
+                    "checkedAt": iso(p.gate_checked_at),
+                    "nextCheckAt": iso(p.gate_next_at),
+                    "refusals": p.gate_refusals or 0,
                 }
             )
         return out
@@ -265,34 +275,28 @@ class Rollout:
         gate = self.gate()
         if gate is not None:
             out["gate"] = gate
-        if self.state == "AWAITING_WINDOW" and self.plan.get("windowOpensAt"):
-            out["windowOpensAt"] = iso(self.plan.get("windowOpensAt"))
-        if self.plan.get("promoteAll") == "1":
+        if self.state == "AWAITING_WINDOW" and self.plan.window_opens_at is not None:
+            out["windowOpensAt"] = iso(self.plan.window_opens_at)
+        if self.plan.promote_all:
             out["promotedAll"] = True
         if self.stop_reason:
             out["stopReason"] = self.stop_reason
         return out
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
-def waves_of(plan: dict[str, str]) -> list[dict[str, Any]]:
-    """Each wave of a plan hash as status shows it (public in `deployer status --json`)."""
+def waves_of(plan: Mapping[str, str] | PlanRecord) -> list[dict[str, Any]]:
+    """Each wave of a plan as status shows it (public in `deployer status --json`)."""
     rollout = Rollout.from_hash(plan)
     return [w.view() for w in rollout.waves] if rollout else []
 
 
 def wave_summary(store: Store, plan_id: str) -> list[dict[str, Any]]:
     """The waves of plan `plan_id` ([] for a plan without a strategy)."""
-    return waves_of(store.get_plan(plan_id))
+    plan = Plans.of(store).get(plan_id)
+    return waves_of(plan) if plan is not None else []
 
 
-def rollout_view(plan: dict[str, str]) -> dict[str, Any]:
+def rollout_view(plan: Mapping[str, str] | PlanRecord) -> dict[str, Any]:
     """What `deployer status P --json` adds for a plan with a strategy ({} otherwise)."""
     rollout = Rollout.from_hash(plan)
     return rollout.view() if rollout else {}

@@ -1,14 +1,17 @@
-"""Worker-side machinery: the reconciler timer started with every worker (no beat needed).
+"""Worker-side machinery: the maintenance loop started with every worker (no beat needed).
 
-`ReconcilerStep` is a bootstep of the worker blueprint, so it runs once per worker in the
-main process (whatever the pool), starts with the worker and stops with it. Many workers may
-run it at once: the claim is one atomic Lua script.
+`MaintenanceStep` is a bootstep of the worker blueprint, so it runs once per worker in the
+main process (whatever the pool), starts with the worker and stops with it. It starts one
+maintenance loop (deployer/maintenance.py) with this worker's duties, and the parking
+thread beside it. Many workers run them at once: every claim is one atomic Lua script.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import threading
+import time
 from typing import Any
 
 from celery import bootsteps
@@ -20,20 +23,25 @@ from pydantic import ValidationError
 from deployer import redis_client, tracing, worker_id
 from deployer.context import TaskRuntimeContext
 from deployer.failover import FailoverWatch
-from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
-from deployer.notify.sender import NotifyThread, describe
+from deployer.liveness import Heartbeat, Liveness
+from deployer.maintenance import Duty, MaintenanceLoop
+from deployer.notify.sender import Notifier, describe
 from deployer.parking import ParkingThread
-from deployer.reconciler import Reconciler, ReconcilerThread
 from deployer.redis_client import client_for
-from deployer.retention import Retention, RetentionThread
+from deployer.redrive import OrphanReconciler, Reconciler
+from deployer.retention import Retention
 from deployer.rollout import GateRunner
-from deployer.timers import PlanTimers
+from deployer.settings import Settings
+from deployer.timers import POLL_SECONDS, PlanTimers
 from stages import registry
 from tasks import amqp, runtime
 from tasks.app import app
 from tasks.chains import stage_priority
 
-log = logging.getLogger("deployer.reconciler")
+log = logging.getLogger("deployer.maintenance")
+
+#: A retention pass ends after this long (the rest waits for the next), so a stop is prompt.
+RETENTION_PASS_SECONDS = 60.0
 
 
 def build_reconciler() -> Reconciler:
@@ -41,56 +49,130 @@ def build_reconciler() -> Reconciler:
     return Reconciler(runtime.store(), planner.launch, planner.dispatch)
 
 
-class ReconcilerStep(bootsteps.StartStopStep):
-    label = "deployer reconciler"
+def reconcile_duty(s: Settings) -> Duty:
+    """Re-drive tasks whose lease expired (deployer/redrive.py), every
+    DEPLOYER_RECONCILE_INTERVAL_SECONDS with jitter, so workers spread out; a sweep of
+    thousands of tasks runs long, so on its own thread."""
+    interval = s.reconcile_interval_seconds
+    sweep = build_reconciler().sweep
+    return Duty("reconciler", sweep, interval, first=interval, jitter=0.25, runs_long=True)
+
+
+def plan_timers_duty() -> Duty:
+    """Due wave steps and plan commands' slices (deployer/timers.py): due again at the next
+    plan's time. A wave step may send a whole wave's chains, so on its own thread."""
+    control = runtime.controller()
+    timers = PlanTimers(runtime.store(), control.rollout.advance, control.plans.continue_jobs)
+    return Duty("plan-timers", timers.tick, POLL_SECONDS, paced=True, runs_long=True)
+
+
+def liveness_duty(s: Settings, node: str) -> Duty:
+    """The heartbeat, the failover watch and the re-drive of dead workers' tasks
+    (deployer/liveness.py), five times per DEPLOYER_WORKER_HEARTBEAT_SECONDS: on its own
+    thread, so no other duty's pass makes a beat late (a late beat reads as a death). Its
+    stop deletes the heartbeat: a clean stop is no death."""
+    planner = runtime.planner()
+    store = runtime.store()
+    ttl = s.worker_heartbeat_seconds
+    liveness = Liveness(
+        Heartbeat(store.r, node, ttl, s.lease_ttl_seconds * 2),
+        OrphanReconciler(store, planner.launch, planner.dispatch),
+        ttl,
+        held_stages,
+        FailoverWatch(store, planner.launch, planner.dispatch),
+    )
+    return Duty("liveness", liveness.tick, liveness.interval, runs_long=True, stop=liveness.stop)
+
+
+def notify_duty(s: Settings) -> Duty:
+    """Deliver the notification outbox to the receivers of DEPLOYER_NOTIFY (deployer/notify):
+    the claim on the loop's thread, at once and then every DEPLOYER_NOTIFY_INTERVAL_SECONDS
+    (the first claim marks the outbox as delivered, so events are queued from the moment a
+    worker starts); the calls on each receiver's own thread, never in a stage or a sweep."""
+    notifier = Notifier(runtime.store().r, s)
+    return Duty("notify", notifier.tick, s.notify_interval_seconds, stop=notifier.stop)
+
+
+def retention_duty(s: Settings, stopped: threading.Event) -> Duty:
+    """The retention pass (deployer/retention.py): finished plans older than
+    DEPLOYER_RETENTION_SECONDS go to the archive and leave Redis; first after at most 5 s,
+    then every DEPLOYER_RETENTION_INTERVAL_SECONDS; a pass runs up to a minute, so on its own
+    thread, and ends early when the worker stops."""
+    retention = Retention(runtime.store().r, s)
+
+    def run_pass() -> None:
+        try:
+            report = retention.run_pass(
+                deadline=time.monotonic() + RETENTION_PASS_SECONDS, stopped=stopped
+            )
+        except Exception:  # noqa: BLE001 - counted and logged once per streak by run_pass
+            return  # (record_failure); the duty outlives any bad pass
+        if report.archived:
+            log.info("retention: %s", report.as_dict())
+
+    interval = s.retention_interval_seconds
+    return Duty("retention", run_pass, interval, first=min(interval, 5.0), runs_long=True)
+
+
+def maintenance_duties(s: Settings, node: str, stopped: threading.Event) -> list[Duty]:
+    """This worker's duties, as its settings enable them: DEPLOYER_WORKER_HEARTBEAT_SECONDS=0
+    turns the heartbeat (and the failover watch) off, DEPLOYER_RETENTION_INTERVAL_SECONDS=0
+    the retention pass; notifications are off without a receiver in DEPLOYER_NOTIFY. The
+    liveness duty comes first: its stop hook (the heartbeat's removal) runs last."""
+    duties = [liveness_duty(s, node)] if s.worker_heartbeat_seconds > 0 else []
+    duties += [reconcile_duty(s), plan_timers_duty()]
+    if s.notify:
+        duties.append(notify_duty(s))
+    if s.retention_interval_seconds > 0:
+        duties.append(retention_duty(s, stopped))
+    return duties
+
+
+class MaintenanceStep(bootsteps.StartStopStep):
+    """This worker's maintenance loop, its gate pool (deployer/rollout.py: gate calls run
+    there, never in a stage, a command or the loop) and its parking thread, in the main
+    process.
+
+    The parking thread stays a thread of its own: it blocks on the acks subscription so an
+    instance's ack sends the parked re-send at once; inside the loop it would either delay
+    every other duty while it listens or poll, adding its period to every ack's latency. It
+    stops first: a re-send it popped is sent before the heartbeat (and its record) goes."""
+
+    label = "deployer maintenance"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
-        self.thread: ReconcilerThread | None = None
-
-    def start(self, worker: Any) -> None:
-        interval = runtime.settings().reconcile_interval_seconds
-        self.thread = ReconcilerThread(build_reconciler(), interval)
-        self.thread.start()
-        log.info("reconciler started (every %.1fs)", interval)
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
-
-    shutdown = stop
-
-
-app.steps["worker"].add(ReconcilerStep)
-
-
-class PlanTimersStep(bootsteps.StartStopStep):
-    """The plan-timer loop (deployer/timers.py: due wave steps, plan commands' slices) and
-    the gate pool (deployer/rollout.py) of this worker, in the main process: gate calls run
-    there, never in a stage, a command or the loop itself."""
-
-    label = "deployer plan timers"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: PlanTimers | None = None
+        self.loop: MaintenanceLoop | None = None
         self.gates: GateRunner | None = None
+        self.parking: ParkingThread | None = None
 
     def start(self, worker: Any) -> None:
-        control = runtime.controller()
-        rollout = control.rollout
         s = runtime.settings()
+        node = worker_id.node_name(worker.hostname)
+        rollout = runtime.controller().rollout
         self.gates = GateRunner(rollout.gate_answered, s, workers=s.gate_workers)
         rollout.gates = self.gates
-        self.thread = PlanTimers(runtime.store(), rollout.advance, control.plans.continue_jobs)
-        self.thread.start()
-        log.info("plan timers started (gate pool of %d)", s.gate_workers)
+        stopped = threading.Event()
+        self.loop = MaintenanceLoop(maintenance_duties(s, node, stopped), stopped)
+        self.loop.start()
+        self.parking = ParkingThread(
+            runtime.parking(), node, send_parked, client_for(s.target_url), s.acks_channel
+        )
+        self.parking.start()
+        log.info(
+            "maintenance of %s started: %s (gate pool of %d; parking acks on %s)",
+            node, ", ".join(d.name for d in self.loop.duties), s.gate_workers, s.acks_channel,
+        )  # fmt: skip
+        if s.notify:
+            log.info("notifications to %s", describe(s.notify))
 
     def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
+        if self.parking is not None:
+            self.parking.stop()
+            self.parking = None
+        if self.loop is not None:
+            self.loop.stop()
+            self.loop = None
         if self.gates is not None:
             runtime.controller().rollout.gates = None
             self.gates.shutdown()
@@ -99,79 +181,13 @@ class PlanTimersStep(bootsteps.StartStopStep):
     shutdown = stop
 
 
-app.steps["worker"].add(PlanTimersStep)
-
-
-class LivenessStep(bootsteps.StartStopStep):
-    """The worker's heartbeat and the re-driving of dead workers' tasks (deployer/liveness.py),
-    in the main process; a clean stop deletes the heartbeat."""
-
-    label = "deployer liveness"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: LivenessThread | None = None
-
-    def start(self, worker: Any) -> None:
-        ttl = runtime.settings().worker_heartbeat_seconds
-        if ttl <= 0:
-            return
-        planner = runtime.planner()
-        store = runtime.store()
-        node = worker_id.node_name(worker.hostname)
-        orphans = OrphanReconciler(store, planner.launch, planner.dispatch)
-        heartbeat = Heartbeat(store.r, node, ttl, runtime.settings().lease_ttl_seconds * 2)
-        failover = FailoverWatch(store, planner.launch, planner.dispatch)
-        self.thread = LivenessThread(heartbeat, orphans, ttl, held_stages, failover)
-        self.thread.start()
-        log.info("heartbeat of %s started (ttl %.1fs)", node, ttl)
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
-
-    shutdown = stop
-
-
-app.steps["worker"].add(LivenessStep)
-
-
-class ParkingStep(bootsteps.StartStopStep):
-    """Sends parked HealthCheck re-sends when due or woken by an instance's ack
-    (deployer/parking.py), in the main process. Requires the liveness step, so it stops
-    first: a re-send it popped is sent before the heartbeat (and its record) goes."""
-
-    label = "deployer parking"
-    requires = ("tasks.worker:LivenessStep",)  # started after it, so stopped before it
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: ParkingThread | None = None
-
-    def start(self, worker: Any) -> None:
-        s = runtime.settings()
-        node = worker_id.node_name(worker.hostname)
-        self.thread = ParkingThread(
-            runtime.parking(), node, send_parked, client_for(s.target_url), s.acks_channel
-        )
-        self.thread.start()
-        log.info("parking started (acks on %s)", s.acks_channel)
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
-
-    shutdown = stop
-
-
-app.steps["worker"].add(ParkingStep)
+app.steps["worker"].add(MaintenanceStep)
 
 
 class DeadLetterStep(bootsteps.StartStopStep):
     """RabbitMQ: declare the dead-letter exchange and queue (tasks/amqp.py) once the
-    consumer is connected (again after every reconnect: declaring is idempotent)."""
+    consumer is connected (again after every reconnect: declaring is idempotent). A step of
+    the consumer blueprint, run on each connection: no periodic duty of the loop."""
 
     label = "deployer dead letters"
     requires = ("celery.worker.consumer.connection:Connection",)
@@ -186,68 +202,6 @@ class DeadLetterStep(bootsteps.StartStopStep):
 
 
 app.steps["consumer"].add(DeadLetterStep)
-
-
-class NotifyStep(bootsteps.StartStopStep):
-    """Delivers the notification outbox to the receivers of DEPLOYER_NOTIFY (deployer/notify),
-    in the main process, on threads of its own: never in a stage, never in the reconciler's
-    tick. Off when no receiver is configured."""
-
-    label = "deployer notifications"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: NotifyThread | None = None
-
-    def start(self, worker: Any) -> None:
-        s = runtime.settings()
-        if not s.notify:
-            return
-        self.thread = NotifyThread(runtime.store().r, s)
-        self.thread.start()
-        log.info("notifications to %s", describe(s.notify))
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
-
-    shutdown = stop
-
-
-app.steps["worker"].add(NotifyStep)
-
-
-class RetentionStep(bootsteps.StartStopStep):
-    """The periodic retention pass (deployer/retention.py): finished plans older than
-    DEPLOYER_RETENTION_SECONDS go to the archive and leave Redis, in the main process, on a
-    thread of its own. Off when DEPLOYER_RETENTION_INTERVAL_SECONDS is 0."""
-
-    label = "deployer retention"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self.thread: RetentionThread | None = None
-
-    def start(self, worker: Any) -> None:
-        s = runtime.settings()
-        if s.retention_interval_seconds <= 0:
-            return
-        self.thread = RetentionThread(Retention(runtime.store().r, s),
-                                      s.retention_interval_seconds)  # fmt: skip
-        self.thread.start()
-        log.info("retention every %.0fs (plans finished %.0fs ago leave Redis)",
-                 s.retention_interval_seconds, s.retention_seconds)  # fmt: skip
-
-    def stop(self, worker: Any) -> None:
-        if self.thread is not None:
-            self.thread.stop()
-            self.thread = None
-
-    shutdown = stop
-
-
-app.steps["worker"].add(RetentionStep)
 
 
 def send_parked(sig: str) -> None:
@@ -273,7 +227,7 @@ def send_parked(sig: str) -> None:
 def held_stages() -> dict[str, str]:
     """Task id -> where the stage message this worker holds would start (`token:stage:step:
     attempt`, the task's `cursor` once begun): prefetched, waiting for its countdown (a
-    HealthCheck re-poll) or running. Read from the liveness thread, while the consumer
+    HealthCheck re-poll) or running. Read from the liveness duty's thread, while the consumer
     changes Celery's request sets."""
     out: dict[str, str] = {}
     held = [

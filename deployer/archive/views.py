@@ -16,7 +16,7 @@ from deployer.archive.store import Archive
 from deployer.isotime import iso
 from deployer.models import task_id_for
 from deployer.redact import redact
-from deployer.state import keys
+from deployer.state.plans import Plans
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
@@ -122,11 +122,9 @@ def plan_view(
     store: Store, archive: Archive | None, plan_id: str, sample: int = 20
 ) -> dict[str, Any] | None:
     """A plan wherever it is: live (Redis) unless archived, else the archive's copy."""
-    archived_at = store.get_plan_field(plan_id, "archivedAt")
-    if archived_at is None:
-        live = views.plan_view(store, plan_id, sample)
-        if live is not None:
-            return live
+    live = views.plan_view(store, plan_id, sample, live_only=True)
+    if live is not None:
+        return live
     return archived_plan_view(archive, plan_id, sample) if archive is not None else None
 
 
@@ -186,37 +184,26 @@ def _live_plans(
     limit: int,
 ) -> list[dict[str, Any]]:
     """Up to limit + 1 live plans before the cursor, newest first, matching the filters."""
-    top: Any = after[0] if after else "+inf"
-    bottom: Any = since_ms if since_ms is not None else "-inf"
+    newest: int | str = after[0] if after else "+inf"
+    oldest: int | str = since_ms if since_ms is not None else "-inf"
+    plans = Plans.of(store)
     out: list[dict[str, Any]] = []
     offset = scanned = 0
     while len(out) <= limit and scanned < _LIVE_SCAN:
-        chunk: list[tuple[str, float]] = store.r.zrevrangebyscore(  # type: ignore[assignment]
-            keys.PLANS, top, bottom, start=offset, num=_LIVE_CHUNK, withscores=True
-        )
+        chunk = plans.created_between(newest, oldest, offset, _LIVE_CHUNK)
         if not chunk:
             break
         offset += len(chunk)
         scanned += len(chunk)
-        pipe = store.r.pipeline(transaction=False)
-        for plan_id, _ in chunk:
-            pipe.hgetall(keys.plan(plan_id))
-        for (plan_id, score), plan in zip(chunk, pipe.execute(), strict=True):
-            if not plan or not _before(int(score), str(plan_id), after):
+        found = plans.get_many([plan_id for plan_id, _ in chunk])
+        for (plan_id, created), plan in zip(chunk, found, strict=True):
+            if plan is None or not _before(created, plan_id, after):
                 continue
-            if status and plan.get("status") != status:
+            if status and plan.status != status:
                 continue
-            row = {
-                "planId": str(plan_id),
-                "status": plan.get("status"),
-                "total": views._int(plan.get("total")) or 0,
-                "counts": views.counts(plan),
-                "createdAt": iso(plan.get("createdAt")),
-                "updatedAt": iso(plan.get("updatedAt")),
-                "archived": bool(plan.get("archivedAt")),
-            }
-            if plan.get("archivedAt"):
-                row["archivedAt"] = iso(plan.get("archivedAt"))
+            row = {**views.plan_row(plan_id, plan), "archived": plan.archived_at is not None}
+            if plan.archived_at is not None:
+                row["archivedAt"] = iso(plan.archived_at)
             out.append(row)
         if len(chunk) < _LIVE_CHUNK:
             break
@@ -262,7 +249,7 @@ _HISTORY_FIELDS = (F.TASK_ID, F.PLAN_ID, F.STATUS, F.RUN_KIND, F.CONFIG, F.CREAT
 
 def _live_tasks(store: Store, tenant_id: str) -> list[tuple[int, dict[str, Any]]]:
     """The tenant's tasks still in Redis (in the newest plans), with their creation time."""
-    plan_ids = [str(p) for p in store.r.zrevrange(keys.PLANS, 0, views.TENANT_PLAN_SCAN - 1)]
+    plan_ids = Plans.of(store).newest_ids(views.TENANT_PLAN_SCAN)
     found = store.get_tasks([task_id_for(p, tenant_id) for p in plan_ids], _HISTORY_FIELDS)
     out = []
     for t in found:

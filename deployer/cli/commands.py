@@ -382,7 +382,7 @@ def events(
     entries of the bounded global stream.
     """
     from deployer import audit
-    from deployer.state import keys
+    from deployer.state import events as event_log
 
     r = store().r
 
@@ -401,24 +401,23 @@ def events(
 
     # followed afterwards: the plan's own stream, else the global one filtered (the live
     # feed keeps up); its newest id is taken first, so nothing between the two reads is lost
-    follow_key = keys.events_plan(plan) if plan and not tenant else keys.EVENTS
+    followed = plan if plan and not tenant else None
     if plan and _archived_events(r, plan, tenant, 0 if all_ else count, show, note):
         return
-    last = _last_id(r, follow_key)
+    last = event_log.newest_id(r, followed)
     shown = _print_history(r, plan, tenant, count, all_, show, note)
     if tenant and not plan:
         _note_archived_plans(tenant, note)
     while follow_:
-        batch: Any = r.xread({follow_key: last}, block=1000, count=500)
-        for _stream, entries in batch or []:
-            for entry_id, fields in entries:
-                last = entry_id
-                if audit.id_key(entry_id) <= shown:
-                    continue
-                if (not plan or fields.get("planId") == plan) and (
-                    not tenant or fields.get("tenantId") == tenant
-                ):
-                    show(entry_id, fields)
+        batch = event_log.read_after(r, followed, last, block_ms=1000, count=500)
+        for entry_id, fields in batch:
+            last = entry_id
+            if audit.id_key(entry_id) <= shown:
+                continue
+            if (not plan or fields.get("planId") == plan) and (
+                not tenant or fields.get("tenantId") == tenant
+            ):
+                show(entry_id, fields)
 
 
 def _print_history(
@@ -455,9 +454,9 @@ def _archived_events(
     r: Any, plan: str, tenant: str | None, count: int, show: Any, note: Any
 ) -> bool:
     """Print an archived plan's events from the archive; False when the plan is live."""
-    from deployer.state import keys
+    from deployer.state.events import plan_events_live
 
-    if r.hget(keys.plan(plan), "archivedAt") is None and r.exists(keys.plan(plan)):
+    if plan_events_live(r, plan):
         return False
     from deployer.archive.views import archived_events
     from deployer.cli.app import archive
@@ -514,12 +513,6 @@ def target_label(plan: str | None, tenant: str | None) -> str:
     if plan and tenant:
         return f"tenant {tenant} in plan {plan}"
     return f"plan {plan}" if plan else f"tenant {tenant}"
-
-
-def _last_id(r: Any, key: str) -> str:
-    """Follow from the stream's newest entry; a stream not created yet: from its start."""
-    newest = r.xrevrange(key, count=1)
-    return str(newest[0][0]) if newest else "0-0"
 
 
 def _clock(ms: str | None) -> str:

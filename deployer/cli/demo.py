@@ -85,7 +85,7 @@ def choose_flower_port(requested: int | None) -> int:
 def _wait_log(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
+        if path.is_file() and needle in path.read_text(errors="replace"):
             return True
         if proc.poll() is not None:
             return False
@@ -211,7 +211,7 @@ def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: 
     from deployer.client import DeployerClient
     from deployer.redis_client import client_for
     from deployer.settings import get_settings, redact_url
-    from deployer.state import keys
+    from deployer.state.targets import config_hash, read_config
 
     workdir = Path(tempfile.mkdtemp(prefix="deployer-demo-"))
     with ExitStack() as stack:
@@ -247,9 +247,10 @@ def _demo(redis_url: str | None, keep_running: bool, flower_port: int, timeout: 
         settings = get_settings()
         final = follow(client.store, plan["planId"], timeout)
         tenant_id = plan["tenants"][0]["tenantId"]
-        hash_key = keys.config_hash(settings.key_prefix, tenant_id)
+        hash_key = config_hash(settings.key_prefix, tenant_id)
         console.print(f"\n[bold]HGETALL {hash_key}[/]")
-        for field, value in sorted(client_for(settings.target_url).hgetall(hash_key).items()):
+        written = read_config(client_for(settings.target_url), settings.key_prefix, tenant_id)
+        for field, value in sorted((written or {}).items()):
             console.print(f"  {field!s} = {value!s}")
         if final != "COMPLETED":
             err.print(f"plan ended {final or 'not in time'}; worker log: {workdir / 'worker.log'}")

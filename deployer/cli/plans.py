@@ -179,10 +179,9 @@ def plan_anywhere(store: Store, plan_id: str, sample: int = 20) -> dict[str, Any
     """The plan's read model, live or archived (deployer/archive/views.py), {} if unknown."""
     from deployer import views
 
-    if store.get_plan_field(plan_id, "archivedAt") is None:
-        live = views.plan_view(store, plan_id, sample)
-        if live:
-            return live
+    live = views.plan_view(store, plan_id, sample, live_only=True)
+    if live:
+        return live
     from deployer.archive.views import archived_plan_view
 
     stored = archive()

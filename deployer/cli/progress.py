@@ -15,8 +15,8 @@ from rich.table import Table
 
 from deployer.cli.app import console, err
 from deployer.lifecycle import ENDED, PLAN_ENDED
-from deployer.models import TaskStatus, task_id_for
-from deployer.state import keys
+from deployer.models import TaskStatus
+from deployer.state.plans import PlanRecord, Plans
 from deployer.state.record import Field as F
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
@@ -24,8 +24,14 @@ from deployer.state.store import Store
 ACTIVE_ROWS = 12
 
 
-def counts(plan: dict[str, str]) -> dict[str, int]:
-    return {s.value: int(plan.get(f"c:{s.value}", 0) or 0) for s in TaskStatus}
+def counts(plan: PlanRecord) -> dict[str, int]:
+    """Tasks per status, every status (0 for none), in TaskStatus order."""
+    return {s.value: plan.count(s) for s in TaskStatus}
+
+
+def _plan(store: Store, plan_id: str) -> PlanRecord:
+    """The plan as stored (an empty record while it does not exist)."""
+    return Plans.of(store).get(plan_id) or PlanRecord()
 
 
 ACTIVE_FIELDS = (F.TENANT_ID, F.STATUS, F.STAGE_NAME, F.STAGE_INDEX, F.TOTAL_STAGES, F.PROGRESS)
@@ -37,8 +43,7 @@ SCAN_CHUNK = 1000
 
 
 def active_tasks(store: Store, plan_id: str, limit: int = ACTIVE_ROWS) -> list[TaskRecord]:
-    prefix = task_id_for(plan_id, "")
-    ids = [str(m) for m in store.r.zrange(keys.INFLIGHT, 0, 5000) if str(m).startswith(prefix)]
+    ids = Plans.of(store).in_flight_task_ids(plan_id)
     return store.get_tasks(ids[:limit], ACTIVE_FIELDS)
 
 
@@ -66,7 +71,7 @@ def _stage(t: TaskRecord) -> str:
 def report_failures(store: Store, plan_id: str, limit: int = 10) -> list[dict[str, Any]]:
     """Name the plan's failed tenants and their errors (the first `limit`, then a count),
     so an operator knows what to look at without another command. Returns those shown."""
-    c = counts(store.get_plan(plan_id))
+    c = counts(_plan(store, plan_id))
     total = c["FAILED"] + c["ROLLBACK_FAILED"]
     if not total:
         return []
@@ -86,11 +91,11 @@ def report_unfinished(
     store: Store, plan_id: str, timeout: float | None, limit: int = 10
 ) -> list[dict[str, Any]]:
     """After --timeout: what is still running (tenant, stage, progress) and what waits."""
-    plan = store.get_plan(plan_id)
+    plan = _plan(store, plan_id)
     c = counts(plan)
     waiting = {s: c[s] for s in ("RUNNING", "ROLLING_BACK", "PENDING", "PAUSED") if c[s]}
     err.print(
-        f"[yellow]timeout[/]: plan {plan_id} still {plan.get('status', '?')} after {timeout}s: "
+        f"[yellow]timeout[/]: plan {plan_id} still {plan.status or '?'} after {timeout}s: "
         + ", ".join(f"{n} {s}" for s, n in waiting.items()),
         highlight=False,
         soft_wrap=True,
@@ -106,10 +111,10 @@ def report_unfinished(
 
 
 def render(store: Store, plan_id: str, started: float) -> tuple[Group, str | None]:
-    plan = store.get_plan(plan_id)
-    status = plan.get("status")
+    plan = _plan(store, plan_id)
+    status = plan.status or None
     c = counts(plan)
-    total = int(plan.get("total", 0) or 0)
+    total = plan.total or 0
     done = sum(c.get(s, 0) for s in ENDED)
     elapsed = time.monotonic() - started
     eta = ""

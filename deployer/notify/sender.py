@@ -1,6 +1,6 @@
-"""The notification thread of a worker: claims deliveries and sends them, one thread per
-receiver, so a receiver that hangs or fails costs its own deliveries' time and nothing else
-(no stage, no other receiver, no reconciler tick waits on it)."""
+"""A worker's notifier (a duty of its maintenance loop): claims deliveries and sends them,
+one thread per receiver, so a receiver that hangs or fails costs its own deliveries' time
+and nothing else (no stage, no other receiver, no other duty of the loop waits on it)."""
 
 from __future__ import annotations
 
@@ -54,12 +54,12 @@ def send(
     return Attempt(d, False, answer.describe())
 
 
-class NotifyThread(threading.Thread):
-    """Every `notify_interval_seconds`: one claim (fan-out included) for the receivers whose
-    thread is free, their batches handed to those threads, each settled when sent."""
+class Notifier:
+    """`tick`: one claim (fan-out included) for the receivers whose thread is free, their
+    batches handed to those threads, each settled when sent (a worker's maintenance loop
+    ticks it every `notify_interval_seconds`)."""
 
     def __init__(self, r: redis.Redis, settings: Settings) -> None:
-        super().__init__(name="deployer-notify", daemon=True)
         self.settings = settings
         self.receivers = dict(settings.notify)
         self.outbox = Outbox(r, settings)
@@ -72,19 +72,6 @@ class NotifyThread(threading.Thread):
         from stages.probe import new_client
 
         self.client = new_client(settings.notify_timeout_seconds)
-
-    def run(self) -> None:
-        # at once, then every interval: the first claim also marks the outbox as delivered
-        # (deployer:notify:active), so events are queued from the moment a worker starts
-        while True:
-            try:
-                self.tick()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("notifications: state store unavailable (%s); next tick retries", exc)
-            except Exception:  # the thread must outlive any one bad tick
-                log.exception("notification tick failed; next tick retries")
-            if self.stopped.wait(self.settings.notify_interval_seconds):
-                return
 
     def tick(self) -> int:
         ready = [n for n in self.receivers if n not in self.busy or self.busy[n].done()]
@@ -121,10 +108,8 @@ class NotifyThread(threading.Thread):
         except redis.RedisError as exc:  # due again when the claim lapses: sent again, once more
             log.warning("notifications to %s sent but not settled (%s)", name, exc)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self) -> None:
         self.stopped.set()
-        if self.is_alive():
-            self.join(timeout)
         for pool in self.pools.values():
             pool.shutdown(wait=False, cancel_futures=True)
 

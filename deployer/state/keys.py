@@ -32,6 +32,8 @@ WORKER = "deployer:worker:{node}"  # heartbeat of a live worker (node = hostname
 WORKER_HOLDS = "deployer:worker-holds:{node}"  # hash task id -> token of messages it holds
 DEAD_LETTERS = "deployer:dead-letters"  # public stream of refused broker messages, bounded
 WORKERS = "deployer:workers"  # zset node -> last heartbeat ms: the workers expected alive
+#: `run_id` of the server the state Redis was on when a worker last looked (deployer/failover.py).
+REDIS_RUN_ID = "deployer:redis-run-id"
 #: Counters the exporter reads (deployer/metrics.py), kept by the scripts that write the
 #: events (the Lua prelude's `observe`) and by the rejection and dead-letter writers.
 STATS = "deployer:stats"

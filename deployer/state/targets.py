@@ -10,7 +10,7 @@ script of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from functools import lru_cache
 
@@ -67,3 +67,26 @@ def write_config(
         args=[token, field, value, metadata, len(delete), *delete, *(announce or ())],
     )
     return scripts.verdict(WriteVerdict, raw, "kv_write")
+
+
+# ---- reads (deployer diff, the task view's `hash`, deployer demo) ---------------------------
+
+
+def read_config(target: redis.Redis, prefix: str, tenant_id: str) -> dict[str, str] | None:
+    """The tenant's written config ({} when none); None when its key is not a hash (a write
+    failed on it)."""
+    try:
+        return target.hgetall(config_hash(prefix, tenant_id))  # type: ignore[return-value]
+    except redis.ResponseError:
+        return None
+
+
+def read_configs(
+    target: redis.Redis, prefix: str, tenant_ids: Iterable[str]
+) -> list[dict[str, str]]:
+    """Each tenant's written config ({} when none), in one round trip. A key that is not a
+    hash raises redis.ResponseError."""
+    pipe = target.pipeline(transaction=False)
+    for tenant_id in tenant_ids:
+        pipe.hgetall(config_hash(prefix, tenant_id))
+    return list(pipe.execute())

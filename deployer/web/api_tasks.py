@@ -63,10 +63,10 @@ def wave_tenants(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     s = store(request)
-    plan = s.get_plan(valid_id(planId, "planId"))
-    if not plan:
+    waves = views.wave_count(s, valid_id(planId, "planId"))
+    if waves is None:
         raise ApiError(404, Code.PLAN_NOT_FOUND, f"no plan {planId}")
-    if not 0 <= wave < int(plan.get("waves") or 0):
+    if not 0 <= wave < waves:
         raise ApiError(404, Code.NOT_FOUND, f"plan {planId} has no wave {wave}")
     if status is not None:
         try:

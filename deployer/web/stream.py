@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from deployer.errors import Code
 from deployer.redact import redact
 from deployer.settings import Settings
-from deployer.state import keys
+from deployer.state.events import Entry, LiveFeed
 from deployer.web.history import matches
 
 log = logging.getLogger("deployer.web")
@@ -40,7 +40,7 @@ BACKLOG = 256
 #: The hub's Redis connections: the blocking reader, and catch-ups (they wait for one).
 CONNECTIONS = 2
 
-Entries = list[tuple[str, dict[str, str]]]
+Entries = list[Entry]
 
 
 def sse(entry_id: str, fields: dict[str, Any]) -> str:
@@ -120,6 +120,7 @@ class Hub:
         self.subs: set[Subscription] = set()
         self.cursor = ""  # the last entry id read ("" until the reader starts)
         self._redis: aioredis.Redis | None = None
+        self._feed: LiveFeed | None = None
         self._reader: asyncio.Task[None] | None = None
 
     def redis(self) -> aioredis.Redis:
@@ -142,6 +143,12 @@ class Hub:
             )
             self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
+
+    def feed(self) -> LiveFeed:
+        """The global stream read through the hub's connections."""
+        if self._feed is None:
+            self._feed = LiveFeed(self.redis())
+        return self._feed
 
     def holding(self, holder: str) -> int:
         return sum(1 for s in self.subs if s.holder == holder)
@@ -175,24 +182,19 @@ class Hub:
     async def _start(self) -> None:
         if self._reader is not None and not self._reader.done():
             return
-        r = self.redis()
-        info = await r.xinfo_stream(keys.EVENTS) if await r.exists(keys.EVENTS) else None
-        self.cursor = info["last-generated-id"] if info else "0-0"
+        self.cursor = await self.feed().last_id()
         self._reader = asyncio.create_task(self._read(), name="deployer-events-hub")
 
     async def _read(self) -> None:
         """Read new entries while anyone listens; hand each batch to every stream."""
-        r = self.redis()
+        feed = self.feed()
         while self.subs:
             try:
-                answer: Any = await r.xread(
-                    {keys.EVENTS: self.cursor}, count=BATCH, block=self.block_ms
-                )
+                entries = await feed.read_after(self.cursor, BATCH, self.block_ms)
             except Exception as exc:  # noqa: BLE001 - Redis away: streams wait, then retry
                 log.warning("event stream reader: %s", type(exc).__name__)
                 await asyncio.sleep(1)
                 continue
-            entries: Entries = answer[0][1] if answer else []
             if entries:
                 self.cursor = entries[-1][0]
             for sub in list(self.subs):
@@ -202,9 +204,9 @@ class Hub:
 
     async def catch_up(self, sub: Subscription, until: str) -> AsyncIterator[str]:
         """What `sub` missed before it joined: entries after its cursor up to `until`."""
-        r = self.redis()
+        feed = self.feed()
         while _after(until, sub.cursor):
-            got: Any = await r.xrange(keys.EVENTS, f"({sub.cursor}", until, count=BATCH)
+            got = await feed.between(sub.cursor, until, BATCH)
             if not got:
                 return
             chunk = sub.render(got)

@@ -240,3 +240,60 @@ def test_a_history_that_expired_whole_and_began_again_says_since_when(worker, r,
         assert "events are kept 7 days (DEPLOYER_EVENTS_RETENTION_SECONDS)" in note["message"]
         text = runner.invoke(app, ["events", *target])
         assert "older history of" in text.stderr and "it is kept since" in text.stderr
+
+
+def test_events_follow_prints_what_comes_after_the_history_once(r):
+    """`deployer events --follow` (a plan's own stream, or a tenant's filtered out of the
+    global one): the kept history, then each new event of its target as it is recorded."""
+    import subprocess
+    import sys
+    import threading
+    from pathlib import Path
+
+    from tests.helpers import ROOT, worker_env
+
+    plan_id, tenant = unique("follow"), unique("ft")
+    audit.record(r, {"type": "PLAN_CREATED", "planId": plan_id})
+    audit.record(r, {"type": "TASK_RUNNING", "planId": plan_id, "tenantId": tenant})
+    deployer = str(Path(sys.executable).parent / "deployer")
+    followers = {
+        "plan": subprocess.Popen([deployer, "events", "--plan", plan_id, "--follow", "--json"],
+                                 cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE, text=True),
+        "tenant": subprocess.Popen([deployer, "events", "--tenant", tenant, "-f", "--json"],
+                                   cwd=ROOT, env=worker_env(), stdout=subprocess.PIPE, text=True),
+    }  # fmt: skip
+    printed: dict[str, list[dict]] = {name: [] for name in followers}
+
+    def read(name: str) -> None:
+        stdout = followers[name].stdout
+        assert stdout is not None
+        for line in stdout:
+            printed[name].append(json.loads(line))
+
+    readers = [threading.Thread(target=read, args=(n,), daemon=True) for n in followers]
+    for t in readers:
+        t.start()
+    try:
+        wait_for(lambda: len(printed["plan"]) == 2, timeout=30, what="the plan's history")
+        wait_for(lambda: len(printed["tenant"]) == 1, timeout=30, what="the tenant's history")
+        paused = audit.record(r, {"type": "TASK_PAUSED", "planId": plan_id, "tenantId": tenant})
+        audit.record(r, {"type": "TASK_PAUSED", "planId": unique("other"), "tenantId": "x"})
+        note = audit.record(r, {"type": "PLAN_PAUSE", "planId": plan_id})
+        wait_for(lambda: len(printed["plan"]) == 4, timeout=30, what="the plan's new events")
+        wait_for(lambda: len(printed["tenant"]) == 2, timeout=30, what="the tenant's new event")
+        assert [e["type"] for e in printed["plan"]] == [
+            "PLAN_CREATED", "TASK_RUNNING", "TASK_PAUSED", "PLAN_PAUSE",
+        ]  # fmt: skip
+        assert [e["id"] for e in printed["plan"][2:]] == [paused, note]
+        assert [e["type"] for e in printed["tenant"]] == ["TASK_RUNNING", "TASK_PAUSED"]
+        assert printed["tenant"][1]["id"] == paused
+    finally:
+        for proc in followers.values():
+            proc.terminate()
+            proc.wait(timeout=10)
+        for t in readers:
+            t.join(timeout=10)
+        for proc in followers.values():
+            assert proc.stdout is not None
+            proc.stdout.close()
+    assert len(printed["plan"]) == 4 and len(printed["tenant"]) == 2  # nothing twice

@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import redis
 
-from deployer.failover import GEN_STEP, RUN_ID_KEY, FailoverWatch
+from deployer.failover import FailoverWatch
 from deployer.planner import Planner
 from deployer.redis_client import client_for
+from deployer.redrive import GEN_STEP
 from deployer.settings import Settings
+from deployer.state.keys import REDIS_RUN_ID as RUN_ID_KEY
 from deployer.state.store import Dispatch, Slot, Store
 from tests.helpers import bg_tenant, plan, unique
 
@@ -93,7 +95,9 @@ def test_finished_tasks_are_left_alone(private_db: str) -> None:
 def test_a_failover_check_that_fails_never_costs_a_heartbeat(private_db: str) -> None:
     """An ACL user without INFO: detection turns off with one line; the worker beats on."""
     from deployer import worker_id
-    from deployer.liveness import Heartbeat, LivenessThread, OrphanReconciler
+    from deployer.liveness import Heartbeat, Liveness
+    from deployer.maintenance import Duty, MaintenanceLoop
+    from deployer.redrive import OrphanReconciler
     from tests.helpers import wait_for
 
     planner, _ = _planner(private_db)
@@ -105,10 +109,12 @@ def test_a_failover_check_that_fails_never_costs_a_heartbeat(private_db: str) ->
     node = worker_id.node_name("acl@h")
     heartbeat = Heartbeat(planner.store.r, node, ttl_seconds=5)
     orphans = OrphanReconciler(planner.store, planner.launch, lambda plan_id: 0)
-    thread = LivenessThread(heartbeat, orphans, 5, failover=NoInfo(planner.store, planner.launch))
-    thread.start()
+    liveness = Liveness(heartbeat, orphans, 5, failover=NoInfo(planner.store, planner.launch))
+    loop = MaintenanceLoop([Duty("liveness", liveness.tick, liveness.interval, runs_long=True)])
+    loop.start()
     try:
         wait_for(lambda: planner.store.r.exists(f"deployer:worker:{node}"), what="a beat")
-        assert thread.failover is None
+        assert liveness.failover is None
+        assert loop.failures["liveness"] == 0
     finally:
-        thread.stop()
+        loop.stop()

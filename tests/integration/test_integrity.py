@@ -61,8 +61,8 @@ def test_a_task_whose_record_is_corrupt_fails_alone_and_the_sweep_redrives_the_o
     import redis as redis_lib
 
     from deployer.planner import Planner
-    from deployer.reconciler import Reconciler
     from deployer.redis_client import client_for
+    from deployer.redrive import Reconciler
     from deployer.settings import Settings
     from deployer.state.store import Dispatch, Store, now_ms
     from tasks.chains import build_chain

@@ -6,9 +6,10 @@ import pytest
 import redis
 
 from deployer import worker_id
-from deployer.liveness import Heartbeat, OrphanReconciler
+from deployer.liveness import Heartbeat
 from deployer.planner import Planner
 from deployer.redis_client import client_for
+from deployer.redrive import OrphanReconciler
 from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store
 from tests.helpers import bg_tenant, plan, unique, wait_for

@@ -1,6 +1,6 @@
-"""A worker's notification thread on a real Redis with real HTTP receivers: a receiver that
-hangs holds up only its own deliveries, each call ends at its deadline, and the hanging one
-is retried later while the healthy one was served at once."""
+"""A worker's notifier, in a maintenance loop, on a real Redis with real HTTP receivers: a
+receiver that hangs holds up only its own deliveries, each call ends at its deadline, and the
+hanging one is retried later while the healthy one was served at once."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import threading
 from collections import Counter
 
 from deployer import audit
+from deployer.maintenance import Duty, MaintenanceLoop
 from deployer.notify.outbox import Outbox
-from deployer.notify.sender import NotifyThread
+from deployer.notify.sender import Notifier
 from deployer.settings import Settings
 from tests.helpers import unique, wait_for
 from tests.notify_receiver import Receiver
@@ -28,13 +29,16 @@ def test_a_hanging_receiver_holds_up_nothing_but_its_own_deliveries(r):
         notify_backoff_seconds=0.2,
         notify_interval_seconds=0.05,
     )
-    thread = NotifyThread(r, settings)
-    Outbox(r, settings).claim({}, [])  # what the thread's first tick does: the outbox is on
+    notifier = Notifier(r, settings)
+    loop = MaintenanceLoop(
+        [Duty("notify", notifier.tick, settings.notify_interval_seconds, stop=notifier.stop)]
+    )
+    Outbox(r, settings).claim({}, [])  # what the notifier's first tick does: the outbox is on
     plan_ids = [unique("nt") for _ in range(3)]
     try:
         for plan_id in plan_ids:
             audit.record(r, {"type": "PLAN_FAILED", "planId": plan_id}, settings)
-        thread.start()
+        loop.start()
 
         def served() -> bool:
             got = {q.body["planId"] for q in healthy.accepted("PLAN_FAILED")}
@@ -56,6 +60,6 @@ def test_a_hanging_receiver_holds_up_nothing_but_its_own_deliveries(r):
         assert all(q.headers["idempotency-key"] for q in hanging.seen())
     finally:
         release.set()
-        thread.stop()
+        loop.stop()
         hanging.close()
         healthy.close()

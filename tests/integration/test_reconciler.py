@@ -10,8 +10,8 @@ import redis
 
 from deployer.models import task_id_for
 from deployer.planner import Planner
-from deployer.reconciler import Reconciler
 from deployer.redis_client import client_for
+from deployer.redrive import Reconciler
 from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store, now_ms
 from tests.helpers import bg_tenant, plan, task_rows, unique

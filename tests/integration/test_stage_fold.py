@@ -22,8 +22,8 @@ from deployer import executor
 from deployer.context import TaskRuntimeContext
 from deployer.models import StageSpec, StepSpec
 from deployer.planner import Planner
-from deployer.reconciler import Reconciler
 from deployer.redis_client import client_for
+from deployer.redrive import Reconciler
 from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store, now_ms
 from stages import registry

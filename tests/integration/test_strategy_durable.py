@@ -14,7 +14,7 @@ from deployer.control import Controller
 from deployer.errors import DeployerError
 from deployer.lifecycle import Command
 from deployer.planner import Planner
-from deployer.reconciler import Reconciler
+from deployer.redrive import Reconciler
 from deployer.settings import get_settings
 from deployer.state.store import Dispatch, Store
 from tests.helpers import bg_tenant, plan, unique, wait_for

@@ -111,6 +111,28 @@ def stored_plan(r, n: int) -> tuple[Store, str, list[str]]:
     return store, plan_id, tenants
 
 
+def test_a_tasks_written_hash_is_read_on_the_target_redis_when_that_is_another_server(r):
+    """DEPLOYER_TARGET_REDIS_URL names another server: a task's `hash` is the config there,
+    where the runs write it and the services read it (it was read on the state Redis)."""
+    from deployer.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as other:
+        settings = get_settings().model_copy(update={"target_redis_url": other.url})
+        store = Store(client_for(settings.state_url), settings)
+        tenant = unique("tt")
+        plan_id, rows = task_rows(plan(unique(), [bg_tenant(tenant)]), settings)
+        assert store.create_plan(plan_id, rows, 10, unique("run") + "-")
+        target = client_for(other.url)
+        target.hset(PREFIX + tenant, "metadata", '{"version":20}')
+        r.hset(PREFIX + tenant, "metadata", '{"version":1}')  # not the target: never shown
+        try:
+            view = views.plan_task_view(store, plan_id, tenant)
+            assert view is not None and view["hash"] == {"metadata": '{"version":20}'}
+        finally:
+            r.delete(PREFIX + tenant)
+            target.close()
+
+
 def test_task_pages_follow_the_cursor_to_the_end_in_submission_order(r):
     store, plan_id, tenants = stored_plan(r, 12)
     seen, cursor, pages = [], None, 0

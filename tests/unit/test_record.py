@@ -118,7 +118,6 @@ TASKISH = {"task", "tasks", "raw", "row", "rows", "rec", "record", "stored", "fo
 #: Reads of dicts that share a name with a task-hash field but are not the hash, each
 #: (module, receiver, key): the plan hash, view JSON rows, plan files, event fields.
 NOT_THE_HASH = {
-    ("deployer/client.py", "raw", "status"),  # the plan hash
     ("deployer/cli/plans.py", "t", "tenantId"),  # view / diff JSON rows
     ("deployer/cli/plans.py", "t", "status"),
     ("deployer/cli/plans.py", "t", "stageName"),
@@ -126,7 +125,6 @@ NOT_THE_HASH = {
     ("deployer/cli/plans.py", "row", "tenantId"),  # dry-run rows
     ("deployer/cli/commands.py", "fields", "planId"),  # event stream fields
     ("deployer/cli/commands.py", "fields", "tenantId"),
-    ("deployer/client.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "planId"),
     ("deployer/web/history.py", "fields", "tenantId"),
     ("deployer/retention.py", "fields", "tenantId"),  # event stream fields

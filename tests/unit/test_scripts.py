@@ -10,9 +10,9 @@ from typing import get_args
 import pytest
 
 from deployer.errors import Code, ScriptReplyError
-from deployer.reconciler import SweepResult
 from deployer.state import scripts
 from deployer.state.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state.workers import Claimed
 
 
 def test_the_loader_knows_every_script_in_deployer_lua() -> None:
@@ -56,8 +56,10 @@ def test_records_bind_by_field_name_with_fixed_fields_given() -> None:
 
 def test_a_claim_reply_decodes_redriven_and_failed_tasks_and_refuses_other_kinds() -> None:
     reply = ["R", "t1", "p", "tok.2", "r1", "{}", "{}", "", "F", "t2", "p", "", "", "", "", ""]
-    result = SweepResult.from_reply(reply)
+    result = Claimed.from_reply(reply)
     assert [(s.task_id, s.token) for s in result.redriven] == [("t1", "tok.2")]
     assert result.failed == [("t2", "p")]
     with pytest.raises(ScriptReplyError):
-        SweepResult.from_reply(["X", "t1", "p", "", "", "", "", ""])
+        Claimed.from_reply(["X", "t1", "p", "", "", "", "", ""])
+    with pytest.raises(ScriptReplyError):
+        Claimed.from_reply(["R", "t1", "p", "tok.2"])  # a record cut short
