@@ -196,7 +196,8 @@ class PlanCommands:
         `budget_seconds` (default SYNC_SECONDS) and answer what was done, or that the rest
         follows in the background."""
         plan = self.plans.get(plan_id)
-        if plan.archived_at is not None if plan else _archived(self.store, plan_id):
+        archived = _archived(self.store, plan_id) if plan is None else plan.archived_at is not None
+        if archived:
             # what stays live of it is each tenant's newest task: `--tenant T` acts on those.
             # Marked after this read: plan_control.lua and plan_job.lua refuse it the same way
             raise PlanArchived(plan_id)
