@@ -102,6 +102,7 @@ def run_small(server: common.Server, n: int) -> dict[str, Any]:
     from deployer.state import keys
     from deployer.state.record import Field
     from deployer.state.store import read_tasks
+    from deployer.state.targets import config_hash
 
     plan_id = f"grun-{uuid.uuid4().hex[:6]}"
     prefix = f"{plan_id}-t"
@@ -132,7 +133,7 @@ def run_small(server: common.Server, n: int) -> dict[str, Any]:
         "event_entries_per_tenant": round(entries / n, 2),
         "event_bytes_per_entry": round(events_bytes / max(entries, 1), 1),
         "event_bytes_per_tenant": round(events_bytes / n, 1),
-        "config_hash_bytes": usage(server, keys.config_hash("icc_ai_ops_srv:tenant_config:", tid)),
+        "config_hash_bytes": usage(server, config_hash("icc_ai_ops_srv:tenant_config:", tid)),
     }
 
 

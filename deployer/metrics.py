@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from deployer.models import TaskStatus
 from deployer.state import stats as state
+from deployer.state.plans import PlanCounter, PlanRecord
 from deployer.state.record import TaskRecord
 from deployer.waves import WAVE_STATES, Rollout
 
@@ -283,7 +284,7 @@ class DeployerCollector(Collector):
         yield from self._inflight(snapshot.inflight)
         yield from self.stats.families(snapshot.gauges)
 
-    def _plans(self, plans: list[tuple[str, dict[str, str]]]) -> Iterator[Metric]:
+    def _plans(self, plans: list[tuple[str, PlanRecord]]) -> Iterator[Metric]:
         tasks = GaugeMetricFamily(
             "deployer_plan_tasks", "Tasks of a plan by status.", labels=["plan_id", "status"]
         )
@@ -317,12 +318,12 @@ class DeployerCollector(Collector):
             labels=["plan_id"],
         )
         for plan_id, plan in plans:
-            info.add_metric([plan_id, plan.get("status", "")], 1)
-            conc.add_metric([plan_id], float(plan.get("maxConcurrency", 0) or 0))
+            info.add_metric([plan_id, plan.status], 1)
+            conc.add_metric([plan_id], float(plan.max_concurrency or 0))
             for status in TaskStatus:
-                tasks.add_metric([plan_id, status.value], float(plan.get(f"c:{status.value}", 0)))
-            conflicts.add_metric([plan_id], float(plan.get("m:leaseConflicts", 0) or 0))
-            attempts.add_metric([plan_id], float(plan.get("m:healthCheckAttempts", 0) or 0))
+                tasks.add_metric([plan_id, status.value], float(plan.count(status)))
+            conflicts.add_metric([plan_id], float(plan.counter(PlanCounter.LEASE_CONFLICTS)))
+            attempts.add_metric([plan_id], float(plan.counter(PlanCounter.HEALTH_CHECK_ATTEMPTS)))
             rollout = Rollout.from_hash(plan)
             if rollout is not None:
                 states = Counter_(w.state for w in rollout.waves)

@@ -50,6 +50,7 @@ from deployer.state.commands import (
     TaskCommand,
     Which,
 )
+from deployer.state.plans import PlanField, PlanRecord, Plans
 from deployer.state.record import TaskRecord
 from deployer.state.store import Store
 
@@ -174,6 +175,10 @@ class PlanCommands:
     def commands(self) -> Commands:
         return self.c.commands
 
+    @property
+    def plans(self) -> Plans:
+        return Plans.of(self.store)
+
     # ---- the command -------------------------------------------------------------------
 
     def run(
@@ -190,17 +195,18 @@ class PlanCommands:
         """Take the plan-wide part at once, then work through the tasks for at most
         `budget_seconds` (default SYNC_SECONDS) and answer what was done, or that the rest
         follows in the background."""
-        plan = self.store.get_plan(plan_id)
-        if plan.get("archivedAt") or (not plan and _archived(self.store, plan_id)):
+        plan = self.plans.get(plan_id)
+        archived = _archived(self.store, plan_id) if plan is None else plan.archived_at is not None
+        if archived:
             # what stays live of it is each tenant's newest task: `--tenant T` acts on those.
             # Marked after this read: plan_control.lua and plan_job.lua refuse it the same way
             raise PlanArchived(plan_id)
-        if not plan:
+        if plan is None:
             raise NotFound(f"no plan {plan_id}", code=Code.PLAN_NOT_FOUND)
         refusal = self._refused_by_all(command, plan_id, plan, force)
         if refusal is not None:
             return refusal
-        if command is Command.ROLLBACK and plan.get("strategy"):
+        if command is Command.ROLLBACK and plan.has_strategy:
             self.c.rollout.halt(plan_id, by, reason or "plan rolled back")
         flag = {Command.PAUSE: "PAUSE", Command.CANCEL: "CANCEL"}.get(command, "")
         self.commands.plan_control(plan_id, flag, by, reason, "")
@@ -249,19 +255,19 @@ class PlanCommands:
         }
 
     def _refused_by_all(
-        self, command: Command, plan_id: str, plan: dict[str, str], force: bool
+        self, command: Command, plan_id: str, plan: PlanRecord, force: bool
     ) -> dict[str, Any] | None:
         """When no task of the plan allows the command (read from the plan's counters), the
         refusal — no plan flag is set and no PLAN_ event recorded; else None."""
         for status in TaskStatus:
-            if not int(plan.get(f"c:{status.value}") or 0):
+            if not plan.count(status):
                 continue
             probe = TaskRecord(status=status, started_at=1)
             if decide_task(command, probe, force).effect is not Effect.REFUSE:
                 return None
         sample = self.store.get_tasks(self.store.plan_task_ids(plan_id, 0, LISTED - 1), TASK_FIELDS)
         refused = [self.c.refusal(command, t, force) for t in sample if t.status]
-        everyone = Counter({Effect.REFUSE.value: int(plan.get("total") or 0)})
+        everyone = Counter({Effect.REFUSE.value: plan.total or 0})
         return self.c.answer(command, Target(plan_id=plan_id), everyone, refused, [])
 
     # ---- the job, a slice at a time ---------------------------------------------------
@@ -444,7 +450,8 @@ class PlanCommands:
         started = {t.task_id: t.started_at for t in tasks if t.started_at}
         self.commands.order_add(job.plan_id, started)
         never = [t for t in tasks if not t.started_at]
-        waves = bool(self.store.get_plan_field(job.plan_id, "strategy"))
+        read = self.plans.fields(job.plan_id, PlanField.STRATEGY)
+        waves = read is not None and read.has_strategy
         stopping = [t for t in never if waves and t.status in (TaskStatus.PENDING,
                                                                 TaskStatus.PAUSED)]  # fmt: skip
         if stopping:

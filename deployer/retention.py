@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from deployer.models import TaskStatus
 from deployer.redact import mask_patterns, redact
 from deployer.settings import Settings
+from deployer.state.plans import PlanField, PlanRecord
 from deployer.state.record import Field, TaskRecord
 from deployer.state.retained import DropSlice, DropVerdict, MarkVerdict, RetainedPlans
 from deployer.state.store import Store, now_ms
@@ -47,7 +49,8 @@ if TYPE_CHECKING:  # SQLAlchemy loads only when a pass has a plan to archive: it
 log = logging.getLogger("deployer.retention")
 
 ENDED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "ROLLED_BACK"})
-LIVE_COUNTERS = ("c:PENDING", "c:RUNNING", "c:PAUSED", "c:ROLLING_BACK")
+#: Statuses of a task not finished: a plan with one in them is not due.
+LIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED, TaskStatus.ROLLING_BACK)
 #: Task-hash fields not kept in a task row's `fields` (kept elsewhere, or secrets/plumbing).
 _NOT_KEPT = frozenset(
     f.value
@@ -61,9 +64,9 @@ _NOT_KEPT = frozenset(
         Field.LAST_ERROR,
     )
 )
-#: Plan-hash fields read to decide whether a plan is due.
-_DUE_FIELDS = ("status", *LIVE_COUNTERS, "job", "pendingRollback", "updatedAt", "archivedAt",
-               "archiving", "keptCheckedAt")  # fmt: skip
+#: Plan fields read to decide whether a plan is due (with the counters of `LIVE`).
+_DUE_FIELDS = (PlanField.STATUS, PlanField.JOB, PlanField.PENDING_ROLLBACK, PlanField.UPDATED_AT,
+               PlanField.ARCHIVED_AT, PlanField.ARCHIVING, PlanField.KEPT_CHECKED_AT)  # fmt: skip
 #: Plans read per pipeline while looking for due ones.
 _SCAN_PAGE = 500
 #: Events and tasks read from Redis (and written to the archive) per batch.
@@ -115,26 +118,26 @@ def _int(value: Any) -> int:
         return 0
 
 
-def due_reason(plan: dict[str, str], cutoff_ms: int, newest_plan_ms: int) -> str | None:
-    """None when the plan (its hash fields `_DUE_FIELDS`) is due now, else why not.
+def due_reason(plan: PlanRecord, cutoff_ms: int, newest_plan_ms: int) -> str | None:
+    """None when the plan (its `_DUE_FIELDS` and `LIVE` counters) is due now, else why not.
 
     An archived plan that kept some tasks live is due again when it changed since (a
     rollback of a kept task) or a newer plan may have replaced one of its tasks."""
-    if plan.get("archiving") == "1":
+    if plan.archiving:
         return None  # marked: its removal was interrupted, go on with it
-    if plan.get("status") not in ENDED:
+    if plan.status not in ENDED:
         return "not finished"
-    if any(_int(plan.get(c)) for c in LIVE_COUNTERS):
+    if any(plan.count(s) for s in LIVE):
         return "tasks not finished"
-    if plan.get("job"):
+    if plan.job:
         return "plan command in progress"
-    if plan.get("pendingRollback") == "1":
+    if plan.pending_rollback:
         return "rollback pending"
-    updated = _int(plan.get("updatedAt"))
+    updated = plan.updated_at or 0
     if updated > cutoff_ms:
         return "changed recently"
-    checked = _int(plan.get("keptCheckedAt"))
-    if plan.get("archivedAt") and updated <= checked and newest_plan_ms <= checked:
+    checked = plan.kept_checked_at or 0
+    if plan.archived_at is not None and updated <= checked and newest_plan_ms <= checked:
         return "archived; its kept tasks are still their tenants' newest"
     return None
 
@@ -173,26 +176,29 @@ def task_row(task: TaskRecord, stages: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def plan_row(plan: dict[str, str], plan_id: str, ended_at: int | None, at: int) -> dict[str, Any]:
+def plan_row(plan: PlanRecord, plan_id: str, ended_at: int | None, at: int) -> dict[str, Any]:
+    """The archive row of one plan: its hash as stored (`fields`, but for the transient
+    archiving flag; secrets redacted) and the columns the archive's reads filter on."""
     strategy: Any = None
-    if plan.get("strategy"):
+    if plan.strategy:
         try:
-            strategy = redact(json.loads(plan["strategy"]))
+            strategy = redact(json.loads(plan.strategy))
         except ValueError:
             strategy = None
-    counts = {k[2:]: _int(v) for k, v in plan.items() if k.startswith("c:") and _int(v)}
     return {
         "plan_id": plan_id,
-        "digest": plan.get("digest", ""),
-        "status": plan.get("status", ""),
+        "digest": plan.digest,
+        "status": plan.status,
         "strategy": strategy,
-        "submitted_by": plan.get("submittedBy", ""),
-        "total": _int(plan.get("total")),
-        "counts": counts,
-        "fields": redact({k: v for k, v in plan.items() if k not in ("archiving",)}),
-        "created_at": _int(plan.get("createdAt")) or None,
-        "updated_at": _int(plan.get("updatedAt")) or None,
-        "ended_at": ended_at or _int(plan.get("updatedAt")) or None,
+        # no plan hash holds who submitted it (no script writes a submitter): the column
+        # stays for the archive's schema
+        "submitted_by": "",
+        "total": plan.total or 0,
+        "counts": plan.counts_as_stored(),
+        "fields": redact({k: v for k, v in plan.raw.items() if k != PlanField.ARCHIVING}),
+        "created_at": plan.created_at or None,
+        "updated_at": plan.updated_at or None,
+        "ended_at": ended_at or plan.updated_at or None,
         "archived_at": at,
     }
 
@@ -221,10 +227,10 @@ def _timeline_entry(fields: dict[str, str]) -> dict[str, Any] | None:
     return entry
 
 
-def _unchanged_since_archived(plan: dict[str, str]) -> bool:
+def _unchanged_since_archived(plan: PlanRecord) -> bool:
     """Archived before, and nothing moved in the plan since (its updatedAt is older)."""
-    archived = _int(plan.get("archivedAt"))
-    return bool(archived) and _int(plan.get("updatedAt")) <= archived
+    archived = plan.archived_at or 0
+    return bool(archived) and (plan.updated_at or 0) <= archived
 
 
 def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -275,9 +281,10 @@ class Retention:
             candidates = [p for p in candidates if p in wanted]
         due: list[str] = []
         for start in range(0, len(candidates), _SCAN_PAGE):
-            for c in self.plans.candidates(candidates[start : start + _SCAN_PAGE], _DUE_FIELDS):
-                plan = c.fields
-                if not plan or (c.busy and plan.get("archiving") != "1"):
+            page = candidates[start : start + _SCAN_PAGE]
+            for c in self.plans.candidates(page, _DUE_FIELDS, LIVE):
+                plan = c.plan
+                if plan is None or (c.busy and not plan.archiving):
                     continue
                 if due_reason(plan, cutoff, newest_ms) is None:
                     due.append(c.plan_id)
@@ -367,10 +374,10 @@ class Retention:
         if not self.plans.lock(plan_id, token, self._lock_ms()):
             return "BUSY"
         try:
-            plan = self.plans.plan_hash(plan_id)
-            if not plan:
+            plan = self.plans.plan(plan_id)
+            if plan is None:
                 return "GONE"
-            if plan.get("archiving") != "1":
+            if not plan.archiving:
                 if _unchanged_since_archived(plan):
                     # archived before and not changed since (a newer plan replaced some of
                     # its kept tasks): the archive already holds it, only removal is left
@@ -383,9 +390,7 @@ class Retention:
         finally:
             self.plans.unlock(plan_id, token)
 
-    def _copy(
-        self, plan_id: str, plan: dict[str, str], token: str, report: PassReport
-    ) -> MarkVerdict:
+    def _copy(self, plan_id: str, plan: PlanRecord, token: str, report: PassReport) -> MarkVerdict:
         """Steps 1 and 2: the archive copy, committed, then the mark in Redis."""
         timeline: dict[str, list[dict[str, Any]]] = defaultdict(list)
         after: str | None = None
@@ -411,7 +416,7 @@ class Retention:
             whole = self._timed(report, partial(self.store.get_whole_tasks, ids))
             records = [t for t in whole if t is not None]
             rows = [task_row(t, timeline.get(t.tenant_id, [])) for t in records]
-            if plan.get("archivedAt"):  # again: its older events are in the archive only
+            if plan.archived_at is not None:  # again: its older events are in the archive only
                 for row in rows:
                     before = self.archive.task(row["task_id"])
                     if before:
@@ -426,7 +431,7 @@ class Retention:
         self.archive.write(plan=plan_row(plan, plan_id, ended or None, self.clock()))
         return self._mark_archived(plan_id, plan, token)
 
-    def _mark_archived(self, plan_id: str, plan: dict[str, str], token: str) -> MarkVerdict:
+    def _mark_archived(self, plan_id: str, plan: PlanRecord, token: str) -> MarkVerdict:
         """Step 2 (lua/archive_mark.lua): OK when the plan may now be removed."""
         outcome = self.plans.mark(plan_id, token, plan, self.clock())
         if outcome != MarkVerdict.OK:

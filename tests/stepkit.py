@@ -18,7 +18,7 @@ from deployer.context import TaskRuntimeContext
 from deployer.fleet import Fleet
 from deployer.models import StepSpec, task_id_for
 from deployer.settings import Settings
-from deployer.state import keys
+from deployer.state.targets import config_hash
 from stages import registry
 from stages.base import Done, StepEnv, StepResult, Wait
 from tests.helpers import wait_for
@@ -99,7 +99,7 @@ def drive(spec: StepSpec, run: Attempts, env: StepEnv, rounds: int = 50) -> list
 
 def set_version(r: redis.Redis, tenant: str, version: int, field: str = "icc-bg-gateway") -> None:
     r.hset(
-        keys.config_hash(PREFIX, tenant),
+        config_hash(PREFIX, tenant),
         mapping={
             field: json.dumps({"tenantId": tenant}),
             "metadata": json.dumps({"version": version}),

@@ -89,13 +89,6 @@ def events_tenant(tenant_id: str) -> str:
     return EVENTS_TENANT.format(tenant_id=tenant_id)
 
 
-def config_hash(prefix: str, tenant_id: str) -> str:
-    """The tenant's config hash that the services read (contract). The target's names live
-    in deployer/state/targets.py now; this one stays until diff, views and the demo read the
-    target through the state package."""
-    return f"{prefix}{tenant_id}"
-
-
 def worker(node: str) -> str:
     return WORKER.format(node=node)
 

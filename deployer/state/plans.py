@@ -95,6 +95,18 @@ class WaveField(StrEnum):
     NO_BAKE = "noBake"  # '1': promoted, its bake skipped
 
 
+class PlanCounter(StrEnum):
+    """The plan hash's metric counters, stored as `m:{name}` (`counter_field`) by
+    lua/stage_begin.lua; the exporter (deployer/metrics.py) shows them per plan."""
+
+    LEASE_CONFLICTS = "leaseConflicts"  # stage starts refused: another run held the lease
+    HEALTH_CHECK_ATTEMPTS = "healthCheckAttempts"  # HealthCheck polls after the first
+
+
+def counter_field(name: PlanCounter) -> str:
+    return f"m:{name.value}"
+
+
 def count_field(status: TaskStatus) -> str:
     """The plan hash's counter of tasks in `status` (kept by the scripts with each change)."""
     return f"c:{status.value}"
@@ -107,6 +119,9 @@ def wave_field(index: int, name: WaveField) -> str:
 def wave_count_field(index: int, status: TaskStatus) -> str:
     """Wave `index`'s counter of tasks in `status`."""
     return f"w:{index}:c:{status.value}"
+
+
+_STATUSES = frozenset(s.value for s in TaskStatus)
 
 
 def _int(text: str) -> int | None:
@@ -225,6 +240,22 @@ class PlanRecord:
     def count(self, status: TaskStatus) -> int:
         """Tasks in `status` (0 when none or unreadable)."""
         return self.counts.get(status, 0)
+
+    def counts_as_stored(self) -> dict[str, int]:
+        """The non-zero task counters by status name in the hash's order, not `counts`'
+        (the archive keeps a plan's counts as Redis held them, deployer/retention.py)."""
+        out = {}
+        for name, text in self.raw.items():
+            status = name[2:]
+            if name.startswith("c:") and status in _STATUSES:
+                n = _int(text)
+                if n:
+                    out[status] = n
+        return out
+
+    def counter(self, name: PlanCounter) -> int:
+        """The metric counter `name` (0 when absent or unreadable), from the hash as read."""
+        return _int(self.raw.get(counter_field(name), "0")) or 0
 
 
 @dataclass(frozen=True)

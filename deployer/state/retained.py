@@ -23,7 +23,9 @@ from typing import Any
 import redis
 
 from deployer.errors import ScriptReplyError
+from deployer.models import TaskStatus
 from deployer.state import keys, scripts
+from deployer.state.plans import PlanField, PlanRecord, count_field
 
 #: `deployer:stats` fields (deployer/metrics.py exports them as deployer_retention_*).
 STAT_ARCHIVED = "ret|archived"
@@ -83,8 +85,8 @@ class DueCandidate:
     """A plan old enough to be due, as read to decide whether it is."""
 
     plan_id: str
-    #: The fields asked for that its plan hash holds (empty: the plan is gone).
-    fields: dict[str, str]
+    #: The fields asked for that its plan hash holds; None: the plan is gone.
+    plan: PlanRecord | None
     #: A wave timer, a plan command's job or an approval is pending for it.
     busy: bool
 
@@ -116,11 +118,15 @@ class RetainedPlans:
         """Plans created at or before `cutoff_ms`, oldest first."""
         return [str(p) for p in self.r.zrangebyscore(keys.PLANS, "-inf", cutoff_ms)]
 
-    def candidates(self, plan_ids: Sequence[str], fields: Sequence[str]) -> list[DueCandidate]:
-        """`fields` of each plan's hash and whether it is busy: one pipelined round trip."""
+    def candidates(
+        self, plan_ids: Sequence[str], fields: Sequence[PlanField], counted: Sequence[TaskStatus]
+    ) -> list[DueCandidate]:
+        """`fields` and the task counters of the `counted` statuses of each plan's hash, and
+        whether it is busy: one pipelined round trip."""
+        names = [*(f.value for f in fields), *(count_field(s) for s in counted)]
         pipe = self.r.pipeline(transaction=False)
         for plan_id in plan_ids:
-            pipe.hmget(keys.plan(plan_id), fields)
+            pipe.hmget(keys.plan(plan_id), names)
             pipe.zscore(keys.PLAN_TIMERS, plan_id)
             pipe.zscore(keys.PLAN_JOBS, plan_id)
             pipe.zscore(keys.AWAITING_APPROVAL, plan_id)
@@ -128,16 +134,18 @@ class RetainedPlans:
         out = []
         for i, plan_id in enumerate(plan_ids):
             values, timer, job, approval = replies[4 * i : 4 * i + 4]
-            found = {k: v for k, v in zip(fields, values, strict=True) if v is not None}
+            found = {k: v for k, v in zip(names, values, strict=True) if v is not None}
             busy = timer is not None or job is not None or approval is not None
-            out.append(DueCandidate(plan_id, found, busy))
+            out.append(DueCandidate(plan_id, PlanRecord.from_hash(found) if found else None, busy))
         return out
 
     # ---- what is copied ------------------------------------------------------------------
 
-    def plan_hash(self, plan_id: str) -> dict[str, str]:
-        """The whole plan hash, in Redis's field order (the mark's digest follows it)."""
-        return self.r.hgetall(keys.plan(plan_id))  # type: ignore[return-value]
+    def plan(self, plan_id: str) -> PlanRecord | None:
+        """The whole plan, its `raw` hash in Redis's field order (the mark's digest follows
+        it); None when it is gone."""
+        raw: dict[str, str] = self.r.hgetall(keys.plan(plan_id))  # type: ignore[assignment]
+        return PlanRecord.from_hash(raw) if raw else None
 
     def plan_events(
         self, plan_id: str, after: str | None, count: int
@@ -180,9 +188,10 @@ class RetainedPlans:
 
     # ---- mark, then remove -----------------------------------------------------------------
 
-    def mark(self, plan_id: str, token: str, plan: Mapping[str, str], now_ms: int) -> MarkVerdict:
+    def mark(self, plan_id: str, token: str, plan: PlanRecord, now_ms: int) -> MarkVerdict:
         """Mark the plan archived (lua/archive_mark.lua) if it is still `plan`, the hash as
-        copied, and nothing keeps it live."""
+        copied (`plan.raw`), and nothing keeps it live."""
+        copied = plan.raw
         raw = self._mark(
             keys=[
                 keys.plan(plan_id),
@@ -193,7 +202,14 @@ class RetainedPlans:
                 keys.plan_claim(plan_id),
                 keys.plan_job(plan_id),
             ],
-            args=[token, plan_id, plan.get("updatedAt", ""), now_ms, plan_digest(plan), *plan],
+            args=[
+                token,
+                plan_id,
+                copied.get(PlanField.UPDATED_AT.value, ""),
+                now_ms,
+                plan_digest(copied),
+                *copied,
+            ],
         )
         return scripts.verdict(MarkVerdict, raw, "archive_mark")
 

@@ -26,11 +26,9 @@ from typing import Any
 import redis
 
 from deployer.state import keys
+from deployer.state.plans import PlanField, PlanRecord
 from deployer.state.record import Field, TaskRecord
 from deployer.state.store import read_tasks
-
-#: A plan hash field the approval gauge checks (the plan record's, until it reads it).
-_WAVE_STATE = "waveState"
 
 
 def grouped(stats: Mapping[str, str]) -> dict[str, list[tuple[str, int]]]:
@@ -85,8 +83,8 @@ class Snapshot:
     """Everything one scrape shows, read in three round trips."""
 
     gauges: Gauges
-    #: The newest plans that still exist, newest first: (plan id, its hash as stored).
-    plans: list[tuple[str, dict[str, str]]]
+    #: The newest plans that still exist, newest first: (plan id, its whole hash read).
+    plans: list[tuple[str, PlanRecord]]
     awaiting: list[Awaiting]
     #: The first tasks of the inflight index (up to the sample), their `cursor` only.
     inflight: list[TaskRecord]
@@ -156,13 +154,13 @@ def read_snapshot(
         for plan_id in plan_ids:
             pipe.hgetall(keys.plan(plan_id))
         for plan_id, _ in waiting:
-            pipe.hget(keys.plan(plan_id), _WAVE_STATE)
+            pipe.hget(keys.plan(plan_id), PlanField.WAVE_STATE.value)
         hashes = pipe.execute()
     plans, states = hashes[: len(plan_ids)], hashes[len(plan_ids) :]
     inflight = read_tasks(client, task_ids, [Field.CURSOR]) if task_ids else []
     return Snapshot(
         gauges=_gauges(gauge_replies, names, now_ms),
-        plans=[(p, dict(h)) for p, h in zip(plan_ids, plans, strict=True) if h],
+        plans=[(p, PlanRecord.from_hash(h)) for p, h in zip(plan_ids, plans, strict=True) if h],
         awaiting=[
             Awaiting(str(p), float(since), str(state or ""))
             for (p, since), state in zip(waiting, states, strict=True)

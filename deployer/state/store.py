@@ -533,9 +533,6 @@ class Store:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def get_plan(self, plan_id: str) -> dict[str, str]:
-        return self.r.hgetall(keys.plan(plan_id))  # type: ignore[return-value]
-
     def get_plan_field(self, plan_id: str, field: str) -> str | None:
         return self.r.hget(keys.plan(plan_id), field)  # type: ignore[return-value]
 

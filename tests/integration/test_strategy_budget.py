@@ -44,10 +44,11 @@ def plan_events(r, plan_id):
 
 
 def view(plan_id):
+    from deployer.state.plans import PlanRecord, Plans
     from deployer.waves import rollout_view
     from tasks.runtime import store
 
-    return rollout_view(store().get_plan(plan_id))
+    return rollout_view(Plans.of(store()).get(plan_id) or PlanRecord())
 
 
 def test_exceeding_the_budget_pauses_the_plan_and_resume_continues_the_wave(
