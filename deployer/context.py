@@ -16,6 +16,9 @@ from pydantic_core import to_json
 
 from deployer.specs import RunKind, StageSpec, WireModel
 
+#: The scratch entry (ms since the epoch) a folded stage's end hands to the next stage's begin.
+PREVIOUS_STAGE_ENDED_AT = "previousStageEndedAtMs"
+
 
 class TaskRuntimeContext(WireModel):
     """The state handed from stage to stage along a chain (docs/contracts.md §4).
@@ -129,6 +132,12 @@ class TaskRuntimeContext(WireModel):
         """The current stage is done (its last step too): the next stage's first step, with
         no attempt and no scratch."""
         return self._evolve(stage_index=self.stage_index + 1, step_index=0, attempt=0, scratch={})
+
+    def ended_previous_stage_at(self, ms: int) -> TaskRuntimeContext:
+        """The first context of a stage whose previous stage left its end to this stage's
+        begin (the fold, docs/reliability.md): the wall time that stage really ended, so its
+        STAGE_COMPLETED and duration do not count the message's wait in the queue."""
+        return self._evolve(scratch={**self.scratch, PREVIOUS_STAGE_ENDED_AT: ms})
 
     def for_retry(self, stage_index: int) -> TaskRuntimeContext:
         """This run again from `stage_index`: no attempt, no scratch, no token (a new send

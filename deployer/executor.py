@@ -184,9 +184,11 @@ def _end_stage(store: StageStore, ctx: TaskRuntimeContext, stage: StageSpec, ran
     ends on its own, renewing the lease for that wait (docs/reliability.md)."""
     is_last = ctx.stage_index >= ctx.stage_count
     if not is_last:
-        ctx.encode_for_next_stage()  # the message (and any checkpoint) is serialised from it
         if ran <= store.fold_window_seconds:
-            return Proceed(ctx)
+            folded = ctx.ended_previous_stage_at(int(time.time() * 1000))
+            folded.encode_for_next_stage()  # the message is serialised from it
+            return Proceed(folded)
+        ctx.encode_for_next_stage()  # the message and the checkpoint are serialised from it
     end = store.end_stage(ctx, stage, is_last)
     match end.verdict:
         case EndVerdict.STALE | EndVerdict.FORGED:

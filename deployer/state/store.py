@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from deployer.context import Run, TaskRuntimeContext
+from deployer.context import PREVIOUS_STAGE_ENDED_AT, Run, TaskRuntimeContext
 from deployer.errors import Code, PlanBusy
 from deployer.models import StageSpec, TaskStatus, task_id_for
 from deployer.settings import Settings
@@ -449,6 +449,7 @@ class Store:
                 ctx.plan_id,
                 ctx.tenant_id,
                 ctx.lease_epoch,
+                str(ctx.scratch.get(PREVIOUS_STAGE_ENDED_AT, "")),
             ],
         )
         return StageGate.from_reply(raw)

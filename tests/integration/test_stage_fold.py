@@ -232,3 +232,47 @@ def test_a_task_paused_or_cancelled_between_stages_stops_at_the_boundary(
     assert TaskRuntimeContext.from_json(task["ctx"]) == outcome.ctx  # resumes at the second
     assert _events(r, d)[-2:] == [("STAGE_COMPLETED", first.name), (f"TASK_{status}", second.name)]
     assert not r.exists(f"deployer:lease:{d.context.tenant_id}")
+
+
+def test_a_folded_end_is_timed_when_the_stage_ended_not_when_the_next_message_arrived(
+    r: redis.Redis, store: Store, env: StepEnv, step: Sleeping
+) -> None:
+    """The next message may wait in the queue: the folded STAGE_COMPLETED and the stage's
+    duration say when the stage ended (the time the message carries), not when its begin ran;
+    a time outside [the stage's start, now] (another worker's clock, a forged message) is not
+    believed."""
+    d, (first, second) = _dispatched(store)
+    outcome = executor.run_stage(store, env, d.context, first)
+    assert isinstance(outcome, executor.Proceed)
+    ended = outcome.ctx.scratch["previousStageEndedAtMs"]
+    started = int(_task(r, d)["stageStartedAt"])
+    assert started <= ended <= now_ms()
+    # As if the stage had begun 10 s ago and its next message then waited 3 s in the queue:
+    # the stage began 10 s before the begin below runs, and ended 3 s before it.
+    started -= 10_000
+    r.hset(f"deployer:task:{d.task_id}", "stageStartedAt", started)
+    waited = outcome.ctx.ended_previous_stage_at(now_ms() - 3_000)
+    assert store.begin_stage(waited, second).verdict == "OK"
+    (completed,) = [
+        e for _id, e in r.xrange(f"deployer:events:plan:{d.context.plan_id}")
+        if e["type"] == "STAGE_COMPLETED" and e["taskId"] == d.task_id
+    ]  # fmt: skip
+    said = waited.scratch["previousStageEndedAtMs"]
+    assert int(completed["ts"]) == said
+    stats = r.hgetall("deployer:stats")
+    assert int(stats[f"sds|{first.name}"]) == said - started  # the duration's sum, ms
+
+    # A time before the stage began, or in the future, is replaced by the begin's own clock.
+    d2, (first2, second2) = _dispatched(store)
+    out2 = executor.run_stage(store, env, d2.context, first2)
+    assert isinstance(out2, executor.Proceed)
+    before = now_ms()
+    assert (
+        store.begin_stage(out2.ctx.ended_previous_stage_at(before + 3_600_000), second2).verdict
+        == "OK"
+    )
+    (completed2,) = [
+        e for _id, e in r.xrange(f"deployer:events:plan:{d2.context.plan_id}")
+        if e["type"] == "STAGE_COMPLETED" and e["taskId"] == d2.task_id
+    ]  # fmt: skip
+    assert before <= int(completed2["ts"]) <= now_ms()

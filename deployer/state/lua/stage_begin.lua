@@ -6,7 +6,9 @@
 --       how long the lease and the in-flight deadline are set for), attempt, step_index,
 --       running_status, max_redeliveries, events_maxlen, ctx_json, worker, progress,
 --       plan_id, tenant_id (as the message says: checked against the stored task),
---       lease_epoch (the message context's: '0' when it never took the lease)
+--       lease_epoch (the message context's: '0' when it never took the lease),
+--       previous_ended_ms (when the previous stage left its end to this begin: the time it
+--       really ended, so its duration and STAGE_COMPLETED leave out the queue wait; '' else)
 local task_key, plan_key, lease_key, inflight_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local token, stage_index, stage_name, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local ttl, attempt, step_index, running = tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
@@ -53,9 +55,13 @@ if attempt == '0' and step_index == '0' and stage_index ~= '0' and status ~= 'PE
       return {'STALE', 'lease lost'}
     end
     redis.call('HSET', task_key, 'checkpoint', prev, 'ctx', ctx_json)
-    if t[12] then stage_timed(t[13] or '', t[12], now) end
+    -- the end the message carries, within [that stage's start, now] (another worker's clock)
+    local ended = now
+    local said = tonumber(ARGV[17] or '')
+    if said and said <= now and said >= (tonumber(t[12]) or now) then ended = math.floor(said) end
+    if t[12] then stage_timed(t[13] or '', t[12], ended) end
     emit(events_key, maxlen, {'type', 'STAGE_COMPLETED', 'planId', plan_id, 'taskId', task_id,
-      'tenantId', tenant_id, 'stage', t[13] or '', 'stageIndex', prev, 'ts', now})
+      'tenantId', tenant_id, 'stage', t[13] or '', 'stageIndex', prev, 'ts', ended})
   end
 end
 
