@@ -78,6 +78,8 @@ def run(
     """CPU microseconds per stage of a plan of TENANTS tasks x STAGES `kind` stages;
     `counts` counts the context's conversions, `profile` the function calls."""
     from deployer.context import TaskRuntimeContext
+    from deployer.models import TaskStatus
+    from deployer.state.plans import Plans
     from deployer.state.store import TaskRow
     from tasks import runtime
     from tasks.stage import run_stage
@@ -115,7 +117,8 @@ def run(
     finally:
         for attr, value in saved.items():
             setattr(TaskRuntimeContext, attr, value)
-    done = int(store.get_plan_field(plan_id, "c:COMPLETED") or 0)
+    plan = Plans.of(store).get(plan_id)
+    done = plan.count(TaskStatus.COMPLETED) if plan else 0
     if done != TENANTS:
         raise RuntimeError(f"{plan_id}: {done} of {TENANTS} tasks completed")
     return elapsed / (TENANTS * STAGES) * 1e6

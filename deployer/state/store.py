@@ -534,9 +534,6 @@ class Store:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def get_plan_field(self, plan_id: str, field: str) -> str | None:
-        return self.r.hget(keys.plan(plan_id), field)  # type: ignore[return-value]
-
     def plan_task_ids(self, plan_id: str, start: int = 0, end: int = -1) -> list[str]:
         return self.r.lrange(keys.plan_tenants(plan_id), start, end)  # type: ignore[return-value]
 
