@@ -14,6 +14,7 @@ is built and again just before it is published:
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -104,6 +105,40 @@ def reprs(name: str, args: Any, kwargs: Any) -> tuple[str, str]:
     return saferepr(tuple(redact(args)), REPR_MAXSIZE), saferepr(shown, REPR_MAXSIZE)
 
 
+class _Built(threading.local):
+    """The last message this thread built with RedactingAMQP, until it is published.
+
+    Celery builds a message and publishes it in the same call (`send_task`); the
+    publish hook then finds the very headers and body whose reprs were just written and
+    need not compute them a second time (two reprs per message were ≈ 60 µs, for every
+    stage message a worker sends on)."""
+
+    headers: Any = None
+    body: Any = None
+    argsrepr: Any = None
+    kwargsrepr: Any = None
+
+    def keep(self, headers: Any, body: Any) -> None:
+        self.headers, self.body = headers, body
+        self.argsrepr, self.kwargsrepr = headers.get("argsrepr"), headers.get("kwargsrepr")
+
+    def take(self, headers: Any, body: Any) -> bool:
+        """True when `headers` and `body` are the message built last, its reprs untouched
+        since (the same objects: a `headers=` option merged over them, or a message of
+        another app, is not). Forgets it either way: a message is published once."""
+        ours = (
+            headers is self.headers
+            and body is self.body
+            and headers.get("argsrepr") is self.argsrepr
+            and headers.get("kwargsrepr") is self.kwargsrepr
+        )
+        self.headers = self.body = self.argsrepr = self.kwargsrepr = None
+        return ours
+
+
+_built = _Built()
+
+
 class RedactingAMQP(AMQP):
     """Builds every message (and its `task-sent` event) with our reprs."""
 
@@ -112,6 +147,7 @@ class RedactingAMQP(AMQP):
     ) -> Any:
         opts["argsrepr"], opts["kwargsrepr"] = reprs(name, args, kwargs)
         message = super().as_task_v2(task_id, name, args, kwargs, *rest, **opts)
+        _built.keep(message.headers, message.body)
         shadow = message.headers.get("shadow")  # Celery passes it positionally: read it back
         if shadow and message.sent_event is not None:
             # Celery's task-sent event carries the real name; Flower keeps whichever event
@@ -127,9 +163,12 @@ def redact_published(
     headers: dict[str, Any] | None = None,
     **_: Any,
 ) -> None:
-    """Last line: whatever built the message (any Celery app in this process), fix its reprs."""
+    """Last line: whatever built the message (any Celery app in this process), fix its reprs
+    (unless RedactingAMQP wrote them just now, on these very headers and body)."""
     if headers is None or "argsrepr" not in headers:
         return  # protocol 1, or not a task message
+    if _built.take(headers, body):
+        return
     if isinstance(body, list | tuple) and len(body) >= 2:
         name = str(headers.get("task") or sender or "")
         headers["argsrepr"], headers["kwargsrepr"] = reprs(name, body[0], body[1])

@@ -65,3 +65,46 @@ def test_the_project_app_builds_messages_with_redacted_reprs():
     msg = app.amqp.as_task_v2("id-1", "deployer.cancel", [{"tenantId": "t", "secret": "s"}], {})
     assert "'s'" not in msg.headers["argsrepr"]
     assert msg.sent_event is None or "'s'" not in msg.sent_event["args"]
+
+
+def _publish(msg):
+    """What Celery's send_task_message does with a built message: the publish hook runs on
+    its very headers and body."""
+    from celery.signals import before_task_publish
+
+    before_task_publish.send(sender=msg.headers["task"], body=msg.body, headers=msg.headers)
+
+
+def test_a_message_published_as_built_keeps_the_reprs_written_when_it_was_built():
+    from tasks import app
+
+    msg = app.amqp.as_task_v2("id-2", "deployer.run_stage", [_ctx(), {"name": "s1"}], {})
+    argsrepr, kwargsrepr = msg.headers["argsrepr"], msg.headers["kwargsrepr"]
+    _publish(msg)
+    # not computed a second time: the very same strings
+    assert msg.headers["argsrepr"] is argsrepr and msg.headers["kwargsrepr"] is kwargsrepr
+
+
+def test_reprs_overridden_between_build_and_publish_are_redacted_again():
+    from tasks import app
+
+    msg = app.amqp.as_task_v2("id-3", "deployer.cancel", [{"tenantId": "t", "secret": "s"}], {})
+    # apply_async(headers={...}) is merged over the built headers before the hook runs
+    msg.headers.update(argsrepr="({'secret': 'hunter2'},)", kwargsrepr="{'token': 'abc'}")
+    _publish(msg)
+    assert "hunter2" not in msg.headers["argsrepr"]
+    assert "abc" not in msg.headers["kwargsrepr"]
+    assert ast.literal_eval(msg.headers["argsrepr"]) == ({"tenantId": "t", "secret": "***"},)
+
+
+def test_a_message_built_elsewhere_is_redacted_at_publish_even_after_one_of_ours():
+    from celery import Celery
+
+    from tasks import app
+
+    app.amqp.as_task_v2("id-4", "deployer.cancel", [{"tenantId": "t"}], {})  # never published
+    other = Celery("other-app", set_as_current=False)
+    msg = other.amqp.as_task_v2("id-5", "deployer.cancel", [{"tenantId": "t", "password": "pw"}], {})
+    assert "pw" in msg.headers["argsrepr"]  # a plain Celery app writes the real arguments
+    _publish(msg)
+    assert "'pw'" not in msg.headers["argsrepr"]
