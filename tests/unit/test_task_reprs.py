@@ -104,7 +104,8 @@ def test_a_message_built_elsewhere_is_redacted_at_publish_even_after_one_of_ours
 
     app.amqp.as_task_v2("id-4", "deployer.cancel", [{"tenantId": "t"}], {})  # never published
     other = Celery("other-app", set_as_current=False)
-    msg = other.amqp.as_task_v2("id-5", "deployer.cancel", [{"tenantId": "t", "password": "pw"}], {})
+    args = [{"tenantId": "t", "password": "pw"}]
+    msg = other.amqp.as_task_v2("id-5", "deployer.cancel", args, {})
     assert "pw" in msg.headers["argsrepr"]  # a plain Celery app writes the real arguments
     _publish(msg)
     assert "'pw'" not in msg.headers["argsrepr"]
