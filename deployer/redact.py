@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 MASK = "***"
@@ -25,12 +26,39 @@ SECRET_FIELDS: frozenset[str] = frozenset(
 )
 
 
+#: Names up to this long are normalised once and remembered (field names repeat in every
+#: message; a longer, unusual key is normalised each time, not kept in memory).
+_CACHED_NAME = 64
+
+
 def normalise(name: str) -> str:
+    if len(name) <= _CACHED_NAME:
+        return _normalise_cached(name)
+    return _normalise(name)
+
+
+def _normalise(name: str) -> str:
     return name.replace("_", "").replace("-", "").lower()
 
 
+#: Redacting a tenant's config normalised each of its ~40 keys, message after message.
+_normalise_cached = lru_cache(maxsize=4096)(_normalise)
+
+
 def is_secret(name: object, fields: Iterable[str] = SECRET_FIELDS) -> bool:
-    return isinstance(name, str) and normalise(name) in {normalise(f) for f in fields}
+    return isinstance(name, str) and normalise(name) in _names(fields)
+
+
+def _names(fields: Iterable[str]) -> frozenset[str]:
+    if fields is SECRET_FIELDS:
+        return _SECRET_NAMES
+    return frozenset(normalise(f) for f in fields)
+
+
+_SECRET_NAMES = frozenset(_normalise(f) for f in SECRET_FIELDS)
+#: Values returned as they are (checked by exact type first: the ABC check for Mapping
+#: is the slow one, and most values of a message are scalars).
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 def redact(obj: Any, fields: Iterable[str] = SECRET_FIELDS) -> Any:
@@ -39,14 +67,16 @@ def redact(obj: Any, fields: Iterable[str] = SECRET_FIELDS) -> Any:
     A string holding a JSON object or array (a plan sent as a JSON string) is parsed,
     redacted and dumped again, so a secret cannot hide inside a string.
     """
-    names = frozenset(normalise(f) for f in fields)
-    return _redact(obj, names, depth=0)
+    return _redact(obj, _names(fields), depth=0)
 
 
 def _redact(obj: Any, names: frozenset[str], depth: int) -> Any:
     if depth > 64:  # deeper than any plan: show nothing rather than recurse forever
         return MASK
-    if isinstance(obj, Mapping):
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if kind is dict or (kind is not str and isinstance(obj, Mapping)):
         return {
             k: MASK
             if isinstance(k, str) and normalise(k) in names

@@ -35,3 +35,15 @@ def test_a_secret_inside_a_json_string_is_masked_too():
 def test_tuples_and_scalars_keep_their_shape():
     assert redact(("a", 1, None, {"secret": 2})) == ("a", 1, None, {"secret": MASK})
     assert redact("not json {") == "not json {"
+
+
+def test_any_mapping_is_redacted_and_names_are_normalised_however_long():
+    from types import MappingProxyType
+
+    from deployer.redact import is_secret
+
+    long_name = "x" * 100 + "_token"
+    shown = redact({"a": MappingProxyType({"Api-Key": "k", "n": 1}), long_name: "v", "t": True})
+    assert shown == {"a": {"Api-Key": MASK, "n": 1}, long_name: "v", "t": True}
+    assert redact({"API_KEY": "k"}, fields=["api-key"]) == {"API_KEY": MASK}
+    assert is_secret("PASS_WORD") and is_secret("x-y", fields=["XY"]) and not is_secret("key")
