@@ -90,6 +90,7 @@ class MaintenanceLoop(threading.Thread):
         duties: Sequence[Duty],
         stopped: threading.Event | None = None,
         name: str = "deployer-maintenance",
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         names = [d.name for d in duties]
@@ -100,6 +101,9 @@ class MaintenanceLoop(threading.Thread):
         self.stopped = stopped or threading.Event()
         self.runs: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        #: Told the duty's name after each failed pass (the worker counts it in Redis for the
+        #: exporter, so a duty failing on every worker shows as a metric and an alert).
+        self.on_failure = on_failure
         self._woken = threading.Event()
         # A generator of its own: the module-level one is shared process state (and touching
         # it from a thread is what hypothesis flagged in the tests' worker process).
@@ -147,15 +151,24 @@ class MaintenanceLoop(threading.Thread):
             if duty.paced and isinstance(answer, int | float):
                 after = float(answer)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self.failures[duty.name] += 1
+            self._failed(duty)
             log.warning("%s: state store unavailable (%s); retrying", duty.name, exc)
         except Exception:  # one bad pass must never stop this duty or the others
-            self.failures[duty.name] += 1
+            self._failed(duty)
             log.exception("%s failed; retrying", duty.name)
         self.runs[duty.name] += 1
         self._due[duty.name] = time.monotonic() + (
             after if after is not None else self._period(duty)
         )
+
+    def _failed(self, duty: Duty) -> None:
+        self.failures[duty.name] += 1
+        if self.on_failure is None:
+            return
+        try:
+            self.on_failure(duty.name)
+        except Exception as exc:  # the store that failed the pass may fail its count too
+            log.debug("%s: failure not counted (%s)", duty.name, exc)
 
     def _period(self, duty: Duty) -> float:
         if not duty.jitter:

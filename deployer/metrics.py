@@ -67,6 +67,7 @@ METRIC_NAMES = (
     "deployer_task_failures",
     "deployer_rejections",
     "deployer_dead_letters",
+    "deployer_maintenance_failures",
     "deployer_gate_answers",
     "deployer_notifications",
     "deployer_notifications_queued",
@@ -186,6 +187,13 @@ def counters(stats: Mapping[str, str]) -> Iterator[Metric]:
         "Broker messages refused and dead-lettered (deployer:dead-letters), by kind.",
         ["kind"],
         (([k], n) for k, n in g["dl"]),
+    )
+    yield _family(
+        "deployer_maintenance_failures",
+        "Failed passes of the workers' maintenance duties (reconcile, plan-timers, liveness, "
+        "notify, retention), by duty: each is retried at its next period.",
+        ["duty"],
+        (([d], n) for d, n in g["mf"]),
     )
     yield _family(
         "deployer_gate_answers",

@@ -32,6 +32,7 @@ from deployer.redrive import OrphanReconciler, Reconciler
 from deployer.retention import Retention
 from deployer.rollout import GateRunner
 from deployer.settings import Settings
+from deployer.state.workers import count_duty_failure
 from deployer.timers import POLL_SECONDS, PlanTimers
 from stages import registry
 from tasks import amqp, runtime
@@ -153,7 +154,12 @@ class MaintenanceStep(bootsteps.StartStopStep):
         self.gates = GateRunner(rollout.gate_answered, s, workers=s.gate_workers)
         rollout.gates = self.gates
         stopped = threading.Event()
-        self.loop = MaintenanceLoop(maintenance_duties(s, node, stopped), stopped)
+        state = runtime.store().r
+        self.loop = MaintenanceLoop(
+            maintenance_duties(s, node, stopped),
+            stopped,
+            on_failure=lambda duty: count_duty_failure(state, duty),
+        )
         self.loop.start()
         self.parking = ParkingThread(
             runtime.parking(), node, send_parked, client_for(s.target_url), s.acks_channel

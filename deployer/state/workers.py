@@ -216,3 +216,13 @@ class ServerRecord:
 def plan_jobs_pending(r: redis.Redis) -> bool:
     """Whether a plan command has slices left (`deployer:plan-jobs`)."""
     return bool(r.zcard(keys.PLAN_JOBS))
+
+
+#: `deployer:stats` field of a maintenance duty's failed passes (deployer/maintenance.py),
+#: exported as `deployer_maintenance_failures_total{duty}`.
+STAT_DUTY_FAILED = "mf|{duty}"
+
+
+def count_duty_failure(r: redis.Redis, duty: str) -> None:
+    """One failed pass of the maintenance duty `duty`, counted where every worker's are."""
+    r.hincrby(keys.STATS, STAT_DUTY_FAILED.format(duty=duty), 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ROOT, bg_tenant, plan, start_on_free_port, unique, wait_for, worker_env
@@ -170,3 +171,34 @@ def test_a_cancelled_plan_says_so_once_and_the_event_queues_its_notification(r):
     assert ends[0][1]["cancelled"] == "3" and ends[0][1]["total"] == "3"
     queued = r.hgetall(f"deployer:notify:event:{ends[0][0]}")
     assert queued["type"] == "PLAN_CANCELLED" and queued["plan.status"] == "CANCELLED"
+
+
+def test_a_failing_maintenance_duty_is_counted_for_every_worker_and_exported(r, metrics_url):
+    """A duty that fails on every pass shows as `deployer_maintenance_failures_total{duty}`
+    (the loop counts each failed pass in Redis); a count that cannot be written (the store
+    that failed the pass) never stops the loop."""
+    from deployer.maintenance import Duty, MaintenanceLoop
+    from deployer.state.workers import count_duty_failure
+    from tests.helpers import unique, wait_for
+
+    name = f"broken-{unique()}"
+    counts: list[str] = []
+
+    def count(duty: str) -> None:
+        count_duty_failure(r, duty)
+        counts.append(duty)
+        if len(counts) == 2:
+            raise redis.ConnectionError("the count itself failed")
+
+    def broken() -> None:
+        raise RuntimeError("a bad pass")
+
+    loop = MaintenanceLoop([Duty(name, broken, 0.01)], on_failure=count)
+    loop.start()
+    try:
+        wait_for(lambda: len(counts) >= 4, what="failed passes counted after a failed count")
+    finally:
+        loop.stop()
+    stored = int(r.hget("deployer:stats", f"mf|{name}") or 0)
+    assert stored == len(counts) == loop.failures[name]
+    assert value(scrape(metrics_url), "deployer_maintenance_failures_total", duty=name) == stored
