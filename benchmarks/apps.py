@@ -4,7 +4,8 @@
 `bench.noop` and `bench.noop_last`, so raw Celery chains and deployer plans run on the very
 same worker with the very same settings (broker, queue, acks_late, prefetch, JSON,
 ignore_result on both sides). `BENCH_EVENTS=0` turns task events off
-(`worker_send_task_events` and `task_send_sent_event`) for the events-off figures.
+(`worker_send_task_events` and `task_send_sent_event`) for the events-off figures;
+`BENCH_SENT_EVENTS=0` leaves only `task-sent` off (deployer's default, as operators run it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from tasks import app as deployer
 EVENTS = os.environ.get("BENCH_EVENTS", "1") != "0"
 
 deployer.conf.worker_send_task_events = EVENTS
-deployer.conf.task_send_sent_event = EVENTS
+# On for the raw-vs-deployer figures (both sides of that comparison send them); off where
+# deployer is measured as shipped (DEPLOYER_TASK_SENT_EVENTS defaults to false).
+deployer.conf.task_send_sent_event = EVENTS and os.environ.get("BENCH_SENT_EVENTS", "1") != "0"
 if os.environ.get("BENCH_MAX_MEMORY_PER_CHILD_KB"):
     # Trying Celery's recycling of a pool process that grew past this (e.g. after a submit).
     deployer.conf.worker_max_memory_per_child = int(os.environ["BENCH_MAX_MEMORY_PER_CHILD_KB"])

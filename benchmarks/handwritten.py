@@ -232,8 +232,12 @@ def main() -> None:
     fleet = FleetProcess()
     os.environ["DEPLOYER_INSTANCES"] = json.dumps(fleet.addresses)
     env = dict(os.environ)
+    # deployer's worker as shipped: no `task-sent` events (DEPLOYER_TASK_SENT_EVENTS is off by
+    # default; benchmarks.apps turns them on for its raw-vs-deployer figures), like the plain
+    # worker, whose `-E` turns on worker events only
+    deployer_env = {**env, "BENCH_SENT_EVENTS": "0"}
     with (
-        common.worker(concurrency=2, env=env) as dw,
+        common.worker(concurrency=2, env=deployer_env) as dw,
         common.worker(app="benchmarks.handwritten_app", concurrency=2, env=env,
                       queues=PLAIN_QUEUES["hand_events"], name="hand-events",
                       extra=("-E",)) as ew,
