@@ -236,14 +236,27 @@ def _decode(message: Any) -> Any:
     raw = message.body or b""
     if len(raw) > settings.max_message_bytes:
         return Refusal(f"larger than {settings.max_message_bytes} bytes", PlanTooLarge.code)
-    shape = json_shape(raw, settings.max_message_depth, settings.max_message_elements)
-    problem = _shape_problem(shape, settings)
-    if problem is not None:
-        return problem
+    if not _within_bounds(raw, settings):
+        shape = json_shape(raw, settings.max_message_depth, settings.max_message_elements)
+        problem = _shape_problem(shape, settings)
+        if problem is not None:
+            return problem
     try:
         return message.decode()
     except Exception as exc:  # kombu raises DecodeError, ContentDisallowed, ...
         return Refusal(f"body cannot be decoded: {type(exc).__name__}")
+
+
+def _within_bounds(raw: bytes | str, settings: Settings) -> bool:
+    """Whether `raw` cannot pass either bound, whatever it holds: every JSON value takes at
+    least one byte and every level of nesting an opening bracket. Two byte counts (≈ 2 µs for
+    a 3 KB stage message, whose 50 brackets are below the 64 levels) instead of measuring its
+    shape (≈ 35 µs). Text that is not JSON is then refused by the decode itself."""
+    if len(raw) > settings.max_message_elements:
+        return False
+    if isinstance(raw, str):  # py-amqp hands a body with a content encoding over decoded
+        return raw.count("[") + raw.count("{") <= settings.max_message_depth
+    return raw.count(b"[") + raw.count(b"{") <= settings.max_message_depth
 
 
 def _shape_problem(shape: Shape, settings: Settings) -> Refusal | None:
@@ -272,9 +285,12 @@ def _headers_problem(headers: Mapping[str, Any], settings: Settings) -> Refusal 
             return Refusal(f"headers nested deeper than {depth} levels", PlanTooDeep.code)
         if seen > elements:
             return Refusal(f"headers hold more than {elements} values", PlanTooLarge.code)
-        if isinstance(value, Mapping):
+        kind = type(value)
+        if kind is str or kind is int or value is None:  # most header values: nothing inside
+            continue
+        if kind is dict or isinstance(value, Mapping):
             stack.extend((v, level + 1) for v in value.values())
-        elif isinstance(value, list | tuple):
+        elif kind is list or isinstance(value, list | tuple):
             stack.extend((v, level + 1) for v in value)
     return None
 

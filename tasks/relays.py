@@ -42,6 +42,12 @@ def _shown(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + "..."
 
 
+def _is_mapping(value: Any) -> bool:
+    """A decoded JSON object is a dict: tested by exact type first (the ABC check costs
+    ~1 µs, several per signature of every stage message)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _empty(value: Any) -> bool:
     return value is None or value == [] or value == ()
 
@@ -49,7 +55,7 @@ def _empty(value: Any) -> bool:
 def _stage_options(options: Any) -> str | None:
     if options is None:
         return None
-    if not isinstance(options, Mapping):
+    if not _is_mapping(options):
         return "options are not an object"
     unknown = set(options) - _STAGE_OPTIONS
     if unknown:
@@ -67,7 +73,7 @@ def _stage_options(options: Any) -> str | None:
 
 def _stage_signature(sig: Any) -> str | None:
     """Why `sig` is not a signature deployer's own chains carry, or None."""
-    if not isinstance(sig, Mapping):
+    if not _is_mapping(sig):
         return "is not a signature"
     if sig.get("task") != RUN_STAGE:
         return f"names task {_shown(sig.get('task'))}"
@@ -77,7 +83,7 @@ def _stage_signature(sig: Any) -> str | None:
     if sig.get("subtask_type") is not None or sig.get("chord_size") is not None:
         return "is a group or chord"
     args, kwargs = sig.get("args", []), sig.get("kwargs", {})
-    if not isinstance(args, list | tuple) or len(args) != 1 or not isinstance(args[0], Mapping):
+    if not isinstance(args, list | tuple) or len(args) != 1 or not _is_mapping(args[0]):
         return "arguments are not one stage"
     if kwargs not in (None, {}):
         return "has keyword arguments"
