@@ -26,27 +26,20 @@ server, whatever the cause.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from deployer.redrive import FailoverRedrive
-from deployer.state.store import Dispatch, Slot, Store
 from deployer.state.workers import Claimed, ServerRecord
 
 log = logging.getLogger("deployer.failover")
 
 
 class FailoverWatch:
-    """`check()` at every heartbeat; re-drives in-flight tasks once per new master
-    (deployer/redrive.py `FailoverRedrive`)."""
+    """`check()` at every heartbeat; re-drives in-flight tasks once per new master with
+    `redrive` (deployer/redrive.py `FailoverRedrive`, whose store it watches)."""
 
-    def __init__(
-        self,
-        store: Store,
-        launch: Callable[[list[Slot]], list[Dispatch]],
-        refill: Callable[[str], object] | None = None,
-    ) -> None:
-        self.server = ServerRecord(store.r)
-        self.redrive = FailoverRedrive(store, launch, refill)
+    def __init__(self, redrive: FailoverRedrive) -> None:
+        self.server = ServerRecord(redrive.store.r)
+        self.redrive = redrive
 
     def server_id(self) -> str:
         return self.server.current()

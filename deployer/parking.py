@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 
 from deployer.settings import Settings
 from deployer.state.parked import Acked, ParkedResends, ParkVerdict
+from deployer.state.parked import Resend as Resend  # re-exported: what `Parking.park` takes
 from deployer.state.parked import Tick as Tick  # re-exported: what `Parking.tick` answers
 from deployer.state.store import now_ms
 from stages.types import WakeOn as WakeOn  # re-exported: the plugin interface owns it
@@ -103,25 +104,12 @@ class Parking:
     def __init__(self, r: redis.Redis) -> None:
         self.parked = ParkedResends(r)
 
-    def park(
-        self,
-        *,
-        task_id: str,
-        tenant_id: str,
-        token: str,
-        position: str,
-        countdown: float,
-        wake: WakeOn,
-        sig: str,
-    ) -> ParkVerdict:
+    def park(self, resend: Resend, countdown: float) -> ParkVerdict:
         """Park the stage's re-send, due in `countdown` seconds: OK parked, NOW an awaited
         ack came while the poll ran (nothing parked: re-send at once), STALE the run lost
         the task (send nothing)."""
         now = now_ms()
-        return self.parked.park(
-            task_id=task_id, tenant_id=tenant_id, token=token, position=position, now_ms=now,
-            due_ms=now + int(countdown * 1000), wake=wake, sig=sig,
-        )  # fmt: skip
+        return self.parked.park(resend, now_ms=now, due_ms=now + int(countdown * 1000))
 
     def tick(self, node: str, sent: list[str], acks: list[Ack], limit: int = POP_LIMIT) -> Tick:
         return self.parked.tick(

@@ -34,6 +34,7 @@ import redis
 from deployer.state.record import Cursor, Field
 from deployer.state.store import Dispatch, Slot, Store, now_ms
 from deployer.state.workers import Claimed, Claims, Orphan, Registry
+from deployer.timers import advance_due
 from deployer.worker_id import node_of
 
 log = logging.getLogger("deployer.redrive")
@@ -132,17 +133,11 @@ class Reconciler(Redriver):
 
     def advance_due(self, now: int | None = None) -> list[str]:
         """Run the wave step of every plan whose due time passed (durable waits: whichever
-        worker wrote the due time, any live one acts on it)."""
+        worker wrote the due time, any live one acts on it): the plan timers' own loop
+        (deployer/timers.py `advance_due`), here the backstop for a timer that was missed."""
         assert self.advance is not None
-        due = self.store.due_plans(now)
-        for plan_id in due:
-            try:
-                self.advance(plan_id)
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except Exception:  # one plan's bad step must not stop the others'
-                log.exception("wave step of plan %s failed; next tick retries", plan_id)
-        return due
+        failed = "wave step of plan %s failed; next tick retries"
+        return advance_due(self.store, self.advance, now, logger=log, failed=failed)
 
 
 class OrphanReconciler(Redriver):

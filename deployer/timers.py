@@ -32,6 +32,32 @@ MIN_SLEEP = 0.02
 JOB_SECONDS = 0.2
 
 
+def advance_due(
+    store: Store,
+    advance: Callable[[str], object],
+    now: int | None = None,
+    *,
+    logger: logging.Logger = log,
+    failed: str = "wave step of plan %s failed; retried when due",
+) -> list[str]:
+    """Run `advance(plan_id)` for every plan whose due time passed, and say which were due.
+
+    The one loop over due plans: the timers run it when a time is due, the reconciler's
+    sweep (deployer/redrive.py `Reconciler.advance_due`) as the backstop for a timer that
+    was missed. One plan's bad step is logged (`failed` on `logger`: each caller says who
+    retries it) and never stops the others'; a lost connection stops the loop, whose
+    caller's next turn retries."""
+    due = store.due_plans(now)
+    for plan_id in due:
+        try:
+            advance(plan_id)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except Exception:  # one plan's bad step must not stop the others'
+            logger.exception(failed, plan_id)
+    return due
+
+
 class PlanTimers:
     """Runs `advance(plan_id)` for every due plan and `jobs(seconds)` (plan commands'
     slices); `tick` is one turn and says when the next is due."""
@@ -55,14 +81,7 @@ class PlanTimers:
     def turn(self) -> bool:
         """One look: due wave steps, then a little of the plan commands' jobs. True when
         there is more to do right away."""
-        due = self.store.due_plans()
-        for plan_id in due:
-            try:
-                self.advance(plan_id)
-            except (redis.ConnectionError, redis.TimeoutError):
-                raise
-            except Exception:  # one plan's bad step must not stop the others'
-                log.exception("wave step of plan %s failed; retried when due", plan_id)
+        due = advance_due(self.store, self.advance)
         if plan_jobs_pending(self.store.r):
             self.jobs(JOB_SECONDS)
             return plan_jobs_pending(self.store.r)

@@ -14,6 +14,7 @@ from deployer import executor
 from deployer.context import TaskRuntimeContext
 from deployer.errors import StageFailed
 from deployer.models import StageSpec
+from deployer.parking import Resend
 from tasks import runtime, tokens  # noqa: F401 - tokens: the log filter
 from tasks.app import app
 from tasks.attempts import resent
@@ -62,16 +63,16 @@ def park(task: Task, args: tuple[Any, ...], outcome: executor.Reschedule) -> str
     ctx = outcome.ctx
     sig = task.signature_from_request(task.request, args, None, retries=task.request.retries + 1)
     position = f"{ctx.token}:{ctx.stage_index}:{ctx.step_index}:{ctx.attempt}"
+    resend = Resend(
+        task_id=ctx.task_id,
+        tenant_id=ctx.tenant_id,
+        token=ctx.token,
+        position=position,
+        wake=outcome.wake,
+        sig=kombu_json.dumps(dict(sig)),
+    )
     try:
-        verdict = runtime.parking().park(
-            task_id=ctx.task_id,
-            tenant_id=ctx.tenant_id,
-            token=ctx.token,
-            position=position,
-            countdown=outcome.countdown,
-            wake=outcome.wake,
-            sig=kombu_json.dumps(dict(sig)),
-        )
+        verdict = runtime.parking().park(resend, outcome.countdown)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("run_stage %s: could not park (%s); re-sending", ctx.task_id, exc)
         return None

@@ -28,7 +28,7 @@ from deployer.maintenance import Duty, MaintenanceLoop
 from deployer.notify.sender import Notifier, describe
 from deployer.parking import ParkingThread
 from deployer.redis_client import client_for
-from deployer.redrive import OrphanReconciler, Reconciler
+from deployer.redrive import FailoverRedrive, OrphanReconciler, Reconciler
 from deployer.retention import Retention
 from deployer.rollout import GateRunner
 from deployer.settings import Settings
@@ -80,7 +80,7 @@ def liveness_duty(s: Settings, node: str) -> Duty:
         OrphanReconciler(store, planner.launch, planner.dispatch),
         ttl,
         held_stages,
-        FailoverWatch(store, planner.launch, planner.dispatch),
+        FailoverWatch(FailoverRedrive(store, planner.launch, planner.dispatch)),
     )
     return Duty("liveness", liveness.tick, liveness.interval, runs_long=True, stop=liveness.stop)
 

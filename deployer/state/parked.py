@@ -8,9 +8,9 @@ that popped re-sends records them in `deployer:worker-sends:{node}` until they a
 liveness sweep reads that record when the worker dies.
 
 Two scripts change all of it: lua/park.lua parks one re-send (a stage's pool process) and
-lua/park_tick.lua applies a worker's acks and pops what is due (its parking thread). Their
-replies are typed here: `ParkVerdict` and `Tick`. When to park, for how long and how often
-to tick is deployer/parking.py's to decide.
+lua/park_tick.lua applies a worker's acks and pops what is due (its parking thread). What
+is parked and their replies are typed here: `Resend`, `ParkVerdict` and `Tick`. When to
+park, for how long and how often to tick is deployer/parking.py's to decide.
 """
 
 from __future__ import annotations
@@ -75,6 +75,23 @@ class Tick:
         return cls(sends, int(raw[0]), due)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Resend:
+    """A stage's re-send to park, as the stage knows it. When it is due is the parker's to
+    say: `Parking.park` (deployer/parking.py) turns a countdown into times on its clock."""
+
+    task_id: str
+    tenant_id: str
+    #: The run that parks it: a run that lost the task parks nothing (STALE).
+    token: str
+    #: token:stage:step:attempt, recorded when a worker pops it (deployer/liveness.py).
+    position: str
+    #: What wakes it before it is due.
+    wake: WakeOn
+    #: The signature to send, as JSON.
+    sig: str
+
+
 class ParkedResends:
     """Park a stage's re-send, and a worker's tick over all parked ones: one script each."""
 
@@ -82,20 +99,9 @@ class ParkedResends:
         self._park = scripts.load(r, "park")
         self._tick = scripts.load(r, "park_tick")
 
-    def park(
-        self,
-        *,
-        task_id: str,
-        tenant_id: str,
-        token: str,
-        position: str,
-        now_ms: int,
-        due_ms: int,
-        wake: WakeOn,
-        sig: str,
-    ) -> ParkVerdict:
-        """Park the re-send `sig` of run `token` (its `position`: token:stage:step:attempt,
-        recorded when a worker pops it), due at `due_ms` unless `wake` comes first."""
+    def park(self, resend: Resend, *, now_ms: int, due_ms: int) -> ParkVerdict:
+        """Park `resend`, due at `due_ms` unless its `wake` comes first."""
+        task_id, tenant_id, wake = resend.task_id, resend.tenant_id, resend.wake
         raw = self._park(
             keys=[
                 keys.task(task_id),
@@ -105,8 +111,8 @@ class ParkedResends:
                 keys.PARK_ACKS.format(tenant_id=tenant_id),
             ],
             args=[
-                token, due_ms, now_ms, task_id, tenant_id, wake.service,
-                "" if wake.version is None else str(wake.version), position, sig,
+                resend.token, due_ms, now_ms, task_id, tenant_id, wake.service,
+                "" if wake.version is None else str(wake.version), resend.position, resend.sig,
                 due_ms - now_ms + POINTER_GRACE_MS, *wake.instances,
             ],
         )  # fmt: skip

@@ -10,7 +10,7 @@ import redis
 from deployer.failover import FailoverWatch
 from deployer.planner import Planner
 from deployer.redis_client import client_for
-from deployer.redrive import GEN_STEP
+from deployer.redrive import GEN_STEP, FailoverRedrive
 from deployer.settings import Settings
 from deployer.state.keys import REDIS_RUN_ID as RUN_ID_KEY
 from deployer.state.store import Dispatch, Slot, Store
@@ -47,7 +47,8 @@ def test_a_new_server_redrives_every_live_task_once(private_db: str) -> None:
         relaunched.extend(out)
         return out
 
-    first, second = FailoverWatch(planner.store, launch), FailoverWatch(planner.store, launch)
+    first = FailoverWatch(FailoverRedrive(planner.store, launch))
+    second = FailoverWatch(FailoverRedrive(planner.store, launch))
     assert first.check() is None  # the first look only records the server
     assert second.check() is None  # same server: nothing
     assert r.get(RUN_ID_KEY) == first.server_id()
@@ -84,7 +85,7 @@ def test_finished_tasks_are_left_alone(private_db: str) -> None:
     planner.submit(plan(plan_id, [bg_tenant(f"{plan_id}-t0")]))
     (task,) = sent
     r.hset(f"deployer:task:{task.task_id}", "status", "COMPLETED")
-    watch = FailoverWatch(planner.store, planner.launch)
+    watch = FailoverWatch(FailoverRedrive(planner.store, planner.launch))
     watch.check()
     r.set(RUN_ID_KEY, "an-older-server")
     result = watch.check()
@@ -109,7 +110,8 @@ def test_a_failover_check_that_fails_never_costs_a_heartbeat(private_db: str) ->
     node = worker_id.node_name("acl@h")
     heartbeat = Heartbeat(planner.store.r, node, ttl_seconds=5)
     orphans = OrphanReconciler(planner.store, planner.launch, lambda plan_id: 0)
-    liveness = Liveness(heartbeat, orphans, 5, failover=NoInfo(planner.store, planner.launch))
+    failover = NoInfo(FailoverRedrive(planner.store, planner.launch))
+    liveness = Liveness(heartbeat, orphans, 5, failover=failover)
     loop = MaintenanceLoop([Duty("liveness", liveness.tick, liveness.interval, runs_long=True)])
     loop.start()
     try:

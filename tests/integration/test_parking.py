@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from deployer.parking import Ack, Parking, WakeOn, ack_countdown, parse_ack
+from deployer.parking import Ack, Parking, Resend, WakeOn, ack_countdown, parse_ack
 from deployer.settings import Settings
 from deployer.state import keys
 from tests.helpers import unique
@@ -27,10 +27,11 @@ def _task(r, token: str = "tok-1") -> tuple[str, str]:
 
 
 def _park(parking, task_id, tenant, token="tok-1", countdown=60.0, version=20, sig="{}"):
-    return parking.park(
+    resend = Resend(
         task_id=task_id, tenant_id=tenant, token=token, position=f"{token}:0:1:1",
-        countdown=countdown, wake=WakeOn("blue-green-gateway", version, INSTANCES), sig=sig,
+        wake=WakeOn("blue-green-gateway", version, INSTANCES), sig=sig,
     )  # fmt: skip
+    return parking.park(resend, countdown)
 
 
 def _ack(tenant, instance=INSTANCES[0], version=20, service="blue-green-gateway"):
