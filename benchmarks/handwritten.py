@@ -102,7 +102,7 @@ def hand_args(config: dict[str, Any], instances: dict[str, list[str]]) -> dict[s
 
 def run_hand(
     server: common.Server, prefix: str, n: int, instances: dict[str, list[str]], plain: str | None
-) -> float:
+) -> tuple[float, float]:
     """The hand-written chains, sent on the plain app to queue `plain`, or (None) on
     deployer's app to its stages queue."""
     from celery import chain
@@ -118,7 +118,7 @@ def run_hand(
 
         queue = plain
     server.r.delete(DONE)
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     with app.producer_or_acquire() as producer:
         for config in tenants(prefix, n):
             t = hand_args(config, instances)
@@ -130,17 +130,19 @@ def run_hand(
                 sig = task.s(t, name) if i == 0 else task.s(name)
                 sigs.append(sig.set(queue=queue))
             chain(*sigs).apply_async(producer=producer)
+    producer_cpu = time.process_time() - cpu0
     common.wait_until(lambda: server.r.llen(DONE) >= n, 600, 0.02)
     last = max(float(x) for x in server.r.lrange(DONE, 0, -1))
-    return last - t0
+    return last - t0, producer_cpu
 
 
-def run_deployer(server: common.Server, prefix: str, n: int) -> float:
+def run_deployer(server: common.Server, prefix: str, n: int) -> tuple[float, float]:
     plan_id = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     common.submit({"planId": plan_id, "maxConcurrency": n, "tenants": tenants(prefix, n)})
+    producer_cpu = time.process_time() - cpu0
     common.wait_plan(server, plan_id, 600, 0.02)
-    return max(common.task_end_times(server, plan_id)) - t0
+    return max(common.task_end_times(server, plan_id)) - t0, producer_cpu
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -168,14 +170,17 @@ def measured(
     w: common.Worker,
     polls: Callable[[], int],
     n: int,
-    run: Callable[[], float],
+    run: Callable[[], tuple[float, float]],
 ) -> dict[str, Any]:
-    """Wall time of `run` and what it cost per tenant: worker and Redis CPU, commands, polls."""
+    """Wall time of `run` and what it cost per tenant: worker and Redis CPU, commands, polls,
+    and the CPU of the producer (this process) building and sending the work: the hand-written
+    chains are built and sent here, deployer's are built and sent by its worker from one
+    `submit_plan` message (so they are in its worker CPU)."""
     main, pool = [w.proc.pid], w.children()
     load = os.getloadavg()[0]
     cpu0, main0, rcpu0 = cpu_seconds(main + pool), cpu_seconds(main), redis_cpu(server)
     cmd0, polls0 = server.commandstats(), polls()
-    wall = run()
+    wall, producer_cpu = run()
     cpu1, main1, rcpu1 = cpu_seconds(main + pool), cpu_seconds(main), redis_cpu(server)
     cmd1, polls1 = server.commandstats(), polls()
     commands = {k: v - cmd0.get(k, 0) for k, v in cmd1.items() if v - cmd0.get(k, 0) > 0}
@@ -185,6 +190,7 @@ def measured(
         "worker_cpu_ms_per_tenant": round((cpu1 - cpu0) * 1000 / n, 2),
         "of_which_main_process_ms": round((main1 - main0) * 1000 / n, 2),
         "redis_cpu_ms_per_tenant": round((rcpu1 - rcpu0) * 1000 / n, 2),
+        "producer_cpu_ms_per_tenant": round(producer_cpu * 1000 / n, 2),
         "redis_commands_per_tenant": round(sum(commands.values()) / n, 1),
         "commands": {k: round(v / n, 2) for k, v in sorted(commands.items(), key=lambda c: -c[1])},
         "polls_per_tenant": round((polls1 - polls0) / n, 2),
@@ -246,7 +252,7 @@ def main() -> None:
     ):  # fmt: skip
         workers = {"deployer": dw, "hand_events": ew, "hand_quiet": qw, "hand_on_deployer": dw}
 
-        def runner(side: str, prefix: str, n: int) -> Callable[[], float]:
+        def runner(side: str, prefix: str, n: int) -> Callable[[], tuple[float, float]]:
             if side == "deployer":
                 return lambda: run_deployer(server, prefix, n)
             plain = PLAIN_QUEUES.get(side)
@@ -280,6 +286,12 @@ def main() -> None:
                         ),
                         "redis_commands": round(
                             d["redis_commands_per_tenant"] / h["redis_commands_per_tenant"], 2
+                        ),
+                        # the whole rollout's CPU: its worker's, plus what built and sent it
+                        "worker_and_producer_cpu": round(
+                            (d["worker_cpu_ms_per_tenant"] + d["producer_cpu_ms_per_tenant"])
+                            / (h["worker_cpu_ms_per_tenant"] + h["producer_cpu_ms_per_tenant"]),
+                            2,
                         ),
                     }
                     for k, v in ratios[side].items():

@@ -299,3 +299,42 @@ def test_an_http_step_retries_a_huge_answer_and_names_it(fleet):
                      body={"tenantId": tenant})  # fmt: skip
     with pytest.raises(StepFailed, match=f"{huge} answered answer of {50 * MB} bytes exceeds"):
         once(spec, ctx_for(env, tenant), env)
+
+
+def test_a_cookie_one_tenants_instance_sets_never_goes_out_with_another_request():
+    """The client is shared by every tenant in a worker process: it keeps no cookie."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str | None] = []
+
+    class SetsCookies(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Cookie"))
+            body = b'{"version": 1}'
+            self.send_response(200)
+            self.send_header("Set-Cookie", f"session={self.path.rsplit('/', 1)[-1]}; Path=/")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SetsCookies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    client = probe.new_client(5.0)
+    try:
+        for tenant in ("tenant-a", "tenant-b", "tenant-c"):
+            answer = probe.request(client, "GET", f"http://{address}/health/{tenant}", address, 2.0)
+            assert answer.ok and answer.body == {"version": 1}
+        # a plain httpx client would have sent "session=tenant-a" with tenant-b's request
+        assert seen == [None, None, None]
+        assert len(client.cookies) == 0
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
