@@ -135,10 +135,16 @@ if status == 'PENDING' then
     'tenantId', tenant_id, 'stage', stage_name, 'from', 'PENDING', 'to', running, 'ts', now})
 end
 if attempt ~= '0' then redis.call('HINCRBY', plan_key, 'm:healthCheckAttempts', 1) end
-redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
-  'updatedAt', now, 'worker', worker, 'progress', progress)
-if attempt == '0' and step_index == '0' then
-  redis.call('HSET', task_key, 'stageStartedAt', now)
+-- the stage's first entry also stamps its start: one HSET either way
+local entered = attempt == '0' and step_index == '0'
+if entered then
+  redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
+    'updatedAt', now, 'worker', worker, 'progress', progress, 'stageStartedAt', now)
+else
+  redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
+    'updatedAt', now, 'worker', worker, 'progress', progress)
+end
+if entered then
   emit(events_key, maxlen, {'type', 'STAGE_STARTED', 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'worker', worker, 'ts', now})
 end
