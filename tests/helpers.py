@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
+
 T = TypeVar("T")
 
 #: The repository: the working directory and PYTHONPATH of subprocesses.
@@ -209,3 +211,11 @@ def run_cli(*args: str) -> Any:
     from deployer.cli import app
 
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def fresh_db(redis_url: str, index: int) -> str:
+    """The URL of database `index` on the tests' Redis, emptied: for a test module whose
+    sweeps or claims would touch other tests' tasks in the shared database."""
+    url = redis_url.rsplit("/", 1)[0] + f"/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url

@@ -20,9 +20,6 @@ from redis.commands.core import Script
 from deployer import tracing
 from deployer.errors import ScriptReplyError
 from deployer.state import prelude
-from deployer.state.replies import EndVerdict as EndVerdict
-from deployer.state.replies import FailVerdict as FailVerdict
-from deployer.state.replies import Gate as Gate
 from deployer.state.replies import verdict as verdict
 
 #: Every script in deployer/state/lua (the prelude is no script of its own).
@@ -99,8 +96,8 @@ class TracedScript(Script):
 
 # ---- replies -------------------------------------------------------------------------------
 # The stage scripts' verdicts and `verdict` itself live in replies.py, so a caller branches
-# on a reply without importing the loader; they are re-exported above for this module's
-# other callers.
+# on a reply without importing the loader; `verdict` is re-exported above for the other
+# state modules' replies.
 
 R = TypeVar("R")
 

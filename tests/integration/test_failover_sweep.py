@@ -14,15 +14,13 @@ from deployer.redrive import GEN_STEP, FailoverRedrive
 from deployer.settings import Settings
 from deployer.state.keys import REDIS_RUN_ID as RUN_ID_KEY
 from deployer.state.store import Dispatch, Slot, Store
-from tests.helpers import bg_tenant, plan, unique
+from tests.helpers import bg_tenant, fresh_db, plan, unique
 
 
 @pytest.fixture()
 def private_db(redis_url: str) -> str:
     """A database of its own: the sweep re-drives every task it watches."""
-    url = redis_url.rsplit("/", 1)[0] + "/9"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_db(redis_url, 9)
 
 
 def _planner(url: str) -> tuple[Planner, list[Dispatch]]:

@@ -12,15 +12,13 @@ from deployer.redis_client import client_for
 from deployer.redrive import OrphanReconciler
 from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, fresh_db, plan, unique, wait_for
 
 
 @pytest.fixture()
 def private_db(redis_url: str) -> str:
     """A database of its own: sweeps must not touch other tests' tasks or workers."""
-    url = redis_url.rsplit("/", 1)[0] + "/8"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_db(redis_url, 8)
 
 
 @pytest.fixture()

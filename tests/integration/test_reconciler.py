@@ -14,7 +14,7 @@ from deployer.redis_client import client_for
 from deployer.redrive import Reconciler
 from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store, now_ms
-from tests.helpers import bg_tenant, plan, task_rows, unique
+from tests.helpers import bg_tenant, fresh_db, plan, task_rows, unique
 
 LATER = 10 * 60 * 1000  # ten minutes on: every lease has expired
 
@@ -26,9 +26,7 @@ def _no_launch(slots: list[Slot]) -> list[Dispatch]:
 @pytest.fixture()
 def private_db(redis_url: str) -> str:
     """A database of its own: claims in the future must not touch other tests' tasks."""
-    url = redis_url.rsplit("/", 1)[0] + "/7"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_db(redis_url, 7)
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ from deployer.settings import Settings
 from deployer.state.store import Dispatch, Slot, Store, now_ms
 from stages import registry
 from stages.base import Done, Step, StepEnv, StepResult
-from tests.helpers import bg_tenant, plan, unique, wait_for
+from tests.helpers import bg_tenant, fresh_db, plan, unique, wait_for
 
 #: The lease TTL of these tests; the fold window is a tenth of it.
 LEASE = 5.0
@@ -51,9 +51,7 @@ class Sleeping(Step):
 @pytest.fixture()
 def private_db(redis_url: str) -> str:
     """A database of its own: the reconciler's claims must not touch other tests' tasks."""
-    url = redis_url.rsplit("/", 1)[0] + "/10"
-    redis.Redis.from_url(url).flushdb()
-    return url
+    return fresh_db(redis_url, 10)
 
 
 @pytest.fixture()
@@ -109,6 +107,16 @@ def _events(r: redis.Redis, d: Dispatch) -> list[tuple[str, str]]:
     ]
 
 
+def _first_stage_ran(
+    store: Store, env: StepEnv
+) -> tuple[Dispatch, list[StageSpec], executor.Proceed]:
+    """A two-stage task whose quick first stage ran and handed its context on."""
+    d, stages = _dispatched(store)
+    outcome = executor.run_stage(store, env, d.context, stages[0])
+    assert isinstance(outcome, executor.Proceed)
+    return d, stages, outcome
+
+
 def _task(r: redis.Redis, d: Dispatch) -> dict[str, str]:
     return r.hgetall(f"deployer:task:{d.task_id}")
 
@@ -120,9 +128,7 @@ def _lease_left_ms(r: redis.Redis, d: Dispatch) -> int:
 def test_a_quick_stage_leaves_its_end_to_the_next_begin_which_records_it_once_in_order(
     r: redis.Redis, store: Store, env: StepEnv, step: Sleeping
 ) -> None:
-    d, (first, second) = _dispatched(store)
-    outcome = executor.run_stage(store, env, d.context, first)
-    assert isinstance(outcome, executor.Proceed)
+    d, (first, second), outcome = _first_stage_ran(store, env)
     assert _task(r, d)["checkpoint"] == "-1", "no round trip at the first stage's end"
     assert ("STAGE_COMPLETED", first.name) not in _events(r, d)
 
@@ -189,9 +195,7 @@ def _no_launch(slots: list[Slot]) -> list[Dispatch]:
 def test_a_message_lost_between_stages_is_still_redriven_from_the_checkpoint(
     r: redis.Redis, store: Store, env: StepEnv, step: Sleeping
 ) -> None:
-    d, (first, second) = _dispatched(store)
-    outcome = executor.run_stage(store, env, d.context, first)
-    assert isinstance(outcome, executor.Proceed)
+    d, (first, second), outcome = _first_stage_ran(store, env)
     # ... and the second stage's message is lost. Once the lease lapses, the reconciler
     # takes the task back and re-sends it from its checkpoint: the first stage, whose end
     # no begin recorded.
@@ -219,9 +223,7 @@ def test_a_message_lost_between_stages_is_still_redriven_from_the_checkpoint(
 def test_a_task_paused_or_cancelled_between_stages_stops_at_the_boundary(
     r: redis.Redis, store: Store, env: StepEnv, step: Sleeping, control: str
 ) -> None:
-    d, (first, second) = _dispatched(store)
-    outcome = executor.run_stage(store, env, d.context, first)
-    assert isinstance(outcome, executor.Proceed)
+    d, (first, second), outcome = _first_stage_ran(store, env)
     r.hset(f"deployer:task:{d.task_id}", mapping={"control": control, "controlBy": "ops"})
 
     halted = executor.run_stage(store, env, outcome.ctx, second)
@@ -241,9 +243,7 @@ def test_a_folded_end_is_timed_when_the_stage_ended_not_when_the_next_message_ar
     duration say when the stage ended (the time the message carries), not when its begin ran;
     a time outside [the stage's start, now] (another worker's clock, a forged message) is not
     believed."""
-    d, (first, second) = _dispatched(store)
-    outcome = executor.run_stage(store, env, d.context, first)
-    assert isinstance(outcome, executor.Proceed)
+    d, (first, second), outcome = _first_stage_ran(store, env)
     ended = outcome.ctx.scratch["previousStageEndedAtMs"]
     started = int(_task(r, d)["stageStartedAt"])
     assert started <= ended <= now_ms()

@@ -11,7 +11,7 @@ import pytest
 
 from deployer.errors import Code, ScriptReplyError
 from deployer.state import scripts
-from deployer.state.scripts import EndVerdict, FailVerdict, Gate
+from deployer.state.replies import EndVerdict, FailVerdict, Gate
 from deployer.state.workers import Claimed
 
 
