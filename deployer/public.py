@@ -131,13 +131,21 @@ class WaveView(PublicModel):
 
 
 class Budget(PublicModel):
-    """The failure budget now (per plan, or the current wave's)."""
+    """The failure budget now (per plan, or the current wave's); once exceeded, when and
+    (scope wave, an earlier wave's) where."""
 
     max: int
     used: int
     scope: str
     on_exceed: str
     exceeded: bool
+    #: Scope wave: the wave whose budget `max` and `used` are (the current one).
+    wave: int | None = None
+    exceeded_at: str | None = None
+    #: Scope wave, exceeded in another wave than the current: that wave and its figures.
+    exceeded_wave: int | None = None
+    exceeded_used: int | None = None
+    exceeded_max: int | None = None
 
 
 class Gate(PublicModel):

@@ -215,11 +215,18 @@ class Rollout:
         a rollback that turned the failed tenants ROLLED_BACK does not read "0 used, not
         exceeded" beside a stop reason that says otherwise. An operator's budget change
         clears that record.
+
+        With scope wave the script judges the failed task's own wave, which can be an
+        earlier one than the current (a task of wave 0 retried while wave 1 runs): the view
+        then names that wave and its figures (`exceededWave`, `exceededUsed`,
+        `exceededMax`) beside the current wave's, instead of "not exceeded" beside a plan
+        the budget stopped.
         """
         if self.budget_max is None:
             return None
         p = self.plan
-        if self.budget_scope == "wave" and self.wave < len(self.waves):
+        by_wave = self.budget_scope == "wave" and self.wave < len(self.waves)
+        if by_wave:
             w = self.waves[self.wave]
             used = w.counts.get("FAILED", 0) - (w.forgiven or 0)
             limit = w.budget or 0
@@ -233,11 +240,19 @@ class Rollout:
             "onExceed": self.on_exceed,
             "exceeded": used > limit,
         }
+        if by_wave:
+            out["wave"] = self.wave
         record_wave = p.budget_exceeded_wave
-        if record_wave is not None and (self.budget_scope == "plan" or record_wave == self.wave):
+        if record_wave is None:
+            return out
+        out["exceeded"] = True
+        out["exceededAt"] = iso(p.budget_exceeded_at)
+        if self.budget_scope == "plan" or record_wave == self.wave:
             out["used"] = max(out["used"], p.budget_exceeded_used or 0)
-            out["exceeded"] = True
-            out["exceededAt"] = iso(p.budget_exceeded_at)
+        else:
+            out["exceededWave"] = record_wave
+            out["exceededUsed"] = p.budget_exceeded_used or 0
+            out["exceededMax"] = p.budget_exceeded_max or 0
         return out
 
     def gate(self) -> dict[str, Any] | None:

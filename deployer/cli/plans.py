@@ -299,6 +299,11 @@ def _print_waves(summary: dict[str, Any]) -> None:
     budget = summary.get("budget")
     if budget:
         exceeded = " [red]exceeded[/]" if budget.get("exceeded") else ""
+        if "exceededWave" in budget:  # scope wave: an earlier wave's budget stopped the plan
+            exceeded = (
+                f" [red]exceeded in wave {budget['exceededWave']} "
+                f"({budget['exceededUsed']}/{budget['exceededMax']})[/]"
+            )
         console.print(
             f"  failure budget: {budget['used']}/{budget['max']} ({budget['scope']}, "
             f"on exceed {budget['onExceed']}){exceeded}"

@@ -99,7 +99,8 @@ const Deployer = (() => {
     $("#bake").dataset.until = plan.bakeUntil || "";
     tick();
     const b = plan.budget;
-    $("#budget").textContent = b ? `${b.used} / ${b.max} failed (${b.scope}, on exceed ${b.onExceed})${b.exceeded ? " — exceeded" : ""}` : "none";
+    const where = b && b.exceededWave !== undefined ? ` in wave ${b.exceededWave} (${b.exceededUsed} / ${b.exceededMax})` : "";
+    $("#budget").textContent = b ? `${b.used} / ${b.max} failed (${b.scope}, on exceed ${b.onExceed})${b.exceeded ? " — exceeded" + where : ""}` : "none";
     $("#budget").classList.toggle("err", !!(b && b.exceeded));
     const g = plan.gate;
     $("#gate").textContent = !g ? "none" : g.status === undefined
