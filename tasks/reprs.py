@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import celery.app.trace
 from celery.app.amqp import AMQP
 from celery.signals import before_task_publish
 from celery.utils.saferepr import saferepr
@@ -48,6 +49,57 @@ def bounded_repr(value: Any) -> str:
         return str(saferepr(value, REPR_MAXSIZE))
     text = repr(value)
     return text if len(text) <= REPR_MAXSIZE else text[: REPR_MAXSIZE - 3] + "..."
+
+
+#: Containers nested deeper than this are abbreviated by saferepr (its `maxlevels` - 1).
+_PLAIN_DEPTH = 2
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether saferepr would write `value` exactly as `repr` does: JSON's types only (exact
+    types, so no subclass with its own repr), text without quotes, backslashes or unprintable
+    characters (saferepr neither escapes those nor picks another quote), and no container
+    deeper than saferepr shows."""
+    kind = type(value)
+    if kind is str:
+        return "'" not in value and "\\" not in value and value.isprintable()
+    if kind in (int, float, bool) or value is None:
+        return True
+    if depth > _PLAIN_DEPTH:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain(k) and _plain(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v, depth + 1) for v in value)
+    return False
+
+
+def result_repr(value: Any, maxlen: int | None = None, maxlevels: int = 3) -> str:
+    """saferepr, but `repr` where both write the same text.
+
+    A stage that hands its context on returns it, and Celery's tracer writes its saferepr
+    for the worker log and the `task-succeeded` event (Flower's Result column) after every
+    attempt: ≈ 67 µs for a 300-character context, walked token by token, against ≈ 6 µs
+    to check it is plain JSON and `repr` it. Used only where the two agree (plain values,
+    shorter than `maxlen`, no deeper than saferepr shows); tests/unit/test_result_repr.py
+    holds it to saferepr on random values.
+    """
+    if maxlevels == _PLAIN_DEPTH + 1 and _plain(value):
+        text = repr(value)
+        if maxlen is None or len(text) < maxlen:
+            return text
+    return str(saferepr(value, maxlen, maxlevels))
+
+
+def _install_result_repr() -> None:
+    """Make Celery's tracer write results with `result_repr`.
+
+    The tracer calls the `saferepr` its module imported (celery/app/trace.py); that name is
+    replaced here alone. tests/unit/test_result_repr.py runs a task through Celery's tracer
+    and fails if an upgrade stops using it, so the speed-up cannot vanish silently."""
+    if getattr(celery.app.trace, "saferepr", None) not in (saferepr, result_repr):
+        raise RuntimeError("celery.app.trace changed: cannot install the result repr")
+    celery.app.trace.saferepr = result_repr
 
 
 def _as_dict(value: Any) -> Mapping[str, Any]:
@@ -184,3 +236,4 @@ def install(celery_app: Any) -> None:
 
 
 install(app)
+_install_result_repr()
