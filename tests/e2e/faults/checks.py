@@ -23,6 +23,14 @@ class Outcome:
 
 
 def plan_events(r: redis.Redis, plan_id: str) -> list[dict[str, str]]:
+    return [fields for _, fields in positioned_events(r, plan_id)]
+
+
+def positioned_events(r: redis.Redis, plan_id: str) -> list[tuple[tuple[int, int], dict[str, str]]]:
+    """The plan's events with their place in the one events stream: (ms, sequence) of the
+    entry ID, which Redis assigns in the order it ran the scripts that emitted them. That
+    order is the truth about what ran before what; an event's `ts` is the clock of the
+    worker that sent the script, read before the script ran."""
     out = []
     last = "-"
     for _ in range(10_000):  # bounded paging through the events stream
@@ -31,9 +39,14 @@ def plan_events(r: redis.Redis, plan_id: str) -> list[dict[str, str]]:
             batch = batch[1:]
         if not batch:
             break
-        out += [f for _id, f in batch if f.get("planId") == plan_id]
+        out += [(_position(i), f) for i, f in batch if f.get("planId") == plan_id]
         last = batch[-1][0]
     return out
+
+
+def _position(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)
 
 
 def outcome(
