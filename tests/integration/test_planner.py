@@ -55,11 +55,13 @@ def test_tasks_beyond_the_first_wave_are_stored_as_configs_only(planner, sent, r
 
 
 def test_a_big_uncapped_plan_is_sent_in_bounded_batches_each_task_once(planner, sent, monkeypatch):
+    """A small first batch (its stages start at once), then bounded ones."""
     monkeypatch.setattr(planner_module, "DISPATCH_BATCH", 40)
+    monkeypatch.setattr(planner_module, "FIRST_DISPATCH_BATCH", 10)
     plan_id = unique()
     tenants = [bg_tenant(f"{plan_id}-t{i}") for i in range(100)]
     assert planner.submit(plan(plan_id, tenants, maxConcurrency=1000))["tasks"] == 100
-    assert [len(batch) for batch in sent] == [40, 40, 20]
+    assert [len(batch) for batch in sent] == [10, 40, 40, 10]
     ids = [d.task_id for batch in sent for d in batch]
     assert len(set(ids)) == 100
 
