@@ -328,6 +328,7 @@ class _Origin:
     """Where requests to one `scheme://host:port` go: the connection pool (or proxy) the
     client would pick for it, and the URL parts and headers every request there starts with."""
 
+    transport: httpx.HTTPTransport
     pool: httpcore.ConnectionPool
     scheme: bytes
     host: bytes
@@ -353,14 +354,29 @@ def _origin(client: httpx.Client, origin: str) -> _Origin | None:
             return known[origin]
     url = httpx.URL(origin)
     transport = client._transport_for_url(url)  # noqa: SLF001 - the proxy httpx would pick
-    pool = getattr(transport, "_pool", None) if type(transport) is httpx.HTTPTransport else None
+    pool = getattr(transport, "_pool", None)
     found = None
-    if isinstance(pool, httpcore.ConnectionPool) and not url.userinfo:
+    if (
+        type(transport) is httpx.HTTPTransport  # not a subclass with its own handle_request
+        and isinstance(pool, httpcore.ConnectionPool)
+        and not url.userinfo
+    ):
         headers = tuple(client.headers.raw)
-        found = _Origin(pool, url.raw_scheme, url.raw_host, url.port, url.netloc, headers)
+        found = _Origin(
+            transport, pool, url.raw_scheme, url.raw_host, url.port, url.netloc, headers
+        )
     with _origins_lock:
         _origins.setdefault(client, {})[origin] = found
     return found
+
+
+def _instrumented(transport: httpx.HTTPTransport) -> bool:
+    """Whether something wraps the transport's `handle_request` (OpenTelemetry's httpx
+    instrumentation, for the class or one client): the request then goes through it, so
+    its span is made (tests/e2e/test_tracing.py)."""
+    return "handle_request" in vars(transport) or hasattr(
+        type(transport).handle_request, "__wrapped__"
+    )
 
 
 def _headers(
@@ -402,13 +418,14 @@ def _exchange(
     chunks; raises httpcore's (or, through a non-httpx transport, httpx's) errors.
 
     Same wire as `client.stream`: the pool httpx picks for the origin (proxies from the
-    environment included), the client's default headers, the path percent-encoded by
-    httpx when it needs it, JSON encoded as httpx does (tests/integration/test_probe_wire.py
-    compares what a server receives both ways, byte for byte)."""
+    environment included), the client's default headers, the path percent-encoded by httpx
+    when it needs it, JSON encoded as httpx does (tests/integration/test_probe_wire.py
+    compares what a server receives both ways, byte for byte). When an instrumentation
+    wraps the transport (tracing), the request goes through the client, so its span is made."""
     scheme, sep, rest = url.partition("://")
     slash = rest.find("/") if sep else -1
     origin = _origin(client, url[: len(scheme) + 3 + slash]) if slash > 0 else None
-    if origin is None:
+    if origin is None or _instrumented(origin.transport):
         kwargs: dict[str, Any] = {} if json_body is _MISSING else {"json": json_body}
         with client.stream(method, url, timeout=timeout, headers=headers, **kwargs) as reply:
             yield reply.status_code, reply.headers.get, reply.iter_raw(64 * 1024)

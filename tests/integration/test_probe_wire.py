@@ -133,3 +133,25 @@ def test_transport_errors_are_named_as_httpx_named_them() -> None:
     finally:
         client.close()
         garbage.close()
+
+
+def test_a_wrapped_transport_sees_every_request(recorder: Recorder) -> None:
+    """An instrumentation that wraps one client's transport (OpenTelemetry's
+    `instrument_client` does) sees the probe's requests: they go through the client then."""
+    client = probe.new_client(5.0)
+    seen: list[str] = []
+    inner = client._transport.handle_request  # noqa: SLF001
+
+    def handle_request(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return inner(request)
+
+    try:
+        url = f"http://{recorder.address}/actuator/bg-sdk/t1"
+        assert probe.request(client, "GET", url, "instance", 2.0).ok  # origin known, unwrapped
+        client._transport.handle_request = handle_request  # type: ignore[method-assign]  # noqa: SLF001
+        answer = probe.request(client, "GET", url, "instance", 2.0)
+        assert answer.ok and answer.body == {"version": 7}
+        assert seen == [url]
+    finally:
+        client.close()
