@@ -96,6 +96,8 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "POST without a body": ("POST", "/portal/ping", {}),
     "DELETE": ("DELETE", "/cfg/tenant-1", {}),
     "path to percent-encode, with a query": ("GET", "/h/ten ant/ä?x=1&y=a b", {}),
+    "path with dot segments": ("GET", "/h/./a/../b/.hidden", {}),
+    "path of every plain character": ("GET", "/a'b(c)!$&*+,;=:@~-._/Z9", {}),
 }  # fmt: skip
 
 
