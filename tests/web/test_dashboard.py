@@ -5,6 +5,7 @@ in the test's tmp_path (printed at the end of each test)."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,38 @@ def test_the_strategy_panel_and_buttons_follow_the_rollout(page, api, r, tmp_pat
                            "'plan cancelled'")  # fmt: skip
     assert commands(page) <= {"rollback"}
     shot(page, tmp_path, "13-cancelled")
+
+
+def test_an_earlier_waves_exceeded_budget_is_named_on_the_plan_page(page, api, r, tmp_path):
+    """Scope wave: the wave step judges a failed task's own wave. When that is an earlier
+    wave than the current one, the page names it instead of reading "not exceeded"."""
+    plan_id = unique("dash-budget")
+    strategy = {"canary": 1, "waves": {"type": "linear", "size": 1}, "bakeSeconds": 600,
+                "failureBudget": {"max": 0, "scope": "wave", "onExceed": "pause"}}  # fmt: skip
+    body = plan(plan_id, [bg_tenant(unique("db")) for _ in range(3)], strategy=strategy)
+    assert httpx.post(f"{api}/api/v1/plans", json=body, timeout=30).status_code == 201
+    key = f"deployer:plan:{plan_id}"
+    wait_for(lambda: r.hget(key, "waveState") == "BAKING", timeout=30, what="wave 0 baking")
+    promoted = httpx.post(f"{api}/api/v1/plans/{plan_id}/promote", json={"reason": "go"},
+                          timeout=30)  # fmt: skip
+    assert promoted.status_code == 200, promoted.text
+    wait_for(lambda: r.hget(key, "wave") == "1" and r.hget(key, "waveState") == "BAKING",
+             timeout=30, what="wave 1 baking")  # fmt: skip
+    page.goto(f"{api}/plans/{plan_id}")
+    page.wait_for_selector("#live.on")
+    assert page.inner_text("#budget") == "0 / 0 failed (wave, on exceed pause)"
+    # what wave_step.lua records when a task of wave 0 fails while wave 1 runs
+    now_ms = str(int(time.time() * 1000))
+    r.hset(key, mapping={"budgetExceededWave": "0", "budgetExceededUsed": "1",
+                         "budgetExceededMax": "0", "budgetExceededAt": now_ms})  # fmt: skip
+    page.reload()
+    page.wait_for_selector("#live.on")
+    page.wait_for_function("document.querySelector('#budget').textContent.includes('wave 0')")
+    assert page.inner_text("#budget") == (
+        "0 / 0 failed (wave, on exceed pause) — exceeded in wave 0 (1 / 0)"
+    )
+    assert "err" in (page.get_attribute("#budget", "class") or "")
+    shot(page, tmp_path, "14-budget-exceeded-earlier-wave")
 
 
 def test_a_held_gate_shows_its_answer_on_the_plan_page(page, api, r, tmp_path):
