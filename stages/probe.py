@@ -349,10 +349,9 @@ def _origin(client: httpx.Client, origin: str) -> _Origin | None:
     the client routes it through something that is not httpx's own transport (a test's
     mock), or the origin carries credentials (httpx turns them into a header): those are
     asked through the client itself."""
-    with _origins_lock:
-        known = _origins.setdefault(client, {})
-        if origin in known:
-            return known[origin]
+    known = _origins.get(client)  # read without the lock: a lookup sees an entry or none
+    if known is not None and origin in known:
+        return known[origin]
     url = httpx.URL(origin)
     transport = client._transport_for_url(url)  # noqa: SLF001 - the proxy httpx would pick
     pool = getattr(transport, "_pool", None)

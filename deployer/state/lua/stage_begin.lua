@@ -135,15 +135,15 @@ if status == 'PENDING' then
     'tenantId', tenant_id, 'stage', stage_name, 'from', 'PENDING', 'to', running, 'ts', now})
 end
 if attempt ~= '0' then redis.call('HINCRBY', plan_key, 'm:healthCheckAttempts', 1) end
--- the stage's first entry also stamps its start: one HSET either way
+-- the stage's first entry also stamps its start, in the same HSET
+local fields = {'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
+  'updatedAt', now, 'worker', worker, 'progress', progress}
 local entered = attempt == '0' and step_index == '0'
 if entered then
-  redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
-    'updatedAt', now, 'worker', worker, 'progress', progress, 'stageStartedAt', now)
-else
-  redis.call('HSET', task_key, 'cursor', here, 'stageIndex', stage_index, 'stageName', stage_name,
-    'updatedAt', now, 'worker', worker, 'progress', progress)
+  fields[#fields + 1] = 'stageStartedAt'
+  fields[#fields + 1] = now
 end
+redis.call('HSET', task_key, unpack(fields))
 if entered then
   emit(events_key, maxlen, {'type', 'STAGE_STARTED', 'planId', plan_id, 'taskId', task_id,
     'tenantId', tenant_id, 'stage', stage_name, 'stageIndex', stage_index, 'worker', worker, 'ts', now})
